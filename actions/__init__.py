@@ -1,0 +1,1 @@
+"""Custom actions of the Kefu Shop reference assistant (rasa-sdk actions)."""

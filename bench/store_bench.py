@@ -1,0 +1,77 @@
+"""Store throughput: turns saved per second by concurrent conversations, with and without group
+commit. Each turn loads the state, records a user message, an action and a bot reply, queues the
+reply in the outbox and claims the platform message id, as a real turn does.
+
+    python bench/store_bench.py [--url URL] [--conversations 100] [--turns 20]
+
+Prints figures and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bot.events import ActionExecuted, BotMessage, Button, UserMessage
+from bot.state import ConversationState
+from bot.store import SqlStore, open_store
+
+
+async def _conversation(store: SqlStore, index: int, turns: int) -> None:
+    cid = f"bench:{index}"
+    for turn in range(turns):
+        message_id = f"{index}-{turn}"
+        state = await store.load(cid) or ConversationState(
+            conversation_id=cid, channel="bench", sender_id=str(index)
+        )
+        user = UserMessage(
+            channel="bench",
+            conversation_id=cid,
+            sender_id=str(index),
+            text=f"where is my order {turn}?",
+            message_id=message_id,
+            parse_data={"intent": {"name": "track_order", "confidence": 0.93}},
+        )
+        reply = BotMessage(
+            conversation_id=cid,
+            text="Your order ships tomorrow.",
+            buttons=(Button(title="Thanks", payload="/thanks"),),
+        )
+        events = [user, ActionExecuted(name="utter_order_status"), reply]
+        state.slots["order_id"] = f"A{turn:05d}"
+        state.remember(events)
+        await store.save(state, events, outbox=[reply], message_key=("bench", message_id))
+
+
+async def _run(url: str, conversations: int, turns: int, group_commit: bool) -> float:
+    store = await open_store(
+        url, group_commit=group_commit, table_prefix=f"b{uuid.uuid4().hex[:8]}_"
+    )
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(_conversation(store, i, turns) for i in range(conversations)))
+        return conversations * turns / (time.perf_counter() - started)
+    finally:
+        await store.close()
+
+
+async def _main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument("--conversations", type=int, default=100)
+    parser.add_argument("--turns", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        for group_commit in (True, False):
+            rate = await _run(url, args.conversations, args.turns, group_commit)
+            mode = "group commit" if group_commit else "one transaction per save"
+            print(f"{url.split(':')[0]:<12} {mode:<26} {rate:8.0f} turns/s")
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())

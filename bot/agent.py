@@ -1,0 +1,347 @@
+"""The agent: one turn of one conversation, end to end.
+
+A turn takes the conversation's lock, skips a platform message it has seen, loads the current
+state (not the history), understands the message, lets the dialogue manager compute events,
+saves state, events and outgoing messages in one write, releases the lock and delivers.
+Replies for push channels (Telegram) go through the store's outbox, so a failed delivery is
+retried, never lost silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot import constants
+from bot.channel import Channel
+from bot.dialogue import commands as cmd
+from bot.dialogue.command_generator import generate_commands
+from bot.dialogue.default_actions import DefaultActions, Desk
+from bot.dialogue.executor import FlowExecutor
+from bot.dialogue.turn import Turn
+from bot.errors import (
+    ConcurrentUpdateError,
+    DuplicateMessageError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from bot.events import BotMessage, Event, SlotSet, UserMessage
+from bot.interpreter import Interpreter
+from bot.ports import ActionRunner, AnswerBackend, ConversationStore
+from bot.project import Project
+from bot.responses import ResponseRenderer
+from bot.settings import Settings
+from bot.state import ConversationState
+
+log = logging.getLogger(__name__)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SAVE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """What a turn appended to the conversation and what the bot said."""
+
+    events: list[Event] = field(default_factory=list)
+    messages: list[BotMessage] = field(default_factory=list)
+    duplicate: bool = False
+
+
+class Agent:
+    """Runs turns for one project. Build it with :meth:`create`; close it with :meth:`close`."""
+
+    def __init__(
+        self,
+        project: Project,
+        *,
+        settings: Settings,
+        store: ConversationStore,
+        interpreter: Interpreter,
+        action_runner: ActionRunner | None = None,
+        answer_backend: AnswerBackend | None = None,
+        desk: Desk | None = None,
+    ) -> None:
+        self.project = project
+        self.settings = settings
+        self.store = store
+        self.interpreter = interpreter
+        self.action_runner = action_runner
+        self.defaults = DefaultActions(answer_backend=answer_backend, desk=desk)
+        self.executor = FlowExecutor(
+            renderer=ResponseRenderer(project.domain),
+            action_runner=action_runner,
+            defaults=self.defaults,
+        )
+        self.channels: dict[str, Channel] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._delivering: set[int] = set()
+        self._retry_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def create(
+        cls,
+        project: Project,
+        *,
+        settings: Settings,
+        store: ConversationStore | None = None,
+        action_runner: ActionRunner | None = None,
+        answer_backend: AnswerBackend | None = None,
+        desk: Desk | None = None,
+    ) -> Agent:
+        """Build an agent with the project's models and the default backends for what is not given."""
+        from bot.actions import create_action_runner
+        from bot.knowledge import KnowledgeAnswerer, KnowledgeBase
+        from bot.store import open_store
+
+        interpreter = await asyncio.to_thread(
+            Interpreter.train,
+            project.nlu,
+            entity_names=project.domain.entities,
+            intents=project.domain.intents,
+            cache_dir=_cache_dir(project.root),
+        )
+        if store is None:
+            store = await open_store(settings.database_url)
+        if action_runner is None:
+            action_runner = create_action_runner(
+                project_dir=project.root, endpoint=settings.action_endpoint
+            )
+        if answer_backend is None and project.knowledge_dir is not None:
+            answer_backend = KnowledgeAnswerer(KnowledgeBase.from_directory(project.knowledge_dir))
+        return cls(
+            project,
+            settings=settings,
+            store=store,
+            interpreter=interpreter,
+            action_runner=action_runner,
+            answer_backend=answer_backend,
+            desk=desk,
+        )
+
+    # --- channels and lifecycle ---------------------------------------------------------
+
+    def add_channel(self, channel: Channel) -> None:
+        """Connect a channel: its messages come to :meth:`handle`, replies go to its ``send``."""
+        channel.attach(self.handle)
+        self.channels[channel.name] = channel
+
+    async def start(self) -> None:
+        """Start retrying undelivered messages in the background."""
+        if self._retry_task is None:
+            self._retry_task = asyncio.create_task(self._retry_deliveries())
+
+    async def close(self) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry_task
+            self._retry_task = None
+        closer = getattr(self.action_runner, "close", None)
+        if closer is not None:
+            await closer()
+        await self.store.close()
+
+    # --- turns --------------------------------------------------------------------------
+
+    async def handle(self, message: UserMessage) -> list[BotMessage]:
+        """The :class:`~bot.channel.MessageHandler` every channel calls."""
+        return (await self.process(message)).messages
+
+    async def process(self, message: UserMessage) -> TurnResult:
+        """Run one turn; a message id seen before returns an empty, ``duplicate`` result."""
+        message = _sanitize(message)
+        key = (message.channel, message.message_id) if message.message_id else None
+        async with self._lock(message.conversation_id):
+            if key and await self.store.is_processed(*key):
+                return TurnResult(duplicate=True)
+            for attempt in range(_SAVE_ATTEMPTS):
+                state = await self.store.load(message.conversation_id) or _new_state(message)
+                turn = await self._run_turn(state, message)
+                outbox = turn.messages if self._pushes(message.channel) else []
+                try:
+                    ids = await self.store.save(state, turn.events, outbox=outbox, message_key=key)
+                except ConcurrentUpdateError:
+                    if attempt == _SAVE_ATTEMPTS - 1:
+                        raise
+                    continue
+                except DuplicateMessageError:
+                    return TurnResult(duplicate=True)
+                break
+        if outbox:
+            await self._deliver(message.channel, list(zip(ids, outbox, strict=True)))
+        return TurnResult(events=turn.events, messages=turn.messages)
+
+    async def set_slots(self, conversation_id: str, slots: dict[str, Any]) -> None:
+        """Set slots before or between turns (conversation-test fixtures, the desk, the API)."""
+        channel, _, sender = conversation_id.partition(":")
+        async with self._lock(conversation_id):
+            state = await self.store.load(conversation_id) or ConversationState(
+                conversation_id=conversation_id, channel=channel, sender_id=sender
+            )
+            events: list[Event] = []
+            for name, value in slots.items():
+                state.slots[name] = value
+                events.append(SlotSet(name=name, value=value))
+            state.remember(events)
+            await self.store.save(state, events)
+
+    async def _run_turn(self, state: ConversationState, message: UserMessage) -> Turn:
+        turn = Turn(
+            state=state,
+            domain=self.project.domain,
+            flows=self.project.flows,
+            rng=random.Random(f"{state.conversation_id}:{state.event_count}"),
+        )
+        if message.metadata:
+            state.profile.update({k: v for k, v in message.metadata.items() if k in _PROFILE_KEYS})
+        command = message.metadata.get("command") if message.metadata else None
+        now = time.time()
+        if state.event_count == 0 or self._session_expired(state, now) or command == "start":
+            state.stack.clear()
+            self.executor.push_pattern(turn, "pattern_session_start")
+            await self.executor.advance(turn)
+            state.session_started_at = now
+        language = state.language or _base_language(message.language) or self.project.domain.default_language
+        parse = self.interpreter.parse(message.text, payload=message.payload, language=language)
+        self._set_language(turn, parse.language)
+        turn.parse = parse.to_rasa()
+        state.latest_message = turn.parse
+        turn.events.append(dataclasses.replace(message, parse_data=turn.parse, language=parse.language))
+        if command == "start":
+            state.remember(turn.events)
+            return turn
+        commands = self._commands(turn, message, parse, command)
+        self.executor.apply(turn, commands)
+        await self.executor.advance(turn)
+        state.remember(turn.events)
+        return turn
+
+    def _commands(self, turn: Turn, message: UserMessage, parse: Any, command: str | None) -> list[cmd.Command]:
+        if message.metadata.get("truncated"):
+            return [cmd.InternalError("rasa_internal_error_user_input_too_long")]
+        if not message.text.strip() and not message.payload and not message.attachments:
+            return [cmd.InternalError("rasa_internal_error_user_input_empty")]
+        return generate_commands(turn, parse, synonyms=self.project.nlu.synonyms, command=command)
+
+    def _set_language(self, turn: Turn, language: str) -> None:
+        if turn.state.language == language:
+            return
+        turn.state.language = language
+        if "language" in turn.domain.slots:
+            turn.set_slot("language", language)
+
+    def _session_expired(self, state: ConversationState, now: float) -> bool:
+        minutes = self.project.domain.session_config.session_expiration_time
+        return minutes > 0 and state.last_active_at > 0 and now - state.last_active_at > minutes * 60
+
+    @contextlib.asynccontextmanager
+    async def _lock(self, conversation_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(conversation_id, (asyncio.Lock(), 0))
+        self._locks[conversation_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[conversation_id]
+            if users <= 1:
+                del self._locks[conversation_id]
+            else:
+                self._locks[conversation_id] = (lock, users - 1)
+
+    # --- delivery -----------------------------------------------------------------------
+
+    def _pushes(self, channel_name: str) -> bool:
+        channel = self.channels.get(channel_name)
+        return channel is not None and not channel.replies_inline
+
+    async def _deliver(self, channel_name: str, items: list[tuple[int, BotMessage]]) -> None:
+        """Send in order; a failure leaves the rest pending for the retry loop."""
+        channel = self.channels[channel_name]
+        self._delivering.update(i for i, _ in items)
+        try:
+            for position, (delivery_id, message) in enumerate(items):
+                if not await self._attempt(channel, delivery_id, message, attempts=0):
+                    for later_id, _ in items[position + 1 :]:
+                        await self.store.mark_failed(later_id, error="an earlier message failed", retry_at=time.time() + 1)
+                    return
+        finally:
+            self._delivering.difference_update(i for i, _ in items)
+
+    async def _attempt(self, channel: Channel, delivery_id: int, message: BotMessage, *, attempts: int) -> bool:
+        try:
+            await channel.send(message)
+        except TransientDeliveryError as err:
+            delays = constants.DELIVERY_RETRY_DELAYS
+            retry_at = None if attempts >= len(delays) else time.time() + max(err.retry_after or 0, delays[attempts])
+            log.warning("delivery %s to %s failed (%s); retry at %s", delivery_id, message.conversation_id, err, retry_at)
+            await self.store.mark_failed(delivery_id, error=str(err), retry_at=retry_at)
+            return False
+        except PermanentDeliveryError as err:
+            log.error("delivery %s to %s failed for good: %s", delivery_id, message.conversation_id, err)
+            await self.store.mark_failed(delivery_id, error=str(err), retry_at=None)
+            return False
+        await self.store.mark_delivered(delivery_id)
+        return True
+
+    async def deliver_pending(self) -> int:
+        """Retry due outbox entries once; return how many were delivered."""
+        delivered = 0
+        for pending in await self.store.pending_deliveries(now=time.time()):
+            channel = self.channels.get(pending.channel)
+            if channel is None or pending.id in self._delivering:
+                continue
+            if await self._attempt(channel, pending.id, pending.message, attempts=pending.attempts):
+                delivered += 1
+        return delivered
+
+    async def _retry_deliveries(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.deliver_pending()
+            except Exception:  # the loop must outlive a failing store or channel
+                log.exception("retrying deliveries failed")
+
+
+_PROFILE_KEYS = {"first_name", "last_name", "username", "language_code", "chat_type", "name"}
+
+
+def _sanitize(message: UserMessage) -> UserMessage:
+    """Strip control characters and cut oversized text, remembering that it was cut."""
+    text = _CONTROL.sub("", message.text)
+    metadata = message.metadata
+    if len(text) > constants.MAX_MESSAGE_CHARS:
+        text = text[: constants.MAX_MESSAGE_CHARS]
+        metadata = {**metadata, "truncated": True}
+    payload = _CONTROL.sub("", message.payload) if message.payload else message.payload
+    if text == message.text and metadata is message.metadata and payload == message.payload:
+        return message
+    return dataclasses.replace(message, text=text, payload=payload, metadata=metadata)
+
+
+def _new_state(message: UserMessage) -> ConversationState:
+    return ConversationState(
+        conversation_id=message.conversation_id,
+        channel=message.channel,
+        sender_id=message.sender_id,
+    )
+
+
+def _base_language(code: str | None) -> str | None:
+    if not code:
+        return None
+    return "zh" if code.lower().startswith("zh") else code.split("-")[0].lower()
+
+
+def _cache_dir(root: Path) -> Path:
+    return root / constants.CACHE_DIR / "models"

@@ -1,0 +1,27 @@
+"""Defaults in one place."""
+
+from __future__ import annotations
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///kefu.db"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_LLM_TIMEOUT = 15.0
+DEFAULT_HANDOFF_SLA = 300.0
+DEFAULT_HANDOFF_MAX_WAIT = 1800.0
+DEFAULT_CSAT_DELAY = 60.0
+
+MAX_MESSAGE_CHARS = 4000
+"""Longer user texts are cut before understanding; the bot answers politely, nothing crashes."""
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+"""Inbound HTTP bodies above this size are refused with 413."""
+
+RECENT_EVENTS_KEPT = 100
+"""How many recent events a conversation's state carries for actions (rasa-sdk ``tracker.events``)."""
+MAX_ACTIONS_PER_TURN = 50
+"""A guard against flows that loop without waiting for the customer."""
+
+DELIVERY_RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0, 600.0)
+"""Seconds between outbox delivery attempts; after the last one a message is marked failed."""
+
+DEFAULT_SESSION_EXPIRATION_MINUTES = 60.0
+CACHE_DIR = ".kefu"

@@ -1,0 +1,214 @@
+"""From a parsed message and the dialogue's state to commands, offline and deterministically.
+
+The order of precedence: button payloads; explicit requests to stop or to reach a human;
+the answer to a pending question; a correction of an earlier answer; a flow to start;
+small talk; and last a question for the knowledge base (or the LLM, when one is plugged in).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+
+from bot.dialogue import commands as cmd
+from bot.dialogue.stack import collecting, top_user_frame
+from bot.dialogue.turn import Turn
+from bot.domain import SlotDefinition
+from bot.flows.conditions import compile_condition
+from bot.flows.model import CallStep, Flow
+from bot.interpreter import Parse
+from bot.understanding.values import parse_slot_value
+
+DIGRESSION_CONFIDENCE = 0.6
+"""An intent this confident interrupts a pending question instead of answering it."""
+CLARIFY_MARGIN = 0.08
+"""Two flows whose intents score closer than this, both unsure, make the bot ask which."""
+
+_CANCEL = {
+    "cancel", "stop", "never mind", "nevermind", "forget it", "quit", "abort", "cancel that",
+    "stop that", "i changed my mind", "changed my mind", "forget about it", "don't bother",
+    "取消", "算了", "不用了", "不要了", "停止", "退出", "取消吧", "算了吧", "不办了",
+}  # fmt: skip
+_HUMAN = {
+    "human", "agent", "a human", "an agent", "real person", "a real person", "talk to a human",
+    "speak to a human", "talk to an agent", "speak to an agent", "talk to a person",
+    "speak to a person", "human please", "agent please", "operator", "live agent",
+    "人工", "转人工", "人工客服", "真人", "找人工", "转人工客服", "我要人工", "人工服务",
+}  # fmt: skip
+_PUNCTUATION = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+def normalize_phrase(text: str) -> str:
+    """Lower-case, NFKC, punctuation folded to single spaces: for matching fixed phrases."""
+    folded = unicodedata.normalize("NFKC", text).lower()
+    return _PUNCTUATION.sub(" ", folded).strip()
+
+
+def generate_commands(
+    turn: Turn, parse: Parse, *, synonyms: Mapping[str, str], command: str | None = None
+) -> list[cmd.Command]:
+    """The commands one message amounts to."""
+    stack = turn.state.stack
+    if command == "human":
+        return [cmd.HumanHandoff()]
+    if parse.unknown_payload:
+        return [cmd.CannotHandle(reason="cannot_handle_not_supported")]
+    if parse.set_slots:
+        return [cmd.SetSlot(name, value) for name, value in parse.set_slots.items() if name in turn.domain.slots]
+
+    phrase = normalize_phrase(parse.text)
+    pending = collecting(stack)
+    pending_slot = turn.domain.slots.get(str(pending.get("collect"))) if pending else None
+    answer = _answer(turn, parse, pending_slot, synonyms) if pending_slot else None
+
+    if phrase in _HUMAN:
+        return [cmd.HumanHandoff()]
+    if phrase in _CANCEL and top_user_frame(stack) is not None and not _is_bool_answer(pending_slot, answer):
+        return [cmd.CancelFlow()]
+
+    pattern = _pattern_trigger(turn, parse)
+    if pattern is not None:
+        return [cmd.StartPattern(pattern)]
+
+    candidates = _triggered_flows(turn, parse)
+    confident = parse.intent is not None and parse.confidence >= DIGRESSION_CONFIDENCE
+    active = top_user_frame(stack)
+    new_flows = [f for f in candidates if not any(fr["flow_id"] == f.id for fr in stack)]
+
+    if pending_slot is not None and answer is not None:
+        typed = pending_slot.type in ("bool", "float", "categorical") or answer.source == "entity"
+        if typed or not (confident and (new_flows or _is_small_talk(turn, parse))):
+            return [cmd.SetSlot(pending_slot.name, answer.value), *_entity_slots(turn, parse, skip={pending_slot.name})]
+
+    corrections = _corrections(turn, parse, active)
+    if corrections:
+        return [cmd.CorrectSlots(corrections)]
+
+    if new_flows:
+        if _needs_clarification(turn, parse, new_flows):
+            return [cmd.Clarify(tuple(f.id for f in new_flows[:3]))]
+        flow = new_flows[0]
+        return [cmd.StartFlow(flow.id), *_prefill(turn, parse, flow)]
+    if candidates and active is not None:
+        return _entity_slots(turn, parse, skip=set())  # the customer repeated the running task
+    if pending_slot is not None and not confident:
+        return [cmd.RejectValue(pending_slot.name, parse.text)]
+    if _is_small_talk(turn, parse):
+        return [cmd.ChitChat()]
+    return [cmd.Search()]
+
+
+def _answer(turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    if not parse.text.strip():
+        return None
+    return parse_slot_value(slot, parse.text, list(parse.entities), language=parse.language, synonyms=synonyms)
+
+
+def _is_bool_answer(slot: SlotDefinition | None, answer: object) -> bool:
+    return slot is not None and slot.type == "bool" and answer is not None
+
+
+def _pattern_trigger(turn: Turn, parse: Parse) -> str | None:
+    if parse.intent is None:
+        return None
+    for flow in turn.flows.flows.values():
+        if flow.is_pattern and any(
+            t.intent == parse.intent and parse.confidence >= t.min_confidence for t in flow.nlu_triggers
+        ):
+            return flow.id
+    return None
+
+
+def _triggered_flows(turn: Turn, parse: Parse) -> list[Flow]:
+    """User flows whose ``nlu_trigger`` the ranking satisfies and whose guard holds, best first."""
+    found: list[Flow] = []
+    ranking = parse.ranking or ((parse.intent, parse.confidence),) if parse.intent else parse.ranking
+    slots = turn.slots()
+    for intent, confidence in ranking[:3]:
+        if intent is None or (intent != parse.intent and confidence < DIGRESSION_CONFIDENCE / 3):
+            continue
+        for flow in turn.flows.user_flows():
+            if flow in found or not any(
+                t.intent == intent and confidence >= t.min_confidence for t in flow.nlu_triggers
+            ):
+                continue
+            if intent != parse.intent and not found:
+                continue  # runners-up only matter beside a first choice
+            if flow.guard is not None and not compile_condition(flow.guard).evaluate(slots):
+                continue
+            found.append(flow)
+    return found
+
+
+def _needs_clarification(turn: Turn, parse: Parse, flows: list[Flow]) -> bool:
+    if len(flows) < 2 or parse.from_payload or len(parse.ranking) < 2:
+        return False
+    first, second = parse.ranking[0][1], parse.ranking[1][1]
+    return first < DIGRESSION_CONFIDENCE and first - second < CLARIFY_MARGIN
+
+
+def _is_small_talk(turn: Turn, parse: Parse) -> bool:
+    return parse.intent is not None and turn.domain.has_response(f"utter_{parse.intent}")
+
+
+def _slots_for_entity(turn: Turn, entity: str) -> list[str]:
+    return [
+        name
+        for name, slot in turn.domain.slots.items()
+        if any(m.type == "from_entity" and m.entity == entity for m in slot.mappings)
+    ]
+
+
+def _entity_slots(turn: Turn, parse: Parse, *, skip: set[str]) -> list[cmd.Command]:
+    """Slots of the running flows that entities in the message fill."""
+    wanted = set()
+    for frame in turn.state.stack:
+        flow = turn.flows.get(frame["flow_id"])
+        if flow is not None:
+            wanted |= _collected(turn, flow, set())
+    out: list[cmd.Command] = []
+    for entity in parse.entities:
+        for name in _slots_for_entity(turn, str(entity.get("entity"))):
+            if name in wanted and name not in skip and turn.slots().get(name) is None:
+                out.append(cmd.SetSlot(name, entity.get("value")))
+    return out
+
+
+def _prefill(turn: Turn, parse: Parse, flow: Flow) -> list[cmd.Command]:
+    """Slots the new flow will ask for that the message already answers."""
+    wanted = _collected(turn, flow, set())
+    out: list[cmd.Command] = []
+    for entity in parse.entities:
+        for name in _slots_for_entity(turn, str(entity.get("entity"))):
+            if name in wanted:
+                out.append(cmd.SetSlot(name, entity.get("value")))
+    return out
+
+
+def _corrections(turn: Turn, parse: Parse, active: dict[str, object] | None) -> dict[str, object]:
+    """Entities that change a slot the running flow already collected."""
+    if active is None:
+        return {}
+    flow = turn.flows.get(str(active["flow_id"]))
+    if flow is None:
+        return {}
+    collected = _collected(turn, flow, set())
+    slots = turn.slots()
+    changes: dict[str, object] = {}
+    for entity in parse.entities:
+        for name in _slots_for_entity(turn, str(entity.get("entity"))):
+            value = entity.get("value")
+            if name in collected and slots.get(name) is not None and slots.get(name) != value:
+                changes[name] = value
+    return changes
+
+
+def _collected(turn: Turn, flow: Flow, seen: set[str]) -> set[str]:
+    seen.add(flow.id)
+    names = {s.collect for s in flow.collect_steps()}
+    for step in flow.steps:
+        child = turn.flows.get(step.call) if isinstance(step, CallStep) else None
+        if child is not None and child.id not in seen:
+            names |= _collected(turn, child, seen)
+    return names

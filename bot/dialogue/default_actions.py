@@ -1,0 +1,219 @@
+"""The actions the engine itself provides to patterns (``action_cancel_flow``, ``action_trigger_search``...)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from bot.dialogue.stack import Frame, is_user_frame, new_frame, remove_frames, top_user_frame
+from bot.dialogue.turn import Turn
+from bot.errors import LLMError
+from bot.events import (
+    BotMessage,
+    Button,
+    ConversationPaused,
+    FlowCancelled,
+    FlowResumed,
+    FlowStarted,
+    HandoffRequested,
+    Restarted,
+    SessionStarted,
+)
+from bot.flows.conditions import compile_condition
+from bot.flows.model import DEFAULT_ACTIONS, CollectStep
+from bot.ports import AnswerBackend, AnswerRequest
+
+if TYPE_CHECKING:
+    from bot.dialogue.executor import FlowExecutor
+
+log = logging.getLogger(__name__)
+
+_REJECTION_RESPONSES = {
+    "bool": "utter_boolean_slot_rejection",
+    "categorical": "utter_categorical_slot_rejection",
+    "float": "utter_float_slot_rejection",
+}
+
+
+class Desk:
+    """Where handoffs go. The Slack desk implements this; without one, handoff is unavailable."""
+
+    async def request_handoff(self, *, conversation_id: str, reason: str, turn: Turn) -> bool:
+        """Queue the conversation for a human; False when no one can take it."""
+        return False
+
+
+class DefaultActions:
+    """Runs the engine's own actions. Each returns ``"listen"`` or ``"continue"``."""
+
+    names = DEFAULT_ACTIONS
+
+    def __init__(self, *, answer_backend: AnswerBackend | None, desk: Desk | None = None) -> None:
+        self.answer_backend = answer_backend
+        self.desk = desk or Desk()
+
+    async def run(self, name: str, turn: Turn, frame: Frame, executor: FlowExecutor) -> str:
+        handler = getattr(self, name, None)
+        if handler is None:
+            return "continue"
+        result = await handler(turn, frame, executor)
+        return str(result) if result else "continue"
+
+    async def action_session_start(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        turn.emit(SessionStarted())
+        if not turn.domain.session_config.carry_over_slots_to_new_session:
+            turn.reset_all_slots()
+
+    async def action_restart(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        turn.state.stack[:] = [frame]
+        turn.reset_all_slots()
+        turn.emit(Restarted())
+
+    async def action_clean_stack(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        turn.state.stack[:] = [frame]
+
+    async def action_run_slot_rejections(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        """Reject a new value a ``rejections`` condition forbids, or an answer of the wrong type."""
+        slot = str(frame.get("collect", ""))
+        rejected_text = frame.pop("rejected_text", None)
+        value = turn.slots().get(slot)
+        if value is None:
+            definition = turn.domain.slots.get(slot)
+            if rejected_text is not None and definition is not None:
+                response = _REJECTION_RESPONSES.get(definition.type)
+                if response:
+                    executor.utter(turn, response, frame, value=rejected_text)
+            return
+        for rejection in frame.get("rejections") or ():
+            if compile_condition(rejection["if"]).evaluate(turn.slots(), frame):
+                if rejection.get("utter"):
+                    executor.utter(turn, rejection["utter"], frame, value=value)
+                turn.set_slot(slot, None)
+                return
+
+    async def action_cancel_flow(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        removed = remove_frames(turn.state.stack, set(frame.get("canceled_frames") or ()))
+        self.cancelled(turn, removed, executor)
+
+    async def action_cancel_interrupted_flows(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        stack = turn.state.stack
+        ids = {f["frame_id"] for f in stack if is_user_frame(f)}
+        ids |= {f["frame_id"] for f in stack if f.get("owner") in ids}
+        self.cancelled(turn, remove_frames(stack, ids), executor)
+
+    def cancelled(self, turn: Turn, removed: list[Frame], executor: FlowExecutor) -> None:
+        for gone in removed:
+            flow = turn.flows.get(gone["flow_id"])
+            if is_user_frame(gone):
+                turn.emit(FlowCancelled(flow_id=gone["flow_id"], step_id=gone["step_id"]))
+            if flow is not None:
+                executor.reset_flow_slots(turn, flow)
+
+    async def action_continue_interrupted_flow(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        resumed = top_user_frame(turn.state.stack[:-1])
+        if resumed is not None:
+            turn.emit(FlowResumed(flow_id=resumed["flow_id"], step_id=resumed["step_id"]))
+
+    async def action_correct_flow_slot(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        """Set the corrected slots and rewind the flow to where the first of them was asked."""
+        corrected: dict[str, Any] = dict(frame.get("corrected_slots") or {})
+        stack = turn.state.stack
+        for name, value in corrected.items():
+            turn.set_slot(name, value)
+        for owner in reversed([f for f in stack if is_user_frame(f)]):
+            flow = turn.flows.get(owner["flow_id"])
+            steps = [s for s in flow.collect_steps() if s.collect in corrected] if flow else []
+            if not steps:
+                continue
+            owner["step_id"] = steps[0].id
+            stale = {f["frame_id"] for f in stack if f.get("owner") == owner["frame_id"]}
+            remove_frames(stack, stale)
+            break
+
+    async def action_clarify_flows(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        buttons = []
+        for flow_id in frame.get("clarification_options") or ():
+            flow = turn.flows.get(flow_id)
+            if flow is None or not flow.nlu_triggers:
+                continue
+            buttons.append(Button(title=flow.readable_name, payload=f"/{flow.nlu_triggers[0].intent}"))
+        message = executor.renderer.render(
+            "utter_clarification_options_rasa",
+            conversation_id=turn.state.conversation_id,
+            slots=turn.slots(),
+            language=turn.language,
+            channel=turn.channel,
+            context=frame,
+        )
+        text = message.text if message is not None else None
+        turn.say(BotMessage(conversation_id=turn.state.conversation_id, text=text, buttons=tuple(buttons), response="utter_clarification_options_rasa"))
+
+    async def action_trigger_chitchat(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        intent = (turn.parse.get("intent") or {}).get("name")
+        if intent and executor.utter(turn, f"utter_{intent}", frame):
+            return
+        if await self.answer(turn, "chitchat", executor):
+            return
+        executor.utter(turn, "utter_cannot_handle", frame)
+
+    async def action_trigger_search(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        if not await self.answer(turn, "search", executor):
+            turn.state.stack.append(new_frame("pattern_cannot_handle", reason="cannot_handle_no_relevant_answer"))
+            turn.emit(FlowStarted(flow_id="pattern_cannot_handle"))
+
+    async def answer(self, turn: Turn, kind: str, executor: FlowExecutor) -> bool:
+        """Ask the answer backend (knowledge base or LLM); True when it said something."""
+        if self.answer_backend is None:
+            return False
+        request = AnswerRequest(
+            text=str(turn.parse.get("text", "")),
+            language=turn.language,
+            kind=kind,
+            conversation_id=turn.state.conversation_id,
+            history=_history(turn),
+            slots={k: v for k, v in turn.state.slots.items() if v is not None},
+        )
+        try:
+            answer = await self.answer_backend.answer(request)
+        except LLMError as err:
+            log.warning("answer backend failed for %s: %s", turn.state.conversation_id, err)
+            return False
+        if answer.handoff:
+            executor.push_pattern(turn, "pattern_human_handoff", reason="answer backend suggested a human")
+            return True
+        if answer.start_flow and turn.flows.get(answer.start_flow) is not None:
+            executor.start_flow(turn, answer.start_flow)
+            return True
+        if not answer.text:
+            return False
+        turn.say(BotMessage(conversation_id=turn.state.conversation_id, text=answer.text, metadata={"sources": list(answer.sources)}))
+        return True
+
+    async def action_human_handoff(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        reason = str(frame.get("reason") or "customer asked for a human")
+        accepted = await self.desk.request_handoff(conversation_id=turn.state.conversation_id, reason=reason, turn=turn)
+        if not accepted:
+            executor.utter(turn, "utter_human_handoff_not_available", frame)
+            return
+        turn.emit(HandoffRequested(reason=reason))
+        executor.utter(turn, "utter_human_handoff_requested", frame)
+        turn.state.paused = True
+        turn.emit(ConversationPaused())
+
+
+def _history(turn: Turn) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for event in turn.state.recent_events[-12:]:
+        if event.get("event") == "user" and event.get("text"):
+            pairs.append(("user", str(event["text"])))
+        elif event.get("event") == "bot" and event.get("text"):
+            pairs.append(("bot", str(event["text"])))
+    return tuple(pairs)
+
+
+def collect_step_of(turn: Turn, frame: Frame) -> CollectStep | None:
+    """The collect step a collect pattern frame asks for, if its owner flow still exists."""
+    owner = next((f for f in turn.state.stack if f["frame_id"] == frame.get("owner")), None)
+    flow = turn.flows.get(owner["flow_id"]) if owner else None
+    step = flow.step(owner["step_id"]) if flow and owner else None
+    return step if isinstance(step, CollectStep) else None

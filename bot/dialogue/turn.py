@@ -1,0 +1,64 @@
+"""One turn's working set: the state it mutates and the events and messages it produces."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.domain import Domain
+from bot.events import AllSlotsReset, BotMessage, Event, SlotSet
+from bot.flows.model import FlowsList
+from bot.state import ConversationState
+
+
+@dataclass
+class Turn:
+    """Everything the dialogue manager touches during one turn.
+
+    Slot changes go through :meth:`set_slot` so the state, the event log and the conditions
+    always agree.
+    """
+
+    state: ConversationState
+    domain: Domain
+    flows: FlowsList
+    parse: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    messages: list[BotMessage] = field(default_factory=list)
+    rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def language(self) -> str:
+        return self.state.language or self.domain.default_language
+
+    @property
+    def channel(self) -> str:
+        return self.state.channel
+
+    def slots(self) -> dict[str, Any]:
+        """Every domain slot (None when unset) overlaid with the conversation's values."""
+        values = {name: slot.initial_value for name, slot in self.domain.slots.items()}
+        values.update(self.state.slots)
+        return values
+
+    def set_slot(self, name: str, value: Any) -> None:
+        if self.state.slots.get(name) == value and name in self.state.slots:
+            return
+        self.state.slots[name] = value
+        self.events.append(SlotSet(name=name, value=value))
+
+    def reset_all_slots(self) -> None:
+        self.state.slots = {
+            name: slot.initial_value
+            for name, slot in self.domain.slots.items()
+            if slot.initial_value is not None
+        }
+        self.events.append(AllSlotsReset())
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def say(self, message: BotMessage) -> None:
+        self.messages.append(message)
+        self.events.append(message)

@@ -1,0 +1,379 @@
+"""The common event format: every platform's traffic and every dialogue step as plain records.
+
+Records are immutable, typed and JSON-serialisable. Where Rasa has the same event, the JSON
+shape is Rasa's (``{"event": "slot", "name": ..., "value": ...}``) so that rasa-sdk actions
+read the tracker they expect. ``event_from_dict`` turns any such dict back into a record and
+keeps unknown Rasa events as :class:`UnknownEvent` rather than failing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+__all__ = [
+    "ActionExecuted",
+    "AgentJoined",
+    "AgentMessage",
+    "AgentNote",
+    "AllSlotsReset",
+    "Attachment",
+    "BotMessage",
+    "Button",
+    "ConversationPaused",
+    "ConversationResumed",
+    "CsatAnswered",
+    "Event",
+    "FlowCancelled",
+    "FlowCompleted",
+    "FlowInterrupted",
+    "FlowResumed",
+    "FlowStarted",
+    "FollowupAction",
+    "HandoffRequested",
+    "HandoffResolved",
+    "Restarted",
+    "SessionStarted",
+    "SlotSet",
+    "UnknownEvent",
+    "UserMessage",
+    "conversation_id_for",
+    "event_from_dict",
+]
+
+
+def _now() -> float:
+    return time.time()
+
+
+def conversation_id_for(channel: str, chat_id: str | int) -> str:
+    """The conversation id used everywhere: ``<channel>:<the platform's chat id>``."""
+    return f"{channel}:{chat_id}"
+
+
+E = TypeVar("E", bound="Event")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every record. ``event`` is the JSON discriminator (Rasa's name where Rasa has one)."""
+
+    event: ClassVar[str] = ""
+    timestamp: float = field(default_factory=_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, with the discriminator under ``"event"``."""
+        data: dict[str, Any] = {"event": self.event}
+        for f in dataclasses.fields(self):
+            data[f.name] = _to_json(getattr(self, f.name))
+        return data
+
+    @classmethod
+    def from_dict(cls: type[E], data: dict[str, Any]) -> E:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: _from_json(cls, k, v) for k, v in data.items() if k in names})
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    return value
+
+
+def _from_json(cls: type[Event], name: str, value: Any) -> Any:
+    if name == "buttons" and value is not None:
+        return tuple(Button.from_dict(b) for b in value)
+    if name == "attachments" and value is not None:
+        return tuple(Attachment.from_dict(a) for a in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Button:
+    """A quick-reply button: what the customer sees and the payload sent back when pressed."""
+
+    title: str
+    payload: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Button:
+        return cls(title=str(data.get("title", "")), payload=str(data.get("payload", "")))
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file, picture, voice note, location or contact the customer sent.
+
+    ``kind`` is one of ``image``, ``document``, ``audio``, ``video``, ``location``, ``contact``;
+    ``url`` or ``file_id`` says where the platform keeps it; ``data`` holds small structured
+    content (coordinates, phone number).
+    """
+
+    kind: str
+    url: str | None = None
+    file_id: str | None = None
+    name: str | None = None
+    mime_type: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attachment:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# --- inbound / outbound -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserMessage(Event):
+    """What a customer said, on any platform.
+
+    ``payload`` is a pressed button's payload (``/intent{...}`` or ``/SetSlots(...)``), kept apart
+    from ``text`` so that a channel can show the button's title. ``parse_data`` is filled in by
+    understanding (Rasa's shape: intent, entities, text) before the event is stored.
+    """
+
+    event: ClassVar[str] = "user"
+    channel: str
+    conversation_id: str
+    sender_id: str
+    text: str = ""
+    payload: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    language: str | None = None
+    message_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    parse_data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_text(self) -> str:
+        """The text understanding should read: the payload when a button was pressed."""
+        return self.payload if self.payload else self.text
+
+
+@dataclass(frozen=True, kw_only=True)
+class BotMessage(Event):
+    """What the bot (or a human agent through the bot) says to a conversation."""
+
+    event: ClassVar[str] = "bot"
+    conversation_id: str
+    text: str | None = None
+    buttons: tuple[Button, ...] = ()
+    image: str | None = None
+    custom: dict[str, Any] | None = None
+    response: str | None = None
+    """The domain response (``utter_*``) this message was rendered from, if any."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_rest(self, recipient_id: str) -> dict[str, Any]:
+        """Rasa REST channel shape: ``{"recipient_id", "text"?, "buttons"?, "image"?, "custom"?}``."""
+        out: dict[str, Any] = {"recipient_id": recipient_id}
+        if self.text is not None:
+            out["text"] = self.text
+        if self.buttons:
+            out["buttons"] = [{"title": b.title, "payload": b.payload} for b in self.buttons]
+        if self.image:
+            out["image"] = self.image
+        if self.custom is not None:
+            out["custom"] = self.custom
+        return out
+
+
+# --- dialogue -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlotSet(Event):
+    event: ClassVar[str] = "slot"
+    name: str
+    value: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllSlotsReset(Event):
+    event: ClassVar[str] = "reset_slots"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Restarted(Event):
+    event: ClassVar[str] = "restart"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowupAction(Event):
+    event: ClassVar[str] = "followup"
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionExecuted(Event):
+    event: ClassVar[str] = "action"
+    name: str
+    policy: str | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionStarted(Event):
+    event: ClassVar[str] = "session_started"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationPaused(Event):
+    event: ClassVar[str] = "pause"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationResumed(Event):
+    event: ClassVar[str] = "resume"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowStarted(Event):
+    event: ClassVar[str] = "flow_started"
+    flow_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowCompleted(Event):
+    event: ClassVar[str] = "flow_completed"
+    flow_id: str
+    step_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowCancelled(Event):
+    event: ClassVar[str] = "flow_cancelled"
+    flow_id: str
+    step_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowInterrupted(Event):
+    event: ClassVar[str] = "flow_interrupted"
+    flow_id: str
+    step_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowResumed(Event):
+    event: ClassVar[str] = "flow_resumed"
+    flow_id: str
+    step_id: str | None = None
+
+
+# --- desk (human handoff) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandoffRequested(Event):
+    event: ClassVar[str] = "handoff_requested"
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentJoined(Event):
+    event: ClassVar[str] = "agent_joined"
+    agent: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentMessage(Event):
+    event: ClassVar[str] = "agent_message"
+    agent: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentNote(Event):
+    event: ClassVar[str] = "agent_note"
+    agent: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandoffResolved(Event):
+    event: ClassVar[str] = "handoff_resolved"
+    agent: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CsatAnswered(Event):
+    event: ClassVar[str] = "csat_answer"
+    score: int
+    comment: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnknownEvent(Event):
+    """A Rasa event kefu does not model (``user_featurization``, ``entities``...), kept verbatim."""
+
+    event: ClassVar[str] = "unknown"
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+_REGISTRY: dict[str, type[Event]] = {
+    cls.event: cls
+    for cls in (
+        UserMessage,
+        BotMessage,
+        SlotSet,
+        AllSlotsReset,
+        Restarted,
+        FollowupAction,
+        ActionExecuted,
+        SessionStarted,
+        ConversationPaused,
+        ConversationResumed,
+        FlowStarted,
+        FlowCompleted,
+        FlowCancelled,
+        FlowInterrupted,
+        FlowResumed,
+        HandoffRequested,
+        AgentJoined,
+        AgentMessage,
+        AgentNote,
+        HandoffResolved,
+        CsatAnswered,
+    )
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild a record from its dict. Accepts rasa-sdk's event dicts (``SlotSet(...)`` etc.).
+
+    rasa-sdk's ``BotUttered`` carries buttons and images under ``data``; they are lifted into the
+    :class:`BotMessage` fields. An event name kefu does not know becomes :class:`UnknownEvent`.
+    """
+    kind = data.get("event")
+    cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return UnknownEvent(data=dict(data), timestamp=_timestamp(data))
+    fields = {k: v for k, v in data.items() if k != "event"}
+    if fields.get("timestamp") is None:
+        fields["timestamp"] = _now()
+    if cls is BotMessage and isinstance(fields.get("data"), dict):
+        extra = fields.pop("data")
+        fields.setdefault("buttons", extra.get("buttons") or ())
+        fields.setdefault("image", extra.get("image"))
+        fields.setdefault("custom", extra.get("custom"))
+        fields.setdefault("conversation_id", "")
+    if cls is ActionExecuted and "name" not in fields:
+        fields["name"] = ""
+    return cls.from_dict(fields)
+
+
+def _timestamp(data: dict[str, Any]) -> float:
+    value = data.get("timestamp")
+    return float(value) if isinstance(value, int | float) else _now()

@@ -1,0 +1,180 @@
+"""Offline understanding of one message: language, intent, entities, and button payloads.
+
+Button payloads bypass the classifier: ``/intent{"slot": "value"}`` is that intent with
+certainty and those entities; ``/SetSlots(slot=value, ...)`` sets slots directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot import constants
+from bot.understanding.classifier import IntentClassifier
+from bot.understanding.entities import EntityExtractor
+from bot.understanding.language import detect_language
+from bot.understanding.training_data import TrainingData
+
+_INTENT_PAYLOAD = re.compile(r"^/(?P<intent>[\w.-]+)(?P<entities>\{.*\})?\s*$", re.DOTALL)
+_SET_SLOTS_PAYLOAD = re.compile(r"^/SetSlots\((?P<body>.*)\)\s*$", re.DOTALL)
+BUILTIN_INTENTS = ("session_start", "restart")
+
+
+@dataclass(frozen=True)
+class Parse:
+    """What one message means, as far as offline understanding can tell."""
+
+    text: str
+    language: str
+    intent: str | None
+    confidence: float
+    ranking: tuple[tuple[str, float], ...] = ()
+    entities: tuple[dict[str, Any], ...] = ()
+    set_slots: dict[str, Any] = field(default_factory=dict)
+    """Slots a ``/SetSlots(...)`` payload sets."""
+    from_payload: bool = False
+    unknown_payload: bool = False
+
+    def to_rasa(self) -> dict[str, Any]:
+        """Rasa's ``parse_data`` shape, as stored on the user event and seen by actions."""
+        return {
+            "text": self.text,
+            "intent": {"name": self.intent, "confidence": self.confidence},
+            "intent_ranking": [{"name": n, "confidence": c} for n, c in self.ranking[:5]],
+            "entities": list(self.entities),
+            "language": self.language,
+        }
+
+
+class Interpreter:
+    """Turns text into a :class:`Parse` with the project's classifier and entity extractor."""
+
+    def __init__(
+        self, *, classifier: IntentClassifier | None, extractor: EntityExtractor, intents: set[str]
+    ) -> None:
+        self.classifier = classifier
+        self.extractor = extractor
+        self.intents = intents | set(BUILTIN_INTENTS)
+
+    @classmethod
+    def train(
+        cls, nlu: TrainingData, *, entity_names: tuple[str, ...], intents: tuple[str, ...], cache_dir: Path
+    ) -> Interpreter:
+        """Train (or load from ``cache_dir``, keyed by content hash) the project's models."""
+        examples = [(e.text, e.intent) for e in nlu.examples]
+        classifier = None
+        if len({intent for _, intent in examples}) >= 1 and examples:
+            classifier = IntentClassifier.train_cached(examples, cache_dir=cache_dir)
+        extractor = EntityExtractor.from_training_data(nlu, entity_names)
+        return cls(classifier=classifier, extractor=extractor, intents=set(intents) | set(nlu.intents))
+
+    def parse(self, text: str, *, payload: str | None = None, language: str) -> Parse:
+        """Understand a message; ``language`` is the conversation's, kept for text with no letters."""
+        text = text[: constants.MAX_MESSAGE_CHARS]
+        lang = detect_language(text, default=language) if text else language
+        if payload:
+            parsed = self.parse_payload(payload, text=text or payload, language=lang)
+            if parsed is not None:
+                return parsed
+        entities = tuple(self.extractor.extract(text)) if text else ()
+        if self.classifier is None or not text.strip():
+            return Parse(text=text, language=lang, intent=None, confidence=0.0, entities=entities)
+        prediction = self.classifier.predict(text)
+        return Parse(
+            text=text,
+            language=lang,
+            intent=prediction.intent,
+            confidence=prediction.confidence if prediction.intent else 0.0,
+            ranking=prediction.ranking,
+            entities=entities,
+        )
+
+    def parse_payload(self, payload: str, *, text: str, language: str) -> Parse | None:
+        """Parse ``/intent{...}`` or ``/SetSlots(...)``; None when it is not a payload at all."""
+        payload = payload.strip()
+        match = _SET_SLOTS_PAYLOAD.match(payload)
+        if match:
+            return Parse(
+                text=text,
+                language=language,
+                intent=None,
+                confidence=1.0,
+                set_slots=_parse_set_slots(match.group("body")),
+                from_payload=True,
+            )
+        match = _INTENT_PAYLOAD.match(payload)
+        if not match:
+            return None
+        intent = match.group("intent")
+        if intent not in self.intents:
+            return Parse(text=text, language=language, intent=None, confidence=0.0, from_payload=True, unknown_payload=True)
+        entities = _payload_entities(match.group("entities"))
+        return Parse(
+            text=text,
+            language=language,
+            intent=intent,
+            confidence=1.0,
+            ranking=((intent, 1.0),),
+            entities=entities,
+            from_payload=True,
+        )
+
+
+def _payload_entities(raw: str | None) -> tuple[dict[str, Any], ...]:
+    if not raw:
+        return ()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        return ()
+    if not isinstance(data, dict):
+        return ()
+    return tuple({"entity": str(k), "value": v, "extractor": "payload"} for k, v in data.items())
+
+
+def _parse_set_slots(body: str) -> dict[str, Any]:
+    """``slot=value, other=value`` with Rasa's literals: true/false/null, numbers, quoted text."""
+    slots: dict[str, Any] = {}
+    for part in _split_arguments(body):
+        name, sep, raw = part.partition("=")
+        if not sep or not name.strip():
+            continue
+        slots[name.strip()] = _literal(raw.strip())
+    return slots
+
+
+def _split_arguments(body: str) -> list[str]:
+    parts, depth, quote, current = [], 0, "", []
+    for char in body:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return [p for p in parts if p.strip()]
+
+
+def _literal(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none", ""):
+        return None
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        return raw[1:-1]
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw

@@ -1,0 +1,137 @@
+"""The narrow interfaces through which the core reaches outside systems.
+
+Each is a ``typing.Protocol``: anything with these methods plugs in. The channel interface,
+which carries shared behaviour, is the ABC in ``bot.channel``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.events import BotMessage, Event
+from bot.state import ConversationState
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the store returns it: its position in the conversation's log and the record."""
+
+    seq: int
+    event: Event
+
+
+@dataclass(frozen=True)
+class PendingDelivery:
+    """An outbound message waiting in the outbox for its channel to deliver it."""
+
+    id: int
+    channel: str
+    message: BotMessage
+    attempts: int
+
+
+class ConversationStore(Protocol):
+    """Where conversations live: an append-only event log plus the current state.
+
+    ``save`` is atomic: the state, the new events, the outbox entries and the claimed platform
+    message id are written together or not at all. It raises ``ConcurrentUpdateError`` when the
+    stored version is not ``state.version`` (another writer won) and ``DuplicateMessageError``
+    when ``message_key`` was claimed before.
+    """
+
+    async def load(self, conversation_id: str) -> ConversationState | None: ...
+
+    async def save(
+        self,
+        state: ConversationState,
+        events: Sequence[Event],
+        *,
+        outbox: Sequence[BotMessage] = (),
+        message_key: tuple[str, str] | None = None,
+    ) -> list[int]:
+        """Persist a turn; bump ``state.version``; return the outbox ids of ``outbox``."""
+        ...
+
+    async def is_processed(self, channel: str, message_id: str) -> bool: ...
+
+    async def events(
+        self, conversation_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]: ...
+
+    async def pending_deliveries(self, *, now: float, limit: int = 100) -> list[PendingDelivery]: ...
+
+    async def mark_delivered(self, delivery_id: int) -> None: ...
+
+    async def mark_failed(self, delivery_id: int, *, error: str, retry_at: float | None) -> None:
+        """Record a failed attempt; ``retry_at=None`` gives up for good."""
+        ...
+
+    async def get_value(self, namespace: str, key: str) -> str | None:
+        """Read a small value a channel keeps (long button payloads, platform ids)."""
+        ...
+
+    async def put_value(self, namespace: str, key: str, value: str) -> None: ...
+
+    async def delete_conversations_before(self, cutoff: float) -> int:
+        """Delete conversations last active before ``cutoff`` (retention); return how many."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What a custom action returned: events (rasa-sdk dicts) and responses to utter."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ActionRunner(Protocol):
+    """Runs custom actions: in-process through rasa-sdk, or on a remote rasa-sdk server."""
+
+    def knows(self, name: str) -> bool:
+        """True if ``name`` is an action this runner can run."""
+        ...
+
+    async def run(
+        self, name: str, *, tracker: dict[str, Any], domain: dict[str, Any]
+    ) -> ActionResult:
+        """Run ``name``; raise ``ActionError`` when it fails for any reason."""
+        ...
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    """A turn no flow covers, handed to the answer backend (knowledge base or LLM)."""
+
+    text: str
+    language: str
+    kind: str
+    """``search`` (a question about the shop), ``chitchat`` or ``cannot_handle``."""
+    conversation_id: str
+    history: tuple[tuple[str, str], ...] = ()
+    """Recent turns as ``(speaker, text)``, speaker ``user`` or ``bot``, oldest first."""
+    slots: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The backend's reply. ``text`` None means it has nothing grounded to say."""
+
+    text: str | None
+    sources: tuple[str, ...] = ()
+    start_flow: str | None = None
+    """A flow the backend thinks the customer wants started."""
+    handoff: bool = False
+    """The backend thinks a human should take over."""
+
+
+class AnswerBackend(Protocol):
+    """Answers what no flow covers: the offline knowledge answerer, or an LLM."""
+
+    async def answer(self, request: AnswerRequest) -> Answer:
+        """Answer or return ``Answer(text=None)``; raise ``LLMError`` when the backend failed."""
+        ...

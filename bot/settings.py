@@ -1,0 +1,132 @@
+"""Settings, read in one place: the environment, then a ``.env`` file, then defaults.
+
+A malformed value fails loudly, naming the setting. Nothing else in kefu reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from bot import constants
+from bot.errors import SettingsError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting kefu knows (see the table in README.md)."""
+
+    database_url: str = constants.DEFAULT_DATABASE_URL
+    host: str = constants.DEFAULT_HOST
+    port: int = constants.DEFAULT_PORT
+    action_endpoint: str | None = None
+
+    telegram_bot_token: str | None = None
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: str | None = None
+    telegram_api_base_url: str | None = None
+
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_handoff_channel: str | None = None
+    slack_api_base_url: str | None = None
+
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    llm_model: str | None = None
+    llm_timeout: float = constants.DEFAULT_LLM_TIMEOUT
+
+    api_token: str | None = None
+    handoff_sla: float = constants.DEFAULT_HANDOFF_SLA
+    handoff_max_wait: float = constants.DEFAULT_HANDOFF_MAX_WAIT
+    csat_delay: float = constants.DEFAULT_CSAT_DELAY
+    retention_days: float | None = None
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        """Read settings from ``environ`` (default ``os.environ``), falling back to ``env_file``."""
+        source: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        source.update(os.environ if environ is None else environ)
+        reader = _Reader(source)
+        return cls(
+            database_url=reader.text("KEFU_DATABASE_URL") or constants.DEFAULT_DATABASE_URL,
+            host=reader.text("KEFU_HOST") or constants.DEFAULT_HOST,
+            port=reader.integer("KEFU_PORT", constants.DEFAULT_PORT),
+            action_endpoint=reader.url("KEFU_ACTION_ENDPOINT"),
+            telegram_bot_token=reader.text("TELEGRAM_BOT_TOKEN"),
+            telegram_webhook_url=reader.url("TELEGRAM_WEBHOOK_URL"),
+            telegram_webhook_secret=reader.text("TELEGRAM_WEBHOOK_SECRET"),
+            telegram_api_base_url=reader.url("TELEGRAM_API_BASE_URL"),
+            slack_bot_token=reader.text("SLACK_BOT_TOKEN"),
+            slack_signing_secret=reader.text("SLACK_SIGNING_SECRET"),
+            slack_app_token=reader.text("SLACK_APP_TOKEN"),
+            slack_handoff_channel=reader.text("SLACK_HANDOFF_CHANNEL"),
+            slack_api_base_url=reader.url("SLACK_API_BASE_URL"),
+            openai_api_key=reader.text("OPENAI_API_KEY"),
+            openai_base_url=reader.url("OPENAI_BASE_URL"),
+            llm_model=reader.text("KEFU_LLM_MODEL"),
+            llm_timeout=reader.number("KEFU_LLM_TIMEOUT", constants.DEFAULT_LLM_TIMEOUT),
+            api_token=reader.text("KEFU_API_TOKEN"),
+            handoff_sla=reader.number("KEFU_HANDOFF_SLA", constants.DEFAULT_HANDOFF_SLA),
+            handoff_max_wait=reader.number(
+                "KEFU_HANDOFF_MAX_WAIT", constants.DEFAULT_HANDOFF_MAX_WAIT
+            ),
+            csat_delay=reader.number("KEFU_CSAT_DELAY", constants.DEFAULT_CSAT_DELAY),
+            retention_days=reader.optional_number("KEFU_RETENTION_DAYS"),
+        )
+
+    def require(self, name: str) -> str:
+        """The value of a setting a feature cannot run without; raises naming it when unset."""
+        value = getattr(self, name.lower().removeprefix("kefu_"), None)
+        if not value:
+            raise SettingsError(f"{name} is not set")
+        return str(value)
+
+
+class _Reader:
+    def __init__(self, source: Mapping[str, str]) -> None:
+        self._source = source
+
+    def text(self, name: str) -> str | None:
+        value = self._source.get(name, "").strip()
+        return value or None
+
+    def url(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is not None and "://" not in value:
+            raise SettingsError(f"{name} must be a URL with a scheme, got {value!r}")
+        return value.rstrip("/") if value else None
+
+    def number(self, name: str, default: float) -> float:
+        value = self.optional_number(name)
+        return default if value is None else value
+
+    def optional_number(self, name: str) -> float | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {value!r}") from None
+        if number < 0:
+            raise SettingsError(f"{name} must not be negative, got {value!r}")
+        return number
+
+    def integer(self, name: str, default: int) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {value!r}") from None

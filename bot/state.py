@@ -1,0 +1,57 @@
+"""A conversation's current state: what a turn loads instead of replaying its history.
+
+The store keeps this snapshot beside the append-only event log, so a turn costs the same on
+the 1,000th message as on the first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bot import constants
+from bot.events import Event
+
+
+@dataclass(kw_only=True)
+class ConversationState:
+    """Mutable snapshot of one conversation, owned by the turn that holds its lock."""
+
+    conversation_id: str
+    channel: str
+    sender_id: str
+    slots: dict[str, Any] = field(default_factory=dict)
+    stack: list[dict[str, Any]] = field(default_factory=list)
+    """The dialogue stack, bottom first; frames are ``bot.dialogue.stack`` dicts."""
+    language: str | None = None
+    latest_message: dict[str, Any] = field(default_factory=dict)
+    """Parse data of the last user message (Rasa's shape: text, intent, entities)."""
+    latest_action: str | None = None
+    paused: bool = False
+    """True while a human agent has the conversation (handoff)."""
+    session_started_at: float = 0.0
+    last_active_at: float = 0.0
+    event_count: int = 0
+    version: int = 0
+    """Incremented by every save; the store refuses a save based on an older version."""
+    recent_events: list[dict[str, Any]] = field(default_factory=list)
+    """The last few events as Rasa dicts, for actions that read ``tracker.events``."""
+    profile: dict[str, Any] = field(default_factory=dict)
+    """What the channel knows of the customer (name, platform language code)."""
+
+    def remember(self, events: list[Event]) -> None:
+        """Append ``events`` to ``recent_events``, keeping only the newest few."""
+        self.recent_events.extend(e.to_dict() for e in events)
+        overflow = len(self.recent_events) - constants.RECENT_EVENTS_KEPT
+        if overflow > 0:
+            del self.recent_events[:overflow]
+        self.event_count += len(events)
+        self.last_active_at = time.time()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConversationState:
+        return cls(**data)

@@ -1,0 +1,778 @@
+"""The conversation store on SQLAlchemy: SQLite by default, PostgreSQL for several processes.
+
+Three things keep a turn's storage cost tiny:
+
+- Loads are served from a bounded write-through cache of the latest saved state, so a turn
+  rarely reads the database. The version check in ``save`` stays the source of truth: a stale
+  entry (another process wrote) costs one ``ConcurrentUpdateError`` and is evicted.
+- Writes go through one writer task that commits everything queued meanwhile in a single
+  transaction (group commit). A batch first runs without savepoints; if any write in it fails,
+  it is rolled back and replayed with a savepoint per write, so a conflict fails only its caller.
+- Each batch is one call into the database layer: for SQLite, a dedicated thread running the
+  standard ``sqlite3`` driver (an async driver would hop threads on every statement, which costs
+  more than the statement); for PostgreSQL, asyncpg inside ``run_sync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot import constants
+from bot.errors import ConcurrentUpdateError, DuplicateMessageError, KefuError, StoreError
+from bot.events import BotMessage, Event, event_from_dict
+from bot.ports import PendingDelivery, StoredEvent
+from bot.state import ConversationState
+
+__all__ = ["SqlStore", "database_url", "open_store"]
+
+DEFAULT_CACHE_SIZE = 10_000
+"""Conversations whose latest state is kept in memory; beyond this the least recent go."""
+MAX_BATCH = 500
+"""Writes committed together at most; bounds a transaction's size and a write's latency."""
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+"""How long SQLite waits for another process's write lock before failing."""
+_SQLITE_READERS = 2
+_DELETE_CHUNK = 500
+_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+asyncpg"}
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
+_PENDING, _DELIVERED, _FAILED = "pending", "delivered", "failed"
+
+T = TypeVar("T")
+_Work = Callable[[Connection], Any]
+
+
+def database_url(url: str) -> URL:
+    """``url`` with the driver the store runs: ``sqlite`` → sqlite3, ``postgresql`` → asyncpg.
+
+    Any SQLite or PostgreSQL URL is accepted (``sqlite+aiosqlite://``, ``postgresql://``...);
+    anything else raises ``StoreError`` naming the URL, its password hidden.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"invalid database URL {url!r}: {exc}") from exc
+    backend = parsed.get_backend_name()
+    if backend not in _DRIVERS:
+        shown = parsed.render_as_string(hide_password=True)
+        raise StoreError(f"unsupported database URL {shown!r}: use sqlite:/// or postgresql://")
+    return parsed.set(drivername=_DRIVERS[backend])
+
+
+class _Tables:
+    """The schema; ``prefix`` lets several stores (or test runs) share one database."""
+
+    def __init__(self, prefix: str) -> None:
+        self.metadata = md = MetaData()
+        big_id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER
+        self.conversations = Table(
+            f"{prefix}conversations",
+            md,
+            Column("id", String(), primary_key=True),
+            Column("channel", String(), nullable=False),
+            Column("sender_id", String(), nullable=False),
+            Column("state", Text, nullable=False),
+            Column("version", Integer, nullable=False),
+            Column("last_seq", Integer, nullable=False),
+            Column("last_active_at", Double, nullable=False),
+            Column("created_at", Double, nullable=False),
+            Index(f"{prefix}ix_conversations_last_active_at", "last_active_at"),
+        )
+        self.events = Table(
+            f"{prefix}events",
+            md,
+            Column("id", big_id, primary_key=True, autoincrement=True),
+            Column("conversation_id", String(), nullable=False),
+            Column("seq", Integer, nullable=False),
+            Column("type", String(), nullable=False),
+            Column("timestamp", Double, nullable=False),
+            Column("data", Text, nullable=False),
+            UniqueConstraint("conversation_id", "seq", name=f"{prefix}uq_events_conversation_seq"),
+        )
+        self.processed = Table(
+            f"{prefix}processed_messages",
+            md,
+            Column("channel", String(), primary_key=True),
+            Column("message_id", String(), primary_key=True),
+            Column("conversation_id", String(), nullable=False),
+            Column("processed_at", Double, nullable=False),
+            Index(f"{prefix}ix_processed_messages_conversation_id", "conversation_id"),
+        )
+        self.outbox = Table(
+            f"{prefix}outbox",
+            md,
+            Column("id", big_id, primary_key=True, autoincrement=True),
+            Column("conversation_id", String(), nullable=False),
+            Column("channel", String(), nullable=False),
+            Column("message", Text, nullable=False),
+            Column("status", String(), nullable=False),
+            Column("attempts", Integer, nullable=False),
+            Column("next_attempt_at", Double, nullable=False),
+            Column("last_error", Text),
+            Column("created_at", Double, nullable=False),
+            Index(f"{prefix}ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+            Index(f"{prefix}ix_outbox_conversation_id", "conversation_id"),
+        )
+        self.kv = Table(
+            f"{prefix}kv",
+            md,
+            Column("namespace", String(), primary_key=True),
+            Column("key", String(), primary_key=True),
+            Column("value", Text, nullable=False),
+            Column("updated_at", Double, nullable=False),
+        )
+
+
+class _Database(Protocol):
+    """Runs synchronous SQLAlchemy work in a transaction without blocking the event loop."""
+
+    dialect: str
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a write transaction; commit if it returns, roll back if it raises."""
+        ...
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` outside any write transaction."""
+        ...
+
+    async def dispose(self) -> None: ...
+
+
+class _SqliteDatabase:
+    """SQLite through the standard driver: writes on one thread, reads on a few others.
+
+    One writer thread serialises this process's writes, so they never wait on SQLite's lock
+    for each other; WAL lets the readers run while it commits. An in-memory database lives on
+    one connection, so there the writer thread serves reads too.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, url: URL) -> None:
+        self._engine = create_engine(url)
+        event.listen(self._engine, "connect", _sqlite_on_connect)
+        event.listen(self._engine, "begin", _sqlite_on_begin)
+        self._write_engine = self._engine.execution_options(kefu_write=True)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="kefu-store-writer")
+        in_memory = url.database in (None, "", ":memory:")
+        self._readers = (
+            self._writer
+            if in_memory
+            else ThreadPoolExecutor(_SQLITE_READERS, thread_name_prefix="kefu-store-reader")
+        )
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, _in_transaction, self._write_engine, work)
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, _connected, self._engine, work)
+
+    async def dispose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._engine.dispose)
+        self._writer.shutdown()
+        self._readers.shutdown()
+
+
+class _PostgresDatabase:
+    """PostgreSQL through asyncpg; the work runs in SQLAlchemy's greenlet bridge."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: URL) -> None:
+        self._engine = create_async_engine(url)
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(work)
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(work)
+
+    async def dispose(self) -> None:
+        await self._engine.dispose()
+
+
+def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.begin() as conn:
+        return work(conn)
+
+
+def _connected(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.connect() as conn:
+        return work(conn)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets reads run while the writer commits; NORMAL sync is durable in WAL mode."""
+    dbapi_connection.isolation_level = None  # transactions are begun by _sqlite_on_begin
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    """Writers take the write lock up front; single-statement reads need no transaction."""
+    if conn.get_execution_options().get("kefu_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class _StateCache:
+    """LRU of conversation id → the state's JSON as last saved, re-parsed on every hit."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, conversation_id: str) -> str | None:
+        text = self._entries.get(conversation_id)
+        if text is not None:
+            self._entries.move_to_end(conversation_id)
+        return text
+
+    def put(self, conversation_id: str, text: str) -> None:
+        if self._size <= 0:
+            return
+        self._entries[conversation_id] = text
+        self._entries.move_to_end(conversation_id)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def evict(self, conversation_id: str) -> None:
+        self._entries.pop(conversation_id, None)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A queued write. ``key`` orders a batch so concurrent processes lock rows in one order."""
+
+    key: str
+    work: _Work
+    future: asyncio.Future[Any]
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One ``save`` serialised up front, so bad input fails before anything is queued."""
+
+    state: ConversationState
+    state_text: str
+    events: list[dict[str, Any]]
+    outbox: list[dict[str, Any]]
+    message_key: tuple[str, str] | None
+    now: float
+
+
+_Outcome = tuple[Any, Exception | None]
+
+
+class SqlStore:
+    """``ConversationStore`` on SQLite or PostgreSQL, with a state cache and group commit.
+
+    ``group_commit=False`` commits each write in its own transaction (for comparison, and for
+    tools that write rarely). ``table_prefix`` names the tables ``<prefix>conversations`` etc.
+    Call :meth:`initialize` (or use :func:`open_store`) before use.
+    """
+
+    def __init__(
+        self,
+        url: str = constants.DEFAULT_DATABASE_URL,
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        group_commit: bool = True,
+        table_prefix: str = "",
+    ) -> None:
+        if table_prefix and not _PREFIX.fullmatch(table_prefix):
+            raise StoreError(f"invalid table prefix {table_prefix!r}: use letters, digits and _")
+        db_url = database_url(url)
+        self._shown_url = db_url.render_as_string(hide_password=True)
+        try:
+            self._db: _Database = (
+                _SqliteDatabase(db_url)
+                if db_url.get_backend_name() == "sqlite"
+                else _PostgresDatabase(db_url)
+            )
+        except (ArgumentError, ImportError) as exc:
+            raise StoreError(f"cannot use database {self._shown_url!r}: {exc}") from exc
+        self._t = t = _Tables(table_prefix)
+        conv = t.conversations
+        self._update_conversation = (
+            update(conv)
+            .where(conv.c.id == bindparam("b_id"), conv.c.version == bindparam("b_version"))
+            .values(
+                state=bindparam("b_state"),
+                version=conv.c.version + 1,
+                last_seq=conv.c.last_seq + bindparam("b_count"),
+                last_active_at=bindparam("b_active"),
+            )
+            .returning(conv.c.last_seq)
+        )
+        self._insert_outbox = t.outbox.insert().returning(
+            t.outbox.c.id, sort_by_parameter_order=True
+        )
+        self._cache = _StateCache(cache_size)
+        self._group_commit = group_commit
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def initialize(self) -> None:
+        """Create the tables and indexes that are missing; existing data is left alone."""
+        self._check_open()
+        try:
+            await self._db.write(self._t.metadata.create_all)
+        except (SQLAlchemyError, OSError) as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise StoreError(f"cannot open database {self._shown_url!r}: {reason}") from exc
+
+    # --- conversations ------------------------------------------------------------------
+
+    async def load(self, conversation_id: str) -> ConversationState | None:
+        """The latest saved state, from the cache when it has it; None for a new conversation."""
+        self._check_open()
+        text = self._cache.get(conversation_id)
+        if text is not None:
+            return _parse_state(conversation_id, text, None)
+        conv = self._t.conversations
+        query = select(conv.c.state, conv.c.version).where(conv.c.id == conversation_id)
+        row = await self._read(lambda conn: conn.execute(query).first())
+        if row is None:
+            return None
+        state = _parse_state(conversation_id, row.state, row.version)
+        self._cache.put(conversation_id, _dumps(_state_dict(state, state.version)))
+        return state
+
+    async def save(
+        self,
+        state: ConversationState,
+        events: Sequence[Event],
+        *,
+        outbox: Sequence[BotMessage] = (),
+        message_key: tuple[str, str] | None = None,
+    ) -> list[int]:
+        """Persist a turn atomically; bump ``state.version``; return the outbox ids."""
+        self._check_open()
+        turn = _prepare(state, events, outbox, message_key)
+        cid = state.conversation_id
+        try:
+            ids: list[int] = await self._write(cid, lambda conn: self._apply(conn, turn))
+        except BaseException:
+            # Failed, or cancelled with an unknown outcome: the next load asks the database.
+            self._cache.evict(cid)
+            raise
+        state.version += 1
+        self._cache.put(cid, turn.state_text)
+        return ids
+
+    def _apply(self, conn: Connection, turn: _Turn) -> list[int]:
+        state, t = turn.state, self._t
+        cid, count = state.conversation_id, len(turn.events)
+        if turn.message_key is not None:
+            channel, message_id = turn.message_key
+            claim = {"channel": channel, "message_id": message_id}
+            try:
+                conn.execute(
+                    t.processed.insert(),
+                    {**claim, "conversation_id": cid, "processed_at": turn.now},
+                )
+            except IntegrityError as exc:
+                raise DuplicateMessageError(
+                    f"message {message_id!r} on {channel!r} was already processed"
+                ) from exc
+        active = state.last_active_at or turn.now
+        stale = ConcurrentUpdateError(
+            f"conversation {cid!r} changed since version {state.version} was loaded"
+        )
+        if state.version == 0:
+            row = {
+                "id": cid,
+                "channel": state.channel,
+                "sender_id": state.sender_id,
+                "state": turn.state_text,
+                "version": 1,
+                "last_seq": count,
+                "last_active_at": active,
+                "created_at": turn.now,
+            }
+            try:
+                conn.execute(t.conversations.insert(), row)
+            except IntegrityError as exc:
+                raise stale from exc
+            last_seq = count
+        else:
+            params = {
+                "b_id": cid,
+                "b_version": state.version,
+                "b_state": turn.state_text,
+                "b_count": count,
+                "b_active": active,
+            }
+            found = conn.execute(self._update_conversation, params).scalar()
+            if found is None:
+                raise stale
+            last_seq = found
+        if turn.events:
+            first = last_seq - count + 1
+            rows = [
+                {
+                    "conversation_id": cid,
+                    "seq": first + i,
+                    "type": str(data.get("event") or "unknown"),
+                    "timestamp": _timestamp(data, turn.now),
+                    "data": _dumps(data),
+                }
+                for i, data in enumerate(turn.events)
+            ]
+            conn.execute(t.events.insert(), rows)
+        if not turn.outbox:
+            return []
+        rows = [
+            {
+                "conversation_id": cid,
+                "channel": state.channel,
+                "message": _dumps(data),
+                "status": _PENDING,
+                "attempts": 0,
+                "next_attempt_at": turn.now,
+                "created_at": turn.now,
+            }
+            for data in turn.outbox
+        ]
+        return list(conn.execute(self._insert_outbox, rows).scalars())
+
+    async def is_processed(self, channel: str, message_id: str) -> bool:
+        """True when ``message_id`` on ``channel`` was claimed by a saved turn."""
+        self._check_open()
+        p = self._t.processed
+        query = select(p.c.channel).where(p.c.channel == channel, p.c.message_id == message_id)
+        return await self._read(lambda conn: conn.execute(query).first() is not None)
+
+    async def events(
+        self, conversation_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]:
+        """The log from ``seq > after``, oldest first; an unreadable row raises ``StoreError``."""
+        self._check_open()
+        ev = self._t.events
+        query = (
+            select(ev.c.seq, ev.c.data)
+            .where(ev.c.conversation_id == conversation_id, ev.c.seq > after)
+            .order_by(ev.c.seq)
+            .limit(limit)
+        )
+        stored = []
+        for seq, data in await self._read(lambda conn: conn.execute(query).all()):
+            try:
+                stored.append(StoredEvent(seq=seq, event=event_from_dict(json.loads(data))))
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise StoreError(
+                    f"conversation {conversation_id!r}: event {seq} is unreadable: {exc}"
+                ) from exc
+        return stored
+
+    async def delete_conversations_before(self, cutoff: float) -> int:
+        """Delete conversations last active before ``cutoff`` with everything they own."""
+        self._check_open()
+        ids: list[str] = await self._write("", lambda conn: self._delete_before(conn, cutoff))
+        for cid in ids:
+            self._cache.evict(cid)
+        return len(ids)
+
+    def _delete_before(self, conn: Connection, cutoff: float) -> list[str]:
+        t = self._t
+        query = select(t.conversations.c.id).where(t.conversations.c.last_active_at < cutoff)
+        if self._db.dialect == "postgresql":
+            query = query.with_for_update()  # a turn saving meanwhile waits, then conflicts
+        ids = list(conn.execute(query).scalars())
+        for start in range(0, len(ids), _DELETE_CHUNK):
+            chunk = ids[start : start + _DELETE_CHUNK]
+            for table in (t.events, t.outbox, t.processed):
+                conn.execute(delete(table).where(table.c.conversation_id.in_(chunk)))
+            conn.execute(delete(t.conversations).where(t.conversations.c.id.in_(chunk)))
+        return ids
+
+    # --- outbox -------------------------------------------------------------------------
+
+    async def pending_deliveries(self, *, now: float, limit: int = 100) -> list[PendingDelivery]:
+        """Pending messages due by ``now``, oldest first.
+
+        A row that no longer reads as a ``BotMessage`` is marked failed with the reason, so it
+        is neither returned again nor blocks the messages behind it.
+        """
+        self._check_open()
+        ob = self._t.outbox
+        query = (
+            select(ob.c.id, ob.c.channel, ob.c.message, ob.c.attempts)
+            .where(ob.c.status == _PENDING, ob.c.next_attempt_at <= now)
+            .order_by(ob.c.id)
+            .limit(limit)
+        )
+        due: list[PendingDelivery] = []
+        for row in await self._read(lambda conn: conn.execute(query).all()):
+            try:
+                message = event_from_dict(json.loads(row.message))
+                if not isinstance(message, BotMessage):
+                    raise TypeError(f"a {message.event!r} event is not a bot message")
+            except (ValueError, TypeError, AttributeError) as exc:
+                await self.mark_failed(row.id, error=f"unreadable message: {exc}", retry_at=None)
+                continue
+            due.append(
+                PendingDelivery(
+                    id=row.id, channel=row.channel, message=message, attempts=row.attempts
+                )
+            )
+        return due
+
+    async def mark_delivered(self, delivery_id: int) -> None:
+        """Record that the channel delivered the message; it leaves the pending set."""
+        values = {"status": _DELIVERED, "attempts": self._t.outbox.c.attempts + 1}
+        await self._update_delivery(delivery_id, values)
+
+    async def mark_failed(self, delivery_id: int, *, error: str, retry_at: float | None) -> None:
+        """Record a failed attempt: retry at ``retry_at``, or give up for good when None."""
+        values: dict[str, Any] = {"attempts": self._t.outbox.c.attempts + 1, "last_error": error}
+        if retry_at is None:
+            values["status"] = _FAILED
+        else:
+            values["next_attempt_at"] = retry_at
+        await self._update_delivery(delivery_id, values)
+
+    async def _update_delivery(self, delivery_id: int, values: dict[str, Any]) -> None:
+        self._check_open()
+        ob = self._t.outbox
+        stmt = update(ob).where(ob.c.id == delivery_id).values(**values)
+
+        def work(conn: Connection) -> None:
+            if conn.execute(stmt).rowcount == 0:
+                raise StoreError(f"no outbox entry {delivery_id}")
+
+        await self._write("", work)
+
+    # --- small values -------------------------------------------------------------------
+
+    async def get_value(self, namespace: str, key: str) -> str | None:
+        """A value a channel stored with :meth:`put_value`, or None."""
+        self._check_open()
+        kv = self._t.kv
+        query = select(kv.c.value).where(kv.c.namespace == namespace, kv.c.key == key)
+        value: str | None = await self._read(lambda conn: conn.execute(query).scalar())
+        return value
+
+    async def put_value(self, namespace: str, key: str, value: str) -> None:
+        """Store ``value`` under ``(namespace, key)``, replacing any previous one."""
+        self._check_open()
+        if not isinstance(value, str):
+            raise StoreError(f"value for {namespace}/{key} must be a string, not {type(value)}")
+        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
+        row = {"namespace": namespace, "key": key, "value": value, "updated_at": time.time()}
+        stmt = insert(self._t.kv).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["namespace", "key"],
+            set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+        )
+
+        def work(conn: Connection) -> None:
+            conn.execute(stmt)
+
+        await self._write("", work)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Commit the writes already queued, then release the database connections."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._queue.put_nowait(None)
+            await self._writer
+        await self._db.dispose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the conversation store is closed")
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _read(self, work: Callable[[Connection], T]) -> T:
+        try:
+            return await self._db.read(work)
+        except SQLAlchemyError as exc:
+            raise _store_error(exc) from exc
+
+    async def _write(self, key: str, work: _Work) -> Any:
+        if not self._group_commit:
+            try:
+                return await self._db.write(work)
+            except SQLAlchemyError as exc:
+                raise _store_error(exc) from exc
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._run_writer(), name="kefu-store-writer")
+        job = _Job(key, work, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(job)
+        return await job.future
+
+    async def _run_writer(self) -> None:
+        """Commit queued writes in batches until ``close`` queues the stop marker."""
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch, stop = [first], False
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                job = self._queue.get_nowait()
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            live = sorted((job for job in batch if not job.future.done()), key=_job_key)
+            if live:
+                outcomes = await self._commit([job.work for job in live])
+                for job, (result, error) in zip(live, outcomes, strict=True):
+                    if not job.future.done():
+                        if error is None:
+                            job.future.set_result(result)
+                        else:
+                            job.future.set_exception(_store_error(error))
+            if stop:
+                return
+
+    async def _commit(self, works: list[_Work]) -> list[_Outcome]:
+        """Run ``works`` in one transaction; on any failure, replay them isolated."""
+        try:
+            results = await self._db.write(lambda conn: [work(conn) for work in works])
+        except Exception as exc:
+            if len(works) == 1:
+                return [(None, exc)]
+        else:
+            return [(result, None) for result in results]
+        try:
+            return await self._db.write(lambda conn: _run_isolated(conn, works))
+        except Exception as exc:
+            return [(None, exc)] * len(works)
+
+
+def _run_isolated(conn: Connection, works: list[_Work]) -> list[_Outcome]:
+    """Each work in its own savepoint, so only the failing ones are rolled back."""
+    outcomes: list[_Outcome] = []
+    for work in works:
+        try:
+            with conn.begin_nested():
+                outcomes.append((work(conn), None))
+        except Exception as exc:
+            outcomes.append((None, exc))
+    return outcomes
+
+
+def _job_key(job: _Job) -> str:
+    return job.key
+
+
+async def open_store(
+    url: str = constants.DEFAULT_DATABASE_URL,
+    *,
+    cache_size: int = DEFAULT_CACHE_SIZE,
+    group_commit: bool = True,
+    table_prefix: str = "",
+) -> SqlStore:
+    """A ready store: constructed, tables created."""
+    store = SqlStore(
+        url, cache_size=cache_size, group_commit=group_commit, table_prefix=table_prefix
+    )
+    try:
+        await store.initialize()
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _state_dict(state: ConversationState, version: int) -> dict[str, Any]:
+    """The state's fields as ``to_dict`` has them, without its deep copy (JSON copies anyway)."""
+    data = dict(vars(state))
+    data["version"] = version
+    return data
+
+
+def _prepare(
+    state: ConversationState,
+    events: Sequence[Event],
+    outbox: Sequence[BotMessage],
+    message_key: tuple[str, str] | None,
+) -> _Turn:
+    try:
+        return _Turn(
+            state=state,
+            state_text=_dumps(_state_dict(state, state.version + 1)),
+            events=[e.to_dict() for e in events],
+            outbox=[m.to_dict() for m in outbox],
+            message_key=message_key,
+            now=time.time(),
+        )
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"conversation {state.conversation_id!r}: cannot store this turn: {exc}"
+        ) from exc
+
+
+def _timestamp(data: dict[str, Any], default: float) -> float:
+    value = data.get("timestamp")
+    return float(value) if isinstance(value, int | float) else default
+
+
+def _parse_state(conversation_id: str, text: str, version: int | None) -> ConversationState:
+    try:
+        state = ConversationState.from_dict(json.loads(text))
+    except (ValueError, TypeError) as exc:
+        raise StoreError(
+            f"conversation {conversation_id!r}: stored state is unreadable: {exc}"
+        ) from exc
+    if version is not None:
+        state.version = version
+    return state
+
+
+def _store_error(exc: Exception) -> KefuError:
+    """Keep kefu's own errors; turn a database failure into ``StoreError``."""
+    if isinstance(exc, KefuError):
+        return exc
+    reason = getattr(exc, "orig", None) or exc
+    return StoreError(f"database error: {type(reason).__name__}: {reason}")

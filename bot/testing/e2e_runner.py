@@ -1,0 +1,131 @@
+"""Running parsed conversation tests against anything that can take a turn.
+
+Each case is a fresh conversation (``test:<case name>:<8 hex digits>``). Cases are independent,
+so they run concurrently in small batches; results are printed in file order, one line per
+case, then ``N passed, M failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, TextIO
+from uuid import uuid4
+
+from bot.errors import Problem
+from bot.events import Event, UserMessage
+from bot.testing.e2e_check import check_turn, describe_turn
+from bot.testing.e2e_format import TestCase, UserStep
+
+BATCH_SIZE = 8
+"""Cases run at once: enough to hide per-turn latency, few enough to keep SQLite writes calm."""
+TURN_TIMEOUT = 60.0
+"""Seconds one turn may take before the case fails (a stuck action or LLM call)."""
+CHANNEL = "test"
+
+
+class TurnOutcome(Protocol):
+    """What a turn returns: every event it appended, the user's message first."""
+
+    @property
+    def events(self) -> Sequence[Event]: ...
+
+
+class ConversationAgent(Protocol):
+    """The two agent calls a conversation test needs (``bot.agent.Agent`` has them)."""
+
+    async def process(self, message: UserMessage, /) -> TurnOutcome: ...
+
+    async def set_slots(self, conversation_id: str, slots: dict[str, Any], /) -> None: ...
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a case failed: where, what was expected, and what the turn actually did."""
+
+    case: str
+    location: str
+    expected: str
+    actual: tuple[str, ...]
+
+    def __str__(self) -> str:
+        lines = [f"  {self.location}: expected {self.expected}"]
+        lines.extend(f"    {line}" for line in self.actual)
+        return "\n".join(lines)
+
+
+@dataclass
+class TestReport:
+    """Counts, failures and the problems that kept files or cases from running."""
+
+    __test__: ClassVar[bool] = False
+
+    passed: int = 0
+    failed: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed and nothing was malformed."""
+        return not self.failed and not self.problems
+
+    def summary(self) -> str:
+        return f"{self.passed} passed, {self.failed} failed"
+
+
+async def run_cases(
+    agent: ConversationAgent, cases: Sequence[TestCase], report: TestReport, output: TextIO
+) -> None:
+    """Run ``cases`` in batches, print one line (plus details) per case, and count them."""
+    for first in range(0, len(cases), BATCH_SIZE):
+        batch = cases[first : first + BATCH_SIZE]
+        results = await asyncio.gather(*(run_case(agent, case) for case in batch))
+        for case, failure in zip(batch, results, strict=True):
+            if failure is None:
+                report.passed += 1
+                print(f"PASSED {case.name}", file=output)
+            else:
+                report.failed += 1
+                report.failures.append(failure)
+                print(f"FAILED {case.name}\n{failure}", file=output)
+
+
+async def run_case(agent: ConversationAgent, case: TestCase) -> Failure | None:
+    """Play one case as a fresh conversation; the first unmet step makes it fail."""
+    conversation_id = f"{CHANNEL}:{case.name}:{uuid4().hex[:8]}"
+    if case.slots:
+        await agent.set_slots(conversation_id, dict(case.slots))
+    for turn in case.turns:
+        message = _message(conversation_id, case, turn.user)
+        said = f"user said {turn.user.text!r}"
+        try:
+            outcome = await asyncio.wait_for(agent.process(message), TURN_TIMEOUT)
+        except Exception as err:  # a crashing or stuck turn fails its case, not the run
+            reason = (
+                "timed out" if isinstance(err, TimeoutError) else f"{type(err).__name__}: {err}"
+            )
+            return Failure(
+                case.name, _where(case, turn.user.line), "the turn to complete", (said, reason)
+            )
+        mismatch = check_turn(turn, outcome.events)
+        if mismatch is not None:
+            actual = (said, *describe_turn(outcome.events))
+            return Failure(case.name, _where(case, mismatch.line), mismatch.expected, actual)
+    return None
+
+
+def _message(conversation_id: str, case: TestCase, user: UserStep) -> UserMessage:
+    return UserMessage(
+        channel=CHANNEL,
+        conversation_id=conversation_id,
+        sender_id=conversation_id,
+        text=user.text,
+        payload=user.text if user.text.startswith("/") else None,
+        metadata={**case.metadata, **user.metadata},
+    )
+
+
+def _where(case: TestCase, line: int | None) -> str:
+    return f"{case.file}:{line}" if line else case.file

@@ -1,0 +1,359 @@
+"""The Telegram channel: customers chat with the shop's bot, by webhook or long polling.
+
+Inbound updates are translated (``telegram_inbound``) and handed to the core one at a time per
+chat, in order, while different chats run concurrently; the core delivers replies through
+:meth:`TelegramChannel.send`. Replies go out as plain text (no ``parse_mode``), so no
+character a response or an LLM writes can make Telegram reject a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import warnings
+from collections import OrderedDict
+from collections.abc import Awaitable, Sequence
+from datetime import timedelta
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ChatAction
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.warnings import PTBDeprecationWarning
+
+from bot.channel import Channel
+from bot.constants import MAX_REQUEST_BYTES
+from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from bot.events import BotMessage, UserMessage
+from bot.ports import ConversationStore
+from bot.settings import Settings
+from channels.telegram_inbound import (
+    CHANNEL,
+    BotIdentity,
+    button_title,
+    callback_from_update,
+    message_from_update,
+)
+from channels.telegram_outbound import (
+    MAX_CAPTION,
+    keyboard,
+    resolve_callback,
+    split_text,
+    utf16_len,
+)
+from channels.telegram_request import AiohttpRequest
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/webhooks/telegram"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+DEFAULT_API_BASE_URL = "https://api.telegram.org"
+ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
+POLL_TIMEOUT = 25
+"""Seconds a ``getUpdates`` long poll may wait for news."""
+MAX_POLL_BACKOFF = 30.0
+TYPING_DELAY = 0.3
+"""Handlers quicker than this answer before a typing indicator would even show."""
+TYPING_REPEAT = 4.5
+"""Telegram shows ``typing`` for about 5 seconds."""
+RECENT_UPDATES = 2048
+STOP_GRACE = 5.0
+"""Seconds stop() lets in-flight updates finish before cancelling them."""
+BUTTONS_ONLY_TEXT = "…"
+"""Telegram needs text to carry a keyboard; used when a message has buttons and no text."""
+
+
+class TelegramChannel(Channel):
+    """Telegram through python-telegram-bot's ``Bot``, pointed at any Bot API server."""
+
+    name = "telegram"
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        store: ConversationStore,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        api_base_url: str | None = None,
+        poll_timeout: int = POLL_TIMEOUT,
+        typing_delay: float = TYPING_DELAY,
+    ) -> None:
+        super().__init__()
+        api = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
+        self.bot = Bot(
+            token,
+            base_url=f"{api}/bot",
+            base_file_url=f"{api}/file/bot",
+            request=AiohttpRequest(),
+            get_updates_request=AiohttpRequest(pool_size=1),
+        )
+        self._store = store
+        self._webhook_url = _full_webhook_url(webhook_url) if webhook_url else None
+        # Without a configured secret, one derived from the token is as unguessable and stays
+        # the same across restarts and workers.
+        self._secret = webhook_secret or hmac.new(token.encode(), b"kefu", "sha256").hexdigest()
+        self._poll_timeout = poll_timeout
+        self._typing_delay = typing_delay
+        self._me: BotIdentity | None = None
+        self._ready_lock = asyncio.Lock()
+        self._poller: asyncio.Task[None] | None = None
+        self._offset: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._chat_tails: dict[int, asyncio.Task[None]] = {}
+        self._recent: OrderedDict[int, None] = OrderedDict()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: ConversationStore) -> TelegramChannel | None:
+        """The channel the settings describe, or None when ``TELEGRAM_BOT_TOKEN`` is unset."""
+        if not settings.telegram_bot_token:
+            return None
+        return cls(
+            token=settings.telegram_bot_token,
+            store=store,
+            webhook_url=settings.telegram_webhook_url,
+            webhook_secret=settings.telegram_webhook_secret,
+            api_base_url=settings.telegram_api_base_url,
+        )
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]
+
+    async def start(self) -> None:
+        """Learn the bot's name, then register the webhook or start long polling."""
+        await self._ready()
+        if self._webhook_url:
+            await self.bot.set_webhook(
+                self._webhook_url, secret_token=self._secret, allowed_updates=ALLOWED_UPDATES
+            )
+            logger.info("telegram webhook registered at %s", self._webhook_url)
+        else:
+            await self.bot.delete_webhook()
+            self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
+            logger.info("telegram long polling started as @%s", self._me and self._me.username)
+
+    async def stop(self) -> None:
+        """Stop polling, let in-flight updates finish briefly, confirm offsets, close HTTP."""
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.wait({self._poller})
+            self._poller = None
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        if self._offset is not None:
+            # Tells Telegram the updates already fetched were handled, so a restart skips them.
+            await self._quietly(self.bot.get_updates(offset=self._offset, timeout=0, limit=1))
+        await self.bot.shutdown()
+
+    async def send(self, message: BotMessage) -> None:
+        """Deliver text (split to fit), buttons and an image to the message's chat."""
+        chat_id = _chat_id(message.conversation_id)
+        try:
+            await self._ready()
+            markup = await keyboard(message.buttons, self._store) if message.buttons else None
+            chunks = split_text(message.text or "")
+            if message.image:
+                fits = len(chunks) <= 1 and utf16_len(message.text or "") <= MAX_CAPTION
+                caption = chunks[0] if fits and chunks else None
+                await self.bot.send_photo(
+                    chat_id, message.image, caption=caption, reply_markup=markup if fits else None
+                )
+                if fits:
+                    return
+            await self._send_texts(chat_id, chunks, markup)
+        except TelegramError as exc:
+            raise _delivery_error(exc, message.conversation_id) from exc
+
+    async def _send_texts(
+        self, chat_id: int, chunks: list[str], markup: InlineKeyboardMarkup | None
+    ) -> None:
+        if not chunks and markup is not None:
+            chunks = [BUTTONS_ONLY_TEXT]
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            await self.bot.send_message(chat_id, chunk, reply_markup=markup if last else None)
+
+    async def _ready(self) -> None:
+        """Initialise the Bot once (``getMe``), whichever of start() and send() comes first."""
+        async with self._ready_lock:
+            if self._me is None:
+                await self.bot.initialize()
+                self._me = BotIdentity(id=self.bot.id, username=self.bot.username)
+
+    async def _webhook(self, request: Request) -> Response:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self._secret.encode()):
+            logger.warning("telegram webhook call with a wrong or missing secret refused")
+            return JSONResponse({"error": "forbidden"}, status_code=403)
+        body = await request.body()
+        if len(body) > MAX_REQUEST_BYTES:
+            return JSONResponse({"error": "request too large"}, status_code=413)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            logger.warning("telegram webhook body is not JSON")
+            return JSONResponse({"error": "body is not JSON"}, status_code=400)
+        if not isinstance(data, dict) or not _is_update_id(data.get("update_id")):
+            logger.warning("telegram webhook body is not an update: %.200r", data)
+            return JSONResponse({"error": "body is not a Telegram update"}, status_code=400)
+        try:
+            update = Update.de_json(data, self.bot)
+        except (KeyError, TypeError, ValueError):
+            # Answering an error would make Telegram redeliver it again and again.
+            logger.exception("telegram update %s could not be read; ignored", data["update_id"])
+            return JSONResponse({"ok": True})
+        self._accept(update)
+        return JSONResponse({"ok": True})
+
+    async def _poll(self) -> None:
+        delay = 0.0
+        while True:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=self._offset,
+                    timeout=self._poll_timeout,
+                    allowed_updates=ALLOWED_UPDATES,
+                )
+            except RetryAfter as exc:
+                await asyncio.sleep(_retry_after(exc))
+                continue
+            except Exception:
+                delay = min(max(delay * 2, 1.0), MAX_POLL_BACKOFF)
+                logger.exception("telegram getUpdates failed; retrying in %.0f s", delay)
+                await asyncio.sleep(delay)
+                continue
+            delay = 0.0
+            for update in updates:
+                self._offset = update.update_id + 1
+                self._accept(update)
+
+    def _accept(self, update: Update) -> None:
+        """Queue an update behind earlier ones of its chat; drop one seen recently."""
+        if update.update_id in self._recent:
+            logger.info("telegram update %s delivered again; dropped", update.update_id)
+            return
+        self._recent[update.update_id] = None
+        if len(self._recent) > RECENT_UPDATES:
+            self._recent.popitem(last=False)
+        chat = update.effective_chat
+        if chat is None:
+            return
+        previous = self._chat_tails.get(chat.id)
+        task = asyncio.create_task(self._process(update, chat.id, previous))
+        self._tasks.add(task)
+        self._chat_tails[chat.id] = task
+        task.add_done_callback(partial(self._forget, chat.id))
+
+    def _forget(self, chat_id: int, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._chat_tails.get(chat_id) is task:
+            del self._chat_tails[chat_id]
+
+    async def _process(
+        self, update: Update, chat_id: int, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        try:
+            message = await self._translate(update)
+            if message is not None:
+                await self._handle(message, chat_id)
+        except Exception:
+            logger.exception("telegram update %s failed", update.update_id)
+
+    async def _translate(self, update: Update) -> UserMessage | None:
+        query = update.callback_query
+        if query is None:
+            return message_from_update(update, self._me)
+        await self._acknowledge(query)
+        if query.data is None:
+            return None
+        payload = await resolve_callback(query.data, self._store)
+        if payload is None:
+            logger.warning("telegram button key %s is unknown; passing its title", query.data)
+        return callback_from_update(update, payload, button_title(query))
+
+    async def _acknowledge(self, query: CallbackQuery) -> None:
+        """Stop the button's spinner and remove the keyboard, so an answered question cannot
+        be answered twice from stale buttons."""
+        calls = [self._quietly(self.bot.answer_callback_query(query.id))]
+        if isinstance(query.message, Message) and query.message.reply_markup is not None:
+            edit = self.bot.edit_message_reply_markup(
+                chat_id=query.message.chat.id, message_id=query.message.message_id
+            )
+            calls.append(self._quietly(edit))
+        await asyncio.gather(*calls)
+
+    async def _handle(self, message: UserMessage, chat_id: int) -> None:
+        """Run the core's turn, showing ``typing`` while it takes noticeably long."""
+        typing = asyncio.create_task(self._keep_typing(chat_id))
+        try:
+            await self.handler(message)
+        finally:
+            typing.cancel()
+            await asyncio.wait({typing})
+
+    async def _keep_typing(self, chat_id: int) -> None:
+        await asyncio.sleep(self._typing_delay)
+        while True:
+            await self._quietly(self.bot.send_chat_action(chat_id, ChatAction.TYPING))
+            await asyncio.sleep(TYPING_REPEAT)
+
+    @staticmethod
+    async def _quietly(call: Awaitable[Any]) -> None:
+        """Courtesy calls (typing, button acknowledgements) must never fail a turn."""
+        try:
+            await call
+        except TelegramError as exc:
+            logger.warning("telegram call failed: %s", exc)
+
+
+def _full_webhook_url(url: str) -> str:
+    """``https://shop.example`` means the webhook route on that host."""
+    return url.rstrip("/") + WEBHOOK_PATH if urlsplit(url).path in ("", "/") else url
+
+
+def _is_update_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _chat_id(conversation_id: str) -> int:
+    prefix, _, chat = conversation_id.partition(":")
+    if prefix != CHANNEL or not chat.lstrip("-").isdigit():
+        raise PermanentDeliveryError(f"not a Telegram conversation: {conversation_id!r}")
+    return int(chat)
+
+
+def _retry_after(exc: RetryAfter) -> float:
+    # PTB warns on reading ``retry_after`` until it always returns a timedelta.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _delivery_error(exc: TelegramError, conversation_id: str) -> DeliveryError:
+    """PTB's errors in kefu's terms: retry what may pass, give up on what never will."""
+    where = f"telegram delivery to {conversation_id} failed: {exc.message}"
+    if isinstance(exc, RetryAfter):
+        return TransientDeliveryError(where, retry_after=_retry_after(exc))
+    if isinstance(exc, Forbidden | BadRequest | ChatMigrated):
+        return PermanentDeliveryError(where)
+    return TransientDeliveryError(where)

@@ -1,0 +1,85 @@
+"""The web chat page: a static page, script and stylesheet that talk to the REST channel.
+
+The assets ship as package data and are read once with ``importlib.resources``, so kefu
+serves them from a wheel or a zip as well as from a checkout, with no build step and no
+external URL: the page works on a shop's intranet with no internet at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from bot.channel import Channel
+from bot.errors import PermanentDeliveryError
+from bot.events import BotMessage
+
+__all__ = ["WebChatChannel"]
+
+_TYPES = {
+    "index.html": "text/html; charset=utf-8",
+    "chat.js": "text/javascript; charset=utf-8",
+    "chat.css": "text/css; charset=utf-8",
+}
+_SECURITY_HEADERS = {
+    # Bot text is rendered as text; this is the second line of defence against injection.
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' https: http: data:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-cache",
+}
+
+
+class _Asset:
+    def __init__(self, name: str) -> None:
+        self.body = (resources.files("channels") / "static" / name).read_bytes()
+        self.media_type = _TYPES[name]
+        self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:16] + '"'
+
+    def response(self, request: Request) -> Response:
+        headers = {**_SECURITY_HEADERS, "etag": self.etag}
+        if request.headers.get("if-none-match") == self.etag:
+            return Response(status_code=304, headers=headers)
+        return Response(self.body, media_type=self.media_type, headers=headers)
+
+
+class WebChatChannel(Channel):
+    """Serves the page at ``GET /`` and its assets under ``/webchat/static/``.
+
+    Messages from the page go through :class:`channels.rest.RestChannel`, so this channel
+    never receives or delivers one itself.
+    """
+
+    name = "webchat"
+    replies_inline = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._assets = {name: _Asset(name) for name in _TYPES}
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return (
+            Route("/", self._page, methods=["GET"]),
+            Route("/webchat/static/{name}", self._asset, methods=["GET"]),
+        )
+
+    async def send(self, message: BotMessage) -> None:
+        raise PermanentDeliveryError("web chat replies travel in the HTTP response")
+
+    async def _page(self, request: Request) -> Response:
+        return self._assets["index.html"].response(request)
+
+    async def _asset(self, request: Request) -> Response:
+        asset = self._assets.get(request.path_params["name"])
+        if asset is None:
+            raise HTTPException(status_code=404)
+        return asset.response(request)

@@ -1,0 +1,173 @@
+"""Tests of the intent classifier, trained on small handwritten data."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.understanding.classifier import FORMAT_VERSION, IntentClassifier, IntentPrediction
+
+EXAMPLES = [
+    ("where is my order", "track_order"),
+    ("track my package", "track_order"),
+    ("has my parcel shipped yet", "track_order"),
+    ("when will my order arrive", "track_order"),
+    ("what's the delivery status of my purchase", "track_order"),
+    ("I want to return these shoes", "return_item"),
+    ("how do I send an item back", "return_item"),
+    ("can I return a product I bought", "return_item"),
+    ("I'd like a refund for this jacket", "return_item"),
+    ("start a return please", "return_item"),
+    ("change my delivery address", "change_address"),
+    ("I moved, please update the shipping address", "change_address"),
+    ("ship it to a different address", "change_address"),
+    ("wrong address on my order, fix it", "change_address"),
+    ("update where my package goes", "change_address"),
+    ("我的订单到哪了", "track_order"),
+    ("查一下物流", "track_order"),
+    ("包裹什么时候到", "track_order"),
+    ("我要退货", "return_item"),
+    ("这件衣服怎么退", "return_item"),
+    ("申请退款退货", "return_item"),
+    ("修改收货地址", "change_address"),
+    ("地址写错了帮我改一下", "change_address"),
+    ("换个收货地址", "change_address"),
+]
+OUT_OF_SCOPE = [
+    "what is the capital of france",
+    "tell me a joke",
+    "how tall is mount everest",
+    "今天天气怎么样",
+]
+
+
+@pytest.fixture(scope="module")
+def classifier() -> IntentClassifier:
+    return IntentClassifier.train(EXAMPLES)
+
+
+def test_predicts_english_and_chinese(classifier: IntentClassifier) -> None:
+    assert classifier.intents == ("change_address", "return_item", "track_order")
+    assert classifier.predict("where is my package").intent == "track_order"
+    assert classifier.predict("I want to return my order").intent == "return_item"
+    assert classifier.predict("please change the address").intent == "change_address"
+    assert classifier.predict("我的包裹到哪了").intent == "track_order"
+    assert classifier.predict("我想退货").intent == "return_item"
+    assert classifier.predict("收货地址要改").intent == "change_address"
+
+
+def test_full_width_mixed_text_and_emoji(classifier: IntentClassifier) -> None:
+    assert classifier.predict("ＷＨＥＲＥ IS MY ORDER 📦").intent == "track_order"
+    assert classifier.predict("我要 return 这个 jacket 🙁").intent == "return_item"
+
+
+def test_ranking_is_ordered_and_bounded(classifier: IntentClassifier) -> None:
+    prediction = classifier.predict("track my order")
+    confidences = [confidence for _, confidence in prediction.ranking]
+    assert [intent for intent, _ in prediction.ranking][0] == "track_order"
+    assert sorted(confidences, reverse=True) == confidences
+    assert all(0.0 <= c <= 1.0 for c in confidences)
+    assert prediction.confidence == confidences[0] > 0.5
+    assert sorted(i for i, _ in prediction.ranking) == list(classifier.intents)
+
+
+def test_empty_and_unrelated_text_is_out_of_scope(classifier: IntentClassifier) -> None:
+    for text in ("", "   ", "🙂", "zxqv blorf"):
+        prediction = classifier.predict(text)
+        assert prediction.out_of_scope, text
+        assert prediction.intent is None
+        assert prediction.confidence == 0.0
+
+
+def test_out_of_scope_examples_are_learnt() -> None:
+    classifier = IntentClassifier.train(EXAMPLES, out_of_scope_examples=OUT_OF_SCOPE)
+    assert classifier.intents == ("change_address", "return_item", "track_order")
+    assert classifier.predict("tell me a funny joke").out_of_scope
+    assert classifier.predict("明天天气怎么样").out_of_scope
+    assert classifier.predict("where is my order").intent == "track_order"
+
+
+def test_huge_message_is_fast(classifier: IntentClassifier) -> None:
+    text = "where is my order " * 60_000  # about 1 MB
+    started = time.perf_counter()
+    prediction = classifier.predict(text)
+    assert time.perf_counter() - started < 0.5
+    assert prediction.intent == "track_order"
+
+
+def test_predict_many_matches_predict(classifier: IntentClassifier) -> None:
+    texts = ["where is my order", "", "我要退货"]
+    assert classifier.predict_many(texts) == [classifier.predict(t) for t in texts]
+
+
+def test_single_intent() -> None:
+    classifier = IntentClassifier.train([("hello there", "greet"), ("hi", "greet")])
+    assert classifier.intents == ("greet",)
+    assert classifier.predict("hello").intent == "greet"
+    assert classifier.predict("refund my broken vacuum cleaner").out_of_scope
+
+
+def test_two_intents_two_examples_each() -> None:
+    classifier = IntentClassifier.train(
+        [("hello", "greet"), ("hi there", "greet"), ("bye", "goodbye"), ("see you", "goodbye")]
+    )
+    assert classifier.predict("hello there").intent == "greet"
+    assert classifier.predict("bye bye").intent == "goodbye"
+
+
+def test_no_examples_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        IntentClassifier.train([])
+
+
+def test_save_and_load_round_trip(classifier: IntentClassifier, tmp_path: Path) -> None:
+    path = tmp_path / "model.npz"
+    classifier.save(path)
+    loaded = IntentClassifier.load(path)
+    assert loaded.intents == classifier.intents
+    for text in ("where is my order", "修改地址", "something else entirely"):
+        assert loaded.predict(text) == classifier.predict(text)
+    with np.load(path, allow_pickle=False) as archive:  # no pickled objects inside
+        assert json.loads(archive["meta"].tobytes())["format"] == FORMAT_VERSION
+
+
+def test_load_rejects_another_format(classifier: IntentClassifier, tmp_path: Path) -> None:
+    path = tmp_path / "model.npz"
+    classifier.save(path)
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["format"] = FORMAT_VERSION + 1
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError):
+        IntentClassifier.load(path)
+
+
+def test_train_cached_reuses_and_invalidates(tmp_path: Path) -> None:
+    first = IntentClassifier.train_cached(EXAMPLES, cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1
+    modified = files[0].stat().st_mtime_ns
+    second = IntentClassifier.train_cached(EXAMPLES, cache_dir=tmp_path)
+    assert files[0].stat().st_mtime_ns == modified
+    assert second.predict("我要退货") == first.predict("我要退货")
+
+    files[0].write_bytes(b"not a classifier")  # corrupt cache: retrained, overwritten
+    third = IntentClassifier.train_cached(EXAMPLES, cache_dir=tmp_path)
+    assert third.predict("where is my order").intent == "track_order"
+    assert IntentClassifier.load(files[0]).intents == first.intents
+
+    IntentClassifier.train_cached(EXAMPLES[:-1], cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_prediction_properties() -> None:
+    prediction = IntentPrediction(ranking=(("a", 0.9), ("b", 0.1)), out_of_scope=False)
+    assert (prediction.intent, prediction.confidence) == ("a", 0.9)
+    rejected = IntentPrediction(ranking=(("a", 0.2),), out_of_scope=True)
+    assert (rejected.intent, rejected.confidence) == (None, 0.0)

@@ -1,0 +1,270 @@
+"""The offline knowledge answerer: retrieval in English and Chinese, and staying quiet."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.knowledge import KnowledgeAnswerer, KnowledgeBase, excerpt, tokenize
+from bot.ports import AnswerRequest
+
+RETURNS_EN = """# Returns
+
+You can return most items within 30 days of delivery.
+
+## Refund timing
+
+Refunds are issued to the original payment method within 5 business days after we receive
+the returned parcel. Bank processing may add 2 to 3 days.
+
+## Items that cannot be returned
+
+Gift cards, underwear and opened cosmetics cannot be returned for hygiene reasons.
+
+## How to send an item back
+
+Print the prepaid return label from your order page, pack the item in its original box and
+drop it at any post office.
+"""
+
+SHIPPING_EN = """# Shipping
+
+## Delivery times
+
+Standard shipping takes 3 to 5 business days. Express shipping arrives the next business day
+when you order before 2 pm.
+
+## Shipping costs
+
+Shipping is free on orders over 50 euros. Below that, standard shipping costs 4.90 euros.
+
+## International orders
+
+We ship to all EU countries. Customs duties for other countries are paid by the recipient.
+"""
+
+ACCOUNT_EN = """# Account
+
+## Password reset
+
+Use "Forgot password" on the sign-in page; we email a reset link valid for one hour.
+
+## Newsletter
+
+Unsubscribe from the newsletter with the link at the bottom of every email.
+"""
+
+RETURNS_ZH = """# 退货
+
+收到商品后 30 天内可以退货。
+
+## 退款时间
+
+我们收到退回的包裹后，退款会在 5 个工作日内退回原支付方式。银行处理可能另需 2 到 3 天。
+
+## 不可退货的商品
+
+礼品卡、内衣和已开封的化妆品出于卫生原因不可退货。
+"""
+
+SHIPPING_ZH = """---
+lang: zh
+---
+# 配送
+
+## 配送时间
+
+标准配送需要 3 到 5 个工作日。下午 2 点前下单，快递次日送达。
+
+## 运费
+
+订单满 50 欧元免运费，否则标准运费为 4.90 欧元。
+"""
+
+
+@pytest.fixture
+def knowledge_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "knowledge"
+    (root / "policies").mkdir(parents=True)
+    (root / "policies" / "returns.md").write_text(RETURNS_EN)
+    (root / "policies" / "returns.zh.md").write_text(RETURNS_ZH)
+    (root / "shipping.md").write_text(SHIPPING_EN)
+    (root / "shipping-cn.md").write_text(SHIPPING_ZH)
+    (root / "account.md").write_text(ACCOUNT_EN)
+    (root / "empty.md").write_text("# Nothing here\n\n## Nor here\n")
+    return root
+
+
+@pytest.fixture
+def answerer(knowledge_dir: Path) -> KnowledgeAnswerer:
+    return KnowledgeAnswerer(KnowledgeBase.from_directory(knowledge_dir))
+
+
+def _request(text: str, language: str = "en", kind: str = "search") -> AnswerRequest:
+    return AnswerRequest(text=text, language=language, kind=kind, conversation_id="rest:alice")
+
+
+def test_sections_follow_headings(knowledge_dir: Path) -> None:
+    base = KnowledgeBase.from_directory(knowledge_dir)
+    [top] = base.search("refund timing", limit=1)
+
+    assert top.title == "Returns › Refund timing"
+    assert top.source == "policies/returns.md"
+    assert top.reference == "policies/returns.md#Returns › Refund timing"
+    assert top.text.startswith("Refunds are issued")
+    assert len(base) == 14
+    assert not base.search("nothing here nor")
+
+
+@pytest.mark.parametrize(
+    ("question", "section"),
+    [
+        ("how long until my refund arrives", "policies/returns.md#Returns › Refund timing"),
+        (
+            "Can I return opened cosmetics?",
+            "policies/returns.md#Returns › Items that cannot be returned",
+        ),
+        ("how do I send back an item", "policies/returns.md#Returns › How to send an item back"),
+        ("How much does shipping cost?", "shipping.md#Shipping › Shipping costs"),
+        ("Do you ship to other countries? customs", "shipping.md#Shipping › International orders"),
+        ("I forgot my password", "account.md#Account › Password reset"),
+        ("how many days does express delivery take", "shipping.md#Shipping › Delivery times"),
+    ],
+)
+async def test_english_questions(
+    answerer: KnowledgeAnswerer, question: str, section: str | None
+) -> None:
+    answer = await answerer.answer(_request(question))
+
+    if section is None:
+        assert answer.text is None
+    else:
+        assert answer.sources == (section,)
+        assert answer.text
+
+
+@pytest.mark.parametrize(
+    ("question", "section"),
+    [
+        ("退款多久能到账？", "policies/returns.zh.md#退货 › 退款时间"),
+        ("化妆品开封了还能退吗", "policies/returns.zh.md#退货 › 不可退货的商品"),
+        ("运费是多少", "shipping-cn.md#配送 › 运费"),
+        ("快递几天送达？", "shipping-cn.md#配送 › 配送时间"),
+    ],
+)
+async def test_chinese_questions(answerer: KnowledgeAnswerer, question: str, section: str) -> None:
+    answer = await answerer.answer(_request(question, language="zh"))
+
+    assert answer.sources == (section,)
+    assert answer.text is not None
+    assert answer.text.startswith(("我们", "礼品卡", "订单", "标准"))
+
+
+async def test_query_language_is_preferred(answerer: KnowledgeAnswerer) -> None:
+    base = answerer.knowledge
+    [english] = base.search("refund 5 business days", language="en", limit=1)
+    [chinese] = base.search("退款 5 个工作日", language="zh-CN", limit=1)
+
+    assert english.language == "en"
+    assert chinese.language == "zh"
+    assert chinese.source == "policies/returns.zh.md"
+
+
+@pytest.mark.parametrize(
+    ("question", "language"),
+    [
+        ("What's the weather in Paris tomorrow?", "en"),
+        ("Who won the football match last night?", "en"),
+        ("Can you recommend a good pizza recipe?", "en"),
+        ("tell me a joke", "en"),
+        ("今天天气怎么样", "zh"),
+        ("你会唱歌吗", "zh"),
+        ("", "en"),
+    ],
+)
+async def test_unrelated_questions_get_no_answer(
+    answerer: KnowledgeAnswerer, question: str, language: str
+) -> None:
+    answer = await answerer.answer(_request(question, language=language))
+
+    assert answer.text is None
+    assert answer.sources == ()
+
+
+async def test_cannot_handle_answers_and_chitchat_does_not(answerer: KnowledgeAnswerer) -> None:
+    question = "is shipping free on big orders?"
+    handled = await answerer.answer(_request(question, kind="cannot_handle"))
+    chitchat = await answerer.answer(_request(question, kind="chitchat"))
+
+    assert handled.sources == ("shipping.md#Shipping › Shipping costs",)
+    assert chitchat.text is None
+
+
+async def test_empty_or_missing_directory(tmp_path: Path) -> None:
+    for path in (tmp_path, tmp_path / "missing"):
+        answerer = KnowledgeAnswerer(KnowledgeBase.from_directory(path))
+        assert len(answerer.knowledge) == 0
+        assert (await answerer.answer(_request("how long do refunds take"))).text is None
+
+
+async def test_bad_files_are_skipped_with_a_warning(
+    knowledge_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (knowledge_dir / "latin1.md").write_bytes(
+        "# Remboursement\n\nDélai de 5 jours.".encode("latin-1")
+    )
+    (knowledge_dir / "image.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    (knowledge_dir / "front.md").write_text("---\nlang: [zh\n---\n# Refund timing\n\nNever.\n")
+    (knowledge_dir / "open.md").write_text("---\nlang: zh\n# Refund timing\n\nNever.\n")
+
+    with caplog.at_level(logging.WARNING, logger="bot.knowledge"):
+        answerer = KnowledgeAnswerer(KnowledgeBase.from_directory(knowledge_dir))
+
+    warned = sorted(Path(str(r.args[0])).name for r in caplog.records if isinstance(r.args, tuple))
+    assert warned == ["front.md", "image.md", "latin1.md", "open.md"]
+    answer = await answerer.answer(_request("how long does a refund take"))
+    assert answer.sources == ("policies/returns.md#Returns › Refund timing",)
+
+
+def test_excerpt_stops_at_a_sentence() -> None:
+    sentence = "Refunds are issued within five business days of receiving the parcel. "
+    text = sentence * 12
+
+    short = excerpt(text)
+
+    assert len(short) <= 600
+    assert short.endswith("parcel.")
+    assert excerpt("word " * 200).endswith("…")
+    assert excerpt("退款会在五个工作日内退回。" * 60).endswith("。")
+
+
+def test_tokens() -> None:
+    assert tokenize("Refunds refunded shipping parcels' deliveries") == [
+        "refund",
+        "refund",
+        "ship",
+        "parcel",
+        "delivery",
+    ]
+    assert tokenize("退款时间") == ["退", "款", "时", "间", "退款", "款时", "时间"]
+
+
+async def test_fast_on_fifty_sections(tmp_path: Path) -> None:
+    sections = (
+        f"## Question {i}\n\nWarranty claim {i} covers repair option {i}. " + "Lorem ipsum. " * 40
+        for i in range(50)
+    )
+    (tmp_path / "faq.md").write_text("\n".join(sections))
+    answerer = KnowledgeAnswerer(KnowledgeBase.from_directory(tmp_path))
+    requests = [_request(f"how do I make a warranty claim for repair {i}") for i in range(200)]
+
+    started = time.perf_counter()
+    answers = [await answerer.answer(request) for request in requests]
+    elapsed = (time.perf_counter() - started) / len(requests)
+
+    assert len(answerer.knowledge) == 50
+    assert answers[7].sources == ("faq.md#Question 7",)
+    assert elapsed < 0.001

@@ -1,0 +1,616 @@
+"""The Telegram channel: real python-telegram-bot against the local Bot API double."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from bot.errors import PermanentDeliveryError, TransientDeliveryError
+from bot.events import BotMessage, Button, UserMessage
+from bot.ports import ConversationStore
+from bot.settings import Settings
+from bot.testing.telegram_double import TelegramBotApiDouble
+from channels.telegram import TelegramChannel
+from channels.telegram_outbound import MAX_TEXT, split_text, utf16_len
+from tests import telegram_updates as tg
+
+SECRET = "s3cret-token_for-tests"
+CUSTOMER_CHAT = tg.PRIVATE_CHAT["id"]
+CONVERSATION = f"telegram:{CUSTOMER_CHAT}"
+
+
+class MemoryStore:
+    """The two store methods the channel uses, kept in a dict."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], str] = {}
+
+    async def get_value(self, namespace: str, key: str) -> str | None:
+        return self.values.get((namespace, key))
+
+    async def put_value(self, namespace: str, key: str, value: str) -> None:
+        self.values[(namespace, key)] = value
+
+
+class Core:
+    """Stands in for the core: records messages and delivers canned replies via send()."""
+
+    def __init__(self, channel: TelegramChannel, *, replies: tuple[str, ...] = ("Hello!",)):
+        self.channel = channel
+        self.replies = replies
+        self.delay = 0.0
+        self.received: list[UserMessage] = []
+        self._news = asyncio.Event()
+
+    async def __call__(self, message: UserMessage) -> list[BotMessage]:
+        self.received.append(message)
+        self._news.set()
+        await asyncio.sleep(self.delay)
+        out = [BotMessage(conversation_id=message.conversation_id, text=t) for t in self.replies]
+        for reply in out:
+            await self.channel.send(reply)
+        return out
+
+    async def wait(self, count: int = 1) -> list[UserMessage]:
+        async with asyncio.timeout(5):
+            while len(self.received) < count:
+                self._news.clear()
+                await self._news.wait()
+        return self.received
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[TelegramBotApiDouble]:
+    async with TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME) as double:
+        yield double
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+def make_channel(api: TelegramBotApiDouble, store: MemoryStore, **kwargs: Any) -> TelegramChannel:
+    return TelegramChannel(
+        token=tg.TOKEN,
+        store=cast(ConversationStore, store),
+        api_base_url=api.base_url,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+async def channel(api: TelegramBotApiDouble, store: MemoryStore) -> AsyncIterator[TelegramChannel]:
+    chan = make_channel(api, store, webhook_url="https://shop.example", webhook_secret=SECRET)
+    yield chan
+    await chan.stop()
+
+
+@pytest.fixture
+async def core(channel: TelegramChannel) -> Core:
+    handler = Core(channel)
+    channel.attach(handler)
+    await channel.start()
+    return handler
+
+
+@pytest.fixture
+async def client(channel: TelegramChannel) -> AsyncIterator[httpx.AsyncClient]:
+    app = Starlette(routes=list(channel.routes()))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://kefu") as http:
+        yield http
+
+
+async def post(
+    client: httpx.AsyncClient, body: Any, *, secret: str | None = SECRET
+) -> httpx.Response:
+    headers = {} if secret is None else {"X-Telegram-Bot-Api-Secret-Token": secret}
+    if isinstance(body, dict | list):
+        return await client.post("/webhooks/telegram", json=body, headers=headers)
+    return await client.post("/webhooks/telegram", content=body, headers=headers)
+
+
+async def deliver(client: httpx.AsyncClient, core: Core, *updates: dict[str, Any]) -> UserMessage:
+    """Post ``updates`` to the webhook and return the one message the core received."""
+    for update in updates:
+        assert (await post(client, update)).status_code == 200
+    [message] = await core.wait()
+    return message
+
+
+async def sentinel(client: httpx.AsyncClient, core: Core, update: dict[str, Any]) -> None:
+    """Post an update that must get through; earlier ones of its chat were handled before it."""
+    assert (await post(client, update)).status_code == 200
+    [message] = await core.wait()
+    assert message.message_id == str(update["update_id"])
+
+
+# --- inbound --------------------------------------------------------------------------------
+
+
+async def test_text_message_becomes_user_message(core: Core, client: httpx.AsyncClient) -> None:
+    message = await deliver(client, core, tg.message(1, "where is my order?"))
+
+    assert message.channel == "telegram"
+    assert message.conversation_id == CONVERSATION
+    assert message.sender_id == str(tg.CUSTOMER["id"])
+    assert message.text == "where is my order?"
+    assert message.message_id == "1"
+    assert message.language == "zh-hans"
+    assert message.metadata == {
+        "first_name": "Mei",
+        "last_name": "Lin",
+        "username": "meilin",
+        "language_code": "zh-hans",
+        "chat_type": "private",
+    }
+
+
+@pytest.mark.parametrize("command", ["start", "help", "human"])
+async def test_commands_carry_their_name(
+    core: Core, client: httpx.AsyncClient, command: str
+) -> None:
+    message = await deliver(client, core, tg.message(2, f"/{command}"))
+
+    assert message.text == f"/{command}"
+    assert message.metadata["command"] == command
+
+
+@pytest.mark.parametrize(
+    ("update", "text", "expected"),
+    [
+        (tg.photo(3, caption="is this damaged?"), "is this damaged?", ("image", "large", None)),
+        (tg.document(4), "my receipt", ("document", "doc-1", "receipt.pdf")),
+        (tg.voice(5), "", ("audio", "voice-1", None)),
+        (tg.audio(6), "", ("audio", "audio-1", "complaint.mp3")),
+        (tg.video(7), "it arrived broken", ("video", "video-1", "broken.mp4")),
+    ],
+)
+async def test_media_become_attachments(
+    core: Core,
+    client: httpx.AsyncClient,
+    update: dict[str, Any],
+    text: str,
+    expected: tuple[str, str, str | None],
+) -> None:
+    message = await deliver(client, core, update)
+
+    [attachment] = message.attachments
+    assert (attachment.kind, attachment.file_id, attachment.name) == expected
+    assert message.text == text
+
+
+async def test_location_and_contact_carry_their_data(core: Core, client: httpx.AsyncClient) -> None:
+    await post(client, tg.location(8))
+    await post(client, tg.contact(9))
+    where, who = await core.wait(2)
+
+    assert where.attachments[0].kind == "location"
+    assert where.attachments[0].data == {"latitude": 31.2304, "longitude": 121.4737}
+    assert who.attachments[0].kind == "contact"
+    assert who.attachments[0].data["phone_number"] == "+8613800138000"
+
+
+async def test_edited_message_is_marked(core: Core, client: httpx.AsyncClient) -> None:
+    message = await deliver(client, core, tg.edited(10, "order 1234, not 1243"))
+
+    assert message.text == "order 1234, not 1243"
+    assert message.metadata["edited"] is True
+
+
+async def test_reply_carries_the_replied_text(core: Core, client: httpx.AsyncClient) -> None:
+    earlier = tg.bot_message("Which order do you mean?")
+    message = await deliver(client, core, tg.reply(11, "the red shoes", earlier))
+
+    assert message.metadata["reply_to_text"] == "Which order do you mean?"
+
+
+async def test_huge_text_is_passed_through(core: Core, client: httpx.AsyncClient) -> None:
+    text = "a" * 1_000_000
+    message = await deliver(client, core, tg.message(12, text))
+
+    assert message.text == text
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: tg.message(n, "@kefu_test_bot where is my parcel", chat=tg.GROUP_CHAT),
+        lambda n: tg.message(n, "/help@kefu_test_bot", chat=tg.GROUP_CHAT),
+        lambda n: tg.reply(
+            n,
+            "where is my parcel",
+            {**tg.bot_message("Hi"), "chat": tg.GROUP_CHAT},
+            chat=tg.GROUP_CHAT,
+        ),
+    ],
+    ids=["mention", "command", "reply-to-bot"],
+)
+async def test_group_message_addressed_to_the_bot(
+    core: Core, client: httpx.AsyncClient, make: Callable[[int], dict[str, Any]]
+) -> None:
+    message = await deliver(client, core, make(13))
+
+    assert message.conversation_id == f"telegram:{tg.GROUP_CHAT['id']}"
+    assert message.metadata["chat_type"] == "supergroup"
+    assert "@kefu_test_bot" not in message.text
+
+
+async def test_group_chatter_is_ignored(core: Core, client: httpx.AsyncClient) -> None:
+    for update in (
+        tg.message(14, "anyone else waiting for the sale?", chat=tg.GROUP_CHAT),
+        tg.message(15, "/help@other_bot", chat=tg.GROUP_CHAT),
+        tg.message(16, "/help", chat=tg.GROUP_CHAT),
+        tg.message(17, "@other_bot hi", chat=tg.GROUP_CHAT),
+    ):
+        assert (await post(client, update)).status_code == 200
+
+    await sentinel(client, core, tg.message(18, "@kefu_test_bot hi", chat=tg.GROUP_CHAT))
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        tg.my_chat_member(19),
+        tg.poll(19),
+        tg.channel_post(19),
+        tg.message(19, "beep", sender=tg.OTHER_BOT),
+        tg.new_member(19),
+        {"update_id": 19, "chat_member": None},
+        {"update_id": 19, "some_future_kind": {"id": 1}},
+        {"update_id": 19, "poll": {"id": "p", "question": "unreadable, fields missing"}},
+    ],
+    ids=[
+        "my_chat_member",
+        "poll",
+        "channel_post",
+        "from-bot",
+        "service",
+        "null-kind",
+        "future-kind",
+        "unreadable",
+    ],
+)
+async def test_updates_without_a_customer_message_are_ignored(
+    core: Core, client: httpx.AsyncClient, update: dict[str, Any]
+) -> None:
+    assert (await post(client, update)).status_code == 200
+    await sentinel(client, core, tg.message(20, "hello"))
+
+
+async def test_redelivered_update_is_handled_once(
+    core: Core, client: httpx.AsyncClient, api: TelegramBotApiDouble
+) -> None:
+    update = tg.message(21, "hello")
+    for _ in range(3):
+        assert (await post(client, update)).status_code == 200
+    assert (await post(client, tg.message(22, "again"))).status_code == 200
+    await core.wait(2)
+    await api.wait_for("sendMessage", 2)
+
+    assert [m.message_id for m in core.received] == ["21", "22"]
+    assert len(api.calls_to("sendMessage")) == 2
+
+
+# --- webhook --------------------------------------------------------------------------------
+
+
+async def test_start_registers_webhook_with_secret(core: Core, api: TelegramBotApiDouble) -> None:
+    assert api.webhook == {
+        "url": "https://shop.example/webhooks/telegram",
+        "secret_token": SECRET,
+        "allowed_updates": ["message", "edited_message", "callback_query"],
+    }
+    assert not api.calls_to("getUpdates")
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong"])
+async def test_webhook_refuses_wrong_secret(
+    core: Core, client: httpx.AsyncClient, secret: str | None
+) -> None:
+    response = await post(client, tg.message(23, "hello"), secret=secret)
+
+    assert response.status_code == 403
+    await sentinel(client, core, tg.message(24, "hello"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"", [1, 2], {"message": {}}, {"update_id": "25"}, {"update_id": True}],
+)
+async def test_webhook_refuses_what_is_not_an_update(
+    core: Core, client: httpx.AsyncClient, body: Any
+) -> None:
+    response = await post(client, body)
+
+    assert response.status_code == 400
+    assert "error" in response.json()
+    await sentinel(client, core, tg.message(26, "hello"))
+
+
+async def test_webhook_replies_reach_telegram(
+    core: Core, client: httpx.AsyncClient, api: TelegramBotApiDouble
+) -> None:
+    await deliver(client, core, tg.message(27, "hi"))
+    [call] = await api.wait_for("sendMessage")
+
+    assert call.params["chat_id"] == CUSTOMER_CHAT
+    assert call.params["text"] == "Hello!"
+    assert "parse_mode" not in call.params
+
+
+# --- long polling ---------------------------------------------------------------------------
+
+
+async def test_long_polling_end_to_end(api: TelegramBotApiDouble, store: MemoryStore) -> None:
+    channel = make_channel(api, store, poll_timeout=1)
+    core = Core(channel, replies=("Your order ships tomorrow.",))
+    channel.attach(core)
+    await channel.start()
+    try:
+        api.queue_update(tg.message(30, "where is my order?"))
+        api.queue_update(tg.message(31, "thanks"))
+        await api.wait_for("sendMessage", 2)
+    finally:
+        await channel.stop()
+
+    assert api.calls_to("deleteWebhook")
+    assert [m.text for m in core.received] == ["where is my order?", "thanks"]
+    assert [m["text"] for m in api.sent_messages] == ["Your order ships tomorrow."] * 2
+    # stop() confirmed the handled updates, so Telegram would not send them again.
+    assert api.calls_to("getUpdates")[-1].params["offset"] == 32
+
+
+async def test_long_polling_backs_off_and_recovers(
+    api: TelegramBotApiDouble, store: MemoryStore
+) -> None:
+    channel = make_channel(api, store, poll_timeout=1)
+    core = Core(channel)
+    channel.attach(core)
+    api.fail_next("getUpdates", status=502)
+    await channel.start()
+    try:
+        api.queue_update(tg.message(32, "hello"))
+        await core.wait()
+    finally:
+        await channel.stop()
+
+    assert len(api.calls_to("getUpdates")) >= 2
+
+
+# --- outbound -------------------------------------------------------------------------------
+
+
+async def test_long_text_is_split_and_preserved(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+) -> None:
+    paragraph = "Our return policy covers every item bought in the last 30 days. " * 20
+    text = "\n\n".join([paragraph.strip()] * 8)
+
+    await channel.send(BotMessage(conversation_id=CONVERSATION, text=text))
+
+    chunks = [m["text"] for m in api.sent_messages]
+    assert len(chunks) > 1
+    assert all(utf16_len(c) <= MAX_TEXT for c in chunks)
+    assert " ".join(chunks).split() == text.split()
+
+
+def test_split_text_prefers_natural_boundaries() -> None:
+    lines = "\n".join(f"line {i} of the answer" for i in range(400))
+    assert all(chunk.startswith("line ") for chunk in split_text(lines))
+
+    sentences = "这是一句话。" * 1000
+    chunks = split_text(sentences)
+    assert all(c.endswith("。") for c in chunks)
+    assert "".join(chunks) == sentences
+
+    emoji = "😀" * 3000  # two UTF-16 units each, no boundary at all
+    chunks = split_text(emoji)
+    assert all(utf16_len(c) <= MAX_TEXT for c in chunks)
+    assert "".join(chunks) == emoji
+
+    assert split_text("  short  ") == ["short"]
+    assert split_text("") == []
+
+
+async def test_buttons_become_an_inline_keyboard(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+) -> None:
+    buttons = (Button("Yes", "/affirm"), Button("No", "/deny"), Button("Maybe", "/maybe"))
+    await channel.send(BotMessage(conversation_id=CONVERSATION, text="Cancel it?", buttons=buttons))
+
+    markup = api.sent_messages[-1]["reply_markup"]["inline_keyboard"]
+    assert [[b["text"] for b in row] for row in markup] == [["Yes", "No"], ["Maybe"]]
+    assert markup[0][0]["callback_data"] == "/affirm"
+
+
+async def test_long_callback_data_is_mapped_and_resolved(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble, client: httpx.AsyncClient
+) -> None:
+    payload = '/SetSlots(order_id="ORD-2024-0000123", item="Blue wool scarf — 180 × 30 cm")'
+    assert len(payload.encode()) > 64
+    buttons = (Button("Return the scarf, please", payload), Button("Keep it", "/deny"))
+    await channel.send(BotMessage(conversation_id=CONVERSATION, text="Which?", buttons=buttons))
+
+    sent = api.sent_messages[-1]
+    rows = sent["reply_markup"]["inline_keyboard"]
+    assert [len(row) for row in rows] == [1, 1]
+    key = rows[0][0]["callback_data"]
+    assert len(key.encode()) <= 64
+
+    message = await deliver(client, core, tg.callback(40, key, sent))
+
+    assert message.payload == payload
+    assert message.text == "Return the scarf, please"
+    assert message.conversation_id == CONVERSATION
+    [answer] = api.calls_to("answerCallbackQuery")
+    assert answer.params["callback_query_id"] == "cbq-40"
+    [edit] = api.calls_to("editMessageReplyMarkup")
+    assert edit.params["message_id"] == sent["message_id"]
+    assert "reply_markup" not in sent
+
+
+async def test_short_callback_data_is_the_payload(core: Core, client: httpx.AsyncClient) -> None:
+    pressed_on = tg.bot_message("Track?", [[{"text": "Track order", "callback_data": "/track"}]])
+    message = await deliver(client, core, tg.callback(41, "/track", pressed_on))
+
+    assert (message.payload, message.text) == ("/track", "Track order")
+
+
+async def test_image_is_sent_with_caption(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+) -> None:
+    await channel.send(
+        BotMessage(
+            conversation_id=CONVERSATION,
+            text="Our bestseller",
+            image="https://shop.example/scarf.jpg",
+            buttons=(Button("Buy", "/buy"),),
+        )
+    )
+
+    [photo] = api.calls_to("sendPhoto")
+    assert photo.params["photo"] == "https://shop.example/scarf.jpg"
+    assert photo.params["caption"] == "Our bestseller"
+    assert photo.params["reply_markup"]["inline_keyboard"][0][0]["text"] == "Buy"
+    assert not api.calls_to("sendMessage")
+
+
+async def test_image_with_long_text_is_sent_before_it(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+) -> None:
+    text = "A long description. " * 100
+    await channel.send(
+        BotMessage(conversation_id=CONVERSATION, text=text, image="https://shop.example/a.jpg")
+    )
+
+    [photo] = api.calls_to("sendPhoto")
+    assert "caption" not in photo.params
+    [message] = api.calls_to("sendMessage")
+    assert message.params["text"] == text.strip()
+
+
+async def test_rate_limit_is_transient_with_retry_after(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PTB warns on every RetryAfter until a timedelta is opted in; the channel reads both forms.
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+    api.fail_next("sendMessage", status=429, retry_after=3)
+
+    with pytest.raises(TransientDeliveryError) as caught:
+        await channel.send(BotMessage(conversation_id=CONVERSATION, text="hi"))
+
+    assert caught.value.retry_after == 3
+
+
+async def test_blocked_chat_is_permanent(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+) -> None:
+    api.block_chat(CUSTOMER_CHAT)
+
+    with pytest.raises(PermanentDeliveryError, match="blocked"):
+        await channel.send(BotMessage(conversation_id=CONVERSATION, text="hi"))
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(400, PermanentDeliveryError), (500, TransientDeliveryError), (502, TransientDeliveryError)],
+)
+async def test_delivery_errors_are_classified(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble, status: int, error: type
+) -> None:
+    api.fail_next("sendMessage", status=status)
+
+    with pytest.raises(error):
+        await channel.send(BotMessage(conversation_id=CONVERSATION, text="hi"))
+
+
+async def test_unreachable_api_is_transient(store: MemoryStore) -> None:
+    async with TelegramBotApiDouble(token=tg.TOKEN) as gone:
+        url = gone.base_url
+    channel = TelegramChannel(
+        token=tg.TOKEN, store=cast(ConversationStore, store), api_base_url=url
+    )
+    try:
+        with pytest.raises(TransientDeliveryError):
+            await channel.send(BotMessage(conversation_id=CONVERSATION, text="hi"))
+    finally:
+        await channel.stop()
+
+
+async def test_foreign_conversation_is_permanent(core: Core, channel: TelegramChannel) -> None:
+    with pytest.raises(PermanentDeliveryError):
+        await channel.send(BotMessage(conversation_id="rest:alice", text="hi"))
+
+
+# --- typing indicator -----------------------------------------------------------------------
+
+
+async def test_typing_shown_for_a_slow_turn(api: TelegramBotApiDouble, store: MemoryStore) -> None:
+    channel = make_channel(
+        api, store, webhook_url="https://shop.example", webhook_secret=SECRET, typing_delay=0.05
+    )
+    core = Core(channel)
+    core.delay = 0.3
+    channel.attach(core)
+    await channel.start()
+    app = Starlette(routes=list(channel.routes()))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://k"
+        ) as c:
+            await post(c, tg.message(50, "hi"))
+        await api.wait_for("sendMessage")
+    finally:
+        await channel.stop()
+
+    [action, *_] = api.calls_to("sendChatAction")
+    assert action.params == {"chat_id": CUSTOMER_CHAT, "action": "typing"}
+    assert action in api.calls[: api.calls.index(api.calls_to("sendMessage")[0])]
+
+
+async def test_no_typing_for_a_quick_turn(
+    core: Core, client: httpx.AsyncClient, api: TelegramBotApiDouble
+) -> None:
+    await deliver(client, core, tg.message(51, "hi"))
+    await api.wait_for("sendMessage")
+    await asyncio.sleep(0.35)
+
+    assert not api.calls_to("sendChatAction")
+
+
+# --- construction ---------------------------------------------------------------------------
+
+
+def test_from_settings(store: MemoryStore) -> None:
+    typed = cast(ConversationStore, store)
+    assert TelegramChannel.from_settings(Settings(), typed) is None
+    channel = TelegramChannel.from_settings(Settings(telegram_bot_token=tg.TOKEN), typed)
+    assert isinstance(channel, TelegramChannel)
+
+
+async def test_double_accepts_uploads_and_form_bodies(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+) -> None:
+    await channel.bot.send_photo(CUSTOMER_CHAT, photo=b"\x89PNG fake image", caption="upload")
+    async with httpx.AsyncClient(base_url=f"{api.base_url}/bot{tg.TOKEN}") as http:
+        form = await http.post("/sendMessage", data={"chat_id": "7", "text": "42"})
+        bad = await http.post("/sendMessage", json={"chat_id": 7, "text": "x" * 4097})
+
+    [upload] = api.calls_to("sendPhoto")
+    assert upload.params["photo"].data == b"\x89PNG fake image"
+    assert upload.params["caption"] == "upload"
+    assert form.json()["result"]["text"] == "42"
+    assert api.calls_to("sendMessage")[0].params == {"chat_id": 7, "text": "42"}
+    assert bad.status_code == 400
+    assert bad.json() == {
+        "ok": False,
+        "error_code": 400,
+        "description": "Bad Request: message is too long",
+    }
