@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ class Source:
     """``domain``, ``data``, ``config`` or ``default`` (kefu's patterns)."""
     text: str
     data: Any
+    flows: tuple[Flow, ...] = ()
+    """Every flow the file defines, even one a later file replaces, so all get checked."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def _load(root: Path) -> tuple[Project, list[Source], list[Problem]]:
     flows: dict[str, Flow] = {}
     nlu = TrainingData()
     language: str | None = None
-    for source in sources:
+    for index, source in enumerate(sources):
         data = source.data
         if source.kind == "config":
             if "language" in source.data:
@@ -123,6 +125,7 @@ def _load(root: Path) -> tuple[Project, list[Source], list[Problem]]:
             )
             problems.extend(flow_problems)
             flows.update((flow.id, flow) for flow in parsed)
+            sources[index] = replace(source, flows=tuple(parsed))
         if "nlu" in data and source.kind == "data":
             training, nlu_problems = parse_nlu(data["nlu"], source.file)
             problems.extend(nlu_problems)

@@ -42,8 +42,9 @@ def validate(project: Project, *, sources: Sequence[Source]) -> list[Problem]:
         checker.duplicate_yaml_keys(source)
     for key in ("flows", "slots", "responses"):
         checker.duplicates_across_files(own, key)
-    for flow in project.flows.flows.values():
-        checker.flow(flow)
+    for source in sources:
+        for flow in source.flows:
+            checker.flow(flow)
     checker.nlu_intents(own)
     checker.slot_mappings(sources)
     checker.response_conditions(sources)
@@ -144,7 +145,7 @@ class _Checker:
                 ("link", step.link) if isinstance(step, LinkStep) else ("call", step.call)
             )
             if target == flow.id:
-                self.report(flow.file, step.line, f"{where}: a flow cannot {kind} to itself")
+                self.report(flow.file, step.line, f"{where}: its {kind} step targets the flow itself")
             elif target not in self.project.flows:
                 self.report(flow.file, step.line, f"{where}: {kind} to unknown flow '{target}'")
 

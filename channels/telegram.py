@@ -77,7 +77,10 @@ BUTTONS_ONLY_TEXT = "…"
 
 
 class TelegramChannel(Channel):
-    """Telegram through python-telegram-bot's ``Bot``, pointed at any Bot API server."""
+    """Telegram through python-telegram-bot's ``Bot``, pointed at any Bot API server.
+
+    ``bot`` is that PTB ``Bot``, for Bot API calls kefu does not model.
+    """
 
     name = "telegram"
 
@@ -143,7 +146,7 @@ class TelegramChannel(Channel):
         else:
             await self.bot.delete_webhook()
             self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
-            logger.info("telegram long polling started as @%s", self._me and self._me.username)
+            logger.info("telegram long polling started as @%s", self.bot.username)
 
     async def stop(self) -> None:
         """Stop polling, let in-flight updates finish briefly, confirm offsets, close HTTP."""

@@ -23,6 +23,8 @@ from bot.events import (
     SlotSet,
     UserMessage,
 )
+from bot.project import load_project
+from bot.testing.e2e import main_test, run_tests
 from bot.testing.e2e_check import check_turn, describe_turn
 from bot.testing.e2e_format import (
     ActionCheck,
@@ -41,6 +43,7 @@ from bot.testing.e2e_runner import TestReport, run_cases
 
 def write(tmp_path: Path, text: str, name: str = "cases.yml") -> Path:
     path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
 
@@ -114,30 +117,30 @@ def test_parses_every_step_and_assertion_kind(tmp_path: Path) -> None:
     assert first.user.metadata == {"priority": "high"}
     assert first.user.ordered is True
     assert first.user.assertions == (
-        FlowCheck(line=20, kind="flow_started", flow_id="track_order"),
-        FlowCheck(line=21, kind="flow_completed", flow_id="track_order", step_id="done"),
-        FlowCheck(line=24, kind="flow_cancelled", flow_id="return_item"),
-        ActionCheck(line=25, name="action_check_order"),
+        FlowCheck(line=19, kind="flow_started", flow_id="track_order"),
+        FlowCheck(line=20, kind="flow_completed", flow_id="track_order", step_id="done"),
+        FlowCheck(line=23, kind="flow_cancelled", flow_id="return_item"),
+        ActionCheck(line=24, name="action_check_order"),
         UtteranceCheck(
-            line=26,
+            line=25,
             utter_name="utter_ask_order_id",
             text_matches=re.compile("order (number|id)"),
             buttons=(Button(title="Cancel", payload="/cancel"),),
         ),
-        UtteranceCheck(line=32, negated=True, utter_name="utter_default"),
+        UtteranceCheck(line=31, negated=True, utter_name="utter_default"),
         SlotsCheck(
-            line=34, slots=(SlotCheck("order_id", "A-1", has_value=True), SlotCheck("email"))
+            line=33, slots=(SlotCheck("order_id", "A-1", has_value=True), SlotCheck("email"))
         ),
-        SlotsCheck(line=38, negated=True, slots=(SlotCheck("refund"),)),
-        ClarificationCheck(line=40, flow_names=("track an order", "return an item")),
+        SlotsCheck(line=37, negated=True, slots=(SlotCheck("refund"),)),
+        ClarificationCheck(line=39, flow_names=("track an order", "return an item")),
     )
     assert first.steps == (
-        BotStep(line=43, utter_name="utter_ask_order_id"),
-        BotStep(line=44, text="What is your order number?"),
+        BotStep(line=42, utter_name="utter_ask_order_id"),
+        BotStep(line=43, text="What is your order number?"),
         SlotsCheck(
-            line=45, slots=(SlotCheck("order_id", "A-1", has_value=True), SlotCheck("email"))
+            line=44, slots=(SlotCheck("order_id", "A-1", has_value=True), SlotCheck("email"))
         ),
-        SlotsCheck(line=48, negated=True, slots=(SlotCheck("refund"),)),
+        SlotsCheck(line=47, negated=True, slots=(SlotCheck("refund"),)),
     )
     assert second.user.text == "/SetSlots(order_id=A-1)"
     assert second.steps == ()
@@ -206,7 +209,7 @@ def test_parses_every_step_and_assertion_kind(tmp_path: Path) -> None:
             5,
             "duplicate test case name 'a'",
         ),
-        ("test_cases:\n  - test_case: a\n    steps:\n  - oops: [\n", 4, "invalid YAML"),
+        ("test_cases:\n  - test_case: a\n    steps:\n  - oops: [\n", 5, "invalid YAML"),
     ],
 )
 def test_malformed_files_give_problems_with_lines(
@@ -234,7 +237,7 @@ def test_a_bad_case_is_dropped_and_good_ones_kept(tmp_path: Path) -> None:
           - test_case: bad
             steps:
               - user: hi
-              - utter: 42
+              - utter: {}
               - slot_was_set: order_id
         """,
     )
@@ -536,16 +539,139 @@ async def test_run_cases_reports_each_case_and_ends_with_the_counts(tmp_path: Pa
     text = output.getvalue()
     assert text.splitlines()[0] == "PASSED echoes"
     assert (
-        f"FAILED expects the wrong reply\n  {tmp_path / 'cases.yml'}:25: "
+        f"FAILED expects the wrong reply\n  {tmp_path / 'cases.yml'}:26: "
         "expected the bot to say 'bye'" in text
     )
     assert "    user said 'hi'\n    bot said utter_echo 'hi'\n" in text
     assert (
         "expected the turn to complete\n    user said 'crash'\n    RuntimeError: the action" in text
     )
-    first, second = agent.messages[:2]
+    first, second = [m for m in agent.messages if m.conversation_id.startswith("test:echoes:")]
     assert first.channel == "test" and first.payload is None
     assert first.metadata == {"page": "/orders", "device": "ios"}
     assert second.payload == "/greet" and second.conversation_id == first.conversation_id
     assert re.fullmatch(r"test:echoes:[0-9a-f]{8}", first.conversation_id)
     assert report.summary() == "1 passed, 2 failed"
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+PROJECT_FILES = {
+    "domain.yml": """\
+        version: "3.1"
+        intents: [greet, goodbye]
+        slots:
+          name:
+            type: text
+            mappings: [{type: controlled}]
+          greeted:
+            type: bool
+            mappings: [{type: controlled}]
+        responses:
+          utter_greet:
+            - text: "Hello {name}!"
+          utter_goodbye:
+            - text: "Bye!"
+        """,
+    "flows/flows.yml": """\
+        flows:
+          say_hello:
+            description: Greet the customer.
+            nlu_trigger:
+              - intent: greet
+            steps:
+              - action: utter_greet
+              - set_slots:
+                  - greeted: true
+        """,
+    "flows/nlu.yml": """\
+        version: "3.1"
+        nlu:
+          - intent: greet
+            examples: |
+              - hi
+              - hello
+              - good morning
+          - intent: goodbye
+            examples: |
+              - bye
+              - goodbye
+              - see you
+        """,
+    "tests/conversations/hello.yml": """\
+        fixtures:
+          - known_customer:
+              - name: Ana
+        test_cases:
+          - test_case: greets by name
+            fixtures: [known_customer]
+            steps:
+              - user: hello
+                assertions:
+                  - flow_started: say_hello
+                  - slot_was_set:
+                      - name: greeted
+                        value: true
+              - bot: Hello Ana!
+        """,
+    "tests/conversations/wrong.yml": """\
+        test_cases:
+          - test_case: expects the wrong goodbye
+            steps:
+              - user: hi
+              - utter: utter_goodbye
+        """,
+}
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "shop"
+    for name, text in PROJECT_FILES.items():
+        write(root, text, name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KEFU_ACTION_ENDPOINT", raising=False)
+    return root
+
+
+def test_kefu_test_runs_a_project_and_exits_1_on_a_failure(
+    project_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main_test(project_dir, [])
+
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert "PASSED greets by name" in lines
+    assert "FAILED expects the wrong goodbye" in lines
+    wrong = project_dir / "tests/conversations/wrong.yml"
+    assert f"  {wrong}:5: expected the bot to utter 'utter_goodbye', but it said utter_greet" in (
+        "\n".join(lines)
+    )
+    assert "    flows started: " in "\n".join(lines)
+    assert lines[-1] == "1 passed, 1 failed"
+
+
+async def test_run_tests_over_given_paths_passes(project_dir: Path, tmp_path: Path) -> None:
+    project = load_project(project_dir)
+    output = io.StringIO()
+    store_url = f"sqlite+aiosqlite:///{tmp_path}/store.db"
+
+    report = await run_tests(
+        project, [project_dir / "tests/conversations/hello.yml"], store_url=store_url, output=output
+    )
+
+    assert (report.passed, report.failed, report.ok) == (1, 0, True)
+    assert output.getvalue().splitlines() == ["PASSED greets by name", "1 passed, 0 failed"]
+
+
+def test_a_missing_path_is_a_problem_and_exit_1(
+    project_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main_test(project_dir, [project_dir / "nope.yml"])
+
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert lines == [
+        f"{project_dir / 'nope.yml'}: no such test file or folder",
+        "0 passed, 0 failed",
+    ]

@@ -67,6 +67,23 @@ def test_regex_entities_in_chinese(extractor: EntityExtractor) -> None:
     ]
 
 
+def test_word_boundaries_in_regexes_work_inside_chinese() -> None:
+    items = [
+        {"regex": "order_id", "examples": [r"\b[Kk][Ff]-?\d{5}\b"]},
+        {"regex": "email", "examples": [r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"]},
+    ]
+    td, _ = parse_nlu(items, "nlu.yml")
+    extractor = EntityExtractor.from_training_data(td, ["order_id", "email"])
+    assert found(extractor, "订单KF10023的发票请发到bob@shop.cn谢谢") == [
+        ("order_id", "KF10023", "KF10023"),
+        ("email", "bob@shop.cn", "bob@shop.cn"),
+    ]
+    assert found(extractor, "KF100234") == []
+    td, _ = parse_nlu([{"regex": "city", "examples": [r"(?u)\w+市"]}], "nlu.yml")
+    unicode_words = EntityExtractor.from_training_data(td, ["city"])
+    assert found(unicode_words, "上海市") == [("city", "上海市", "上海市")]
+
+
 def test_lookup_is_case_insensitive_with_word_boundaries(extractor: EntityExtractor) -> None:
     assert found(extractor, "do you have NEW BALANCE or nike?") == [
         ("brand", "New Balance", "NEW BALANCE"),

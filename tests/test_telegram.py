@@ -401,6 +401,15 @@ async def test_long_text_is_split_and_preserved(
     assert " ".join(chunks).split() == text.split()
 
 
+async def test_concurrent_sends_all_arrive(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+) -> None:
+    messages = [BotMessage(conversation_id=CONVERSATION, text=f"reply {i}") for i in range(60)]
+    await asyncio.gather(*(channel.send(m) for m in messages))
+
+    assert sorted(m["text"] for m in api.sent_messages) == sorted(m.text or "" for m in messages)
+
+
 def test_split_text_prefers_natural_boundaries() -> None:
     lines = "\n".join(f"line {i} of the answer" for i in range(400))
     assert all(chunk.startswith("line ") for chunk in split_text(lines))

@@ -76,12 +76,14 @@ def generate_commands(
     active = top_user_frame(stack)
     new_flows = [f for f in candidates if not any(fr["flow_id"] == f.id for fr in stack)]
 
+    corrections = _corrections(turn, parse, active)
+    if pending_slot is not None and answer is not None and answer.source != "entity" and corrections:
+        answer = None  # "actually my order is KF-2": a correction, not the pending answer
     if pending_slot is not None and answer is not None:
         typed = pending_slot.type in ("bool", "float", "categorical") or answer.source == "entity"
         if typed or not (confident and (new_flows or _is_small_talk(turn, parse))):
             return [cmd.SetSlot(pending_slot.name, answer.value), *_entity_slots(turn, parse, skip={pending_slot.name})]
 
-    corrections = _corrections(turn, parse, active)
     if corrections:
         return [cmd.CorrectSlots(corrections)]
 
@@ -90,19 +92,29 @@ def generate_commands(
             return [cmd.Clarify(tuple(f.id for f in new_flows[:3]))]
         flow = new_flows[0]
         return [cmd.StartFlow(flow.id), *_prefill(turn, parse, flow)]
-    if candidates and active is not None:
-        return _entity_slots(turn, parse, skip=set())  # the customer repeated the running task
-    if pending_slot is not None and not confident:
-        return [cmd.RejectValue(pending_slot.name, parse.text)]
+    repeated = _entity_slots(turn, parse, skip=set())
+    if candidates and active is not None and (confident or repeated):
+        return repeated  # the customer repeated the running task
     if _is_small_talk(turn, parse):
         return [cmd.ChitChat()]
+    if pending_slot is not None and (confident or not parse.text.strip()):
+        return [cmd.RejectValue(pending_slot.name, parse.text)]
     return [cmd.Search()]
 
 
 def _answer(turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[str, str]):  # type: ignore[no-untyped-def]
     if not parse.text.strip():
         return None
-    return parse_slot_value(slot, parse.text, list(parse.entities), language=parse.language, synonyms=synonyms)
+    answer = parse_slot_value(slot, parse.text, list(parse.entities), language=parse.language, synonyms=synonyms)
+    if answer is not None and answer.source != "entity" and _needs_entity(slot):
+        return None
+    return answer
+
+
+def _needs_entity(slot: SlotDefinition) -> bool:
+    """A slot filled only from an entity (an order number) does not take free text."""
+    kinds = {m.type for m in slot.mappings}
+    return "from_entity" in kinds and not kinds & {"from_text", "from_llm"}
 
 
 def _is_bool_answer(slot: SlotDefinition | None, answer: object) -> bool:

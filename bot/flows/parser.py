@@ -7,6 +7,7 @@ do not exist, steps no path reaches, conditions that do not parse. Checks agains
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -169,7 +170,7 @@ class _FlowBuilder:
             return text
         self.counter += 1
         label = raw.get(kind)
-        suffix = f"_{label}" if isinstance(label, str) else ""
+        suffix = "_" + re.sub(r"\W+", "", label) if isinstance(label, str) else ""
         return f"{self.counter}_{kind}{suffix}"
 
     def make_step(

@@ -27,6 +27,7 @@ _WORD_CHAR = re.compile(f"[^\\W{_CJK}]")
 """A letter, digit or underscore of a spaced script: only these need word boundaries."""
 _NOT_AFTER_WORD = f"(?<![^\\W{_CJK}])"
 _NOT_BEFORE_WORD = f"(?![^\\W{_CJK}])"
+_REGEX_FLAGS = re.IGNORECASE | re.ASCII
 _GLOBAL_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
 
 
@@ -119,17 +120,24 @@ class EntityExtractor:
 
 def _regex_sources(name: str, patterns: Iterable[str]) -> list[_Source]:
     """One alternation for the entity's plain patterns; patterns with groups or global
-    flags stay apart, so group numbers, back-references and flags keep their meaning."""
+    flags stay apart, so group numbers, back-references and flags keep their meaning.
+
+    Patterns run with ASCII ``\\w``, ``\\b`` and ``\\d``: Chinese text has no spaces, and in
+    Unicode mode ``\\bKF-\\d{5}\\b`` never matches in ``订单KF-10023在哪`` while ``[\\w.]+@...``
+    swallows the Chinese words around an e-mail address.
+    """
     plain: list[str] = []
     sources: list[_Source] = []
     for pattern in patterns:
-        compiled = re.compile(pattern, re.IGNORECASE)
-        if compiled.groups or _GLOBAL_FLAGS.match(pattern):
+        flags = _GLOBAL_FLAGS.match(pattern)
+        # An explicit (?u) asks for Unicode classes, which re.ASCII would refuse.
+        compiled = re.compile(pattern, re.IGNORECASE if flags and "u" in flags[0] else _REGEX_FLAGS)
+        if compiled.groups or flags:
             sources.append(_Source(compiled, REGEX_EXTRACTOR, entity=name))
         else:
             plain.append(f"(?:{pattern})")
     if plain:
-        combined = re.compile("|".join(plain), re.IGNORECASE)
+        combined = re.compile("|".join(plain), _REGEX_FLAGS)
         sources.insert(0, _Source(combined, REGEX_EXTRACTOR, entity=name))
     return sources
 

@@ -1,0 +1,1 @@
+"""Custom actions of the Rasa-layout test project."""
