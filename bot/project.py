@@ -10,7 +10,7 @@ and line, for ``kefu validate``; :func:`load_project` refuses a project that has
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +28,7 @@ from bot.errors import Problem, ProjectError
 from bot.flows import Flow, FlowsList, parse_flows
 from bot.responses import parse_responses
 from bot.understanding.training_data import TrainingData, parse_nlu
+from bot.validation import sort_problems, validate
 from bot.yamlio import line_of, parse_yaml
 
 DEFAULT_PATTERNS = Path(__file__).parent / "patterns" / "default_flows.yml"
@@ -87,8 +88,6 @@ def inspect_project(root: Path) -> tuple[Project | None, list[Problem]]:
     Never raises. The project is None only when ``root`` is not a directory; otherwise the
     parts that did load are there, so tools can still show what they can.
     """
-    from bot.validation import sort_problems, validate
-
     if not root.is_dir():
         return None, [Problem(str(root), None, "project directory not found")]
     project, sources, problems = _load(root)
@@ -237,11 +236,13 @@ def _build_domain(
     language: str | None = None
     for file, data in parts:
         for key in _LIST_KEYS:
-            for name, item in _named_items(data.get(key), key, file, problems):
+            for name, item in _named_items(data, key, file, problems):
                 lists[key].setdefault(name, item)
         section = data.get("slots")
         if section is not None and not isinstance(section, Mapping):
-            problems.append(Problem(file, line_of(section), "'slots' must map slot names to slots"))
+            problems.append(
+                Problem(file, line_of(data, "slots"), "'slots' must map slot names to slots")
+            )
         elif section:
             for name, body in section.items():
                 slots[str(name)] = _parse_slot(
@@ -255,7 +256,7 @@ def _build_domain(
         if isinstance(data.get("forms"), Mapping):
             raw["forms"].update(data["forms"])
         if "session_config" in data:
-            session = _parse_session(data["session_config"], session, file, problems)
+            session = _parse_session(data, session, file, problems)
             raw["session_config"] = dict(data["session_config"] or {})
         if "language" in data:
             language = _parse_language(data, file, problems) or language
@@ -274,13 +275,14 @@ def _build_domain(
 
 
 def _named_items(
-    value: Any, key: str, file: str, problems: list[Problem]
+    data: Mapping[str, Any], key: str, file: str, problems: list[Problem]
 ) -> Iterator[tuple[str, Any]]:
     """Names of a domain list whose items are ``name`` or ``{name: {options}}``."""
+    value = data.get(key)
     if value is None:
         return
     if not isinstance(value, list):
-        problems.append(Problem(file, line_of(value), f"'{key}' must be a list"))
+        problems.append(Problem(file, line_of(data, key), f"'{key}' must be a list"))
         return
     lines = getattr(value, "item_lines", [])
     for index, item in enumerate(value):
@@ -305,7 +307,10 @@ def _parse_slot(
     slot_type = body.get("type")
     if slot_type not in SLOT_TYPES:
         found = "no type" if slot_type is None else f"invalid type {slot_type!r}"
-        problem(f"{found}; use one of {', '.join(SLOT_TYPES)}", line_of(body, "type"))
+        problem(
+            f"{found}; use one of {', '.join(SLOT_TYPES)}",
+            line_of(body, "type") if "type" in body else line,
+        )
         slot_type = "any"
     values = body.get("values")
     if slot_type == "categorical" and (not isinstance(values, list) or not values):
@@ -321,23 +326,25 @@ def _parse_slot(
         name=name,
         type=str(slot_type),
         values=tuple(str(v) for v in values) if isinstance(values, list) else (),
-        mappings=_parse_mappings(body.get("mappings"), problem),
+        mappings=_parse_mappings(body.get("mappings"), line_of(body, "mappings"), problem),
         initial_value=body.get("initial_value"),
         influence_conversation=bool(body.get("influence_conversation", False)),
         **bounds,
     )
 
 
-def _parse_mappings(raw: Any, problem: Any) -> tuple[SlotMapping, ...]:
+def _parse_mappings(
+    raw: Any, line: int | None, problem: Callable[[str, int | None], None]
+) -> tuple[SlotMapping, ...]:
     if raw is None:
         return (SlotMapping(type="from_llm"),)
     if not isinstance(raw, list):
-        problem("'mappings' must be a list", line_of(raw))
+        problem("'mappings' must be a list", line)
         return ()
     lines = getattr(raw, "item_lines", [])
     mappings = []
     for index, item in enumerate(raw):
-        at = lines[index] if index < len(lines) else line_of(raw)
+        at = lines[index] if index < len(lines) else line
         kind = item.get("type") if isinstance(item, Mapping) else None
         if kind not in _MAPPING_TYPES:
             problem(
@@ -379,10 +386,13 @@ def _names(value: Any) -> tuple[str, ...]:
 
 
 def _parse_session(
-    value: Any, current: SessionConfig, file: str, problems: list[Problem]
+    data: Mapping[str, Any], current: SessionConfig, file: str, problems: list[Problem]
 ) -> SessionConfig:
+    value = data["session_config"]
     if not isinstance(value, Mapping):
-        problems.append(Problem(file, line_of(value), "'session_config' must be a mapping"))
+        problems.append(
+            Problem(file, line_of(data, "session_config"), "'session_config' must be a mapping")
+        )
         return current
     expiration = value.get("session_expiration_time", current.session_expiration_time)
     carry_over = value.get(

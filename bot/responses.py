@@ -32,7 +32,10 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w-]*(?:\.[\w-]+)?)\}")
 _CONTEXT_PREFIX = "context."
 _DEFAULT = ""
 """Key of the default-language text among a variation's translations."""
-_JINJA = SandboxedEnvironment(autoescape=False)
+_JINJA = SandboxedEnvironment(
+    autoescape=False, finalize=lambda value: "" if value is None else value
+)
+"""None renders as nothing, as in ``{slot}`` templates; the sandbox keeps authors off internals."""
 
 
 def parse_responses(

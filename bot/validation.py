@@ -145,7 +145,9 @@ class _Checker:
                 ("link", step.link) if isinstance(step, LinkStep) else ("call", step.call)
             )
             if target == flow.id:
-                self.report(flow.file, step.line, f"{where}: its {kind} step targets the flow itself")
+                self.report(
+                    flow.file, step.line, f"{where}: its {kind} step targets the flow itself"
+                )
             elif target not in self.project.flows:
                 self.report(flow.file, step.line, f"{where}: {kind} to unknown flow '{target}'")
 

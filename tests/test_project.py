@@ -61,7 +61,9 @@ def test_rasa_layout_with_domain_folder_and_data_loads() -> None:
     assert set(project.domain.slots) >= {"amount", "continue_interrupted_flow_confirmation"}
     assert project.domain.actions == ("action_check_balance",)
     assert project.domain.session_config.session_expiration_time == 0.0
-    assert project.domain.responses["utter_can_do_something_else"][0].text == "还有什么需要帮忙的吗？"
+    assert (
+        project.domain.responses["utter_can_do_something_else"][0].text == "还有什么需要帮忙的吗？"
+    )
     chitchat = project.flows.get("pattern_chitchat")
     assert chitchat is not None and chitchat.file is not None
     assert chitchat.file.endswith("patterns.yml")

@@ -122,7 +122,7 @@ class _FlowBuilder:
             step = self.parse_step(raw)
             if step is not None:
                 ids.append(step.id)
-        for current, following in zip(ids, [*ids[1:], END], strict=True):
+        for current, following in zip(ids, [*ids[1:], END], strict=False):  # ids may be empty
             self.sequence_next[current] = following
         return ids[0] if ids else None
 

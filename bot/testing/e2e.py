@@ -32,13 +32,14 @@ async def run_tests(
     paths: Sequence[Path] | None = None,
     *,
     store_url: str | None = None,
-    output: TextIO = sys.stdout,
+    output: TextIO | None = None,
 ) -> TestReport:
     """Run the tests in ``paths`` (files or folders; default the project's) and report.
 
     Problems in the test files are printed first; the last line printed is always
-    ``N passed, M failed``.
+    ``N passed, M failed``. ``output`` defaults to the ``sys.stdout`` of the moment of the call.
     """
+    output = output or sys.stdout
     report = TestReport()
     files = list(project.test_paths) if not paths else _expand(paths, report.problems)
     cases: list[TestCase] = []

@@ -1,0 +1,147 @@
+"""The ``kefu`` command: ``run``, ``shell``, ``validate`` and ``test``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot.errors import KefuError, ProjectError, SettingsError
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.agent import Agent
+    from bot.channel import Channel
+
+log = logging.getLogger("kefu")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kefu`` console script; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    project = Path(args.project).resolve()
+    try:
+        if args.command == "validate":
+            return validate(project)
+        if args.command == "test":
+            from bot.testing.e2e import main_test
+
+            return main_test(project, [Path(p) for p in args.paths])
+        settings = Settings.from_env(env_file=project / ".env")
+        if args.command == "shell":
+            return asyncio.run(shell(project, settings))
+        host = args.host or settings.host
+        port = args.port if args.port is not None else settings.port
+        return asyncio.run(run(project, settings, host=host, port=port))
+    except ProjectError as err:
+        _print_problems(err.problems)
+        return 1
+    except SettingsError as err:
+        print(f"kefu: setting error: {err}", file=sys.stderr)
+        return 2
+    except KefuError as err:
+        print(f"kefu: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kefu", description="Customer-service chatbot for online shops.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_cmd = commands.add_parser("run", help="serve REST, web chat, Telegram and Slack")
+    run_cmd.add_argument("--host", default=None, help="address to listen on (KEFU_HOST)")
+    run_cmd.add_argument("--port", type=int, default=None, help="port to listen on (KEFU_PORT)")
+    commands.add_parser("shell", help="chat with the bot in this terminal")
+    commands.add_parser("validate", help="check the project; exit 1 on any problem")
+    test_cmd = commands.add_parser("test", help="run conversation tests")
+    test_cmd.add_argument("paths", nargs="*", help="test files or folders (default: the project's)")
+    for sub in commands.choices.values():
+        sub.add_argument("--project", default=".", help="project directory (default: .)")
+    return parser
+
+
+def validate(project_dir: Path) -> int:
+    """Print every problem with file and line; 0 when there are none."""
+    from bot.project import inspect_project
+
+    _, problems = inspect_project(project_dir)
+    if problems:
+        _print_problems(problems)
+        return 1
+    print(f"{project_dir}: the project is valid")
+    return 0
+
+
+def _print_problems(problems: Sequence[object]) -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(problems)} problem(s) found", file=sys.stderr)
+
+
+async def run(project_dir: Path, settings: Settings, *, host: str, port: int) -> int:
+    """Serve the project until interrupted."""
+    from bot.server import create_app, serve
+
+    agent, channels = await _build(project_dir, settings)
+    app = create_app(channels=channels, on_startup=[agent.start], on_shutdown=[agent.close])
+    names = ", ".join(sorted({c.name for c in channels}))
+    log.info("kefu serving %s on http://%s:%s (channels: %s)", project_dir, host, port, names)
+    await serve(app, host=host, port=port)
+    return 0
+
+
+async def shell(project_dir: Path, settings: Settings) -> int:
+    """Chat in the terminal with the project's bot."""
+    from channels.terminal import TerminalChannel
+
+    agent, _ = await _build(project_dir, settings, with_channels=False)
+    terminal = TerminalChannel()
+    agent.add_channel(terminal)
+    try:
+        await terminal.run()
+    finally:
+        await agent.close()
+    return 0
+
+
+async def _build(
+    project_dir: Path, settings: Settings, *, with_channels: bool = True
+) -> tuple[Agent, list[Channel]]:
+    from bot.agent import Agent
+    from bot.project import load_project
+
+    project = load_project(project_dir)
+    agent = await Agent.create(project, settings=settings)
+    channels = _channels(agent, settings) if with_channels else []
+    for channel in channels:
+        agent.add_channel(channel)
+    return agent, channels
+
+
+def _channels(agent: Agent, settings: Settings) -> list[Channel]:
+    from channels.rest import RestChannel
+    from channels.webchat import WebChatChannel
+
+    found: list[Channel] = [RestChannel(), WebChatChannel()]
+    if settings.telegram_bot_token:
+        from channels.telegram import TelegramChannel
+
+        telegram = TelegramChannel.from_settings(settings, agent.store)
+        if telegram is not None:
+            found.append(telegram)
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())
