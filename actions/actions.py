@@ -54,4 +54,7 @@ class ActionLookupOrder(Action):
         if email != order.email.lower():
             return [SlotSet("order_status", "not_verified")]
         language = str(tracker.get_slot("language") or "en")
-        return [SlotSet("order_status", order.status), SlotSet("order_summary", describe(order, language))]
+        return [
+            SlotSet("order_status", order.status),
+            SlotSet("order_summary", describe(order, language)),
+        ]

@@ -98,7 +98,7 @@ class Agent:
         answer_backend: AnswerBackend | None = None,
         desk: Desk | None = None,
     ) -> Agent:
-        """Build an agent with the project's models and the default backends for what is not given."""
+        """Build an agent: train or load the models; default backends for what is not given."""
         from bot.actions import create_action_runner
         from bot.knowledge import KnowledgeAnswerer, KnowledgeBase
         from bot.store import open_store
@@ -211,12 +211,18 @@ class Agent:
             self.executor.push_pattern(turn, "pattern_session_start")
             await self.executor.advance(turn)
             state.session_started_at = now
-        language = state.language or _base_language(message.language) or self.project.domain.default_language
+        language = (
+            state.language
+            or _base_language(message.language)
+            or self.project.domain.default_language
+        )
         parse = self.interpreter.parse(message.text, payload=message.payload, language=language)
         self._set_language(turn, parse.language)
         turn.parse = parse.to_rasa()
         state.latest_message = turn.parse
-        turn.events.append(dataclasses.replace(message, parse_data=turn.parse, language=parse.language))
+        turn.events.append(
+            dataclasses.replace(message, parse_data=turn.parse, language=parse.language)
+        )
         if command == "start":
             state.remember(turn.events)
             return turn
@@ -226,7 +232,9 @@ class Agent:
         state.remember(turn.events)
         return turn
 
-    def _commands(self, turn: Turn, message: UserMessage, parse: Any, command: str | None) -> list[cmd.Command]:
+    def _commands(
+        self, turn: Turn, message: UserMessage, parse: Any, command: str | None
+    ) -> list[cmd.Command]:
         if message.metadata.get("truncated"):
             return [cmd.InternalError("rasa_internal_error_user_input_too_long")]
         if not message.text.strip() and not message.payload and not message.attachments:
@@ -242,7 +250,9 @@ class Agent:
 
     def _session_expired(self, state: ConversationState, now: float) -> bool:
         minutes = self.project.domain.session_config.session_expiration_time
-        return minutes > 0 and state.last_active_at > 0 and now - state.last_active_at > minutes * 60
+        return (
+            minutes > 0 and state.last_active_at > 0 and now - state.last_active_at > minutes * 60
+        )
 
     @contextlib.asynccontextmanager
     async def _lock(self, conversation_id: str) -> AsyncIterator[None]:
@@ -272,22 +282,38 @@ class Agent:
             for position, (delivery_id, message) in enumerate(items):
                 if not await self._attempt(channel, delivery_id, message, attempts=0):
                     for later_id, _ in items[position + 1 :]:
-                        await self.store.mark_failed(later_id, error="an earlier message failed", retry_at=time.time() + 1)
+                        await self.store.mark_failed(
+                            later_id, error="an earlier message failed", retry_at=time.time() + 1
+                        )
                     return
         finally:
             self._delivering.difference_update(i for i, _ in items)
 
-    async def _attempt(self, channel: Channel, delivery_id: int, message: BotMessage, *, attempts: int) -> bool:
+    async def _attempt(
+        self, channel: Channel, delivery_id: int, message: BotMessage, *, attempts: int
+    ) -> bool:
         try:
             await channel.send(message)
         except TransientDeliveryError as err:
             delays = constants.DELIVERY_RETRY_DELAYS
-            retry_at = None if attempts >= len(delays) else time.time() + max(err.retry_after or 0, delays[attempts])
-            log.warning("delivery %s to %s failed (%s); retry at %s", delivery_id, message.conversation_id, err, retry_at)
+            retry_at = (
+                None
+                if attempts >= len(delays)
+                else time.time() + max(err.retry_after or 0, delays[attempts])
+            )
+            log.warning(
+                "delivery %s to %s failed (%s); retry at %s",
+                delivery_id,
+                message.conversation_id,
+                err,
+                retry_at,
+            )
             await self.store.mark_failed(delivery_id, error=str(err), retry_at=retry_at)
             return False
         except PermanentDeliveryError as err:
-            log.error("delivery %s to %s failed for good: %s", delivery_id, message.conversation_id, err)
+            log.error(
+                "delivery %s to %s failed for good: %s", delivery_id, message.conversation_id, err
+            )
             await self.store.mark_failed(delivery_id, error=str(err), retry_at=None)
             return False
         await self.store.mark_delivered(delivery_id)

@@ -56,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kefu", description="Customer-service chatbot for online shops.")
+    parser = argparse.ArgumentParser(
+        prog="kefu", description="Customer-service chatbot for online shops."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     run_cmd = commands.add_parser("run", help="serve REST, web chat, Telegram and Slack")

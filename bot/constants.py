@@ -16,7 +16,7 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 """Inbound HTTP bodies above this size are refused with 413."""
 
 RECENT_EVENTS_KEPT = 100
-"""How many recent events a conversation's state carries for actions (rasa-sdk ``tracker.events``)."""
+"""Recent events a conversation's state carries for actions (rasa-sdk ``tracker.events``)."""
 MAX_ACTIONS_PER_TURN = 50
 """A guard against flows that loop without waiting for the customer."""
 

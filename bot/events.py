@@ -58,7 +58,7 @@ E = TypeVar("E", bound="Event")
 
 @dataclass(frozen=True, kw_only=True)
 class Event:
-    """Base of every record. ``event`` is the JSON discriminator (Rasa's name where Rasa has one)."""
+    """Base of every record. ``event`` is the JSON discriminator (Rasa's name where it has one)."""
 
     event: ClassVar[str] = ""
     timestamp: float = field(default_factory=_now)
@@ -173,7 +173,7 @@ class BotMessage(Event):
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_rest(self, recipient_id: str) -> dict[str, Any]:
-        """Rasa REST channel shape: ``{"recipient_id", "text"?, "buttons"?, "image"?, "custom"?}``."""
+        """The Rasa REST channel shape of this message, addressed to ``recipient_id``."""
         out: dict[str, Any] = {"recipient_id": recipient_id}
         if self.text is not None:
             out["text"] = self.text

@@ -61,7 +61,12 @@ class Interpreter:
 
     @classmethod
     def train(
-        cls, nlu: TrainingData, *, entity_names: tuple[str, ...], intents: tuple[str, ...], cache_dir: Path
+        cls,
+        nlu: TrainingData,
+        *,
+        entity_names: tuple[str, ...],
+        intents: tuple[str, ...],
+        cache_dir: Path,
     ) -> Interpreter:
         """Train (or load from ``cache_dir``, keyed by content hash) the project's models."""
         examples = [(e.text, e.intent) for e in nlu.examples]
@@ -69,10 +74,12 @@ class Interpreter:
         if len({intent for _, intent in examples}) >= 1 and examples:
             classifier = IntentClassifier.train_cached(examples, cache_dir=cache_dir)
         extractor = EntityExtractor.from_training_data(nlu, entity_names)
-        return cls(classifier=classifier, extractor=extractor, intents=set(intents) | set(nlu.intents))
+        return cls(
+            classifier=classifier, extractor=extractor, intents=set(intents) | set(nlu.intents)
+        )
 
     def parse(self, text: str, *, payload: str | None = None, language: str) -> Parse:
-        """Understand a message; ``language`` is the conversation's, kept for text with no letters."""
+        """Understand a message; ``language`` is kept for text without letters."""
         text = text[: constants.MAX_MESSAGE_CHARS]
         lang = detect_language(text, default=language) if text else language
         if payload:
@@ -110,7 +117,14 @@ class Interpreter:
             return None
         intent = match.group("intent")
         if intent not in self.intents:
-            return Parse(text=text, language=language, intent=None, confidence=0.0, from_payload=True, unknown_payload=True)
+            return Parse(
+                text=text,
+                language=language,
+                intent=None,
+                confidence=0.0,
+                from_payload=True,
+                unknown_payload=True,
+            )
         entities = _payload_entities(match.group("entities"))
         return Parse(
             text=text,
@@ -147,7 +161,9 @@ def _parse_set_slots(body: str) -> dict[str, Any]:
 
 
 def _split_arguments(body: str) -> list[str]:
-    parts, depth, quote, current = [], 0, "", []
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
     for char in body:
         if quote:
             quote = "" if char == quote else quote

@@ -7,6 +7,7 @@ never raises: it comes back as a :class:`~bot.errors.Problem`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,19 @@ def line_of(node: Any, key: str | None = None) -> int | None:
 
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader building YamlMap/YamlList with line numbers."""
+    """SafeLoader building YamlMap/YamlList with line numbers, with YAML 1.2 booleans."""
+
+
+# YAML 1.1 reads yes/no/on/off as booleans; Rasa (YAML 1.2) keeps them as text, and so must we
+# ("Yes" as a button title, "no" as a categorical value).
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_LineLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_LineLoader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _construct_mapping(loader: _LineLoader, node: MappingNode) -> YamlMap:

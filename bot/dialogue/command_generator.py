@@ -55,7 +55,11 @@ def generate_commands(
     if parse.unknown_payload:
         return [cmd.CannotHandle(reason="cannot_handle_not_supported")]
     if parse.set_slots:
-        return [cmd.SetSlot(name, value) for name, value in parse.set_slots.items() if name in turn.domain.slots]
+        return [
+            cmd.SetSlot(name, value)
+            for name, value in parse.set_slots.items()
+            if name in turn.domain.slots
+        ]
 
     phrase = normalize_phrase(parse.text)
     pending = collecting(stack)
@@ -64,7 +68,11 @@ def generate_commands(
 
     if phrase in _HUMAN:
         return [cmd.HumanHandoff()]
-    if phrase in _CANCEL and top_user_frame(stack) is not None and not _is_bool_answer(pending_slot, answer):
+    if (
+        phrase in _CANCEL
+        and top_user_frame(stack) is not None
+        and not _is_bool_answer(pending_slot, answer)
+    ):
         return [cmd.CancelFlow()]
 
     pattern = _pattern_trigger(turn, parse)
@@ -77,12 +85,20 @@ def generate_commands(
     new_flows = [f for f in candidates if not any(fr["flow_id"] == f.id for fr in stack)]
 
     corrections = _corrections(turn, parse, active)
-    if pending_slot is not None and answer is not None and answer.source != "entity" and corrections:
+    if (
+        pending_slot is not None
+        and answer is not None
+        and answer.source != "entity"
+        and corrections
+    ):
         answer = None  # "actually my order is KF-2": a correction, not the pending answer
     if pending_slot is not None and answer is not None:
         typed = pending_slot.type in ("bool", "float", "categorical") or answer.source == "entity"
         if typed or not (confident and (new_flows or _is_small_talk(turn, parse))):
-            return [cmd.SetSlot(pending_slot.name, answer.value), *_entity_slots(turn, parse, skip={pending_slot.name})]
+            return [
+                cmd.SetSlot(pending_slot.name, answer.value),
+                *_entity_slots(turn, parse, skip={pending_slot.name}),
+            ]
 
     if corrections:
         return [cmd.CorrectSlots(corrections)]
@@ -105,7 +121,9 @@ def generate_commands(
 def _answer(turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[str, str]):  # type: ignore[no-untyped-def]
     if not parse.text.strip():
         return None
-    answer = parse_slot_value(slot, parse.text, list(parse.entities), language=parse.language, synonyms=synonyms)
+    answer = parse_slot_value(
+        slot, parse.text, list(parse.entities), language=parse.language, synonyms=synonyms
+    )
     if answer is not None and answer.source != "entity" and _needs_entity(slot):
         return None
     return answer
@@ -126,7 +144,8 @@ def _pattern_trigger(turn: Turn, parse: Parse) -> str | None:
         return None
     for flow in turn.flows.flows.values():
         if flow.is_pattern and any(
-            t.intent == parse.intent and parse.confidence >= t.min_confidence for t in flow.nlu_triggers
+            t.intent == parse.intent and parse.confidence >= t.min_confidence
+            for t in flow.nlu_triggers
         ):
             return flow.id
     return None
@@ -135,7 +154,9 @@ def _pattern_trigger(turn: Turn, parse: Parse) -> str | None:
 def _triggered_flows(turn: Turn, parse: Parse) -> list[Flow]:
     """User flows whose ``nlu_trigger`` the ranking satisfies and whose guard holds, best first."""
     found: list[Flow] = []
-    ranking = parse.ranking or ((parse.intent, parse.confidence),) if parse.intent else parse.ranking
+    ranking = (
+        parse.ranking or ((parse.intent, parse.confidence),) if parse.intent else parse.ranking
+    )
     slots = turn.slots()
     for intent, confidence in ranking[:3]:
         if intent is None or (intent != parse.intent and confidence < DIGRESSION_CONFIDENCE / 3):

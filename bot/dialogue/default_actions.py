@@ -1,4 +1,4 @@
-"""The actions the engine itself provides to patterns (``action_cancel_flow``, ``action_trigger_search``...)."""
+"""Actions the engine itself provides to patterns (``action_cancel_flow``...)."""
 
 from __future__ import annotations
 
@@ -72,7 +72,9 @@ class DefaultActions:
     async def action_clean_stack(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
         turn.state.stack[:] = [frame]
 
-    async def action_run_slot_rejections(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_run_slot_rejections(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> None:
         """Reject a new value a ``rejections`` condition forbids, or an answer of the wrong type."""
         slot = str(frame.get("collect", ""))
         rejected_text = frame.pop("rejected_text", None)
@@ -95,7 +97,9 @@ class DefaultActions:
         removed = remove_frames(turn.state.stack, set(frame.get("canceled_frames") or ()))
         self.cancelled(turn, removed, executor)
 
-    async def action_cancel_interrupted_flows(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_cancel_interrupted_flows(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> None:
         stack = turn.state.stack
         ids = {f["frame_id"] for f in stack if is_user_frame(f)}
         ids |= {f["frame_id"] for f in stack if f.get("owner") in ids}
@@ -109,12 +113,16 @@ class DefaultActions:
             if flow is not None:
                 executor.reset_flow_slots(turn, flow)
 
-    async def action_continue_interrupted_flow(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_continue_interrupted_flow(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> None:
         resumed = top_user_frame(turn.state.stack[:-1])
         if resumed is not None:
             turn.emit(FlowResumed(flow_id=resumed["flow_id"], step_id=resumed["step_id"]))
 
-    async def action_correct_flow_slot(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_correct_flow_slot(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> None:
         """Set the corrected slots and rewind the flow to where the first of them was asked."""
         corrected: dict[str, Any] = dict(frame.get("corrected_slots") or {})
         stack = turn.state.stack
@@ -136,7 +144,9 @@ class DefaultActions:
             flow = turn.flows.get(flow_id)
             if flow is None or not flow.nlu_triggers:
                 continue
-            buttons.append(Button(title=flow.readable_name, payload=f"/{flow.nlu_triggers[0].intent}"))
+            buttons.append(
+                Button(title=flow.readable_name, payload=f"/{flow.nlu_triggers[0].intent}")
+            )
         message = executor.renderer.render(
             "utter_clarification_options_rasa",
             conversation_id=turn.state.conversation_id,
@@ -146,9 +156,18 @@ class DefaultActions:
             context=frame,
         )
         text = message.text if message is not None else None
-        turn.say(BotMessage(conversation_id=turn.state.conversation_id, text=text, buttons=tuple(buttons), response="utter_clarification_options_rasa"))
+        turn.say(
+            BotMessage(
+                conversation_id=turn.state.conversation_id,
+                text=text,
+                buttons=tuple(buttons),
+                response="utter_clarification_options_rasa",
+            )
+        )
 
-    async def action_trigger_chitchat(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_trigger_chitchat(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> None:
         intent = (turn.parse.get("intent") or {}).get("name")
         if intent and executor.utter(turn, f"utter_{intent}", frame):
             return
@@ -158,7 +177,9 @@ class DefaultActions:
 
     async def action_trigger_search(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
         if not await self.answer(turn, "search", executor):
-            turn.state.stack.append(new_frame("pattern_cannot_handle", reason="cannot_handle_no_relevant_answer"))
+            turn.state.stack.append(
+                new_frame("pattern_cannot_handle", reason="cannot_handle_no_relevant_answer")
+            )
             turn.emit(FlowStarted(flow_id="pattern_cannot_handle"))
 
     async def answer(self, turn: Turn, kind: str, executor: FlowExecutor) -> bool:
@@ -179,19 +200,29 @@ class DefaultActions:
             log.warning("answer backend failed for %s: %s", turn.state.conversation_id, err)
             return False
         if answer.handoff:
-            executor.push_pattern(turn, "pattern_human_handoff", reason="answer backend suggested a human")
+            executor.push_pattern(
+                turn, "pattern_human_handoff", reason="answer backend suggested a human"
+            )
             return True
         if answer.start_flow and turn.flows.get(answer.start_flow) is not None:
             executor.start_flow(turn, answer.start_flow)
             return True
         if not answer.text:
             return False
-        turn.say(BotMessage(conversation_id=turn.state.conversation_id, text=answer.text, metadata={"sources": list(answer.sources)}))
+        turn.say(
+            BotMessage(
+                conversation_id=turn.state.conversation_id,
+                text=answer.text,
+                metadata={"sources": list(answer.sources)},
+            )
+        )
         return True
 
     async def action_human_handoff(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
         reason = str(frame.get("reason") or "customer asked for a human")
-        accepted = await self.desk.request_handoff(conversation_id=turn.state.conversation_id, reason=reason, turn=turn)
+        accepted = await self.desk.request_handoff(
+            conversation_id=turn.state.conversation_id, reason=reason, turn=turn
+        )
         if not accepted:
             executor.utter(turn, "utter_human_handoff_not_available", frame)
             return

@@ -98,7 +98,9 @@ class FlowExecutor:
             elif isinstance(command, cmd.CorrectSlots):
                 self.push_pattern(turn, "pattern_correction", corrected_slots=command.slots)
             elif isinstance(command, cmd.Clarify):
-                self.push_pattern(turn, "pattern_clarification", clarification_options=list(command.options))
+                self.push_pattern(
+                    turn, "pattern_clarification", clarification_options=list(command.options)
+                )
             elif isinstance(command, cmd.ChitChat):
                 self.push_pattern(turn, "pattern_chitchat")
             elif isinstance(command, cmd.Search):
@@ -249,7 +251,9 @@ class FlowExecutor:
         )
         return CONTINUE
 
-    def end_frame(self, turn: Turn, frame: Frame, flow: Flow, *, linked: bool = False, quiet: bool = False) -> None:
+    def end_frame(
+        self, turn: Turn, frame: Frame, flow: Flow, *, linked: bool = False, quiet: bool = False
+    ) -> None:
         """Pop a finished frame, reset its flow's slots, and push what comes after it."""
         stack = turn.state.stack
         if frame in stack:
@@ -319,7 +323,9 @@ class FlowExecutor:
             return CONTINUE
         if name.startswith("validate_"):
             return CONTINUE  # a validation action is optional
-        raise ActionError(f"action {name!r} is neither a response, a default action nor a custom action")
+        raise ActionError(
+            f"action {name!r} is neither a response, a default action nor a custom action"
+        )
 
     def utter(self, turn: Turn, name: str, frame: Frame | None = None, **extra: Any) -> bool:
         context = dict(frame or {})
@@ -371,7 +377,15 @@ class FlowExecutor:
                 turn.state.paused = False
                 turn.emit(event)
             elif isinstance(event, BotMessage):
-                turn.say(BotMessage(conversation_id=turn.state.conversation_id, text=event.text, buttons=event.buttons, image=event.image, custom=event.custom))
+                turn.say(
+                    BotMessage(
+                        conversation_id=turn.state.conversation_id,
+                        text=event.text,
+                        buttons=event.buttons,
+                        image=event.image,
+                        custom=event.custom,
+                    )
+                )
             else:
                 turn.emit(event)
         for followup in followups[:1]:
@@ -387,9 +401,16 @@ class FlowExecutor:
             extra = {k: v for k, v in response.items() if k not in {"response", "template"}}
             self.utter(turn, name, None, **extra)
             return
-        buttons = tuple(Button.from_dict(b) for b in response.get("buttons") or () if isinstance(b, dict))
+        buttons = tuple(
+            Button.from_dict(b) for b in response.get("buttons") or () if isinstance(b, dict)
+        )
         text = response.get("text")
-        if text is None and not buttons and not response.get("image") and response.get("custom") is None:
+        if (
+            text is None
+            and not buttons
+            and not response.get("image")
+            and response.get("custom") is None
+        ):
             return
         turn.say(
             BotMessage(

@@ -54,7 +54,9 @@ class Condition:
             return self._constant
         if self._predicate is None:
             return False
-        return bool(self._predicate.evaluate({"slots": dict(slots), "context": dict(context or {})}))
+        return bool(
+            self._predicate.evaluate({"slots": dict(slots), "context": dict(context or {})})
+        )
 
 
 def _describe(predicate: Any) -> list[str]:

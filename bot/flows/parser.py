@@ -61,7 +61,9 @@ def parse_flows(
     for flow_id, body in data.items():
         line = line_of(data, str(flow_id))
         builder = _FlowBuilder(str(flow_id), file, line)
-        flow = builder.build(body, is_pattern=is_pattern_file or str(flow_id).startswith("pattern_"))
+        flow = builder.build(
+            body, is_pattern=is_pattern_file or str(flow_id).startswith("pattern_")
+        )
         problems.extend(builder.problems)
         if flow is not None:
             flows.append(flow)
@@ -80,7 +82,9 @@ class _FlowBuilder:
         self.counter = 0
 
     def problem(self, line: int | None, message: str) -> None:
-        self.problems.append(Problem(self.file, line or self.line, f"flow '{self.flow_id}': {message}"))
+        self.problems.append(
+            Problem(self.file, line or self.line, f"flow '{self.flow_id}': {message}")
+        )
 
     def build(self, body: Any, *, is_pattern: bool) -> Flow | None:
         if not isinstance(body, Mapping):
@@ -134,12 +138,16 @@ class _FlowBuilder:
         kinds = [k for k in _STEP_KINDS if k in raw]
         if len(kinds) != 1:
             found = ", ".join(kinds) or "none"
-            self.problem(line, f"a step needs exactly one of {', '.join(_STEP_KINDS)} (found {found})")
+            self.problem(
+                line, f"a step needs exactly one of {', '.join(_STEP_KINDS)} (found {found})"
+            )
             return None
         kind = kinds[0]
         unknown = set(raw) - _COMMON_KEYS - _KIND_KEYS[kind]
         if unknown:
-            self.problem(line, f"unknown key(s) in {kind} step: {', '.join(sorted(map(str, unknown)))}")
+            self.problem(
+                line, f"unknown key(s) in {kind} step: {', '.join(sorted(map(str, unknown)))}"
+            )
         step_id = self.step_id(raw, kind, line)
         common: dict[str, Any] = {
             "id": step_id,
@@ -315,14 +323,19 @@ class _FlowBuilder:
             return
         parsed = compile_condition(condition)
         if not parsed.is_valid:
-            self.problem(line, f"condition {condition!r} does not parse: {'; '.join(parsed.errors)}")
+            self.problem(
+                line, f"condition {condition!r} does not parse: {'; '.join(parsed.errors)}"
+            )
 
     def check_targets(self) -> None:
         ids = {s.id for s in self.steps}
         for step in self.steps:
             for rule in step.next:
                 if rule.target != END and rule.target not in ids:
-                    self.problem(step.line, f"step '{step.id}' has next '{rule.target}', which is no step of this flow")
+                    self.problem(
+                        step.line,
+                        f"step '{step.id}' has next '{rule.target}', which is no step of this flow",
+                    )
 
     def check_reachable(self, flow: Flow) -> None:
         first = flow.first_step
