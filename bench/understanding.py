@@ -28,16 +28,18 @@ from collections import defaultdict
 from pathlib import Path
 
 import yaml
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.understanding.classifier import IntentClassifier  # noqa: E402
+from bot.understanding.classifier import IntentClassifier
 
 Example = tuple[str, str | None]
 """(text, intent); intent None means out of scope."""
 
 SMP_OUT_OF_SCOPE = "chat"
+ANNOTATION = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+"""Rasa entity annotation `[text](entity)`, replaced by its text."""
 
 
 def load_clinc(path: Path, test: Path | None) -> tuple[list[Example], list[Example]]:
@@ -93,7 +95,7 @@ def shop_examples(project: Path) -> list[tuple[str, str]]:
             for item in (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("nlu") or []:
                 if "intent" in item:
                     for line in str(item.get("examples", "")).splitlines():
-                        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", line.strip().removeprefix("- "))
+                        text = ANNOTATION.sub(r"\1", line.strip().removeprefix("- "))
                         if text:
                             examples.append((text, str(item["intent"])))
         return examples
@@ -147,7 +149,9 @@ def main() -> None:
     in_scope = [(p, gold) for p, (_, gold) in zip(predicted, evaluation, strict=True) if gold]
     oos_gold = sum(1 for _, gold in evaluation if gold is None)
     oos_predicted = sum(1 for p in predicted if p is None)
-    oos_hits = sum(1 for p, (_, gold) in zip(predicted, evaluation, strict=True) if not p and not gold)
+    oos_hits = sum(
+        1 for p, (_, gold) in zip(predicted, evaluation, strict=True) if not p and not gold
+    )
     figures = {
         "accuracy": round(sum(p == gold for p, gold in in_scope) / len(in_scope), 4)
         if in_scope

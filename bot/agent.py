@@ -25,7 +25,7 @@ from bot import constants
 from bot.channel import Channel
 from bot.dialogue import commands as cmd
 from bot.dialogue.command_generator import generate_commands
-from bot.dialogue.default_actions import DefaultActions, Desk
+from bot.dialogue.default_actions import DefaultActions
 from bot.dialogue.executor import FlowExecutor
 from bot.dialogue.turn import Turn
 from bot.errors import (
@@ -36,7 +36,7 @@ from bot.errors import (
 )
 from bot.events import BotMessage, Event, SlotSet, UserMessage
 from bot.interpreter import Interpreter
-from bot.ports import ActionRunner, AnswerBackend, ConversationStore
+from bot.ports import ActionRunner, AnswerBackend, ConversationStore, HandoffDesk
 from bot.project import Project
 from bot.responses import ResponseRenderer
 from bot.settings import Settings
@@ -69,13 +69,14 @@ class Agent:
         interpreter: Interpreter,
         action_runner: ActionRunner | None = None,
         answer_backend: AnswerBackend | None = None,
-        desk: Desk | None = None,
+        desk: HandoffDesk | None = None,
     ) -> None:
         self.project = project
         self.settings = settings
         self.store = store
         self.interpreter = interpreter
         self.action_runner = action_runner
+        self.desk = desk
         self.defaults = DefaultActions(answer_backend=answer_backend, desk=desk)
         self.executor = FlowExecutor(
             renderer=ResponseRenderer(project.domain),
@@ -96,7 +97,7 @@ class Agent:
         store: ConversationStore | None = None,
         action_runner: ActionRunner | None = None,
         answer_backend: AnswerBackend | None = None,
-        desk: Desk | None = None,
+        desk: HandoffDesk | None = None,
     ) -> Agent:
         """Build an agent: train or load the models; default backends for what is not given."""
         from bot.actions import create_action_runner
@@ -226,6 +227,12 @@ class Agent:
         if command == "start":
             state.remember(turn.events)
             return turn
+        if state.paused:
+            if self.desk is not None:
+                await self.desk.forward(turn.events[-1])  # type: ignore[arg-type]
+                state.remember(turn.events)
+                return turn
+            state.paused = False  # the desk went away: the bot takes the conversation back
         commands = self._commands(turn, message, parse, command)
         self.executor.apply(turn, commands)
         await self.executor.advance(turn)

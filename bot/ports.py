@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.events import BotMessage, Event
+from bot.events import BotMessage, Event, UserMessage
 from bot.state import ConversationState
 
 
@@ -136,4 +136,18 @@ class AnswerBackend(Protocol):
 
     async def answer(self, request: AnswerRequest) -> Answer:
         """Answer or return ``Answer(text=None)``; raise ``LLMError`` when the backend failed."""
+        ...
+
+
+class HandoffDesk(Protocol):
+    """Where human agents work (the Slack desk). Without one, handoff is unavailable."""
+
+    async def request_handoff(
+        self, *, conversation_id: str, reason: str, state: ConversationState
+    ) -> bool:
+        """Queue the conversation for an agent; False when no one can take it."""
+        ...
+
+    async def forward(self, message: UserMessage) -> None:
+        """Pass a customer's message to the agent who has the paused conversation."""
         ...

@@ -16,13 +16,13 @@ Three things keep a turn's storage cost tiny:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
@@ -41,11 +41,12 @@ from sqlalchemy import (
     delete,
     event,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot import constants
@@ -277,28 +278,33 @@ class _StateCache:
         self._entries.pop(conversation_id, None)
 
 
-@dataclass(frozen=True)
-class _Job:
-    """A queued write. ``key`` orders a batch so concurrent processes lock rows in one order."""
-
-    key: str
-    work: _Work
-    future: asyncio.Future[Any]
-
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Turn:
-    """One ``save`` serialised up front, so bad input fails before anything is queued."""
+    """One ``save``, serialised up front so that bad input fails before anything is queued."""
 
-    state: ConversationState
+    conversation_id: str
+    channel: str
+    sender_id: str
+    version: int
     state_text: str
-    events: list[dict[str, Any]]
-    outbox: list[dict[str, Any]]
+    last_active_at: float
+    events: list[tuple[str, float, str]]
+    """``(type, timestamp, JSON)`` per event."""
+    outbox: list[str]
     message_key: tuple[str, str] | None
     now: float
 
 
+_Payload = _Turn | _Work
 _Outcome = tuple[Any, Exception | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """A queued write: a turn to save, or other work on the connection, and who waits for it."""
+
+    payload: _Payload
+    future: asyncio.Future[Any]
 
 
 class SqlStore:
@@ -333,14 +339,13 @@ class SqlStore:
         conv = t.conversations
         self._update_conversation = (
             update(conv)
-            .where(conv.c.id == bindparam("b_id"), conv.c.version == bindparam("b_version"))
+            .where(conv.c.id == bindparam("b_id"))
             .values(
                 state=bindparam("b_state"),
-                version=conv.c.version + 1,
-                last_seq=conv.c.last_seq + bindparam("b_count"),
+                version=bindparam("b_version"),
+                last_seq=bindparam("b_last_seq"),
                 last_active_at=bindparam("b_active"),
             )
-            .returning(conv.c.last_seq)
         )
         self._insert_outbox = t.outbox.insert().returning(
             t.outbox.c.id, sort_by_parameter_order=True
@@ -388,92 +393,135 @@ class SqlStore:
         """Persist a turn atomically; bump ``state.version``; return the outbox ids."""
         self._check_open()
         turn = _prepare(state, events, outbox, message_key)
-        cid = state.conversation_id
         try:
-            ids: list[int] = await self._write(cid, lambda conn: self._apply(conn, turn))
+            ids: list[int] = await self._write(turn)
         except BaseException:
             # Failed, or cancelled with an unknown outcome: the next load asks the database.
-            self._cache.evict(cid)
+            self._cache.evict(turn.conversation_id)
             raise
         state.version += 1
-        self._cache.put(cid, turn.state_text)
+        self._cache.put(turn.conversation_id, turn.state_text)
         return ids
 
-    def _apply(self, conn: Connection, turn: _Turn) -> list[int]:
-        state, t = turn.state, self._t
-        cid, count = state.conversation_id, len(turn.events)
-        if turn.message_key is not None:
-            channel, message_id = turn.message_key
-            claim = {"channel": channel, "message_id": message_id}
-            try:
-                conn.execute(
-                    t.processed.insert(),
-                    {**claim, "conversation_id": cid, "processed_at": turn.now},
-                )
-            except IntegrityError as exc:
-                raise DuplicateMessageError(
-                    f"message {message_id!r} on {channel!r} was already processed"
-                ) from exc
-        active = state.last_active_at or turn.now
-        stale = ConcurrentUpdateError(
-            f"conversation {cid!r} changed since version {state.version} was loaded"
+    def _save_turns(self, conn: Connection, turns: list[_Turn]) -> list[_Outcome]:
+        """Save ``turns`` with a few statements in all: check every turn, then write the rest.
+
+        The checks read the stored versions and claimed message ids under the write lock
+        (SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's ``FOR UPDATE``), so a turn that fails them
+        writes nothing and the others are unaffected.
+        """
+        t = self._t
+        conv, processed = t.conversations, t.processed
+        query = (
+            select(conv.c.id, conv.c.version, conv.c.last_seq)
+            .where(conv.c.id.in_({turn.conversation_id for turn in turns}))
+            .order_by(conv.c.id)
         )
-        if state.version == 0:
-            row = {
-                "id": cid,
-                "channel": state.channel,
-                "sender_id": state.sender_id,
-                "state": turn.state_text,
-                "version": 1,
-                "last_seq": count,
-                "last_active_at": active,
-                "created_at": turn.now,
-            }
-            try:
-                conn.execute(t.conversations.insert(), row)
-            except IntegrityError as exc:
-                raise stale from exc
-            last_seq = count
-        else:
-            params = {
-                "b_id": cid,
-                "b_version": state.version,
-                "b_state": turn.state_text,
-                "b_count": count,
-                "b_active": active,
-            }
-            found = conn.execute(self._update_conversation, params).scalar()
-            if found is None:
-                raise stale
-            last_seq = found
-        if turn.events:
-            first = last_seq - count + 1
-            rows = [
+        if self._db.dialect == "postgresql":
+            query = query.with_for_update()  # locks rows in id order: no deadlock between batches
+        stored = {row.id: (row.version, row.last_seq) for row in conn.execute(query)}
+        keys = {turn.message_key for turn in turns if turn.message_key is not None}
+        claimed: set[tuple[str, str]] = set()
+        if keys:
+            pair = tuple_(processed.c.channel, processed.c.message_id)
+            rows = conn.execute(
+                select(processed.c.channel, processed.c.message_id).where(pair.in_(keys))
+            )
+            claimed = {(row.channel, row.message_id) for row in rows}
+        outcomes: list[_Outcome] = []
+        claims: list[dict[str, Any]] = []
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
+        outbox_rows: list[dict[str, Any]] = []
+        outbox_counts: list[int] = []
+        for turn in turns:
+            cid = turn.conversation_id
+            if turn.message_key in claimed:
+                channel, message_id = turn.message_key
+                error = f"message {message_id!r} on {channel!r} was already processed"
+                outcomes.append((None, DuplicateMessageError(error)))
+                continue
+            version, last_seq = stored.get(cid, (0, 0))
+            if turn.version != version:
+                error = f"conversation {cid!r} is at version {version}, not {turn.version}"
+                outcomes.append((None, ConcurrentUpdateError(error)))
+                continue
+            if turn.message_key is not None:
+                claimed.add(turn.message_key)
+                channel, message_id = turn.message_key
+                claims.append(
+                    {
+                        "channel": channel,
+                        "message_id": message_id,
+                        "conversation_id": cid,
+                        "processed_at": turn.now,
+                    }
+                )
+            new_seq = last_seq + len(turn.events)
+            stored[cid] = (version + 1, new_seq)
+            if version == 0:
+                inserts.append(
+                    {
+                        "id": cid,
+                        "channel": turn.channel,
+                        "sender_id": turn.sender_id,
+                        "state": turn.state_text,
+                        "version": 1,
+                        "last_seq": new_seq,
+                        "last_active_at": turn.last_active_at,
+                        "created_at": turn.now,
+                    }
+                )
+            else:
+                updates.append(
+                    {
+                        "b_id": cid,
+                        "b_state": turn.state_text,
+                        "b_version": version + 1,
+                        "b_last_seq": new_seq,
+                        "b_active": turn.last_active_at,
+                    }
+                )
+            event_rows.extend(
                 {
                     "conversation_id": cid,
-                    "seq": first + i,
-                    "type": str(data.get("event") or "unknown"),
-                    "timestamp": _timestamp(data, turn.now),
-                    "data": _dumps(data),
+                    "seq": last_seq + 1 + i,
+                    "type": kind,
+                    "timestamp": timestamp,
+                    "data": data,
                 }
-                for i, data in enumerate(turn.events)
-            ]
-            conn.execute(t.events.insert(), rows)
-        if not turn.outbox:
-            return []
-        rows = [
-            {
-                "conversation_id": cid,
-                "channel": state.channel,
-                "message": _dumps(data),
-                "status": _PENDING,
-                "attempts": 0,
-                "next_attempt_at": turn.now,
-                "created_at": turn.now,
-            }
-            for data in turn.outbox
-        ]
-        return list(conn.execute(self._insert_outbox, rows).scalars())
+                for i, (kind, timestamp, data) in enumerate(turn.events)
+            )
+            outbox_rows.extend(
+                {
+                    "conversation_id": cid,
+                    "channel": turn.channel,
+                    "message": message,
+                    "status": _PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": turn.now,
+                    "created_at": turn.now,
+                }
+                for message in turn.outbox
+            )
+            outbox_counts.append(len(turn.outbox))
+            outcomes.append(([], None))
+        for statement, rows in (
+            (processed.insert(), claims),
+            (conv.insert(), inserts),
+            (self._update_conversation, updates),
+            (t.events.insert(), event_rows),
+        ):
+            if rows:
+                conn.execute(statement, rows)
+        if outbox_rows:
+            ids = iter(conn.execute(self._insert_outbox, outbox_rows).scalars().all())
+            counts = iter(outbox_counts)
+            for ids_of_turn, error in outcomes:
+                if error is None:
+                    ids_of_turn.extend(next(ids) for _ in range(next(counts)))
+        return outcomes
 
     async def is_processed(self, channel: str, message_id: str) -> bool:
         """True when ``message_id`` on ``channel`` was claimed by a saved turn."""
@@ -507,7 +555,7 @@ class SqlStore:
     async def delete_conversations_before(self, cutoff: float) -> int:
         """Delete conversations last active before ``cutoff`` with everything they own."""
         self._check_open()
-        ids: list[str] = await self._write("", lambda conn: self._delete_before(conn, cutoff))
+        ids: list[str] = await self._write(lambda conn: self._delete_before(conn, cutoff))
         for cid in ids:
             self._cache.evict(cid)
         return len(ids)
@@ -580,7 +628,7 @@ class SqlStore:
             if conn.execute(stmt).rowcount == 0:
                 raise StoreError(f"no outbox entry {delivery_id}")
 
-        await self._write("", work)
+        await self._write(work)
 
     # --- small values -------------------------------------------------------------------
 
@@ -595,8 +643,8 @@ class SqlStore:
     async def put_value(self, namespace: str, key: str, value: str) -> None:
         """Store ``value`` under ``(namespace, key)``, replacing any previous one."""
         self._check_open()
-        if not isinstance(value, str):
-            raise StoreError(f"value for {namespace}/{key} must be a string, not {type(value)}")
+        if not all(isinstance(part, str) for part in (namespace, key, value)):
+            raise StoreError(f"namespace, key and value must be strings: {namespace!r}/{key!r}")
         insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
         row = {"namespace": namespace, "key": key, "value": value, "updated_at": time.time()}
         stmt = insert(self._t.kv).values(row)
@@ -608,7 +656,7 @@ class SqlStore:
         def work(conn: Connection) -> None:
             conn.execute(stmt)
 
-        await self._write("", work)
+        await self._write(work)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -634,17 +682,20 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise _store_error(exc) from exc
 
-    async def _write(self, key: str, work: _Work) -> Any:
-        if not self._group_commit:
-            try:
-                return await self._db.write(work)
-            except SQLAlchemyError as exc:
-                raise _store_error(exc) from exc
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._run_writer(), name="kefu-store-writer")
-        job = _Job(key, work, asyncio.get_running_loop().create_future())
-        self._queue.put_nowait(job)
-        return await job.future
+    async def _write(self, payload: _Payload) -> Any:
+        if self._group_commit:
+            if self._writer is None:
+                self._writer = asyncio.create_task(self._run_writer(), name="kefu-store-writer")
+            job = _Job(payload, asyncio.get_running_loop().create_future())
+            self._queue.put_nowait(job)
+            return await job.future
+        try:
+            [(result, error)] = await self._db.write(lambda conn: self._run(conn, [payload]))
+        except SQLAlchemyError as exc:
+            raise _store_error(exc) from exc
+        if error is not None:
+            raise error
+        return result
 
     async def _run_writer(self) -> None:
         """Commit queued writes in batches until ``close`` queues the stop marker."""
@@ -659,47 +710,45 @@ class SqlStore:
                     stop = True
                     break
                 batch.append(job)
-            live = sorted((job for job in batch if not job.future.done()), key=_job_key)
+            live = [job for job in batch if not job.future.done()]
             if live:
-                outcomes = await self._commit([job.work for job in live])
+                outcomes = await self._commit([job.payload for job in live])
                 for job, (result, error) in zip(live, outcomes, strict=True):
-                    if not job.future.done():
-                        if error is None:
-                            job.future.set_result(result)
-                        else:
-                            job.future.set_exception(_store_error(error))
+                    if job.future.done():
+                        continue
+                    if error is None:
+                        job.future.set_result(result)
+                    else:
+                        job.future.set_exception(_store_error(error))
             if stop:
                 return
 
-    async def _commit(self, works: list[_Work]) -> list[_Outcome]:
-        """Run ``works`` in one transaction; on any failure, replay them isolated."""
+    async def _commit(self, payloads: list[_Payload]) -> list[_Outcome]:
+        """Run ``payloads`` in one transaction; if it fails, replay them one savepoint each."""
         try:
-            results = await self._db.write(lambda conn: [work(conn) for work in works])
+            return await self._db.write(lambda conn: self._run(conn, payloads))
         except Exception as exc:
-            if len(works) == 1:
+            if len(payloads) == 1:
                 return [(None, exc)]
-        else:
-            return [(result, None) for result in results]
         try:
-            return await self._db.write(lambda conn: _run_isolated(conn, works))
+            return await self._db.write(lambda conn: self._run_isolated(conn, payloads))
         except Exception as exc:
-            return [(None, exc)] * len(works)
+            return [(None, exc)] * len(payloads)
 
+    def _run(self, conn: Connection, payloads: list[_Payload]) -> list[_Outcome]:
+        turns = [p for p in payloads if isinstance(p, _Turn)]
+        saved = iter(self._save_turns(conn, turns) if turns else ())
+        return [next(saved) if isinstance(p, _Turn) else (p(conn), None) for p in payloads]
 
-def _run_isolated(conn: Connection, works: list[_Work]) -> list[_Outcome]:
-    """Each work in its own savepoint, so only the failing ones are rolled back."""
-    outcomes: list[_Outcome] = []
-    for work in works:
-        try:
-            with conn.begin_nested():
-                outcomes.append((work(conn), None))
-        except Exception as exc:
-            outcomes.append((None, exc))
-    return outcomes
-
-
-def _job_key(job: _Job) -> str:
-    return job.key
+    def _run_isolated(self, conn: Connection, payloads: list[_Payload]) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        for payload in payloads:
+            try:
+                with conn.begin_nested():
+                    outcomes.extend(self._run(conn, [payload]))
+            except Exception as exc:
+                outcomes.append((None, exc))
+        return outcomes
 
 
 async def open_store(
@@ -722,7 +771,14 @@ async def open_store(
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    """Dataclasses inside slots serialise as ``ConversationState.to_dict`` would have them."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _state_dict(state: ConversationState, version: int) -> dict[str, Any]:
@@ -738,19 +794,34 @@ def _prepare(
     outbox: Sequence[BotMessage],
     message_key: tuple[str, str] | None,
 ) -> _Turn:
+    cid, now = state.conversation_id, time.time()
+    if message_key is not None and not (
+        isinstance(message_key, tuple)
+        and len(message_key) == 2
+        and all(isinstance(part, str) for part in message_key)
+    ):
+        raise StoreError(f"conversation {cid!r}: message_key must be (channel, message id) strings")
     try:
+        texts: dict[int, str] = {}
+        rows = []
+        for e in events:
+            data = e.to_dict()
+            texts[id(e)] = text = _dumps(data)
+            rows.append((str(data.get("event") or "unknown"), _timestamp(data, now), text))
         return _Turn(
-            state=state,
+            conversation_id=cid,
+            channel=state.channel,
+            sender_id=state.sender_id,
+            version=state.version,
             state_text=_dumps(_state_dict(state, state.version + 1)),
-            events=[e.to_dict() for e in events],
-            outbox=[m.to_dict() for m in outbox],
+            last_active_at=state.last_active_at or now,
+            events=rows,
+            outbox=[texts.get(id(m)) or _dumps(m.to_dict()) for m in outbox],
             message_key=message_key,
-            now=time.time(),
+            now=now,
         )
     except (TypeError, ValueError) as exc:
-        raise StoreError(
-            f"conversation {state.conversation_id!r}: cannot store this turn: {exc}"
-        ) from exc
+        raise StoreError(f"conversation {cid!r}: cannot store this turn: {exc}") from exc
 
 
 def _timestamp(data: dict[str, Any], default: float) -> float:

@@ -68,7 +68,7 @@ def test_full_width_mixed_text_and_emoji(classifier: IntentClassifier) -> None:
 def test_ranking_is_ordered_and_bounded(classifier: IntentClassifier) -> None:
     prediction = classifier.predict("track my order")
     confidences = [confidence for _, confidence in prediction.ranking]
-    assert [intent for intent, _ in prediction.ranking][0] == "track_order"
+    assert prediction.ranking[0][0] == "track_order"
     assert sorted(confidences, reverse=True) == confidences
     assert all(0.0 <= c <= 1.0 for c in confidences)
     assert prediction.confidence == confidences[0] > 0.5

@@ -21,7 +21,7 @@ from bot.events import (
 )
 from bot.flows.conditions import compile_condition
 from bot.flows.model import DEFAULT_ACTIONS, CollectStep
-from bot.ports import AnswerBackend, AnswerRequest
+from bot.ports import AnswerBackend, AnswerRequest, HandoffDesk
 
 if TYPE_CHECKING:
     from bot.dialogue.executor import FlowExecutor
@@ -35,22 +35,16 @@ _REJECTION_RESPONSES = {
 }
 
 
-class Desk:
-    """Where handoffs go. The Slack desk implements this; without one, handoff is unavailable."""
-
-    async def request_handoff(self, *, conversation_id: str, reason: str, turn: Turn) -> bool:
-        """Queue the conversation for a human; False when no one can take it."""
-        return False
-
-
 class DefaultActions:
     """Runs the engine's own actions. Each returns ``"listen"`` or ``"continue"``."""
 
     names = DEFAULT_ACTIONS
 
-    def __init__(self, *, answer_backend: AnswerBackend | None, desk: Desk | None = None) -> None:
+    def __init__(
+        self, *, answer_backend: AnswerBackend | None, desk: HandoffDesk | None = None
+    ) -> None:
         self.answer_backend = answer_backend
-        self.desk = desk or Desk()
+        self.desk = desk
 
     async def run(self, name: str, turn: Turn, frame: Frame, executor: FlowExecutor) -> str:
         handler = getattr(self, name, None)
@@ -220,8 +214,8 @@ class DefaultActions:
 
     async def action_human_handoff(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
         reason = str(frame.get("reason") or "customer asked for a human")
-        accepted = await self.desk.request_handoff(
-            conversation_id=turn.state.conversation_id, reason=reason, turn=turn
+        accepted = self.desk is not None and await self.desk.request_handoff(
+            conversation_id=turn.state.conversation_id, reason=reason, state=turn.state
         )
         if not accepted:
             executor.utter(turn, "utter_human_handoff_not_available", frame)

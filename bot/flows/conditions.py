@@ -54,9 +54,11 @@ class Condition:
             return self._constant
         if self._predicate is None:
             return False
-        return bool(
-            self._predicate.evaluate({"slots": dict(slots), "context": dict(context or {})})
-        )
+        document = {"slots": dict(slots), "context": dict(context or {})}
+        try:
+            return bool(self._predicate.evaluate(document))
+        except TypeError:  # an ordering comparison with null or a value of another type
+            return False
 
 
 def _describe(predicate: Any) -> list[str]:

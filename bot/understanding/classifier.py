@@ -158,18 +158,20 @@ class IntentClassifier:
     def predict(self, text: str) -> IntentPrediction:
         """Classify one message."""
         normalized = normalize(text)
-        if not normalized.strip():
-            return IntentPrediction(ranking=(), out_of_scope=True)
-        scores = self._bias + embedder().embed([normalized])[0] @ self._dense
-        counts = Counter(
-            i for i in map(self._vocabulary.get, sparse_features(normalized)) if i is not None
-        )
-        if not counts:  # nothing known in the message: the embedding alone is not trusted
+        counts: Counter[int] = Counter()
+        known_word = False
+        for feature in sparse_features(normalized):
+            i = self._vocabulary.get(feature)
+            if i is not None:
+                counts[i] += 1
+                known_word = known_word or feature[0] == "w"
+        if not known_word:  # empty, or no word of the message was seen in training
             return IntentPrediction(ranking=(), out_of_scope=True)
         ids = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
-        values = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
-        values = (1.0 + np.log(values)) * self._idf[ids]
-        scores += (values / math.sqrt(float(values @ values))) @ self._sparse[ids]
+        tf = 1.0 + np.log(np.fromiter(counts.values(), dtype=np.float32, count=len(counts)))
+        weighted = tf * self._idf[ids]
+        scores = self._bias + embedder().embed([normalized])[0] @ self._dense
+        scores += (weighted / math.sqrt(float(weighted @ weighted))) @ self._sparse[ids]
         return self._prediction(scores)
 
     def predict_many(self, texts: Sequence[str]) -> list[IntentPrediction]:

@@ -35,8 +35,8 @@ def normalize(text: str) -> str:
 def sparse_features(text: str) -> list[str]:
     """Word unigrams and bigrams, in-word character n-grams, and CJK character trigrams.
 
-    CJK characters and emoji are single tokens (Chinese has no spaces), so word n-grams over them are
-    character unigrams and bigrams; trigrams over runs of CJK characters are added.
+    CJK characters and emoji are single tokens (Chinese has no spaces), so word n-grams over
+    CJK are character unigrams and bigrams; trigrams over runs of CJK characters are added.
     `text` must already be normalised.
     """
     features: list[str] = []

@@ -1,0 +1,469 @@
+"""End-to-end load on the REST channel: throughput, latency under a steady rate, growth per turn.
+
+    python bench/load.py [--url URL] [--conversations 100] [--duration 10] [--rate 200]
+
+Without ``--url`` it starts kefu (``kefu run --project <repo root> --port <free port>``, with
+``KEFU_DATABASE_URL`` pointing at a fresh SQLite file) and the baseline (``bench/baseline_app.py``:
+Starlette + uvicorn + one aiosqlite INSERT/commit per message) as two subprocesses; this script
+is the load client, a third process (aiohttp, one keep-alive session). With ``--url`` it drives
+that kefu server only and has no baseline to compare with.
+
+Each conversation (a distinct sender id) loops through the reference shop's order-tracking
+flow, one turn at a time: "where is my order" -> "KF-10001" -> "alice@example.com" (the order's
+status and "anything else?") -> "thanks". Printed:
+
+1. saturation: completed turns/s with N concurrent conversations, for kefu and the baseline,
+   and their ratio;
+2. latency at a steady offered rate (open loop, spread over the N conversations), measured
+   from each turn's scheduled send time so that a stall is not hidden (no coordinated omission);
+3. growth: one conversation driven for 1,000 sequential turns ("where is my order" /
+   "KF-10001" / "cancel"), the median latency of the first 20 turns against the last 20.
+
+Non-200 answers and transport errors are counted and printed. Prints figures and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEBHOOK = "/webhooks/rest/webhook"
+PURCHASE_TURNS = ("where is my order", "KF-10001", "alice@example.com", "thanks")
+GROWTH_TURNS = ("where is my order", "KF-10001", "cancel")
+GROWTH_WINDOW = 20
+
+GOAL_TURNS_PER_S = 1000.0
+GOAL_RATIO = 0.5
+GOAL_P99_MS = 25.0
+GOAL_GROWTH = 1.2
+
+# Used until ``bot/cli.py`` has ``main``: the same wiring ``kefu run`` does for the REST channel.
+_FALLBACK_SERVER = """
+import asyncio, sys
+from pathlib import Path
+from bot.agent import Agent
+from bot.project import load_project
+from bot.server import create_app, serve
+from bot.settings import Settings
+from channels.rest import RestChannel
+
+async def main(root: str, host: str, port: int) -> None:
+    project = load_project(Path(root))
+    agent = await Agent.create(project, settings=Settings.from_env())
+    channel = RestChannel()
+    agent.add_channel(channel)
+    app = create_app(channels=[channel], on_startup=[agent.start], on_shutdown=[agent.close])
+    await serve(app, host=host, port=port)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+# --- measurement -----------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What one phase against one server saw: latencies (seconds) and everything that failed."""
+
+    latencies: list[float] = field(default_factory=list)
+    non_200: int = 0
+    errors: int = 0
+    empty: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    first_error: str = ""
+
+    @property
+    def completed(self) -> int:
+        """Turns answered with 200 (empty answers included; they are counted apart)."""
+        return len(self.latencies)
+
+    def problems(self) -> str:
+        """One line: non-200 answers (by status), errors, empty reply lists."""
+        by_status = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
+        text = (
+            f"non-200: {self.non_200}{f' ({by_status})' if by_status else ''}, "
+            f"errors: {self.errors}, empty replies: {self.empty}"
+        )
+        return text + (f"  first error: {self.first_error}" if self.first_error else "")
+
+
+async def _turn(
+    session: aiohttp.ClientSession, url: str, sender: str, text: str, tally: Tally, since: float
+) -> None:
+    """Send one message and wait for its answer; record latency from ``since`` (perf_counter)."""
+    try:
+        async with session.post(url, json={"sender": sender, "message": text}) as response:
+            body = await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        tally.errors += 1
+        tally.first_error = tally.first_error or f"{type(exc).__name__}: {exc}"
+        return
+    elapsed = time.perf_counter() - since
+    if status != 200:
+        tally.non_200 += 1
+        tally.statuses[status] = tally.statuses.get(status, 0) + 1
+        tally.first_error = tally.first_error or f"HTTP {status}: {body[:200]!r}"
+        return
+    tally.latencies.append(elapsed)
+    try:
+        replies = json.loads(body)
+    except ValueError:
+        replies = None
+    if not isinstance(replies, list) or not replies:
+        tally.empty += 1
+
+
+async def closed_loop(
+    session: aiohttp.ClientSession, url: str, conversations: int, duration: float, prefix: str
+) -> tuple[float, Tally]:
+    """Each conversation sends its next turn as soon as the previous one is answered.
+
+    Returns completed turns per second over the phase (in-flight turns finish after the
+    deadline and are counted, with the time they took) and the tally.
+    """
+    tally = Tally()
+    started = time.perf_counter()
+    deadline = started + duration
+
+    async def conversation(index: int) -> None:
+        sender = f"{prefix}-{index}"
+        turn = 0
+        while time.perf_counter() < deadline:
+            text = PURCHASE_TURNS[turn % len(PURCHASE_TURNS)]
+            await _turn(session, url, sender, text, tally, time.perf_counter())
+            turn += 1
+
+    await asyncio.gather(*(conversation(i) for i in range(conversations)))
+    return tally.completed / (time.perf_counter() - started), tally
+
+
+async def open_loop(
+    session: aiohttp.ClientSession,
+    url: str,
+    conversations: int,
+    rate: float,
+    duration: float,
+    prefix: str,
+) -> tuple[float, Tally]:
+    """Offer ``rate`` turns/s in total, each conversation on its own fixed schedule.
+
+    Conversation ``i`` sends every ``conversations / rate`` seconds, offset by ``i / rate``, so
+    the sends are evenly spread. A turn still waits for the previous answer of its conversation;
+    its latency runs from its scheduled time, so falling behind shows in the figures.
+    Returns the achieved rate and the tally.
+    """
+    tally = Tally()
+    period = conversations / rate
+    started = time.perf_counter() + 0.05
+    deadline = started + duration
+
+    async def conversation(index: int) -> None:
+        sender = f"{prefix}-{index}"
+        due = started + index / rate
+        turn = 0
+        while due < deadline:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            text = PURCHASE_TURNS[turn % len(PURCHASE_TURNS)]
+            await _turn(session, url, sender, text, tally, due)
+            turn += 1
+            due += period
+
+    await asyncio.gather(*(conversation(i) for i in range(conversations)))
+    return tally.completed / (time.perf_counter() - started), tally
+
+
+async def growth(
+    session: aiohttp.ClientSession, url: str, turns: int, prefix: str
+) -> tuple[float, float, Tally]:
+    """One conversation, ``turns`` sequential turns; median latency of the first and last 20."""
+    tally = Tally()
+    sender = f"{prefix}-0"
+    for turn in range(turns):
+        text = GROWTH_TURNS[turn % len(GROWTH_TURNS)]
+        await _turn(session, url, sender, text, tally, time.perf_counter())
+    window = min(GROWTH_WINDOW, max(1, len(tally.latencies) // 2))
+    first = statistics.median(tally.latencies[:window]) if tally.latencies else float("nan")
+    last = statistics.median(tally.latencies[-window:]) if tally.latencies else float("nan")
+    return first, last, tally
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of ``values`` (``fraction`` in 0..1); NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.1f} ms"
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A server under test; ``process`` is None when it was started by someone else."""
+
+    name: str
+    base_url: str
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def webhook(self) -> str:
+        """The REST webhook URL."""
+        return self.base_url.rstrip("/") + WEBHOOK
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the server's output, for a failure report."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _has_cli() -> bool:
+    """Whether ``bot/cli.py`` exists and defines ``main`` (read, not imported)."""
+    spec = importlib.util.find_spec("bot.cli")
+    if spec is None or spec.origin is None:
+        return False
+    return "def main(" in Path(spec.origin).read_text(errors="replace")
+
+
+def _kefu_command(launcher: str, port: int) -> tuple[list[str], str]:
+    """The command line that starts kefu, and a short description of it."""
+    if launcher == "cli" or (launcher == "auto" and _has_cli()):
+        script = Path(sys.executable).with_name("kefu")
+        prefix = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
+        args = ["run", "--project", str(REPO_ROOT), "--host", "127.0.0.1", "--port", str(port)]
+        return [*prefix, *args], "kefu run"
+    command = [sys.executable, "-c", _FALLBACK_SERVER, str(REPO_ROOT), "127.0.0.1", str(port)]
+    return command, "fallback script (bot/cli.py has no main yet)"
+
+
+def _spawn(
+    name: str, command: list[str], env: dict[str, str], cwd: Path, log_path: Path, port: int
+) -> Server:
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Server(name, f"http://127.0.0.1:{port}", process, log_path)
+
+
+def start_kefu(tmp: Path, launcher: str) -> tuple[Server, str]:
+    """Start kefu on a free port with a fresh SQLite database in ``tmp``."""
+    port = free_port()
+    command, description = _kefu_command(launcher, port)
+    env = {
+        **os.environ,
+        "KEFU_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return _spawn("kefu", command, env, tmp, tmp / "kefu.log", port), description
+
+
+def start_baseline(tmp: Path) -> Server:
+    """Start ``bench/baseline_app.py`` on a free port with its own SQLite file in ``tmp``."""
+    port = free_port()
+    script = Path(__file__).resolve().with_name("baseline_app.py")
+    command = [sys.executable, str(script), "--port", str(port), "--db", str(tmp / "base.db")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return _spawn("baseline", command, env, tmp, tmp / "baseline.log", port)
+
+
+async def wait_healthy(session: aiohttp.ClientSession, server: Server, patience: float) -> None:
+    """Poll ``GET /health`` until it answers 200; raise if the process dies or time runs out."""
+    deadline = time.monotonic() + patience
+    url = server.base_url.rstrip("/") + "/health"
+    while time.monotonic() < deadline:
+        if server.process is not None and server.process.poll() is not None:
+            raise RuntimeError(
+                f"{server.name} exited with {server.process.returncode}:\n{server.log_tail()}"
+            )
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                if response.status == 200:
+                    return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"{server.name} not healthy after {patience:.0f}s:\n{server.log_tail()}")
+
+
+def stop(server: Server) -> None:
+    """Stop a server this script started: SIGTERM (graceful), then SIGKILL after 10 s."""
+    process = server.process
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.asynccontextmanager
+async def servers(
+    args: argparse.Namespace, session: aiohttp.ClientSession
+) -> AsyncIterator[tuple[Server, Server | None]]:
+    """The kefu server under test and the baseline (None with ``--url``), healthy, then stopped."""
+    if args.url:
+        kefu = Server("kefu", args.url)
+        await wait_healthy(session, kefu, patience=10)
+        print(f"kefu:     {args.url} (given)")
+        yield kefu, None
+        return
+    with tempfile.TemporaryDirectory(prefix="kefu-load-") as name:
+        tmp = Path(name)
+        kefu, description = start_kefu(tmp, args.launcher)
+        baseline = start_baseline(tmp)
+        try:
+            started = time.perf_counter()
+            await wait_healthy(session, kefu, patience=args.startup_timeout)
+            ready = time.perf_counter() - started
+            await wait_healthy(session, baseline, patience=30)
+            print(f"kefu:     {kefu.base_url} via {description}, healthy after {ready:.1f}s")
+            print(f"baseline: {baseline.base_url} (bench/baseline_app.py)")
+            yield kefu, baseline
+            for server in (kefu, baseline):
+                if server.process is not None and server.process.poll() is not None:
+                    print(f"warning: {server.name} exited during the run:\n{server.log_tail()}")
+        finally:
+            stop(kefu)
+            stop(baseline)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+async def _run(args: argparse.Namespace) -> None:
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=60)
+    run_id = uuid.uuid4().hex[:6]
+    n, duration = args.conversations, args.duration
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+        servers(args, session) as (kefu, baseline),
+    ):
+        targets = [s for s in (kefu, baseline) if s is not None]
+        print(
+            f"client: aiohttp {aiohttp.__version__}, pid {os.getpid()}; "
+            f"{n} conversations, {duration:g}s per phase, {os.cpu_count()} CPUs\n"
+        )
+
+        print(f"1. saturation: {n} concurrent conversations, closed loop, {duration:g}s")
+        rates: dict[str, float] = {}
+        for server in targets:
+            # Warm-up: open the connections, fill caches; not counted.
+            await closed_loop(session, server.webhook, n, args.warmup, f"w{run_id}")
+            rate, tally = await closed_loop(session, server.webhook, n, duration, f"s{run_id}")
+            rates[server.name] = rate
+            print(
+                f"   {server.name:<9}{rate:8.0f} turns/s  ({tally.completed} turns; "
+                f"p50 {_ms(percentile(tally.latencies, 0.5)).strip()}, "
+                f"p99 {_ms(percentile(tally.latencies, 0.99)).strip()})  {tally.problems()}"
+            )
+        kefu_rate = rates["kefu"]
+        print(
+            f"   goal: >= {GOAL_TURNS_PER_S:.0f} turns/s -> {kefu_rate:.0f}, "
+            f"{_verdict(kefu_rate >= GOAL_TURNS_PER_S)}"
+        )
+        if baseline is not None:
+            ratio = kefu_rate / rates["baseline"]
+            print(
+                f"   kefu/baseline ratio: {ratio:.2f}x  (goal >= {GOAL_RATIO}x, "
+                f"{_verdict(ratio >= GOAL_RATIO)})"
+            )
+
+        print(
+            f"\n2. latency at {args.rate:g} turns/s offered (open loop over {n} conversations, "
+            f"{duration:g}s; from scheduled send)"
+        )
+        p99s: dict[str, float] = {}
+        for server in targets:
+            achieved, tally = await open_loop(
+                session, server.webhook, n, args.rate, duration, f"l{run_id}"
+            )
+            p99s[server.name] = percentile(tally.latencies, 0.99)
+            print(
+                f"   {server.name:<9}p50 {_ms(percentile(tally.latencies, 0.5))}  "
+                f"p90 {_ms(percentile(tally.latencies, 0.9))}  "
+                f"p99 {_ms(p99s[server.name])}  max {_ms(max(tally.latencies, default=0.0))}  "
+                f"achieved {achieved:.0f} turns/s  {tally.problems()}"
+            )
+        print(
+            f"   goal: kefu p99 < {GOAL_P99_MS:g} ms at 200 turns/s -> "
+            f"{p99s['kefu'] * 1000:.1f} ms, {_verdict(p99s['kefu'] * 1000 < GOAL_P99_MS)}"
+        )
+
+        print(f"\n3. growth: one kefu conversation, {args.growth_turns} sequential turns")
+        first, last, tally = await growth(session, kefu.webhook, args.growth_turns, f"g{run_id}")
+        ratio = last / first
+        print(
+            f"   first {GROWTH_WINDOW} turns median {_ms(first).strip()}, last {GROWTH_WINDOW} "
+            f"median {_ms(last).strip()}, ratio {ratio:.2f}x  {tally.problems()}"
+        )
+        print(
+            f"   goal: turn {args.growth_turns} within 20% of turn 1 (ratio <= {GOAL_GROWTH}) -> "
+            f"{_verdict(ratio <= GOAL_GROWTH)}"
+        )
+
+
+def main() -> None:
+    """Parse the command line and run the three phases."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a running kefu server (default: start one and a baseline)")
+    parser.add_argument("--conversations", type=int, default=100)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per timed phase")
+    parser.add_argument("--rate", type=float, default=200.0, help="offered turns/s in phase 2")
+    parser.add_argument("--warmup", type=float, default=2.0, help="untimed seconds before phase 1")
+    parser.add_argument("--growth-turns", type=int, default=1000)
+    parser.add_argument(
+        "--launcher",
+        choices=("auto", "cli", "script"),
+        default="auto",
+        help="how to start kefu: `kefu run`, the built-in script, or auto (cli when it exists)",
+    )
+    parser.add_argument("--startup-timeout", type=float, default=180.0)
+    args = parser.parse_args()
+    asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    main()
