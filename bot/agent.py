@@ -221,15 +221,14 @@ class Agent:
         self._set_language(turn, parse.language)
         turn.parse = parse.to_rasa()
         state.latest_message = turn.parse
-        turn.events.append(
-            dataclasses.replace(message, parse_data=turn.parse, language=parse.language)
-        )
+        user_event = dataclasses.replace(message, parse_data=turn.parse, language=parse.language)
+        turn.events.append(user_event)
         if command == "start":
             state.remember(turn.events)
             return turn
         if state.paused:
             if self.desk is not None:
-                await self.desk.forward(turn.events[-1])  # type: ignore[arg-type]
+                await self.desk.forward(user_event)
                 state.remember(turn.events)
                 return turn
             state.paused = False  # the desk went away: the bot takes the conversation back

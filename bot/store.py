@@ -439,13 +439,13 @@ class SqlStore:
             cid = turn.conversation_id
             if turn.message_key in claimed:
                 channel, message_id = turn.message_key
-                error = f"message {message_id!r} on {channel!r} was already processed"
-                outcomes.append((None, DuplicateMessageError(error)))
+                reason = f"message {message_id!r} on {channel!r} was already processed"
+                outcomes.append((None, DuplicateMessageError(reason)))
                 continue
             version, last_seq = stored.get(cid, (0, 0))
             if turn.version != version:
-                error = f"conversation {cid!r} is at version {version}, not {turn.version}"
-                outcomes.append((None, ConcurrentUpdateError(error)))
+                reason = f"conversation {cid!r} is at version {version}, not {turn.version}"
+                outcomes.append((None, ConcurrentUpdateError(reason)))
                 continue
             if turn.message_key is not None:
                 claimed.add(turn.message_key)
@@ -507,19 +507,19 @@ class SqlStore:
             )
             outbox_counts.append(len(turn.outbox))
             outcomes.append(([], None))
-        for statement, rows in (
+        for statement, params in (
             (processed.insert(), claims),
             (conv.insert(), inserts),
             (self._update_conversation, updates),
             (t.events.insert(), event_rows),
         ):
-            if rows:
-                conn.execute(statement, rows)
+            if params:
+                conn.execute(statement, params)
         if outbox_rows:
             ids = iter(conn.execute(self._insert_outbox, outbox_rows).scalars().all())
             counts = iter(outbox_counts)
-            for ids_of_turn, error in outcomes:
-                if error is None:
+            for ids_of_turn, failure in outcomes:
+                if failure is None:
                     ids_of_turn.extend(next(ids) for _ in range(next(counts)))
         return outcomes
 
