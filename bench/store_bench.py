@@ -16,9 +16,12 @@ import time
 import uuid
 from pathlib import Path
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from bot.events import ActionExecuted, BotMessage, Button, UserMessage
 from bot.state import ConversationState
-from bot.store import SqlStore, open_store
+from bot.store import SqlStore, database_url, open_store
 
 
 async def _conversation(store: SqlStore, index: int, turns: int) -> None:
@@ -47,13 +50,22 @@ async def _conversation(store: SqlStore, index: int, turns: int) -> None:
         await store.save(state, events, outbox=[reply], message_key=("bench", message_id))
 
 
-async def _run(
-    url: str, conversations: int, turns: int, group_commit: bool
-) -> tuple[float, float]:
+TABLES = ("conversations", "events", "processed_messages", "outbox", "kv")
+
+
+async def _drop_tables(url: str, prefix: str) -> None:
+    """Leave a shared database as the run found it."""
+    engine = create_async_engine(database_url(url))
+    async with engine.begin() as conn:
+        for name in TABLES:
+            await conn.execute(text(f"DROP TABLE IF EXISTS {prefix}{name}"))
+    await engine.dispose()
+
+
+async def _run(url: str, conversations: int, turns: int, group_commit: bool) -> tuple[float, float]:
     """Turns per second and CPU microseconds per turn (all threads; steadier on a busy host)."""
-    store = await open_store(
-        url, group_commit=group_commit, table_prefix=f"b{uuid.uuid4().hex[:8]}_"
-    )
+    prefix = f"bench{uuid.uuid4().hex[:8]}_"
+    store = await open_store(url, group_commit=group_commit, table_prefix=prefix)
     try:
         started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(_conversation(store, i, turns) for i in range(conversations)))
@@ -62,6 +74,8 @@ async def _run(
         return total / elapsed, (time.process_time() - cpu) / total * 1e6
     finally:
         await store.close()
+        if database_url(url).get_backend_name() == "postgresql":
+            await _drop_tables(url, prefix)
 
 
 async def _main() -> None:
