@@ -203,6 +203,7 @@ flows:
   child:
     description: Called by the parent.
     steps:
+      - collect: code
       - action: utter_child
 
   linker:
@@ -688,14 +689,33 @@ async def test_crashing_action_reports_an_internal_error_and_keeps_the_conversat
 
 async def test_call_returns_to_the_parent(agent: Agent) -> None:
     chat = await started_chat(agent)
-    result = await chat.send("/start_parent")
-    assert texts(result)[:3] == ["parent start", "child here", "parent end"]
-    assert started(result)[:2] == ["parent", "child"]
+    asked = await chat.send("/start_parent")
+    assert texts(asked) == ["parent start", "Which code?"]
+    assert started(asked) == ["parent", "child", "pattern_collect_information"]
+    state = await chat.state()
+    assert [f["flow_id"] for f in state.stack] == ["parent", "child", "pattern_collect_information"]
+    assert state.stack[1]["frame_type"] == "call"
+    result = await chat.send("c-1")
+    assert texts(result)[:2] == ["child here", "parent end"]
     completed = [e.flow_id for e in of(result, FlowCompleted)]
-    assert completed[:2] == ["child", "parent"]
-    # one pattern_completed, for the parent only
+    assert completed.index("child") < completed.index("parent")
+    # one pattern_completed, for the parent only; the child's slots are reset with the parent's
     assert started(result).count("pattern_completed") == 1
     assert await chat.flows() == []
+    assert (await chat.slots()).get("code") is None
+
+
+@pytest.mark.xfail(
+    reason="engine bug: cancel inside a called flow cancels only the child; the caller then "
+    "continues (Rasa cancels up to the first non-call user frame)",
+    strict=False,
+)
+async def test_cancel_inside_a_called_flow_cancels_the_caller(agent: Agent) -> None:
+    chat = await started_chat(agent)
+    await chat.send("/start_parent")
+    result = await chat.send("cancel")
+    assert sorted(e.flow_id for e in of(result, FlowCancelled)) == ["child", "parent"]
+    assert "parent end" not in texts(result)
 
 
 async def test_link_replaces_the_flow(agent: Agent) -> None:
@@ -834,7 +854,8 @@ async def test_chitchat_answers_with_the_intent_response(agent: Agent) -> None:
     await chat.send("/order")
     result = await chat.send("/thank")
     assert "pattern_chitchat" in started(result)
-    assert texts(result)[0] == "You're very welcome!"
+    # the answer, then the pending question again
+    assert texts(result) == ["You're very welcome!", "Which product would you like?"]
     # small talk does not disturb the running task
     assert "order" in await chat.flows()
     assert of(result, FlowCancelled) == [] and of(result, FlowInterrupted) == []
