@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -95,7 +96,7 @@ def test_test_command_runs_conversation_tests(tmp_path: Path) -> None:
 async def test_run_serves_health_rest_and_the_web_chat(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "KEFU_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'run.db'}"}
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: ASYNC220 - the server under test runs beside the loop
         [sys.executable, "-m", "bot.cli", "run", "--project", str(ROOT), "--port", str(port)],
         cwd=tmp_path,
         env=env,
@@ -115,10 +116,9 @@ async def test_run_serves_health_rest_and_the_web_chat(tmp_path: Path) -> None:
                         break
                 except aiohttp.ClientConnectionError:
                     if time.monotonic() > deadline or process.poll() is not None:
-                        pytest.fail(
-                            f"kefu run did not come up: {process.stderr.read() if process.stderr else ''}"
-                        )
-                    time.sleep(0.2)
+                        error = process.stderr.read() if process.stderr else ""
+                        pytest.fail(f"kefu run did not come up: {error}")
+                    await asyncio.sleep(0.2)
             body = {"sender": "cli-test", "message": "where is my order"}
             async with http.post(f"{base}/webhooks/rest/webhook", json=body) as response:
                 assert response.status == 200

@@ -19,13 +19,21 @@ SLOTS: dict[str, Any] = {
     "email": "ada@example.com",
     "note": "Hello World",
 }
-CONTEXT: dict[str, Any] = {"collect": "order_id", "reason": "cannot_handle_no_relevant_answer", "step": 2}
+CONTEXT: dict[str, Any] = {
+    "collect": "order_id",
+    "reason": "cannot_handle_no_relevant_answer",
+    "step": 2,
+}
 
 
-def holds(source: str | bool, slots: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> bool:
+def holds(
+    source: str | bool, slots: dict[str, Any] | None = None, context: dict[str, Any] | None = None
+) -> bool:
     condition = compile_condition(source)
     assert condition.is_valid, condition.errors
-    return condition.evaluate(SLOTS if slots is None else slots, CONTEXT if context is None else context)
+    return condition.evaluate(
+        SLOTS if slots is None else slots, CONTEXT if context is None else context
+    )
 
 
 @pytest.mark.parametrize(
@@ -118,7 +126,16 @@ def test_empty_slots_and_context() -> None:
 
 @pytest.mark.parametrize(
     "source",
-    ["slots.quantity = = 3", "slots.quantity >", "", "   ", "and", "(slots.quantity", "slots.quantity = 3)", "slots.a === 3"],
+    [
+        "slots.quantity = = 3",
+        "slots.quantity >",
+        "",
+        "   ",
+        "and",
+        "(slots.quantity",
+        "slots.quantity = 3)",
+        "slots.a === 3",
+    ],
 )
 def test_invalid_conditions_report_errors_and_never_hold(source: str) -> None:
     condition = compile_condition(source)
@@ -155,5 +172,6 @@ def test_evaluation_does_not_mutate_inputs() -> None:
 
 @pytest.mark.parametrize("slots", [{"quantity": None}, {"quantity": "many"}, {}])
 def test_ordering_against_null_or_text_is_false_not_an_error(  # an unset slot must not crash a turn
-    slots: dict[str, Any]) -> None:
+    slots: dict[str, Any],
+) -> None:
     assert compile_condition("slots.quantity > 3").evaluate(slots) is False

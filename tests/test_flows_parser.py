@@ -79,7 +79,14 @@ def test_every_step_kind_is_parsed() -> None:
         """
     )
     steps = flows["main"].steps
-    assert [type(s) for s in steps] == [CollectStep, ActionStep, SetSlotsStep, CallStep, NoopStep, LinkStep]
+    assert [type(s) for s in steps] == [
+        CollectStep,
+        ActionStep,
+        SetSlotsStep,
+        CallStep,
+        NoopStep,
+        LinkStep,
+    ]
     collect, action, set_slots, call, noop, link = steps
     assert isinstance(collect, CollectStep) and collect.collect == "order_id"
     assert collect.utter == "utter_ask_order_id"
@@ -87,7 +94,10 @@ def test_every_step_kind_is_parsed() -> None:
     assert collect.rejections == ()
     assert collect.description == "the order number"
     assert isinstance(action, ActionStep) and action.action == "action_check_order"
-    assert isinstance(set_slots, SetSlotsStep) and set_slots.slots == (("is_gift", True), ("quantity", 2))
+    assert isinstance(set_slots, SetSlotsStep) and set_slots.slots == (
+        ("is_gift", True),
+        ("quantity", 2),
+    )
     assert isinstance(call, CallStep) and call.call == "child"
     assert noop.next == (NextRule(target="last"),)
     assert isinstance(link, LinkStep) and link.link == "other" and link.id == "last"
@@ -113,7 +123,11 @@ def test_generated_step_ids_follow_document_order_and_name_the_step() -> None:
               - noop: true
         """
     )
-    assert [s.id for s in flows["f"].steps] == ["1_collect_order_id", "2_action_utter_done", "3_noop"]
+    assert [s.id for s in flows["f"].steps] == [
+        "1_collect_order_id",
+        "2_action_utter_done",
+        "3_noop",
+    ]
 
 
 def test_set_slots_accepts_a_single_mapping() -> None:
@@ -189,7 +203,13 @@ def test_next_with_if_then_else_and_nested_step_lists() -> None:
     )
     flow = flows["f"]
     ids = [s.id for s in flow.steps]
-    assert ids == ["1_collect_order_status", "2_action_utter_shipped", "3_collect_is_gift", "4_action_utter_gift", "tail"]
+    assert ids == [
+        "1_collect_order_status",
+        "2_action_utter_shipped",
+        "3_collect_is_gift",
+        "4_action_utter_gift",
+        "tail",
+    ]
     first = flow.steps[0]
     assert first.next == (
         NextRule(target="2_action_utter_shipped", condition='slots.order_status = "shipped"'),
@@ -202,7 +222,10 @@ def test_next_with_if_then_else_and_nested_step_lists() -> None:
     assert flow.next_in_sequence(shipped) == "3_collect_is_gift"
     gift = flow.step("3_collect_is_gift")
     assert gift is not None
-    assert gift.next == (NextRule(target="4_action_utter_gift", condition="slots.is_gift"), NextRule(target="tail"))
+    assert gift.next == (
+        NextRule(target="4_action_utter_gift", condition="slots.is_gift"),
+        NextRule(target="tail"),
+    )
     utter_gift = flow.step("4_action_utter_gift")
     assert utter_gift is not None
     assert utter_gift.next == (NextRule(target=END),)
@@ -450,7 +473,10 @@ def test_bad_condition_in_guard_and_rejection() -> None:
                     utter: utter_no
         """
     )
-    assert sorted((p.line, "does not parse" in p.message) for p in problems) == [(4, True), (8, True)]
+    assert sorted((p.line, "does not parse" in p.message) for p in problems) == [
+        (4, True),
+        (8, True),
+    ]
 
 
 def test_templated_conditions_are_not_checked() -> None:
@@ -507,24 +533,38 @@ def test_malformed_flow_bodies(body: str, message: str) -> None:
         (["- action: a", "  next: 5"], "'next' must be a step id"),
         (["- action: a", "  next:", "    - then: END"], "needs both 'if' and 'then'"),
         (["- action: a", "  next:", "    - just text"], "each 'next' branch must be"),
-        (["- action: a", "  next:", "    - if: slots.x", "      then: 3"], "a branch must name a step id"),
+        (
+            ["- action: a", "  next:", "    - if: slots.x", "      then: 3"],
+            "a branch must name a step id",
+        ),
         (["- collect: x", "  rejections: nope"], "'rejections' must be a list"),
         (["- collect: x", "  rejections:", "    - utter: u"], "each rejection needs an 'if'"),
     ],
 )
 def test_malformed_steps(step: list[str], message: str) -> None:
-    text = "flows:\n  f:\n    description: d\n    steps:\n" + "".join(f"      {line}\n" for line in step)
+    text = "flows:\n  f:\n    description: d\n    steps:\n" + "".join(
+        f"      {line}\n" for line in step
+    )
     data, yaml_problems = parse_yaml(text, FILE)
     assert yaml_problems == []
     _, problems = parse_flows(data["flows"], FILE)
     assert any(message in p.message for p in problems), [str(p) for p in problems]
     # a scalar step carries no line of its own: its problem points at the flow (line 2)
     first_line = 2 if step == ["- just text"] else 5
-    assert all(p.line is not None and p.line >= first_line for p in problems), [str(p) for p in problems]
+    assert all(p.line is not None and p.line >= first_line for p in problems), [
+        str(p) for p in problems
+    ]
 
 
 def test_parse_flows_never_raises_on_odd_values() -> None:
-    odd: Any = {"f": {"description": 3, "steps": [{"action": "a"}], "nlu_trigger": [{"intent": 3}], "persisted_slots": "x"}}
+    odd: Any = {
+        "f": {
+            "description": 3,
+            "steps": [{"action": "a"}],
+            "nlu_trigger": [{"intent": 3}],
+            "persisted_slots": "x",
+        }
+    }
     flows, problems = parse_flows(odd, FILE)
     messages = " | ".join(p.message for p in problems)
     assert "'description' must be text" in messages

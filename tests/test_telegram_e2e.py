@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from bot.testing.telegram_double import TelegramBotApiDouble
 from channels.telegram import SECRET_HEADER, WEBHOOK_PATH, TelegramChannel
 from tests import telegram_updates as tg
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__import__("os").environ.get("KEFU_E2E_PROJECT") or Path(__file__).parent.parent)
 SECRET = "e2e-s3cret_token"
 PUBLIC_URL = "https://shop.example"
 WAIT = 5.0
@@ -73,6 +73,18 @@ def text_update(update_id: int, chat_id: int, text: str, **sender: Any) -> dict[
     )
 
 
+OutboxRow = tuple[str, int, str | None]
+"""status, attempts, last_error"""
+
+
+def settled(count: int) -> Callable[[list[OutboxRow]], bool]:
+    return lambda rows: len([row for row in rows if row[0] != "pending"]) >= count
+
+
+def attempted(count: int) -> Callable[[list[OutboxRow]], bool]:
+    return lambda rows: sum(row[1] for row in rows) >= count
+
+
 @dataclass
 class Shop:
     """A running kefu server (or a polling one) and what a test needs to talk to it."""
@@ -103,7 +115,17 @@ class Shop:
                 await self.api.wait_for("sendMessage", len(self.api.calls_to("sendMessage")) + 1)
         return self.sent_to(chat_id)
 
-    def outbox(self, conversation_id: str) -> list[tuple[str, int, str | None]]:
+    async def outbox_when(
+        self, conversation_id: str, ready: Callable[[list[OutboxRow]], bool]
+    ) -> list[OutboxRow]:
+        """The conversation's outbox rows once ``ready`` holds for them (the agent records an
+        attempt just after the double answered it)."""
+        async with asyncio.timeout(WAIT):
+            while not ready(rows := self.outbox(conversation_id)):
+                await asyncio.sleep(0.02)
+        return rows
+
+    def outbox(self, conversation_id: str) -> list[OutboxRow]:
         """(status, attempts, last_error) of the conversation's outbox rows, oldest first."""
         with sqlite3.connect(self.db_path) as conn:
             rows = conn.execute(
@@ -181,7 +203,8 @@ async def test_webhook_conversation_reaches_telegram(tmp_path: Path, project: Pr
         assert state is not None
         assert state.profile["first_name"] == "Alice"
         assert state.profile["language_code"] == "en"
-        assert [row[0] for row in s.outbox(f"telegram:{chat}")] == ["delivered", "delivered"]
+        rows = await s.outbox_when(f"telegram:{chat}", settled(2))
+        assert [row[0] for row in rows] == ["delivered", "delivered"]
 
 
 async def test_handoff_command_is_answered(tmp_path: Path, project: Project) -> None:
@@ -344,17 +367,21 @@ async def _due(agent: Agent, *, within: float = 3.0) -> int:
     ("status", "retry_after"), [(500, None), (429, 1)], ids=["server-error", "rate-limited"]
 )
 async def test_failed_delivery_is_stored_and_retried(
-    tmp_path: Path, project: Project, status: int, retry_after: int | None
+    tmp_path: Path,
+    project: Project,
+    status: int,
+    retry_after: int | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # PTB's RetryAfter warns in its own constructor unless opted in to timedelta periods.
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
     chat = 4242020
     conversation = f"telegram:{chat}"
     async with shop(tmp_path, retry_loop=False) as s:
         s.api.fail_next("sendMessage", status=status, retry_after=retry_after)
         await s.post(text_update(1, chat, "where is my order"))
-        await s.api.wait_for("sendMessage")
-        await settle(0.1)
+        ((state, attempts, error),) = await s.outbox_when(conversation, attempted(1))
         assert s.sent_to(chat) == []
-        ((state, attempts, error),) = s.outbox(conversation)
         assert (state, attempts) == ("pending", 1)
         assert error
         # The turn itself was saved: the bot now waits for the order number.
@@ -375,7 +402,8 @@ async def test_retry_loop_delivers_by_itself(tmp_path: Path, project: Project) -
         await s.post(text_update(1, chat, "hi"))
         await s.api.wait_for("sendMessage", 2)  # failed, then retried after a second
         assert s.sent_to(chat) == [response_text(project, "utter_greet")]
-        assert s.outbox(f"telegram:{chat}")[0][0] == "delivered"
+        ((state, attempts, _),) = await s.outbox_when(f"telegram:{chat}", settled(1))
+        assert (state, attempts) == ("delivered", 2)
 
 
 async def test_blocked_customer_is_failed_not_retried(tmp_path: Path) -> None:
@@ -384,9 +412,7 @@ async def test_blocked_customer_is_failed_not_retried(tmp_path: Path) -> None:
     async with shop(tmp_path, retry_loop=False) as s:
         s.api.block_chat(chat)
         await s.post(text_update(1, chat, "where is my order"))
-        await s.api.wait_for("sendMessage")
-        await settle(0.2)
-        ((state, attempts, error),) = s.outbox(conversation)
+        ((state, attempts, error),) = await s.outbox_when(conversation, settled(1))
         assert (state, attempts) == ("failed", 1)
         assert error is not None and "blocked" in error
         far_future = time.time() + 365 * 86400

@@ -138,6 +138,11 @@ class FlowExecutor:
         current = top_user_frame(stack)
         if current is None:
             return
+        while current.get("frame_type") == "call":  # cancelling a called flow cancels its caller
+            callers = user_frames(stack[: stack.index(current)])
+            if not callers:
+                break
+            current = callers[-1]
         flow = turn.flows.get(current["flow_id"])
         cancelled = [f["frame_id"] for f in frames_from(stack, current)]
         self.push_pattern(
@@ -327,8 +332,16 @@ class FlowExecutor:
             f"action {name!r} is neither a response, a default action nor a custom action"
         )
 
+    def context_of(self, turn: Turn, frame: Frame | None) -> dict[str, Any]:
+        """A frame's context for templates, over the context of the frame that pushed it."""
+        if frame is None:
+            return {}
+        owner_id = frame.get("owner")
+        owner = next((f for f in turn.state.stack if f["frame_id"] == owner_id), None)
+        return {**(owner or {}), **frame}
+
     def utter(self, turn: Turn, name: str, frame: Frame | None = None, **extra: Any) -> bool:
-        context = dict(frame or {})
+        context = self.context_of(turn, frame)
         context.update(extra)
         message = self.renderer.render(
             name,

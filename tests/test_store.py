@@ -1,0 +1,586 @@
+"""The conversation store against real databases: a SQLite file, and PostgreSQL when configured."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import bot.events
+from bot.errors import ConcurrentUpdateError, DuplicateMessageError, StoreError
+from bot.events import (
+    ActionExecuted,
+    AgentJoined,
+    AgentMessage,
+    AgentNote,
+    AllSlotsReset,
+    Attachment,
+    BotMessage,
+    Button,
+    ConversationPaused,
+    ConversationResumed,
+    CsatAnswered,
+    Event,
+    FlowCancelled,
+    FlowCompleted,
+    FlowInterrupted,
+    FlowResumed,
+    FlowStarted,
+    FollowupAction,
+    HandoffRequested,
+    HandoffResolved,
+    Restarted,
+    SessionStarted,
+    SlotSet,
+    UnknownEvent,
+    UserMessage,
+)
+from bot.state import ConversationState
+from bot.store import SqlStore, database_url, open_store
+
+TABLES = ("conversations", "events", "processed_messages", "outbox", "kv")
+CID = "rest:alice"
+
+
+@dataclasses.dataclass(frozen=True)
+class Db:
+    """A database and a table prefix of its own, so runs never see each other's rows."""
+
+    url: str
+    prefix: str
+
+    async def open(self, **options: Any) -> SqlStore:
+        return await open_store(self.url, table_prefix=self.prefix, **options)
+
+    async def sql(self, statement: str, **params: Any) -> list[Any]:
+        """Run raw SQL beside the store, as another program (or a disk fault) would."""
+        url = make_url(self.url)
+        driver = "sqlite+aiosqlite" if url.get_backend_name() == "sqlite" else "postgresql+asyncpg"
+        engine = create_async_engine(url.set(drivername=driver))
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(statement.format(p=self.prefix)), params)
+                return list(result.all()) if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Db]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kefu.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    database = Db(url, f"t{uuid.uuid4().hex[:12]}_")
+    yield database
+    if request.param == "postgresql":
+        for name in TABLES:
+            await database.sql(f"DROP TABLE IF EXISTS {{p}}{name}")
+
+
+@pytest.fixture
+async def store(db: Db) -> AsyncIterator[SqlStore]:
+    opened = await db.open()
+    yield opened
+    await opened.close()
+
+
+def new_state(cid: str = CID, **fields: Any) -> ConversationState:
+    channel, _, sender = cid.partition(":")
+    return ConversationState(conversation_id=cid, channel=channel, sender_id=sender, **fields)
+
+
+def user(text_: str, cid: str = CID, message_id: str | None = None) -> UserMessage:
+    channel, _, sender = cid.partition(":")
+    return UserMessage(
+        channel=channel, conversation_id=cid, sender_id=sender, text=text_, message_id=message_id
+    )
+
+
+def reply(text_: str, cid: str = CID) -> BotMessage:
+    return BotMessage(conversation_id=cid, text=text_, buttons=(Button("Yes", "/affirm"),))
+
+
+async def turn(
+    store: SqlStore, cid: str, text_: str, *, message_id: str | None = None
+) -> tuple[ConversationState, list[int]]:
+    """One turn as the dialogue runs it: load, change, save with a reply in the outbox."""
+    state = await store.load(cid) or new_state(cid)
+    answer = reply(f"re: {text_}", cid)
+    events: list[Event] = [user(text_, cid, message_id), answer]
+    state.slots["last"] = text_
+    state.remember(events)
+    key = (state.channel, message_id) if message_id else None
+    ids = await store.save(state, events, outbox=[answer], message_key=key)
+    return state, ids
+
+
+def every_event() -> list[Event]:
+    return [
+        UserMessage(
+            channel="telegram",
+            conversation_id="telegram:42",
+            sender_id="42",
+            text="我的订单在哪里？",
+            payload='/track_order{"order_id": "A1"}',
+            attachments=(Attachment(kind="location", data={"lat": 31.2, "lon": 121.5}),),
+            language="zh",
+            message_id="7",
+            metadata={"chat_type": "private"},
+            parse_data={"intent": {"name": "track_order", "confidence": 0.9}, "entities": []},
+        ),
+        BotMessage(
+            conversation_id="telegram:42",
+            text="Which order?",
+            buttons=(Button("A1", "/inform"), Button("A2", "/inform")),
+            image="https://shop.example/a1.png",
+            custom={"card": {"sku": "A1"}},
+            response="utter_ask_order_id",
+            metadata={"rendered": True},
+        ),
+        SlotSet(name="order_id", value={"id": "A1", "items": [1, 2]}),
+        AllSlotsReset(),
+        Restarted(),
+        FollowupAction(name="action_check_order"),
+        ActionExecuted(name="action_listen", policy="flow", confidence=1.0),
+        SessionStarted(),
+        ConversationPaused(),
+        ConversationResumed(),
+        FlowStarted(flow_id="track_order"),
+        FlowCompleted(flow_id="track_order", step_id="done"),
+        FlowCancelled(flow_id="return_item", step_id="ask_reason"),
+        FlowInterrupted(flow_id="track_order", step_id="collect"),
+        FlowResumed(flow_id="track_order", step_id="collect"),
+        HandoffRequested(reason="customer asked for a human"),
+        AgentJoined(agent="U123"),
+        AgentMessage(agent="U123", text="Hi, I am Lin."),
+        AgentNote(agent="U123", text="VIP customer"),
+        HandoffResolved(agent="U123"),
+        CsatAnswered(score=5, comment="很好"),
+        UnknownEvent(
+            data={"event": "user_featurization", "timestamp": 12.5, "x": [1]}, timestamp=12.5
+        ),
+    ]
+
+
+# --- conversations --------------------------------------------------------------------------
+
+
+async def test_unknown_conversation_loads_as_none(store: SqlStore) -> None:
+    assert await store.load("rest:nobody") is None
+    assert await store.events("rest:nobody") == []
+
+
+async def test_state_round_trips_through_cache_and_database(store: SqlStore, db: Db) -> None:
+    state = new_state(
+        slots={"order_id": "A1", "items": [{"sku": "S-1", "qty": 2}], "名字": "小明"},
+        stack=[{"flow_id": "track_order", "step_id": "collect_order_id", "type": "flow"}],
+        language="zh",
+        latest_message={"text": "hi", "intent": {"name": "greet", "confidence": 0.99}},
+        latest_action="action_listen",
+        paused=True,
+        session_started_at=1000.5,
+        profile={"first_name": "Ming"},
+    )
+    state.remember([user("hi")])
+    assert await store.save(state, [user("hi")]) == []
+    assert state.version == 1
+
+    cached = await store.load(CID)
+    assert cached == state
+    cached.slots["order_id"] = "changed by the caller"
+    cached.stack.clear()
+    assert await store.load(CID) == state, "the cache handed out its own copy"
+
+    fresh = await db.open()
+    try:
+        assert await fresh.load(CID) == state
+    finally:
+        await fresh.close()
+
+
+async def test_every_event_kind_round_trips(store: SqlStore) -> None:
+    events = every_event()
+    kinds = {
+        obj
+        for name in bot.events.__all__
+        if isinstance(obj := getattr(bot.events, name), type)
+        and issubclass(obj, Event)
+        and obj is not Event
+    }
+    assert {type(e) for e in events} == kinds, "every event kind is covered"
+    await store.save(new_state("telegram:42"), events)
+    stored = await store.events("telegram:42")
+    assert [s.event for s in stored] == events
+    assert [s.seq for s in stored] == list(range(1, len(events) + 1))
+
+
+async def test_event_seq_continues_across_saves(store: SqlStore) -> None:
+    state = new_state()
+    await store.save(state, [user("one"), user("two"), user("three")])
+    await store.save(state, [user("four"), user("five")])
+    await store.save(state, [])
+    stored = await store.events(CID)
+    assert [s.seq for s in stored] == [1, 2, 3, 4, 5]
+    assert [s.event.text for s in stored] == ["one", "two", "three", "four", "five"]  # type: ignore[attr-defined]
+    assert [s.seq for s in await store.events(CID, after=3)] == [4, 5]
+    assert [s.seq for s in await store.events(CID, after=1, limit=2)] == [2, 3]
+    assert state.version == 3
+
+
+async def test_stale_version_is_refused_and_writes_nothing(store: SqlStore) -> None:
+    state, _ = await turn(store, CID, "hello", message_id="m1")
+    stale = dataclasses.replace(state, version=0, slots={"last": "stale"})
+    for version in (0, 2, 7):
+        stale.version = version
+        with pytest.raises(ConcurrentUpdateError, match="rest:alice"):
+            await store.save(
+                stale, [user("lost")], outbox=[reply("lost")], message_key=("rest", "m2")
+            )
+        assert stale.version == version
+    loaded = await store.load(CID)
+    assert loaded is not None
+    assert (loaded.version, loaded.slots["last"]) == (1, "hello")
+    assert len(await store.events(CID)) == 2
+    assert len(await store.pending_deliveries(now=time.time() + 1)) == 1
+    assert not await store.is_processed("rest", "m2")
+
+
+async def test_two_stores_on_one_database_see_each_others_writes(db: Db) -> None:
+    """Two processes: the version check, not the cache, decides who wins."""
+    first, second = await db.open(), await db.open()
+    try:
+        await turn(first, CID, "from the first")
+        behind = await second.load(CID)
+        assert behind is not None and behind.version == 1
+        await turn(first, CID, "first again")
+
+        behind.slots["last"] = "from the second"
+        with pytest.raises(ConcurrentUpdateError):
+            await second.save(behind, [user("from the second")])
+        current = await second.load(CID)
+        assert current is not None
+        assert (current.version, current.slots["last"]) == (2, "first again")
+        await second.save(current, [user("second, reloaded")])
+        assert current.version == 3
+
+        both_new = [new_state("rest:bob"), new_state("rest:bob")]
+        await first.save(both_new[0], [user("bob 1", "rest:bob")])
+        with pytest.raises(ConcurrentUpdateError):
+            await second.save(both_new[1], [user("bob 2", "rest:bob")])
+        assert [s.seq for s in await first.events("rest:bob")] == [1]
+        assert [s.seq for s in await first.events(CID)] == [1, 2, 3, 4, 5]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_duplicate_message_is_refused_and_writes_nothing(store: SqlStore) -> None:
+    state, _ = await turn(store, CID, "hello", message_id="m1")
+    assert await store.is_processed("rest", "m1")
+    assert not await store.is_processed("telegram", "m1")
+    with pytest.raises(DuplicateMessageError, match="m1"):
+        await store.save(state, [user("again")], outbox=[reply("x")], message_key=("rest", "m1"))
+    assert state.version == 1
+    other = new_state("rest:bob")
+    with pytest.raises(DuplicateMessageError):
+        await store.save(other, [user("bob")], message_key=("rest", "m1"))
+    assert await store.load("rest:bob") is None
+    assert len(await store.events(CID)) == 2
+    assert len(await store.pending_deliveries(now=time.time() + 1)) == 1
+    loaded = await store.load(CID)
+    assert loaded is not None and loaded.version == 1
+
+
+@pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "one-by-one"])
+async def test_concurrent_saves_on_many_conversations_all_land(
+    db: Db, group_commit: bool
+) -> None:
+    store = await db.open(group_commit=group_commit)
+    try:
+
+        async def talk(n: int) -> list[int]:
+            ids = []
+            for t in range(3):
+                ids += (await turn(store, f"rest:u{n}", f"t{t}", message_id=f"{n}-{t}"))[1]
+            return ids
+
+        ids = [i for got in await asyncio.gather(*(talk(n) for n in range(150))) for i in got]
+        assert len(set(ids)) == 450
+    finally:
+        await store.close()
+    reopened = await db.open()
+    try:
+        for n in (0, 77, 149):
+            state = await reopened.load(f"rest:u{n}")
+            assert state is not None and state.version == 3
+            assert [s.seq for s in await reopened.events(f"rest:u{n}")] == list(range(1, 7))
+        pending = await reopened.pending_deliveries(now=time.time() + 1, limit=1000)
+        assert sorted(p.id for p in pending) == sorted(ids)
+    finally:
+        await reopened.close()
+
+
+async def test_a_failing_write_fails_only_its_caller(store: SqlStore) -> None:
+    """Writes committed together: a conflict, a duplicate or a bad id spoil nothing else."""
+    await turn(store, "rest:taken", "first", message_id="dup")
+    stale = new_state("rest:taken")
+
+    results = await asyncio.gather(
+        *(turn(store, f"rest:ok{n}", "hi", message_id=f"ok{n}") for n in range(20)),
+        store.save(stale, [user("stale", "rest:taken")]),
+        store.save(new_state("rest:dup"), [user("dup", "rest:dup")], message_key=("rest", "dup")),
+        store.mark_delivered(987654),
+        *(turn(store, f"rest:late{n}", "hi") for n in range(5)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[20], ConcurrentUpdateError)
+    assert isinstance(results[21], DuplicateMessageError)
+    assert isinstance(results[22], StoreError) and "987654" in str(results[22])
+    fine = results[:20] + results[23:]
+    assert not [r for r in fine if isinstance(r, BaseException)]
+    for n in range(20):
+        state = await store.load(f"rest:ok{n}")
+        assert state is not None and state.version == 1
+    assert await store.load("rest:dup") is None
+
+
+# --- outbox ---------------------------------------------------------------------------------
+
+
+async def test_outbox_lifecycle(store: SqlStore) -> None:
+    first, second = reply("one"), BotMessage(conversation_id=CID, custom={"kind": "card"})
+    now = time.time()
+    ids = await store.save(new_state(), [first, second], outbox=[first, second])
+    assert len(ids) == 2 and ids[0] < ids[1]
+
+    due = await store.pending_deliveries(now=now + 1)
+    assert [(d.id, d.channel, d.message, d.attempts) for d in due] == [
+        (ids[0], "rest", first, 0),
+        (ids[1], "rest", second, 0),
+    ]
+    assert [d.id for d in await store.pending_deliveries(now=now + 1, limit=1)] == ids[:1]
+    assert await store.pending_deliveries(now=now - 60) == []
+
+    await store.mark_failed(ids[0], error="HTTP 502", retry_at=now + 30)
+    assert [d.id for d in await store.pending_deliveries(now=now + 1)] == ids[1:]
+    later = await store.pending_deliveries(now=now + 31)
+    assert [(d.id, d.attempts) for d in later] == [(ids[0], 1), (ids[1], 0)]
+
+    await store.mark_delivered(ids[1])
+    await store.mark_failed(ids[0], error="HTTP 403: bot was blocked", retry_at=None)
+    assert await store.pending_deliveries(now=now + 10_000) == []
+
+
+async def test_marking_an_unknown_delivery_raises(store: SqlStore) -> None:
+    with pytest.raises(StoreError, match="no outbox entry 424242"):
+        await store.mark_delivered(424242)
+    with pytest.raises(StoreError, match="no outbox entry 424242"):
+        await store.mark_failed(424242, error="x", retry_at=None)
+
+
+async def test_unreadable_outbox_row_is_failed_and_skipped(store: SqlStore, db: Db) -> None:
+    ids = await store.save(new_state(), [], outbox=[reply("one"), reply("two"), reply("three")])
+    await db.sql("UPDATE {p}outbox SET message = '{{broken' WHERE id = :id", id=ids[0])
+    await db.sql(
+        "UPDATE {p}outbox SET message = :m WHERE id = :id",
+        m='{"event": "slot", "name": "x"}',
+        id=ids[1],
+    )
+    due = await store.pending_deliveries(now=time.time() + 1)
+    assert [d.id for d in due] == ids[2:]
+    rows = await db.sql("SELECT id, status, last_error FROM {p}outbox ORDER BY id")
+    assert [r.status for r in rows] == ["failed", "failed", "pending"]
+    assert "unreadable message" in rows[0].last_error
+    assert "not a bot message" in rows[1].last_error
+
+
+# --- small values, retention, durability ----------------------------------------------------
+
+
+async def test_key_values(store: SqlStore) -> None:
+    assert await store.get_value("telegram:buttons", "abc") is None
+    await store.put_value("telegram:buttons", "abc", '/inform{"order_id": "A1"}')
+    await store.put_value("slack:threads", "abc", "1700000000.000100")
+    assert await store.get_value("telegram:buttons", "abc") == '/inform{"order_id": "A1"}'
+    await store.put_value("telegram:buttons", "abc", "replaced")
+    assert await store.get_value("telegram:buttons", "abc") == "replaced"
+    assert await store.get_value("slack:threads", "abc") == "1700000000.000100"
+
+
+async def test_retention_deletes_old_conversations_with_everything_they_own(
+    store: SqlStore, db: Db
+) -> None:
+    for cid, active in (("rest:old", 100.0), ("rest:older", 50.0), ("rest:recent", 300.0)):
+        ev = user("hi", cid, message_id=f"m-{cid}")
+        answer = reply("hello", cid)
+        await store.save(
+            new_state(cid, last_active_at=active),
+            [ev, answer],
+            outbox=[answer],
+            message_key=("rest", f"m-{cid}"),
+        )
+    assert await store.delete_conversations_before(200.0) == 2
+    assert await store.delete_conversations_before(200.0) == 0
+    for cid in ("rest:old", "rest:older"):
+        assert await store.load(cid) is None
+        assert await store.events(cid) == []
+        assert not await store.is_processed("rest", f"m-{cid}")
+    assert await store.load("rest:recent") is not None
+    assert len(await store.events("rest:recent")) == 2
+    assert await store.is_processed("rest", "m-rest:recent")
+    outbox = await db.sql("SELECT conversation_id FROM {p}outbox")
+    assert [r.conversation_id for r in outbox] == ["rest:recent"]
+    assert (await turn(store, "rest:old", "back again"))[0].version == 1
+
+
+async def test_everything_survives_close_and_reopen(db: Db) -> None:
+    store = await db.open()
+    state, ids = await turn(store, CID, "remember me", message_id="m1")
+    await store.put_value("ns", "k", "v")
+    await store.close()
+    await store.close()  # closing twice is harmless
+
+    reopened = await db.open()
+    try:
+        assert await reopened.load(CID) == state
+        assert [s.seq for s in await reopened.events(CID)] == [1, 2]
+        assert await reopened.is_processed("rest", "m1")
+        assert [d.id for d in await reopened.pending_deliveries(now=time.time() + 1)] == ids
+        assert await reopened.get_value("ns", "k") == "v"
+        assert (await turn(reopened, CID, "and again"))[0].version == 2
+    finally:
+        await reopened.close()
+
+
+async def test_cache_is_bounded_and_written_through(db: Db) -> None:
+    store = await db.open(cache_size=1)
+    try:
+        await store.save(new_state("rest:a"), [])
+        await store.save(new_state("rest:b"), [])
+        await db.sql("UPDATE {p}conversations SET state = 'garbage'")
+        assert await store.load("rest:b") is not None, "the latest save is served from memory"
+        with pytest.raises(StoreError, match="rest:a"):
+            await store.load("rest:a")
+    finally:
+        await store.close()
+
+
+# --- bad input and bad data -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stored", ["{not json", "[1, 2]", '{"conversation_id": "rest:alice", "colour": "red"}']
+)
+async def test_corrupted_state_row_raises_store_error_naming_the_conversation(
+    db: Db, stored: str
+) -> None:
+    store = await db.open()
+    await store.save(new_state(), [])
+    await store.close()
+    await db.sql("UPDATE {p}conversations SET state = :s", s=stored)
+    reopened = await db.open()
+    try:
+        with pytest.raises(StoreError, match=r"conversation 'rest:alice': stored state"):
+            await reopened.load(CID)
+    finally:
+        await reopened.close()
+
+
+async def test_corrupted_event_row_raises_store_error_naming_it(store: SqlStore, db: Db) -> None:
+    await store.save(new_state(), [user("one"), user("two")])
+    await db.sql("UPDATE {p}events SET data = 'oops' WHERE seq = 2")
+    assert len(await store.events(CID, limit=1)) == 1
+    with pytest.raises(StoreError, match=r"'rest:alice': event 2 is unreadable"):
+        await store.events(CID)
+
+
+async def test_unstorable_turn_is_refused_before_anything_is_written(store: SqlStore) -> None:
+    state = new_state(slots={"when": object()})
+    with pytest.raises(StoreError, match="rest:alice"):
+        await store.save(state, [user("hi")])
+    bad_event = UserMessage(
+        channel="rest", conversation_id=CID, sender_id="alice", metadata={"raw": {1, 2}}
+    )
+    with pytest.raises(StoreError, match="cannot store this turn"):
+        await store.save(new_state(), [bad_event])
+    with pytest.raises(StoreError, match="message_key"):
+        await store.save(new_state(), [], message_key=("telegram", 42))  # type: ignore[arg-type]
+    assert await store.load(CID) is None
+    assert await store.events(CID) == []
+    await store.save(new_state(slots={"when": "today"}), [user("hi")])  # the store still works
+
+
+async def test_non_string_values_are_refused(store: SqlStore) -> None:
+    with pytest.raises(StoreError, match="must be strings"):
+        await store.put_value("ns", "k", 42)  # type: ignore[arg-type]
+    assert await store.get_value("ns", "k") is None
+
+
+async def test_closed_store_refuses_work(db: Db) -> None:
+    store = await db.open()
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.load(CID)
+    with pytest.raises(StoreError, match="closed"):
+        await store.save(new_state(), [])
+
+
+async def test_close_commits_queued_writes(db: Db) -> None:
+    store = await db.open()
+    saves = [
+        asyncio.create_task(store.save(new_state(f"rest:q{n}"), [user("hi", f"rest:q{n}")]))
+        for n in range(30)
+    ]
+    await asyncio.sleep(0)  # every save is queued, none committed yet
+    await store.close()
+    assert [await save for save in saves] == [[]] * 30
+    reopened = await db.open()
+    try:
+        assert all([await reopened.load(f"rest:q{n}") for n in range(30)])
+    finally:
+        await reopened.close()
+
+
+def test_urls_are_mapped_to_the_drivers_the_store_runs() -> None:
+    assert database_url("sqlite:///kefu.db").drivername == "sqlite+pysqlite"
+    assert database_url("sqlite+aiosqlite:///kefu.db").drivername == "sqlite+pysqlite"
+    assert database_url("postgresql://u@db/kefu").drivername == "postgresql+asyncpg"
+    assert database_url("postgresql+psycopg2://u@db/kefu").drivername == "postgresql+asyncpg"
+
+
+@pytest.mark.parametrize("url", ["mysql://u:pw@db/kefu", "not a url", ""])
+def test_unsupported_or_malformed_url_is_refused(url: str) -> None:
+    with pytest.raises(StoreError, match="database URL") as error:
+        SqlStore(url)
+    assert ":pw@" not in str(error.value)
+
+
+def test_invalid_table_prefix_is_refused() -> None:
+    with pytest.raises(StoreError, match="table prefix"):
+        SqlStore("sqlite://", table_prefix="x; DROP TABLE kv")
+
+
+async def test_unreachable_database_names_it_without_the_password() -> None:
+    with pytest.raises(StoreError, match="127.0.0.1:1") as error:
+        await open_store("postgresql://kefu:s3cret@127.0.0.1:1/kefu")
+    assert "s3cret" not in str(error.value)
+
+
+async def test_in_memory_sqlite_works() -> None:
+    store = await open_store("sqlite://")
+    try:
+        state, ids = await turn(store, CID, "hi", message_id="m1")
+        assert await store.load(CID) == state
+        assert [d.id for d in await store.pending_deliveries(now=time.time() + 1)] == ids
+        assert len(await store.events(CID)) == 2
+    finally:
+        await store.close()
