@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from bot.ports import Answer, AnswerRequest
+from bot.understanding.language import detect_language
 
 __all__ = ["KnowledgeAnswerer", "KnowledgeBase", "Passage", "tokenize"]
 
@@ -37,7 +38,6 @@ _OTHER_LANGUAGE_WEIGHT = 0.5
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[a-z0-9]+(?:'[a-z]+)?|[{_CJK}]+")
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
-_LETTER = re.compile(rf"[a-zA-Z{_CJK}]")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s|(?<=[。！？；])|\n")
@@ -91,15 +91,6 @@ def _stem(word: str) -> str:
                 stem = stem[:-1]
             return stem
     return word
-
-
-def detect_language(text: str) -> str:
-    """``zh`` when a fair share of the letters are Chinese characters, else ``en``."""
-    letters = _LETTER.findall(text)
-    if not letters:
-        return "en"
-    chinese = sum(1 for c in letters if _CJK_CHAR.match(c))
-    return "zh" if chinese / len(letters) >= 0.2 else "en"
 
 
 def _base_language(code: str) -> str:

@@ -414,7 +414,7 @@ class SqlStore:
         conv, processed = t.conversations, t.processed
         query = (
             select(conv.c.id, conv.c.version, conv.c.last_seq)
-            .where(conv.c.id.in_({turn.conversation_id for turn in turns}))
+            .where(conv.c.id.in_(sorted({turn.conversation_id for turn in turns})))
             .order_by(conv.c.id)
         )
         if self._db.dialect == "postgresql":

@@ -121,9 +121,11 @@ class Shop:
         """The conversation's outbox rows once ``ready`` holds for them (the agent records an
         attempt just after the double answered it)."""
         async with asyncio.timeout(WAIT):
-            while not ready(rows := self.outbox(conversation_id)):
+            while True:
+                rows = self.outbox(conversation_id)
+                if ready(rows):
+                    return rows
                 await asyncio.sleep(0.02)
-        return rows
 
     def outbox(self, conversation_id: str) -> list[OutboxRow]:
         """(status, attempts, last_error) of the conversation's outbox rows, oldest first."""
