@@ -138,6 +138,9 @@ class Agent:
 
     async def start(self) -> None:
         """Start retrying undelivered messages in the background."""
+        load_names = getattr(self.action_runner, "load_action_names", None)
+        if load_names is not None:  # a remote action server: learn its actions up front
+            await load_names()
         if self._retry_task is None:
             self._retry_task = asyncio.create_task(self._retry_deliveries())
 
