@@ -1,4 +1,10 @@
-"""rasa-sdk actions of the reference shop."""
+"""rasa-sdk actions of the reference shop: order verification and the order flows.
+
+Refund actions live in ``actions/refunds.py``; payments, complaints, reviews, the newsletter
+and product recommendations in ``actions/feedback.py``. Every action talks to the shop through
+``actions.shop.shop()`` (the ``ShopService`` interface) and writes in the ``language`` slot's
+language.
+"""
 
 from __future__ import annotations
 
@@ -8,53 +14,302 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.shop import Order, shop
+from actions.common import describe, language, masked, money, remember_verified, say, verified_order
+from actions.shop import ShopError, shop
 
-_STATUS_TEXT = {
-    "en": {
-        "processing": "is being prepared and should ship soon (expected {eta})",
-        "shipped": "has shipped with {carrier}, tracking number {tracking}, arriving around {eta}",
-        "delivered": "was delivered",
-        "cancelled": "was cancelled",
-    },
-    "zh": {
-        "processing": "正在备货，预计很快发货（预计 {eta}）",
-        "shipped": "已由{carrier}发出，运单号 {tracking}，预计 {eta} 送达",
-        "delivered": "已签收",
-        "cancelled": "已取消",
-    },
-}
+MAX_ORDER_ATTEMPTS = 2
+"""Unknown order numbers before a human is offered (the customer may retry once)."""
+MAX_CONTACT_ATTEMPTS = 2
+
+Events = list[dict[str, Any]]
 
 
-def describe(order: Order, language: str) -> str:
-    """One sentence about an order, in the customer's language."""
-    texts = _STATUS_TEXT["zh" if language == "zh" else "en"]
-    status = texts.get(order.status, order.status).format(
-        eta=order.eta or "-", carrier=order.carrier or "-", tracking=order.tracking_number or "-"
-    )
-    items = "、".join(order.items) if language == "zh" else ", ".join(order.items)
-    if language == "zh":
-        return f"您的订单 {order.id}（{items}）{status}。"
-    return f"Your order {order.id} ({items}) {status}."
-
-
-class ActionLookupOrder(Action):
-    """Look the order up and check the e-mail before revealing anything about it."""
+class ActionStartOrderTask(Action):
+    """First step of every order flow: fresh attempt counters, and the order handed over by
+    a flow that linked here (cancel → refund)."""
 
     def name(self) -> str:
-        return "action_lookup_order"
+        return "action_start_order_task"
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        order = shop().find_order(str(tracker.get_slot("order_id") or ""))
-        if order is None:
-            return [SlotSet("order_status", "not_found")]
-        email = str(tracker.get_slot("email") or "").strip().lower()
-        if email != order.email.lower():
-            return [SlotSet("order_status", "not_verified")]
-        language = str(tracker.get_slot("language") or "en")
-        return [
-            SlotSet("order_status", order.status),
-            SlotSet("order_summary", describe(order, language)),
+    ) -> Events:
+        events = [
+            SlotSet("order_attempts", 0.0),
+            SlotSet("contact_attempts", 0.0),
+            SlotSet("order_check", None),
         ]
+        carried = tracker.get_slot("carry_order")
+        if carried:
+            events += [SlotSet("order_id", carried), SlotSet("carry_order", None)]
+        return events
+
+
+class ActionCarryOrder(Action):
+    """Hand the current order over to the flow linked next."""
+
+    def name(self) -> str:
+        return "action_carry_order"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> Events:
+        return [SlotSet("carry_order", tracker.get_slot("order_id"))]
+
+
+def _verified_events(tracker: Tracker, order: Any, contact: str | None) -> Events:
+    lang = language(tracker)
+    return [
+        SlotSet("order_check", "verified"),
+        SlotSet("order_status", order.status),
+        SlotSet("order_summary", describe(order, lang)),
+        *remember_verified(tracker, order, contact),
+    ]
+
+
+class ActionCheckOrder(Action):
+    """Find the order; it is verified at once when this conversation already proved the order
+    or a contact that owns it, or when the customer gave a matching contact up front."""
+
+    def name(self) -> str:
+        return "action_check_order"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> Events:
+        order = shop().find_order(str(tracker.get_slot("order_id") or ""))
+        hidden = [SlotSet("order_status", None), SlotSet("order_summary", None)]
+        if order is None:
+            attempts = float(tracker.get_slot("order_attempts") or 0) + 1
+            check = "retry" if attempts < MAX_ORDER_ATTEMPTS else "not_found"
+            return [SlotSet("order_attempts", attempts), SlotSet("order_check", check), *hidden]
+        events: Events = [SlotSet("order_id", order.id), SlotSet("order_attempts", 0.0)]
+        if verified_order_matches(tracker, order.id):
+            return events + _verified_events(tracker, order, None)
+        known_contact = tracker.get_slot("verified_contact")
+        if known_contact and order.belongs_to(str(known_contact)):
+            return events + _verified_events(tracker, order, None)
+        contact = tracker.get_slot("contact")
+        if contact and order.belongs_to(str(contact)):
+            return events + _verified_events(tracker, order, str(contact))
+        return events + [
+            SlotSet("order_check", "needs_contact"),
+            SlotSet("contact", None),
+            SlotSet("contact_attempts", 0.0),
+            *hidden,
+        ]
+
+
+def verified_order_matches(tracker: Tracker, order_id: str) -> bool:
+    known = str(tracker.get_slot("verified_order") or "").split(",")
+    return order_id in known
+
+
+class ActionVerifyContact(Action):
+    """Check the e-mail address or phone number the customer gave against the order."""
+
+    def name(self) -> str:
+        return "action_verify_contact"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> Events:
+        order = shop().find_order(str(tracker.get_slot("order_id") or ""))
+        contact = str(tracker.get_slot("contact") or "")
+        if order is not None and contact and order.belongs_to(contact):
+            return _verified_events(tracker, order, contact)
+        attempts = float(tracker.get_slot("contact_attempts") or 0) + 1
+        check = "contact_retry" if attempts < MAX_CONTACT_ATTEMPTS else "not_verified"
+        return [
+            SlotSet("contact_attempts", attempts),
+            SlotSet("order_check", check),
+            SlotSet("contact", None),
+        ]
+
+
+def _refused(dispatcher: CollectingDispatcher, lang: str, order_id: str, reason: str) -> None:
+    """Tell the customer the shop refused a change, in their language."""
+    if reason == "not_verified":
+        dispatcher.utter_message(
+            text=say(
+                lang,
+                "I need to verify order {id} before I can change it.",
+                "需要先验证订单 {id}，才能进行修改。",
+                id=order_id,
+            )
+        )
+        return
+    dispatcher.utter_message(
+        text=say(
+            lang,
+            "Sorry, order {id} can no longer be changed: it is {status}.",
+            "抱歉，订单 {id} 已无法修改：订单状态为{status}。",
+            id=order_id,
+            status=_STATUS_WORDS[lang].get(reason, reason),
+        )
+    )
+
+
+_STATUS_WORDS = {
+    "en": {"shipped": "already shipped", "delivered": "already delivered", "cancelled": "cancelled"},
+    "zh": {"shipped": "已发货", "delivered": "已签收", "cancelled": "已取消", "not_found": "未找到"},
+}
+
+
+class ActionCancelOrder(Action):
+    """Cancel the verified order; the full amount is refunded."""
+
+    def name(self) -> str:
+        return "action_cancel_order"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> Events:
+        lang = language(tracker)
+        order_id = verified_order(tracker)
+        if order_id is None:
+            _refused(dispatcher, lang, str(tracker.get_slot("order_id")), "not_verified")
+            return []
+        try:
+            order = shop().cancel_order(order_id)
+        except ShopError as err:
+            _refused(dispatcher, lang, order_id, err.reason)
+            return []
+        dispatcher.utter_message(
+            text=say(
+                lang,
+                "Done: order {id} is cancelled. The full amount of {total} goes back to your "
+                "original payment method within 5–10 working days.",
+                "已为您取消订单 {id}。全额 {total} 将在 5–10 个工作日内原路退回。",
+                id=order.id,
+                total=money(order.total),
+            )
+        )
+        return [SlotSet("order_status", order.status)]
+
+
+class ActionChangeOrder(Action):
+    """Record the change of items or quantities of the verified order."""
+
+    def name(self) -> str:
+        return "action_change_order"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> Events:
+        lang = language(tracker)
+        order_id = verified_order(tracker)
+        if order_id is None:
+            _refused(dispatcher, lang, str(tracker.get_slot("order_id")), "not_verified")
+            return []
+        try:
+            shop().change_order(order_id, masked(tracker.get_slot("order_change")))
+        except ShopError as err:
+            _refused(dispatcher, lang, order_id, err.reason)
+            return []
+        dispatcher.utter_message(response="utter_order_changed")
+        return []
+
+
+class ActionChangeAddress(Action):
+    """Change the delivery address of the verified order."""
+
+    def name(self) -> str:
+        return "action_change_address"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> Events:
+        lang = language(tracker)
+        order_id = verified_order(tracker)
+        if order_id is None:
+            _refused(dispatcher, lang, str(tracker.get_slot("order_id")), "not_verified")
+            return []
+        try:
+            shop().change_address(order_id, masked(tracker.get_slot("new_address")))
+        except ShopError as err:
+            _refused(dispatcher, lang, order_id, err.reason)
+            return []
+        dispatcher.utter_message(response="utter_address_changed")
+        return []
+
+
+class ActionGetInvoice(Action):
+    """The invoice link of the verified order (issued once it has shipped)."""
+
+    def name(self) -> str:
+        return "action_get_invoice"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> Events:
+        lang = language(tracker)
+        order_id = verified_order(tracker)
+        order = shop().find_order(order_id) if order_id else None
+        if order is None:
+            _refused(dispatcher, lang, str(tracker.get_slot("order_id")), "not_verified")
+            return []
+        if order.status == "cancelled":
+            text = say(
+                lang,
+                "Order {id} was cancelled, so no invoice was issued for it.",
+                "订单 {id} 已取消，因此没有开具发票。",
+                id=order.id,
+            )
+        elif order.status == "processing":
+            text = say(
+                lang,
+                "The invoice for order {id} is issued when the order ships (expected soon); "
+                "you'll get it by e-mail, or ask me again then.",
+                "订单 {id} 的发票将在发货时开具，届时会发送到您的邮箱，您也可以到时再来问我。",
+                id=order.id,
+            )
+        else:
+            text = say(
+                lang,
+                "Here's the invoice for order {id} ({total}): {url}",
+                "这是订单 {id}（{total}）的电子发票：{url}",
+                id=order.id,
+                total=money(order.total),
+                url=f"https://kefu-shop.example/invoices/{order.id}.pdf",
+            )
+        dispatcher.utter_message(text=text)
+        return []
+
+
+class _MaskingValidation(Action):
+    """Keep free text the customer typed, with any card number masked (``**** 1234``)."""
+
+    slot = ""
+
+    def name(self) -> str:
+        return f"validate_{self.slot}"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> Events:
+        value = tracker.get_slot(self.slot)
+        if value is None:
+            return []
+        clean = masked(value)
+        return [SlotSet(self.slot, clean)] if clean != value else []
+
+
+class ValidateOrderChange(_MaskingValidation):
+    slot = "order_change"
+
+
+class ValidateNewAddress(_MaskingValidation):
+    slot = "new_address"
+
+
+class ValidatePaymentDetails(_MaskingValidation):
+    slot = "payment_details"
+
+
+class ValidateComplaintDetails(_MaskingValidation):
+    slot = "complaint_details"
+
+
+class ValidateReviewComment(_MaskingValidation):
+    slot = "review_comment"

@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,10 @@ REMOTE_ACTION_PREFIXES = ("action_", "validate_")
 
 
 def tracker_for(
-    state: ConversationState, *, domain_slots: Iterable[str] | None = None
+    state: ConversationState,
+    *,
+    events: Sequence[dict[str, Any]] = (),
+    domain_slots: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Rasa's tracker JSON for ``state``, as ``rasa_sdk.Tracker.from_dict`` reads it.
 
@@ -63,7 +66,7 @@ def tracker_for(
     """
     slots: dict[str, Any] = dict.fromkeys(domain_slots or ())
     slots.update(state.slots)
-    events = [_rasa_event(e) for e in state.recent_events]
+    rasa_events = [_rasa_event(e) for e in events]
     latest_message: dict[str, Any] = {
         "text": None,
         "intent": {},
@@ -75,8 +78,8 @@ def tracker_for(
         "sender_id": state.conversation_id,
         "slots": slots,
         "latest_message": latest_message,
-        "latest_event_time": events[-1].get("timestamp") if events else None,
-        "events": events,
+        "latest_event_time": rasa_events[-1].get("timestamp") if rasa_events else None,
+        "events": rasa_events,
         "paused": state.paused,
         "followup_action": None,
         "active_loop": {},

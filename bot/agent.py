@@ -200,11 +200,19 @@ class Agent:
             await self.store.save(state, events)
 
     async def _run_turn(self, state: ConversationState, message: UserMessage) -> Turn:
+        stored = state.event_count
+
+        async def earlier_events() -> list[dict[str, Any]]:
+            after = max(0, stored - constants.RECENT_EVENTS_KEPT)
+            found = await self.store.events(state.conversation_id, after=after)
+            return [item.event.to_dict() for item in found]
+
         turn = Turn(
             state=state,
             domain=self.project.domain,
             flows=self.project.flows,
             rng=random.Random(f"{state.conversation_id}:{state.event_count}"),
+            earlier_events=earlier_events,
         )
         if message.metadata:
             state.profile.update({k: v for k, v in message.metadata.items() if k in _PROFILE_KEYS})

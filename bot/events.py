@@ -9,6 +9,7 @@ keeps unknown Rasa events as :class:`UnknownEvent` rather than failing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -66,8 +67,8 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, with the discriminator under ``"event"``."""
         data: dict[str, Any] = {"event": self.event}
-        for f in dataclasses.fields(self):
-            data[f.name] = _to_json(getattr(self, f.name))
+        for name in _field_names(type(self)):
+            data[name] = _to_json(getattr(self, name))
         return data
 
     @classmethod
@@ -76,13 +77,24 @@ class Event:
         return cls(**{k: _from_json(cls, k, v) for k, v in data.items() if k in names})
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    # Every event of every turn passes through here: the cheap checks come first.
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, tuple | list):
         return [_to_json(v) for v in value]
     if isinstance(value, dict):
         return {k: _to_json(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _to_json(getattr(value, name)) for name in _field_names(type(value))}
     return value
 
 

@@ -10,7 +10,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bot import constants
 from bot.events import Event
 
 
@@ -35,17 +34,15 @@ class ConversationState:
     event_count: int = 0
     version: int = 0
     """Incremented by every save; the store refuses a save based on an older version."""
-    recent_events: list[dict[str, Any]] = field(default_factory=list)
-    """The last few events as Rasa dicts, for actions that read ``tracker.events``."""
     profile: dict[str, Any] = field(default_factory=dict)
     """What the channel knows of the customer (name, platform language code)."""
 
     def remember(self, events: list[Event]) -> None:
-        """Append ``events`` to ``recent_events``, keeping only the newest few."""
-        self.recent_events.extend(e.to_dict() for e in events)
-        overflow = len(self.recent_events) - constants.RECENT_EVENTS_KEPT
-        if overflow > 0:
-            del self.recent_events[:overflow]
+        """Count ``events`` as appended to the log and the conversation as active now.
+
+        The events themselves live only in the store's log: the state stays small, so a turn
+        costs the same however long the conversation has been.
+        """
         self.event_count += len(events)
         self.last_active_at = time.time()
 

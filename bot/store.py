@@ -6,11 +6,15 @@ Three things keep a turn's storage cost tiny:
   rarely reads the database. The version check in ``save`` stays the source of truth: a stale
   entry (another process wrote) costs one ``ConcurrentUpdateError`` and is evicted.
 - Writes go through one writer task that commits everything queued meanwhile in a single
-  transaction (group commit). A batch first runs without savepoints; if any write in it fails,
-  it is rolled back and replayed with a savepoint per write, so a conflict fails only its caller.
+  transaction (group commit), and the turns of a batch are written with a handful of statements
+  in all, not a handful each. Stale versions and duplicate message ids are found by reading
+  under the write lock before anything is written, so they fail only their own caller; any
+  other failure rolls the batch back and replays it with a savepoint per write.
 - Each batch is one call into the database layer: for SQLite, a dedicated thread running the
-  standard ``sqlite3`` driver (an async driver would hop threads on every statement, which costs
+  standard ``sqlite3`` driver (an async driver hops threads on every statement, which costs
   more than the statement); for PostgreSQL, asyncpg inside ``run_sync``.
+
+SQLite suits one process; run several processes on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -66,10 +70,10 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 _SQLITE_READERS = 2
 _DELETE_CHUNK = 500
 _DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+asyncpg"}
-_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,19}")  # index names stay within 63 chars
 _PENDING, _DELIVERED, _FAILED = "pending", "delivered", "failed"
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 _Work = Callable[[Connection], Any]
 
 
@@ -159,11 +163,11 @@ class _Database(Protocol):
 
     dialect: str
 
-    async def write(self, work: Callable[[Connection], T]) -> T:
+    async def write(self, work: Callable[[Connection], _T]) -> _T:
         """Run ``work`` in a write transaction; commit if it returns, roll back if it raises."""
         ...
 
-    async def read(self, work: Callable[[Connection], T]) -> T:
+    async def read(self, work: Callable[[Connection], _T]) -> _T:
         """Run ``work`` outside any write transaction."""
         ...
 
@@ -193,11 +197,11 @@ class _SqliteDatabase:
             else ThreadPoolExecutor(_SQLITE_READERS, thread_name_prefix="kefu-store-reader")
         )
 
-    async def write(self, work: Callable[[Connection], T]) -> T:
+    async def write(self, work: Callable[[Connection], _T]) -> _T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, _in_transaction, self._write_engine, work)
 
-    async def read(self, work: Callable[[Connection], T]) -> T:
+    async def read(self, work: Callable[[Connection], _T]) -> _T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, _connected, self._engine, work)
 
@@ -215,11 +219,11 @@ class _PostgresDatabase:
     def __init__(self, url: URL) -> None:
         self._engine = create_async_engine(url)
 
-    async def write(self, work: Callable[[Connection], T]) -> T:
+    async def write(self, work: Callable[[Connection], _T]) -> _T:
         async with self._engine.begin() as conn:
             return await conn.run_sync(work)
 
-    async def read(self, work: Callable[[Connection], T]) -> T:
+    async def read(self, work: Callable[[Connection], _T]) -> _T:
         async with self._engine.connect() as conn:
             return await conn.run_sync(work)
 
@@ -227,12 +231,12 @@ class _PostgresDatabase:
         await self._engine.dispose()
 
 
-def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+def _in_transaction(engine: Engine, work: Callable[[Connection], _T]) -> _T:
     with engine.begin() as conn:
         return work(conn)
 
 
-def _connected(engine: Engine, work: Callable[[Connection], T]) -> T:
+def _connected(engine: Engine, work: Callable[[Connection], _T]) -> _T:
     with engine.connect() as conn:
         return work(conn)
 
@@ -676,7 +680,7 @@ class SqlStore:
 
     # --- plumbing -----------------------------------------------------------------------
 
-    async def _read(self, work: Callable[[Connection], T]) -> T:
+    async def _read(self, work: Callable[[Connection], _T]) -> _T:
         try:
             return await self._db.read(work)
         except SQLAlchemyError as exc:
@@ -684,7 +688,7 @@ class SqlStore:
 
     async def _write(self, payload: _Payload) -> Any:
         if self._group_commit:
-            if self._writer is None:
+            if self._writer is None or self._writer.done():
                 self._writer = asyncio.create_task(self._run_writer(), name="kefu-store-writer")
             job = _Job(payload, asyncio.get_running_loop().create_future())
             self._queue.put_nowait(job)

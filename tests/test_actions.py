@@ -34,6 +34,18 @@ DOMAIN: dict[str, Any] = {
 }
 
 
+EVENTS: list[dict[str, Any]] = [
+    {
+        "event": "user",
+        "timestamp": 1.0,
+        "channel": "telegram",
+        "conversation_id": "telegram:5550123",
+        "sender_id": "5550123",
+        "text": "where is my parcel?",
+    }
+]
+
+
 def _state(**slots: Any) -> ConversationState:
     return ConversationState(
         conversation_id="telegram:5550123",
@@ -46,22 +58,12 @@ def _state(**slots: Any) -> ConversationState:
             "entities": [],
         },
         latest_action="action_listen",
-        recent_events=[
-            {
-                "event": "user",
-                "timestamp": 1.0,
-                "channel": "telegram",
-                "conversation_id": "telegram:5550123",
-                "sender_id": "5550123",
-                "text": "where is my parcel?",
-            }
-        ],
         stack=[{"type": "flow", "flow_id": "track_order", "step_id": "ask_id"}],
     )
 
 
 def _tracker(**slots: Any) -> dict[str, Any]:
-    return tracker_for(_state(**slots), domain_slots=DOMAIN["slots"])
+    return tracker_for(_state(**slots), events=EVENTS, domain_slots=DOMAIN["slots"])
 
 
 def _free_port() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import textwrap
 import time
 from collections.abc import AsyncIterator
@@ -1041,10 +1042,7 @@ async def test_a_long_conversation_does_not_load_its_history(
     assert ("counter", "1000") in slot_events(result)
     monkeypatch.undo()
     loaded = await chat.state()
-    assert len(loaded.recent_events) <= constants.RECENT_EVENTS_KEPT
-    assert (
-        loaded.recent_events[-1]["event"] == "slot" and loaded.recent_events[-1]["value"] == "1000"
-    )
+    assert len(json.dumps(loaded.to_dict())) < 4_000  # the state does not grow with the log
     assert loaded.event_count == len(await agent.store.events(chat.cid))
 
 

@@ -582,3 +582,8 @@ async def test_in_memory_sqlite_works() -> None:
         assert len(await store.events(CID)) == 2
     finally:
         await store.close()
+
+
+async def test_missing_sqlite_directory_is_reported(tmp_path: Any) -> None:
+    with pytest.raises(StoreError, match="cannot open database"):
+        await open_store(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'kefu.db'}")

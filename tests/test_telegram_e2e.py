@@ -31,7 +31,7 @@ from bot.testing.telegram_double import TelegramBotApiDouble
 from channels.telegram import SECRET_HEADER, WEBHOOK_PATH, TelegramChannel
 from tests import telegram_updates as tg
 
-ROOT = Path(__import__("os").environ.get("KEFU_E2E_PROJECT") or Path(__file__).parent.parent)
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = "e2e-s3cret_token"
 PUBLIC_URL = "https://shop.example"
 WAIT = 5.0

@@ -185,7 +185,7 @@ class DefaultActions:
             language=turn.language,
             kind=kind,
             conversation_id=turn.state.conversation_id,
-            history=_history(turn),
+            history=_history(await turn.recent_events()),
             slots={k: v for k, v in turn.state.slots.items() if v is not None},
         )
         try:
@@ -226,9 +226,9 @@ class DefaultActions:
         turn.emit(ConversationPaused())
 
 
-def _history(turn: Turn) -> tuple[tuple[str, str], ...]:
+def _history(events: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
     pairs = []
-    for event in turn.state.recent_events[-12:]:
+    for event in events[-12:]:
         if event.get("event") == "user" and event.get("text"):
             pairs.append(("user", str(event["text"])))
         elif event.get("event") == "bot" and event.get("text"):

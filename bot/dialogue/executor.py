@@ -362,7 +362,9 @@ class FlowExecutor:
         from bot.actions import tracker_for  # the runner's tracker shape lives with the runners
 
         assert self.action_runner is not None
-        tracker = tracker_for(turn.state, domain_slots=turn.domain.slots)
+        tracker = tracker_for(
+            turn.state, events=await turn.recent_events(), domain_slots=turn.domain.slots
+        )
         tracker["slots"] = turn.slots()
         result = await self.action_runner.run(name, tracker=tracker, domain=turn.domain.raw)
         turn.emit(ActionExecuted(name=name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,13 @@ class Turn:
     events: list[Event] = field(default_factory=list)
     messages: list[BotMessage] = field(default_factory=list)
     rng: random.Random = field(default_factory=random.Random)
+    earlier_events: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    """Loads the conversation's latest stored events, for actions that read ``tracker.events``."""
+
+    async def recent_events(self) -> list[dict[str, Any]]:
+        """The latest events as Rasa dicts: stored ones, then this turn's so far."""
+        earlier = await self.earlier_events() if self.earlier_events is not None else []
+        return earlier + [e.to_dict() for e in self.events]
 
     @property
     def language(self) -> str:
