@@ -92,7 +92,8 @@ class ActionCheckOrder(Action):
         contact = tracker.get_slot("contact")
         if contact and order.belongs_to(str(contact)):
             return events + _verified_events(tracker, order, str(contact))
-        return events + [
+        return [
+            *events,
             SlotSet("order_check", "needs_contact"),
             SlotSet("contact", None),
             SlotSet("contact_attempts", 0.0),
@@ -151,8 +152,17 @@ def _refused(dispatcher: CollectingDispatcher, lang: str, order_id: str, reason:
 
 
 _STATUS_WORDS = {
-    "en": {"shipped": "already shipped", "delivered": "already delivered", "cancelled": "cancelled"},
-    "zh": {"shipped": "已发货", "delivered": "已签收", "cancelled": "已取消", "not_found": "未找到"},
+    "en": {
+        "shipped": "already shipped",
+        "delivered": "already delivered",
+        "cancelled": "cancelled",
+    },
+    "zh": {
+        "shipped": "已发货",
+        "delivered": "已签收",
+        "cancelled": "已取消",
+        "not_found": "未找到",
+    },
 }
 
 
@@ -277,7 +287,7 @@ class ActionGetInvoice(Action):
         return []
 
 
-class _MaskingValidation(Action):
+class _MaskingValidation:
     """Keep free text the customer typed, with any card number masked (``**** 1234``)."""
 
     slot = ""
@@ -295,21 +305,21 @@ class _MaskingValidation(Action):
         return [SlotSet(self.slot, clean)] if clean != value else []
 
 
-class ValidateOrderChange(_MaskingValidation):
+class ValidateOrderChange(_MaskingValidation, Action):
     slot = "order_change"
 
 
-class ValidateNewAddress(_MaskingValidation):
+class ValidateNewAddress(_MaskingValidation, Action):
     slot = "new_address"
 
 
-class ValidatePaymentDetails(_MaskingValidation):
+class ValidatePaymentDetails(_MaskingValidation, Action):
     slot = "payment_details"
 
 
-class ValidateComplaintDetails(_MaskingValidation):
+class ValidateComplaintDetails(_MaskingValidation, Action):
     slot = "complaint_details"
 
 
-class ValidateReviewComment(_MaskingValidation):
+class ValidateReviewComment(_MaskingValidation, Action):
     slot = "review_comment"

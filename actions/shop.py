@@ -126,7 +126,9 @@ class ShopService(Protocol):
 
     def refund_status(self, order_id: str) -> Refund | None: ...
 
-    def products(self, category: str | None = None, max_price: float | None = None) -> list[Product]: ...
+    def products(
+        self, category: str | None = None, max_price: float | None = None
+    ) -> list[Product]: ...
 
     def record_complaint(self, details: str, order_id: str | None = None) -> str: ...
 
@@ -263,8 +265,10 @@ class DemoShop:
 
     # --- catalogue -------------------------------------------------------------------------
 
-    def products(self, category: str | None = None, max_price: float | None = None) -> list[Product]:
-        """Products of ``category`` (all when None) costing at most ``max_price``, cheapest first."""
+    def products(
+        self, category: str | None = None, max_price: float | None = None
+    ) -> list[Product]:
+        """Products of ``category`` (all when None) within ``max_price``, cheapest first."""
         found = [
             p
             for p in self._products

@@ -69,6 +69,7 @@ class Phase:
     timeouts: int = 0
     elapsed: float = 0.0
     mismatches: int = 0
+    example: str = ""
 
     @property
     def rate(self) -> float:
@@ -281,8 +282,10 @@ async def telegram_phase(
                 received = len(arrivals.times[chat_id])
                 continue
             phase.latencies.append(arrived - started)
-            if arrivals.texts[chat_id][received - len(want) : received] != want:
+            got = arrivals.texts[chat_id][received - len(want) : received]
+            if got != want:
                 phase.mismatches += 1
+                phase.example = phase.example or f"step {step}: REST {want!r}, Telegram {got!r}"
 
     began = time.perf_counter()
     await asyncio.gather(*(chat(first_chat + i) for i in range(chats)))
@@ -331,6 +334,8 @@ async def run(args: argparse.Namespace, project: Path, db_path: Path) -> None:
         f"messages per script step {[len(expected.get(i, [])) for i in range(len(SCRIPT))]} "
         f"({replies} per round); sendMessage calls {sends}, sendChatAction {typing}"
     )
+    if telegram.example:
+        print(f"first difference: {telegram.example}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -67,7 +67,6 @@ MAX_BATCH = 500
 """Writes committed together at most; bounds a transaction's size and a write's latency."""
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long SQLite waits for another process's write lock before failing."""
-_SQLITE_READERS = 2
 _DELETE_CHUNK = 500
 _DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+asyncpg"}
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,19}")  # index names stay within 63 chars
@@ -175,11 +174,12 @@ class _Database(Protocol):
 
 
 class _SqliteDatabase:
-    """SQLite through the standard driver: writes on one thread, reads on a few others.
+    """SQLite through the standard driver: writes on one thread, reads on the event loop.
 
     One writer thread serialises this process's writes, so they never wait on SQLite's lock
-    for each other; WAL lets the readers run while it commits. An in-memory database lives on
-    one connection, so there the writer thread serves reads too.
+    for each other, and commits (fsync at checkpoints) stay off the loop. Reads run inline: in
+    WAL mode a read never waits for the writer, and a lookup costs less than handing it to a
+    thread. An in-memory database lives on the writer thread's connection, so it serves reads.
     """
 
     dialect = "sqlite"
@@ -190,25 +190,21 @@ class _SqliteDatabase:
         event.listen(self._engine, "begin", _sqlite_on_begin)
         self._write_engine = self._engine.execution_options(kefu_write=True)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kefu-store-writer")
-        in_memory = url.database in (None, "", ":memory:")
-        self._readers = (
-            self._writer
-            if in_memory
-            else ThreadPoolExecutor(_SQLITE_READERS, thread_name_prefix="kefu-store-reader")
-        )
+        self._in_memory = url.database in (None, "", ":memory:")
 
     async def write(self, work: Callable[[Connection], _T]) -> _T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, _in_transaction, self._write_engine, work)
 
     async def read(self, work: Callable[[Connection], _T]) -> _T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, _connected, self._engine, work)
+        if self._in_memory:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._writer, _connected, self._engine, work)
+        return _connected(self._engine, work)
 
     async def dispose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._writer, self._engine.dispose)
         self._writer.shutdown()
-        self._readers.shutdown()
 
 
 class _PostgresDatabase:

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Mapping
 
 from bot.dialogue import commands as cmd
-from bot.dialogue.stack import collecting, top_user_frame
+from bot.dialogue.stack import collecting, top_user_frame, user_frames
 from bot.dialogue.turn import Turn
 from bot.domain import SlotDefinition
 from bot.flows.conditions import compile_condition
@@ -223,10 +223,14 @@ def _corrections(turn: Turn, parse: Parse, active: dict[str, object] | None) -> 
     """Entities that change a slot the running flow already collected."""
     if active is None:
         return {}
-    flow = turn.flows.get(str(active["flow_id"]))
-    if flow is None:
-        return {}
-    collected = _collected(turn, flow, set())
+    collected: set[str] = set()
+    frames = user_frames(turn.state.stack)
+    for frame in reversed(frames[: frames.index(active) + 1] if active in frames else [active]):
+        flow = turn.flows.get(str(frame["flow_id"]))
+        if flow is not None:
+            collected |= _collected(turn, flow, set())
+        if frame.get("frame_type") != "call":
+            break  # a called flow's callers' slots can be corrected too; an interrupted flow's not
     slots = turn.slots()
     changes: dict[str, object] = {}
     for entity in parse.entities:

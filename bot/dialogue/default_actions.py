@@ -129,6 +129,9 @@ class DefaultActions:
                 continue
             owner["step_id"] = steps[0].id
             stale = {f["frame_id"] for f in stack if f.get("owner") == owner["frame_id"]}
+            # flows the owner called since (and their questions) are stale too
+            above = stack[stack.index(owner) + 1 :]
+            stale |= {f["frame_id"] for f in above if f is not frame}
             remove_frames(stack, stale)
             break
 
