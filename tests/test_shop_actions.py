@@ -12,8 +12,12 @@ from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
 import actions.shop as shop_module
-from actions.actions import ActionCancelOrder, ActionCheckOrder, ActionVerifyContact
-from actions.actions import ValidatePaymentDetails
+from actions.actions import (
+    ActionCancelOrder,
+    ActionCheckOrder,
+    ActionVerifyContact,
+    ValidatePaymentDetails,
+)
 from actions.feedback import ActionRecommendProducts, ActionRecordPaymentIssue
 from actions.refunds import ActionRefundStatus
 from actions.shop import DemoShop, ShopError, mask_card_numbers, normalize_order_id
