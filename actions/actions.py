@@ -189,8 +189,8 @@ class ActionCancelOrder(Action):
             text=say(
                 lang,
                 "Done: order {id} is cancelled. The full amount of {total} goes back to your "
-                "original payment method within 5–10 working days.",
-                "已为您取消订单 {id}。全额 {total} 将在 5–10 个工作日内原路退回。",
+                "original payment method within 3–5 working days.",
+                "已为您取消订单 {id}。全额 {total} 将在 3–5 个工作日内原路退回。",
                 id=order.id,
                 total=money(order.total),
             )

@@ -15,16 +15,18 @@ Events = list[dict[str, Any]]
 
 _PAYMENT_ADVICE = {
     "charged_twice": (
-        "A second charge is usually a temporary authorisation hold that your bank releases "
-        "within 3–5 working days. If it's a real double charge, we refund it to your original "
-        "payment method within 5–10 working days.",
-        "重复扣款通常是银行的临时预授权，会在 3–5 个工作日内自动解除。如确实重复扣款，我们会在 "
-        "5–10 个工作日内原路退还。",
+        "Sometimes a second charge is only a temporary hold that your bank releases by itself "
+        "within a few days. A real duplicate charge for the same order is refunded to your "
+        "original payment method within 3–5 working days of our confirming it.",
+        "有时第二笔扣款只是银行的临时冻结，几天内会自动解冻。如确认同一订单被重复扣款，我们会在"
+        "核实后 3–5 个工作日内原路退回。",
     ),
     "declined": (
         "When a payment is declined no money is taken. Please check the card details and "
-        "limit, or pay with Alipay, WeChat Pay or another card.",
-        "支付失败时不会扣款。请检查卡片信息和额度，或改用支付宝、微信支付或其他银行卡付款。",
+        "limit and that your bank allows online payments, or pay with Alipay, WeChat Pay, "
+        "PayPal or another card.",
+        "支付失败时不会扣款。请检查卡片信息、额度以及银行是否开通了网上支付，或改用支付宝、"
+        "微信支付、PayPal 或其他银行卡付款。",
     ),
     "other": (
         "Our payments team will look into it and get back to you within 1 working day.",

@@ -75,18 +75,22 @@ class ActionRequestRefund(Action):
         free_return = reason in ("damaged", "wrong_item", "not_as_described")
         shipping = say(
             lang,
-            "Return shipping is on us." if free_return else "Return shipping is at your cost.",
-            "退货运费由我们承担。" if free_return else "退货运费由您承担。",
+            "We pay for the return (prepaid label in the e-mail) and refund your shipping cost."
+            if free_return
+            else "Return shipping is at your cost.",
+            "退货运费由我们承担（邮件中附预付运单），原运费一并退还。"
+            if free_return
+            else "退货运费由您承担。",
         )
         dispatcher.utter_message(
             text=say(
                 lang,
                 "Your refund request {id} for order {order} ({amount}, reason: {reason}) is "
-                "registered. We've e-mailed you a return label: please send the item back "
-                "within 14 days. {shipping} Once we've received and checked it, the refund "
-                "reaches your original payment method within 5–10 working days.",
-                "已为订单 {order} 提交退款申请 {id}（{amount}，原因：{reason}）。退货标签已发送到"
-                "您的邮箱，请在 14 天内寄回商品。{shipping}我们收到并检查后，退款将在 5–10 个"
+                "registered. We've e-mailed you the return address: please send the item back "
+                "within 7 days. {shipping} Once we've received and checked it, the refund "
+                "reaches your original payment method within 3–5 working days.",
+                "已为订单 {order} 提交退款申请 {id}（{amount}，原因：{reason}）。退货地址已发送到"
+                "您的邮箱，请在 7 天内寄回商品。{shipping}我们收到并检查后，退款将在 3–5 个"
                 "工作日内原路退回。",
                 id=refund.id,
                 order=refund.order_id,
@@ -128,8 +132,8 @@ def refund_text(refund: Refund | None, order_id: str, lang: str) -> str:
         return say(
             lang,
             "The refund {id} of {amount} for order {order} (requested on {requested}) is being "
-            "processed and should reach your original payment method within 5–10 working days.",
-            "订单 {order} 的退款 {id}（{amount}，{requested} 申请）正在处理中，预计 5–10 个工作日内"
+            "processed and should reach your original payment method within 3–5 working days.",
+            "订单 {order} 的退款 {id}（{amount}，{requested} 申请）正在处理中，预计 3–5 个工作日内"
             "原路退回。",
             **values,
         )

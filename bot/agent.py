@@ -85,7 +85,6 @@ class Agent:
         )
         self.channels: dict[str, Channel] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._delivering: set[int] = set()
         self._retry_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -173,7 +172,13 @@ class Agent:
                 turn = await self._run_turn(state, message)
                 outbox = turn.messages if self._pushes(message.channel) else []
                 try:
-                    ids = await self.store.save(state, turn.events, outbox=outbox, message_key=key)
+                    ids = await self.store.save(
+                        state,
+                        turn.events,
+                        outbox=outbox,
+                        outbox_due_at=time.time() + constants.DELIVERY_LEASE,
+                        message_key=key,
+                    )
                 except ConcurrentUpdateError:
                     if attempt == _SAVE_ATTEMPTS - 1:
                         raise
@@ -203,7 +208,7 @@ class Agent:
         stored = state.event_count
 
         async def earlier_events() -> list[dict[str, Any]]:
-            after = max(0, stored - constants.RECENT_EVENTS_KEPT)
+            after = max(0, stored - constants.TRACKER_EVENTS)
             found = await self.store.events(state.conversation_id, after=after)
             return [item.event.to_dict() for item in found]
 
@@ -247,6 +252,7 @@ class Agent:
         self.executor.apply(turn, commands)
         await self.executor.advance(turn)
         state.remember(turn.events)
+        state.note_utterances(turn.events)
         return turn
 
     def _commands(
@@ -292,59 +298,62 @@ class Agent:
         return channel is not None and not channel.replies_inline
 
     async def _deliver(self, channel_name: str, items: list[tuple[int, BotMessage]]) -> None:
-        """Send in order; a failure leaves the rest pending for the retry loop."""
+        """Send in order; after a failure the rest wait with the failed one, keeping order."""
         channel = self.channels[channel_name]
-        self._delivering.update(i for i, _ in items)
-        try:
-            for position, (delivery_id, message) in enumerate(items):
-                if not await self._attempt(channel, delivery_id, message, attempts=0):
-                    for later_id, _ in items[position + 1 :]:
-                        await self.store.mark_failed(
-                            later_id, error="an earlier message failed", retry_at=time.time() + 1
-                        )
-                    return
-        finally:
-            self._delivering.difference_update(i for i, _ in items)
+        for position, (delivery_id, message) in enumerate(items):
+            delivered, retry_at = await self._attempt(channel, delivery_id, message, attempts=0)
+            if not delivered:
+                for later_id, _ in items[position + 1 :]:
+                    await self.store.mark_failed(
+                        later_id, error="waiting for an earlier message", retry_at=retry_at
+                    )
+                return
 
     async def _attempt(
         self, channel: Channel, delivery_id: int, message: BotMessage, *, attempts: int
-    ) -> bool:
+    ) -> tuple[bool, float | None]:
+        """Send once; return whether it went out, and if not when to retry (None: given up)."""
         try:
             await channel.send(message)
-        except TransientDeliveryError as err:
+        except PermanentDeliveryError as err:
+            log.error(
+                "delivery %s to %s failed for good: %s", delivery_id, message.conversation_id, err
+            )
+            await self.store.mark_failed(delivery_id, error=str(err), retry_at=None)
+            return False, None
+        except Exception as err:  # transient by kind, or a channel bug: retry, never drop
+            wait = err.retry_after if isinstance(err, TransientDeliveryError) else None
             delays = constants.DELIVERY_RETRY_DELAYS
             retry_at = (
-                None
-                if attempts >= len(delays)
-                else time.time() + max(err.retry_after or 0, delays[attempts])
+                None if attempts >= len(delays) else time.time() + max(wait or 0, delays[attempts])
             )
             log.warning(
-                "delivery %s to %s failed (%s); retry at %s",
+                "delivery %s to %s failed (%r); retry at %s",
                 delivery_id,
                 message.conversation_id,
                 err,
                 retry_at,
             )
             await self.store.mark_failed(delivery_id, error=str(err), retry_at=retry_at)
-            return False
-        except PermanentDeliveryError as err:
-            log.error(
-                "delivery %s to %s failed for good: %s", delivery_id, message.conversation_id, err
-            )
-            await self.store.mark_failed(delivery_id, error=str(err), retry_at=None)
-            return False
+            return False, retry_at
         await self.store.mark_delivered(delivery_id)
-        return True
+        return True, None
 
     async def deliver_pending(self) -> int:
         """Retry due outbox entries once; return how many were delivered."""
         delivered = 0
-        for pending in await self.store.pending_deliveries(now=time.time()):
+        now = time.time()
+        for pending in await self.store.pending_deliveries(now=now):
             channel = self.channels.get(pending.channel)
-            if channel is None or pending.id in self._delivering:
+            if channel is None:
                 continue
-            if await self._attempt(channel, pending.id, pending.message, attempts=pending.attempts):
-                delivered += 1
+            lease = now + constants.DELIVERY_LEASE
+            if not await self.store.claim_delivery(pending.id, now=now, until=lease):
+                continue  # another sender took it since it was read
+            sent, _ = await self._attempt(
+                channel, pending.id, pending.message, attempts=pending.attempts
+            )
+            delivered += sent
         return delivered
 
     async def _retry_deliveries(self) -> None:

@@ -15,13 +15,20 @@ MAX_MESSAGE_CHARS = 4000
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 """Inbound HTTP bodies above this size are refused with 413."""
 
-RECENT_EVENTS_KEPT = 100
-"""Recent events a conversation's state carries for actions (rasa-sdk ``tracker.events``)."""
+TRACKER_EVENTS = 30
+"""How many of the latest events a custom action sees as rasa-sdk's ``tracker.events``."""
+TRANSCRIPT_TURNS = 10
+"""How many recent utterances the state keeps for the answer backend's context."""
+TRANSCRIPT_CHARS = 500
+"""Each kept utterance is cut to this many characters."""
 MAX_ACTIONS_PER_TURN = 50
 """A guard against flows that loop without waiting for the customer."""
 
 DELIVERY_RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0, 600.0)
 """Seconds between outbox delivery attempts; after the last one a message is marked failed."""
+
+DELIVERY_LEASE = 30.0
+"""Seconds a sender owns an outbox entry before the retry loop may take it over."""
 
 DEFAULT_SESSION_EXPIRATION_MINUTES = 60.0
 CACHE_DIR = ".kefu"

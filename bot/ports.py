@@ -49,9 +49,14 @@ class ConversationStore(Protocol):
         events: Sequence[Event],
         *,
         outbox: Sequence[BotMessage] = (),
+        outbox_due_at: float | None = None,
         message_key: tuple[str, str] | None = None,
     ) -> list[int]:
-        """Persist a turn; bump ``state.version``; return the outbox ids of ``outbox``."""
+        """Persist a turn; bump ``state.version``; return the outbox ids of ``outbox``.
+
+        ``outbox_due_at`` is when the retry loop may first pick the new entries up (default:
+        now); a caller that delivers them itself right away leases them until then.
+        """
         ...
 
     async def is_processed(self, channel: str, message_id: str) -> bool: ...
@@ -63,6 +68,11 @@ class ConversationStore(Protocol):
     async def pending_deliveries(
         self, *, now: float, limit: int = 100
     ) -> list[PendingDelivery]: ...
+
+    async def claim_delivery(self, delivery_id: int, *, now: float, until: float) -> bool:
+        """Take a due pending entry for one attempt (no other sender may pick it up before
+        ``until``); False when it is no longer due or pending."""
+        ...
 
     async def mark_delivered(self, delivery_id: int) -> None: ...
 

@@ -10,7 +10,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bot.events import Event
+from bot import constants
+from bot.events import BotMessage, Event, UserMessage
 
 
 @dataclass(kw_only=True)
@@ -34,6 +35,8 @@ class ConversationState:
     event_count: int = 0
     version: int = 0
     """Incremented by every save; the store refuses a save based on an older version."""
+    transcript: list[tuple[str, str]] = field(default_factory=list)
+    """The last few ``(speaker, text)`` utterances, speaker ``user`` or ``bot``, oldest first."""
     profile: dict[str, Any] = field(default_factory=dict)
     """What the channel knows of the customer (name, platform language code)."""
 
@@ -46,9 +49,19 @@ class ConversationState:
         self.event_count += len(events)
         self.last_active_at = time.time()
 
+    def note_utterances(self, events: list[Event]) -> None:
+        """Keep what was said this turn in the bounded ``transcript``."""
+        for event in events:
+            if isinstance(event, UserMessage | BotMessage) and event.text:
+                speaker = "user" if isinstance(event, UserMessage) else "bot"
+                self.transcript.append((speaker, event.text[: constants.TRANSCRIPT_CHARS]))
+        del self.transcript[: -constants.TRANSCRIPT_TURNS]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConversationState:
-        return cls(**data)
+        state = cls(**data)
+        state.transcript = [(str(speaker), str(text)) for speaker, text in state.transcript]
+        return state

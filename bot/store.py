@@ -293,6 +293,7 @@ class _Turn:
     outbox: list[str]
     message_key: tuple[str, str] | None
     now: float
+    outbox_due_at: float
 
 
 _Payload = _Turn | _Work
@@ -388,11 +389,12 @@ class SqlStore:
         events: Sequence[Event],
         *,
         outbox: Sequence[BotMessage] = (),
+        outbox_due_at: float | None = None,
         message_key: tuple[str, str] | None = None,
     ) -> list[int]:
         """Persist a turn atomically; bump ``state.version``; return the outbox ids."""
         self._check_open()
-        turn = _prepare(state, events, outbox, message_key)
+        turn = _prepare(state, events, outbox, message_key, outbox_due_at)
         try:
             ids: list[int] = await self._write(turn)
         except BaseException:
@@ -500,7 +502,7 @@ class SqlStore:
                     "message": message,
                     "status": _PENDING,
                     "attempts": 0,
-                    "next_attempt_at": turn.now,
+                    "next_attempt_at": turn.outbox_due_at,
                     "created_at": turn.now,
                 }
                 for message in turn.outbox
@@ -604,6 +606,22 @@ class SqlStore:
                 )
             )
         return due
+
+    async def claim_delivery(self, delivery_id: int, *, now: float, until: float) -> bool:
+        """Take a due pending entry for one attempt; False when another sender has it."""
+        self._check_open()
+        ob = self._t.outbox
+        stmt = (
+            update(ob)
+            .where(ob.c.id == delivery_id, ob.c.status == _PENDING, ob.c.next_attempt_at <= now)
+            .values(next_attempt_at=until)
+        )
+
+        def work(conn: Connection) -> bool:
+            return bool(conn.execute(stmt).rowcount)
+
+        claimed: bool = await self._write(work)
+        return claimed
 
     async def mark_delivered(self, delivery_id: int) -> None:
         """Record that the channel delivered the message; it leaves the pending set."""
@@ -793,6 +811,7 @@ def _prepare(
     events: Sequence[Event],
     outbox: Sequence[BotMessage],
     message_key: tuple[str, str] | None,
+    outbox_due_at: float | None = None,
 ) -> _Turn:
     cid, now = state.conversation_id, time.time()
     if message_key is not None and not (
@@ -819,6 +838,7 @@ def _prepare(
             outbox=[texts.get(id(m)) or _dumps(m.to_dict()) for m in outbox],
             message_key=message_key,
             now=now,
+            outbox_due_at=now if outbox_due_at is None else outbox_due_at,
         )
     except (TypeError, ValueError) as exc:
         raise StoreError(f"conversation {cid!r}: cannot store this turn: {exc}") from exc

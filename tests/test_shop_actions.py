@@ -11,6 +11,9 @@ import pytest
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
+import actions.actions as order_actions
+import actions.feedback as feedback_actions
+import actions.refunds as refund_actions
 import actions.shop as shop_module
 from actions.actions import (
     ActionCancelOrder,
@@ -27,9 +30,9 @@ from actions.shop import DemoShop, ShopError, mask_card_numbers, normalize_order
 def demo(monkeypatch: pytest.MonkeyPatch) -> DemoShop:
     """A fresh demo shop that the actions use for this test only."""
     fresh = DemoShop()
-    monkeypatch.setattr(shop_module, "shop", lambda: fresh)
-    for module in ("actions.actions", "actions.refunds", "actions.feedback"):
-        monkeypatch.setattr(f"{module}.shop", lambda: fresh)
+    # module objects, not dotted names: other tests load other projects' ``actions`` packages
+    for module in (shop_module, order_actions, refund_actions, feedback_actions):
+        monkeypatch.setattr(module, "shop", lambda: fresh)
     return fresh
 
 

@@ -20,7 +20,7 @@ from bot.events import (
     SessionStarted,
 )
 from bot.flows.conditions import compile_condition
-from bot.flows.model import DEFAULT_ACTIONS, CollectStep
+from bot.flows.model import DEFAULT_ACTIONS
 from bot.ports import AnswerBackend, AnswerRequest, HandoffDesk
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ class DefaultActions:
             language=turn.language,
             kind=kind,
             conversation_id=turn.state.conversation_id,
-            history=_history(await turn.recent_events()),
+            history=tuple(turn.state.transcript),
             slots={k: v for k, v in turn.state.slots.items() if v is not None},
         )
         try:
@@ -227,21 +227,3 @@ class DefaultActions:
         executor.utter(turn, "utter_human_handoff_requested", frame)
         turn.state.paused = True
         turn.emit(ConversationPaused())
-
-
-def _history(events: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for event in events[-12:]:
-        if event.get("event") == "user" and event.get("text"):
-            pairs.append(("user", str(event["text"])))
-        elif event.get("event") == "bot" and event.get("text"):
-            pairs.append(("bot", str(event["text"])))
-    return tuple(pairs)
-
-
-def collect_step_of(turn: Turn, frame: Frame) -> CollectStep | None:
-    """The collect step a collect pattern frame asks for, if its owner flow still exists."""
-    owner = next((f for f in turn.state.stack if f["frame_id"] == frame.get("owner")), None)
-    flow = turn.flows.get(owner["flow_id"]) if owner else None
-    step = flow.step(owner["step_id"]) if flow and owner else None
-    return step if isinstance(step, CollectStep) else None

@@ -24,17 +24,28 @@ from sklearn.svm import LinearSVC
 
 from bot.understanding.features import EMBEDDING_MODEL, embedder, normalize, sparse_features
 
-FORMAT_VERSION = 1
-"""Saved-classifier format; a change makes older files unreadable (and cache misses)."""
+FORMAT_VERSION = 2
+"""Saved-classifier format; a change makes older files unreadable (and cache misses).
+
+2: same arrays as 1, trained with C=2 and embedding weight 0.7 (bumped so caches retrain).
+"""
 
 RANKING_SIZE = 10
 """How many intents a prediction ranks."""
 
-# Chosen on the CLINC150 and SMP2017 validation splits (see bench/understanding.py).
-_C = 1.0  # LinearSVC regularisation
-_EMBEDDING_WEIGHT = 0.5  # scale of the unit-length embedding next to the unit-length tf-idf
+# Chosen on the CLINC150 and SMP2017 validation splits only (see bench/understanding.py);
+# one configuration for every data set. Validation, C / weight / threshold ->
+# CLINC150 in-scope acc, OOS recall, OOS precision; SMP2017 acc; BANKING77 acc:
+#   1 / 0.5 / -0.55 (previous): 0.9357, 0.64, 0.54; 0.9026; 0.9076
+#   2 / 0.5 / -0.55:            0.9377, 0.68, 0.61; 0.9058; 0.9107
+#   2 / 0.7 / -0.60 (chosen):   0.9380, 0.63, 0.63; 0.9156; 0.9112
+# Closed-set accuracy (no out-of-scope decision) tops out near 0.942 on CLINC150 for these
+# features; idf/SIF-weighted pooling, char 2-5-grams, Crammer-Singer and logistic regression
+# did not raise it.
+_C = 2.0  # LinearSVC regularisation
+_EMBEDDING_WEIGHT = 0.7  # scale of the unit-length embedding next to the unit-length tf-idf
 _TEMPERATURE = 4.0  # softmax sharpness turning margins into confidences
-_THRESHOLD = -0.55  # best intent's one-vs-rest margin below this: out of scope
+_THRESHOLD = -0.6  # best intent's one-vs-rest margin below this: out of scope
 
 
 @dataclass(frozen=True)
