@@ -38,6 +38,7 @@ from bot.events import BotMessage, Event, SlotSet, UserMessage
 from bot.interpreter import Interpreter
 from bot.ports import ActionRunner, AnswerBackend, ConversationStore, HandoffDesk
 from bot.project import Project
+from bot.recent_events import RecentEvents
 from bot.responses import ResponseRenderer
 from bot.settings import Settings
 from bot.state import ConversationState
@@ -83,6 +84,7 @@ class Agent:
             action_runner=action_runner,
             defaults=self.defaults,
         )
+        self.recent = RecentEvents(store)
         self.channels: dict[str, Channel] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._retry_task: asyncio.Task[None] | None = None
@@ -169,6 +171,7 @@ class Agent:
                 return TurnResult(duplicate=True)
             for attempt in range(_SAVE_ATTEMPTS):
                 state = await self.store.load(message.conversation_id) or _new_state(message)
+                count_before = state.event_count
                 turn = await self._run_turn(state, message)
                 outbox = turn.messages if self._pushes(message.channel) else []
                 try:
@@ -185,6 +188,7 @@ class Agent:
                     continue
                 except DuplicateMessageError:
                     return TurnResult(duplicate=True)
+                self.recent.extend(message.conversation_id, count_before, turn.events)
                 break
         if outbox:
             await self._deliver(message.channel, list(zip(ids, outbox, strict=True)))
@@ -208,9 +212,7 @@ class Agent:
         stored = state.event_count
 
         async def earlier_events() -> list[dict[str, Any]]:
-            after = max(0, stored - constants.TRACKER_EVENTS)
-            found = await self.store.events(state.conversation_id, after=after)
-            return [item.event.to_dict() for item in found]
+            return await self.recent.get(state.conversation_id, stored)
 
         turn = Turn(
             state=state,
