@@ -35,7 +35,7 @@ from bot.errors import (
     TransientDeliveryError,
 )
 from bot.events import BotMessage, Event, SlotSet, UserMessage
-from bot.interpreter import Interpreter
+from bot.interpreter import Interpreter, Parse
 from bot.ports import ActionRunner, AnswerBackend, ConversationStore, HandoffDesk
 from bot.project import Project
 from bot.recent_events import RecentEvents
@@ -172,7 +172,12 @@ class Agent:
             for attempt in range(_SAVE_ATTEMPTS):
                 state = await self.store.load(message.conversation_id) or _new_state(message)
                 count_before = state.event_count
-                turn = await self._run_turn(state, message)
+                try:
+                    turn = await self._run_turn(state, message)
+                except Exception:  # a bug must cost the customer one answer, not the conversation
+                    log.exception("turn failed in %s", message.conversation_id)
+                    state = await self.store.load(message.conversation_id) or _new_state(message)
+                    turn = self._failed_turn(state, message)
                 outbox = turn.messages if self._pushes(message.channel) else []
                 try:
                     ids = await self.store.save(
@@ -225,7 +230,8 @@ class Agent:
             state.profile.update({k: v for k, v in message.metadata.items() if k in _PROFILE_KEYS})
         command = message.metadata.get("command") if message.metadata else None
         now = time.time()
-        if state.event_count == 0 or self._session_expired(state, now) or command == "start":
+        new_session = not state.session_started_at or self._session_expired(state, now)
+        if new_session or command == "start":
             state.stack.clear()
             self.executor.push_pattern(turn, "pattern_session_start")
             await self.executor.advance(turn)
@@ -257,8 +263,16 @@ class Agent:
         state.note_utterances(turn.events)
         return turn
 
+    def _failed_turn(self, state: ConversationState, message: UserMessage) -> Turn:
+        """A turn that keeps the customer's message and apologises, changing nothing else."""
+        turn = Turn(state=state, domain=self.project.domain, flows=self.project.flows)
+        turn.events.append(message)
+        self.executor.utter(turn, "utter_internal_error_rasa")
+        state.remember(turn.events)
+        return turn
+
     def _commands(
-        self, turn: Turn, message: UserMessage, parse: Any, command: str | None
+        self, turn: Turn, message: UserMessage, parse: Parse, command: str | None
     ) -> list[cmd.Command]:
         if message.metadata.get("truncated"):
             return [cmd.InternalError("rasa_internal_error_user_input_too_long")]

@@ -132,3 +132,27 @@ async def test_concurrent_messages_of_one_conversation_are_serialised(
     assert sorted(texts) == sorted(f"hello {i}" for i in range(20))
     state = await agent.store.load("rest:many")
     assert state is not None and state.version >= 20
+
+
+async def test_an_engine_bug_costs_one_answer_not_the_conversation(
+    server: tuple[str, Agent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, agent = server
+    await post(base, {"sender": "bug", "message": "where is my order"})
+    before = await agent.store.load("rest:bug")
+    assert before is not None
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug in the engine")
+
+    monkeypatch.setattr(agent.executor, "advance", broken)
+    status, replies = await post(base, {"sender": "bug", "message": "A123"})
+    assert status == 200
+    assert "went wrong" in replies[0]["text"]
+    monkeypatch.undo()
+
+    after = await agent.store.load("rest:bug")
+    assert after is not None and after.stack == before.stack and after.slots == before.slots
+    assert (await user_texts(agent, "rest:bug"))[-1] == "A123"
+    status, replies = await post(base, {"sender": "bug", "message": "A123"})
+    assert any("A123" in r.get("text", "") for r in replies)
