@@ -23,8 +23,9 @@ from typing import Any
 
 import aiohttp
 import rasa_sdk
+from rasa_sdk import utils as rasa_utils
 from rasa_sdk.executor import ActionExecutor
-from rasa_sdk.interfaces import ActionExecutionRejection
+from rasa_sdk.interfaces import Action, ActionExecutionRejection
 from yarl import URL
 
 from bot.errors import ActionError, Problem, ProjectError
@@ -162,7 +163,7 @@ class InProcessActionRunner:
                 raise _load_error(package, cause) from cause
             except Exception as exc:
                 raise _load_error(package, exc) from exc
-        self._drop_foreign_actions()
+        self._keep_own_actions()
 
     @classmethod
     def from_project(
@@ -175,19 +176,20 @@ class InProcessActionRunner:
             return None
         return cls("actions", search_path=project_dir, timeout=timeout)
 
-    def _drop_foreign_actions(self) -> None:
-        """Keep only this package's actions.
+    def _keep_own_actions(self) -> None:
+        """Keep only this package's actions, as its modules define them now.
 
-        rasa-sdk registers every ``Action`` subclass imported anywhere in the process, which
-        would mix two projects' actions (or a replaced module's stale classes) together.
+        rasa-sdk registers every ``Action`` subclass ever imported in the process, by name, so
+        another project's actions (or this project's classes from an earlier import of the same
+        name) would otherwise mix in or shadow the current ones.
         """
-        for name, function in list(self._executor.actions.items()):
-            owner = type(getattr(function, "__self__", None))
-            module_name = owner.__module__
+        self._executor.actions.clear()
+        for cls in rasa_utils.all_subclasses(Action):
+            module_name = cls.__module__
             in_package = module_name == self.package or module_name.startswith(self.package + ".")
-            current = getattr(sys.modules.get(module_name), owner.__name__, None) is owner
-            if not (in_package and current):
-                del self._executor.actions[name]
+            current = getattr(sys.modules.get(module_name), cls.__name__, None) is cls
+            if in_package and current and not inspect.isabstract(cls):
+                self._executor.register_action(cls)
 
     @property
     def action_names(self) -> frozenset[str]:
@@ -258,9 +260,10 @@ def _forget_foreign_module(package: str, search_path: Path) -> None:
     loaded = sys.modules.get(package)
     if loaded is None:
         return
-    locations = [getattr(loaded, "__file__", None), *getattr(loaded, "__path__", ())]
     root = search_path.resolve()
-    if any(loc and Path(loc).resolve().is_relative_to(root) for loc in locations):
+    own = {root / package, root / f"{package}.py"}
+    locations = [*getattr(loaded, "__path__", ()), getattr(loaded, "__file__", None)]
+    if any(loc and Path(loc).resolve() in own for loc in locations):
         return
     for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
         del sys.modules[name]

@@ -336,3 +336,27 @@ def test_broken_package_is_a_project_error(tmp_path: Path, source: str, line: in
 def test_missing_package_is_a_project_error() -> None:
     with pytest.raises(ProjectError, match="no_such_actions"):
         InProcessActionRunner("no_such_actions", search_path=FIXTURES)
+
+
+def _actions_package(root: Path, action: str) -> None:
+    package = root / "actions"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "mine.py").write_text(
+        "from rasa_sdk import Action\n\n"
+        f"class Mine(Action):\n    def name(self):\n        return {action!r}\n\n"
+        "    def run(self, dispatcher, tracker, domain):\n        return []\n",
+        encoding="utf-8",
+    )
+
+
+def test_a_project_nested_in_another_keeps_its_own_actions(tmp_path: Path) -> None:
+    outer, inner = tmp_path / "shop", tmp_path / "shop" / "tests" / "projects" / "small"
+    _actions_package(outer, "action_outer")
+    _actions_package(inner, "action_inner")
+    for _ in range(2):  # load them alternately, as one test process does
+        inner_runner = InProcessActionRunner.from_project(inner)
+        outer_runner = InProcessActionRunner.from_project(outer)
+        assert inner_runner is not None and outer_runner is not None
+        assert inner_runner.action_names == {"action_inner"}
+        assert outer_runner.action_names == {"action_outer"}
