@@ -37,6 +37,7 @@ from bot.errors import (
 from bot.events import BotMessage, Event, SlotSet, UserMessage
 from bot.interpreter import Interpreter, Parse
 from bot.ports import ActionRunner, AnswerBackend, ConversationStore, HandoffDesk
+from bot.privacy import mask_card_numbers
 from bot.project import Project
 from bot.recent_events import RecentEvents
 from bot.responses import ResponseRenderer
@@ -385,8 +386,8 @@ _PROFILE_KEYS = {"first_name", "last_name", "username", "language_code", "chat_t
 
 
 def _sanitize(message: UserMessage) -> UserMessage:
-    """Strip control characters and cut oversized text, remembering that it was cut."""
-    text = _CONTROL.sub("", message.text)
+    """Strip control characters, mask card numbers, cut oversized text (noting the cut)."""
+    text = mask_card_numbers(_CONTROL.sub("", message.text))
     metadata = message.metadata
     if len(text) > constants.MAX_MESSAGE_CHARS:
         text = text[: constants.MAX_MESSAGE_CHARS]

@@ -156,3 +156,12 @@ async def test_an_engine_bug_costs_one_answer_not_the_conversation(
     assert (await user_texts(agent, "rest:bug"))[-1] == "A123"
     status, replies = await post(base, {"sender": "bug", "message": "A123"})
     assert any("A123" in r.get("text", "") for r in replies)
+
+
+async def test_a_card_number_never_reaches_the_store(server: tuple[str, Agent]) -> None:
+    base, agent = server
+    status, _ = await post(base, {"sender": "card", "message": "card 4111 1111 1111 1111 failed"})
+    assert status == 200
+    stored = await agent.store.events("rest:card")
+    dumped = " ".join(str(s.event.to_dict()) for s in stored)
+    assert "**** 1111" in dumped and "4111 1111" not in dumped
