@@ -113,9 +113,40 @@ def generate_commands(
         return repeated  # the customer repeated the running task
     if _is_small_talk(turn, parse):
         return [cmd.ChitChat()]
-    if pending_slot is not None and (confident or not parse.text.strip()):
+    if pending_slot is not None and (confident or not looks_like_question(parse.text)):
         return [cmd.RejectValue(pending_slot.name, parse.text)]
     return [cmd.Search()]
+
+
+_QUESTION_START = re.compile(
+    r"^(what|how|when|where|why|which|who|whose|can|could|do|does|did|is|are|will|would|"
+    r"should|may|shall|have|has)\b",
+    re.IGNORECASE,
+)
+_QUESTION_WORDS = (
+    "吗",
+    "呢",
+    "怎么",
+    "什么",
+    "如何",
+    "多少",
+    "哪",
+    "几",
+    "为什么",
+    "能不能",
+    "可不可以",
+    "是否",
+)
+
+
+def looks_like_question(text: str) -> bool:
+    """A question for the knowledge base rather than an answer to the bot's own question."""
+    stripped = text.strip()
+    if not stripped:
+        return False
+    if stripped.endswith(("?", "？")) or _QUESTION_START.match(stripped):
+        return True
+    return any(word in stripped for word in _QUESTION_WORDS)
 
 
 def _answer(turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[str, str]):  # type: ignore[no-untyped-def]
