@@ -317,19 +317,27 @@ class Agent:
     async def _deliver(self, channel_name: str, items: list[tuple[int, BotMessage]]) -> None:
         """Send in order; after a failure the rest wait with the failed one, keeping order."""
         channel = self.channels[channel_name]
-        for position, (delivery_id, message) in enumerate(items):
-            delivered, retry_at = await self._attempt(channel, delivery_id, message, attempts=0)
-            if not delivered:
-                for later_id, _ in items[position + 1 :]:
-                    await self.store.mark_failed(
-                        later_id, error="waiting for an earlier message", retry_at=retry_at
-                    )
-                return
+        sent: list[int] = []
+        try:
+            for position, (delivery_id, message) in enumerate(items):
+                delivered, retry_at = await self._attempt(channel, delivery_id, message, attempts=0)
+                if not delivered:
+                    for later_id, _ in items[position + 1 :]:
+                        await self.store.mark_failed(
+                            later_id, error="waiting for an earlier message", retry_at=retry_at
+                        )
+                    return
+                sent.append(delivery_id)
+        finally:
+            await self.store.mark_delivered(*sent)
 
     async def _attempt(
         self, channel: Channel, delivery_id: int, message: BotMessage, *, attempts: int
     ) -> tuple[bool, float | None]:
-        """Send once; return whether it went out, and if not when to retry (None: given up)."""
+        """Send once; return whether it went out, and if not when to retry (None: given up).
+
+        A failure is recorded here; a success is for the caller to record.
+        """
         try:
             await channel.send(message)
         except PermanentDeliveryError as err:
@@ -353,7 +361,6 @@ class Agent:
             )
             await self.store.mark_failed(delivery_id, error=str(err), retry_at=retry_at)
             return False, retry_at
-        await self.store.mark_delivered(delivery_id)
         return True, None
 
     async def deliver_pending(self) -> int:
@@ -370,7 +377,9 @@ class Agent:
             sent, _ = await self._attempt(
                 channel, pending.id, pending.message, attempts=pending.attempts
             )
-            delivered += sent
+            if sent:
+                await self.store.mark_delivered(pending.id)
+                delivered += 1
         return delivered
 
     async def _retry_deliveries(self) -> None:

@@ -74,7 +74,9 @@ class ConversationStore(Protocol):
         ``until``); False when it is no longer due or pending."""
         ...
 
-    async def mark_delivered(self, delivery_id: int) -> None: ...
+    async def mark_delivered(self, *delivery_ids: int) -> None:
+        """Record that these messages went out (one write for a whole turn's replies)."""
+        ...
 
     async def mark_failed(self, delivery_id: int, *, error: str, retry_at: float | None) -> None:
         """Record a failed attempt; ``retry_at=None`` gives up for good."""

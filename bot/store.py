@@ -623,10 +623,10 @@ class SqlStore:
         claimed: bool = await self._write(work)
         return claimed
 
-    async def mark_delivered(self, delivery_id: int) -> None:
-        """Record that the channel delivered the message; it leaves the pending set."""
+    async def mark_delivered(self, *delivery_ids: int) -> None:
+        """Record that the channel delivered these messages; they leave the pending set."""
         values = {"status": _DELIVERED, "attempts": self._t.outbox.c.attempts + 1}
-        await self._update_delivery(delivery_id, values)
+        await self._update_delivery(delivery_ids, values)
 
     async def mark_failed(self, delivery_id: int, *, error: str, retry_at: float | None) -> None:
         """Record a failed attempt: retry at ``retry_at``, or give up for good when None."""
@@ -635,16 +635,19 @@ class SqlStore:
             values["status"] = _FAILED
         else:
             values["next_attempt_at"] = retry_at
-        await self._update_delivery(delivery_id, values)
+        await self._update_delivery((delivery_id,), values)
 
-    async def _update_delivery(self, delivery_id: int, values: dict[str, Any]) -> None:
+    async def _update_delivery(self, delivery_ids: Sequence[int], values: dict[str, Any]) -> None:
         self._check_open()
+        if not delivery_ids:
+            return
         ob = self._t.outbox
-        stmt = update(ob).where(ob.c.id == delivery_id).values(**values)
+        stmt = update(ob).where(ob.c.id.in_(delivery_ids)).values(**values)
 
         def work(conn: Connection) -> None:
-            if conn.execute(stmt).rowcount == 0:
-                raise StoreError(f"no outbox entry {delivery_id}")
+            if conn.execute(stmt).rowcount != len(set(delivery_ids)):
+                missing = ", ".join(map(str, delivery_ids))
+                raise StoreError(f"no outbox entry {missing}")
 
         await self._write(work)
 

@@ -587,3 +587,14 @@ async def test_in_memory_sqlite_works() -> None:
 async def test_missing_sqlite_directory_is_reported(tmp_path: Any) -> None:
     with pytest.raises(StoreError, match="cannot open database"):
         await open_store(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'kefu.db'}")
+
+
+async def test_a_turns_replies_are_marked_delivered_in_one_write(store: SqlStore) -> None:
+    _, first = await turn(store, "rest:batch", "one")
+    _, second = await turn(store, "rest:batch", "two")
+    await store.mark_delivered(*first, *second)
+    assert await store.pending_deliveries(now=time.time() + 1) == []
+    _, third = await turn(store, "rest:batch", "three")
+    with pytest.raises(StoreError, match="no outbox entry"):
+        await store.mark_delivered(*third, 424242)
+    await store.mark_delivered()  # nothing to record is fine
