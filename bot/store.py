@@ -155,6 +155,15 @@ class _Tables:
             Column("value", Text, nullable=False),
             Column("updated_at", Double, nullable=False),
         )
+        # Statements of the per-turn reads, built once: building one costs more than running it.
+        conv, processed = self.conversations, self.processed
+        self.select_state = select(conv.c.state, conv.c.version).where(
+            conv.c.id == bindparam("conversation_id")
+        )
+        self.select_processed = select(processed.c.channel).where(
+            processed.c.channel == bindparam("channel"),
+            processed.c.message_id == bindparam("message_id"),
+        )
 
 
 class _Database(Protocol):
@@ -374,9 +383,8 @@ class SqlStore:
         text = self._cache.get(conversation_id)
         if text is not None:
             return _parse_state(conversation_id, text, None)
-        conv = self._t.conversations
-        query = select(conv.c.state, conv.c.version).where(conv.c.id == conversation_id)
-        row = await self._read(lambda conn: conn.execute(query).first())
+        query, params = self._t.select_state, {"conversation_id": conversation_id}
+        row = await self._read(lambda conn: conn.execute(query, params).first())
         if row is None:
             return None
         state = _parse_state(conversation_id, row.state, row.version)
@@ -528,9 +536,8 @@ class SqlStore:
     async def is_processed(self, channel: str, message_id: str) -> bool:
         """True when ``message_id`` on ``channel`` was claimed by a saved turn."""
         self._check_open()
-        p = self._t.processed
-        query = select(p.c.channel).where(p.c.channel == channel, p.c.message_id == message_id)
-        return await self._read(lambda conn: conn.execute(query).first() is not None)
+        query, params = self._t.select_processed, {"channel": channel, "message_id": message_id}
+        return await self._read(lambda conn: conn.execute(query, params).first() is not None)
 
     async def events(
         self, conversation_id: str, *, after: int = 0, limit: int | None = None
