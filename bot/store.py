@@ -112,13 +112,15 @@ class _Tables:
             Column("created_at", Double, nullable=False),
             Index(f"{prefix}ix_conversations_last_active_at", "last_active_at"),
         )
+        # One row per turn: its events as a JSON array, ``seq`` being the first one's number.
+        # A turn appends a dozen events; one row instead of twelve is most of a save's cost.
         self.events = Table(
             f"{prefix}events",
             md,
             Column("id", big_id, primary_key=True, autoincrement=True),
             Column("conversation_id", String(), nullable=False),
             Column("seq", Integer, nullable=False),
-            Column("type", String(), nullable=False),
+            Column("count", Integer, nullable=False),
             Column("timestamp", Double, nullable=False),
             Column("data", Text, nullable=False),
             UniqueConstraint("conversation_id", "seq", name=f"{prefix}uq_events_conversation_seq"),
@@ -297,8 +299,9 @@ class _Turn:
     version: int
     state_text: str
     last_active_at: float
-    events: list[tuple[str, float, str]]
-    """``(type, timestamp, JSON)`` per event."""
+    events_text: str
+    """The turn's events as one JSON array."""
+    event_count: int
     outbox: list[str]
     message_key: tuple[str, str] | None
     now: float
@@ -468,7 +471,7 @@ class SqlStore:
                         "processed_at": turn.now,
                     }
                 )
-            new_seq = last_seq + len(turn.events)
+            new_seq = last_seq + turn.event_count
             stored[cid] = (version + 1, new_seq)
             if version == 0:
                 inserts.append(
@@ -493,16 +496,16 @@ class SqlStore:
                         "b_active": turn.last_active_at,
                     }
                 )
-            event_rows.extend(
-                {
-                    "conversation_id": cid,
-                    "seq": last_seq + 1 + i,
-                    "type": kind,
-                    "timestamp": timestamp,
-                    "data": data,
-                }
-                for i, (kind, timestamp, data) in enumerate(turn.events)
-            )
+            if turn.event_count:
+                event_rows.append(
+                    {
+                        "conversation_id": cid,
+                        "seq": last_seq + 1,
+                        "count": turn.event_count,
+                        "timestamp": turn.now,
+                        "data": turn.events_text,
+                    }
+                )
             outbox_rows.extend(
                 {
                     "conversation_id": cid,
@@ -547,17 +550,24 @@ class SqlStore:
         ev = self._t.events
         query = (
             select(ev.c.seq, ev.c.data)
-            .where(ev.c.conversation_id == conversation_id, ev.c.seq > after)
+            .where(ev.c.conversation_id == conversation_id, ev.c.seq + ev.c.count > after + 1)
             .order_by(ev.c.seq)
-            .limit(limit)
         )
-        stored = []
-        for seq, data in await self._read(lambda conn: conn.execute(query).all()):
+        stored: list[StoredEvent] = []
+        for first, data in await self._read(lambda conn: conn.execute(query).all()):
             try:
-                stored.append(StoredEvent(seq=seq, event=event_from_dict(json.loads(data))))
+                batch = json.loads(data)
+                if not isinstance(batch, list):
+                    raise TypeError("a stored turn is not a list of events")
+                for offset, item in enumerate(batch):
+                    seq = first + offset
+                    if seq > after:
+                        stored.append(StoredEvent(seq=seq, event=event_from_dict(item)))
+                    if limit is not None and len(stored) >= limit:
+                        return stored
             except (ValueError, TypeError, AttributeError) as exc:
                 raise StoreError(
-                    f"conversation {conversation_id!r}: event {seq} is unreadable: {exc}"
+                    f"conversation {conversation_id!r}: event {first} is unreadable: {exc}"
                 ) from exc
         return stored
 
@@ -831,12 +841,6 @@ def _prepare(
     ):
         raise StoreError(f"conversation {cid!r}: message_key must be (channel, message id) strings")
     try:
-        texts: dict[int, str] = {}
-        rows = []
-        for e in events:
-            data = e.to_dict()
-            texts[id(e)] = text = _dumps(data)
-            rows.append((str(data.get("event") or "unknown"), _timestamp(data, now), text))
         return _Turn(
             conversation_id=cid,
             channel=state.channel,
@@ -844,19 +848,15 @@ def _prepare(
             version=state.version,
             state_text=_dumps(_state_dict(state, state.version + 1)),
             last_active_at=state.last_active_at or now,
-            events=rows,
-            outbox=[texts.get(id(m)) or _dumps(m.to_dict()) for m in outbox],
+            events_text=_dumps([e.to_dict() for e in events]),
+            event_count=len(events),
+            outbox=[_dumps(m.to_dict()) for m in outbox],
             message_key=message_key,
             now=now,
             outbox_due_at=now if outbox_due_at is None else outbox_due_at,
         )
     except (TypeError, ValueError) as exc:
         raise StoreError(f"conversation {cid!r}: cannot store this turn: {exc}") from exc
-
-
-def _timestamp(data: dict[str, Any], default: float) -> float:
-    value = data.get("timestamp")
-    return float(value) if isinstance(value, int | float) else default
 
 
 def _parse_state(conversation_id: str, text: str, version: int | None) -> ConversationState:

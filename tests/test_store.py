@@ -494,7 +494,10 @@ async def test_corrupted_state_row_raises_store_error_naming_the_conversation(
 
 
 async def test_corrupted_event_row_raises_store_error_naming_it(store: SqlStore, db: Db) -> None:
-    await store.save(new_state(), [user("one"), user("two")])
+    state = new_state()
+    for text_ in ("one", "two"):  # two turns: two rows
+        state.remember([user(text_)])
+        await store.save(state, [user(text_)])
     await db.sql("UPDATE {p}events SET data = 'oops' WHERE seq = 2")
     assert len(await store.events(CID, limit=1)) == 1
     with pytest.raises(StoreError, match=r"'rest:alice': event 2 is unreadable"):
