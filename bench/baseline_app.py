@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 
 import aiosqlite
 import uvicorn
+import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -93,7 +94,10 @@ def main() -> None:
         log_level="warning",
         server_header=False,
     )
-    asyncio.run(uvicorn.Server(config).serve())
+    # The same event loop as `kefu run`: uvloop when installed.
+    loop_factory = uvloop.new_event_loop if importlib.util.find_spec("uvloop") else None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(uvicorn.Server(config).serve())
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import KefuError, ProjectError, SettingsError
 from bot.settings import Settings
@@ -38,10 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return main_test(project, [Path(p) for p in args.paths])
         settings = Settings.from_env(env_file=project / ".env")
         if args.command == "shell":
-            return asyncio.run(shell(project, settings))
+            return _run_async(shell(project, settings))
         host = args.host or settings.host
         port = args.port if args.port is not None else settings.port
-        return asyncio.run(run(project, settings, host=host, port=port))
+        return _run_async(run(project, settings, host=host, port=port))
     except ProjectError as err:
         _print_problems(err.problems)
         return 1
@@ -53,6 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when it is installed (a faster event loop), else on asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        loop_factory = None
+    else:
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main)
 
 
 def _parser() -> argparse.ArgumentParser:
