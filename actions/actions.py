@@ -8,6 +8,7 @@ language.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -166,11 +167,9 @@ _STATUS_WORDS = {
 }
 
 
-class ActionCancelOrder(Action):
-    """Cancel the verified order; the full amount is refunded."""
-
-    def name(self) -> str:
-        return "action_cancel_order"
+class OrderChangeAction(Action, ABC):
+    """An action that changes the verified order: refuses politely when the order is not
+    verified or the shop says the change is no longer possible."""
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
@@ -181,10 +180,28 @@ class ActionCancelOrder(Action):
             _refused(dispatcher, lang, str(tracker.get_slot("order_id")), "not_verified")
             return []
         try:
-            order = shop().cancel_order(order_id)
+            return self.change(dispatcher, tracker, lang, order_id)
         except ShopError as err:
             _refused(dispatcher, lang, order_id, err.reason)
             return []
+
+    @abstractmethod
+    def change(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, lang: str, order_id: str
+    ) -> Events:
+        """Make the change through the shop (raising ``ShopError`` when it refuses)."""
+
+
+class ActionCancelOrder(OrderChangeAction):
+    """Cancel the verified order; the full amount is refunded."""
+
+    def name(self) -> str:
+        return "action_cancel_order"
+
+    def change(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, lang: str, order_id: str
+    ) -> Events:
+        order = shop().cancel_order(order_id)
         dispatcher.utter_message(
             text=say(
                 lang,
@@ -198,48 +215,30 @@ class ActionCancelOrder(Action):
         return [SlotSet("order_status", order.status)]
 
 
-class ActionChangeOrder(Action):
+class ActionChangeOrder(OrderChangeAction):
     """Record the change of items or quantities of the verified order."""
 
     def name(self) -> str:
         return "action_change_order"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    def change(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, lang: str, order_id: str
     ) -> Events:
-        lang = language(tracker)
-        order_id = verified_order(tracker)
-        if order_id is None:
-            _refused(dispatcher, lang, str(tracker.get_slot("order_id")), "not_verified")
-            return []
-        try:
-            shop().change_order(order_id, masked(tracker.get_slot("order_change")))
-        except ShopError as err:
-            _refused(dispatcher, lang, order_id, err.reason)
-            return []
+        shop().change_order(order_id, masked(tracker.get_slot("order_change")))
         dispatcher.utter_message(response="utter_order_changed")
         return []
 
 
-class ActionChangeAddress(Action):
+class ActionChangeAddress(OrderChangeAction):
     """Change the delivery address of the verified order."""
 
     def name(self) -> str:
         return "action_change_address"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    def change(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, lang: str, order_id: str
     ) -> Events:
-        lang = language(tracker)
-        order_id = verified_order(tracker)
-        if order_id is None:
-            _refused(dispatcher, lang, str(tracker.get_slot("order_id")), "not_verified")
-            return []
-        try:
-            shop().change_address(order_id, masked(tracker.get_slot("new_address")))
-        except ShopError as err:
-            _refused(dispatcher, lang, order_id, err.reason)
-            return []
+        shop().change_address(order_id, masked(tracker.get_slot("new_address")))
         dispatcher.utter_message(response="utter_address_changed")
         return []
 
