@@ -162,6 +162,15 @@ class _Tables:
         self.select_state = select(conv.c.state, conv.c.version).where(
             conv.c.id == bindparam("conversation_id")
         )
+        events = self.events
+        self.select_events = (
+            select(events.c.seq, events.c.data)
+            .where(
+                events.c.conversation_id == bindparam("conversation_id"),
+                events.c.seq + events.c.count > bindparam("after"),
+            )
+            .order_by(events.c.seq)
+        )
         self.select_processed = select(processed.c.channel).where(
             processed.c.channel == bindparam("channel"),
             processed.c.message_id == bindparam("message_id"),
@@ -547,14 +556,10 @@ class SqlStore:
     ) -> list[StoredEvent]:
         """The log from ``seq > after``, oldest first; an unreadable row raises ``StoreError``."""
         self._check_open()
-        ev = self._t.events
-        query = (
-            select(ev.c.seq, ev.c.data)
-            .where(ev.c.conversation_id == conversation_id, ev.c.seq + ev.c.count > after + 1)
-            .order_by(ev.c.seq)
-        )
+        query = self._t.select_events
+        params = {"conversation_id": conversation_id, "after": after + 1}
         stored: list[StoredEvent] = []
-        for first, data in await self._read(lambda conn: conn.execute(query).all()):
+        for first, data in await self._read(lambda conn: conn.execute(query, params).all()):
             try:
                 batch = json.loads(data)
                 if not isinstance(batch, list):
