@@ -242,7 +242,9 @@ class Agent:
             or _base_language(message.language)
             or self.project.domain.default_language
         )
-        parse = self.interpreter.parse(message.text, payload=message.payload, language=language)
+        # A platform command (Telegram's /help) means its intent, like a button would.
+        payload = message.payload or (f"/{command}" if command and command != "start" else None)
+        parse = self.interpreter.parse(message.text, payload=payload, language=language)
         self._set_language(turn, parse.language)
         turn.parse = parse.to_rasa()
         state.latest_message = turn.parse

@@ -211,6 +211,14 @@ async def test_webhook_conversation_reaches_telegram(tmp_path: Path, project: Pr
         assert [row[0] for row in rows] == ["delivered", "delivered"]
 
 
+async def test_help_command_is_answered(tmp_path: Path, project: Project) -> None:
+    chat = 4242012
+    async with shop(tmp_path) as s:
+        await s.post(text_update(1, chat, "/help"))
+        (text,) = await s.replies(chat, 1)
+        assert text == response_text(project, "utter_help")
+
+
 async def test_handoff_command_is_answered(tmp_path: Path, project: Project) -> None:
     chat = 4242002
     async with shop(tmp_path) as s:
