@@ -21,7 +21,8 @@ from bot.ports import ConversationStore
 class _Tail:
     count: int
     """The conversation's event count this tail is current for."""
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    """Immutable records: turned into Rasa dicts only when an action asks for them."""
 
 
 class RecentEvents:
@@ -45,12 +46,12 @@ class RecentEvents:
         if tail is None or tail.count != event_count:
             after = max(0, event_count - self._keep)
             stored = await self._store.events(conversation_id, after=after)
-            tail = _Tail(count=event_count, events=[s.event.to_dict() for s in stored])
+            tail = _Tail(count=event_count, events=[s.event for s in stored])
             self._tails[conversation_id] = tail
             while len(self._tails) > self._capacity:
                 self._tails.popitem(last=False)
         self._tails.move_to_end(conversation_id)
-        return list(tail.events)
+        return [e.to_dict() for e in tail.events]
 
     def extend(self, conversation_id: str, count_before: int, events: list[Event]) -> None:
         """Record a saved turn's events; a tail that was not current is dropped instead."""
@@ -60,6 +61,6 @@ class RecentEvents:
         if tail.count != count_before:
             del self._tails[conversation_id]
             return
-        tail.events.extend(e.to_dict() for e in events)
+        tail.events.extend(events)
         del tail.events[: -self._keep]
         tail.count += len(events)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import re
 import time
 from collections import OrderedDict
@@ -29,6 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -561,7 +561,7 @@ class SqlStore:
         stored: list[StoredEvent] = []
         for first, data in await self._read(lambda conn: conn.execute(query, params).all()):
             try:
-                batch = json.loads(data)
+                batch = orjson.loads(data)
                 if not isinstance(batch, list):
                     raise TypeError("a stored turn is not a list of events")
                 for offset, item in enumerate(batch):
@@ -616,7 +616,7 @@ class SqlStore:
         due: list[PendingDelivery] = []
         for row in await self._read(lambda conn: conn.execute(query).all()):
             try:
-                message = event_from_dict(json.loads(row.message))
+                message = event_from_dict(orjson.loads(row.message))
                 if not isinstance(message, BotMessage):
                     raise TypeError(f"a {message.event!r} event is not a bot message")
             except (ValueError, TypeError, AttributeError) as exc:
@@ -814,14 +814,12 @@ async def open_store(
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    """Compact JSON text; orjson because every turn writes its state and events through here.
 
-
-def _json_default(value: Any) -> Any:
-    """Dataclasses inside slots serialise as ``ConversationState.to_dict`` would have them."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    Dataclasses (inside slots) serialise as ``dataclasses.asdict`` has them; other types that
+    JSON cannot hold raise ``TypeError``.
+    """
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _state_dict(state: ConversationState, version: int) -> dict[str, Any]:
@@ -866,7 +864,7 @@ def _prepare(
 
 def _parse_state(conversation_id: str, text: str, version: int | None) -> ConversationState:
     try:
-        state = ConversationState.from_dict(json.loads(text))
+        state = ConversationState.from_dict(orjson.loads(text))
     except (ValueError, TypeError) as exc:
         raise StoreError(
             f"conversation {conversation_id!r}: stored state is unreadable: {exc}"
