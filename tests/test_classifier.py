@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bot.understanding.classifier import FORMAT_VERSION, IntentClassifier, IntentPrediction
+from bot.understanding.features import embedder, normalize
 
 EXAMPLES = [
     ("where is my order", "track_order"),
@@ -171,3 +172,11 @@ def test_prediction_properties() -> None:
     assert (prediction.intent, prediction.confidence) == ("a", 0.9)
     rejected = IntentPrediction(ranking=(("a", 0.2),), out_of_scope=True)
     assert (rejected.intent, rejected.confidence) == (None, 0.0)
+
+
+def test_one_message_embeds_as_in_a_batch() -> None:
+    """Inference embeds one message at a time; training embeds batches: they must agree."""
+    texts = [normalize(t) for t in ("where is my order", "我的订单到哪了", "KF-10001", "", "🙂")]
+    batch = embedder().embed(texts)
+    for text, expected in zip(texts, batch, strict=True):
+        assert np.allclose(embedder().embed_one(text), expected, atol=1e-6)

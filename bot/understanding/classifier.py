@@ -184,7 +184,7 @@ class IntentClassifier:
         ids = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
         tf = 1.0 + np.log(np.fromiter(counts.values(), dtype=np.float32, count=len(counts)))
         weighted = tf * self._idf[ids]
-        scores = self._bias + embedder().embed([normalized])[0] @ self._dense
+        scores = self._bias + embedder().embed_one(normalized) @ self._dense
         scores += (weighted / math.sqrt(float(weighted @ weighted))) @ self._sparse[ids]
         return self._prediction(scores)
 

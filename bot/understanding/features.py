@@ -76,6 +76,16 @@ class SentenceEmbedder:
         """Embedding dimension."""
         return int(self._model.embedding.shape[1])
 
+    def embed_one(self, text: str) -> np.ndarray:
+        """Embed one normalised text, as ``embed([text])[0]`` but without the batch overhead
+        (the classifier embeds every incoming message)."""
+        ids = self._model.tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids:
+            return np.zeros(self.dim, dtype=np.float32)
+        vector: np.ndarray = self._model.embedding[ids].mean(axis=0, dtype=np.float32)
+        length = float(np.sqrt(vector @ vector))
+        return vector / length if length else vector
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed normalised texts: a float32 array of shape (len(texts), dim)."""
         if not texts:
