@@ -1,21 +1,4 @@
-"""The conversation store on SQLAlchemy: SQLite by default, PostgreSQL for several processes.
-
-Three things keep a turn's storage cost tiny:
-
-- Loads are served from a bounded write-through cache of the latest saved state, so a turn
-  rarely reads the database. The version check in ``save`` stays the source of truth: a stale
-  entry (another process wrote) costs one ``ConcurrentUpdateError`` and is evicted.
-- Writes go through one writer task that commits everything queued meanwhile in a single
-  transaction (group commit), and the turns of a batch are written with a handful of statements
-  in all, not a handful each. Stale versions and duplicate message ids are found by reading
-  under the write lock before anything is written, so they fail only their own caller; any
-  other failure rolls the batch back and replays it with a savepoint per write.
-- Each batch is one call into the database layer: for SQLite, a dedicated thread running the
-  standard ``sqlite3`` driver (an async driver hops threads on every statement, which costs
-  more than the statement); for PostgreSQL, asyncpg inside ``run_sync``.
-
-SQLite suits one process; run several processes on PostgreSQL.
-"""
+"""``SqlStore``: conversations, their event log, the outbox and small values, on SQLAlchemy."""
 
 from __future__ import annotations
 
@@ -25,252 +8,40 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    Double,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
     bindparam,
-    create_engine,
     delete,
-    event,
     select,
     tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot import constants
 from bot.errors import ConcurrentUpdateError, DuplicateMessageError, KefuError, StoreError
 from bot.events import BotMessage, Event, event_from_dict
 from bot.ports import PendingDelivery, StoredEvent
 from bot.state import ConversationState
+from bot.store.engines import Database, database_url, open_database
+from bot.store.schema import Tables
 
-__all__ = ["SqlStore", "database_url", "open_store"]
+__all__ = ["SqlStore", "open_store"]
 
 DEFAULT_CACHE_SIZE = 10_000
 """Conversations whose latest state is kept in memory; beyond this the least recent go."""
 MAX_BATCH = 500
 """Writes committed together at most; bounds a transaction's size and a write's latency."""
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-"""How long SQLite waits for another process's write lock before failing."""
 _DELETE_CHUNK = 500
-_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+asyncpg"}
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,19}")  # index names stay within 63 chars
 _PENDING, _DELIVERED, _FAILED = "pending", "delivered", "failed"
 
 _T = TypeVar("_T")
 _Work = Callable[[Connection], Any]
-
-
-def database_url(url: str) -> URL:
-    """``url`` with the driver the store runs: ``sqlite`` → sqlite3, ``postgresql`` → asyncpg.
-
-    Any SQLite or PostgreSQL URL is accepted (``sqlite+aiosqlite://``, ``postgresql://``...);
-    anything else raises ``StoreError`` naming the URL, its password hidden.
-    """
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StoreError(f"invalid database URL {url!r}: {exc}") from exc
-    backend = parsed.get_backend_name()
-    if backend not in _DRIVERS:
-        shown = parsed.render_as_string(hide_password=True)
-        raise StoreError(f"unsupported database URL {shown!r}: use sqlite:/// or postgresql://")
-    return parsed.set(drivername=_DRIVERS[backend])
-
-
-class _Tables:
-    """The schema; ``prefix`` lets several stores (or test runs) share one database."""
-
-    def __init__(self, prefix: str) -> None:
-        self.metadata = md = MetaData()
-        big_id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER
-        self.conversations = Table(
-            f"{prefix}conversations",
-            md,
-            Column("id", String(), primary_key=True),
-            Column("channel", String(), nullable=False),
-            Column("sender_id", String(), nullable=False),
-            Column("state", Text, nullable=False),
-            Column("version", Integer, nullable=False),
-            Column("last_seq", Integer, nullable=False),
-            Column("last_active_at", Double, nullable=False),
-            Column("created_at", Double, nullable=False),
-            Index(f"{prefix}ix_conversations_last_active_at", "last_active_at"),
-        )
-        # One row per turn: its events as a JSON array, ``seq`` being the first one's number.
-        # A turn appends a dozen events; one row instead of twelve is most of a save's cost.
-        self.events = Table(
-            f"{prefix}events",
-            md,
-            Column("id", big_id, primary_key=True, autoincrement=True),
-            Column("conversation_id", String(), nullable=False),
-            Column("seq", Integer, nullable=False),
-            Column("count", Integer, nullable=False),
-            Column("timestamp", Double, nullable=False),
-            Column("data", Text, nullable=False),
-            UniqueConstraint("conversation_id", "seq", name=f"{prefix}uq_events_conversation_seq"),
-        )
-        self.processed = Table(
-            f"{prefix}processed_messages",
-            md,
-            Column("channel", String(), primary_key=True),
-            Column("message_id", String(), primary_key=True),
-            Column("conversation_id", String(), nullable=False),
-            Column("processed_at", Double, nullable=False),
-            Index(f"{prefix}ix_processed_messages_conversation_id", "conversation_id"),
-        )
-        self.outbox = Table(
-            f"{prefix}outbox",
-            md,
-            Column("id", big_id, primary_key=True, autoincrement=True),
-            Column("conversation_id", String(), nullable=False),
-            Column("channel", String(), nullable=False),
-            Column("message", Text, nullable=False),
-            Column("status", String(), nullable=False),
-            Column("attempts", Integer, nullable=False),
-            Column("next_attempt_at", Double, nullable=False),
-            Column("last_error", Text),
-            Column("created_at", Double, nullable=False),
-            Index(f"{prefix}ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
-            Index(f"{prefix}ix_outbox_conversation_id", "conversation_id"),
-        )
-        self.kv = Table(
-            f"{prefix}kv",
-            md,
-            Column("namespace", String(), primary_key=True),
-            Column("key", String(), primary_key=True),
-            Column("value", Text, nullable=False),
-            Column("updated_at", Double, nullable=False),
-        )
-        # Statements of the per-turn reads, built once: building one costs more than running it.
-        conv, processed = self.conversations, self.processed
-        self.select_state = select(conv.c.state, conv.c.version).where(
-            conv.c.id == bindparam("conversation_id")
-        )
-        events = self.events
-        self.select_events = (
-            select(events.c.seq, events.c.data)
-            .where(
-                events.c.conversation_id == bindparam("conversation_id"),
-                events.c.seq + events.c.count > bindparam("after"),
-            )
-            .order_by(events.c.seq)
-        )
-        self.select_processed = select(processed.c.channel).where(
-            processed.c.channel == bindparam("channel"),
-            processed.c.message_id == bindparam("message_id"),
-        )
-
-
-class _Database(Protocol):
-    """Runs synchronous SQLAlchemy work in a transaction without blocking the event loop."""
-
-    dialect: str
-
-    async def write(self, work: Callable[[Connection], _T]) -> _T:
-        """Run ``work`` in a write transaction; commit if it returns, roll back if it raises."""
-        ...
-
-    async def read(self, work: Callable[[Connection], _T]) -> _T:
-        """Run ``work`` outside any write transaction."""
-        ...
-
-    async def dispose(self) -> None: ...
-
-
-class _SqliteDatabase:
-    """SQLite through the standard driver: writes on one thread, reads on the event loop.
-
-    One writer thread serialises this process's writes, so they never wait on SQLite's lock
-    for each other, and commits (fsync at checkpoints) stay off the loop. Reads run inline: in
-    WAL mode a read never waits for the writer, and a lookup costs less than handing it to a
-    thread. An in-memory database lives on the writer thread's connection, so it serves reads.
-    """
-
-    dialect = "sqlite"
-
-    def __init__(self, url: URL) -> None:
-        self._engine = create_engine(url)
-        event.listen(self._engine, "connect", _sqlite_on_connect)
-        event.listen(self._engine, "begin", _sqlite_on_begin)
-        self._write_engine = self._engine.execution_options(kefu_write=True)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="kefu-store-writer")
-        self._in_memory = url.database in (None, "", ":memory:")
-
-    async def write(self, work: Callable[[Connection], _T]) -> _T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, _in_transaction, self._write_engine, work)
-
-    async def read(self, work: Callable[[Connection], _T]) -> _T:
-        if self._in_memory:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._writer, _connected, self._engine, work)
-        return _connected(self._engine, work)
-
-    async def dispose(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._engine.dispose)
-        self._writer.shutdown()
-
-
-class _PostgresDatabase:
-    """PostgreSQL through asyncpg; the work runs in SQLAlchemy's greenlet bridge."""
-
-    dialect = "postgresql"
-
-    def __init__(self, url: URL) -> None:
-        self._engine = create_async_engine(url)
-
-    async def write(self, work: Callable[[Connection], _T]) -> _T:
-        async with self._engine.begin() as conn:
-            return await conn.run_sync(work)
-
-    async def read(self, work: Callable[[Connection], _T]) -> _T:
-        async with self._engine.connect() as conn:
-            return await conn.run_sync(work)
-
-    async def dispose(self) -> None:
-        await self._engine.dispose()
-
-
-def _in_transaction(engine: Engine, work: Callable[[Connection], _T]) -> _T:
-    with engine.begin() as conn:
-        return work(conn)
-
-
-def _connected(engine: Engine, work: Callable[[Connection], _T]) -> _T:
-    with engine.connect() as conn:
-        return work(conn)
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets reads run while the writer commits; NORMAL sync is durable in WAL mode."""
-    dbapi_connection.isolation_level = None  # transactions are begun by _sqlite_on_begin
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.close()
-
-
-def _sqlite_on_begin(conn: Connection) -> None:
-    """Writers take the write lock up front; single-statement reads need no transaction."""
-    if conn.get_execution_options().get("kefu_write"):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class _StateCache:
@@ -350,14 +121,10 @@ class SqlStore:
         db_url = database_url(url)
         self._shown_url = db_url.render_as_string(hide_password=True)
         try:
-            self._db: _Database = (
-                _SqliteDatabase(db_url)
-                if db_url.get_backend_name() == "sqlite"
-                else _PostgresDatabase(db_url)
-            )
+            self._db: Database = open_database(db_url)
         except (ArgumentError, ImportError) as exc:
             raise StoreError(f"cannot use database {self._shown_url!r}: {exc}") from exc
-        self._t = t = _Tables(table_prefix)
+        self._t = t = Tables(table_prefix)
         conv = t.conversations
         self._update_conversation = (
             update(conv)

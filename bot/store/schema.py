@@ -1,0 +1,102 @@
+"""The store's tables, and the per-turn statements built once from them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    select,
+)
+
+
+class Tables:
+    """The schema; ``prefix`` lets several stores (or test runs) share one database."""
+
+    def __init__(self, prefix: str) -> None:
+        self.metadata = md = MetaData()
+        big_id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER
+        self.conversations = Table(
+            f"{prefix}conversations",
+            md,
+            Column("id", String(), primary_key=True),
+            Column("channel", String(), nullable=False),
+            Column("sender_id", String(), nullable=False),
+            Column("state", Text, nullable=False),
+            Column("version", Integer, nullable=False),
+            Column("last_seq", Integer, nullable=False),
+            Column("last_active_at", Double, nullable=False),
+            Column("created_at", Double, nullable=False),
+            Index(f"{prefix}ix_conversations_last_active_at", "last_active_at"),
+        )
+        # One row per turn: its events as a JSON array, ``seq`` being the first one's number.
+        # A turn appends a dozen events; one row instead of twelve is most of a save's cost.
+        self.events = Table(
+            f"{prefix}events",
+            md,
+            Column("id", big_id, primary_key=True, autoincrement=True),
+            Column("conversation_id", String(), nullable=False),
+            Column("seq", Integer, nullable=False),
+            Column("count", Integer, nullable=False),
+            Column("timestamp", Double, nullable=False),
+            Column("data", Text, nullable=False),
+            UniqueConstraint("conversation_id", "seq", name=f"{prefix}uq_events_conversation_seq"),
+        )
+        self.processed = Table(
+            f"{prefix}processed_messages",
+            md,
+            Column("channel", String(), primary_key=True),
+            Column("message_id", String(), primary_key=True),
+            Column("conversation_id", String(), nullable=False),
+            Column("processed_at", Double, nullable=False),
+            Index(f"{prefix}ix_processed_messages_conversation_id", "conversation_id"),
+        )
+        self.outbox = Table(
+            f"{prefix}outbox",
+            md,
+            Column("id", big_id, primary_key=True, autoincrement=True),
+            Column("conversation_id", String(), nullable=False),
+            Column("channel", String(), nullable=False),
+            Column("message", Text, nullable=False),
+            Column("status", String(), nullable=False),
+            Column("attempts", Integer, nullable=False),
+            Column("next_attempt_at", Double, nullable=False),
+            Column("last_error", Text),
+            Column("created_at", Double, nullable=False),
+            Index(f"{prefix}ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+            Index(f"{prefix}ix_outbox_conversation_id", "conversation_id"),
+        )
+        self.kv = Table(
+            f"{prefix}kv",
+            md,
+            Column("namespace", String(), primary_key=True),
+            Column("key", String(), primary_key=True),
+            Column("value", Text, nullable=False),
+            Column("updated_at", Double, nullable=False),
+        )
+        # Statements of the per-turn reads, built once: building one costs more than running it.
+        conv, processed = self.conversations, self.processed
+        self.select_state = select(conv.c.state, conv.c.version).where(
+            conv.c.id == bindparam("conversation_id")
+        )
+        events = self.events
+        self.select_events = (
+            select(events.c.seq, events.c.data)
+            .where(
+                events.c.conversation_id == bindparam("conversation_id"),
+                events.c.seq + events.c.count > bindparam("after"),
+            )
+            .order_by(events.c.seq)
+        )
+        self.select_processed = select(processed.c.channel).where(
+            processed.c.channel == bindparam("channel"),
+            processed.c.message_id == bindparam("message_id"),
+        )
