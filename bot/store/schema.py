@@ -15,6 +15,7 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     select,
+    tuple_,
 )
 
 
@@ -95,6 +96,19 @@ class Tables:
                 events.c.seq + events.c.count > bindparam("after"),
             )
             .order_by(events.c.seq)
+        )
+        self.insert_conversation = conv.insert()
+        self.insert_events = events.insert()
+        self.insert_processed = processed.insert()
+        self.select_versions = (
+            select(conv.c.id, conv.c.version, conv.c.last_seq)
+            .where(conv.c.id.in_(bindparam("ids", expanding=True)))
+            .order_by(conv.c.id)
+        )
+        self.select_claimed = select(processed.c.channel, processed.c.message_id).where(
+            tuple_(processed.c.channel, processed.c.message_id).in_(
+                bindparam("keys", expanding=True)
+            )
         )
         self.select_processed = select(processed.c.channel).where(
             processed.c.channel == bindparam("channel"),

@@ -15,7 +15,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -200,22 +199,16 @@ class SqlStore:
         writes nothing and the others are unaffected.
         """
         t = self._t
-        conv, processed = t.conversations, t.processed
-        query = (
-            select(conv.c.id, conv.c.version, conv.c.last_seq)
-            .where(conv.c.id.in_(sorted({turn.conversation_id for turn in turns})))
-            .order_by(conv.c.id)
-        )
+        query = t.select_versions
         if self._db.dialect == "postgresql":
             query = query.with_for_update()  # locks rows in id order: no deadlock between batches
-        stored = {row.id: (row.version, row.last_seq) for row in conn.execute(query)}
+        conversation_ids = sorted({turn.conversation_id for turn in turns})
+        versions = conn.execute(query, {"ids": conversation_ids})
+        stored = {row.id: (row.version, row.last_seq) for row in versions}
         keys = {turn.message_key for turn in turns if turn.message_key is not None}
         claimed: set[tuple[str, str]] = set()
         if keys:
-            pair = tuple_(processed.c.channel, processed.c.message_id)
-            rows = conn.execute(
-                select(processed.c.channel, processed.c.message_id).where(pair.in_(keys))
-            )
+            rows = conn.execute(t.select_claimed, {"keys": sorted(keys)})
             claimed = {(row.channel, row.message_id) for row in rows}
         outcomes: list[_Outcome] = []
         claims: list[dict[str, Any]] = []
@@ -297,19 +290,19 @@ class SqlStore:
             outbox_counts.append(len(turn.outbox))
             outcomes.append(([], None))
         for statement, params in (
-            (processed.insert(), claims),
-            (conv.insert(), inserts),
+            (t.insert_processed, claims),
+            (t.insert_conversation, inserts),
             (self._update_conversation, updates),
-            (t.events.insert(), event_rows),
+            (t.insert_events, event_rows),
         ):
             if params:
                 conn.execute(statement, params)
         if outbox_rows:
-            ids = iter(conn.execute(self._insert_outbox, outbox_rows).scalars().all())
+            new_ids = iter(conn.execute(self._insert_outbox, outbox_rows).scalars().all())
             counts = iter(outbox_counts)
             for ids_of_turn, failure in outcomes:
                 if failure is None:
-                    ids_of_turn.extend(next(ids) for _ in range(next(counts)))
+                    ids_of_turn.extend(next(new_ids) for _ in range(next(counts)))
         return outcomes
 
     async def is_processed(self, channel: str, message_id: str) -> bool:
