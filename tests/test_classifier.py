@@ -180,3 +180,19 @@ def test_one_message_embeds_as_in_a_batch() -> None:
     batch = embedder().embed(texts)
     for text, expected in zip(texts, batch, strict=True):
         assert np.allclose(embedder().embed_one(text), expected, atol=1e-6)
+
+
+def test_an_unwritable_cache_only_costs_the_cache(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder would go", encoding="utf-8")
+    examples = [
+        ("hello", "greet"),
+        ("hi there", "greet"),
+        ("bye", "goodbye"),
+        ("see you", "goodbye"),
+    ]
+    classifier = IntentClassifier.train_cached(examples, cache_dir=blocked)
+    assert classifier.predict("hello").intent == "greet"
+    assert "cannot cache the intent classifier" in caplog.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -23,6 +24,8 @@ import scipy.sparse as sp
 from sklearn.svm import LinearSVC
 
 from bot.understanding.features import EMBEDDING_MODEL, embedder, normalize, sparse_features
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 """Saved-classifier format; a change makes older files unreadable (and cache misses).
@@ -166,7 +169,10 @@ class IntentClassifier:
             except (OSError, ValueError, KeyError):
                 pass  # unreadable or stale: train again and overwrite
         classifier = cls.train(examples, out_of_scope_examples=out_of_scope_examples)
-        classifier.save(path)
+        try:
+            classifier.save(path)
+        except OSError as exc:  # a read-only project still starts; it just trains every time
+            log.warning("cannot cache the intent classifier in %s: %s", cache_dir, exc)
         return classifier
 
     def predict(self, text: str) -> IntentPrediction:
