@@ -181,6 +181,20 @@ class DemoShop:
     def find_order(self, order_id: str) -> Order | None:
         return self._orders.get(normalize_order_id(order_id))
 
+    def _open_refund(self, order: Order, *, status: str, reason: str) -> Refund:
+        """Record a new refund of the whole order (the caller holds the lock)."""
+        refund = Refund(
+            id=f"RF-{60000 + next(self._counter)}",
+            order_id=order.id,
+            status=status,
+            amount=order.total,
+            requested=self._today,
+            completed=None,
+            reason=reason,
+        )
+        self._refunds[normalize_order_id(order.id)] = refund
+        return refund
+
     def _require(self, order_id: str) -> Order:
         order = self.find_order(order_id)
         if order is None:
@@ -197,15 +211,7 @@ class DemoShop:
             if order.status != "processing":
                 raise ShopError(order.status)
             cancelled = self._store(replace(order, status="cancelled", eta=None))
-            self._refunds[normalize_order_id(order.id)] = Refund(
-                id=f"RF-{60000 + next(self._counter)}",
-                order_id=order.id,
-                status="processing",
-                amount=order.total,
-                requested=self._today,
-                completed=None,
-                reason="order cancelled",
-            )
+            self._open_refund(order, status="processing", reason="order cancelled")
             return cancelled
 
     def change_order(self, order_id: str, change: str) -> Order:
@@ -248,16 +254,7 @@ class DemoShop:
             if eligibility != "eligible":
                 raise ShopError(eligibility)
             order = self._require(order_id)
-            refund = Refund(
-                id=f"RF-{60000 + next(self._counter)}",
-                order_id=order.id,
-                status="requested",
-                amount=order.total,
-                requested=self._today,
-                completed=None,
-                reason=reason,
-            )
-            self._refunds[normalize_order_id(order.id)] = refund
+            refund = self._open_refund(order, status="requested", reason=reason)
             return refund
 
     def refund_status(self, order_id: str) -> Refund | None:
