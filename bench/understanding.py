@@ -157,7 +157,7 @@ def main() -> None:
         if in_scope
         else None,
         "oos_recall": round(oos_hits / oos_gold, 4) if oos_gold else None,
-        "oos_precision": round(oos_hits / oos_predicted, 4) if oos_predicted else None,
+        "oos_precision": round(oos_hits / oos_predicted, 4) if oos_predicted and oos_gold else None,
         "p50_ms": round(statistics.median(timings), 3),
         "p99_ms": round(statistics.quantiles(timings, n=100)[98], 3),
         "n": len(evaluation),

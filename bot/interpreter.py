@@ -73,6 +73,7 @@ class Interpreter:
         classifier = None
         if len({intent for _, intent in examples}) >= 1 and examples:
             classifier = IntentClassifier.train_cached(examples, cache_dir=cache_dir)
+            classifier.load_encoders()
         extractor = EntityExtractor.from_training_data(nlu, entity_names)
         return cls(
             classifier=classifier, extractor=extractor, intents=set(intents) | set(nlu.intents)

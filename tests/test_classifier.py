@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.understanding import classifier as classifier_module
 from bot.understanding.classifier import FORMAT_VERSION, IntentClassifier, IntentPrediction
+from bot.understanding.encoder import encoder
 from bot.understanding.features import embedder, normalize
 
 EXAMPLES = [
@@ -196,3 +198,102 @@ def test_an_unwritable_cache_only_costs_the_cache(
     classifier = IntentClassifier.train_cached(examples, cache_dir=blocked)
     assert classifier.predict("hello").intent == "greet"
     assert "cannot cache the intent classifier" in caplog.text
+
+
+class SpyEncoder:
+    """Records which language's encoder was asked, and delegates to the real one."""
+
+    def __init__(self, calls: list[str], language: str) -> None:
+        self.calls = calls
+        self.language = language
+
+    def embed_one(self, text: str) -> np.ndarray:
+        self.calls.append(self.language)
+        return encoder(self.language).embed_one(text)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return encoder(self.language).embed(texts)
+
+
+@pytest.fixture()
+def encoder_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    monkeypatch.setattr(classifier_module, "encoder", lambda language: SpyEncoder(calls, language))
+    return calls
+
+
+def test_the_second_step_runs_only_when_the_fast_model_is_unsure(
+    classifier: IntentClassifier, encoder_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(classifier_module, "_CASCADE_GAP", 0.0)  # never unsure
+    assert classifier.predict("where is my order").intent == "track_order"
+    assert encoder_calls == []
+    monkeypatch.setattr(classifier_module, "_CASCADE_GAP", 1e9)  # always unsure
+    assert classifier.predict("where is my order").intent == "track_order"
+    assert classifier.predict("我的订单到哪了").intent == "track_order"
+    assert classifier.predict("我要 return 这个 jacket").intent == "return_item"
+    assert encoder_calls == ["en", "zh", "zh"]  # each message read by its language's encoder
+
+
+def test_the_second_step_is_saved_and_loaded(
+    classifier: IntentClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(classifier_module, "_CASCADE_GAP", 1e9)
+    path = tmp_path / "model.npz"
+    classifier.save(path)
+    loaded = IntentClassifier.load(path)
+    for text in ("where is my order", "修改地址", "send the item back", "我要退货"):
+        assert loaded.predict(text) == classifier.predict(text)
+
+
+def test_a_fast_only_classifier_never_loads_an_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_encoder(language: str) -> None:
+        raise AssertionError("encoder loaded")
+
+    monkeypatch.setattr(classifier_module, "encoder", no_encoder)
+    monkeypatch.setattr(classifier_module, "_CASCADE_GAP", 1e9)
+    fast = IntentClassifier.train(EXAMPLES, cascade=False)
+    assert fast.predict("where is my order").intent == "track_order"
+    fast.save(tmp_path / "fast.npz")
+    assert IntentClassifier.load(tmp_path / "fast.npz").predict("我要退货").intent == "return_item"
+
+
+@pytest.mark.parametrize(
+    ("text", "prose"),
+    [
+        ("where is my order", True),
+        ("my order is KF-10001", True),
+        ("我的订单", True),
+        ("KF-10001", False),
+        ("alice@example.com", False),
+        ("see https://example.com/a/b", False),
+        ("refund", False),
+        ("谢", False),
+        ("", False),
+    ],
+)
+def test_only_sentences_are_worth_an_encoder(text: str, prose: bool) -> None:
+    assert classifier_module._is_prose(normalize(text)) is prose
+
+
+def test_an_order_number_never_reaches_the_encoder(
+    classifier: IntentClassifier, encoder_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(classifier_module, "_CASCADE_GAP", 1e9)
+    for text in ("KF-10001", "alice@example.com", "return"):
+        classifier.predict(text)
+    assert encoder_calls == []
+
+
+def test_a_language_without_examples_gets_no_encoder(
+    encoder_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    english = IntentClassifier.train([(t, i) for t, i in EXAMPLES if t.isascii()])
+    monkeypatch.setattr(classifier_module, "_CASCADE_GAP", 1e9)
+    english.predict("我的订单到哪了呢")
+    english.load_encoders()
+    assert encoder_calls == []  # no Chinese examples: the Chinese encoder would add nothing
+    english.predict("where is my order")
+    assert encoder_calls == ["en"]

