@@ -300,3 +300,12 @@ def test_a_language_without_examples_gets_no_encoder(
     assert encoder_calls == []  # no Chinese examples: the Chinese encoder would add nothing
     english.predict("where is my order")
     assert encoder_calls == ["en"]
+
+
+def test_train_cached_retrains_when_the_settings_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    IntentClassifier.train_cached(EXAMPLES, cache_dir=tmp_path)
+    monkeypatch.setattr(classifier_module, "_HYPERPARAMETERS", (9.0,))
+    IntentClassifier.train_cached(EXAMPLES, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2

@@ -73,6 +73,8 @@ _ENCODER_WEIGHT = 1.4  # scale of the unit-length encoder vector
 _CASCADE_GAP = 0.6  # fast model's margins closer than this: ask the second model
 _TEMPERATURE = 4.0  # softmax sharpness turning margins into confidences
 _THRESHOLD = -0.6  # best intent's one-vs-rest margin below this: out of scope
+_HYPERPARAMETERS = (_C, _FULL_C, _EMBEDDING_WEIGHT, _ENCODER_WEIGHT, _THRESHOLD)
+"""Part of the cache key: a classifier trained with other settings is not reused."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,7 @@ class IntentClassifier:
                 FORMAT_VERSION,
                 EMBEDDING_MODEL,
                 ENCODER_MODEL,
+                _HYPERPARAMETERS,
                 list(examples),
                 list(out_of_scope_examples),
             ],
