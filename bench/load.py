@@ -1,7 +1,7 @@
 """End-to-end load on the REST channel: throughput, latency under a steady rate, growth per turn.
 
     python bench/load.py [--url URL] [--conversations 100] [--duration 10] [--rate 200]
-                         [--project DIR] [--growth-turns 1000] [--launcher auto|cli|script]
+                         [--project DIR] [--growth-turns 1000]
 
 Without ``--url`` it starts kefu (``kefu run --project <repo root> --port <free port>``, with
 ``KEFU_DATABASE_URL`` pointing at a fresh SQLite file) and the baseline (``bench/baseline_app.py``:
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -55,28 +54,6 @@ GOAL_TURNS_PER_S = 1000.0
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 25.0
 GOAL_GROWTH = 1.2
-
-# Used until ``bot/cli.py`` has ``main``: the same wiring ``kefu run`` does for the REST channel.
-_FALLBACK_SERVER = """
-import asyncio, sys
-from pathlib import Path
-from bot.agent import Agent
-from bot.project import load_project
-from bot.server import create_app, serve
-from bot.settings import Settings
-from channels.rest import RestChannel
-
-async def main(root: str, host: str, port: int) -> None:
-    project = load_project(Path(root))
-    agent = await Agent.create(project, settings=Settings.from_env())
-    channel = RestChannel()
-    agent.add_channel(channel)
-    app = create_app(channels=[channel], on_startup=[agent.start], on_shutdown=[agent.close])
-    await serve(app, host=host, port=port)
-
-asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
-"""
-
 
 # --- measurement -----------------------------------------------------------------------------
 
@@ -265,23 +242,11 @@ def free_port() -> int:
         return port
 
 
-def _has_cli() -> bool:
-    """Whether ``bot/cli.py`` exists and defines ``main`` (read, not imported)."""
-    spec = importlib.util.find_spec("bot.cli")
-    if spec is None or spec.origin is None:
-        return False
-    return "def main(" in Path(spec.origin).read_text(errors="replace")
-
-
-def _kefu_command(launcher: str, port: int, project: Path) -> tuple[list[str], str]:
-    """The command line that starts kefu, and a short description of it."""
-    if launcher == "cli" or (launcher == "auto" and _has_cli()):
-        script = Path(sys.executable).with_name("kefu")
-        prefix = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
-        args = ["run", "--project", str(project), "--host", "127.0.0.1", "--port", str(port)]
-        return [*prefix, *args], "kefu run"
-    command = [sys.executable, "-c", _FALLBACK_SERVER, str(project), "127.0.0.1", str(port)]
-    return command, "fallback script (bot/cli.py has no main yet)"
+def _kefu_command(port: int, project: Path) -> list[str]:
+    """The command line that starts kefu: `kefu run` from this interpreter's environment."""
+    script = Path(sys.executable).with_name("kefu")
+    prefix = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
+    return [*prefix, "run", "--project", str(project), "--host", "127.0.0.1", "--port", str(port)]
 
 
 def _spawn(
@@ -294,16 +259,16 @@ def _spawn(
     return Server(name, f"http://127.0.0.1:{port}", process, log_path)
 
 
-def start_kefu(tmp: Path, launcher: str, project: Path) -> tuple[Server, str]:
+def start_kefu(tmp: Path, project: Path) -> Server:
     """Start kefu for ``project`` on a free port with a fresh SQLite database in ``tmp``."""
     port = free_port()
-    command, description = _kefu_command(launcher, port, project)
+    command = _kefu_command(port, project)
     env = {
         **os.environ,
         "KEFU_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
         "PYTHONUNBUFFERED": "1",
     }
-    return _spawn("kefu", command, env, tmp, tmp / "kefu.log", port), description
+    return _spawn("kefu", command, env, tmp, tmp / "kefu.log", port)
 
 
 def start_baseline(tmp: Path) -> Server:
@@ -358,14 +323,14 @@ async def servers(
         return
     with tempfile.TemporaryDirectory(prefix="kefu-load-") as name:
         tmp = Path(name)
-        kefu, description = start_kefu(tmp, args.launcher, args.project)
+        kefu = start_kefu(tmp, args.project)
         baseline = start_baseline(tmp)
         try:
             started = time.perf_counter()
             await wait_healthy(session, kefu, patience=args.startup_timeout)
             ready = time.perf_counter() - started
             await wait_healthy(session, baseline, patience=30)
-            print(f"kefu:     {kefu.base_url} via {description}, healthy after {ready:.1f}s")
+            print(f"kefu:     {kefu.base_url} via kefu run, healthy after {ready:.1f}s")
             print(f"baseline: {baseline.base_url} (bench/baseline_app.py)")
             yield kefu, baseline
             for server in (kefu, baseline):
@@ -464,12 +429,6 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="offered turns/s in phase 2")
     parser.add_argument("--warmup", type=float, default=2.0, help="untimed seconds before phase 1")
     parser.add_argument("--growth-turns", type=int, default=1000)
-    parser.add_argument(
-        "--launcher",
-        choices=("auto", "cli", "script"),
-        default="auto",
-        help="how to start kefu: `kefu run`, the built-in script, or auto (cli when it exists)",
-    )
     parser.add_argument("--project", default=str(REPO_ROOT), help="kefu project to serve")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     args = parser.parse_args()
