@@ -1,8 +1,9 @@
 """The agent: one turn of one conversation, end to end.
 
-A turn takes the conversation's lock, skips a platform message it has seen, loads the current
-state (not the history), understands the message, lets the dialogue manager compute events,
-saves state, events and outgoing messages in one write, releases the lock and delivers.
+A turn takes the conversation's lock, skips a platform message it has seen (answering it with
+the replies stored the first time), loads the current state (not the history), understands
+the message, lets the dialogue manager compute events, saves state, events and outgoing
+messages in one write, releases the lock and delivers.
 Replies for push channels (Telegram) go through the store's outbox, so a failed delivery is
 retried, never lost silently.
 """
@@ -32,6 +33,7 @@ from bot.errors import (
     ConcurrentUpdateError,
     DuplicateMessageError,
     PermanentDeliveryError,
+    RejectedMessageError,
     TransientDeliveryError,
 )
 from bot.events import BotMessage, Event, SlotSet, UserMessage
@@ -52,7 +54,11 @@ _SAVE_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class TurnResult:
-    """What a turn appended to the conversation and what the bot said."""
+    """What a turn appended to the conversation and what the bot said.
+
+    A ``duplicate`` (a platform message id seen before) appended nothing; its ``messages``
+    are the replies of the message's first turn, for the caller to answer again if it must.
+    """
 
     events: list[Event] = field(default_factory=list)
     messages: list[BotMessage] = field(default_factory=list)
@@ -164,12 +170,12 @@ class Agent:
         return (await self.process(message)).messages
 
     async def process(self, message: UserMessage) -> TurnResult:
-        """Run one turn; a message id seen before returns an empty, ``duplicate`` result."""
+        """Run one turn; a message id seen before is not run again: :meth:`_replay` answers it."""
         message = _sanitize(message)
         key = (message.channel, message.message_id) if message.message_id else None
         async with self._lock(message.conversation_id):
             if key and await self.store.is_processed(*key):
-                return TurnResult(duplicate=True)
+                return await self._replay(message.conversation_id, key[1])
             for attempt in range(_SAVE_ATTEMPTS):
                 state = await self.store.load(message.conversation_id) or _new_state(message)
                 count_before = state.event_count
@@ -192,13 +198,24 @@ class Agent:
                     if attempt == _SAVE_ATTEMPTS - 1:
                         raise
                     continue
-                except DuplicateMessageError:
-                    return TurnResult(duplicate=True)
+                except DuplicateMessageError:  # another process saved it since the check
+                    assert key is not None
+                    return await self._replay(message.conversation_id, key[1])
                 self.recent.extend(message.conversation_id, count_before, turn.events)
                 break
         if outbox:
             await self._deliver(message.channel, list(zip(ids, outbox, strict=True)))
         return TurnResult(events=turn.events, messages=turn.messages)
+
+    async def _replay(self, conversation_id: str, message_id: str) -> TurnResult:
+        """A ``duplicate`` result with the replies the message's first turn stored, in order.
+
+        Nothing is saved or delivered: push channels had those replies from the outbox.
+        Without the original turn in the store (deleted), the replies are ``[]``.
+        """
+        events = await self.store.turn_events(conversation_id, message_id)
+        replies = [event for event in events if isinstance(event, BotMessage)]
+        return TurnResult(messages=replies, duplicate=True)
 
     async def set_slots(self, conversation_id: str, slots: dict[str, Any]) -> None:
         """Set slots before or between turns (conversation-test fixtures, the desk, the API)."""
@@ -317,29 +334,30 @@ class Agent:
         return channel is not None and not channel.replies_inline
 
     async def _deliver(self, channel_name: str, items: list[tuple[int, BotMessage]]) -> None:
-        """Send in order; after a failure the rest wait with the failed one, keeping order."""
+        """Send in order; after a failure the rest wait with the failed one, keeping order
+        (a message the platform rejected is given up alone)."""
         channel = self.channels[channel_name]
         sent: list[int] = []
         try:
             for position, (delivery_id, message) in enumerate(items):
-                delivered, retry_at = await self._attempt(channel, delivery_id, message, attempts=0)
-                if not delivered:
+                outcome = await self._attempt(channel, delivery_id, message, attempts=0)
+                if outcome.sent:
+                    sent.append(delivery_id)
+                elif outcome.holds_later:
                     for later_id, _ in items[position + 1 :]:
                         await self.store.mark_failed(
-                            later_id, error="waiting for an earlier message", retry_at=retry_at
+                            later_id,
+                            error="waiting for an earlier message",
+                            retry_at=outcome.retry_at,
                         )
                     return
-                sent.append(delivery_id)
         finally:
             await self.store.mark_delivered(*sent)
 
     async def _attempt(
         self, channel: Channel, delivery_id: int, message: BotMessage, *, attempts: int
-    ) -> tuple[bool, float | None]:
-        """Send once; return whether it went out, and if not when to retry (None: given up).
-
-        A failure is recorded here; a success is for the caller to record.
-        """
+    ) -> _Outcome:
+        """Send once; a failure is recorded here, a success is for the caller to record."""
         try:
             await channel.send(message)
         except PermanentDeliveryError as err:
@@ -347,7 +365,7 @@ class Agent:
                 "delivery %s to %s failed for good: %s", delivery_id, message.conversation_id, err
             )
             await self.store.mark_failed(delivery_id, error=str(err), retry_at=None)
-            return False, None
+            return _Outcome(sent=False, holds_later=not isinstance(err, RejectedMessageError))
         except Exception as err:  # transient by kind, or a channel bug: retry, never drop
             wait = err.retry_after if isinstance(err, TransientDeliveryError) else None
             delays = constants.DELIVERY_RETRY_DELAYS
@@ -362,8 +380,8 @@ class Agent:
                 retry_at,
             )
             await self.store.mark_failed(delivery_id, error=str(err), retry_at=retry_at)
-            return False, retry_at
-        return True, None
+            return _Outcome(sent=False, retry_at=retry_at)
+        return _Outcome(sent=True, holds_later=False)
 
     async def deliver_pending(self) -> int:
         """Retry due outbox entries once; return how many were delivered."""
@@ -376,10 +394,10 @@ class Agent:
             lease = now + constants.DELIVERY_LEASE
             if not await self.store.claim_delivery(pending.id, now=now, until=lease):
                 continue  # another sender took it since it was read
-            sent, _ = await self._attempt(
+            outcome = await self._attempt(
                 channel, pending.id, pending.message, attempts=pending.attempts
             )
-            if sent:
+            if outcome.sent:
                 await self.store.mark_delivered(pending.id)
                 delivered += 1
         return delivered
@@ -391,6 +409,17 @@ class Agent:
                 await self.deliver_pending()
             except Exception:  # the loop must outlive a failing store or channel
                 log.exception("retrying deliveries failed")
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How one delivery attempt went."""
+
+    sent: bool
+    retry_at: float | None = None
+    """When a failed message is tried again; None: never."""
+    holds_later: bool = True
+    """Whether the conversation's later messages must wait for this one."""
 
 
 _PROFILE_KEYS = {"first_name", "last_name", "username", "language_code", "chat_type", "name"}

@@ -23,7 +23,8 @@ class MessageHandler(Protocol):
     Runs one turn and returns the bot's replies. For a channel with ``replies_inline`` the
     channel returns them itself (REST answers in the HTTP response); for the others the core
     delivers them through :meth:`Channel.send`, from its outbox, and the channel may ignore
-    the return value. A message whose ``message_id`` was processed before returns ``[]``.
+    the return value. A message whose ``message_id`` was processed before is not run again:
+    it returns that first turn's replies (``[]`` when they are no longer stored).
     """
 
     async def __call__(self, message: UserMessage) -> list[BotMessage]: ...

@@ -59,7 +59,13 @@ class TransientDeliveryError(DeliveryError, TransientError):
 
 
 class PermanentDeliveryError(DeliveryError, PermanentError):
-    """Delivery can never succeed (the customer blocked the bot, the chat is gone)."""
+    """Delivery can never succeed (the customer blocked the bot, the chat is gone): the
+    conversation's later messages are given up too."""
+
+
+class RejectedMessageError(PermanentDeliveryError):
+    """The platform refused this one message (malformed, too long, a bad file id): it is
+    given up, and the conversation's later messages still go."""
 
 
 class ActionError(KefuError):

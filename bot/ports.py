@@ -65,6 +65,11 @@ class ConversationStore(Protocol):
         self, conversation_id: str, *, after: int = 0, limit: int | None = None
     ) -> list[StoredEvent]: ...
 
+    async def turn_events(self, conversation_id: str, message_id: str) -> list[Event]:
+        """The events of the saved turn that holds the customer's message ``message_id``, in
+        order; [] when no such turn is stored (deleted, or another conversation's)."""
+        ...
+
     async def pending_deliveries(
         self, *, now: float, limit: int = 100
     ) -> list[PendingDelivery]: ...

@@ -2,8 +2,9 @@
 
 Contract: ``POST /webhooks/rest/webhook`` with ``{"sender", "message", "metadata"?}`` answers a
 JSON list of ``{"recipient_id", "text"?, "buttons"?, "image"?, "custom"?}``. kefu adds an
-optional ``"message_id"`` so that a client retrying after a network error is not answered
-twice. A malformed body is the caller's mistake and gets 400 with the reason, never 500.
+optional ``"message_id"`` so that a client retrying after a network error is processed once:
+the retry is answered with the first request's replies again, from the store. A malformed
+body is the caller's mistake and gets 400 with the reason, never 500.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Inbound updates are translated (``telegram_inbound``) and handed to the core one at a time per
 chat, in order, while different chats run concurrently; the core delivers replies through
 :meth:`TelegramChannel.send`. Replies go out as plain text (no ``parse_mode``), so no
-character a response or an LLM writes can make Telegram reject a message.
+character a response or an LLM writes can make Telegram reject a message; only a response's
+``custom`` payload may ask for formatting.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
@@ -36,7 +38,12 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bot.channel import Channel
 from bot.constants import MAX_REQUEST_BYTES
-from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from bot.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RejectedMessageError,
+    TransientDeliveryError,
+)
 from bot.events import BotMessage, UserMessage
 from bot.ports import ConversationStore
 from bot.settings import Settings
@@ -49,6 +56,8 @@ from channels.telegram_inbound import (
 )
 from channels.telegram_outbound import (
     MAX_CAPTION,
+    custom_calls,
+    is_remote_file,
     keyboard,
     resolve_callback,
     split_text,
@@ -166,23 +175,45 @@ class TelegramChannel(Channel):
         await self.bot.shutdown()
 
     async def send(self, message: BotMessage) -> None:
-        """Deliver text (split to fit), buttons and an image to the message's chat."""
+        """Deliver text (split to fit), buttons, an image, then a ``custom`` payload, to the
+        message's chat."""
         chat_id = _chat_id(message.conversation_id)
         try:
             await self._ready()
-            markup = await keyboard(message.buttons, self._store) if message.buttons else None
-            chunks = split_text(message.text or "")
-            if message.image:
-                fits = len(chunks) <= 1 and utf16_len(message.text or "") <= MAX_CAPTION
-                caption = chunks[0] if fits and chunks else None
-                await self.bot.send_photo(
-                    chat_id, message.image, caption=caption, reply_markup=markup if fits else None
-                )
-                if fits:
-                    return
-            await self._send_texts(chat_id, chunks, markup)
+            await self._send_standard(chat_id, message)
+            if message.custom is not None:
+                await self._send_custom(chat_id, message)
         except TelegramError as exc:
             raise _delivery_error(exc, message.conversation_id) from exc
+
+    async def _send_standard(self, chat_id: int, message: BotMessage) -> None:
+        markup = await keyboard(message.buttons, self._store) if message.buttons else None
+        chunks = split_text(message.text or "")
+        if message.image and not is_remote_file(message.image):
+            logger.warning(
+                "telegram image to %s skipped: image must be a URL or a Telegram file_id",
+                message.conversation_id,
+            )
+        elif message.image:
+            fits = len(chunks) <= 1 and utf16_len(message.text or "") <= MAX_CAPTION
+            caption = chunks[0] if fits and chunks else None
+            await self.bot.send_photo(
+                chat_id, message.image, caption=caption, reply_markup=markup if fits else None
+            )
+            if fits:
+                return
+        await self._send_texts(chat_id, chunks, markup)
+
+    async def _send_custom(self, chat_id: int, message: BotMessage) -> None:
+        """Send the payload as Rasa's ``send_custom_json`` would; skip, with a log line, one
+        that could never be sent, so that it neither fails the turn nor is retried."""
+        try:
+            for method, kwargs in custom_calls(message.custom, chat_id):
+                await getattr(self.bot, method)(chat_id=chat_id, **kwargs)
+        except (TypeError, ValueError) as exc:
+            logger.warning(
+                "telegram custom payload to %s skipped: %s", message.conversation_id, exc
+            )
 
     async def _send_texts(
         self, chat_id: int, chunks: list[str], markup: InlineKeyboardMarkup | None
@@ -357,6 +388,14 @@ def _delivery_error(exc: TelegramError, conversation_id: str) -> DeliveryError:
     where = f"telegram delivery to {conversation_id} failed: {exc.message}"
     if isinstance(exc, RetryAfter):
         return TransientDeliveryError(where, retry_after=_retry_after(exc))
+    if isinstance(exc, BadRequest) and not _CHAT_GONE.search(exc.message):
+        return RejectedMessageError(where)
     if isinstance(exc, Forbidden | BadRequest | ChatMigrated):
         return PermanentDeliveryError(where)
     return TransientDeliveryError(where)
+
+
+_CHAT_GONE = re.compile(
+    r"chat not found|not enough rights|have no rights|user is deactivated", re.I
+)
+"""Bad Request descriptions that concern the chat rather than one message."""

@@ -2,17 +2,29 @@
 
 Telegram measures text in UTF-16 code units: 4096 for a message, 1024 for a caption, and 64
 UTF-8 bytes for a button's ``callback_data``. Longer texts are split at the most natural
-boundary that fits; longer payloads are stored and replaced by a short key.
+boundary that fits; longer payloads are stored and replaced by a short key. A ``custom``
+payload becomes the Bot API calls Rasa's Telegram channel would make for it.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import (
+    Bot,
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+    TelegramObject,
+)
 
 from bot.events import Button
 from bot.ports import ConversationStore
@@ -99,3 +111,110 @@ async def resolve_callback(data: str, store: ConversationStore) -> str | None:
     if not data.startswith(CALLBACK_KEY_PREFIX):
         return data
     return await store.get_value(CALLBACK_NAMESPACE, data)
+
+
+CUSTOM_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("text",), "send_message"),
+    (("photo",), "send_photo"),
+    (("audio",), "send_audio"),
+    (("document",), "send_document"),
+    (("sticker",), "send_sticker"),
+    (("video",), "send_video"),
+    (("video_note",), "send_video_note"),
+    (("animation",), "send_animation"),
+    (("voice",), "send_voice"),
+    (("latitude", "longitude", "title", "address"), "send_venue"),
+    (("latitude", "longitude"), "send_location"),
+    (("phone_number", "first_name"), "send_contact"),
+)
+"""Rasa's ``send_custom_json`` mapping: the first kind whose keys a payload has all of wins."""
+_FILE_PARAMS = frozenset(
+    {"photo", "audio", "document", "sticker", "video", "video_note", "animation", "voice"}
+    | {"thumbnail", "cover"}
+)
+"""Parameters PTB would fill from a file on disk when given its path."""
+_NOT_FROM_PAYLOADS = frozenset(
+    {"self", "chat_id", "location", "venue", "contact", "api_kwargs", "rate_limit_args"}
+    | {"read_timeout", "write_timeout", "connect_timeout", "pool_timeout"}
+)
+"""The recipient and PTB's own parameters: never taken from a payload."""
+_MARKUPS: dict[str, type[TelegramObject]] = {
+    "inline_keyboard": InlineKeyboardMarkup,
+    "keyboard": ReplyKeyboardMarkup,
+    "remove_keyboard": ReplyKeyboardRemove,
+    "force_reply": ForceReply,
+}
+
+CustomCall = tuple[str, dict[str, Any]]
+"""A ``Bot`` method name and its keyword arguments, ``chat_id`` left out."""
+
+
+def custom_calls(payload: Any, chat_id: int) -> list[CustomCall]:
+    """The Bot API calls that deliver a ``custom`` payload to ``chat_id``, in order.
+
+    Raises ValueError, saying why, for a payload that is not a mapping, has no recognised kind,
+    names another chat, has a parameter the method lacks or a value of the wrong shape. Plain
+    text (no ``parse_mode`` or ``entities``) is split like any reply, markup on the last part.
+    """
+    if not isinstance(payload, Mapping) or not all(isinstance(k, str) for k in payload):
+        raise ValueError("a custom payload must be a mapping with string keys")
+    method = next(
+        (name for keys, name in CUSTOM_KINDS if all(payload.get(k) is not None for k in keys)),
+        None,
+    )
+    if method is None:
+        raise ValueError(f"no Telegram message kind in keys {sorted(payload)}")
+    quoted = payload.get("reply_parameters")
+    targets = (
+        payload.get("chat_id"),
+        quoted.get("chat_id") if isinstance(quoted, Mapping) else None,
+    )
+    if any(target is not None and str(target) != str(chat_id) for target in targets):
+        raise ValueError("it addresses another chat")
+    kwargs = {k: v for k, v in payload.items() if k != "chat_id"}
+    accepted = inspect.signature(getattr(Bot, method)).parameters.keys() - _NOT_FROM_PAYLOADS
+    if unknown := sorted(kwargs.keys() - accepted):
+        raise ValueError(f"{method} takes no {', '.join(unknown)}")
+    for name in kwargs.keys() & _FILE_PARAMS:
+        if not is_remote_file(kwargs[name]):
+            raise ValueError(f"{name} must be a URL or a Telegram file_id")
+    _check_values(kwargs)
+    if "reply_markup" in kwargs:
+        kwargs["reply_markup"] = _markup(kwargs["reply_markup"])
+    if method != "send_message" or "parse_mode" in kwargs or "entities" in kwargs:
+        return [(method, kwargs)]
+    *first, last = split_text(kwargs.pop("text"))
+    markup = {"reply_markup": kwargs.pop("reply_markup")} if "reply_markup" in kwargs else {}
+    calls = [(method, {**kwargs, "text": chunk}) for chunk in first]
+    return [*calls, (method, {**kwargs, "text": last, **markup})]
+
+
+def _check_values(kwargs: dict[str, Any]) -> None:
+    for name in ("text", "title", "address", "phone_number", "first_name"):
+        if name in kwargs and not (isinstance(kwargs[name], str) and kwargs[name].strip()):
+            raise ValueError(f"{name} must be non-empty text")
+    for name in ("latitude", "longitude"):
+        value = kwargs.get(name)
+        if name in kwargs and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"{name} must be a number")
+
+
+def is_remote_file(value: Any) -> bool:
+    """A URL or file_id; never a path, which PTB would upload from the server's disk."""
+    if not isinstance(value, str) or not value.strip() or value.startswith("file:"):
+        return False
+    try:
+        return not Path(value).is_file()
+    except OSError:
+        return True
+
+
+def _markup(value: Any) -> TelegramObject:
+    """A reply markup from Telegram's JSON shape (``{"inline_keyboard": [[...]]}`` etc.)."""
+    kind = next((_MARKUPS[k] for k in _MARKUPS if isinstance(value, Mapping) and k in value), None)
+    if kind is None:
+        raise ValueError(f"reply_markup needs one of {', '.join(_MARKUPS)}")
+    try:
+        return kind.de_json(dict(value))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"reply_markup is malformed: {exc}") from exc

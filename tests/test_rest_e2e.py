@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +13,13 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+import yaml
+from sqlalchemy.engine import make_url
 
 from bot.agent import Agent
+from bot.channel import Channel
+from bot.errors import PermanentDeliveryError, RejectedMessageError
+from bot.events import BotMessage, UserMessage
 from bot.project import load_project
 from bot.server import create_app, running
 from bot.settings import Settings
@@ -21,20 +29,65 @@ from channels.rest import RestChannel
 PROJECT = Path(__file__).resolve().parent / "projects" / "minimal"
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+GREETING = "Hello! How can I help?"
+CARD = {
+    "text": "Our bestseller:",
+    "buttons": [{"title": "Buy", "payload": "/buy"}, {"title": "More", "payload": "/more"}],
+    "image": "https://shop.example/mug.png",
+    "custom": {"sku": "MUG-1", "price": 12.5},
+}
+CARD_FLOWS = """
+flows:
+  show_card:
+    description: Show the shop's bestseller.
+    nlu_trigger:
+      - intent: show_card
+    steps:
+      - action: utter_card
+  pattern_session_start:
+    description: Greets the customer; stored before the customer's first message.
+    steps:
+      - action: action_session_start
+      - action: utter_greet
+"""
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, Agent]]:
-    database = tmp_path_factory.mktemp("rest") / "kefu.db"
+
+@contextlib.asynccontextmanager
+async def serve(project: Path, database: Path) -> AsyncIterator[tuple[str, Agent]]:
     settings = Settings.from_env(
         {"KEFU_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}, env_file=None
     )
     store = await open_store(settings.database_url)
-    agent = await Agent.create(load_project(PROJECT), settings=settings, store=store)
+    agent = await Agent.create(load_project(project), settings=settings, store=store)
     rest = RestChannel()
     agent.add_channel(rest)
     app = create_app(channels=[rest], on_shutdown=[agent.close])
     async with running(app) as base:
         yield base, agent
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, Agent]]:
+    async with serve(PROJECT, tmp_path_factory.mktemp("rest") / "kefu.db") as running_server:
+        yield running_server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def card_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[str, Agent]]:
+    """The minimal project plus a reply with buttons, image and custom payload, and a greeting
+    at session start."""
+    root = tmp_path_factory.mktemp("card")
+    project = root / "project"
+    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns(".kefu"))
+    domain = yaml.safe_load((project / "domain.yml").read_text(encoding="utf-8"))
+    domain["intents"].append("show_card")
+    domain["responses"]["utter_card"] = [CARD]
+    (project / "domain.yml").write_text(yaml.safe_dump(domain, allow_unicode=True), "utf-8")
+    (project / "flows" / "card.yml").write_text(CARD_FLOWS, encoding="utf-8")
+    async with serve(project, root / "kefu.db") as running_server:
+        yield running_server
 
 
 async def post(base: str, body: Any) -> tuple[int, Any]:
@@ -48,6 +101,14 @@ async def post(base: str, body: Any) -> tuple[int, Any]:
 async def user_texts(agent: Agent, conversation_id: str) -> list[str]:
     stored = await agent.store.events(conversation_id)
     return [e.event.text for e in stored if e.event.event == "user"]  # type: ignore[attr-defined]
+
+
+def sql(agent: Agent, statement: str) -> list[Any]:
+    """Run SQL on the agent's SQLite file beside the store, as another program would."""
+    with contextlib.closing(sqlite3.connect(make_url(agent.settings.database_url).database)) as db:
+        rows = db.execute(statement).fetchall()
+        db.commit()
+        return rows
 
 
 async def test_a_flow_over_http(server: tuple[str, Agent]) -> None:
@@ -110,14 +171,99 @@ async def test_bad_input_mid_flow_loses_nothing(server: tuple[str, Agent]) -> No
     assert any("B456" in r.get("text", "") for r in replies)
 
 
-async def test_a_redelivered_message_id_is_processed_once(server: tuple[str, Agent]) -> None:
+async def test_a_retried_message_id_gets_the_first_answer_again(
+    card_server: tuple[str, Agent],
+) -> None:
+    base, agent = card_server
+    body = {"sender": "dup", "message": "/show_card", "message_id": "m-1"}
+    status, first = await post(base, body)
+    assert status == 200
+    greeting = {"recipient_id": "dup", "text": GREETING}
+    assert first == [greeting, {"recipient_id": "dup", **CARD}, greeting]
+    state = await agent.store.load("rest:dup")
+    events = await agent.store.events("rest:dup")
+    status, again = await post(base, body)
+    assert (status, again) == (200, first)
+    assert await agent.store.load("rest:dup") == state
+    assert await agent.store.events("rest:dup") == events
+    assert await user_texts(agent, "rest:dup") == ["/show_card"]
+
+
+async def test_concurrent_duplicates_get_the_same_answer_from_one_turn(
+    card_server: tuple[str, Agent],
+) -> None:
+    base, agent = card_server
+    body = {"sender": "twice", "message": "/show_card", "message_id": "m-2"}
+    results = await asyncio.gather(*(post(base, body) for _ in range(3)))
+    assert results[0][1][1]["buttons"] == CARD["buttons"]
+    assert results == [results[0]] * 3
+    assert await user_texts(agent, "rest:twice") == ["/show_card"]
+
+
+async def test_a_duplicate_after_later_turns_gets_its_own_replies(
+    server: tuple[str, Agent],
+) -> None:
     base, agent = server
-    body = {"sender": "dup", "message": "hello", "message_id": "m-1"}
-    first = await post(base, body)
-    second = await post(base, body)
-    assert first[0] == second[0] == 200
-    assert first[1] and second[1] == []
-    assert await user_texts(agent, "rest:dup") == ["hello"]
+    ask = {"sender": "late", "message": "where is my order", "message_id": "m-ask"}
+    answer = {"sender": "late", "message": "it is A123", "message_id": "m-answer"}
+    _, asked = await post(base, ask)
+    _, answered = await post(base, answer)
+    await post(base, {"sender": "late", "message": "hello", "message_id": "m-hello"})
+    assert asked == [{"recipient_id": "late", "text": "What is your order number?"}]
+    state = await agent.store.load("rest:late")
+    assert (await post(base, ask))[1] == asked
+    assert (await post(base, answer))[1] == answered
+    assert await agent.store.load("rest:late") == state
+    assert await user_texts(agent, "rest:late") == ["where is my order", "it is A123", "hello"]
+
+
+async def test_a_duplicate_whose_turn_is_gone_gets_an_empty_answer(
+    server: tuple[str, Agent],
+) -> None:
+    base, agent = server
+    body = {"sender": "gone", "message": "where is my order", "message_id": "m-gone"}
+    assert (await post(base, body))[1]
+    sql(agent, "DELETE FROM events WHERE conversation_id = 'rest:gone'")
+    state = await agent.store.load("rest:gone")
+    assert await post(base, body) == (200, [])
+    assert await agent.store.load("rest:gone") == state
+    assert await agent.store.events("rest:gone") == []
+    # The id is another sender's: answered [], never with that sender's replies.
+    assert await post(base, {**body, "sender": "other"}) == (200, [])
+
+
+class PushChannel(Channel):
+    """A channel whose replies go out through the outbox, as Telegram's do."""
+
+    name = "push"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[BotMessage] = []
+
+    async def send(self, message: BotMessage) -> None:
+        self.sent.append(message)
+
+
+async def test_a_duplicate_on_a_push_channel_is_not_sent_again(server: tuple[str, Agent]) -> None:
+    _, agent = server
+    push = PushChannel()
+    agent.add_channel(push)
+    message = UserMessage(
+        channel="push",
+        conversation_id="push:p1",
+        sender_id="p1",
+        text="where is my order",
+        message_id="u-1",
+    )
+    first = await agent.process(message)
+    outbox = "SELECT id, status FROM outbox WHERE conversation_id = 'push:p1'"
+    rows = sql(agent, outbox)
+    again = await agent.process(message)
+    assert again.duplicate and not first.duplicate
+    assert again.messages == first.messages == push.sent
+    assert again.events == []
+    assert sql(agent, outbox) == rows == [(rows[0][0], "delivered")]
 
 
 async def test_concurrent_messages_of_one_conversation_are_serialised(
@@ -165,3 +311,52 @@ async def test_a_card_number_never_reaches_the_store(server: tuple[str, Agent]) 
     stored = await agent.store.events("rest:card")
     dumped = " ".join(str(s.event.to_dict()) for s in stored)
     assert "**** 1111" in dumped and "4111 1111" not in dumped
+
+
+class PickyChannel(PushChannel):
+    """A push channel whose platform refuses messages with an image with ``error``."""
+
+    def __init__(self, name: str, error: Exception) -> None:
+        super().__init__()
+        self.name = name
+        self.error = error
+
+    async def send(self, message: BotMessage) -> None:
+        if message.image:
+            raise self.error
+        self.sent.append(message)
+
+
+@pytest.mark.parametrize(
+    ("error", "later_status"),
+    [
+        (RejectedMessageError("Bad Request: wrong file identifier"), "delivered"),
+        (PermanentDeliveryError("Forbidden: bot was blocked by the user"), "failed"),
+    ],
+)
+async def test_a_rejected_message_is_given_up_alone(
+    card_server: tuple[str, Agent], error: Exception, later_status: str
+) -> None:
+    """A message the platform refuses does not hold back the turn's later ones; a chat that
+    is gone (blocked) does."""
+    _, agent = card_server
+    name = f"picky{later_status}"
+    channel = PickyChannel(name, error)
+    agent.add_channel(channel)
+    message = UserMessage(
+        channel=name,
+        conversation_id=f"{name}:c1",
+        sender_id="c1",
+        text="/show_card",
+        payload="/show_card",
+    )
+    result = await agent.process(message)
+    assert [m.text for m in result.messages] == [GREETING, CARD["text"], GREETING]
+    rows = sql(
+        agent,
+        f"SELECT status, last_error FROM outbox WHERE conversation_id = '{name}:c1' ORDER BY id",
+    )
+    assert [status for status, _ in rows] == ["delivered", "failed", later_status]
+    assert str(error) in rows[1][1]
+    assert [m.text for m in channel.sent] == [GREETING] * (2 if later_status == "delivered" else 1)
+    assert await agent.deliver_pending() == 0  # neither is retried

@@ -123,6 +123,10 @@ async def turn(
     return state, ids
 
 
+def texts(events: list[Event]) -> list[str]:
+    return [e.text for e in events if isinstance(e, UserMessage | BotMessage) and e.text]
+
+
 def every_event() -> list[Event]:
     return [
         UserMessage(
@@ -252,6 +256,31 @@ async def test_stale_version_is_refused_and_writes_nothing(store: SqlStore) -> N
     assert len(await store.events(CID)) == 2
     assert len(await store.pending_deliveries(now=time.time() + 1)) == 1
     assert not await store.is_processed("rest", "m2")
+
+
+async def test_turn_events_are_the_whole_turn_that_holds_a_message_id(store: SqlStore) -> None:
+    state = new_state()
+    first: list[Event] = [SessionStarted(), reply("Welcome!"), user("hi", message_id="m1")]
+    first.append(reply("re: hi"))
+    state.remember(first)
+    await store.save(state, first, message_key=("rest", "m1"))
+    await turn(store, CID, "m1", message_id="m2")  # its text is the other id: not that turn
+    await turn(store, CID, "later")
+    assert await store.turn_events(CID, "m1") == first
+    assert texts(await store.turn_events(CID, "m2")) == ["m1", "re: m1"]
+    assert await store.turn_events(CID, "m9") == []
+    assert await store.turn_events("rest:bob", "m1") == []
+
+
+async def test_turn_events_find_ids_that_sql_or_json_would_escape(store: SqlStore) -> None:
+    odd = ["50%_off", "a/b\\c", 'say "hi"', "订单-1"]
+    for message_id in odd:
+        await turn(store, CID, f"text of {message_id}", message_id=message_id)
+    for message_id in odd:
+        events = await store.turn_events(CID, message_id)
+        assert texts(events) == [f"text of {message_id}", f"re: text of {message_id}"]
+    assert await store.turn_events(CID, "50") == []
+    assert await store.turn_events(CID, "50__off") == []
 
 
 async def test_two_stores_on_one_database_see_each_others_writes(db: Db) -> None:
@@ -432,6 +461,7 @@ async def test_retention_deletes_old_conversations_with_everything_they_own(
         assert await store.load(cid) is None
         assert await store.events(cid) == []
         assert not await store.is_processed("rest", f"m-{cid}")
+        assert await store.turn_events(cid, f"m-{cid}") == []
     assert await store.load("rest:recent") is not None
     assert len(await store.events("rest:recent")) == 2
     assert await store.is_processed("rest", "m-rest:recent")

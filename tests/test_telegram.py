@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 
-from bot.errors import PermanentDeliveryError, TransientDeliveryError
+from bot.errors import PermanentDeliveryError, RejectedMessageError, TransientDeliveryError
 from bot.events import BotMessage, Button, UserMessage
 from bot.ports import ConversationStore
 from bot.settings import Settings
@@ -528,16 +529,28 @@ async def test_blocked_chat_is_permanent(
 
 
 @pytest.mark.parametrize(
-    ("status", "error"),
-    [(400, PermanentDeliveryError), (500, TransientDeliveryError), (502, TransientDeliveryError)],
+    ("status", "description", "error"),
+    [
+        (400, "Bad Request: message text is empty", RejectedMessageError),
+        (400, "Bad Request: chat not found", PermanentDeliveryError),
+        (500, None, TransientDeliveryError),
+        (502, None, TransientDeliveryError),
+    ],
 )
 async def test_delivery_errors_are_classified(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble, status: int, error: type
+    core: Core,
+    channel: TelegramChannel,
+    api: TelegramBotApiDouble,
+    status: int,
+    description: str | None,
+    error: type,
 ) -> None:
-    api.fail_next("sendMessage", status=status)
+    api.fail_next("sendMessage", status=status, description=description)
 
-    with pytest.raises(error):
+    with pytest.raises(error) as caught:
         await channel.send(BotMessage(conversation_id=CONVERSATION, text="hi"))
+    # One refused message is given up alone; a chat that is gone gives up the rest too.
+    assert (type(caught.value) is RejectedMessageError) == (error is RejectedMessageError)
 
 
 async def test_unreachable_api_is_transient(store: MemoryStore) -> None:
@@ -556,6 +569,211 @@ async def test_unreachable_api_is_transient(store: MemoryStore) -> None:
 async def test_foreign_conversation_is_permanent(core: Core, channel: TelegramChannel) -> None:
     with pytest.raises(PermanentDeliveryError):
         await channel.send(BotMessage(conversation_id="rest:alice", text="hi"))
+
+
+# --- custom payloads -----------------------------------------------------------------------
+
+SCARF = "https://shop.example/scarf.jpg"
+KEYBOARD = {
+    "inline_keyboard": [
+        [
+            {"text": "Open the shop", "url": "https://shop.example"},
+            {"text": "Track", "callback_data": "/track_order"},
+        ]
+    ]
+}
+
+
+def sends(api: TelegramBotApiDouble) -> list[str]:
+    """The Bot API methods called that post something to a chat, in order."""
+    return [
+        c.method for c in api.calls if c.method.startswith("send") and c.method != "sendChatAction"
+    ]
+
+
+KINDS = [
+    ({"text": "Track your order here", "reply_markup": KEYBOARD}, "sendMessage"),
+    ({"photo": SCARF, "caption": "Our bestseller"}, "sendPhoto"),
+    ({"document": "https://shop.example/invoice.pdf", "caption": "Invoice"}, "sendDocument"),
+    ({"latitude": 31.2304, "longitude": 121.4737}, "sendLocation"),
+    (
+        {
+            "latitude": 31.2304,
+            "longitude": 121.4737,
+            "title": "Kefu",
+            "address": "1 Nanjing Rd",
+        },
+        "sendVenue",
+    ),
+    ({"phone_number": "+862155550100", "first_name": "Kefu support"}, "sendContact"),
+    ({"audio": "https://shop.example/jingle.mp3", "title": "Jingle"}, "sendAudio"),
+    ({"sticker": "CAACAgIAAxkBAAEBsticker"}, "sendSticker"),
+    ({"video": "https://shop.example/howto.mp4", "supports_streaming": True}, "sendVideo"),
+    ({"video_note": "DQACAgIAAxkBAAEBnote"}, "sendVideoNote"),
+    ({"animation": "https://shop.example/thanks.gif"}, "sendAnimation"),
+    ({"voice": "https://shop.example/hello.ogg", "caption": "Hello"}, "sendVoice"),
+]
+
+
+@pytest.mark.parametrize(("payload", "method"), KINDS, ids=[method for _, method in KINDS])
+async def test_custom_payload_becomes_its_bot_api_method(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble, payload: dict, method: str
+) -> None:
+    await channel.send(BotMessage(conversation_id=CONVERSATION, custom=payload))
+
+    assert sends(api) == [method]
+    [call] = api.calls_to(method)
+    assert call.params == {"chat_id": CUSTOMER_CHAT, **payload}
+    assert api.sent_messages[-1]["chat"]["id"] == CUSTOMER_CHAT
+
+
+async def test_custom_payload_follows_the_message_text(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+) -> None:
+    custom = {"photo": SCARF, "caption": "Blue wool scarf", "reply_markup": KEYBOARD}
+    await channel.send(BotMessage(conversation_id=CONVERSATION, text="Here it is", custom=custom))
+
+    assert sends(api) == ["sendMessage", "sendPhoto"]
+    assert api.sent_messages[0]["text"] == "Here it is"
+    assert api.sent_messages[1]["reply_markup"] == KEYBOARD
+
+
+async def test_custom_text_is_split_with_the_keyboard_last(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+) -> None:
+    text = "\n\n".join(["Our return policy covers every item for 30 days. " * 30] * 8)
+    custom = {"text": text, "reply_markup": KEYBOARD, "disable_notification": True}
+    await channel.send(BotMessage(conversation_id=CONVERSATION, custom=custom))
+
+    calls = api.calls_to("sendMessage")
+    assert len(calls) > 1
+    assert " ".join(c.params["text"] for c in calls).split() == text.split()
+    assert all(c.params["disable_notification"] is True for c in calls)
+    assert [c.params.get("reply_markup") for c in calls] == [None] * (len(calls) - 1) + [KEYBOARD]
+
+
+async def test_formatted_custom_text_is_sent_whole(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+) -> None:
+    custom = {"text": "Order <b>ORD-1</b> has shipped", "parse_mode": "HTML"}
+    await channel.send(BotMessage(conversation_id=CONVERSATION, custom=custom))
+
+    [call] = api.calls_to("sendMessage")
+    assert call.params == {"chat_id": CUSTOMER_CHAT, **custom}
+
+
+async def test_custom_payload_cannot_message_another_chat(
+    core: Core,
+    channel: TelegramChannel,
+    api: TelegramBotApiDouble,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    other = CUSTOMER_CHAT + 1
+    for custom in (
+        {"text": "Internal: refund approved", "chat_id": other},
+        {"text": "Quoted", "reply_parameters": {"message_id": 1, "chat_id": other}},
+        {"text": "Hello again", "chat_id": CUSTOMER_CHAT},
+    ):
+        await channel.send(BotMessage(conversation_id=CONVERSATION, custom=custom))
+
+    assert [m["text"] for m in api.sent_messages] == ["Hello again"]
+    assert {c.params["chat_id"] for c in api.calls_to("sendMessage")} == {CUSTOMER_CHAT}
+    assert caplog.text.count("addresses another chat") == 2
+
+
+@pytest.mark.parametrize(
+    ("custom", "reason"),
+    [
+        (["Hello"], "must be a mapping"),
+        ({"carousel": [{"title": "Scarf"}]}, "no Telegram message kind"),
+        ({"text": "Hi", "link": "https://shop.example"}, "send_message takes no link"),
+        ({"text": "Hi", "api_kwargs": {"chat_id": 1}}, "send_message takes no api_kwargs"),
+        ({"text": "   "}, "text must be non-empty"),
+        ({"latitude": "north", "longitude": 121.4}, "latitude must be a number"),
+        ({"photo": ["a", "b"]}, "photo must be a URL or a Telegram file_id"),
+        ({"document": "file:///etc/passwd"}, "document must be a URL"),
+        ({"text": "Hi", "reply_markup": [["Yes"]]}, "reply_markup needs one of"),
+        ({"text": "Hi", "reply_markup": {"inline_keyboard": [[{"url": "x"}]]}}, "malformed"),
+        (
+            {"text": "Hi", "reply_to_message_id": 1, "reply_parameters": {"message_id": 1}},
+            "mutually exclusive",
+        ),
+    ],
+    ids=[
+        "not-a-mapping",
+        "unknown-kind",
+        "unknown-parameter",
+        "ptb-parameter",
+        "blank-text",
+        "wrong-type",
+        "not-a-file",
+        "file-uri",
+        "markup-shape",
+        "markup-button",
+        "ptb-rejects",
+    ],
+)
+async def test_unusable_custom_payload_is_skipped_and_the_turn_goes_on(
+    core: Core,
+    channel: TelegramChannel,
+    api: TelegramBotApiDouble,
+    caplog: pytest.LogCaptureFixture,
+    custom: Any,
+    reason: str,
+) -> None:
+    for message in (
+        BotMessage(conversation_id=CONVERSATION, text="First"),
+        BotMessage(conversation_id=CONVERSATION, text="Second", custom=custom),
+        BotMessage(conversation_id=CONVERSATION, custom=custom),
+        BotMessage(conversation_id=CONVERSATION, text="Third"),
+    ):
+        await channel.send(message)
+
+    assert [m["text"] for m in api.sent_messages] == ["First", "Second", "Third"]
+    assert sends(api) == ["sendMessage"] * 3
+    skipped = [r for r in caplog.records if "custom payload" in r.getMessage()]
+    assert len(skipped) == 2
+    assert all(reason in r.getMessage() and CONVERSATION in r.getMessage() for r in skipped)
+
+
+@pytest.mark.parametrize("where", ["image", "custom"])
+async def test_a_file_on_the_server_is_never_uploaded(
+    core: Core,
+    channel: TelegramChannel,
+    api: TelegramBotApiDouble,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+) -> None:
+    secret = tmp_path / "secrets.env"
+    secret.write_text("TELEGRAM_BOT_TOKEN=...")
+    if where == "image":
+        message = BotMessage(conversation_id=CONVERSATION, text="Look:", image=str(secret))
+    else:
+        message = BotMessage(conversation_id=CONVERSATION, custom={"document": str(secret)})
+    await channel.send(message)
+
+    assert api.calls_to("sendPhoto") == api.calls_to("sendDocument") == []
+    assert [call.params["text"] for call in api.calls_to("sendMessage")] == (
+        ["Look:"] if where == "image" else []
+    )
+    key = "image" if where == "image" else "document"
+    assert f"{key} must be a URL or a Telegram file_id" in caplog.text
+
+
+async def test_custom_payload_the_api_rejects_is_permanent(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+) -> None:
+    api.fail_next(
+        "sendDocument", status=400, description="Bad Request: wrong file identifier specified"
+    )
+
+    with pytest.raises(PermanentDeliveryError, match="Wrong file identifier"):
+        await channel.send(
+            BotMessage(conversation_id=CONVERSATION, custom={"document": "no-such-file-id"})
+        )
+
+    assert len(api.calls_to("sendDocument")) == 1
 
 
 # --- typing indicator -----------------------------------------------------------------------

@@ -10,6 +10,8 @@ the handoff command and the too-long message.
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -140,9 +142,10 @@ class Shop:
 
 @asynccontextmanager
 async def shop(
-    tmp_path: Path, *, webhook: bool = True, retry_loop: bool = False
+    tmp_path: Path, *, webhook: bool = True, retry_loop: bool = False, root: Path = ROOT
 ) -> AsyncIterator[Shop]:
-    """The reference shop served as ``kefu run`` serves it, Telegram pointed at the double.
+    """The reference shop (or the project at ``root``) served as ``kefu run`` serves it,
+    Telegram pointed at the double.
 
     The agent's background retry loop runs only with ``retry_loop=True``; otherwise a test
     drives retries itself with ``agent.deliver_pending()``. Off by default because the loop's
@@ -158,7 +161,7 @@ async def shop(
             telegram_webhook_secret=SECRET if webhook else None,
             telegram_api_base_url=api.base_url,
         )
-        agent, channels = await _build(ROOT, settings)
+        agent, channels = await _build(root, settings)
         telegram = agent.channels["telegram"]
         assert isinstance(telegram, TelegramChannel)
         app = create_app(
@@ -432,3 +435,47 @@ async def test_blocked_customer_is_failed_not_retried(tmp_path: Path) -> None:
         assert [p for p in pending if p.message.conversation_id == conversation] == []
         assert await s.agent.deliver_pending() == 0
         assert len(s.api.calls_to("sendMessage")) == 1
+
+
+# --- custom payloads ------------------------------------------------------------------------
+
+VENUE = {"latitude": 31.2304, "longitude": 121.4737, "title": "Kefu", "address": "1 Nanjing Rd"}
+
+
+def greeting_with_custom(tmp_path: Path, custom: dict[str, Any]) -> Path:
+    """The minimal test project, its greeting carrying ``custom`` beside its text."""
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "tests" / "projects" / "minimal", root)
+    domain = root / "domain.yml"
+    greet = '    - text: "Hello! How can I help?"\n'
+    text = domain.read_text(encoding="utf-8")
+    assert greet in text
+    domain.write_text(text.replace(greet, f"{greet}      custom: {json.dumps(custom)}\n"))
+    return root
+
+
+async def test_custom_response_reaches_telegram(tmp_path: Path) -> None:
+    chat = 4242030
+    async with shop(tmp_path, root=greeting_with_custom(tmp_path, VENUE)) as s:
+        await s.post(text_update(1, chat, "hi"))
+        (venue,) = await s.api.wait_for("sendVenue")
+        assert venue.params == {"chat_id": chat, **VENUE}
+        assert s.sent_to(chat) == ["Hello! How can I help?", ""]
+        rows = await s.outbox_when(f"telegram:{chat}", settled(1))
+        assert [row[:2] for row in rows] == [("delivered", 1)]
+
+
+async def test_custom_payload_telegram_rejects_is_failed_not_retried(tmp_path: Path) -> None:
+    chat = 4242031
+    conversation = f"telegram:{chat}"
+    async with shop(tmp_path, root=greeting_with_custom(tmp_path, VENUE)) as s:
+        s.api.fail_next("sendVenue", status=400, description="Bad Request: wrong venue")
+        await s.post(text_update(1, chat, "hi"))
+        ((state, attempts, error),) = await s.outbox_when(conversation, settled(1))
+        assert (state, attempts) == ("failed", 1)
+        assert error is not None and "Wrong venue" in error
+        pending = await s.agent.store.pending_deliveries(now=time.time() + 365 * 86400)
+        assert [p for p in pending if p.message.conversation_id == conversation] == []
+        assert await s.agent.deliver_pending() == 0
+        assert len(s.api.calls_to("sendVenue")) == 1
+        assert s.sent_to(chat) == ["Hello! How can I help?"]

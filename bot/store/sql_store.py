@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from bot import constants
 from bot.errors import ConcurrentUpdateError, DuplicateMessageError, KefuError, StoreError
-from bot.events import BotMessage, Event, event_from_dict
+from bot.events import BotMessage, Event, UserMessage, event_from_dict
 from bot.ports import PendingDelivery, StoredEvent
 from bot.state import ConversationState
 from bot.store.engines import Database, database_url, open_database
@@ -320,21 +320,31 @@ class SqlStore:
         params = {"conversation_id": conversation_id, "after": after + 1}
         stored: list[StoredEvent] = []
         for first, data in await self._read(lambda conn: conn.execute(query, params).all()):
-            try:
-                batch = orjson.loads(data)
-                if not isinstance(batch, list):
-                    raise TypeError("a stored turn is not a list of events")
-                for offset, item in enumerate(batch):
-                    seq = first + offset
-                    if seq > after:
-                        stored.append(StoredEvent(seq=seq, event=event_from_dict(item)))
-                    if limit is not None and len(stored) >= limit:
-                        return stored
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise StoreError(
-                    f"conversation {conversation_id!r}: event {first} is unreadable: {exc}"
-                ) from exc
+            for offset, event in enumerate(_parse_turn(conversation_id, first, data)):
+                seq = first + offset
+                if seq > after:
+                    stored.append(StoredEvent(seq=seq, event=event))
+                if limit is not None and len(stored) >= limit:
+                    return stored
         return stored
+
+    async def turn_events(self, conversation_id: str, message_id: str) -> list[Event]:
+        """The events saved in one turn with the customer's message ``message_id``; [] if gone."""
+        self._check_open()
+        ev = self._t.events
+        query = (  # the LIKE only narrows the rows to parse; parsing decides
+            select(ev.c.seq, ev.c.data)
+            .where(
+                ev.c.conversation_id == conversation_id,
+                ev.c.data.contains(_dumps(message_id), autoescape=True),
+            )
+            .order_by(ev.c.seq.desc())
+        )
+        for first, data in await self._read(lambda conn: conn.execute(query).all()):
+            events = _parse_turn(conversation_id, first, data)
+            if any(isinstance(e, UserMessage) and e.message_id == message_id for e in events):
+                return events
+        return []
 
     async def delete_conversations_before(self, cutoff: float) -> int:
         """Delete conversations last active before ``cutoff`` with everything they own."""
@@ -632,6 +642,19 @@ def _parse_state(conversation_id: str, text: str, version: int | None) -> Conver
     if version is not None:
         state.version = version
     return state
+
+
+def _parse_turn(conversation_id: str, first: int, data: str) -> list[Event]:
+    """One event-log row (a turn's events); ``StoreError`` naming it when it is unreadable."""
+    try:
+        batch = orjson.loads(data)
+        if not isinstance(batch, list):
+            raise TypeError("a stored turn is not a list of events")
+        return [event_from_dict(item) for item in batch]
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise StoreError(
+            f"conversation {conversation_id!r}: event {first} is unreadable: {exc}"
+        ) from exc
 
 
 def _store_error(exc: Exception) -> KefuError:

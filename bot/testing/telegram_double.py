@@ -39,8 +39,26 @@ MAX_TEXT = 4096
 MAX_CAPTION = 1024
 MAX_CALLBACK_BYTES = 64
 WAIT_LIMIT = 5.0
+_MEDIA: dict[str, dict[str, Any]] = {
+    "document": {},
+    "audio": {"duration": 0},
+    "voice": {"duration": 0},
+    "video": {"width": 640, "height": 360, "duration": 0},
+    "animation": {"width": 320, "height": 240, "duration": 0},
+    "video_note": {"length": 240, "duration": 0},
+    "sticker": {
+        "width": 512,
+        "height": 512,
+        "is_animated": False,
+        "is_video": False,
+        "type": "regular",
+    },
+}
+"""Media kinds beside photos, with the fields Telegram's object for each requires."""
 _TEXT_FIELDS = frozenset(
     {"text", "caption", "url", "secret_token", "photo", "callback_query_id", "action"}
+    | {"title", "address", "phone_number", "first_name", "last_name", "vcard"}
+    | _MEDIA.keys()
 )
 _DESCRIPTIONS = {
     400: "Bad Request: chat not found",
@@ -134,6 +152,10 @@ class TelegramBotApiDouble:
                 "getUpdates": self._get_updates,
                 "sendMessage": self._send_message,
                 "sendPhoto": self._send_photo,
+                **{_method(kind): self._media_sender(kind) for kind in _MEDIA},
+                "sendLocation": self._send_location,
+                "sendVenue": self._send_venue,
+                "sendContact": self._send_contact,
                 "sendChatAction": self._send_chat_action,
                 "answerCallbackQuery": self._answer_callback_query,
                 "editMessageReplyMarkup": self._edit_message_reply_markup,
@@ -333,6 +355,43 @@ class TelegramBotApiDouble:
             content["caption"] = caption
         return self._message(chat_id, params, **content)
 
+    def _media_sender(self, kind: str) -> Handler:
+        async def send(params: dict[str, Any]) -> Any:
+            chat_id = self._chat(params)
+            media = params.get(kind)
+            if not media:
+                raise ApiError(400, f"Bad Request: there is no {kind} in the request")
+            caption = params.get("caption")
+            if isinstance(caption, str) and _utf16_len(caption) > MAX_CAPTION:
+                raise ApiError(400, "Bad Request: message caption is too long")
+            file_id = media.filename if isinstance(media, UploadedFile) else str(media)
+            sent = {"file_id": file_id, "file_unique_id": f"u{file_id[:16]}", **_MEDIA[kind]}
+            content: dict[str, Any] = {kind: sent}
+            if caption:
+                content["caption"] = caption
+            return self._message(chat_id, params, **content)
+
+        return send
+
+    async def _send_location(self, params: dict[str, Any]) -> Any:
+        return self._message(self._chat(params), params, location=_location(params))
+
+    async def _send_venue(self, params: dict[str, Any]) -> Any:
+        chat_id = self._chat(params)
+        location = _location(params)
+        if not params.get("title") or not params.get("address"):
+            raise ApiError(400, "Bad Request: venue title and address must be non-empty")
+        venue = {"location": location, "title": params["title"], "address": params["address"]}
+        return self._message(chat_id, params, venue=venue, location=location)
+
+    async def _send_contact(self, params: dict[str, Any]) -> Any:
+        chat_id = self._chat(params)
+        if not params.get("phone_number") or not params.get("first_name"):
+            raise ApiError(400, "Bad Request: phone number and first name must be non-empty")
+        fields = ("phone_number", "first_name", "last_name", "vcard")
+        contact = {name: params[name] for name in fields if params.get(name)}
+        return self._message(chat_id, params, contact=contact)
+
     async def _send_chat_action(self, params: dict[str, Any]) -> Any:
         self._chat(params)
         return True
@@ -396,6 +455,21 @@ def _check_markup(markup: Any) -> None:
             data = button.get("callback_data")
             if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_BYTES:
                 raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+
+
+def _method(kind: str) -> str:
+    """``video_note`` is sent with ``sendVideoNote``."""
+    return "send" + kind.title().replace("_", "")
+
+
+def _location(params: dict[str, Any]) -> dict[str, float]:
+    location: dict[str, float] = {}
+    for name, bound in (("latitude", 90), ("longitude", 180)):
+        value = params.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > bound:
+            raise ApiError(400, "Bad Request: wrong coordinates specified")
+        location[name] = float(value)
+    return location
 
 
 def _utf16_len(text: str) -> int:
