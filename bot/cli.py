@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # one line per registered action drowns what matters
+        logging.getLogger("rasa_sdk.executor").setLevel(logging.WARNING)
     project = Path(args.project).resolve()
     try:
         if args.command == "validate":

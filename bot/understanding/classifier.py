@@ -23,6 +23,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -271,7 +272,10 @@ class IntentClassifier:
                 return cls.load(path)
             except (OSError, ValueError, KeyError):
                 pass  # unreadable or stale: train again and overwrite
+        log.info("training the intent classifier on %d examples (cached after)", len(examples))
+        started = time.perf_counter()
         classifier = cls.train(examples, out_of_scope_examples=out_of_scope_examples)
+        log.info("trained in %.1f s", time.perf_counter() - started)
         try:
             classifier.save(path)
         except OSError as exc:  # a read-only project still starts; it just trains every time
