@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import re
@@ -261,7 +262,13 @@ class Agent:
         )
         # A platform command (Telegram's /help) means its intent, like a button would.
         payload = message.payload or (f"/{command}" if command and command != "start" else None)
-        parse = self.interpreter.parse(message.text, payload=payload, language=language)
+        parse_message = functools.partial(
+            self.interpreter.parse, message.text, payload=payload, language=language
+        )
+        if payload is None and self.interpreter.may_be_slow(message.text):
+            parse = await asyncio.to_thread(parse_message)  # other conversations go on meanwhile
+        else:
+            parse = parse_message()
         self._set_language(turn, parse.language)
         turn.parse = parse.to_rasa()
         state.latest_message = turn.parse

@@ -79,6 +79,11 @@ class Interpreter:
             classifier=classifier, extractor=extractor, intents=set(intents) | set(nlu.intents)
         )
 
+    def may_be_slow(self, text: str) -> bool:
+        """Whether parsing ``text`` may take milliseconds rather than a fraction of one."""
+        text = text[: constants.MAX_MESSAGE_CHARS]
+        return self.classifier is not None and self.classifier.may_be_slow(text)
+
     def parse(self, text: str, *, payload: str | None = None, language: str) -> Parse:
         """Understand a message; ``language`` is kept for text without letters."""
         text = text[: constants.MAX_MESSAGE_CHARS]

@@ -309,3 +309,11 @@ def test_train_cached_retrains_when_the_settings_change(
     monkeypatch.setattr(classifier_module, "_HYPERPARAMETERS", (9.0,))
     IntentClassifier.train_cached(EXAMPLES, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_only_chinese_sentences_may_be_slow(classifier: IntentClassifier) -> None:
+    assert classifier.may_be_slow("我的订单到哪了")
+    assert not classifier.may_be_slow("where is my order")
+    assert not classifier.may_be_slow("KF-10001")
+    english = IntentClassifier.train([(t, i) for t, i in EXAMPLES if t.isascii()], cascade=False)
+    assert not english.may_be_slow("我的订单到哪了")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,11 @@ def test_a_model_file_of_another_origin_is_refused(
     monkeypatch.setattr(encoder_module, "_SOURCE_SHA256", "0" * 64)
     with pytest.raises(ValueError, match="not the expected model file"):
         encoder_module._quantized_model(tmp_path)
+
+
+def test_the_chinese_encoder_serves_threads_one_at_a_time() -> None:
+    texts = ["我的快递到哪了", "帮我查一下物流", "我要退货", "发票在哪里下载"] * 4
+    expected = [encoder("zh").embed_one(text) for text in texts]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(encoder("zh").embed_one, texts))
+    assert all(np.array_equal(a, b) for a, b in zip(results, expected, strict=True))

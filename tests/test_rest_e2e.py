@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import shutil
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -360,3 +361,21 @@ async def test_a_rejected_message_is_given_up_alone(
     assert str(error) in rows[1][1]
     assert [m.text for m in channel.sent] == [GREETING] * (2 if later_status == "delivered" else 1)
     assert await agent.deliver_pending() == 0  # neither is retried
+
+
+async def test_a_slow_message_is_understood_off_the_event_loop(
+    server: tuple[str, Agent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, agent = server
+    threads: list[bool] = []
+    parse = agent.interpreter.parse
+
+    def recording_parse(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(agent.interpreter, "parse", recording_parse)
+    monkeypatch.setattr(agent.interpreter, "may_be_slow", lambda text: text.startswith("慢"))
+    assert (await post(base, {"sender": "slow", "message": "where is my order"}))[0] == 200
+    assert (await post(base, {"sender": "slow", "message": "慢慢来"}))[0] == 200
+    assert threads == [True, False]  # the slow one ran in a worker thread

@@ -74,6 +74,7 @@ _ENCODER_WEIGHT = 1.4  # scale of the unit-length encoder vector
 _CASCADE_GAP = 0.6  # fast model's margins closer than this: ask the second model
 _TEMPERATURE = 4.0  # softmax sharpness turning margins into confidences
 _THRESHOLD = -0.6  # best intent's one-vs-rest margin below this: out of scope
+_SLOW_LANGUAGE = "zh"  # its encoder costs 10-20 ms a message; MiniLM's ~2 ms
 _HYPERPARAMETERS = (_C, _FULL_C, _EMBEDDING_WEIGHT, _ENCODER_WEIGHT, _THRESHOLD)
 """Part of the cache key: a classifier trained with other settings is not reused."""
 
@@ -307,6 +308,15 @@ class IntentClassifier:
                 views = [static, *(encoded if other == language else None for other in LANGUAGES)]
                 scores = self._full.scores(ids, weights, views)
         return self._prediction(scores)
+
+    def may_be_slow(self, text: str) -> bool:
+        """Whether classifying ``text`` may call a slow encoder (Chinese: 10-20 ms), so that
+        a server can classify it off its event loop."""
+        return (
+            _SLOW_LANGUAGE in self._encoded_languages
+            and _language(text) == _SLOW_LANGUAGE
+            and _has_words(normalize(text))
+        )
 
     def load_encoders(self) -> None:
         """Load the encoders this classifier may ask now rather than on the first unsure

