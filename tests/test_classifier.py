@@ -155,9 +155,9 @@ def test_train_cached_reuses_and_invalidates(tmp_path: Path) -> None:
     first = IntentClassifier.train_cached(EXAMPLES, cache_dir=tmp_path)
     files = list(tmp_path.glob("*.npz"))
     assert len(files) == 1
-    modified = files[0].stat().st_mtime_ns
+    inode = files[0].stat().st_ino
     second = IntentClassifier.train_cached(EXAMPLES, cache_dir=tmp_path)
-    assert files[0].stat().st_mtime_ns == modified
+    assert files[0].stat().st_ino == inode  # loaded, not trained and written again
     assert second.predict("我要退货") == first.predict("我要退货")
 
     files[0].write_bytes(b"not a classifier")  # corrupt cache: retrained, overwritten
@@ -317,3 +317,17 @@ def test_only_chinese_sentences_may_be_slow(classifier: IntentClassifier) -> Non
     assert not classifier.may_be_slow("KF-10001")
     english = IntentClassifier.train([(t, i) for t, i in EXAMPLES if t.isascii()], cascade=False)
     assert not english.may_be_slow("我的订单到哪了")
+
+
+def test_the_cache_keeps_the_classifiers_used_last(tmp_path: Path) -> None:
+    keep = classifier_module.CACHE_KEEP
+    sets = [EXAMPLES[: len(EXAMPLES) - i] for i in range(keep + 2)]
+    for examples in sets:
+        IntentClassifier.train_cached(examples, cache_dir=tmp_path)
+    files = set(tmp_path.glob("*.npz"))
+    assert len(files) == keep
+    IntentClassifier.train_cached(sets[-keep], cache_dir=tmp_path)  # the oldest kept: a hit
+    assert set(tmp_path.glob("*.npz")) == files
+    IntentClassifier.train_cached(sets[0], cache_dir=tmp_path)  # pruned earlier: trained again
+    remaining = set(tmp_path.glob("*.npz"))
+    assert len(remaining) == keep and len(remaining - files) == 1

@@ -53,6 +53,9 @@ FORMAT_VERSION = 3
 3: a second (cascade) model over the n-grams, the static embedding and the encoder.
 """
 
+CACHE_KEEP = 4
+"""How many trained classifiers a cache folder keeps (the most recently used)."""
+
 RANKING_SIZE = 10
 """How many intents a prediction ranks."""
 
@@ -255,7 +258,10 @@ class IntentClassifier:
         out_of_scope_examples: Sequence[str] = (),
         cache_dir: Path,
     ) -> IntentClassifier:
-        """Load from cache_dir/<content hash>.npz if present, else train and save there."""
+        """Load from cache_dir/<content hash>.npz if present, else train and save there.
+
+        The folder keeps the `CACHE_KEEP` classifiers used last: editing examples back and
+        forth stays instant, and old files do not pile up."""
         content = json.dumps(
             [
                 FORMAT_VERSION,
@@ -270,7 +276,9 @@ class IntentClassifier:
         path = cache_dir / f"{hashlib.sha256(content.encode()).hexdigest()}.npz"
         if path.exists():
             try:
-                return cls.load(path)
+                classifier = cls.load(path)
+                path.touch()  # recently used: kept by the pruning below
+                return classifier
             except (OSError, ValueError, KeyError):
                 pass  # unreadable or stale: train again and overwrite
         log.info("training the intent classifier on %d examples (cached after)", len(examples))
@@ -279,6 +287,7 @@ class IntentClassifier:
         log.info("trained in %.1f s", time.perf_counter() - started)
         try:
             classifier.save(path)
+            _prune(cache_dir, keep=CACHE_KEEP)
         except OSError as exc:  # a read-only project still starts; it just trains every time
             log.warning("cannot cache the intent classifier in %s: %s", cache_dir, exc)
         return classifier
@@ -416,6 +425,13 @@ def _has_words(text: str) -> bool:
 
     A sentence encoder adds nothing to those, and they are half of the turns in a flow."""
     return _WORD.search(_NOT_WORDS.sub(" ", text[:MAX_CHARS])) is not None
+
+
+def _prune(folder: Path, *, keep: int) -> None:
+    """Delete all but the `keep` most recently used classifiers in `folder`."""
+    saved = sorted(folder.glob("*.npz"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for path in saved[keep:]:
+        path.unlink(missing_ok=True)
 
 
 def _language(text: str) -> str:
