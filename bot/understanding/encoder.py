@@ -84,8 +84,11 @@ class MiniLMEncoder:
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one message."""
         ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
-        inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        inputs["token_type_ids"] = np.zeros_like(ids)
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": np.ones_like(ids),
+            "token_type_ids": np.zeros_like(ids),
+        }
         (hidden,) = self._session.run(None, inputs)
         vector: np.ndarray = hidden[0].mean(axis=0)
         return vector / max(float(np.sqrt(vector @ vector)), 1e-12)
