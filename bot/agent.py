@@ -186,7 +186,7 @@ class Agent:
                     log.exception("turn failed in %s", message.conversation_id)
                     state = await self.store.load(message.conversation_id) or _new_state(message)
                     turn = self._failed_turn(state, message)
-                outbox = turn.messages if self._pushes(message.channel) else []
+                outbox = self._outbox(message.channel, turn.messages)
                 try:
                     ids = await self.store.save(
                         state,
@@ -336,9 +336,12 @@ class Agent:
 
     # --- delivery -----------------------------------------------------------------------
 
-    def _pushes(self, channel_name: str) -> bool:
+    def _outbox(self, channel_name: str, messages: list[BotMessage]) -> list[BotMessage]:
+        """What a push channel must be sent, part by part; nothing for inline channels."""
         channel = self.channels.get(channel_name)
-        return channel is not None and not channel.replies_inline
+        if channel is None or channel.replies_inline:
+            return []
+        return [part for message in messages for part in channel.deliveries(message)]
 
     async def _deliver(self, channel_name: str, items: list[tuple[int, BotMessage]]) -> None:
         """Send in order; after a failure the rest wait with the failed one, keeping order

@@ -61,6 +61,12 @@ class Channel(ABC):
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Stop receiving and release connections. Default: nothing to do."""
 
+    def deliveries(self, message: BotMessage) -> list[BotMessage]:
+        """The parts of ``message`` this platform takes in separate calls (a long text cut
+        in pieces, say). The core stores and retries each part on its own, so a retry never
+        repeats a part that went out. Default: the message whole."""
+        return [message]
+
     @abstractmethod
     async def send(self, message: BotMessage) -> None:
         """Deliver one message to the platform.

@@ -10,6 +10,7 @@ character a response or an LLM writes can make Telegram reject a message; only a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -173,6 +174,25 @@ class TelegramChannel(Channel):
             # Tells Telegram the updates already fetched were handled, so a restart skips them.
             await self._quietly(self.bot.get_updates(offset=self._offset, timeout=0, limit=1))
         await self.bot.shutdown()
+
+    def deliveries(self, message: BotMessage) -> list[BotMessage]:
+        """One part per Bot API call: an image that cannot carry the text as its caption,
+        each piece of a long text (the buttons on the last), then a ``custom`` payload."""
+        chunks = split_text(message.text or "")
+        if message.image and len(chunks) <= 1 and utf16_len(message.text or "") <= MAX_CAPTION:
+            whole = dataclasses.replace(message, custom=None)  # the text is the image's caption
+            parts = [whole]
+        else:
+            bare = dataclasses.replace(message, text=None, buttons=(), image=None, custom=None)
+            parts = [dataclasses.replace(bare, image=message.image)] if message.image else []
+            parts += [dataclasses.replace(bare, text=chunk) for chunk in chunks]
+            if parts and message.buttons:
+                parts[-1] = dataclasses.replace(parts[-1], buttons=message.buttons)
+            elif message.buttons:
+                parts.append(dataclasses.replace(bare, buttons=message.buttons))
+        if message.custom is not None:
+            parts.append(dataclasses.replace(message, text=None, buttons=(), image=None))
+        return [message] if len(parts) <= 1 else parts
 
     async def send(self, message: BotMessage) -> None:
         """Deliver text (split to fit), buttons, an image, then a ``custom`` payload, to the

@@ -627,6 +627,51 @@ async def test_custom_payload_becomes_its_bot_api_method(
     assert api.sent_messages[-1]["chat"]["id"] == CUSTOMER_CHAT
 
 
+PARTED = "\n\n".join(["Our return policy covers every item for 30 days. " * 30] * 6)
+"""About 8,800 characters: three Telegram messages."""
+BUY = (Button(title="Buy", payload="/buy"),)
+
+
+@pytest.mark.parametrize(
+    ("message", "parts"),
+    [
+        (BotMessage(conversation_id=CONVERSATION, text="hi", buttons=BUY), 1),
+        (BotMessage(conversation_id=CONVERSATION, text="Look", image=SCARF, buttons=BUY), 1),
+        (BotMessage(conversation_id=CONVERSATION, buttons=BUY), 1),
+        (BotMessage(conversation_id=CONVERSATION, custom={"photo": SCARF}), 1),
+        (BotMessage(conversation_id=CONVERSATION, text="x" * 2000, image=SCARF), 2),
+        (BotMessage(conversation_id=CONVERSATION, text=PARTED, buttons=BUY), 3),
+        (BotMessage(conversation_id=CONVERSATION, text="hi", custom={"photo": SCARF}), 2),
+        (
+            BotMessage(
+                conversation_id=CONVERSATION, text=PARTED, image=SCARF, custom={"photo": SCARF}
+            ),
+            5,
+        ),
+    ],
+)
+async def test_a_message_is_delivered_in_parts_one_per_call(
+    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble, message: BotMessage, parts: int
+) -> None:
+    """Each part is one Bot API call, so the outbox can retry it alone; together they make
+    the same calls as the message sent whole."""
+    delivered = channel.deliveries(message)
+    assert len(delivered) == parts
+    if parts == 1:
+        assert delivered == [message]
+    assert [part.buttons for part in delivered if part.buttons] == (
+        [BUY] if message.buttons else []
+    )
+
+    await channel.send(message)
+    whole = [(c.method, c.params) for c in api.calls if c.method.startswith("send")]
+    for part in delivered:
+        await channel.send(part)
+    in_parts = [(c.method, c.params) for c in api.calls if c.method.startswith("send")]
+    assert in_parts[len(whole) :] == whole
+    assert len(whole) == parts
+
+
 async def test_custom_payload_follows_the_message_text(
     core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:

@@ -442,16 +442,23 @@ async def test_blocked_customer_is_failed_not_retried(tmp_path: Path) -> None:
 VENUE = {"latitude": 31.2304, "longitude": 121.4737, "title": "Kefu", "address": "1 Nanjing Rd"}
 
 
-def greeting_with_custom(tmp_path: Path, custom: dict[str, Any]) -> Path:
-    """The minimal test project, its greeting carrying ``custom`` beside its text."""
+def greeting_with(tmp_path: Path, **fields: Any) -> Path:
+    """The minimal test project, its greeting's text and ``fields`` replaced or added."""
     root = tmp_path / "project"
     shutil.copytree(ROOT / "tests" / "projects" / "minimal", root)
     domain = root / "domain.yml"
     greet = '    - text: "Hello! How can I help?"\n'
     text = domain.read_text(encoding="utf-8")
     assert greet in text
-    domain.write_text(text.replace(greet, f"{greet}      custom: {json.dumps(custom)}\n"))
+    response = {"text": "Hello! How can I help?", **fields}
+    lines = [f"{key}: {json.dumps(value)}" for key, value in response.items()]
+    domain.write_text(text.replace(greet, "    - " + "\n      ".join(lines) + "\n"))
     return root
+
+
+def greeting_with_custom(tmp_path: Path, custom: dict[str, Any]) -> Path:
+    """The minimal test project, its greeting carrying ``custom`` beside its text."""
+    return greeting_with(tmp_path, custom=custom)
 
 
 async def test_custom_response_reaches_telegram(tmp_path: Path) -> None:
@@ -461,8 +468,8 @@ async def test_custom_response_reaches_telegram(tmp_path: Path) -> None:
         (venue,) = await s.api.wait_for("sendVenue")
         assert venue.params == {"chat_id": chat, **VENUE}
         assert s.sent_to(chat) == ["Hello! How can I help?", ""]
-        rows = await s.outbox_when(f"telegram:{chat}", settled(1))
-        assert [row[:2] for row in rows] == [("delivered", 1)]
+        rows = await s.outbox_when(f"telegram:{chat}", settled(2))
+        assert [row[:2] for row in rows] == [("delivered", 1), ("delivered", 1)]  # two parts
 
 
 async def test_custom_payload_telegram_rejects_is_failed_not_retried(tmp_path: Path) -> None:
@@ -471,7 +478,8 @@ async def test_custom_payload_telegram_rejects_is_failed_not_retried(tmp_path: P
     async with shop(tmp_path, root=greeting_with_custom(tmp_path, VENUE)) as s:
         s.api.fail_next("sendVenue", status=400, description="Bad Request: wrong venue")
         await s.post(text_update(1, chat, "hi"))
-        ((state, attempts, error),) = await s.outbox_when(conversation, settled(1))
+        text, (state, attempts, error) = await s.outbox_when(conversation, settled(2))
+        assert text[:2] == ("delivered", 1)  # the text and the payload are parts of their own
         assert (state, attempts) == ("failed", 1)
         assert error is not None and "Wrong venue" in error
         pending = await s.agent.store.pending_deliveries(now=time.time() + 365 * 86400)
@@ -479,3 +487,26 @@ async def test_custom_payload_telegram_rejects_is_failed_not_retried(tmp_path: P
         assert await s.agent.deliver_pending() == 0
         assert len(s.api.calls_to("sendVenue")) == 1
         assert s.sent_to(chat) == ["Hello! How can I help?"]
+
+
+LONG = " ".join(f"Sentence number {i} of a long greeting." for i in range(300))  # ~12,000 chars
+
+
+async def test_a_retry_resends_only_the_part_that_failed(tmp_path: Path) -> None:
+    """An image and the pieces of a long text are parts of their own: the text failing does
+    not send the image again, and every piece reaches the customer once, in order."""
+    chat = 4242040
+    conversation = f"telegram:{chat}"
+    image = "https://shop.example/welcome.png"
+    async with shop(tmp_path, root=greeting_with(tmp_path, text=LONG, image=image)) as s:
+        s.api.fail_next("sendMessage", status=500)
+        await s.post(text_update(1, chat, "hi"))
+        rows = await s.outbox_when(conversation, attempted(4))
+        assert [row[0] for row in rows] == ["delivered", "pending", "pending", "pending"]
+        assert await _due(s.agent) == 3
+        assert [row[:2] for row in s.outbox(conversation)] == [("delivered", 1)] + [
+            ("delivered", 2)
+        ] * 3
+        assert [call.params["photo"] for call in s.api.calls_to("sendPhoto")] == [image]
+        texts = s.sent_to(chat)
+        assert len(texts) == 4 and " ".join(texts[1:]) == LONG
