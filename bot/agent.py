@@ -173,10 +173,10 @@ class Agent:
     async def process(self, message: UserMessage) -> TurnResult:
         """Run one turn; a message id seen before is not run again: :meth:`_replay` answers it."""
         message = _sanitize(message)
-        key = (message.channel, message.message_id) if message.message_id else None
+        key = _message_key(message)
         async with self._lock(message.conversation_id):
             if key and await self.store.is_processed(*key):
-                return await self._replay(message.conversation_id, key[1])
+                return await self._replay(message)
             for attempt in range(_SAVE_ATTEMPTS):
                 state = await self.store.load(message.conversation_id) or _new_state(message)
                 count_before = state.event_count
@@ -200,21 +200,20 @@ class Agent:
                         raise
                     continue
                 except DuplicateMessageError:  # another process saved it since the check
-                    assert key is not None
-                    return await self._replay(message.conversation_id, key[1])
+                    return await self._replay(message)
                 self.recent.extend(message.conversation_id, count_before, turn.events)
                 break
         if outbox:
             await self._deliver(message.channel, list(zip(ids, outbox, strict=True)))
         return TurnResult(events=turn.events, messages=turn.messages)
 
-    async def _replay(self, conversation_id: str, message_id: str) -> TurnResult:
+    async def _replay(self, message: UserMessage) -> TurnResult:
         """A ``duplicate`` result with the replies the message's first turn stored, in order.
 
         Nothing is saved or delivered: push channels had those replies from the outbox.
         Without the original turn in the store (deleted), the replies are ``[]``.
         """
-        events = await self.store.turn_events(conversation_id, message_id)
+        events = await self.store.turn_events(message.conversation_id, message.message_id or "")
         replies = [event for event in events if isinstance(event, BotMessage)]
         return TurnResult(messages=replies, duplicate=True)
 
@@ -433,6 +432,14 @@ class _Outcome:
 
 
 _PROFILE_KEYS = {"first_name", "last_name", "username", "language_code", "chat_type", "name"}
+
+
+def _message_key(message: UserMessage) -> tuple[str, str] | None:
+    """The store's once-only key of a platform message: its id is only taken to be unique
+    within its conversation (two REST clients may both number their messages from 1)."""
+    if not message.message_id:
+        return None
+    return message.channel, f"{message.conversation_id}/{message.message_id}"
 
 
 def _sanitize(message: UserMessage) -> UserMessage:

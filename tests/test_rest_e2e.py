@@ -229,8 +229,13 @@ async def test_a_duplicate_whose_turn_is_gone_gets_an_empty_answer(
     assert await post(base, body) == (200, [])
     assert await agent.store.load("rest:gone") == state
     assert await agent.store.events("rest:gone") == []
-    # The id is another sender's: answered [], never with that sender's replies.
-    assert await post(base, {**body, "sender": "other"}) == (200, [])
+    # Another sender numbering messages alike is another conversation: answered afresh.
+    status, replies = await post(base, {**body, "sender": "other"})
+    assert (status, replies) == (
+        200,
+        [{"recipient_id": "other", "text": "What is your order number?"}],
+    )
+    assert await user_texts(agent, "rest:other") == ["where is my order"]
 
 
 class PushChannel(Channel):
