@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,15 @@ from bot.settings import Settings
 from bot.state import ConversationState
 
 log = logging.getLogger(__name__)
+
+TurnListener = Callable[[ConversationState, list[Event]], Awaitable[None]]
+"""Told of every saved turn (state after it, its events), after the lock is released."""
+Change = Callable[[Turn, FlowExecutor], Awaitable[None]]
+"""A scheduled job's change to a conversation: edits the turn's state, emits, utters."""
+
+UNREACHABLE = "unreachable"
+"""Key-value namespace: conversation id → why its chat took no more messages, and since when
+(``{"reason", "at"}``), written when a platform refused a chat for good (blocked, gone)."""
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SAVE_ATTEMPTS = 3
@@ -95,6 +105,7 @@ class Agent:
         self.recent = RecentEvents(store)
         self.channels: dict[str, Channel] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._listeners: list[TurnListener] = []
         self._retry_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -144,6 +155,11 @@ class Agent:
         """Connect a channel: its messages come to :meth:`handle`, replies go to its ``send``."""
         channel.attach(self.handle)
         self.channels[channel.name] = channel
+
+    def add_listener(self, listener: TurnListener) -> None:
+        """Tell ``listener`` of every saved customer turn (the scheduler picks up reminders
+        and session starts there); its failures are logged, never the customer's problem."""
+        self._listeners.append(listener)
 
     async def start(self) -> None:
         """Start retrying undelivered messages in the background."""
@@ -205,6 +221,11 @@ class Agent:
                 break
         if outbox:
             await self._deliver(message.channel, list(zip(ids, outbox, strict=True)))
+        for listener in self._listeners:
+            try:
+                await listener(state, turn.events)
+            except Exception:
+                log.exception("turn listener failed in %s", message.conversation_id)
         return TurnResult(events=turn.events, messages=turn.messages)
 
     async def _replay(self, message: UserMessage) -> TurnResult:
@@ -231,19 +252,66 @@ class Agent:
             state.remember(events)
             await self.store.save(state, events)
 
-    async def _run_turn(self, state: ConversationState, message: UserMessage) -> Turn:
+    async def update(
+        self, conversation_id: str, change: Change, *, once_key: str | None = None
+    ) -> list[BotMessage] | None:
+        """Apply a scheduled job's ``change`` as a turn would: under the conversation's lock,
+        on its current state, saved with its outbox in one write, then delivered.
+
+        Returns what the bot said; None when the conversation does not exist (retention
+        deleted it) or ``once_key`` was applied before (by this or another process). The
+        customer's ``last_active_at`` is left as it was: a job is not the customer's activity.
+        """
+        channel = conversation_id.partition(":")[0]
+        key = (channel, f"{conversation_id}/{once_key}")
+        async with self._lock(conversation_id):
+            if once_key and await self.store.is_processed(*key):
+                return None
+            for attempt in range(_SAVE_ATTEMPTS):
+                state = await self.store.load(conversation_id)
+                if state is None:
+                    return None
+                count_before = state.event_count
+                turn = self._turn(state)
+                await change(turn, self.executor)
+                state.event_count += len(turn.events)
+                outbox = self._outbox(channel, turn.messages)
+                try:
+                    ids = await self.store.save(
+                        state,
+                        turn.events,
+                        outbox=outbox,
+                        outbox_due_at=time.time() + constants.DELIVERY_LEASE,
+                        message_key=key if once_key else None,
+                    )
+                except ConcurrentUpdateError:
+                    if attempt == _SAVE_ATTEMPTS - 1:
+                        raise
+                    continue
+                except DuplicateMessageError:
+                    return None
+                self.recent.extend(conversation_id, count_before, turn.events)
+                break
+        if outbox:
+            await self._deliver(channel, list(zip(ids, outbox, strict=True)))
+        return turn.messages
+
+    def _turn(self, state: ConversationState) -> Turn:
         stored = state.event_count
 
         async def earlier_events() -> list[dict[str, Any]]:
             return await self.recent.get(state.conversation_id, stored)
 
-        turn = Turn(
+        return Turn(
             state=state,
             domain=self.project.domain,
             flows=self.project.flows,
             rng=random.Random(f"{state.conversation_id}:{state.event_count}"),
             earlier_events=earlier_events,
         )
+
+    async def _run_turn(self, state: ConversationState, message: UserMessage) -> Turn:
+        turn = self._turn(state)
         if message.metadata:
             state.profile.update({k: v for k, v in message.metadata.items() if k in _PROFILE_KEYS})
         command = message.metadata.get("command") if message.metadata else None
@@ -374,7 +442,11 @@ class Agent:
                 "delivery %s to %s failed for good: %s", delivery_id, message.conversation_id, err
             )
             await self.store.mark_failed(delivery_id, error=str(err), retry_at=None)
-            return _Outcome(sent=False, holds_later=not isinstance(err, RejectedMessageError))
+            if isinstance(err, RejectedMessageError):
+                return _Outcome(sent=False, holds_later=False)
+            unreachable = json.dumps({"reason": str(err), "at": time.time()})
+            await self.store.put_value(UNREACHABLE, message.conversation_id, unreachable)
+            return _Outcome(sent=False)
         except Exception as err:  # transient by kind, or a channel bug: retry, never drop
             wait = err.retry_after if isinstance(err, TransientDeliveryError) else None
             delays = constants.DELIVERY_RETRY_DELAYS

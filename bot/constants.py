@@ -32,3 +32,8 @@ DELIVERY_LEASE = 30.0
 
 DEFAULT_SESSION_EXPIRATION_MINUTES = 60.0
 CACHE_DIR = ".kefu"
+
+SCHEDULER_RETRY_DELAY = 60.0
+"""Seconds before a scheduled job that failed for a transient reason (database busy) reruns."""
+SCHEDULER_MAX_ROUNDS = 10
+"""``Scheduler.run_due`` fires at most this many rounds of jobs that became due meanwhile."""

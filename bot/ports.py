@@ -32,6 +32,39 @@ class PendingDelivery:
     attempts: int
 
 
+@dataclass(frozen=True)
+class ScheduledJob:
+    """A one-shot job waiting in the database for its time (see ``bot.scheduling``).
+
+    ``id`` is stable: scheduling a job with an existing id replaces it. ``data`` is JSON.
+    """
+
+    id: str
+    kind: str
+    run_at: float
+    """When it is due, in seconds since the epoch."""
+    conversation_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class JobStore(Protocol):
+    """Where scheduled jobs wait, in the conversations' database."""
+
+    async def save_job(self, job: ScheduledJob) -> None:
+        """Store ``job``, replacing the one with the same id."""
+        ...
+
+    async def delete_job(self, job_id: str, *, run_at: float | None = None) -> bool:
+        """Delete the job (only if it is still due at ``run_at``, when given); True if it was."""
+        ...
+
+    async def jobs(
+        self, *, kind: str | None = None, conversation_id: str | None = None
+    ) -> list[ScheduledJob]:
+        """The stored jobs, soonest first, of one kind and/or conversation when given."""
+        ...
+
+
 class ConversationStore(Protocol):
     """Where conversations live: an append-only event log plus the current state.
 
@@ -94,7 +127,8 @@ class ConversationStore(Protocol):
     async def put_value(self, namespace: str, key: str, value: str) -> None: ...
 
     async def delete_conversations_before(self, cutoff: float) -> int:
-        """Delete conversations last active before ``cutoff`` (retention); return how many."""
+        """Delete conversations last active before ``cutoff`` (retention) with their events,
+        outbox rows, claimed message ids and scheduled jobs; return how many."""
         ...
 
     async def close(self) -> None: ...

@@ -83,6 +83,18 @@ class Tables:
             Column("value", Text, nullable=False),
             Column("updated_at", Double, nullable=False),
         )
+        # Scheduled work (bot/scheduling): one row per pending one-shot job, its data as JSON.
+        self.jobs = Table(
+            f"{prefix}scheduled_jobs",
+            md,
+            Column("id", String(), primary_key=True),
+            Column("kind", String(), nullable=False),
+            Column("conversation_id", String()),
+            Column("run_at", Double, nullable=False),
+            Column("data", Text, nullable=False),
+            Column("created_at", Double, nullable=False),
+            Index(f"{prefix}ix_scheduled_jobs_conversation_id", "conversation_id"),
+        )
         # Statements of the per-turn reads, built once: building one costs more than running it.
         conv, processed = self.conversations, self.processed
         self.select_state = select(conv.c.state, conv.c.version).where(

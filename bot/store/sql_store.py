@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
 import time
 from collections import OrderedDict
@@ -24,12 +25,14 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from bot import constants
 from bot.errors import ConcurrentUpdateError, DuplicateMessageError, KefuError, StoreError
 from bot.events import BotMessage, Event, UserMessage, event_from_dict
-from bot.ports import PendingDelivery, StoredEvent
+from bot.ports import PendingDelivery, ScheduledJob, StoredEvent
 from bot.state import ConversationState
 from bot.store.engines import Database, database_url, open_database
 from bot.store.schema import Tables
 
 __all__ = ["SqlStore", "open_store"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SIZE = 10_000
 """Conversations whose latest state is kept in memory; beyond this the least recent go."""
@@ -362,7 +365,7 @@ class SqlStore:
         ids = list(conn.execute(query).scalars())
         for start in range(0, len(ids), _DELETE_CHUNK):
             chunk = ids[start : start + _DELETE_CHUNK]
-            for table in (t.events, t.outbox, t.processed):
+            for table in (t.events, t.outbox, t.processed, t.jobs):
                 conn.execute(delete(table).where(table.c.conversation_id.in_(chunk)))
             conn.execute(delete(t.conversations).where(t.conversations.c.id.in_(chunk)))
         return ids
@@ -442,6 +445,82 @@ class SqlStore:
                 raise StoreError(f"no outbox entry {missing}")
 
         await self._write(work)
+
+    # --- scheduled jobs -----------------------------------------------------------------
+
+    async def save_job(self, job: ScheduledJob) -> None:
+        """Store ``job``, replacing the one with the same id."""
+        self._check_open()
+        try:
+            data = _dumps(job.data)
+        except TypeError as exc:
+            raise StoreError(f"job {job.id!r}: its data is not JSON: {exc}") from exc
+        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
+        row = {
+            "id": job.id,
+            "kind": job.kind,
+            "conversation_id": job.conversation_id,
+            "run_at": job.run_at,
+            "data": data,
+            "created_at": time.time(),
+        }
+        stmt = insert(self._t.jobs).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={name: stmt.excluded[name] for name in row if name != "id"},
+        )
+
+        def work(conn: Connection) -> None:
+            conn.execute(stmt)
+
+        await self._write(work)
+
+    async def delete_job(self, job_id: str, *, run_at: float | None = None) -> bool:
+        """Delete the job; with ``run_at``, only while it is still the one due then."""
+        self._check_open()
+        jobs = self._t.jobs
+        stmt = delete(jobs).where(jobs.c.id == job_id)
+        if run_at is not None:
+            stmt = stmt.where(jobs.c.run_at == run_at)
+
+        def work(conn: Connection) -> bool:
+            return bool(conn.execute(stmt).rowcount)
+
+        deleted: bool = await self._write(work)
+        return deleted
+
+    async def jobs(
+        self, *, kind: str | None = None, conversation_id: str | None = None
+    ) -> list[ScheduledJob]:
+        """The stored jobs, soonest first; a row whose data is unreadable is skipped."""
+        self._check_open()
+        jobs = self._t.jobs
+        query = select(
+            jobs.c.id, jobs.c.kind, jobs.c.run_at, jobs.c.conversation_id, jobs.c.data
+        ).order_by(jobs.c.run_at, jobs.c.id)
+        if kind is not None:
+            query = query.where(jobs.c.kind == kind)
+        if conversation_id is not None:
+            query = query.where(jobs.c.conversation_id == conversation_id)
+        found: list[ScheduledJob] = []
+        for row in await self._read(lambda conn: conn.execute(query).all()):
+            try:
+                data = orjson.loads(row.data)
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                log.error("scheduled job %s has unreadable data; skipped", row.id)
+                continue
+            found.append(
+                ScheduledJob(
+                    id=row.id,
+                    kind=row.kind,
+                    run_at=row.run_at,
+                    conversation_id=row.conversation_id,
+                    data=data,
+                )
+            )
+        return found
 
     # --- small values -------------------------------------------------------------------
 
