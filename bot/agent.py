@@ -19,7 +19,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,19 +45,11 @@ from bot.privacy import mask_card_numbers
 from bot.project import Project
 from bot.recent_events import RecentEvents
 from bot.responses import ResponseRenderer
+from bot.scheduling.conversations import Change, TurnListener
 from bot.settings import Settings
 from bot.state import ConversationState
 
 log = logging.getLogger(__name__)
-
-TurnListener = Callable[[ConversationState, list[Event]], Awaitable[None]]
-"""Told of every saved turn (state after it, its events), after the lock is released."""
-Change = Callable[[Turn, FlowExecutor], Awaitable[None]]
-"""A scheduled job's change to a conversation: edits the turn's state, emits, utters."""
-
-UNREACHABLE = "unreachable"
-"""Key-value namespace: conversation id → why its chat took no more messages, and since when
-(``{"reason", "at"}``), written when a platform refused a chat for good (blocked, gone)."""
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SAVE_ATTEMPTS = 3
@@ -445,7 +437,7 @@ class Agent:
             if isinstance(err, RejectedMessageError):
                 return _Outcome(sent=False, holds_later=False)
             unreachable = json.dumps({"reason": str(err), "at": time.time()})
-            await self.store.put_value(UNREACHABLE, message.conversation_id, unreachable)
+            await self.store.put_value(constants.UNREACHABLE_NAMESPACE, message.conversation_id, unreachable)
             return _Outcome(sent=False)
         except Exception as err:  # transient by kind, or a channel bug: retry, never drop
             wait = err.retry_after if isinstance(err, TransientDeliveryError) else None

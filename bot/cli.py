@@ -15,7 +15,9 @@ from bot.settings import Settings
 
 if TYPE_CHECKING:
     from bot.agent import Agent
+    from bot.api import NotifyApi
     from bot.channel import Channel
+    from bot.scheduling.work import ScheduledWork
 
 log = logging.getLogger("kefu")
 
@@ -110,7 +112,13 @@ async def run(project_dir: Path, settings: Settings, *, host: str, port: int) ->
     from bot.server import create_app, serve
 
     agent, channels = await _build(project_dir, settings)
-    app = create_app(channels=channels, on_startup=[agent.start], on_shutdown=[agent.close])
+    work = scheduled_work(agent, settings)
+    app = create_app(
+        channels=channels,
+        routes=notify_api(agent, work, settings).routes(),
+        on_startup=[agent.start, work.start],
+        on_shutdown=[work.shutdown, agent.close],
+    )
     names = ", ".join(sorted({c.name for c in channels}))
     log.info("kefu serving %s on http://%s:%s (channels: %s)", project_dir, host, port, names)
     await serve(app, host=host, port=port)
@@ -143,6 +151,35 @@ async def _build(
     for channel in channels:
         agent.add_channel(channel)
     return agent, channels
+
+
+def scheduled_work(agent: Agent, settings: Settings) -> ScheduledWork:
+    """The scheduler and kefu's jobs, reaching conversations through ``agent``."""
+    from bot.scheduling.work import ScheduledWork
+
+    return ScheduledWork(
+        agent,
+        agent.store,
+        settings=settings,
+        session_config=agent.project.domain.session_config,
+    )
+
+
+def notify_api(agent: Agent, work: ScheduledWork, settings: Settings) -> NotifyApi:
+    """``POST /api/notify``, sending through ``work``'s notices."""
+    from bot.api import NotifyApi
+
+    def can_push(channel: str) -> bool:
+        found = agent.channels.get(channel)
+        return found is not None and not found.replies_inline
+
+    return NotifyApi(
+        work.notices,
+        agent.store,
+        agent.project.domain,
+        token=settings.api_token,
+        can_push=can_push,
+    )
 
 
 def _channels(agent: Agent, settings: Settings) -> list[Channel]:

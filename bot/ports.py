@@ -65,8 +65,9 @@ class JobStore(Protocol):
         ...
 
 
-class ConversationStore(Protocol):
-    """Where conversations live: an append-only event log plus the current state.
+class ConversationStore(JobStore, Protocol):
+    """Where conversations live: an append-only event log plus the current state, and the
+    jobs scheduled for them (deleted with them).
 
     ``save`` is atomic: the state, the new events, the outbox entries and the claimed platform
     message id are written together or not at all. It raises ``ConcurrentUpdateError`` when the

@@ -38,10 +38,12 @@ def create_app(
     *,
     channels: Sequence[Channel],
     health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    routes: Sequence[BaseRoute] = (),
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
 ) -> Starlette:
-    """Build the app: ``GET /health``, every channel's routes, and their lifecycle.
+    """Build the app: ``GET /health``, every channel's routes, ``routes`` (the API), and
+    their lifecycle.
 
     On startup the hooks run first (the channels need the store), then each channel starts;
     on shutdown the channels stop first (no new turns), then the hooks run.
@@ -67,11 +69,11 @@ def create_app(
             for hook in on_shutdown:
                 await _quietly(hook, f"shutdown hook {getattr(hook, '__qualname__', hook)!r}")
 
-    routes: list[BaseRoute] = [Route("/health", health_endpoint, methods=["GET"])]
+    mounted: list[BaseRoute] = [Route("/health", health_endpoint, methods=["GET"]), *routes]
     for channel in channels:
-        routes.extend(channel.routes())
+        mounted.extend(channel.routes())
     app = Starlette(
-        routes=routes,
+        routes=mounted,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
     )

@@ -1,0 +1,49 @@
+"""The scheduled work ``kefu run`` does, wired together: the scheduler and its jobs."""
+
+from __future__ import annotations
+
+from bot.domain import SessionConfig
+from bot.ports import ConversationStore
+from bot.scheduling import retention
+from bot.scheduling.conversations import Conversations
+from bot.scheduling.notices import Notices
+from bot.scheduling.retention import Retention
+from bot.scheduling.scheduler import Scheduler
+from bot.scheduling.sessions import SessionExpiry
+from bot.settings import Settings
+
+
+class ScheduledWork:
+    """Retention (when ``KEFU_RETENTION_DAYS`` is set), session expiry, notices, reminders."""
+
+    def __init__(
+        self,
+        conversations: Conversations,
+        store: ConversationStore,
+        *,
+        settings: Settings,
+        session_config: SessionConfig,
+    ) -> None:
+        self.scheduler = Scheduler(store)
+        self.retention = (
+            Retention(store, days=settings.retention_days)
+            if settings.retention_days is not None
+            else None
+        )
+        self.sessions = SessionExpiry(conversations, session_config)
+        self.notices = Notices(conversations, store)
+        if self.retention is not None:
+            self.retention.install(self.scheduler)
+        self.sessions.install(self.scheduler)
+        self.notices.install(self.scheduler)
+
+    async def start(self) -> None:
+        """Start firing (stored jobs included); schedule the daily retention run."""
+        await self.scheduler.start()
+        if self.retention is not None:
+            await self.retention.start(self.scheduler)
+        else:  # retention was switched off since the last run: its job goes
+            await self.scheduler.cancel(retention.JOB_ID)
+
+    async def shutdown(self) -> None:
+        await self.scheduler.shutdown()
