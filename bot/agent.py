@@ -436,8 +436,9 @@ class Agent:
             await self.store.mark_failed(delivery_id, error=str(err), retry_at=None)
             if isinstance(err, RejectedMessageError):
                 return _Outcome(sent=False, holds_later=False)
-            unreachable = json.dumps({"reason": str(err), "at": time.time()})
-            await self.store.put_value(constants.UNREACHABLE_NAMESPACE, message.conversation_id, unreachable)
+            note = json.dumps({"reason": str(err), "at": time.time()})
+            cid = message.conversation_id
+            await self.store.put_value(constants.UNREACHABLE_NAMESPACE, cid, note)
             return _Outcome(sent=False)
         except Exception as err:  # transient by kind, or a channel bug: retry, never drop
             wait = err.retry_after if isinstance(err, TransientDeliveryError) else None

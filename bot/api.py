@@ -25,6 +25,7 @@ from bot.scheduling.notices import Notices
 
 __all__ = ["NotifyApi", "NotifyRequest"]
 
+
 class _BadRequest(Exception):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -55,9 +56,7 @@ class NotifyRequest:
         if (text is None) == (response is None):
             raise _BadRequest("text", "give either text or response")
         if text is not None and (
-            not isinstance(text, str)
-            or not text.strip()
-            or len(text) > constants.MAX_MESSAGE_CHARS
+            not isinstance(text, str) or not text.strip() or len(text) > constants.MAX_MESSAGE_CHARS
         ):
             limit = constants.MAX_MESSAGE_CHARS
             raise _BadRequest("text", f"must be a non-empty string of at most {limit} characters")
