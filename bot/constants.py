@@ -39,7 +39,7 @@ SCHEDULER_MAX_ROUNDS = 10
 """``Scheduler.run_due`` fires at most this many rounds of jobs that became due meanwhile."""
 RETENTION_HOUR_UTC = 3
 """The hour (UTC) at which the daily retention job deletes old conversations."""
-NOTICE_MISFIRE_GRACE = 3600.0
+NOTICE_MISFIRE_GRACE = 3600
 """Seconds a scheduled notice or reminder may still go out late (kefu was down); then dropped."""
 UNREACHABLE_NAMESPACE = "unreachable"
 """Key-value namespace: conversation id → why the platform refused its chat for good (blocked,

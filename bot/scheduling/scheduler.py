@@ -53,7 +53,7 @@ _DONE = EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
 @dataclass(frozen=True)
 class _Kind:
     handler: Handler
-    misfire_grace: float | None
+    misfire_grace: int | None
 
 
 class Scheduler:
@@ -70,7 +70,7 @@ class Scheduler:
         self._idle.set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def register(self, kind: str, handler: Handler, *, misfire_grace: float | None) -> None:
+    def register(self, kind: str, handler: Handler, *, misfire_grace: int | None) -> None:
         """Run ``handler`` for jobs of ``kind``; a job later than ``misfire_grace`` seconds
         (after a pause or while kefu was down) is dropped and logged; None: runs however late."""
         self._kinds[kind] = _Kind(handler, misfire_grace)
