@@ -265,7 +265,7 @@ class Agent:
                     return None
                 count_before = state.event_count
                 turn = self._turn(state)
-                await change(turn, self.executor)
+                await change(turn)
                 state.event_count += len(turn.events)
                 outbox = self._outbox(channel, turn.messages)
                 try:

@@ -161,7 +161,7 @@ def scheduled_work(agent: Agent, settings: Settings) -> ScheduledWork:
         agent,
         agent.store,
         settings=settings,
-        session_config=agent.project.domain.session_config,
+        domain=agent.project.domain,
     )
 
 

@@ -9,11 +9,10 @@ from bot.events import BotMessage, Event, UserMessage
 from bot.state import ConversationState
 
 if TYPE_CHECKING:
-    from bot.dialogue.executor import FlowExecutor
     from bot.dialogue.turn import Turn
 
-Change = Callable[["Turn", "FlowExecutor"], Awaitable[None]]
-"""A job's change to a conversation: edits the turn's state, emits events, utters responses."""
+Change = Callable[["Turn"], Awaitable[None]]
+"""A job's change to a conversation: edits ``turn.state``, emits events, says messages."""
 TurnListener = Callable[[ConversationState, list[Event]], Awaitable[None]]
 """Told of every saved customer turn: the state after it and its events."""
 

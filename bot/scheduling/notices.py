@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot import constants
-from bot.dialogue.executor import FlowExecutor
 from bot.dialogue.turn import Turn
 from bot.events import BotMessage, Event, UnknownEvent, UserMessage
 from bot.ports import ConversationStore, ScheduledJob
+from bot.responses import ResponseRenderer
 from bot.scheduling.conversations import Conversations
 from bot.scheduling.scheduler import Scheduler
 from bot.state import ConversationState
@@ -46,9 +46,12 @@ class Notice:
 class Notices:
     """Sends notices and fires reminders through the conversation's turn."""
 
-    def __init__(self, conversations: Conversations, store: ConversationStore) -> None:
+    def __init__(
+        self, conversations: Conversations, store: ConversationStore, renderer: ResponseRenderer
+    ) -> None:
         self.conversations = conversations
         self.store = store
+        self.renderer = renderer
         self.scheduler: Scheduler | None = None
 
     def install(self, scheduler: Scheduler) -> None:
@@ -88,12 +91,23 @@ class Notices:
         assert job.conversation_id is not None
         text, response = job.data.get("text"), job.data.get("response")
 
-        async def say(turn: Turn, executor: FlowExecutor) -> None:
-            if response:
-                if not executor.utter(turn, str(response)):
-                    log.warning("notice %s: response %s is not in the domain", job.id, response)
+        async def say(turn: Turn) -> None:
+            cid = turn.state.conversation_id
+            if not response:
+                turn.say(BotMessage(conversation_id=cid, text=str(text)))
                 return
-            turn.say(BotMessage(conversation_id=turn.state.conversation_id, text=str(text)))
+            message = self.renderer.render(
+                str(response),
+                conversation_id=cid,
+                slots=turn.slots(),
+                language=turn.language,
+                channel=turn.channel,
+                rng=turn.rng,
+            )
+            if message is None:
+                log.warning("notice %s: response %s is not in the domain", job.id, response)
+                return
+            turn.say(message)
 
         said = await self.conversations.update(job.conversation_id, say, once_key=job.id)
         if said is None:

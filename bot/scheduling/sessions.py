@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 
-from bot.dialogue.executor import FlowExecutor
 from bot.dialogue.stack import is_user_frame
 from bot.dialogue.turn import Turn
 from bot.domain import SessionConfig
@@ -71,7 +70,7 @@ class SessionExpiry:
         next_check: float | None = None
         seconds = self.seconds
 
-        async def end_if_idle(turn: Turn, executor: FlowExecutor) -> None:
+        async def end_if_idle(turn: Turn) -> None:
             nonlocal next_check
             state, now = turn.state, time.time()
             if not state.session_started_at:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from bot.domain import SessionConfig
+from bot.domain import Domain
 from bot.ports import ConversationStore
+from bot.responses import ResponseRenderer
 from bot.scheduling import retention
 from bot.scheduling.conversations import Conversations
 from bot.scheduling.notices import Notices
@@ -22,7 +23,7 @@ class ScheduledWork:
         store: ConversationStore,
         *,
         settings: Settings,
-        session_config: SessionConfig,
+        domain: Domain,
     ) -> None:
         self.scheduler = Scheduler(store)
         self.retention = (
@@ -30,8 +31,8 @@ class ScheduledWork:
             if settings.retention_days is not None
             else None
         )
-        self.sessions = SessionExpiry(conversations, session_config)
-        self.notices = Notices(conversations, store)
+        self.sessions = SessionExpiry(conversations, domain.session_config)
+        self.notices = Notices(conversations, store, ResponseRenderer(domain))
         if self.retention is not None:
             self.retention.install(self.scheduler)
         self.sessions.install(self.scheduler)
