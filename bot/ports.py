@@ -55,7 +55,8 @@ class JobStore(Protocol):
         ...
 
     async def delete_job(self, job_id: str, *, run_at: float | None = None) -> bool:
-        """Delete the job (only if it is still due at ``run_at``, when given); True if it was."""
+        """Delete the job (with ``run_at``: only if it is due no later than that, i.e. it was
+        not rescheduled for later meanwhile); True if it was deleted."""
         ...
 
     async def jobs(

@@ -153,7 +153,7 @@ async def test_a_job_due_while_kefu_was_down_runs_at_start(
     first = Process(await db.open())
     await first.scheduler.start()
     await first.scheduler.schedule(job("late", T0 + 10))
-    await first.scheduler.schedule(job("stale", T0 + 10, kind="fresh"))
+    await first.scheduler.schedule(job("stale", T0 + 10.1234567, kind="fresh"))
     await first.stop()
 
     clock.shift(7200)

@@ -185,7 +185,8 @@ class Scheduler:
 
     async def _drop(self, job_id: str, event: JobEvent) -> None:
         run_time = getattr(event, "scheduled_run_time", None)
-        run_at = run_time.timestamp() if isinstance(run_time, datetime) else None
+        # apscheduler keeps microseconds: allow for the rounding of the stored float
+        run_at = run_time.timestamp() + 0.001 if isinstance(run_time, datetime) else None
         await self._store.delete_job(job_id, run_at=run_at)
 
     async def _wait_idle(self) -> None:

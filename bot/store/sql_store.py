@@ -476,12 +476,13 @@ class SqlStore:
         await self._write(work)
 
     async def delete_job(self, job_id: str, *, run_at: float | None = None) -> bool:
-        """Delete the job; with ``run_at``, only while it is still the one due then."""
+        """Delete the job; with ``run_at``, only while it is due then or earlier (not when it
+        was rescheduled for later meanwhile)."""
         self._check_open()
         jobs = self._t.jobs
         stmt = delete(jobs).where(jobs.c.id == job_id)
         if run_at is not None:
-            stmt = stmt.where(jobs.c.run_at == run_at)
+            stmt = stmt.where(jobs.c.run_at <= run_at)
 
         def work(conn: Connection) -> bool:
             return bool(conn.execute(stmt).rowcount)
