@@ -88,7 +88,9 @@ class Agent:
         self.interpreter = interpreter
         self.action_runner = action_runner
         self.desk = desk
-        self.defaults = DefaultActions(answer_backend=answer_backend, desk=desk)
+        self.defaults = DefaultActions(
+            answer_backend=answer_backend, desk=desk, hours=settings.business_hours
+        )
         self.executor = FlowExecutor(
             renderer=ResponseRenderer(project.domain),
             action_runner=action_runner,

@@ -14,6 +14,7 @@ from dotenv import dotenv_values
 
 from bot import constants
 from bot.errors import SettingsError
+from bot.hours import BusinessHours, HoursError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +47,8 @@ class Settings:
     handoff_max_wait: float = constants.DEFAULT_HANDOFF_MAX_WAIT
     csat_delay: float = constants.DEFAULT_CSAT_DELAY
     retention_days: float | None = None
+    business_hours: BusinessHours | None = None
+    """When staff answer handoffs; None: always."""
 
     @classmethod
     def from_env(
@@ -82,6 +85,7 @@ class Settings:
             ),
             csat_delay=reader.number("KEFU_CSAT_DELAY", constants.DEFAULT_CSAT_DELAY),
             retention_days=reader.optional_number("KEFU_RETENTION_DAYS"),
+            business_hours=reader.business_hours(),
         )
 
     def require(self, name: str) -> str:
@@ -121,6 +125,25 @@ class _Reader:
         if number < 0:
             raise SettingsError(f"{name} must not be negative, got {value!r}")
         return number
+
+    def business_hours(self) -> BusinessHours | None:
+        names = {
+            "hours": "KEFU_BUSINESS_HOURS",
+            "timezone": "KEFU_BUSINESS_TIMEZONE",
+            "holidays": "KEFU_HOLIDAYS",
+        }
+        hours, zone, holidays = (self.text(name) for name in names.values())
+        if hours is None:
+            if zone is not None or holidays is not None:
+                raise SettingsError(
+                    "KEFU_BUSINESS_TIMEZONE and KEFU_HOLIDAYS need KEFU_BUSINESS_HOURS"
+                )
+            return None
+        days_off = [day for day in (holidays or "").split(",") if day.strip()]
+        try:
+            return BusinessHours.parse(hours, timezone=zone or "UTC", holidays=days_off)
+        except HoursError as err:
+            raise SettingsError(f"{names[err.part]}: {err}") from None
 
     def integer(self, name: str, default: int) -> int:
         value = self.text(name)

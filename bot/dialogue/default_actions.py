@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from bot.dialogue.stack import Frame, is_user_frame, new_frame, remove_frames, top_user_frame
@@ -21,6 +22,7 @@ from bot.events import (
 )
 from bot.flows.conditions import compile_condition
 from bot.flows.model import DEFAULT_ACTIONS
+from bot.hours import BusinessHours
 from bot.ports import AnswerBackend, AnswerRequest, HandoffDesk
 
 if TYPE_CHECKING:
@@ -41,10 +43,15 @@ class DefaultActions:
     names = DEFAULT_ACTIONS
 
     def __init__(
-        self, *, answer_backend: AnswerBackend | None, desk: HandoffDesk | None = None
+        self,
+        *,
+        answer_backend: AnswerBackend | None,
+        desk: HandoffDesk | None = None,
+        hours: BusinessHours | None = None,
     ) -> None:
         self.answer_backend = answer_backend
         self.desk = desk
+        self.hours = hours
 
     async def run(self, name: str, turn: Turn, frame: Frame, executor: FlowExecutor) -> str:
         handler = getattr(self, name, None)
@@ -224,6 +231,12 @@ class DefaultActions:
             executor.utter(turn, "utter_human_handoff_not_available", frame)
             return
         turn.emit(HandoffRequested(reason=reason))
-        executor.utter(turn, "utter_human_handoff_requested", frame)
+        now = time.time()
+        if self.hours is not None and not self.hours.is_open(now):
+            # Queued all the same; what the customer writes meanwhile reaches the ticket.
+            opens_at = self.hours.describe_opening(now)
+            executor.utter(turn, "utter_human_handoff_closed", frame, opens_at=opens_at)
+        else:
+            executor.utter(turn, "utter_human_handoff_requested", frame)
         turn.state.paused = True
         turn.emit(ConversationPaused())
