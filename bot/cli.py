@@ -30,8 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:  # one line per registered action drowns what matters
+    if not args.verbose:  # one line per registered action or job run drowns what matters
         logging.getLogger("rasa_sdk.executor").setLevel(logging.WARNING)
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     project = Path(args.project).resolve()
     try:
         if args.command == "validate":

@@ -243,6 +243,11 @@ async def test_notify_refuses_bad_calls(
         )
         assert raw.status_code == 400
         assert len(k.sent_to(504)) == 1  # the greeting only: nothing bad went out
+        rest = {"channel": "rest", "conversation_id": "rest:bob", "sender_id": "bob"}
+        await k.agent.process(UserMessage(text="hi", **rest))
+        inline = await k.notify({"conversation_id": "rest:bob", "text": "x"})
+        assert inline.status_code == 409
+        assert "rest channel cannot" in inline.json()["error"]
 
 
 async def test_notify_to_a_customer_who_blocked_the_bot_is_a_conflict(
