@@ -44,3 +44,5 @@ NOTICE_MISFIRE_GRACE = 3600
 UNREACHABLE_NAMESPACE = "unreachable"
 """Key-value namespace: conversation id → why the platform refused its chat for good (blocked,
 gone) and since when, as JSON ``{"reason", "at"}``; read by ``/api/notify``."""
+CONVERSATION_NAMESPACES = (UNREACHABLE_NAMESPACE,)
+"""Key-value namespaces keyed by conversation id: retention deletes their rows with it."""

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import bot.events
+from bot import constants
 from bot.errors import ConcurrentUpdateError, DuplicateMessageError, StoreError
 from bot.events import (
     ActionExecuted,
@@ -43,10 +44,11 @@ from bot.events import (
     UnknownEvent,
     UserMessage,
 )
+from bot.ports import ScheduledJob
 from bot.state import ConversationState
 from bot.store import SqlStore, database_url, open_store
 
-TABLES = ("conversations", "events", "processed_messages", "outbox", "kv")
+TABLES = ("conversations", "events", "processed_messages", "outbox", "kv", "scheduled_jobs")
 CID = "rest:alice"
 
 
@@ -455,6 +457,9 @@ async def test_retention_deletes_old_conversations_with_everything_they_own(
             outbox=[answer],
             message_key=("rest", f"m-{cid}"),
         )
+        await store.save_job(ScheduledJob(id=f"j-{cid}", kind="k", run_at=1.0, conversation_id=cid))
+        await store.put_value(constants.UNREACHABLE_NAMESPACE, cid, "{}")
+    await store.put_value("callbacks", "rest:old", "kept: not a conversation's namespace")
     assert await store.delete_conversations_before(200.0) == 2
     assert await store.delete_conversations_before(200.0) == 0
     for cid in ("rest:old", "rest:older"):
@@ -467,7 +472,35 @@ async def test_retention_deletes_old_conversations_with_everything_they_own(
     assert await store.is_processed("rest", "m-rest:recent")
     outbox = await db.sql("SELECT conversation_id FROM {p}outbox")
     assert [r.conversation_id for r in outbox] == ["rest:recent"]
+    assert [job.conversation_id for job in await store.jobs()] == ["rest:recent"]
+    assert await store.get_value(constants.UNREACHABLE_NAMESPACE, "rest:old") is None
+    assert await store.get_value(constants.UNREACHABLE_NAMESPACE, "rest:recent") == "{}"
+    assert await store.get_value("callbacks", "rest:old") is not None
     assert (await turn(store, "rest:old", "back again"))[0].version == 1
+
+
+async def test_scheduled_jobs_are_replaced_by_id_filtered_and_claimed_by_due_time(
+    store: SqlStore, db: Db
+) -> None:
+    def job(job_id: str, at: float, kind: str = "notice", cid: str | None = CID) -> ScheduledJob:
+        return ScheduledJob(id=job_id, kind=kind, run_at=at, conversation_id=cid, data={"n": at})
+
+    await store.save_job(job("a", 30.0))
+    await store.save_job(job("a", 20.0))  # the same id: replaced
+    await store.save_job(job("b", 10.0, kind="reminder"))
+    await store.save_job(job("c", 40.0, kind="retention", cid=None))
+    assert [(j.id, j.run_at, j.data) for j in await store.jobs()] == [
+        ("b", 10.0, {"n": 10.0}),
+        ("a", 20.0, {"n": 20.0}),
+        ("c", 40.0, {"n": 40.0}),
+    ]
+    assert [j.id for j in await store.jobs(kind="reminder")] == ["b"]
+    assert [j.id for j in await store.jobs(conversation_id=CID)] == ["b", "a"]
+    assert await store.delete_job("a", run_at=19.0) is False  # rescheduled for later: kept
+    assert await store.delete_job("a", run_at=20.0) is True
+    assert await store.delete_job("a") is False
+    await db.sql("UPDATE {p}scheduled_jobs SET data = 'not json' WHERE id = 'b'")
+    assert [j.id for j in await store.jobs()] == ["c"]  # an unreadable row is skipped
 
 
 async def test_everything_survives_close_and_reopen(db: Db) -> None:

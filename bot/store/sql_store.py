@@ -367,6 +367,11 @@ class SqlStore:
             chunk = ids[start : start + _DELETE_CHUNK]
             for table in (t.events, t.outbox, t.processed, t.jobs):
                 conn.execute(delete(table).where(table.c.conversation_id.in_(chunk)))
+            conn.execute(
+                delete(t.kv).where(
+                    t.kv.c.namespace.in_(constants.CONVERSATION_NAMESPACES), t.kv.c.key.in_(chunk)
+                )
+            )
             conn.execute(delete(t.conversations).where(t.conversations.c.id.in_(chunk)))
         return ids
 
