@@ -35,6 +35,8 @@ CACHE_DIR = ".kefu"
 
 SCHEDULER_RETRY_DELAY = 60.0
 """Seconds before a scheduled job that failed for a transient reason (database busy) reruns."""
+SCHEDULER_SYNC_SECONDS = 60.0
+"""How often the scheduler reads the job table for jobs other processes stored."""
 SCHEDULER_MAX_ROUNDS = 10
 """``Scheduler.run_due`` fires at most this many rounds of jobs that became due meanwhile."""
 RETENTION_HOUR_UTC = 3

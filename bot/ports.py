@@ -60,9 +60,14 @@ class JobStore(Protocol):
         ...
 
     async def jobs(
-        self, *, kind: str | None = None, conversation_id: str | None = None
+        self,
+        *,
+        kind: str | None = None,
+        conversation_id: str | None = None,
+        due_before: float | None = None,
     ) -> list[ScheduledJob]:
-        """The stored jobs, soonest first, of one kind and/or conversation when given."""
+        """The stored jobs, soonest first: of one kind, one conversation, due before a time,
+        as far as these are given."""
         ...
 
 

@@ -166,6 +166,24 @@ async def test_a_job_due_while_kefu_was_down_runs_at_start(
     await second.stop()
 
 
+async def test_a_job_another_process_stored_is_taken_up_while_running(
+    db: Db, clock: time_machine.Coordinates
+) -> None:
+    staying = Process(await db.open())
+    await staying.scheduler.start()
+    leaving = Process(await db.open())
+    await leaving.scheduler.start()
+    await leaving.scheduler.schedule(job("theirs", T0 + 100))
+    await leaving.stop()  # scaled in before the job fell due
+    clock.shift(100)
+    assert await staying.scheduler.run_due() == 1  # the periodic sync found it, then it ran
+    assert staying.fired == [("theirs", T0 + 100)]
+    clock.shift(600)
+    assert await staying.scheduler.run_due() == 0
+    assert staying.fired == [("theirs", T0 + 100)]
+    await staying.stop()
+
+
 async def test_the_same_id_replaces_the_job(
     process: Process, clock: time_machine.Coordinates
 ) -> None:

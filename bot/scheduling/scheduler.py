@@ -10,7 +10,12 @@ event loop on the database, and PostgreSQL would need a second, synchronous driv
 asyncpg), it pickles callables into the database (a row written by someone else becomes code
 that runs), and two processes sharing it fire a job twice. Here writes go through the store's
 async writer, rows are plain JSON that name a kind registered in code, and a job that touches
-a conversation applies its change once per (job, due time) through the store's once-only key.
+a conversation applies its change once through the store's once-only key.
+
+Every ``SCHEDULER_SYNC_SECONDS`` the table is read again, so that a job another process
+stored is fired here too when that process went away before it fell due. Jobs run at least
+once; conversation jobs apply their change once (the store's once-only key), others are
+idempotent (retention, session expiry).
 
 Each kind is registered with its misfire grace: how late it may still run after a pause or a
 restart. Coalescing is always on (a due job runs once, however many times it was missed).
@@ -35,6 +40,7 @@ from apscheduler.events import (
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from bot import constants
 from bot.errors import TransientError
@@ -48,6 +54,7 @@ Handler = Callable[[ScheduledJob], Awaitable[ScheduledJob | None]]
 """Runs a due job; may return the job's next run (same id, later ``run_at``) to reschedule."""
 
 _DONE = EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
+_SYNC_ID = "kefu:sync"
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,13 @@ class _Kind:
 class Scheduler:
     """Durable one-shot jobs on apscheduler; register kinds, then :meth:`start`."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(
+        self, store: JobStore, *, sync_every: float | None = constants.SCHEDULER_SYNC_SECONDS
+    ) -> None:
         self._store = store
+        self._sync_every = sync_every
+        self._running_jobs: set[str] = set()
+        self._syncs = 0
         self._kinds: dict[str, _Kind] = {}
         self._aps = AsyncIOScheduler(timezone=UTC)
         self._aps.add_listener(self._on_event, EVENT_JOB_SUBMITTED | _DONE)
@@ -86,6 +98,15 @@ class Scheduler:
         self._aps.start()
         for job in await self._store.jobs():
             self._add(job)
+        if self._sync_every:
+            self._aps.add_job(
+                self._sync,
+                trigger=IntervalTrigger(seconds=self._sync_every),
+                id=_SYNC_ID,
+                replace_existing=True,
+                misfire_grace_time=None,
+                coalesce=True,
+            )
 
     async def shutdown(self) -> None:
         """Stop firing and wait for running jobs; stored jobs stay for the next start."""
@@ -125,13 +146,13 @@ class Scheduler:
         return how many ran. For tests that move the clock, and for operators' tools."""
         ran = 0
         for _ in range(constants.SCHEDULER_MAX_ROUNDS):
-            before = self._submitted
+            before, syncs = self._submitted, self._syncs
             self._aps.wakeup()
             await asyncio.sleep(0)  # the wakeup runs on the loop's next step
             await self._wait_idle()
             if self._submitted == before:
                 break
-            ran += self._submitted - before
+            ran += self._submitted - before - (self._syncs - syncs)
         return ran
 
     # --- firing -------------------------------------------------------------------------
@@ -152,7 +173,26 @@ class Scheduler:
             coalesce=True,
         )
 
+    async def _sync(self) -> None:
+        """Take up the jobs other processes stored since (one scaled in before they fell due,
+        say), and those they rescheduled; jobs running here are left alone."""
+        horizon = _now() + 2 * (self._sync_every or 0)  # later ones: a later sync
+        for job in await self._store.jobs(due_before=horizon):
+            if job.id in self._running_jobs or job.kind not in self._kinds:
+                continue
+            held = self._aps.get_job(job.id)
+            due = datetime.fromtimestamp(job.run_at, UTC)
+            if held is None or held.next_run_time != due:
+                self._add(job)
+
     async def _fire(self, job: ScheduledJob) -> None:
+        self._running_jobs.add(job.id)
+        try:
+            await self._run(job)
+        finally:
+            self._running_jobs.discard(job.id)
+
+    async def _run(self, job: ScheduledJob) -> None:
         try:
             follow_up = await self._kinds[job.kind].handler(job)
         except TransientError as err:
@@ -170,6 +210,7 @@ class Scheduler:
     def _on_event(self, event: JobEvent) -> None:
         if event.code == EVENT_JOB_SUBMITTED:
             self._submitted += 1
+            self._syncs += event.job_id == _SYNC_ID
             self._in_flight += 1
             self._idle.clear()
             return

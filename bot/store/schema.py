@@ -94,6 +94,7 @@ class Tables:
             Column("data", Text, nullable=False),
             Column("created_at", Double, nullable=False),
             Index(f"{prefix}ix_scheduled_jobs_conversation_id", "conversation_id"),
+            Index(f"{prefix}ix_scheduled_jobs_run_at", "run_at"),
         )
         # Statements of the per-turn reads, built once: building one costs more than running it.
         conv, processed = self.conversations, self.processed

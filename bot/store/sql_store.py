@@ -496,7 +496,11 @@ class SqlStore:
         return deleted
 
     async def jobs(
-        self, *, kind: str | None = None, conversation_id: str | None = None
+        self,
+        *,
+        kind: str | None = None,
+        conversation_id: str | None = None,
+        due_before: float | None = None,
     ) -> list[ScheduledJob]:
         """The stored jobs, soonest first; a row whose data is unreadable is skipped."""
         self._check_open()
@@ -508,6 +512,8 @@ class SqlStore:
             query = query.where(jobs.c.kind == kind)
         if conversation_id is not None:
             query = query.where(jobs.c.conversation_id == conversation_id)
+        if due_before is not None:
+            query = query.where(jobs.c.run_at < due_before)
         found: list[ScheduledJob] = []
         for row in await self._read(lambda conn: conn.execute(query).all()):
             try:
