@@ -112,9 +112,10 @@ class Scheduler:
         """Stop firing and wait for running jobs; stored jobs stay for the next start."""
         if not self.running:
             return
+        self._aps.pause()  # nothing new starts; what runs finishes (shutdown would cancel it)
+        await self._wait_idle()
         self._aps.shutdown(wait=False)
         await asyncio.sleep(0)  # apscheduler shuts down on the loop's next step
-        await self._wait_idle()
 
     async def schedule(self, job: ScheduledJob) -> None:
         """Store ``job`` (replacing one with its id) and fire it at ``job.run_at``."""

@@ -141,6 +141,15 @@ class SqlStore:
         self._insert_outbox = t.outbox.insert().returning(
             t.outbox.c.id, sort_by_parameter_order=True
         )
+        dialect_insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
+        upsert = dialect_insert(t.jobs)
+        self._upsert_job = upsert.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c.name: upsert.excluded[c.name] for c in t.jobs.columns if c.name != "id"},
+        )
+        jobs = t.jobs
+        self._delete_job = delete(jobs).where(jobs.c.id == bindparam("job_id"))
+        self._delete_due_job = self._delete_job.where(jobs.c.run_at <= bindparam("run_at"))
         self._cache = _StateCache(cache_size)
         self._group_commit = group_commit
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
@@ -460,7 +469,6 @@ class SqlStore:
             data = _dumps(job.data)
         except TypeError as exc:
             raise StoreError(f"job {job.id!r}: its data is not JSON: {exc}") from exc
-        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
         row = {
             "id": job.id,
             "kind": job.kind,
@@ -469,14 +477,10 @@ class SqlStore:
             "data": data,
             "created_at": time.time(),
         }
-        stmt = insert(self._t.jobs).values(row)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"],
-            set_={name: stmt.excluded[name] for name in row if name != "id"},
-        )
+        stmt = self._upsert_job
 
         def work(conn: Connection) -> None:
-            conn.execute(stmt)
+            conn.execute(stmt, row)
 
         await self._write(work)
 
@@ -484,13 +488,11 @@ class SqlStore:
         """Delete the job; with ``run_at``, only while it is due then or earlier (not when it
         was rescheduled for later meanwhile)."""
         self._check_open()
-        jobs = self._t.jobs
-        stmt = delete(jobs).where(jobs.c.id == job_id)
-        if run_at is not None:
-            stmt = stmt.where(jobs.c.run_at <= run_at)
+        stmt = self._delete_job if run_at is None else self._delete_due_job
+        params = {"job_id": job_id, "run_at": run_at}
 
         def work(conn: Connection) -> bool:
-            return bool(conn.execute(stmt).rowcount)
+            return bool(conn.execute(stmt, params).rowcount)
 
         deleted: bool = await self._write(work)
         return deleted
