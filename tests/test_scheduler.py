@@ -7,6 +7,7 @@ what is due and waits for it, so no test sleeps to wait for a job.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -219,6 +220,28 @@ async def test_cancel_and_a_failing_job(process: Process, clock: time_machine.Co
     assert await process.scheduler.run_due() == 1  # the broken one ran, failed, was dropped
     assert process.fired == []
     assert await process.scheduler.jobs() == []
+
+
+async def test_shutdown_lets_a_running_job_finish(db: Db, clock: time_machine.Coordinates) -> None:
+    running = Process(await db.open())
+    started, gate, finished = asyncio.Event(), asyncio.Event(), []
+
+    async def slow(job: ScheduledJob) -> None:
+        started.set()
+        await gate.wait()
+        finished.append(job.id)
+
+    running.scheduler.register("slow", slow, misfire_grace=None)
+    await running.scheduler.start()
+    await running.scheduler.schedule(job("long", T0, kind="slow"))
+    firing = asyncio.create_task(running.scheduler.run_due())
+    await started.wait()
+    stopping = asyncio.create_task(running.scheduler.shutdown())
+    gate.set()
+    await asyncio.gather(firing, stopping)
+    assert finished == ["long"]
+    assert await running.store.jobs() == []  # done, so not run again after a restart
+    await running.store.close()
 
 
 async def test_bad_jobs_are_refused(process: Process) -> None:
