@@ -115,7 +115,7 @@ class NotifyApi:
             return _error(401, "missing or wrong bearer token", auth=True)
         try:
             body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return _error(400, "body: must be JSON")
         try:
             notice = NotifyRequest.parse(body, self.domain)

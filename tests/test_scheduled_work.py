@@ -238,10 +238,10 @@ async def test_notify_refuses_bad_calls(
             answer = await k.notify(bad)
             assert answer.status_code == 400, (bad, answer.text)
             assert answer.json()["field"] == field, bad
-        raw = await k.http.post(
-            "/api/notify", content=b"{nope", headers={"Authorization": f"Bearer {API_TOKEN}"}
-        )
-        assert raw.status_code == 400
+        auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        for content in (b"{nope", b"[" * 200_000 + b"]" * 200_000, b"\xff\xfe"):
+            raw = await k.http.post("/api/notify", content=content, headers=auth)
+            assert raw.status_code == 400, raw.text
         assert len(k.sent_to(504)) == 1  # the greeting only: nothing bad went out
         rest = {"channel": "rest", "conversation_id": "rest:bob", "sender_id": "bob"}
         await k.agent.process(UserMessage(text="hi", **rest))
