@@ -14,6 +14,15 @@ MAX_MESSAGE_CHARS = 4000
 """Longer user texts are cut before understanding; the bot answers politely, nothing crashes."""
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 """Inbound HTTP bodies above this size are refused with 413."""
+MAX_JSON_DEPTH = 32
+"""Inbound JSON nested deeper is refused (real payloads nest a handful of levels)."""
+MAX_METADATA_BYTES = 64 * 1024
+"""A REST message's ``metadata``, encoded, is refused above this size: it is stored per turn."""
+
+CONFLICT_RETRY_DEADLINE = 30.0
+"""Seconds a turn keeps retrying when other processes keep saving its conversation first."""
+CONFLICT_RETRY_DELAYS = (0.005, 0.5)
+"""First and largest wait between those retries (doubling, with full jitter)."""
 
 TRACKER_EVENTS = 30
 """How many of the latest events a custom action sees as rasa-sdk's ``tracker.events``."""

@@ -75,6 +75,9 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
     )
+    # Starlette would answer "/health/" with a redirect whose Location it builds from the
+    # Host header, which a caller controls; an unknown path is a plain 404 instead.
+    app.router.redirect_slashes = False
     app.add_middleware(_Guard, max_body=constants.MAX_REQUEST_BYTES)
     return app
 
