@@ -25,6 +25,7 @@ from typing import Any
 
 from bot import constants
 from bot.channel import Channel
+from bot.conflicts import ConflictBackoff
 from bot.dialogue import commands as cmd
 from bot.dialogue.command_generator import generate_commands
 from bot.dialogue.default_actions import DefaultActions
@@ -50,7 +51,6 @@ from bot.state import ConversationState
 log = logging.getLogger(__name__)
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SAVE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,8 @@ class Agent:
         async with self._lock(message.conversation_id):
             if key and await self.store.is_processed(*key):
                 return await self._replay(message)
-            for attempt in range(_SAVE_ATTEMPTS):
+            backoff = ConflictBackoff()
+            while True:
                 state = await self.store.load(message.conversation_id) or _new_state(message)
                 count_before = state.event_count
                 try:
@@ -195,8 +196,8 @@ class Agent:
                         outbox_due_at=time.time() + constants.DELIVERY_LEASE,
                         message_key=key,
                     )
-                except ConcurrentUpdateError:
-                    if attempt == _SAVE_ATTEMPTS - 1:
+                except ConcurrentUpdateError:  # another process saved first: run on its state
+                    if not await backoff.wait():
                         raise
                     continue
                 except DuplicateMessageError:  # another process saved it since the check
@@ -436,10 +437,12 @@ _PROFILE_KEYS = {"first_name", "last_name", "username", "language_code", "chat_t
 
 def _message_key(message: UserMessage) -> tuple[str, str] | None:
     """The store's once-only key of a platform message: its id is only taken to be unique
-    within its conversation (two REST clients may both number their messages from 1)."""
+    within its conversation (two REST clients may both number their messages from 1). The
+    conversation id's length comes first, so no two (conversation, id) pairs share a key."""
     if not message.message_id:
         return None
-    return message.channel, f"{message.conversation_id}/{message.message_id}"
+    cid = message.conversation_id
+    return message.channel, f"{len(cid)}:{cid}/{message.message_id}"
 
 
 def _sanitize(message: UserMessage) -> UserMessage:
