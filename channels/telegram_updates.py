@@ -133,9 +133,11 @@ class _Update(_Base):
 def read_update(data: Any, bot: Bot) -> Update | None:
     """The PTB ``Update`` in ``data`` (a decoded JSON object with an integer ``update_id``);
     None for a kind kefu does not handle; :class:`UnreadableUpdateError` when it cannot be read."""
-    check_json(data, where="update")
     try:
+        check_json(data, where="update")
         msgspec.convert(data, type=_Update)
+    except BadRequestError as exc:
+        raise UnreadableUpdateError(str(exc)) from None
     except msgspec.ValidationError as exc:
         raise UnreadableUpdateError(str(exc)) from None
     kinds = [kind for kind in HANDLED_KINDS if data.get(kind) is not None]
