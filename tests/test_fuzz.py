@@ -27,7 +27,7 @@ from tests import telegram_updates as tg
 PROJECT = Path(__file__).resolve().parent / "projects" / "minimal"
 SECRET = "fuzz-secret"
 FUZZ = settings(
-    max_examples=200,
+    max_examples=180,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -16,6 +16,7 @@ out-of-range dates, strings for objects and lists for ids. Needs the ``hypothesi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,9 +79,15 @@ _json_values = st.one_of(
 )
 
 
+def _pick(*weighted: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """One of the strategies, chosen in proportion to its weight (``one_of`` is not even)."""
+    choices = [strategy for weight, strategy in weighted for _ in range(weight)]
+    return st.sampled_from(choices).flatmap(lambda strategy: strategy)
+
+
 def _anything_for(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """Mostly ``good``, sometimes any JSON value in its place."""
-    return st.one_of(good, good, good, _json_values)
+    return _pick((3, good), (1, _json_values))
 
 
 def _encode(value: Any, how: str) -> bytes:
@@ -121,24 +128,50 @@ _payloads = st.one_of(
 )
 
 
-def _rest_bodies(sender: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
-    body = st.fixed_dictionaries(
+_plain_texts = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
+_names = st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=20)
+
+
+_plain_json = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-1000, 1000),
+        st.floats(allow_nan=False, allow_infinity=False),
+        _plain_texts,
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(_names, children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _rest_bodies(sender: st.SearchStrategy[str]) -> st.SearchStrategy[bytes]:
+    """Half well-typed bodies (they reach the turn), half hostile ones."""
+    typed = st.fixed_dictionaries(
+        {"sender": sender, "message": st.one_of(_plain_texts, _payloads)},
+        optional={
+            "message_id": _names,
+            "metadata": st.dictionaries(_names, _plain_json, max_size=4),
+        },
+    )
+    hostile = st.fixed_dictionaries(
         {"sender": _anything_for(sender), "message": _anything_for(st.one_of(_texts, _payloads))},
         optional={
             "message_id": _anything_for(_texts),
             "metadata": _anything_for(st.dictionaries(_texts, _json_values, max_size=4)),
         },
     )
-    return st.one_of(_encoded(body), _encoded(body), _encoded(_json_values), _garbage)
+    well_encoded = st.builds(_encode, typed, st.sampled_from(["ascii", "utf-8"]))
+    return st.one_of(
+        well_encoded, well_encoded, _encoded(hostile), _encoded(_json_values), _garbage
+    )
 
 
-_content_types = st.one_of(
-    st.just("application/json"),
-    st.just("application/json"),
-    st.just("application/json"),
-    st.sampled_from(
-        ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf-16", ""]
-    ),
+_content_types = st.sampled_from(
+    ["application/json"] * 16
+    + ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf-16", ""]
 )
 
 
@@ -156,70 +189,77 @@ def _post(
 
 # --- Telegram updates ------------------------------------------------------------------------
 
-_ids = _anything_for(st.integers(-(10**13), 10**13))
-_users = st.fixed_dictionaries(
-    {"id": _ids, "is_bot": _anything_for(st.booleans()), "first_name": _anything_for(_texts)},
-    optional={
-        "language_code": _anything_for(st.sampled_from(["en", "zh-hans", "de"])),
-        "username": _anything_for(_texts),
-    },
-)
-_chats = st.fixed_dictionaries(
-    {"id": _ids, "type": _anything_for(st.sampled_from(["private", "group", "supergroup"]))}
-)
-_dates = _anything_for(st.one_of(st.integers(0, 2**32), _integers))
-_entities = st.lists(
-    st.fixed_dictionaries(
-        {
-            "type": _anything_for(st.sampled_from(["bot_command", "mention", "url"])),
-            "offset": _anything_for(st.integers(0, 40)),
-            "length": _anything_for(st.integers(0, 40)),
-        }
-    ),
-    max_size=3,
-)
+Wrap = Callable[[st.SearchStrategy[Any]], st.SearchStrategy[Any]]
 
 
-def _message(reply: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(
-        {
-            "message_id": _ids,
-            "date": _dates,
-            "chat": _anything_for(_chats),
-            "from": _anything_for(_users),
-        },
+def _same(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return good
+
+
+def _update(w: Wrap) -> st.SearchStrategy[dict[str, Any]]:
+    """Telegram updates in the Bot API's shape; ``w`` wraps each field's strategy (``_same``
+    for well-typed updates, ``_anything_for`` for hostile ones)."""
+    ids = w(st.integers(-(10**13), 10**13))
+    dates = w(st.one_of(st.integers(0, 2**32), _integers))
+    user = st.fixed_dictionaries(
+        {"id": ids, "is_bot": w(st.booleans()), "first_name": w(_texts)},
         optional={
-            "text": _anything_for(st.one_of(_texts, _payloads, st.just("/start"))),
-            "caption": _anything_for(_texts),
-            "entities": _anything_for(_entities),
-            "reply_to_message": reply,
-            "photo": _anything_for(
-                st.lists(
-                    st.fixed_dictionaries(
-                        {"file_id": _texts, "file_unique_id": _texts, "width": _ids, "height": _ids}
-                    ),
-                    max_size=2,
-                )
-            ),
-            "edit_date": _dates,
+            "language_code": w(st.sampled_from(["en", "zh-hans", "de"])),
+            "username": w(_texts),
         },
+    )
+    chat = st.fixed_dictionaries(
+        {"id": ids, "type": w(st.sampled_from(["private", "group", "supergroup"]))}
+    )
+    entities = st.lists(
+        st.fixed_dictionaries(
+            {
+                "type": w(st.sampled_from(["bot_command", "mention", "url"])),
+                "offset": w(st.integers(0, 40)),
+                "length": w(st.integers(0, 40)),
+            }
+        ),
+        max_size=3,
+    )
+    photo = st.fixed_dictionaries(
+        {"file_id": w(_names), "file_unique_id": w(_names), "width": ids, "height": ids}
+    )
+
+    def message(reply: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries(
+            {"message_id": ids, "date": dates, "chat": w(chat), "from": w(user)},
+            optional={
+                "text": w(st.one_of(_texts, _payloads, st.just("/start"))),
+                "caption": w(_texts),
+                "entities": w(entities),
+                "reply_to_message": reply,
+                "photo": w(st.lists(photo, max_size=2)),
+                "edit_date": dates,
+            },
+        )
+
+    messages = message(w(message(st.none())))
+    query = st.fixed_dictionaries(
+        {"id": w(_names), "from": w(user), "chat_instance": w(_names)},
+        optional={"data": w(_texts), "message": w(messages)},
+    )
+    kinds = {"message": w(messages), "edited_message": w(messages), "callback_query": w(query)}
+    if w is _same:  # one kind per update, as Telegram sends them
+        return st.one_of(
+            *[
+                st.fixed_dictionaries({"update_id": st.integers(1, 10**9), kind: strategy})
+                for kind, strategy in kinds.items()
+            ]
+        )
+    return st.fixed_dictionaries(
+        {"update_id": w(st.integers(1, 10**9))}, optional={**kinds, "channel_post": _json_values}
     )
 
 
-_messages = _message(_anything_for(_message(st.none())))
-_updates = st.fixed_dictionaries(
-    {"update_id": _anything_for(st.integers(1, 10**9))},
-    optional={
-        "message": _anything_for(_messages),
-        "edited_message": _anything_for(_messages),
-        "callback_query": _anything_for(
-            st.fixed_dictionaries(
-                {"id": _texts, "from": _anything_for(_users), "chat_instance": _texts},
-                optional={"data": _anything_for(_texts), "message": _anything_for(_messages)},
-            )
-        ),
-        "channel_post": _json_values,
-    },
+_updates = _pick(
+    (3, st.builds(_encode, _update(_same), st.sampled_from(["ascii", "utf-8"]))),
+    (3, _encoded(_update(_anything_for))),
+    (1, _garbage),
 )
 
 # --- endpoints -------------------------------------------------------------------------------
@@ -244,9 +284,11 @@ def requests(endpoint: str, *, telegram_secret: str = "") -> st.SearchStrategy[F
     """Requests for one of :data:`ENDPOINTS`; ``telegram_secret`` is sent with most Telegram
     updates, so that they get past the secret check to the parsing behind it."""
     if endpoint == "rest":
-        return _post("/webhooks/rest/webhook", _rest_bodies(_texts))
+        return _post("/webhooks/rest/webhook", _rest_bodies(_names))
     if endpoint == "webchat":
-        return _post("/webchat/webhook", _rest_bodies(st.one_of(_WEB_SENDERS, _texts)))
+        return _post(
+            "/webchat/webhook", _rest_bodies(st.one_of(_WEB_SENDERS, _WEB_SENDERS, _names))
+        )
     if endpoint == "telegram":
         secret = st.sampled_from([telegram_secret] * 4 + ["", "wrong"])
         return st.builds(
@@ -256,7 +298,7 @@ def requests(endpoint: str, *, telegram_secret: str = "") -> st.SearchStrategy[F
                 body,
                 {"content-type": "application/json", "x-telegram-bot-api-secret-token": given},
             ),
-            st.one_of(_encoded(_updates), _encoded(_updates), _encoded(_updates), _garbage),
+            _updates,
             secret,
         )
     if endpoint == "pages":
