@@ -85,7 +85,6 @@ RECENT_UPDATES = 2048
 STOP_GRACE = 5.0
 """Seconds stop() lets in-flight updates finish before cancelling them."""
 BUTTONS_ONLY_TEXT = "…"
-
 """Telegram needs text to carry a keyboard; used when a message has buttons and no text."""
 
 
@@ -299,7 +298,10 @@ class TelegramChannel(Channel):
             except Exception as exc:
                 delay = min(max(delay * 2, 1.0), MAX_POLL_BACKOFF)
                 logger.warning(
-                    "telegram getUpdates failed (%s); retrying in %.0f s", type(exc).__name__, delay
+                    "telegram getUpdates failed (%s: %s); retrying in %.0f s",
+                    type(exc).__name__,
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 continue
