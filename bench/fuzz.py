@@ -190,8 +190,10 @@ async def main(args: argparse.Namespace) -> None:
                     except subprocess.TimeoutExpired:
                         process.kill()
             text = log_path.read_text(errors="replace")
-            error_lines = sum(" ERROR " in line for line in text.splitlines())
-            print(f"kefu log: {error_lines} ERROR lines, {text.count('Traceback')} tracebacks")
+            errors = [line for line in text.splitlines() if " ERROR " in line]
+            print(f"kefu log: {len(errors)} ERROR lines, {text.count('Traceback')} tracebacks")
+            for line in errors[:3]:
+                print(f"  {line[:200]}")
 
 
 def parse_args() -> argparse.Namespace:

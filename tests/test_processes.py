@@ -156,3 +156,28 @@ async def test_two_processes_on_one_sqlite_file(tmp_path: Path) -> None:
 async def test_two_processes_on_one_postgres_database(empty_postgres: str, tmp_path: Path) -> None:
     with _kefu_processes(empty_postgres, tmp_path) as urls:
         await _bursts_through(urls, empty_postgres, tmp_path)
+
+
+async def test_stores_opened_together_on_an_empty_database_all_come_up(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The table-creation race, many times over: four stores at once on a new database."""
+    server = make_url(postgres_url).set(drivername="postgresql")
+    admin = await asyncpg.connect(server.render_as_string(hide_password=False))
+    try:
+        for round_ in range(5):
+            name = f"kefu_race_{uuid.uuid4().hex[:12]}"
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            try:
+                url = make_url(postgres_url).set(database=name).render_as_string(False)
+                stores = await asyncio.gather(*(open_store(url) for _ in range(4)))
+                for store in stores:
+                    await store.close()
+            finally:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            sqlite_url = f"sqlite+aiosqlite:///{tmp_path / f'race-{round_}.db'}"
+            stores = await asyncio.gather(*(open_store(sqlite_url) for _ in range(4)))
+            for store in stores:
+                await store.close()
+    finally:
+        await admin.close()
