@@ -36,7 +36,7 @@ from bot.edge import json_size, parse_json, to_record
 from bot.errors import BadRequestError, PermanentDeliveryError, TransientError
 from bot.events import BotMessage, UserMessage, conversation_id_for
 
-__all__ = ["MAX_SENDER_CHARS", "RestBody", "RestChannel", "answer_json_message"]
+__all__ = ["MAX_SENDER_CHARS", "RestBody", "RestChannel", "answer_json_message", "parse_message"]
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +80,13 @@ class RestChannel(Channel):
         return JSONResponse({"status": "ok"})
 
     async def _webhook(self, request: Request) -> Response:
-        if self._token is not None and not self._authorised(request):
+        if self._token is not None and not _authorised(request, self._token):
             return JSONResponse(
                 {"error": "a valid 'Authorization: Bearer <token>' header is required"},
                 status_code=401,
                 headers={"www-authenticate": "Bearer"},
             )
         return await answer_json_message(request, self.handler, channel=self.name)
-
-    def _authorised(self, request: Request) -> bool:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        assert self._token is not None
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("utf-8", "surrogateescape"), self._token
-        )
 
 
 async def answer_json_message(
@@ -132,6 +125,14 @@ async def answer_json_message(
         return JSONResponse({"error": "internal error"}, status_code=500)
     sender = message.sender_id
     return JSONResponse([reply.to_rest(sender) for reply in replies])
+
+
+def _authorised(request: Request, token: bytes) -> bool:
+    """Whether ``request`` carries ``Authorization: Bearer <token>`` (constant-time compare)."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), token
+    )
 
 
 def _unsupported_media_type(request: Request) -> Response | None:
