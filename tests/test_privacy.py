@@ -14,6 +14,7 @@ from bot.privacy import mask_card_numbers
         ("4111-1111-1111-1111", "**** 1111"),
         ("卡号5555555555554444扣了两次", "卡号**** 4444扣了两次"),
         ("amex 378282246310005.", "amex **** 0005."),
+        ("卡号6222021234567890128有问题", "卡号**** 0128有问题"),
     ],
 )
 def test_card_numbers_are_masked(text: str, expected: str) -> None:
