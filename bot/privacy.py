@@ -52,7 +52,7 @@ def mask_card_numbers(text: str) -> str:
     A run of 13 to 19 digits (spaces or dashes allowed between them) counts as a card number
     when it passes the Luhn check, so order numbers and phone numbers are left alone.
     """
-    if not any(ch.isdigit() for ch in text):
+    if _CARD_CANDIDATE.search(text) is None:  # the common case, at the regex engine's speed
         return text
     return _CARD_CANDIDATE.sub(_mask, text)
 
@@ -74,7 +74,7 @@ def mask_personal_data(text: str) -> str:
 
 def redact(value: T) -> T:
     """``value`` with card numbers masked in every string inside it (dict keys included)."""
-    return _walk(value, mask_card_numbers)
+    return _walk(value, mask_card_numbers) if _may_hold_card(value) else value
 
 
 def redact_user_message(message: UserMessage) -> UserMessage:
@@ -96,6 +96,17 @@ def redact_user_message(message: UserMessage) -> UserMessage:
 
 
 def _redacted(message: UserMessage) -> UserMessage:
+    if not any(
+        _may_hold_card(value)
+        for value in (
+            message.text,
+            message.payload,
+            message.metadata,
+            message.parse_data,
+            message.attachments,
+        )
+    ):
+        return message
     changes: dict[str, Any] = {}
     text = mask_card_numbers(message.text)
     if text != message.text:
@@ -115,6 +126,8 @@ def _redacted(message: UserMessage) -> UserMessage:
 
 def redact_bot_message(message: BotMessage) -> BotMessage:
     """A bot (or human agent) message with card numbers masked in text, buttons and payloads."""
+    if not _may_hold_card(message):
+        return message
     cleaned = _walk(message, mask_card_numbers)
     return cleaned if cleaned != message else message
 
@@ -172,6 +185,30 @@ def _replace_message(record: logging.LogRecord, masked: str) -> None:
 _formatter = logging.Formatter()
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(value: Any) -> tuple[str, ...]:
+    names = _FIELDS.get(type(value))
+    if names is None:
+        names = _FIELDS[type(value)] = tuple(f.name for f in dataclasses.fields(value))
+    return names
+
+
+def _may_hold_card(value: Any) -> bool:
+    """Whether some string inside ``value`` has a run of 13 to 19 digits: a cheap look before
+    the walk that rebuilds what it masks (most messages hold none)."""
+    if isinstance(value, str):
+        return _CARD_CANDIDATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_may_hold_card(k) or _may_hold_card(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_may_hold_card(v) for v in value)
+    if isinstance(value, BotMessage | Button | Attachment):
+        return any(_may_hold_card(getattr(value, name)) for name in _fields(value))
+    return False
+
+
 def _walk(value: Any, clean: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return clean(value)
@@ -182,7 +219,7 @@ def _walk(value: Any, clean: Callable[[str], str]) -> Any:
     if isinstance(value, tuple):
         return tuple(_walk(v, clean) for v in value)
     if isinstance(value, BotMessage | Button | Attachment):
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        fields = {name: getattr(value, name) for name in _fields(value)}
         changed = {k: _walk(v, clean) for k, v in fields.items() if _has_text(v)}
         return dataclasses.replace(value, **changed) if changed else value
     return value
