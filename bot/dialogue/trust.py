@@ -15,7 +15,11 @@ Everything a customer sends is data. Two rules keep it from becoming authority:
   ``controlled`` or ``custom`` (Rasa's action-filled kinds) is left alone by payloads,
   entities, answers, corrections, an LLM's commands and a live channel's fixtures; only
   custom actions and flows' own ``set_slots`` steps set it. Verification state (who proved
-  which order is theirs) lives in such slots.
+  which order is theirs) lives in such slots. This is stricter than Rasa, whose command
+  payload reader may set a ``controlled`` slot from any button payload: an offered payload is
+  still what the customer's client sent back.
+
+Messages pushed outside a turn (a human agent's reply, a proactive notice) offer nothing.
 
 :func:`outside_commands` is the one filter every source of commands (the offline command
 generator, an LLM backend) passes through before its commands are applied.
@@ -23,6 +27,7 @@ generator, an LLM backend) passes through before its commands are applied.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -34,6 +39,8 @@ from bot.errors import BadRequestError
 from bot.events import BotMessage
 from bot.interpreter import Parse
 from bot.state import ConversationState
+
+log = logging.getLogger(__name__)
 
 ACTION_MAPPINGS = frozenset({"controlled", "custom"})
 """Slot mapping types that mean "an action fills this slot", never the customer."""
@@ -63,16 +70,22 @@ def outside_commands(
     slots it may change and is dropped when none is left.
     """
     kept: list[cmd.Command] = []
+    dropped: list[str] = []
     for command in commands:
         if isinstance(command, cmd.SetSlot):
             if settable_from_outside(slots, command.name):
                 kept.append(command)
+            else:
+                dropped.append(command.name)
         elif isinstance(command, cmd.CorrectSlots):
             allowed = {k: v for k, v in command.slots.items() if settable_from_outside(slots, k)}
+            dropped.extend(k for k in command.slots if k not in allowed)
             if allowed:
                 kept.append(cmd.CorrectSlots(allowed))
         else:
             kept.append(command)
+    if dropped:  # names only: the values are the customer's
+        log.info("ignored outside input setting slot(s) %s", ", ".join(sorted(set(dropped))))
     return kept
 
 
