@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from bot.errors import BadRequestError
-from bot.events import Attachment, BotMessage, Button, UserMessage
+from bot.events import BotMessage, UserMessage
 
 __all__ = [
     "contains_card_number",
@@ -73,7 +73,8 @@ def mask_personal_data(text: str) -> str:
 
 
 def redact(value: T) -> T:
-    """``value`` with card numbers masked in every string inside it (dict keys included)."""
+    """``value`` with card numbers masked in every string inside it (dict keys included, and
+    the fields of records such as events)."""
     return _walk(value, mask_card_numbers) if _may_hold_card(value) else value
 
 
@@ -185,14 +186,17 @@ def _replace_message(record: logging.LogRecord, masked: str) -> None:
 _formatter = logging.Formatter()
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+_SCALARS = (type(None), bool, int, float)
 
 
-def _fields(value: Any) -> tuple[str, ...]:
-    names = _FIELDS.get(type(value))
-    if names is None:
-        names = _FIELDS[type(value)] = tuple(f.name for f in dataclasses.fields(value))
-    return names
+def _fields(value: Any) -> tuple[str, ...] | None:
+    """The field names of a record (an event, a button); None for anything else."""
+    cls = type(value)
+    if cls not in _FIELDS:
+        is_record = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(value)) if is_record else None
+    return _FIELDS[cls]
 
 
 def _may_hold_card(value: Any) -> bool:
@@ -200,13 +204,14 @@ def _may_hold_card(value: Any) -> bool:
     the walk that rebuilds what it masks (most messages hold none)."""
     if isinstance(value, str):
         return _CARD_CANDIDATE.search(value) is not None
+    if isinstance(value, _SCALARS):
+        return False
     if isinstance(value, dict):
         return any(_may_hold_card(k) or _may_hold_card(v) for k, v in value.items())
     if isinstance(value, list | tuple):
         return any(_may_hold_card(v) for v in value)
-    if isinstance(value, BotMessage | Button | Attachment):
-        return any(_may_hold_card(getattr(value, name)) for name in _fields(value))
-    return False
+    names = _fields(value)
+    return names is not None and any(_may_hold_card(getattr(value, n)) for n in names)
 
 
 def _walk(value: Any, clean: Callable[[str], str]) -> Any:
@@ -218,15 +223,15 @@ def _walk(value: Any, clean: Callable[[str], str]) -> Any:
         return [_walk(v, clean) for v in value]
     if isinstance(value, tuple):
         return tuple(_walk(v, clean) for v in value)
-    if isinstance(value, BotMessage | Button | Attachment):
-        fields = {name: getattr(value, name) for name in _fields(value)}
-        changed = {k: _walk(v, clean) for k, v in fields.items() if _has_text(v)}
-        return dataclasses.replace(value, **changed) if changed else value
-    return value
-
-
-def _has_text(value: Any) -> bool:
-    return isinstance(value, str | dict | list | tuple | BotMessage | Button | Attachment)
+    names = _fields(value)
+    if names is None:
+        return value
+    changed = {
+        name: _walk(getattr(value, name), clean)
+        for name in names
+        if _may_hold_card(getattr(value, name))
+    }
+    return dataclasses.replace(value, **changed) if changed else value
 
 
 def _mask(match: re.Match[str]) -> str:

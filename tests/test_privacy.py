@@ -10,7 +10,7 @@ import pytest
 from bot.dialogue.turn import Turn
 from bot.domain import Domain
 from bot.errors import BadRequestError
-from bot.events import Attachment, BotMessage, Button, UserMessage
+from bot.events import Attachment, BotMessage, Button, UnknownEvent, UserMessage
 from bot.flows.model import FlowsList
 from bot.privacy import (
     contains_card_number,
@@ -158,3 +158,14 @@ def test_log_arguments_stay_arguments_when_masking_them_suffices() -> None:
     )
     assert record.args == ("1.2.3.4", "GET", "/?m=<email>")
     assert record.getMessage() == '1.2.3.4 - "GET /?m=<email>"'
+
+
+def test_an_event_an_action_returns_is_masked_too() -> None:
+    turn = Turn(
+        state=ConversationState(conversation_id="rest:a", channel="rest", sender_id="a"),
+        domain=Domain(),
+        flows=FlowsList(flows={}),
+    )
+    turn.emit(UnknownEvent(data={"event": "user_featurization", "text": CARD}))
+    turn.emit(UserMessage(channel="rest", conversation_id="rest:a", sender_id="a", text=CARD))
+    assert not contains_card_number(repr(turn.events))

@@ -67,7 +67,8 @@ class Turn:
         self.events.append(AllSlotsReset())
 
     def emit(self, event: Event) -> None:
-        self.events.append(event)
+        """Add an event (an action's, say) to the turn, card numbers masked."""
+        self.events.append(redact(event))
 
     def say(self, message: BotMessage) -> None:
         """Add a message to the turn, card numbers masked: it is stored and sent as it is here."""
