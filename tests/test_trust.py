@@ -25,6 +25,7 @@ from bot.dialogue.trust import (
     outside_commands,
     remember_offers,
     trusted_payload,
+    typed_payload_refused,
 )
 from bot.domain import SlotDefinition, SlotMapping
 from bot.errors import BadRequestError
@@ -177,7 +178,7 @@ async def test_telegram_forged_callback_and_typed_payload_verify_nothing(
         # callback data the bot never offered, on a message that had a keyboard
         on = tg.bot_message("Pick one", [[{"text": "Yes", "callback_data": "/affirm"}]])
         assert (await s.post(tg.callback(2, FORGED[0], on))).status_code == 200
-        await s.replies(chat, 2)
+        await said(s, chat, texts_of(project, "utter_cannot_handle"))
         assert (await slots(s, conversation)).get("verified_order") is None
         # typed: a bot command, not a payload
         await s.post(tg.message(3, FORGED[1]))
@@ -324,6 +325,14 @@ def test_fixture_check_names_the_refused_slots() -> None:
     check_fixture_slots(SLOTS, "telegram", {"email": "a@example.com"})
     with pytest.raises(BadRequestError, match="score, verified"):
         check_fixture_slots(SLOTS, "telegram", {"verified": 1, "score": 2, "email": "x"})
+
+
+def test_a_payload_that_does_not_count_is_refused_unless_a_title_came_with_it() -> None:
+    assert typed_payload_refused("/SetSlots(x=1)", None, text=" /SetSlots(x=1)")
+    assert typed_payload_refused("/SetSlots(x=1)", None, text="")  # forged, no title
+    assert not typed_payload_refused("/SetSlots(x=1)", None, text="Yes")  # a stale button
+    assert not typed_payload_refused("/affirm", "/affirm", text="/affirm")
+    assert not typed_payload_refused(None, None, text="hello")
 
 
 def test_only_offered_or_plain_intent_payloads_are_trusted() -> None:

@@ -125,12 +125,13 @@ def trusted_payload(
 def typed_payload_refused(sent: str | None, trusted: str | None, *, text: str) -> bool:
     """Whether the customer typed (or forged) payload syntax that does not count here.
 
-    Such a message is answered politely as something the bot cannot do. A pressed stale
-    button whose title came as the text (Telegram, the shell) is read as that text instead.
+    Such a message (or a forged button press with no title) is answered politely as
+    something the bot cannot do. A pressed stale button whose title came as the text
+    (Telegram, the shell) is read as that text instead.
     """
     if not sent or trusted is not None:
         return False
-    return sent.strip() == text.strip()
+    return not text.strip() or sent.strip() == text.strip()
 
 
 def refused_parse(text: str, *, language: str) -> Parse:
