@@ -32,6 +32,8 @@ TRANSCRIPT_CHARS = 500
 """Each kept utterance is cut to this many characters."""
 MAX_ACTIONS_PER_TURN = 50
 """A guard against flows that loop without waiting for the customer."""
+MAX_OFFERED_PAYLOADS = 50
+"""How many button payloads of the bot's latest turn a conversation remembers as pressable."""
 
 DELIVERY_RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0, 600.0)
 """Seconds between outbox delivery attempts; after the last one a message is marked failed."""
