@@ -4,9 +4,12 @@ full card number was stored or logged fails at its teardown, naming what was see
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from bot.privacy import install_log_redaction
 from tests import card_watch
@@ -39,3 +42,18 @@ def postgres_url() -> str:
     if not url:
         pytest.skip("KEFU_TEST_POSTGRES_URL is not set: PostgreSQL tests need a server")
     return url
+
+
+@pytest.fixture
+async def fresh_postgres_url(postgres_url: str) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database on the test server, dropped afterwards: for tests
+    whose assertions need a store nothing else (an earlier run, another test) wrote to."""
+    server = make_url(postgres_url).set(drivername="postgresql")
+    name = f"kefu_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server.render_as_string(hide_password=False))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

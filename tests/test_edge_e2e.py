@@ -59,7 +59,7 @@ async def app(database_url: str, *, webhook: bool = True) -> AsyncIterator[App]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}"
-    url: str = request.getfixturevalue("postgres_url")
+    url: str = request.getfixturevalue("fresh_postgres_url")
     return url
 
 

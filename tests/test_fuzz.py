@@ -110,7 +110,7 @@ def test_no_request_gets_a_server_error_on_sqlite(tmp_path: Path) -> None:
             _fuzz(server.url, fuzz.requests(endpoint, telegram_secret=SECRET))
 
 
-def test_no_posted_body_gets_a_server_error_on_postgresql(postgres_url: str) -> None:
-    with ServerThread(postgres_url) as server:
+def test_no_posted_body_gets_a_server_error_on_postgresql(fresh_postgres_url: str) -> None:
+    with ServerThread(fresh_postgres_url) as server:
         for endpoint in ("rest", "webchat", "telegram"):
             _fuzz(server.url, fuzz.requests(endpoint, telegram_secret=SECRET))

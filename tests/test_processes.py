@@ -13,7 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,29 +133,17 @@ async def _bursts_through(urls: list[str], database_url: str, logs: Path) -> Non
     assert "Traceback" not in _read_logs(logs)
 
 
-@pytest.fixture
-async def empty_postgres(postgres_url: str) -> AsyncIterator[str]:
-    """A new, empty PostgreSQL database on the test server, dropped afterwards."""
-    server = make_url(postgres_url).set(drivername="postgresql")
-    name = f"kefu_procs_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server.render_as_string(hide_password=False))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def test_two_processes_on_one_sqlite_file(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
     with _kefu_processes(url, tmp_path) as urls:
         await _bursts_through(urls, url, tmp_path)
 
 
-async def test_two_processes_on_one_postgres_database(empty_postgres: str, tmp_path: Path) -> None:
-    with _kefu_processes(empty_postgres, tmp_path) as urls:
-        await _bursts_through(urls, empty_postgres, tmp_path)
+async def test_two_processes_on_one_postgres_database(
+    fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    with _kefu_processes(fresh_postgres_url, tmp_path) as urls:
+        await _bursts_through(urls, fresh_postgres_url, tmp_path)
 
 
 async def test_stores_opened_together_on_an_empty_database_all_come_up(
