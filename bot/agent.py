@@ -181,8 +181,12 @@ class Agent:
         """The :class:`~bot.channel.MessageHandler` every channel calls."""
         return (await self.process(message)).messages
 
-    async def process(self, message: UserMessage) -> TurnResult:
-        """Run one turn; a message id seen before is not run again: :meth:`_replay` answers it."""
+    async def process(self, message: UserMessage, *, trusted: bool = False) -> TurnResult:
+        """Run one turn; a message id seen before is not run again: :meth:`_replay` answers it.
+
+        ``trusted`` is for kefu's own messages (a reminder's intent with its entities): their
+        payload counts though no button offered it. Channels never pass it.
+        """
         message = _sanitize(message)
         key = _message_key(message)
         async with self._lock(message.conversation_id):
@@ -193,7 +197,7 @@ class Agent:
                 state = await self.store.load(message.conversation_id) or _new_state(message)
                 count_before = state.event_count
                 try:
-                    turn = await self._run_turn(state, message)
+                    turn = await self._run_turn(state, message, trusted=trusted)
                 except Exception:  # a bug must cost the customer one answer, not the conversation
                     log.exception("turn failed in %s", message.conversation_id)
                     state = await self.store.load(message.conversation_id) or _new_state(message)
@@ -318,7 +322,9 @@ class Agent:
             earlier_events=earlier_events,
         )
 
-    async def _run_turn(self, state: ConversationState, message: UserMessage) -> Turn:
+    async def _run_turn(
+        self, state: ConversationState, message: UserMessage, *, trusted: bool = False
+    ) -> Turn:
         turn = self._turn(state)
         if message.metadata:
             state.profile.update({k: v for k, v in message.metadata.items() if k in _PROFILE_KEYS})
@@ -338,7 +344,8 @@ class Agent:
         # A platform command (Telegram's /help) means its intent, like a button would.
         # Only a payload the bot offered (or a plain /intent) counts: bot.dialogue.trust.
         sent = message.payload or (f"/{command}" if command and command != "start" else None)
-        payload = trust.trusted_payload(state, sent, intents=self.interpreter.intents)
+        intents = self.interpreter.intents
+        payload = sent if trusted else trust.trusted_payload(state, sent, intents=intents)
         parse_message = functools.partial(
             self.interpreter.parse, message.text, payload=payload, language=language
         )

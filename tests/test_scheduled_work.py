@@ -289,6 +289,12 @@ async def test_a_reminder_set_by_an_action_fires_after_a_restart(
         clock.shift(1)
         assert await k.run_due() == 1
         assert "Your basket is still waiting for you." in k.sent_to(510)
+        stored = [s.event for s in await k.agent.store.events("telegram:510")]
+        [fired] = [e for e in stored if isinstance(e, UserMessage) and "reminder" in e.metadata]
+        assert fired.parse_data["intent"]["name"] == "reminder_due"
+        assert [(e["entity"], e["value"]) for e in fired.parse_data["entities"]] == [
+            ("order_id", "KF-7")
+        ]
         clock.shift(3600)
         await k.run_due()
         assert k.sent_to(510).count("Your basket is still waiting for you.") == 1

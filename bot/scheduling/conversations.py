@@ -27,8 +27,9 @@ class Conversations(Protocol):
         None when the conversation is unknown or ``once_key`` was applied before."""
         ...
 
-    async def process(self, message: UserMessage) -> Any:
-        """Run a customer turn (a reminder's intent arrives as one)."""
+    async def process(self, message: UserMessage, *, trusted: bool = False) -> Any:
+        """Run a customer turn (a reminder's intent arrives as one, ``trusted``: its payload
+        with entities counts though no button offered it)."""
         ...
 
     def add_listener(self, listener: TurnListener) -> None:

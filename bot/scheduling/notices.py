@@ -189,7 +189,8 @@ class Notices:
                 payload=payload,
                 message_id=f"{job.id}@{job.run_at}",
                 metadata={"reminder": data.get("name")},
-            )
+            ),
+            trusted=True,
         )
 
     async def _customer_wrote(self, conversation_id: str, after: int) -> bool:

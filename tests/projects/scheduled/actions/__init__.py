@@ -22,7 +22,15 @@ class ActionSetReminder(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
         when = datetime.now(UTC) + REMINDER_DELAY
-        return [ReminderScheduled("reminder_due", when, name="basket", kill_on_user_message=False)]
+        return [
+            ReminderScheduled(
+                "reminder_due",
+                when,
+                entities={"order_id": "KF-7"},
+                name="basket",
+                kill_on_user_message=False,
+            )
+        ]
 
 
 class ActionForgetReminder(Action):
