@@ -101,6 +101,7 @@ class NotifyApi:
         self.can_push = can_push
 
     def routes(self) -> Sequence[BaseRoute]:
+        """The API's routes, for the server to mount."""
         return [Route("/api/notify", self.notify, methods=["POST"])]
 
     def _authorised(self, request: Request) -> bool:
@@ -109,6 +110,7 @@ class NotifyApi:
         return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), self._token)
 
     async def notify(self, request: Request) -> Response:
+        """``POST /api/notify``: check the token and the body, then send or schedule."""
         if self._token is None:
             return _error(403, "the API is off: set KEFU_API_TOKEN to turn it on")
         if not self._authorised(request):

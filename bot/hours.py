@@ -82,6 +82,7 @@ class BusinessHours:
 
     @property
     def zone(self) -> ZoneInfo:
+        """The shop's time zone."""
         return ZoneInfo(self.timezone)
 
     def is_open(self, at: float) -> bool:

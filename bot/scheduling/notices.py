@@ -55,6 +55,7 @@ class Notices:
         self.scheduler: Scheduler | None = None
 
     def install(self, scheduler: Scheduler) -> None:
+        """Register the notice and reminder jobs; listen for reminders in customer turns."""
         self.scheduler = scheduler
         # An hour late (kefu was down) a notice or a reminder is still worth it; a day is not.
         grace = constants.NOTICE_MISFIRE_GRACE
@@ -127,6 +128,7 @@ class Notices:
                 await self.cancel_reminders(state.conversation_id, event.data)
 
     async def set_reminder(self, state: ConversationState, data: dict[str, Any]) -> None:
+        """Schedule a ``ReminderScheduled`` event's reminder (replacing one of its name)."""
         intent = data.get("intent")
         run_at = _timestamp(data.get("date_time"))
         if not isinstance(intent, str) or not intent or run_at is None or self.scheduler is None:
@@ -153,6 +155,8 @@ class Notices:
         )
 
     async def cancel_reminders(self, conversation_id: str, data: dict[str, Any]) -> None:
+        """Remove the reminders a ``ReminderCancelled`` event names (by name, or intent and
+        entities)."""
         if self.scheduler is None:
             return
         name, intent = data.get("name"), data.get("intent")

@@ -29,6 +29,7 @@ class Retention:
         self.days = days
 
     def install(self, scheduler: Scheduler) -> None:
+        """Register the daily retention job."""
         # However late (kefu was down at the hour): a missed day still deletes, once.
         scheduler.register(KIND, self.run, misfire_grace=None)
 
@@ -45,6 +46,7 @@ class Retention:
         return ScheduledJob(id=JOB_ID, kind=KIND, run_at=next_run(now))
 
     async def delete_expired(self, now: float) -> int:
+        """Delete the conversations last active more than ``days`` before ``now``."""
         return await self.store.delete_conversations_before(now - self.days * 86400)
 
 

@@ -89,6 +89,7 @@ class Scheduler:
 
     @property
     def running(self) -> bool:
+        """Whether jobs are being fired."""
         return bool(self._aps.running)
 
     async def start(self) -> None:

@@ -27,6 +27,7 @@ KIND = "session_expiry"
 
 
 def job_id(conversation_id: str) -> str:
+    """The session-expiry job's id: one per conversation."""
     return f"session:{conversation_id}"
 
 
@@ -40,9 +41,11 @@ class SessionExpiry:
 
     @property
     def seconds(self) -> float:
+        """Idle seconds after which a session ends."""
         return self.config.session_expiration_time * 60
 
     def install(self, scheduler: Scheduler) -> None:
+        """Register the session-expiry job and listen for new sessions (unless disabled)."""
         if self.seconds <= 0:
             return
         self.scheduler = scheduler

@@ -47,4 +47,5 @@ class ScheduledWork:
             await self.scheduler.cancel(retention.JOB_ID)
 
     async def shutdown(self) -> None:
+        """Stop firing; running jobs finish, stored ones wait for the next start."""
         await self.scheduler.shutdown()
