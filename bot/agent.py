@@ -18,17 +18,19 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot import constants
 from bot.channel import Channel
+from bot.desk.triggers import HandoffTriggers
 from bot.dialogue import commands as cmd
 from bot.dialogue.command_generator import generate_commands
 from bot.dialogue.default_actions import DefaultActions
 from bot.dialogue.executor import FlowExecutor
+from bot.dialogue.stack import top_user_frame
 from bot.dialogue.turn import Turn
 from bot.errors import (
     ConcurrentUpdateError,
@@ -37,9 +39,24 @@ from bot.errors import (
     RejectedMessageError,
     TransientDeliveryError,
 )
-from bot.events import BotMessage, Event, SlotSet, UserMessage
+from bot.events import (
+    AgentMessage,
+    BotMessage,
+    ConversationPaused,
+    ConversationResumed,
+    Event,
+    SlotSet,
+    UserMessage,
+)
 from bot.interpreter import Interpreter, Parse
-from bot.ports import ActionRunner, AnswerBackend, ConversationStore, HandoffDesk
+from bot.ports import (
+    ActionRunner,
+    AnswerBackend,
+    ConversationStore,
+    Delivery,
+    HandoffDesk,
+    Intervention,
+)
 from bot.privacy import mask_card_numbers
 from bot.project import Project
 from bot.recent_events import RecentEvents
@@ -79,6 +96,7 @@ class Agent:
         action_runner: ActionRunner | None = None,
         answer_backend: AnswerBackend | None = None,
         desk: HandoffDesk | None = None,
+        triggers: HandoffTriggers | None = None,
     ) -> None:
         self.project = project
         self.settings = settings
@@ -86,6 +104,7 @@ class Agent:
         self.interpreter = interpreter
         self.action_runner = action_runner
         self.desk = desk
+        self.triggers = triggers
         self.defaults = DefaultActions(answer_backend=answer_backend, desk=desk)
         self.executor = FlowExecutor(
             renderer=ResponseRenderer(project.domain),
@@ -108,7 +127,10 @@ class Agent:
         answer_backend: AnswerBackend | None = None,
         desk: HandoffDesk | None = None,
     ) -> Agent:
-        """Build an agent: train or load the models; default backends for what is not given."""
+        """Build an agent: train or load the models; default backends for what is not given.
+
+        With a desk, the settings' handoff triggers (not understood N times, sentiment) apply.
+        """
         from bot.actions import create_action_runner
         from bot.knowledge import KnowledgeAnswerer, KnowledgeBase
         from bot.store import open_store
@@ -136,6 +158,12 @@ class Agent:
             action_runner=action_runner,
             answer_backend=answer_backend,
             desk=desk,
+            triggers=None
+            if desk is None
+            else HandoffTriggers(
+                not_understood=settings.handoff_not_understood,
+                sentiment_threshold=settings.handoff_sentiment,
+            ),
         )
 
     # --- channels and lifecycle ---------------------------------------------------------
@@ -285,6 +313,10 @@ class Agent:
         commands = self._commands(turn, message, parse, command)
         self.executor.apply(turn, commands)
         await self.executor.advance(turn)
+        reason = self.triggers.after_turn(state, turn.events) if self.triggers else None
+        if reason is not None:
+            self.executor.push_pattern(turn, "pattern_human_handoff", reason=reason)
+            await self.executor.advance(turn)
         state.remember(turn.events)
         state.note_utterances(turn.events)
         return turn
@@ -332,6 +364,115 @@ class Agent:
                 del self._locks[conversation_id]
             else:
                 self._locks[conversation_id] = (lock, users - 1)
+
+    async def intervene(
+        self,
+        conversation_id: str,
+        *,
+        events: Sequence[Event] = (),
+        utter: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        pause: bool | None = None,
+    ) -> Intervention:
+        """The desk's way into a conversation (``bot.ports.ConversationControl``).
+
+        Runs under the conversation's lock like a turn: records ``events``, renders ``utter``
+        and then each ``AgentMessage`` for the customer, pauses or resumes, saves all in one
+        write and delivers through the outbox, on every channel that can push (the web chat's
+        live stream included).
+        """
+        async with self._lock(conversation_id):
+            for attempt in range(_SAVE_ATTEMPTS):
+                state = await self.store.load(conversation_id)
+                if state is None:
+                    return Intervention(known=False)
+                turn = Turn(
+                    state=state,
+                    domain=self.project.domain,
+                    flows=self.project.flows,
+                    rng=random.Random(f"{conversation_id}:{state.event_count}"),
+                )
+                if pause is True:
+                    state.paused = True
+                    turn.emit(ConversationPaused())
+                turn.events.extend(events)
+                for name, context in utter:
+                    self.executor.utter(turn, name, None, **context)
+                messages = list(turn.messages)
+                messages += [
+                    BotMessage(
+                        conversation_id=conversation_id,
+                        text=event.text,
+                        metadata={"agent": event.agent},
+                        timestamp=event.timestamp,
+                    )
+                    for event in events
+                    if isinstance(event, AgentMessage)
+                ]
+                if pause is False:
+                    before = len(turn.messages)
+                    await self._resume(turn)
+                    messages += turn.messages[before:]
+                state.remember(turn.events)
+                state.note_utterances(turn.events)
+                channel = self.channels.get(state.channel)
+                outbox = [p for m in messages for p in channel.deliveries(m)] if channel else []
+                try:
+                    ids = await self.store.save(
+                        state,
+                        turn.events,
+                        outbox=outbox,
+                        outbox_due_at=time.time() + constants.DELIVERY_LEASE,
+                    )
+                except ConcurrentUpdateError:
+                    if attempt == _SAVE_ATTEMPTS - 1:
+                        raise
+                    continue
+                break
+            if channel is None or not outbox:
+                return Intervention(known=True)
+            return Intervention(
+                known=True, delivery=await self._push(channel, list(zip(ids, outbox, strict=True)))
+            )
+
+    async def _resume(self, turn: Turn) -> None:
+        """Hand the conversation back to the bot at a clean point: the task the handoff
+        interrupted is offered again (yes resumes it, no drops it), nothing stale is said."""
+        state = turn.state
+        state.paused = False
+        turn.emit(ConversationResumed())
+        interrupted = top_user_frame(state.stack)
+        if interrupted is None:
+            state.stack.clear()
+            return
+        flow = self.project.flows.get(interrupted["flow_id"])
+        self.executor.push_pattern(
+            turn,
+            "pattern_continue_interrupted",
+            interrupted_flow_options=flow.readable_name if flow else interrupted["flow_id"],
+            interrupted_frame=interrupted["frame_id"],
+            previous_flow_name="pattern_human_handoff",
+        )
+        await self.executor.advance(turn)
+
+    async def _push(self, channel: Channel, items: list[tuple[int, BotMessage]]) -> Delivery:
+        """Deliver a desk intervention's messages in order; how it went."""
+        sent: list[int] = []
+        try:
+            for position, (delivery_id, message) in enumerate(items):
+                outcome = await self._attempt(channel, delivery_id, message, attempts=0)
+                if outcome.sent:
+                    sent.append(delivery_id)
+                    continue
+                if not outcome.holds_later:
+                    continue
+                for later_id, _ in items[position + 1 :]:
+                    await self.store.mark_failed(
+                        later_id, error="waiting for an earlier message", retry_at=outcome.retry_at
+                    )
+                return Delivery.QUEUED if outcome.retry_at is not None else Delivery.UNREACHABLE
+        finally:
+            await self.store.mark_delivered(*sent)
+        return Delivery.SENT
 
     # --- delivery -----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 __all__ = [
     "ActionExecuted",
     "AgentJoined",
+    "AgentLeft",
     "AgentMessage",
     "AgentNote",
     "AllSlotsReset",
@@ -301,6 +302,14 @@ class AgentJoined(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AgentLeft(Event):
+    """An agent gave the conversation up (released it, or transferred it to another)."""
+
+    event: ClassVar[str] = "agent_left"
+    agent: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class AgentMessage(Event):
     event: ClassVar[str] = "agent_message"
     agent: str
@@ -358,6 +367,7 @@ _REGISTRY: dict[str, type[Event]] = {
         FlowResumed,
         HandoffRequested,
         AgentJoined,
+        AgentLeft,
         AgentMessage,
         AgentNote,
         HandoffResolved,

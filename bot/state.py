@@ -39,6 +39,8 @@ class ConversationState:
     """The last few ``(speaker, text)`` utterances, speaker ``user`` or ``bot``, oldest first."""
     profile: dict[str, Any] = field(default_factory=dict)
     """What the channel knows of the customer (name, platform language code)."""
+    not_understood: int = 0
+    """Messages in a row the bot did not understand (a handoff trigger counts them)."""
 
     def remember(self, events: list[Event]) -> None:
         """Count ``events`` as appended to the log and the conversation as active now.

@@ -35,6 +35,7 @@ class RestChannel(Channel):
 
     name = "rest"
     replies_inline = True
+    pushes = False
 
     def routes(self) -> Sequence[BaseRoute]:
         return (

@@ -14,6 +14,7 @@ import dataclasses
 import hmac
 import json
 import logging
+import mimetypes
 import re
 import warnings
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from telegram.error import (
     BadRequest,
     ChatMigrated,
     Forbidden,
+    NetworkError,
     RetryAfter,
     TelegramError,
 )
@@ -39,13 +41,14 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bot.channel import Channel
 from bot.constants import MAX_REQUEST_BYTES
+from bot.desk.board import FileBlob
 from bot.errors import (
     DeliveryError,
     PermanentDeliveryError,
     RejectedMessageError,
     TransientDeliveryError,
 )
-from bot.events import BotMessage, UserMessage
+from bot.events import Attachment, BotMessage, UserMessage
 from bot.ports import ConversationStore
 from bot.settings import Settings
 from channels.telegram_inbound import (
@@ -144,6 +147,23 @@ class TelegramChannel(Channel):
 
     def routes(self) -> Sequence[BaseRoute]:
         return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]
+
+    async def fetch(self, attachment: Attachment) -> FileBlob:
+        """A file the customer sent, fetched from Telegram (the desk's ``FileSource``)."""
+        if not attachment.file_id:
+            raise PermanentDeliveryError(f"the {attachment.kind} has no Telegram file id")
+        try:
+            file = await self.bot.get_file(attachment.file_id)
+            data = await file.download_as_bytearray()
+        except (RetryAfter, NetworkError) as exc:
+            raise TransientDeliveryError(f"fetching a file from Telegram failed: {exc}") from exc
+        except TelegramError as exc:
+            raise PermanentDeliveryError(f"Telegram refused the file: {exc}") from exc
+        name = attachment.name or (file.file_path or attachment.kind).rsplit("/", 1)[-1]
+        if "." not in name and attachment.kind == "image":
+            name += ".jpg"
+        mime = attachment.mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return FileBlob(name=name, mime_type=mime, data=bytes(data))
 
     async def start(self) -> None:
         """Learn the bot's name, then register the webhook or start long polling."""

@@ -1,27 +1,53 @@
-"""The web chat page: a static page, script and stylesheet that talk to the REST channel.
+"""The web chat: a static page, its API, and a live stream of what agents say.
 
 The assets ship as package data and are read once with ``importlib.resources``, so kefu
 serves them from a wheel or a zip as well as from a checkout, with no build step and no
 external URL: the page works on a shop's intranet with no internet at all.
+
+A browser first asks ``POST /webchat/session`` for a token (32 random bytes) and keeps it. The
+token is the conversation's only key: every other call sends it as ``Authorization: Bearer``;
+the conversation id is a hash of it (``webchat:<hash>``), so ids in logs and on tickets do
+not open the conversation. ``POST /webchat/messages`` runs a turn and answers with its replies
+(Rasa's REST shape); ``GET /webchat/history`` returns the conversation from the store (a
+reload shows it again); ``GET /webchat/events`` is a server-sent events stream of messages
+pushed outside the customer's turns: an agent's replies during a handoff, the bot taking over
+again. Live pushes reach the browser connected to this process; the store keeps them all.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import Sequence
+import json
+import logging
+import re
+import secrets
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
 from importlib import resources
+from typing import Any, Protocol
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from bot.channel import Channel
-from bot.errors import PermanentDeliveryError
-from bot.events import BotMessage
+from bot.errors import BadRequestError
+from bot.events import AgentMessage, BotMessage, UserMessage
+from bot.ports import StoredEvent
 
-__all__ = ["WebChatChannel"]
+__all__ = ["HISTORY_LIMIT", "WebChatChannel", "conversation_for"]
 
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 200
+"""How many of the latest messages a reload shows."""
+_KEEPALIVE = 15.0
+_QUEUE = 100
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_MAX_ID = 256
 _TYPES = {
     "index.html": "text/html; charset=utf-8",
     "chat.js": "text/javascript; charset=utf-8",
@@ -39,6 +65,19 @@ _SECURITY_HEADERS = {
 }
 
 
+class EventLog(Protocol):
+    """The part of the conversation store the web chat reads: a conversation's log."""
+
+    async def events(
+        self, conversation_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]: ...
+
+
+def conversation_for(token: str) -> str:
+    """The conversation id a web chat token opens."""
+    return "webchat:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
 class _Asset:
     def __init__(self, name: str) -> None:
         self.body = (resources.files("channels") / "static" / name).read_bytes()
@@ -53,27 +92,37 @@ class _Asset:
 
 
 class WebChatChannel(Channel):
-    """Serves the page at ``GET /`` and its assets under ``/webchat/static/``.
-
-    Messages from the page go through :class:`channels.rest.RestChannel`, so this channel
-    never receives or delivers one itself.
-    """
+    """Serves the page at ``GET /``, its assets under ``/webchat/static/`` and its API."""
 
     name = "webchat"
     replies_inline = True
 
-    def __init__(self) -> None:
+    def __init__(self, log_store: EventLog | None = None) -> None:
         super().__init__()
         self._assets = {name: _Asset(name) for name in _TYPES}
+        self._log = log_store
+        self._listeners: defaultdict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
 
     def routes(self) -> Sequence[BaseRoute]:
         return (
             Route("/", self._page, methods=["GET"]),
             Route("/webchat/static/{name}", self._asset, methods=["GET"]),
+            Route("/webchat/session", self._session, methods=["POST"]),
+            Route("/webchat/messages", self._message, methods=["POST"]),
+            Route("/webchat/history", self._history, methods=["GET"]),
+            Route("/webchat/events", self._events, methods=["GET"]),
         )
 
     async def send(self, message: BotMessage) -> None:
-        raise PermanentDeliveryError("web chat replies travel in the HTTP response")
+        """Push a message to the conversation's open streams (the store already keeps it)."""
+        item = _shown(message)
+        for queue in list(self._listeners.get(message.conversation_id, ())):
+            try:
+                queue.put_nowait(item)
+            except asyncio.QueueFull:  # a stalled browser: it reloads the history on reconnect
+                self._listeners[message.conversation_id].discard(queue)
+
+    # --- endpoints -----------------------------------------------------------------------
 
     async def _page(self, request: Request) -> Response:
         return self._assets["index.html"].response(request)
@@ -83,3 +132,130 @@ class WebChatChannel(Channel):
         if asset is None:
             raise HTTPException(status_code=404)
         return asset.response(request)
+
+    async def _session(self, request: Request) -> Response:
+        return JSONResponse(
+            {"token": secrets.token_urlsafe(32)}, headers={"cache-control": "no-store"}
+        )
+
+    async def _message(self, request: Request) -> Response:
+        conversation_id = _conversation(request)
+        body = await request.body()
+        try:
+            message = _parse(body, conversation_id)
+        except BadRequestError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        replies = await self.handler(message)
+        return JSONResponse([reply.to_rest(message.sender_id) for reply in replies])
+
+    async def _history(self, request: Request) -> Response:
+        conversation_id = _conversation(request)
+        return JSONResponse(
+            await self._recent(conversation_id), headers={"cache-control": "no-store"}
+        )
+
+    async def _events(self, request: Request) -> Response:
+        conversation_id = _conversation(request)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=_QUEUE)
+        self._listeners[conversation_id].add(queue)
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                yield ": connected\n\n"
+                while True:
+                    try:
+                        async with asyncio.timeout(_KEEPALIVE):
+                            item = await queue.get()
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"event: message\ndata: {json.dumps(item, ensure_ascii=False)}\n\n"
+            finally:
+                listeners = self._listeners.get(conversation_id)
+                if listeners is not None:
+                    listeners.discard(queue)
+                    if not listeners:
+                        with contextlib.suppress(KeyError):
+                            del self._listeners[conversation_id]
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+
+    async def _recent(self, conversation_id: str) -> list[dict[str, Any]]:
+        if self._log is None:
+            return []
+        shown = [
+            _shown(stored.event)
+            for stored in await self._log.events(conversation_id)
+            if isinstance(stored.event, UserMessage | BotMessage | AgentMessage)
+        ]
+        return [
+            item for item in shown if item.get("text") or item.get("buttons") or item.get("image")
+        ][-HISTORY_LIMIT:]
+
+
+def _conversation(request: Request) -> str:
+    """The conversation the request's bearer token opens; 401 without a well-formed one."""
+    token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not _TOKEN.match(token):
+        raise HTTPException(
+            status_code=401,
+            detail="a web chat token is required (Authorization: Bearer <token>)",
+        )
+    return conversation_for(token)
+
+
+def _shown(event: UserMessage | BotMessage | AgentMessage) -> dict[str, Any]:
+    """A message as the page renders it; ``id`` lets it drop one it already shows."""
+    if isinstance(event, UserMessage):
+        return {"id": f"{event.timestamp:.6f}", "from": "user", "text": event.text}
+    if isinstance(event, AgentMessage):
+        return {
+            "id": f"{event.timestamp:.6f}",
+            "from": "agent",
+            "agent": event.agent,
+            "text": event.text,
+        }
+    item = event.to_rest(event.conversation_id)
+    del item["recipient_id"]
+    agent = event.metadata.get("agent")
+    return {"id": f"{event.timestamp:.6f}", "from": "agent" if agent else "bot", **item} | (
+        {"agent": agent} if agent else {}
+    )
+
+
+def _parse(body: bytes, conversation_id: str) -> UserMessage:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequestError("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequestError("body must be a JSON object")
+    text = data.get("message")
+    if not isinstance(text, str):
+        raise BadRequestError('"message" is required and must be a string')
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise BadRequestError('"message" contains invalid Unicode') from None
+    if "\x00" in text:
+        raise BadRequestError('"message" must not contain NUL characters')
+    message_id = data.get("message_id")
+    if message_id is not None and (
+        not isinstance(message_id, str) or not message_id.strip() or len(message_id) > _MAX_ID
+    ):
+        raise BadRequestError(
+            f'"message_id" must be a non-empty string of at most {_MAX_ID} characters'
+        )
+    sender = conversation_id.partition(":")[2]
+    return UserMessage(
+        channel=WebChatChannel.name,
+        conversation_id=conversation_id,
+        sender_id=sender,
+        text=text,
+        payload=text if text.startswith("/") else None,
+        message_id=message_id,
+    )

@@ -1,19 +1,21 @@
-/* kefu web chat: posts to the REST channel and renders its replies.
+/* kefu web chat: posts to the web chat API, renders its replies and what agents say live.
  * Bot text is always set with textContent, never parsed as HTML. */
 (function () {
   "use strict";
 
   var root = document.querySelector(".chat");
-  var endpoint = root.getAttribute("data-endpoint");
+  var base = root.getAttribute("data-endpoint");
   var log = document.getElementById("log");
   var typing = document.getElementById("typing");
   var form = document.getElementById("composer");
   var input = document.getElementById("input");
   var TIMEOUT_MS = 30000;
+  var TOKEN_KEY = "kefu.webchat.token";
   var composing = false;
   var pending = 0;
   var queue = Promise.resolve();
-  var sender = senderId();
+  var shown = {};
+  var token = null;
 
   function randomHex(bytes) {
     var values = new Uint8Array(bytes);
@@ -23,16 +25,25 @@
     }).join("");
   }
 
-  /* The sender id survives reloads so the conversation does too. */
-  function senderId() {
-    var key = "kefu.webchat.sender";
-    var id = null;
-    try { id = window.localStorage.getItem(key); } catch (e) { /* storage disabled */ }
-    if (!id) {
-      id = "web-" + randomHex(16);
-      try { window.localStorage.setItem(key, id); } catch (e) { /* storage disabled */ }
-    }
-    return id;
+  /* The token is the conversation's only key: it survives reloads, so the conversation
+   * does too, and it is sent only in the Authorization header, never in a URL. */
+  function session() {
+    try { token = window.localStorage.getItem(TOKEN_KEY); } catch (e) { /* storage disabled */ }
+    if (token) { return Promise.resolve(token); }
+    return fetch(base + "session", { method: "POST" }).then(function (response) {
+      if (!response.ok) { throw new Error("HTTP " + response.status); }
+      return response.json();
+    }).then(function (body) {
+      token = body.token;
+      try { window.localStorage.setItem(TOKEN_KEY, token); } catch (e) { /* storage disabled */ }
+      return token;
+    });
+  }
+
+  function authorised(extra) {
+    var headers = { "Authorization": "Bearer " + token };
+    Object.keys(extra || {}).forEach(function (key) { headers[key] = extra[key]; });
+    return headers;
   }
 
   function scrollDown() {
@@ -85,7 +96,21 @@
 
   function renderReply(reply) {
     if (!reply || typeof reply !== "object") { return; }
-    var item = addItem("bot");
+    if (reply.id) {
+      if (shown[reply.id]) { return; }
+      shown[reply.id] = true;
+    }
+    if (reply.from === "user") {
+      addBubble(addItem("user"), String(reply.text || ""));
+      return;
+    }
+    var item = addItem(reply.from === "agent" ? "agent" : "bot");
+    if (reply.from === "agent" && reply.agent) {
+      var who = document.createElement("div");
+      who.className = "who";
+      who.textContent = String(reply.agent);
+      item.appendChild(who);
+    }
     if (typeof reply.text === "string" && reply.text !== "") {
       addBubble(item, reply.text);
     }
@@ -102,6 +127,7 @@
       renderButtons(item, reply.buttons);
     }
     if (!item.childNodes.length) { log.removeChild(item); }
+    scrollDown();
   }
 
   function showTyping(delta) {
@@ -129,9 +155,9 @@
   function post(body) {
     var controller = new AbortController();
     var timer = window.setTimeout(function () { controller.abort(); }, TIMEOUT_MS);
-    return fetch(endpoint, {
+    return fetch(base + "messages", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: authorised({ "Content-Type": "application/json" }),
       body: JSON.stringify(body),
       signal: controller.signal
     }).then(function (response) {
@@ -162,7 +188,7 @@
   function send(message, shown) {
     addBubble(addItem("user"), shown);
     scrollDown();
-    deliver({ sender: sender, message: message, message_id: randomHex(12) });
+    deliver({ message: message, message_id: randomHex(12) });
   }
 
   function submit() {
@@ -196,4 +222,55 @@
     submit();
   });
   input.addEventListener("input", resize);
+
+  /* What the store kept (a reload shows the conversation again), then the live stream of
+   * what agents say, read with fetch so that the token stays in a header. */
+  function history() {
+    return fetch(base + "history", { headers: authorised() }).then(function (response) {
+      if (!response.ok) { throw new Error("HTTP " + response.status); }
+      return response.json();
+    }).then(function (items) {
+      log.textContent = "";
+      shown = {};
+      (Array.isArray(items) ? items : []).forEach(renderReply);
+    });
+  }
+
+  function handleEvent(block) {
+    var data = block.split("\n").filter(function (line) {
+      return line.indexOf("data:") === 0;
+    }).map(function (line) { return line.slice(5).trim(); }).join("\n");
+    if (!data) { return; }
+    try { renderReply(JSON.parse(data)); } catch (e) { /* a malformed event is skipped */ }
+  }
+
+  function listen() {
+    fetch(base + "events", { headers: authorised({ "Accept": "text/event-stream" }) })
+      .then(function (response) {
+        if (!response.ok || !response.body) { throw new Error("HTTP " + response.status); }
+        var reader = response.body.getReader();
+        var decoder = new TextDecoder();
+        var buffer = "";
+        function read() {
+          return reader.read().then(function (chunk) {
+            if (chunk.done) { throw new Error("stream closed"); }
+            buffer += decoder.decode(chunk.value, { stream: true });
+            var blocks = buffer.split("\n\n");
+            buffer = blocks.pop();
+            blocks.forEach(handleEvent);
+            return read();
+          });
+        }
+        return history().then(read);
+      })
+      .catch(function () {
+        window.setTimeout(listen, 3000);
+      });
+  }
+
+  session().then(listen, function () {
+    notice("Sorry, the chat could not start. 抱歉，聊天暂时无法连接。", function () {
+      session().then(listen);
+    });
+  });
 })();

@@ -1,0 +1,146 @@
+"""Tickets and where they are kept: the store's key-value space, so a restart loses none.
+
+One record per conversation (its latest handoff) holds the ticket's status, agent, Slack
+thread, the Slack messages already handled (retries never relay twice) and what still waits
+to be posted (Slack down: the customer's messages are kept here, in order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+import orjson
+
+from bot import constants
+
+
+class Status(StrEnum):
+    """Where a ticket is in its life."""
+
+    WAITING = "waiting"
+    ACTIVE = "active"
+    RESOLVED = "resolved"
+
+
+@dataclass(kw_only=True)
+class Ticket:
+    """One handoff of one conversation."""
+
+    conversation_id: str
+    number: int
+    channel: str
+    customer: str
+    language: str
+    reason: str
+    opened_at: float
+    intent: str | None = None
+    sentiment: float | None = None
+    slots: dict[str, Any] = field(default_factory=dict)
+    transcript: list[tuple[str, str]] = field(default_factory=list)
+    status: Status = Status.WAITING
+    agent: str | None = None
+    """The Slack user id of the agent who has it."""
+    agent_name: str | None = None
+    claimed_at: float | None = None
+    resolved_at: float | None = None
+    resolved_by: str | None = None
+    thread: str | None = None
+    """The ticket message's id (Slack ts); None until it was posted."""
+    unreachable: bool = False
+    """The customer's chat is gone (they blocked the bot)."""
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    """What waits to be posted, oldest first: ``{"kind": "customer", "text", "attachments"}``
+    or ``{"kind": "line", "text"}``; the ticket itself is posted first when ``thread`` is None."""
+    seen: list[str] = field(default_factory=list)
+    """Slack message ids already handled in this ticket's thread."""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is not Status.RESOLVED
+
+    def mark_seen(self, message_id: str) -> bool:
+        """Record a Slack message as handled; False when it was handled before."""
+        if message_id in self.seen:
+            return False
+        self.seen.append(message_id)
+        del self.seen[: -constants.DESK_SEEN_KEEP]
+        return True
+
+    def to_json(self) -> str:
+        return orjson.dumps(dataclasses.asdict(self)).decode()
+
+    @classmethod
+    def from_json(cls, raw: str) -> Ticket:
+        data = orjson.loads(raw)
+        names = {f.name for f in dataclasses.fields(cls)}
+        ticket = cls(**{k: v for k, v in data.items() if k in names})
+        ticket.status = Status(ticket.status)
+        ticket.transcript = [(str(who), str(text)) for who, text in ticket.transcript]
+        return ticket
+
+
+class KeyValueStore(Protocol):
+    """The part of the conversation store the desk needs."""
+
+    async def get_value(self, namespace: str, key: str) -> str | None: ...
+
+    async def put_value(self, namespace: str, key: str, value: str) -> None: ...
+
+
+_TICKETS = "desk.ticket"
+_THREADS = "desk.thread"
+_NUMBERS = "desk.number"
+_INDEX = "desk.index"
+
+
+class TicketBook:
+    """Reads and writes tickets; the caller serialises writes per conversation."""
+
+    def __init__(self, store: KeyValueStore) -> None:
+        self._store = store
+
+    async def get(self, conversation_id: str) -> Ticket | None:
+        raw = await self._store.get_value(_TICKETS, conversation_id)
+        return Ticket.from_json(raw) if raw is not None else None
+
+    async def put(self, ticket: Ticket) -> None:
+        await self._store.put_value(_TICKETS, ticket.conversation_id, ticket.to_json())
+        if ticket.thread is not None:
+            await self._store.put_value(_THREADS, ticket.thread, ticket.conversation_id)
+
+    async def by_thread(self, thread: str) -> Ticket | None:
+        conversation_id = await self._store.get_value(_THREADS, thread)
+        return await self.get(conversation_id) if conversation_id is not None else None
+
+    async def by_number(self, number: int) -> Ticket | None:
+        conversation_id = await self._store.get_value(_NUMBERS, str(number))
+        return await self.get(conversation_id) if conversation_id is not None else None
+
+    async def new_number(self, conversation_id: str) -> int:
+        """The next ticket number (the caller holds the desk-wide lock)."""
+        index = await self._index()
+        number = int(index.get("last_number", 0)) + 1
+        index["last_number"] = number
+        await self._store.put_value(_INDEX, "all", orjson.dumps(index).decode())
+        await self._store.put_value(_NUMBERS, str(number), conversation_id)
+        return number
+
+    async def open_ids(self) -> list[str]:
+        """The conversations with an open ticket, oldest first."""
+        return [str(c) for c in (await self._index()).get("open", [])]
+
+    async def set_open(self, conversation_id: str, is_open: bool) -> None:
+        """Add a conversation to the open list or take it off (the caller holds the lock)."""
+        index = await self._index()
+        ids = [c for c in index.get("open", []) if c != conversation_id]
+        if is_open:
+            ids.append(conversation_id)
+        index["open"] = ids
+        await self._store.put_value(_INDEX, "all", orjson.dumps(index).decode())
+
+    async def _index(self) -> dict[str, Any]:
+        raw = await self._store.get_value(_INDEX, "all")
+        return dict(orjson.loads(raw)) if raw is not None else {}
