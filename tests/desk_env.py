@@ -8,8 +8,9 @@ are Slack's own payload shapes, signed with the signing secret as Slack signs th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,9 @@ USERS = {
     SECOND_AGENT: {"id": SECOND_AGENT, "name": "sam", "profile": {"real_name": "Sam Wu"}},
     OUTSIDER: {"id": OUTSIDER, "name": "guest", "profile": {"real_name": "Guest User"}},
 }
-WAIT = 8.0
+WAIT = 15.0
+_UPDATE_IDS = itertools.count(1)
+"""Telegram update (and message) ids, unique across the shops a test restarts."""
 
 
 @dataclass
@@ -61,7 +64,7 @@ class DeskShop:
     telegram: TelegramBotApiDouble
     http: httpx.AsyncClient
     db_path: Path
-    update_ids: Any = field(default_factory=lambda: iter(range(1, 10_000)))
+    update_ids: Iterator[int] = field(default_factory=lambda: _UPDATE_IDS)
 
     # --- Slack, signed --------------------------------------------------------------------
 
@@ -188,7 +191,11 @@ async def until(check: Callable[[], Any], limit: float = WAIT) -> None:
 
 @asynccontextmanager
 async def desk_shop(
-    tmp_path: Path, *, socket_mode: bool = False, not_understood: int = 3
+    tmp_path: Path,
+    *,
+    socket_mode: bool = False,
+    not_understood: int = 3,
+    agent_ids: frozenset[str] = frozenset(),
 ) -> AsyncIterator[DeskShop]:
     """The reference shop with Telegram (webhook mode) and the Slack desk, running."""
     db_path = tmp_path / "kefu.db"
@@ -208,6 +215,7 @@ async def desk_shop(
             slack_handoff_channel=DESK,
             slack_api_base_url=slack.base_url.rstrip("/"),
             handoff_not_understood=not_understood,
+            slack_agent_ids=agent_ids,
         )
         agent, channels = await _build(ROOT, settings)
         slack_channel = next(c for c in channels if isinstance(c, SlackDeskChannel))

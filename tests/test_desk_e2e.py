@@ -210,6 +210,32 @@ async def test_first_reply_claims_and_reopen_pauses_the_bot_again(tmp_path: Path
         assert len(s.tg_sent(CHAT)) == 7
 
 
+async def test_a_restart_loses_no_handoff_and_resolved_stays_resolved(tmp_path: Path) -> None:
+    async with desk_shop(tmp_path) as s:
+        ts = await hand_off(s)
+        await s.press(ts, CLAIM)
+        await s.tg_replies(CHAT, 3)
+    async with desk_shop(tmp_path) as s:  # the same database, a new process
+        await s.reply(ts, "still with you after the restart")
+        assert (await s.tg_replies(CHAT, 1)) == ["still with you after the restart"]
+        await s.tg_send(CHAT, "great")
+        assert (await s.thread_has(ts, 1)) == ["*Alice Smith:* great"]
+        await s.press(ts, RESOLVE)
+        await s.tg_replies(CHAT, 3)
+    async with desk_shop(tmp_path) as s:
+        await s.reply(ts, "hello again")
+        assert (await s.ephemeral(AGENT, 1)) == [RESOLVED]
+        await settle()
+        assert s.tg_sent(CHAT) == []
+
+
+async def test_agent_ids_setting_lets_someone_outside_the_channel_act(tmp_path: Path) -> None:
+    async with desk_shop(tmp_path, agent_ids=frozenset({OUTSIDER})) as s:
+        ts = await hand_off(s)
+        await s.press(ts, CLAIM, user=OUTSIDER)
+        assert "Guest from our team" in (await s.tg_replies(CHAT, 3))[-1]
+
+
 async def test_slash_commands_queue_transfer_release(tmp_path: Path) -> None:
     async with desk_shop(tmp_path) as s:
         ts = await hand_off(s)
@@ -349,7 +375,7 @@ async def live_stream(http: httpx.AsyncClient, token: str) -> AsyncIterator[asyn
 
 
 async def next_item(queue: asyncio.Queue[Any]) -> Any:
-    async with asyncio.timeout(8):
+    async with asyncio.timeout(15):
         return await queue.get()
 
 

@@ -52,7 +52,7 @@ __all__ = [
     "thread_reply",
 ]
 
-WAIT_LIMIT = 5.0
+WAIT_LIMIT = 10.0
 
 
 @dataclass(frozen=True)
