@@ -372,6 +372,7 @@ class Agent:
         events: Sequence[Event] = (),
         utter: Sequence[tuple[str, Mapping[str, Any]]] = (),
         pause: bool | None = None,
+        message_key: tuple[str, str] | None = None,
     ) -> Intervention:
         """The desk's way into a conversation (``bot.ports.ConversationControl``).
 
@@ -381,6 +382,8 @@ class Agent:
         live stream included).
         """
         async with self._lock(conversation_id):
+            if message_key and await self.store.is_processed(*message_key):
+                return Intervention(known=True, duplicate=True)
             for attempt in range(_SAVE_ATTEMPTS):
                 state = await self.store.load(conversation_id)
                 if state is None:
@@ -422,11 +425,14 @@ class Agent:
                         turn.events,
                         outbox=outbox,
                         outbox_due_at=time.time() + constants.DELIVERY_LEASE,
+                        message_key=message_key,
                     )
                 except ConcurrentUpdateError:
                     if attempt == _SAVE_ATTEMPTS - 1:
                         raise
                     continue
+                except DuplicateMessageError:  # another process recorded it since the check
+                    return Intervention(known=True, duplicate=True)
                 break
             if channel is None or not outbox:
                 return Intervention(known=True)

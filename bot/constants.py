@@ -22,8 +22,8 @@ DESK_FLUSH_DELAYS = (1.0, 5.0, 15.0, 30.0, 60.0)
 """Seconds between attempts to post what waits for Slack (the last delay then repeats)."""
 DESK_TRANSCRIPT_TURNS = 6
 """How many of the last utterances a ticket shows."""
-DESK_SEEN_KEEP = 2000
-"""How many handled Slack message ids the desk remembers per ticket (retries never relay twice)."""
+DESK_THREAD_CACHE = 10_000
+"""How many thread → conversation links the desk keeps in memory (the store has them all)."""
 
 MAX_MESSAGE_CHARS = 4000
 """Longer user texts are cut before understanding; the bot answers politely, nothing crashes."""

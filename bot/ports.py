@@ -194,6 +194,8 @@ class Intervention:
     known: bool
     """False when the conversation does not exist: nothing was recorded."""
     delivery: Delivery = Delivery.NONE
+    duplicate: bool = False
+    """The ``message_key`` was recorded before (a platform's retry): nothing was done."""
 
 
 class ConversationControl(Protocol):
@@ -207,13 +209,16 @@ class ConversationControl(Protocol):
         events: Sequence[Event] = (),
         utter: Sequence[tuple[str, Mapping[str, Any]]] = (),
         pause: bool | None = None,
+        message_key: tuple[str, str] | None = None,
     ) -> Intervention:
         """Append ``events`` to the conversation and deliver to the customer what they say.
 
         Each ``AgentMessage`` in ``events`` reaches the customer as a message; each ``utter``
         is a domain response (with its template context) rendered in the customer's language.
         ``pause=True`` pauses the bot; ``pause=False`` resumes it at a clean point: a task the
-        handoff interrupted is offered again.
+        handoff interrupted is offered again. ``message_key`` (platform, message id) is
+        recorded in the same write, once: an intervention whose key was recorded before
+        (the platform retried its event) does nothing and says it is a ``duplicate``.
         """
         ...
 

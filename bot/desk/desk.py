@@ -148,11 +148,19 @@ class Desk:
     # --- the agents' side ----------------------------------------------------------------
 
     async def on_reply(self, *, thread: str, user: str, text: str, message_id: str) -> str | None:
-        """An agent wrote in a thread: a note, a claim by first reply, or a reply to relay."""
+        """An agent wrote in a thread: a note, a claim by first reply, or a reply to relay.
+
+        The Slack message is recorded in the conversation with what it did, once: a retried
+        event does nothing the second time.
+        """
         found = await self._book.by_thread(thread)
         if found is None:
             return UNKNOWN_THREAD
+        if not await self._may_act(user):
+            return NOT_AGENT
         cid = found.conversation_id
+        name = await self._name(user)
+        body = text.strip()
         events: list[Event] = []
         utter: list[Utter] = []
         notice: str | None = None
@@ -160,15 +168,8 @@ class Desk:
             ticket = await self._book.get(cid)
             if ticket is None or ticket.thread != thread:
                 return UNKNOWN_THREAD
-            if not ticket.mark_seen(message_id):
-                return None  # Slack retried an event already handled
-            await self._book.put(ticket)
-            if not await self._may_act(user):
-                return NOT_AGENT
             if ticket.status is Status.RESOLVED:
                 return RESOLVED
-            name = await self._name(user)
-            body = text.strip()
             if body.lower().startswith(_NOTE_PREFIX):
                 events.append(AgentNote(agent=name, text=body[len(_NOTE_PREFIX) :].strip()))
             elif ticket.agent not in (None, user):
@@ -185,7 +186,14 @@ class Desk:
                     await self._book.put(ticket)
                 if body:
                     events.append(AgentMessage(agent=name, text=body))
-        await self._apply(cid, events=events, utter=utter, show=bool(utter))
+        # Outside the desk's lock: a customer's turn holds the conversation's lock while it
+        # takes the desk's (forward), so taking them the other way round could deadlock.
+        result = await self._record(cid, events=events, utter=utter, key=(thread, message_id))
+        if result is None or result.duplicate:
+            return None
+        await self._after_delivery(cid, result)
+        if utter:
+            await self._show(cid)
         return notice
 
     async def claim(self, *, thread: str, user: str) -> str | None:
@@ -273,7 +281,7 @@ class Desk:
             if move in {"resolve", "reopen"}:
                 async with self._index_lock:
                     await self._book.set_open(cid, ticket.is_open)
-        await self._apply(cid, events=events, utter=utter, pause=pause, show=True)
+        await self._apply(cid, events=events, utter=utter, pause=pause)
         if target is not None and move == "transfer":
             await self._quietly(self._tell(target, f"You now have kefu ticket #{ticket.number}."))
         return None
@@ -351,19 +359,37 @@ class Desk:
         events: list[Event],
         utter: list[Utter],
         pause: bool | None = None,
-        show: bool = False,
     ) -> None:
-        """Record the move in the conversation, deliver it, and show the ticket's new state."""
-        if events or utter or pause is not None:
-            assert self._conversations is not None
-            result = await self._conversations.intervene(
-                cid, events=events, utter=utter, pause=pause
-            )
+        """Record a move in the conversation, deliver it, and show the ticket's new state."""
+        result = await self._record(cid, events=events, utter=utter, pause=pause)
+        if result is not None:
             await self._after_delivery(cid, result)
-        if show:
-            ticket = await self._book.get(cid)
-            if ticket is not None and ticket.thread is not None and self._board is not None:
-                await self._quietly(self._board.update_ticket(ticket))
+        await self._show(cid)
+
+    async def _record(
+        self,
+        cid: str,
+        *,
+        events: list[Event],
+        utter: list[Utter],
+        pause: bool | None = None,
+        key: tuple[str, str] | None = None,
+    ) -> Intervention | None:
+        if not events and not utter and pause is None:
+            return None
+        assert self._conversations is not None
+        return await self._conversations.intervene(
+            cid,
+            events=events,
+            utter=utter,
+            pause=pause,
+            message_key=("slack", "/".join(key)) if key else None,
+        )
+
+    async def _show(self, cid: str) -> None:
+        ticket = await self._book.get(cid)
+        if ticket is not None and ticket.thread is not None and self._board is not None:
+            await self._quietly(self._board.update_ticket(ticket))
 
     async def _after_delivery(self, cid: str, result: Intervention) -> None:
         if result.delivery is not Delivery.UNREACHABLE:
@@ -459,7 +485,7 @@ class Desk:
                     ticket.thread = posted
                 elif ticket.outbox:
                     ticket.outbox.pop(0)
-                await self._book.put(ticket)
+                await self._book.put(ticket, new_thread=item["kind"] == "ticket")
 
     async def _post(self, ticket: Ticket, item: dict[str, Any]) -> str | None:
         assert self._board is not None

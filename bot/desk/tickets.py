@@ -1,8 +1,8 @@
 """Tickets and where they are kept: the store's key-value space, so a restart loses none.
 
 One record per conversation (its latest handoff) holds the ticket's status, agent, Slack
-thread, the Slack messages already handled (retries never relay twice) and what still waits
-to be posted (Slack down: the customer's messages are kept here, in order).
+thread and what still waits to be posted (Slack down: the customer's messages are kept here,
+in order). A thread's conversation never changes, so that index is cached in memory too.
 """
 
 from __future__ import annotations
@@ -54,20 +54,10 @@ class Ticket:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     """What waits to be posted, oldest first: ``{"kind": "customer", "text", "attachments"}``
     or ``{"kind": "line", "text"}``; the ticket itself is posted first when ``thread`` is None."""
-    seen: list[str] = field(default_factory=list)
-    """Slack message ids already handled in this ticket's thread."""
 
     @property
     def is_open(self) -> bool:
         return self.status is not Status.RESOLVED
-
-    def mark_seen(self, message_id: str) -> bool:
-        """Record a Slack message as handled; False when it was handled before."""
-        if message_id in self.seen:
-            return False
-        self.seen.append(message_id)
-        del self.seen[: -constants.DESK_SEEN_KEEP]
-        return True
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -101,19 +91,28 @@ class TicketBook:
 
     def __init__(self, store: KeyValueStore) -> None:
         self._store = store
+        self._threads: dict[str, str] = {}
 
     async def get(self, conversation_id: str) -> Ticket | None:
         raw = await self._store.get_value(_TICKETS, conversation_id)
         return Ticket.from_json(raw) if raw is not None else None
 
-    async def put(self, ticket: Ticket) -> None:
-        await self._store.put_value(_TICKETS, ticket.conversation_id, ticket.to_json())
-        if ticket.thread is not None:
+    async def put(self, ticket: Ticket, *, new_thread: bool = False) -> None:
+        """Save the ticket; ``new_thread`` when its message was just posted (indexes it)."""
+        if new_thread and ticket.thread is not None:
             await self._store.put_value(_THREADS, ticket.thread, ticket.conversation_id)
+        await self._store.put_value(_TICKETS, ticket.conversation_id, ticket.to_json())
 
     async def by_thread(self, thread: str) -> Ticket | None:
-        conversation_id = await self._store.get_value(_THREADS, thread)
-        return await self.get(conversation_id) if conversation_id is not None else None
+        conversation_id = self._threads.get(thread)
+        if conversation_id is None:
+            conversation_id = await self._store.get_value(_THREADS, thread)
+            if conversation_id is None:
+                return None
+            if len(self._threads) >= constants.DESK_THREAD_CACHE:
+                self._threads.pop(next(iter(self._threads)))
+            self._threads[thread] = conversation_id
+        return await self.get(conversation_id)
 
     async def by_number(self, number: int) -> Ticket | None:
         conversation_id = await self._store.get_value(_NUMBERS, str(number))

@@ -62,6 +62,8 @@ class ApiCall:
     method: str
     params: dict[str, Any]
     token: str | None
+    at: float = field(default_factory=time.monotonic)
+    """When it arrived (``time.monotonic()``), for latency measurements."""
 
 
 @dataclass

@@ -86,6 +86,8 @@ class ApiCall:
 
     method: str
     params: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
+    """When it arrived (``time.monotonic()``), for latency measurements."""
 
 
 class ApiError(Exception):
