@@ -24,6 +24,8 @@ DESK_TRANSCRIPT_TURNS = 6
 """How many of the last utterances a ticket shows."""
 DESK_THREAD_CACHE = 10_000
 """How many thread → conversation links the desk keeps in memory (the store has them all)."""
+DESK_TICKET_CACHE = 10_000
+"""How many tickets the desk keeps in memory (the store has them all)."""
 
 MAX_MESSAGE_CHARS = 4000
 """Longer user texts are cut before understanding; the bot answers politely, nothing crashes."""

@@ -2,12 +2,14 @@
 
 One record per conversation (its latest handoff) holds the ticket's status, agent, Slack
 thread and what still waits to be posted (Slack down: the customer's messages are kept here,
-in order). A thread's conversation never changes, so that index is cached in memory too.
+in order). The desk runs in one process, which writes every ticket through this book: it
+keeps the tickets it read or wrote in memory, so relaying a message reads no database.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -92,16 +94,30 @@ class TicketBook:
     def __init__(self, store: KeyValueStore) -> None:
         self._store = store
         self._threads: dict[str, str] = {}
+        self._tickets: OrderedDict[str, str] = OrderedDict()
 
     async def get(self, conversation_id: str) -> Ticket | None:
-        raw = await self._store.get_value(_TICKETS, conversation_id)
-        return Ticket.from_json(raw) if raw is not None else None
+        raw = self._tickets.get(conversation_id)
+        if raw is None:
+            raw = await self._store.get_value(_TICKETS, conversation_id)
+            if raw is None:
+                return None
+            self._remember(conversation_id, raw)
+        return Ticket.from_json(raw)
 
     async def put(self, ticket: Ticket, *, new_thread: bool = False) -> None:
         """Save the ticket; ``new_thread`` when its message was just posted (indexes it)."""
         if new_thread and ticket.thread is not None:
             await self._store.put_value(_THREADS, ticket.thread, ticket.conversation_id)
-        await self._store.put_value(_TICKETS, ticket.conversation_id, ticket.to_json())
+        raw = ticket.to_json()
+        await self._store.put_value(_TICKETS, ticket.conversation_id, raw)
+        self._remember(ticket.conversation_id, raw)
+
+    def _remember(self, conversation_id: str, raw: str) -> None:
+        self._tickets[conversation_id] = raw
+        self._tickets.move_to_end(conversation_id)
+        if len(self._tickets) > constants.DESK_TICKET_CACHE:
+            self._tickets.popitem(last=False)
 
     async def by_thread(self, thread: str) -> Ticket | None:
         conversation_id = self._threads.get(thread)
