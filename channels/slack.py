@@ -74,6 +74,7 @@ class SlackDeskChannel(Channel):
     ) -> None:
         super().__init__()
         self.desk = desk
+        self.signing_secret = signing_secret
         self.handoff_channel = handoff_channel
         self.app_token = app_token
         self.client = AsyncWebClient(
@@ -114,6 +115,9 @@ class SlackDeskChannel(Channel):
         )
 
     def routes(self) -> Sequence[BaseRoute]:
+        """``POST /slack/events``, only with a signing secret to check requests against."""
+        if not self.signing_secret:
+            return ()
         return (Route(EVENTS_PATH, self._endpoint, methods=["POST"]),)
 
     async def start(self) -> None:

@@ -72,6 +72,34 @@ def test_desk_settings_are_read_and_checked() -> None:
             Settings.from_env({name: value}, env_file=None)
 
 
+def test_slack_desk_settings_fail_by_name() -> None:
+    from bot.desk import Desk
+    from channels.slack import SlackDeskChannel
+
+    desk = Desk(store=_NoStore(), channels=["telegram"])
+    for env, missing in [
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}, "SLACK_HANDOFF_CHANNEL"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_HANDOFF_CHANNEL": "C1"}, "SLACK_SIGNING_SECRET"),
+    ]:
+        with pytest.raises(SettingsError, match=missing):
+            SlackDeskChannel.from_settings(Settings.from_env(env, env_file=None), desk)
+    socket = Settings.from_env(
+        {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_HANDOFF_CHANNEL": "C1", "SLACK_APP_TOKEN": "xapp-1"},
+        env_file=None,
+    )
+    assert SlackDeskChannel.from_settings(socket, desk).routes() == ()
+
+
+class _NoStore:
+    """A key-value store that is never reached (building a channel reads nothing)."""
+
+    async def get_value(self, namespace: str, key: str) -> str | None:
+        raise AssertionError("not reached")
+
+    async def put_value(self, namespace: str, key: str, value: str) -> None:
+        raise AssertionError("not reached")
+
+
 def _state(**latest: object) -> ConversationState:
     state = ConversationState(conversation_id="telegram:1", channel="telegram", sender_id="1")
     state.latest_message = {"text": "hello", **latest}

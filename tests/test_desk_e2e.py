@@ -342,6 +342,11 @@ async def test_socket_mode_carries_the_same_loop(tmp_path: Path) -> None:
         await s.slack.socket_send("events_api", event, retry_attempt=1)
         await settle()
         assert len(s.tg_sent(CHAT)) == 4
+        # Without a signing secret nothing listens over HTTP.
+        http_event = sd.event_callback(
+            sd.thread_reply(channel=DESK, user=AGENT, text="over HTTP", thread_ts=ts)
+        )
+        assert (await s.slack_post(http_event)).status_code == 404
 
 
 # --- the web chat -------------------------------------------------------------------------
