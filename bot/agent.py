@@ -305,11 +305,10 @@ class Agent:
             state.remember(turn.events)
             return turn
         if state.paused:
-            if self.desk is not None:
-                await self.desk.forward(user_event)
+            if self.desk is not None and await self.desk.forward(user_event):
                 state.remember(turn.events)
                 return turn
-            state.paused = False  # the desk went away: the bot takes the conversation back
+            state.paused = False  # no desk or no open handoff: the bot takes the conversation back
         commands = self._commands(turn, message, parse, command)
         self.executor.apply(turn, commands)
         await self.executor.advance(turn)

@@ -170,8 +170,9 @@ class HandoffDesk(Protocol):
         """Queue the conversation for an agent; False when no one can take it."""
         ...
 
-    async def forward(self, message: UserMessage) -> None:
-        """Pass a customer's message to the agent who has the paused conversation."""
+    async def forward(self, message: UserMessage) -> bool:
+        """Pass a customer's message to the agents of the paused conversation; False when no
+        open handoff holds it (the bot then takes the conversation back)."""
         ...
 
 

@@ -26,6 +26,7 @@ from bot.events import (
     HandoffResolved,
     UserMessage,
 )
+from bot.store import open_store
 from bot.testing import slack_double as sd
 from channels.slack_board import CLAIM, REOPEN, RESOLVE
 from tests.desk_env import (
@@ -227,6 +228,22 @@ async def test_a_restart_loses_no_handoff_and_resolved_stays_resolved(tmp_path: 
         assert (await s.ephemeral(AGENT, 1)) == [RESOLVED]
         await settle()
         assert s.tg_sent(CHAT) == []
+
+
+async def test_a_paused_conversation_without_an_open_ticket_goes_back_to_the_bot(
+    tmp_path: Path,
+) -> None:
+    async with desk_shop(tmp_path) as s:
+        await hand_off(s)
+        ticket = await s.ticket_record(CONVERSATION)
+    # The handoff was closed while the conversation stayed paused (a crash between the two).
+    store = await open_store(f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
+    ticket.status = Status.RESOLVED
+    await store.put_value("desk.ticket", CONVERSATION, ticket.to_json())
+    await store.close()
+    async with desk_shop(tmp_path) as s:
+        await s.tg_send(CHAT, "hello")
+        assert await s.tg_replies(CHAT, 1)  # the bot answers: the customer is not stuck
 
 
 async def test_agent_ids_setting_lets_someone_outside_the_channel_act(tmp_path: Path) -> None:

@@ -128,13 +128,14 @@ class Desk:
         self._kick(conversation_id)
         return True
 
-    async def forward(self, message: UserMessage) -> None:
-        """Queue a customer's message (and its files) for the ticket's thread."""
+    async def forward(self, message: UserMessage) -> bool:
+        """Queue a customer's message (and its files) for the ticket's thread; False when
+        the conversation has no open ticket."""
         async with self._lock(message.conversation_id):
             ticket = await self._book.get(message.conversation_id)
             if ticket is None or not ticket.is_open:
-                log.warning("no open ticket for %s: message not relayed", message.conversation_id)
-                return
+                log.warning("no open ticket for %s: the bot answers", message.conversation_id)
+                return False
             ticket.outbox.append(
                 {
                     "kind": "customer",
@@ -144,6 +145,7 @@ class Desk:
             )
             await self._book.put(ticket)
         self._kick(message.conversation_id)
+        return True
 
     # --- the agents' side ----------------------------------------------------------------
 
