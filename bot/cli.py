@@ -158,7 +158,7 @@ async def _build(
         slack = SlackDeskChannel.from_settings(settings, desk)
         desk.connect(board=slack.board, conversations=agent)
         for channel in channels:
-            if channel.name == "telegram":
+            if channel.name in {"telegram", "webchat"}:
                 desk.add_file_source(channel.name, cast("FileSource", channel))
         channels.append(slack)
     return agent, channels

@@ -9,7 +9,8 @@ token is the conversation's only key: every other call sends it as ``Authorizati
 the conversation id is a hash of it (``webchat:<hash>``), so ids in logs and on tickets do
 not open the conversation. ``POST /webchat/messages`` runs a turn and answers with its replies
 (Rasa's REST shape); ``GET /webchat/history`` returns the conversation from the store (a
-reload shows it again); ``GET /webchat/events`` is a server-sent events stream of messages
+reload shows it again); ``POST /webchat/files`` sends a picture or a PDF;
+``GET /webchat/events`` is a server-sent events stream of messages
 pushed outside the customer's turns: an agent's replies during a handoff, the bot taking over
 again. Live pushes reach the browser connected to this process; the store keeps them all.
 """
@@ -17,16 +18,19 @@ again. Live pushes reach the browser connected to this process; the store keeps 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
 import logging
+import mimetypes
 import re
 import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,8 +38,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from bot.channel import Channel
-from bot.errors import BadRequestError
-from bot.events import AgentMessage, BotMessage, UserMessage
+from bot.desk.board import FileBlob
+from bot.errors import BadRequestError, PermanentDeliveryError
+from bot.events import AgentMessage, Attachment, BotMessage, UserMessage
 from bot.ports import StoredEvent
 
 __all__ = ["HISTORY_LIMIT", "WebChatChannel", "conversation_for"]
@@ -48,6 +53,15 @@ _KEEPALIVE = 15.0
 _QUEUE = 100
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _MAX_ID = 256
+_FILES = "webchat.file"
+_UPLOADS = {
+    "image/jpeg": "image",
+    "image/png": "image",
+    "image/gif": "image",
+    "image/webp": "image",
+    "application/pdf": "document",
+}
+"""What a customer may send, and the attachment kind each becomes."""
 _TYPES = {
     "index.html": "text/html; charset=utf-8",
     "chat.js": "text/javascript; charset=utf-8",
@@ -65,12 +79,17 @@ _SECURITY_HEADERS = {
 }
 
 
-class EventLog(Protocol):
-    """The part of the conversation store the web chat reads: a conversation's log."""
+class WebChatStore(Protocol):
+    """The part of the conversation store the web chat uses: a conversation's log, and small
+    values for the files customers send."""
 
     async def events(
         self, conversation_id: str, *, after: int = 0, limit: int | None = None
     ) -> list[StoredEvent]: ...
+
+    async def get_value(self, namespace: str, key: str) -> str | None: ...
+
+    async def put_value(self, namespace: str, key: str, value: str) -> None: ...
 
 
 def conversation_for(token: str) -> str:
@@ -97,10 +116,10 @@ class WebChatChannel(Channel):
     name = "webchat"
     replies_inline = True
 
-    def __init__(self, log_store: EventLog | None = None) -> None:
+    def __init__(self, store: WebChatStore | None = None) -> None:
         super().__init__()
         self._assets = {name: _Asset(name) for name in _TYPES}
-        self._log = log_store
+        self._store = store
         self._listeners: defaultdict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -109,6 +128,7 @@ class WebChatChannel(Channel):
             Route("/webchat/static/{name}", self._asset, methods=["GET"]),
             Route("/webchat/session", self._session, methods=["POST"]),
             Route("/webchat/messages", self._message, methods=["POST"]),
+            Route("/webchat/files", self._file, methods=["POST"]),
             Route("/webchat/history", self._history, methods=["GET"]),
             Route("/webchat/events", self._events, methods=["GET"]),
         )
@@ -148,6 +168,52 @@ class WebChatChannel(Channel):
         replies = await self.handler(message)
         return JSONResponse([reply.to_rest(message.sender_id) for reply in replies])
 
+    async def _file(self, request: Request) -> Response:
+        """A photo or PDF the customer sends: the raw bytes, its type in ``Content-Type`` and
+        its name in ``X-Filename``; kept in the store and run as a turn with the attachment."""
+        conversation_id = _conversation(request)
+        if self._store is None:
+            return JSONResponse({"error": "files need a store"}, status_code=503)
+        mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if mime not in _UPLOADS:
+            return JSONResponse(
+                {"error": "only JPEG, PNG, GIF or WebP pictures and PDF files can be sent"},
+                status_code=415,
+            )
+        data = await request.body()
+        if not data:
+            return JSONResponse({"error": "the file is empty"}, status_code=400)
+        name = _file_name(request.headers.get("x-filename"), mime)
+        file_id = secrets.token_urlsafe(24)
+        record = {"name": name, "mime_type": mime, "data": base64.b64encode(data).decode()}
+        await self._store.put_value(_FILES, file_id, json.dumps(record))
+        message = UserMessage(
+            channel=self.name,
+            conversation_id=conversation_id,
+            sender_id=conversation_id.partition(":")[2],
+            attachments=(
+                Attachment(kind=_UPLOADS[mime], file_id=file_id, name=name, mime_type=mime),
+            ),
+        )
+        replies = await self.handler(message)
+        return JSONResponse([reply.to_rest(message.sender_id) for reply in replies])
+
+    async def fetch(self, attachment: Attachment) -> FileBlob:
+        """A file a web chat customer sent (the desk's ``FileSource``)."""
+        raw = (
+            await self._store.get_value(_FILES, attachment.file_id)
+            if self._store is not None and attachment.file_id
+            else None
+        )
+        if raw is None:
+            raise PermanentDeliveryError(f"the web chat file {attachment.name!r} is gone")
+        record = json.loads(raw)
+        return FileBlob(
+            name=str(record["name"]),
+            mime_type=str(record["mime_type"]),
+            data=base64.b64decode(record["data"]),
+        )
+
     async def _history(self, request: Request) -> Response:
         conversation_id = _conversation(request)
         return JSONResponse(
@@ -185,11 +251,11 @@ class WebChatChannel(Channel):
         )
 
     async def _recent(self, conversation_id: str) -> list[dict[str, Any]]:
-        if self._log is None:
+        if self._store is None:
             return []
         shown = [
             _shown(stored.event)
-            for stored in await self._log.events(conversation_id)
+            for stored in await self._store.events(conversation_id)
             if isinstance(stored.event, UserMessage | BotMessage | AgentMessage)
         ]
         return [
@@ -211,7 +277,9 @@ def _conversation(request: Request) -> str:
 def _shown(event: UserMessage | BotMessage | AgentMessage) -> dict[str, Any]:
     """A message as the page renders it; ``id`` lets it drop one it already shows."""
     if isinstance(event, UserMessage):
-        return {"id": f"{event.timestamp:.6f}", "from": "user", "text": event.text}
+        files = " ".join(f"📎 {a.name or a.kind}" for a in event.attachments)
+        text = f"{event.text} {files}".strip() if files else event.text
+        return {"id": f"{event.timestamp:.6f}", "from": "user", "text": text}
     if isinstance(event, AgentMessage):
         return {
             "id": f"{event.timestamp:.6f}",
@@ -225,6 +293,13 @@ def _shown(event: UserMessage | BotMessage | AgentMessage) -> dict[str, Any]:
     return {"id": f"{event.timestamp:.6f}", "from": "agent" if agent else "bot", **item} | (
         {"agent": agent} if agent else {}
     )
+
+
+def _file_name(header: str | None, mime: str) -> str:
+    """The customer's file name, percent-decoded and reduced to a safe form."""
+    name = unquote(header or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"[^\w.\- ]", "_", name).strip(" .")[:100]
+    return name or "file" + (mimetypes.guess_extension(mime) or "")
 
 
 def _parse(body: bytes, conversation_id: str) -> UserMessage:

@@ -420,6 +420,16 @@ async def test_web_chat_customer_gets_agent_messages_live(tmp_path: Path) -> Non
         async with live_stream(s.http, token) as live:
             assert await say("is anyone there?") == []  # the bot keeps quiet
             assert (await s.thread_has(ts, 1))[-1].endswith("is anyone there?")
+            photo = await s.http.post(
+                "/webchat/files",
+                content=b"\xff\xd8 a broken zip",
+                headers={**auth, "Content-Type": "image/jpeg", "X-Filename": "zip%20%E6%8B%89.jpg"},
+            )
+            assert photo.status_code == 200 and photo.json() == []
+            await s.slack.wait_for("files.completeUploadExternal")
+            (uploaded,) = s.slack.files.values()
+            assert uploaded.data == b"\xff\xd8 a broken zip" and uploaded.thread_ts == ts
+            assert uploaded.filename == "zip 拉.jpg"
             await s.press(ts, CLAIM)
             joined = await next_item(live)
             assert "Dana from our team" in joined["text"] and joined["from"] == "bot"
@@ -449,7 +459,17 @@ async def test_web_chat_customer_gets_agent_messages_live(tmp_path: Path) -> Non
         assert (
             await s.http.get("/webchat/history", headers={"Authorization": f"Bearer {other}"})
         ).json() == []
+        assert "📎 zip 拉.jpg" in texts
         assert (await s.http.get("/webchat/history")).status_code == 401
+        for content, kind, status in [
+            (b"MZ", "application/x-msdownload", 415),
+            (b"", "image/png", 400),
+        ]:
+            refused = await s.http.post(
+                "/webchat/files", content=content, headers={**auth, "Content-Type": kind}
+            )
+            assert refused.status_code == status and "error" in refused.json()
+        assert (await s.http.post("/webchat/files", content=b"x")).status_code == 401
         assert (await s.http.get("/webchat/events")).status_code == 401
         bad = {"Authorization": "Bearer short"}
         assert (

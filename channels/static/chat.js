@@ -9,6 +9,8 @@
   var typing = document.getElementById("typing");
   var form = document.getElementById("composer");
   var input = document.getElementById("input");
+  var picker = document.getElementById("file");
+  var attach = document.getElementById("attach");
   var TIMEOUT_MS = 30000;
   var TOKEN_KEY = "kefu.webchat.token";
   var composing = false;
@@ -184,6 +186,39 @@
       });
     });
   }
+
+  /* A picture or PDF goes as the request body, its name in a header. */
+  function sendFile(file) {
+    addBubble(addItem("user"), "📎 " + file.name);
+    scrollDown();
+    queue = queue.then(function () {
+      showTyping(1);
+      return fetch(base + "files", {
+        method: "POST",
+        headers: authorised({
+          "Content-Type": file.type || "application/octet-stream",
+          "X-Filename": encodeURIComponent(file.name)
+        }),
+        body: file
+      }).then(function (response) {
+        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        return response.json();
+      }).then(function (replies) {
+        (Array.isArray(replies) ? replies : []).forEach(renderReply);
+      }, function () {
+        notice("Sorry, the file could not be sent (pictures and PDFs up to 2 MB). " +
+          "抱歉，文件发送失败（仅支持 2 MB 以内的图片和 PDF）。");
+      }).finally(function () {
+        showTyping(-1);
+      });
+    });
+  }
+
+  attach.addEventListener("click", function () { picker.click(); });
+  picker.addEventListener("change", function () {
+    if (picker.files && picker.files[0]) { sendFile(picker.files[0]); }
+    picker.value = "";
+  });
 
   function send(message, shown) {
     addBubble(addItem("user"), shown);
