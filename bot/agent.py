@@ -277,7 +277,8 @@ class Agent:
         command = message.metadata.get("command") if message.metadata else None
         now = time.time()
         new_session = not state.session_started_at or self._session_expired(state, now)
-        if new_session or command == "start":
+        # While an agent has the conversation the bot starts nothing: the message is theirs.
+        if not state.paused and (new_session or command == "start"):
             state.stack.clear()
             self.executor.push_pattern(turn, "pattern_session_start")
             await self.executor.advance(turn)
@@ -301,7 +302,7 @@ class Agent:
         state.latest_message = turn.parse
         user_event = dataclasses.replace(message, parse_data=turn.parse, language=parse.language)
         turn.events.append(user_event)
-        if command == "start":
+        if command == "start" and not state.paused:
             state.remember(turn.events)
             return turn
         if state.paused:

@@ -67,9 +67,13 @@ async def test_telegram_customer_and_slack_agent_full_loop(tmp_path: Path) -> No
             assert expected in shown
         assert "where is my order" in shown
 
-        # While waiting, the bot says nothing; the customer's words go to the thread.
+        # While waiting, the bot says nothing, not even to /start; the words go to the thread.
         await s.tg_send(CHAT, "my parcel is two weeks late")
         assert (await s.thread_has(ts, 1)) == ["*Alice Smith:* my parcel is two weeks late"]
+        await s.tg_send(
+            CHAT, "/start", entities=[{"type": "bot_command", "offset": 0, "length": 6}]
+        )
+        assert (await s.thread_has(ts, 2))[-1] == "*Alice Smith:* /start"
         await settle()
         assert len(s.tg_sent(CHAT)) == 2
 
