@@ -75,6 +75,7 @@ class Desk:
         self._index_lock = asyncio.Lock()
         self._flushers: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._stopping = False
 
     def connect(self, *, board: DeskBoard, conversations: ConversationControl) -> None:
         """Give the desk its workspace and its way into conversations (before :meth:`start`)."""
@@ -87,6 +88,7 @@ class Desk:
 
     async def start(self) -> None:
         """Resume posting whatever waited for the board when kefu last stopped."""
+        self._stopping = False
         for conversation_id in await self._book.open_ids():
             ticket = await self._book.get(conversation_id)
             if ticket is not None and (ticket.thread is None or ticket.outbox):
@@ -94,17 +96,13 @@ class Desk:
 
     async def stop(self) -> None:
         """Stop the flushers; what they had not posted stays in the store."""
+        self._stopping = True
         tasks = list(self._flushers.values())
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def idle(self) -> None:
-        """Wait until nothing is being posted (for tests and benchmarks)."""
-        while self._flushers:
-            await asyncio.gather(*self._flushers.values(), return_exceptions=True)
 
     # --- the customer's side (HandoffDesk) ----------------------------------------------
 
@@ -436,6 +434,8 @@ class Desk:
     # --- posting to the board ------------------------------------------------------------
 
     def _kick(self, cid: str) -> None:
+        if self._stopping:
+            return  # posted after the next start, from the store
         task = self._flushers.get(cid)
         if task is not None and not task.done():
             self._again.add(cid)
@@ -569,7 +569,8 @@ def _new_ticket(state: ConversationState, *, number: int, reason: str, now: floa
         conversation_id=state.conversation_id,
         number=number,
         channel=state.channel,
-        customer=name or str(profile.get("name") or state.sender_id[:12]),
+        customer=name
+        or str(profile.get("name") or f"{state.channel} visitor {state.sender_id[:6]}"),
         language=state.language or "en",
         reason=reason,
         opened_at=now,
