@@ -29,7 +29,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot import constants
@@ -138,7 +138,10 @@ class SlackDeskChannel(Channel):
         raise PermanentDeliveryError("Slack carries the agents, not customers")
 
     async def _endpoint(self, request: Request) -> Response:
-        response: Response = await self._http.handle(request)
+        try:
+            response: Response = await self._http.handle(request)
+        except ValueError:  # bolt parses the body before it checks the signature
+            return JSONResponse({"error": "the body is not valid JSON"}, status_code=400)
         return response
 
     # --- listeners (each already acknowledged, or acknowledging first) -----------------

@@ -172,6 +172,8 @@ async def test_forged_or_expired_signature_is_refused(tmp_path: Path) -> None:
         event = sd.event_callback(
             sd.thread_reply(channel=DESK, user=AGENT, text="forged", thread_ts=ts)
         )
+        for garbage in (b"{not json", b"payload=%7Bbad"):
+            assert (await s.slack_post(garbage)).status_code == 400
         forged = await s.slack_post(event, secret="not-the-secret")
         old = await s.slack_post(event, timestamp=int(time.time()) - 301)
         assert forged.status_code == 401 and old.status_code == 401
