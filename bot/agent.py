@@ -401,16 +401,9 @@ class Agent:
                 for name, context in utter:
                     self.executor.utter(turn, name, None, **context)
                 messages = list(turn.messages)
-                messages += [
-                    BotMessage(
-                        conversation_id=conversation_id,
-                        text=event.text,
-                        metadata={"agent": event.agent},
-                        timestamp=event.timestamp,
-                    )
-                    for event in events
-                    if isinstance(event, AgentMessage)
-                ]
+                for event in events:
+                    if isinstance(event, AgentMessage):
+                        messages += _agent_messages(conversation_id, event)
                 if pause is False:
                     before = len(turn.messages)
                     await self._resume(turn)
@@ -579,6 +572,27 @@ class _Outcome:
 
 
 _PROFILE_KEYS = {"first_name", "last_name", "username", "language_code", "chat_type", "name"}
+
+
+def _agent_messages(conversation_id: str, event: AgentMessage) -> list[BotMessage]:
+    """What the customer receives of an agent's message: its text, then each file."""
+    meta = {"agent": event.agent}
+    texts = (
+        [
+            BotMessage(
+                conversation_id=conversation_id,
+                text=event.text,
+                metadata=meta,
+                timestamp=event.timestamp,
+            )
+        ]
+        if event.text
+        else []
+    )
+    return texts + [
+        BotMessage(conversation_id=conversation_id, attachments=(file,), metadata=meta)
+        for file in event.attachments
+    ]
 
 
 def _message_key(message: UserMessage) -> tuple[str, str] | None:

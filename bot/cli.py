@@ -148,7 +148,11 @@ async def _build(
     if with_channels and settings.slack_bot_token:
         from bot.desk import Desk
 
-        desk = Desk(store=store, channels=[c.name for c in channels if c.pushes])
+        desk = Desk(
+            store=store,
+            channels=[c.name for c in channels if c.pushes],
+            file_channels=[c.name for c in channels if c.sends_files],
+        )
     agent = await Agent.create(project, settings=settings, store=store, desk=desk)
     for channel in channels:
         agent.add_channel(channel)

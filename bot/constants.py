@@ -24,6 +24,8 @@ DESK_TRANSCRIPT_TURNS = 6
 """How many of the last utterances a ticket shows."""
 DESK_THREAD_CACHE = 10_000
 """How many thread → conversation links the desk keeps in memory (the store has them all)."""
+MAX_FILE_BYTES = 10_000_000
+"""The largest file an agent may pass on to a customer (Telegram bots may send 50 MB)."""
 DESK_TICKET_CACHE = 10_000
 """How many tickets the desk keeps in memory (the store has them all)."""
 

@@ -101,6 +101,15 @@ class ConversationStore(Protocol):
     async def close(self) -> None: ...
 
 
+class KeyValueStore(Protocol):
+    """The conversation store's small values, for a part that needs nothing else (the desk,
+    stored files, a channel's button keys)."""
+
+    async def get_value(self, namespace: str, key: str) -> str | None: ...
+
+    async def put_value(self, namespace: str, key: str, value: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class ActionResult:
     """What a custom action returned: events (rasa-sdk dicts) and responses to utter."""

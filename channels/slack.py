@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot import constants
 from bot.channel import Channel
-from bot.desk import Desk
+from bot.desk import Desk, FileRef
 from bot.errors import KefuError, PermanentDeliveryError
 from bot.events import BotMessage
 from bot.settings import Settings
@@ -49,10 +49,6 @@ EVENTS_PATH = "/slack/events"
 _RELAYED_SUBTYPES = {None, "file_share", "thread_broadcast"}
 _TICKET = re.compile(r"^#?(\d+)$")
 _MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
-FILES_NOT_RELAYED = (
-    "Files can't be passed on to the customer from Slack: your text was sent without them. "
-    "Share a link instead."
-)
 
 
 class SlackDeskChannel(Channel):
@@ -160,10 +156,12 @@ class SlackDeskChannel(Channel):
         user = str(event["user"])
         text = await to_plain_text(str(event.get("text") or ""), self._name)
         notice = await self.desk.on_reply(
-            thread=str(thread), user=user, text=text, message_id=str(ts)
+            thread=str(thread),
+            user=user,
+            text=text,
+            message_id=str(ts),
+            files=[ref for f in event.get("files") or () if (ref := _file_ref(f)) is not None],
         )
-        if event.get("files") and notice is None and not text.lower().startswith("note:"):
-            notice = FILES_NOT_RELAYED
         if notice:
             await self._tell(user, notice, thread=str(thread))
 
@@ -217,6 +215,22 @@ class SlackDeskChannel(Channel):
             return await self.board.display_name(user)
         except KefuError:
             return user
+
+
+def _file_ref(file: Any) -> FileRef | None:
+    """A file object of a ``file_share`` message, as the desk wants it."""
+    if not isinstance(file, dict):
+        return None
+    url = file.get("url_private_download") or file.get("url_private")
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        return None
+    size = file.get("size")
+    return FileRef(
+        name=str(file.get("name") or file.get("title") or "file"),
+        mime_type=str(file.get("mimetype") or "application/octet-stream"),
+        url=url,
+        size=size if isinstance(size, int) else 0,
+    )
 
 
 def _api_root(base_url: str | None) -> str:

@@ -15,8 +15,10 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.desk import FileBlob, Status, Ticket
+from bot import constants
+from bot.desk import FileRef, Status, Ticket
 from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from bot.files import FileBlob
 from channels.slack_markup import escape
 
 __all__ = ["SlackBoard", "ticket_blocks"]
@@ -137,6 +139,28 @@ class SlackBoard:
             )
             self._names[user] = str(name)
         return self._names[user]
+
+    async def download(self, ref: FileRef) -> FileBlob:
+        """Fetch a file from Slack with the bot token (scope ``files:read``)."""
+        limit = constants.MAX_FILE_BYTES
+        if ref.size > limit:
+            raise PermanentDeliveryError(f"{ref.name} is larger than {limit // 1_000_000} MB")
+        headers = {"Authorization": f"Bearer {self.client.token}"}
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
+                session.get(ref.url, headers=headers) as response,
+            ):
+                if response.status == 429 or response.status >= 500:
+                    raise TransientDeliveryError(f"Slack answered {response.status} for a file")
+                if response.status != 200:
+                    raise PermanentDeliveryError(f"Slack refused the file ({response.status})")
+                data = await response.content.read(limit + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"Slack is unreachable: {exc!r}") from exc
+        if len(data) > limit:
+            raise PermanentDeliveryError(f"{ref.name} is larger than {limit // 1_000_000} MB")
+        return FileBlob(name=ref.name, mime_type=ref.mime_type, data=data)
 
 
 async def _call(request: Awaitable[T]) -> T:

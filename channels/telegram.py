@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, Message, Update
+from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, InputFile, Message, Update
 from telegram.constants import ChatAction
 from telegram.error import (
     BadRequest,
@@ -41,7 +41,6 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bot.channel import Channel
 from bot.constants import MAX_REQUEST_BYTES
-from bot.desk.board import FileBlob
 from bot.errors import (
     DeliveryError,
     PermanentDeliveryError,
@@ -49,6 +48,7 @@ from bot.errors import (
     TransientDeliveryError,
 )
 from bot.events import Attachment, BotMessage, UserMessage
+from bot.files import FileBlob, StoredFiles
 from bot.ports import ConversationStore
 from bot.settings import Settings
 from channels.telegram_inbound import (
@@ -70,6 +70,9 @@ from channels.telegram_outbound import (
 from channels.telegram_request import AiohttpRequest
 
 logger = logging.getLogger(__name__)
+
+_PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+"""Pictures sent with sendPhoto; other files (a GIF, a PDF) go as documents."""
 
 WEBHOOK_PATH = "/webhooks/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -96,6 +99,7 @@ class TelegramChannel(Channel):
     """
 
     name = "telegram"
+    sends_files = True
 
     def __init__(
         self,
@@ -118,6 +122,7 @@ class TelegramChannel(Channel):
             get_updates_request=AiohttpRequest(pool_size=1),
         )
         self._store = store
+        self._files = StoredFiles(store)
         self._webhook_url = _full_webhook_url(webhook_url) if webhook_url else None
         # Without a configured secret, one derived from the token is as unguessable and stays
         # the same across restarts and workers.
@@ -223,6 +228,8 @@ class TelegramChannel(Channel):
             await self._send_standard(chat_id, message)
             if message.custom is not None:
                 await self._send_custom(chat_id, message)
+            for attachment in message.attachments:
+                await self._send_file(chat_id, attachment)
         except TelegramError as exc:
             raise _delivery_error(exc, message.conversation_id) from exc
 
@@ -243,6 +250,15 @@ class TelegramChannel(Channel):
             if fits:
                 return
         await self._send_texts(chat_id, chunks, markup)
+
+    async def _send_file(self, chat_id: int, attachment: Attachment) -> None:
+        """A file kept by ``bot.files`` (an agent's): a photo when Telegram shows it as one."""
+        blob = await self._files.get(attachment)
+        upload = InputFile(blob.data, filename=blob.name)
+        if blob.mime_type in _PHOTO_TYPES:
+            await self.bot.send_photo(chat_id, upload)
+        else:
+            await self.bot.send_document(chat_id, upload)
 
     async def _send_custom(self, chat_id: int, message: BotMessage) -> None:
         """Send the payload as Rasa's ``send_custom_json`` would; skip, with a log line, one

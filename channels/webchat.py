@@ -18,8 +18,8 @@ again. Live pushes reach the browser connected to this process; the store keeps 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,9 +38,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from bot.channel import Channel
-from bot.desk.board import FileBlob
 from bot.errors import BadRequestError, PermanentDeliveryError
 from bot.events import AgentMessage, Attachment, BotMessage, UserMessage
+from bot.files import FileBlob, StoredFiles
 from bot.ports import StoredEvent
 
 __all__ = ["HISTORY_LIMIT", "WebChatChannel", "conversation_for"]
@@ -53,7 +53,6 @@ _KEEPALIVE = 15.0
 _QUEUE = 100
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _MAX_ID = 256
-_FILES = "webchat.file"
 _UPLOADS = {
     "image/jpeg": "image",
     "image/png": "image",
@@ -184,35 +183,23 @@ class WebChatChannel(Channel):
         if not data:
             return JSONResponse({"error": "the file is empty"}, status_code=400)
         name = _file_name(request.headers.get("x-filename"), mime)
-        file_id = secrets.token_urlsafe(24)
-        record = {"name": name, "mime_type": mime, "data": base64.b64encode(data).decode()}
-        await self._store.put_value(_FILES, file_id, json.dumps(record))
+        attachment = await StoredFiles(self._store).put(FileBlob(name, mime, data))
+        if _UPLOADS[mime] != attachment.kind:
+            attachment = dataclasses.replace(attachment, kind=_UPLOADS[mime])
         message = UserMessage(
             channel=self.name,
             conversation_id=conversation_id,
             sender_id=conversation_id.partition(":")[2],
-            attachments=(
-                Attachment(kind=_UPLOADS[mime], file_id=file_id, name=name, mime_type=mime),
-            ),
+            attachments=(attachment,),
         )
         replies = await self.handler(message)
         return JSONResponse([reply.to_rest(message.sender_id) for reply in replies])
 
     async def fetch(self, attachment: Attachment) -> FileBlob:
         """A file a web chat customer sent (the desk's ``FileSource``)."""
-        raw = (
-            await self._store.get_value(_FILES, attachment.file_id)
-            if self._store is not None and attachment.file_id
-            else None
-        )
-        if raw is None:
-            raise PermanentDeliveryError(f"the web chat file {attachment.name!r} is gone")
-        record = json.loads(raw)
-        return FileBlob(
-            name=str(record["name"]),
-            mime_type=str(record["mime_type"]),
-            data=base64.b64decode(record["data"]),
-        )
+        if self._store is None:
+            raise PermanentDeliveryError("web chat files need a store")
+        return await StoredFiles(self._store).get(attachment)
 
     async def _history(self, request: Request) -> Response:
         conversation_id = _conversation(request)

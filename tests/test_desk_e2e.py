@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from bot.desk import Status
-from bot.desk.desk import NOT_AGENT, RESOLVED, UNKNOWN_THREAD
+from bot.desk.desk import FILES_NOT_RELAYED, NOT_AGENT, RESOLVED, UNKNOWN_THREAD
 from bot.events import (
     AgentJoined,
     AgentMessage,
@@ -164,6 +164,31 @@ async def test_telegram_customer_and_slack_agent_full_loop(tmp_path: Path) -> No
         ]
         assert len([e for e in events if isinstance(e, AgentMessage)]) == 1
         assert [e.agent for e in events if isinstance(e, HandoffResolved)] == ["Dana Lee"]
+
+
+async def test_agent_files_reach_the_telegram_customer(tmp_path: Path) -> None:
+    async with desk_shop(tmp_path) as s:
+        ts = await hand_off(s)
+        await s.press(ts, CLAIM)
+        await s.tg_replies(CHAT, 3)
+        label = s.slack.host_file("label.pdf", b"%PDF-1.4 return label", mimetype="application/pdf")
+        photo = s.slack.host_file("box.png", b"\x89PNG the box", mimetype="image/png")
+        event = sd.file_share(
+            channel=DESK, user=AGENT, text="here is your label", thread_ts=ts, files=[label, photo]
+        )
+        assert (await s.slack_post(sd.event_callback(event))).status_code == 200
+        (document,) = await s.telegram.wait_for("sendDocument")
+        (picture,) = await s.telegram.wait_for("sendPhoto")
+        assert document.params["document"].data == b"%PDF-1.4 return label"
+        assert document.params["document"].filename == "label.pdf"
+        assert picture.params["photo"].data == b"\x89PNG the box"
+        assert "here is your label" in s.tg_sent(CHAT)
+        (message,) = [e for e in await s.events(CONVERSATION) if isinstance(e, AgentMessage)]
+        assert [a.name for a in message.attachments] == ["label.pdf", "box.png"]
+        # Slack retries the event: nothing is sent twice.
+        assert (await s.slack_post(sd.event_callback(event), retry=1)).status_code == 200
+        await settle()
+        assert len(s.telegram.calls_to("sendDocument")) == 1
 
 
 async def test_forged_or_expired_signature_is_refused(tmp_path: Path) -> None:
@@ -447,6 +472,13 @@ async def test_web_chat_customer_gets_agent_messages_live(tmp_path: Path) -> Non
                 "agent": "Dana Lee",
                 "text": "Hi, Dana here 😄",
             }
+            label = s.slack.host_file("label.pdf", b"%PDF", mimetype="application/pdf")
+            event = sd.file_share(
+                channel=DESK, user=AGENT, text="and a label", thread_ts=ts, files=[label]
+            )
+            assert (await s.slack_post(sd.event_callback(event))).status_code == 200
+            assert (await next_item(live))["text"] == "and a label"
+            assert (await s.ephemeral(AGENT, 1)) == [FILES_NOT_RELAYED]
             await s.reply(ts, "note: web customer, order unknown")
             await s.press(ts, RESOLVE)
             back = await next_item(live)

@@ -6,9 +6,9 @@ ticket in the store and talks to the agents' workspace only through a
 the conversation only through ``ConversationControl``.
 """
 
-from bot.desk.board import DeskBoard, FileBlob, FileSource
+from bot.desk.board import DeskBoard, FileRef, FileSource
 from bot.desk.desk import Desk
 from bot.desk.tickets import Status, Ticket
 from bot.desk.triggers import HandoffTriggers
 
-__all__ = ["Desk", "DeskBoard", "FileBlob", "FileSource", "HandoffTriggers", "Status", "Ticket"]
+__all__ = ["Desk", "DeskBoard", "FileRef", "FileSource", "HandoffTriggers", "Status", "Ticket"]

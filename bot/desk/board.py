@@ -7,18 +7,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from bot.events import Attachment
+from bot.files import FileBlob
 
 if TYPE_CHECKING:
     from bot.desk.tickets import Ticket
 
 
 @dataclass(frozen=True)
-class FileBlob:
-    """A file's bytes on their way between a customer's channel and the agents."""
+class FileRef:
+    """A file an agent attached in the workspace, not yet downloaded."""
 
     name: str
     mime_type: str
-    data: bytes
+    url: str
+    size: int
 
 
 class DeskBoard(Protocol):
@@ -57,6 +59,10 @@ class DeskBoard(Protocol):
 
     async def display_name(self, user: str) -> str:
         """The name the customer is told (the agent's first name)."""
+        ...
+
+    async def download(self, ref: FileRef) -> FileBlob:
+        """The bytes of a file an agent attached."""
         ...
 
 

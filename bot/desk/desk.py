@@ -20,8 +20,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from bot import constants
-from bot.desk.board import DeskBoard, FileBlob, FileSource
-from bot.desk.tickets import KeyValueStore, Status, Ticket, TicketBook
+from bot.desk.board import DeskBoard, FileRef, FileSource
+from bot.desk.tickets import Status, Ticket, TicketBook
 from bot.errors import KefuError, PermanentError, TransientError
 from bot.events import (
     AgentJoined,
@@ -34,7 +34,8 @@ from bot.events import (
     HandoffResolved,
     UserMessage,
 )
-from bot.ports import ConversationControl, Delivery, Intervention
+from bot.files import FileBlob, StoredFiles
+from bot.ports import ConversationControl, Delivery, Intervention, KeyValueStore
 from bot.state import ConversationState
 
 __all__ = ["Desk"]
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 
 NOT_AGENT = "Only members of the handoff channel may act on kefu tickets."
 UNKNOWN_THREAD = "This thread is not an open kefu handoff: nothing was sent to anyone."
+FILES_NOT_RELAYED = (
+    "Files can't be passed on to this customer's channel: your text was sent without them. "
+    "Share a link instead."
+)
 RESOLVED = (
     "This handoff is resolved: nothing was sent to the customer. "
     "Press Reopen on the ticket to talk to them again."
@@ -61,11 +66,14 @@ class Desk:
         *,
         store: KeyValueStore,
         channels: Collection[str],
+        file_channels: Collection[str] = (),
         clock: Callable[[], float] = time.time,
         flush_delays: Sequence[float] = constants.DESK_FLUSH_DELAYS,
     ) -> None:
         self._book = TicketBook(store)
         self._channels = frozenset(channels)
+        self._file_channels = frozenset(file_channels)
+        self._files = StoredFiles(store)
         self._clock = clock
         self._delays = tuple(flush_delays)
         self._board: DeskBoard | None = None
@@ -147,8 +155,17 @@ class Desk:
 
     # --- the agents' side ----------------------------------------------------------------
 
-    async def on_reply(self, *, thread: str, user: str, text: str, message_id: str) -> str | None:
-        """An agent wrote in a thread: a note, a claim by first reply, or a reply to relay.
+    async def on_reply(
+        self,
+        *,
+        thread: str,
+        user: str,
+        text: str,
+        message_id: str,
+        files: Sequence[FileRef] = (),
+    ) -> str | None:
+        """An agent wrote in a thread: a note, a claim by first reply, or a reply to relay
+        (with the files they attached, where the customer's channel takes files).
 
         The Slack message is recorded in the conversation with what it did, once: a retried
         event does nothing the second time.
@@ -184,8 +201,15 @@ class Desk:
                     events.append(AgentJoined(agent=name))
                     utter.append(("utter_human_agent_joined", {"agent_name": _first(name)}))
                     await self._book.put(ticket)
-                if body:
-                    events.append(AgentMessage(agent=name, text=body))
+                attachments: list[Attachment] = []
+                if files and ticket.channel in self._file_channels:
+                    attachments, notice = await self._keep(files)
+                elif files:
+                    notice = FILES_NOT_RELAYED
+                if body or attachments:
+                    events.append(
+                        AgentMessage(agent=name, text=body, attachments=tuple(attachments))
+                    )
         # Outside the desk's lock: a customer's turn holds the conversation's lock while it
         # takes the desk's (forward), so taking them the other way round could deadlock.
         result = await self._record(cid, events=events, utter=utter, key=(thread, message_id))
@@ -253,6 +277,20 @@ class Desk:
         if not lines:
             return "No one is waiting and no handoff is open."
         return "Open handoffs, oldest first:\n" + "\n".join(lines)
+
+    async def _keep(self, files: Sequence[FileRef]) -> tuple[list[Attachment], str | None]:
+        """Download an agent's files and keep them for delivery; a notice for those that fail."""
+        assert self._board is not None
+        kept: list[Attachment] = []
+        failed: list[str] = []
+        for ref in files:
+            try:
+                kept.append(await self._files.put(await self._board.download(ref)))
+            except KefuError as err:
+                log.warning("an agent's file could not be passed on: %s", err)
+                failed.append(ref.name)
+        notice = f"Not sent to the customer: {', '.join(failed)}." if failed else None
+        return kept, notice
 
     # --- agents' moves -------------------------------------------------------------------
 

@@ -12,11 +12,12 @@ import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from bot import constants
+from bot.ports import KeyValueStore
 
 
 class Status(StrEnum):
@@ -72,14 +73,6 @@ class Ticket:
         ticket.status = Status(ticket.status)
         ticket.transcript = [(str(who), str(text)) for who, text in ticket.transcript]
         return ticket
-
-
-class KeyValueStore(Protocol):
-    """The part of the conversation store the desk needs."""
-
-    async def get_value(self, namespace: str, key: str) -> str | None: ...
-
-    async def put_value(self, namespace: str, key: str, value: str) -> None: ...
 
 
 _TICKETS = "desk.ticket"

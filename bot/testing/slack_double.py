@@ -189,7 +189,9 @@ class SlackApiDouble:
         """Answer the next ``times`` calls to ``method`` with 429 and ``Retry-After``."""
         self._limits[method].extend([retry_after] * times)
 
-    def host_file(self, name: str, data: bytes) -> dict[str, Any]:
+    def host_file(
+        self, name: str, data: bytes, *, mimetype: str = "application/octet-stream"
+    ) -> dict[str, Any]:
         """Keep a file as Slack keeps one an agent attached; return its file object."""
         file_id = f"F{next(self._ids):08d}"
         self.hosted[file_id] = (name, data)
@@ -198,7 +200,7 @@ class SlackApiDouble:
             "id": file_id,
             "name": name,
             "title": name,
-            "mimetype": "application/octet-stream",
+            "mimetype": mimetype,
             "size": len(data),
             "url_private": url,
             "url_private_download": url,
