@@ -38,14 +38,15 @@ class StoredFiles:
     def __init__(self, store: KeyValueStore) -> None:
         self._store = store
 
-    async def put(self, blob: FileBlob) -> Attachment:
-        """Keep ``blob``; the attachment that names it (``image`` or ``document``)."""
+    async def put(self, blob: FileBlob, *, owner: str) -> Attachment:
+        """Keep ``blob`` for conversation ``owner``; the attachment that names it."""
         if len(blob.data) > constants.MAX_FILE_BYTES:
             raise PermanentDeliveryError(
                 f"{blob.name} is larger than {constants.MAX_FILE_BYTES // 1_000_000} MB"
             )
         file_id = secrets.token_urlsafe(24)
         record = {
+            "owner": owner,
             "name": blob.name,
             "mime_type": blob.mime_type,
             "data": base64.b64encode(blob.data).decode(),
@@ -54,12 +55,13 @@ class StoredFiles:
         kind = "image" if blob.mime_type.startswith("image/") else "document"
         return Attachment(kind=kind, file_id=file_id, name=blob.name, mime_type=blob.mime_type)
 
-    async def get(self, attachment: Attachment) -> FileBlob:
-        """The attachment's file; ``PermanentDeliveryError`` when it is not (or no longer) kept."""
+    async def get(self, attachment: Attachment, *, owner: str | None = None) -> FileBlob:
+        """The attachment's file (only if it belongs to ``owner``, when given);
+        ``PermanentDeliveryError`` when it is not, or no longer, kept."""
         raw = await self._store.get_value(_NAMESPACE, attachment.file_id or "")
-        if raw is None:
-            raise PermanentDeliveryError(f"the file {attachment.name!r} is no longer kept")
-        record = orjson.loads(raw)
+        record = orjson.loads(raw) if raw is not None else None
+        if record is None or (owner is not None and record.get("owner") != owner):
+            raise PermanentDeliveryError(f"the file {attachment.name!r} is not kept")
         return FileBlob(
             name=str(record["name"]),
             mime_type=str(record["mime_type"]),

@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -61,6 +61,8 @@ _UPLOADS = {
     "application/pdf": "document",
 }
 """What a customer may send, and the attachment kind each becomes."""
+_CONTENT = frozenset({"text", "buttons", "image", "files"})
+"""Keys of a message the page has something to show for."""
 _TYPES = {
     "index.html": "text/html; charset=utf-8",
     "chat.js": "text/javascript; charset=utf-8",
@@ -69,7 +71,7 @@ _TYPES = {
 _SECURITY_HEADERS = {
     # Bot text is rendered as text; this is the second line of defence against injection.
     "content-security-policy": (
-        "default-src 'self'; img-src 'self' https: http: data:; "
+        "default-src 'self'; img-src 'self' https: http: data: blob:; "
         "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
     ),
     "x-content-type-options": "nosniff",
@@ -114,6 +116,7 @@ class WebChatChannel(Channel):
 
     name = "webchat"
     replies_inline = True
+    sends_files = True
 
     def __init__(self, store: WebChatStore | None = None) -> None:
         super().__init__()
@@ -128,6 +131,7 @@ class WebChatChannel(Channel):
             Route("/webchat/session", self._session, methods=["POST"]),
             Route("/webchat/messages", self._message, methods=["POST"]),
             Route("/webchat/files", self._file, methods=["POST"]),
+            Route("/webchat/files/{file_id}", self._download, methods=["GET"]),
             Route("/webchat/history", self._history, methods=["GET"]),
             Route("/webchat/events", self._events, methods=["GET"]),
         )
@@ -183,7 +187,9 @@ class WebChatChannel(Channel):
         if not data:
             return JSONResponse({"error": "the file is empty"}, status_code=400)
         name = _file_name(request.headers.get("x-filename"), mime)
-        attachment = await StoredFiles(self._store).put(FileBlob(name, mime, data))
+        attachment = await StoredFiles(self._store).put(
+            FileBlob(name, mime, data), owner=conversation_id
+        )
         if _UPLOADS[mime] != attachment.kind:
             attachment = dataclasses.replace(attachment, kind=_UPLOADS[mime])
         message = UserMessage(
@@ -194,6 +200,29 @@ class WebChatChannel(Channel):
         )
         replies = await self.handler(message)
         return JSONResponse([reply.to_rest(message.sender_id) for reply in replies])
+
+    async def _download(self, request: Request) -> Response:
+        """A file of the token's conversation (an agent's, or the customer's own), always
+        as a download: it never runs as a page of this site."""
+        conversation_id = _conversation(request)
+        if self._store is None:
+            raise HTTPException(status_code=404)
+        wanted = Attachment(kind="document", file_id=request.path_params["file_id"])
+        try:
+            blob = await StoredFiles(self._store).get(wanted, owner=conversation_id)
+        except PermanentDeliveryError:
+            raise HTTPException(status_code=404) from None
+        media_type = blob.mime_type if blob.mime_type in _UPLOADS else "application/octet-stream"
+        return Response(
+            blob.data,
+            media_type=media_type,
+            headers={
+                "content-disposition": f"attachment; filename*=UTF-8''{quote(blob.name)}",
+                "content-security-policy": "default-src 'none'; sandbox",
+                "x-content-type-options": "nosniff",
+                "cache-control": "private, no-store",
+            },
+        )
 
     async def fetch(self, attachment: Attachment) -> FileBlob:
         """A file a web chat customer sent (the desk's ``FileSource``)."""
@@ -245,9 +274,7 @@ class WebChatChannel(Channel):
             for stored in await self._store.events(conversation_id)
             if isinstance(stored.event, UserMessage | BotMessage | AgentMessage)
         ]
-        return [
-            item for item in shown if item.get("text") or item.get("buttons") or item.get("image")
-        ][-HISTORY_LIMIT:]
+        return [item for item in shown if any(item.get(key) for key in _CONTENT)][-HISTORY_LIMIT:]
 
 
 def _conversation(request: Request) -> str:
@@ -268,18 +295,20 @@ def _shown(event: UserMessage | BotMessage | AgentMessage) -> dict[str, Any]:
         text = f"{event.text} {files}".strip() if files else event.text
         return {"id": f"{event.timestamp:.6f}", "from": "user", "text": text}
     if isinstance(event, AgentMessage):
-        return {
-            "id": f"{event.timestamp:.6f}",
-            "from": "agent",
-            "agent": event.agent,
-            "text": event.text,
-        }
-    item = event.to_rest(event.conversation_id)
-    del item["recipient_id"]
-    agent = event.metadata.get("agent")
-    return {"id": f"{event.timestamp:.6f}", "from": "agent" if agent else "bot", **item} | (
-        {"agent": agent} if agent else {}
-    )
+        item: dict[str, Any] = {"from": "agent", "agent": event.agent}
+        if event.text:
+            item["text"] = event.text
+    else:
+        item = event.to_rest(event.conversation_id)
+        del item["recipient_id"]
+        agent = event.metadata.get("agent")
+        item |= {"from": "agent", "agent": agent} if agent else {"from": "bot"}
+    if event.attachments:
+        item["files"] = [
+            {"id": a.file_id, "name": a.name, "kind": a.kind, "mime_type": a.mime_type}
+            for a in event.attachments
+        ]
+    return {"id": f"{event.timestamp:.6f}", **item}
 
 
 def _file_name(header: str | None, mime: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from bot.desk import Status
-from bot.desk.desk import FILES_NOT_RELAYED, NOT_AGENT, RESOLVED, UNKNOWN_THREAD
+from bot.desk.desk import NOT_AGENT, RESOLVED, UNKNOWN_THREAD
 from bot.events import (
     AgentJoined,
     AgentMessage,
@@ -478,7 +478,10 @@ async def test_web_chat_customer_gets_agent_messages_live(tmp_path: Path) -> Non
             )
             assert (await s.slack_post(sd.event_callback(event))).status_code == 200
             assert (await next_item(live))["text"] == "and a label"
-            assert (await s.ephemeral(AGENT, 1)) == [FILES_NOT_RELAYED]
+            sent_file = await next_item(live)
+            assert sent_file["from"] == "agent"
+            [(file_id, file_name)] = [(f["id"], f["name"]) for f in sent_file["files"]]
+            assert file_name == "label.pdf"
             await s.reply(ts, "note: web customer, order unknown")
             await s.press(ts, RESOLVE)
             back = await next_item(live)
@@ -489,11 +492,18 @@ async def test_web_chat_customer_gets_agent_messages_live(tmp_path: Path) -> Non
 
         # A reload shows the conversation from the store, agent messages included.
         history = (await s.http.get("/webchat/history", headers=auth)).json()
-        texts = [item["text"] for item in history]
+        texts = [item.get("text") for item in history]
         assert "where is my order" in texts and "Hi, Dana here 😄" in texts
         assert "web customer, order unknown" not in json.dumps(history, ensure_ascii=False)
-        # Only that token reads that conversation.
+        download = await s.http.get(f"/webchat/files/{file_id}", headers=auth)
+        assert download.status_code == 200 and download.content == b"%PDF"
+        assert download.headers["content-disposition"].startswith("attachment")
+        # Only that token reads that conversation (and its files).
         other = (await s.http.post("/webchat/session")).json()["token"]
+        foreign = await s.http.get(
+            f"/webchat/files/{file_id}", headers={"Authorization": f"Bearer {other}"}
+        )
+        assert foreign.status_code == 404
         assert (
             await s.http.get("/webchat/history", headers={"Authorization": f"Bearer {other}"})
         ).json() == []

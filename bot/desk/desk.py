@@ -203,7 +203,7 @@ class Desk:
                     await self._book.put(ticket)
                 attachments: list[Attachment] = []
                 if files and ticket.channel in self._file_channels:
-                    attachments, notice = await self._keep(files)
+                    attachments, notice = await self._keep(cid, files)
                 elif files:
                     notice = FILES_NOT_RELAYED
                 if body or attachments:
@@ -278,14 +278,16 @@ class Desk:
             return "No one is waiting and no handoff is open."
         return "Open handoffs, oldest first:\n" + "\n".join(lines)
 
-    async def _keep(self, files: Sequence[FileRef]) -> tuple[list[Attachment], str | None]:
+    async def _keep(
+        self, cid: str, files: Sequence[FileRef]
+    ) -> tuple[list[Attachment], str | None]:
         """Download an agent's files and keep them for delivery; a notice for those that fail."""
         assert self._board is not None
         kept: list[Attachment] = []
         failed: list[str] = []
         for ref in files:
             try:
-                kept.append(await self._files.put(await self._board.download(ref)))
+                kept.append(await self._files.put(await self._board.download(ref), owner=cid))
             except KefuError as err:
                 log.warning("an agent's file could not be passed on: %s", err)
                 failed.append(ref.name)

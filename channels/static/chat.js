@@ -96,6 +96,32 @@
     item.appendChild(group);
   }
 
+  /* A file is fetched with the token (never by a bare URL) and shown from memory. */
+  function renderFile(item, file) {
+    if (!file || typeof file.id !== "string") { return; }
+    var name = String(file.name || "file");
+    var link = document.createElement("a");
+    link.className = "file";
+    link.textContent = "📎 " + name;
+    link.download = name;
+    item.appendChild(link);
+    fetch(base + "files/" + encodeURIComponent(file.id), { headers: authorised() })
+      .then(function (response) {
+        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        return response.blob();
+      }).then(function (blob) {
+        var url = URL.createObjectURL(blob);
+        link.href = url;
+        if (file.kind === "image" && /^image\//.test(blob.type)) {
+          var image = document.createElement("img");
+          image.src = url;
+          image.alt = name;
+          image.addEventListener("load", scrollDown);
+          item.insertBefore(image, link);
+        }
+      }).catch(function () { link.textContent = "📎 " + name + " ✕"; });
+  }
+
   function renderReply(reply) {
     if (!reply || typeof reply !== "object") { return; }
     if (reply.id) {
@@ -127,6 +153,9 @@
     }
     if (Array.isArray(reply.buttons) && reply.buttons.length) {
       renderButtons(item, reply.buttons);
+    }
+    if (Array.isArray(reply.files)) {
+      reply.files.forEach(function (file) { renderFile(item, file); });
     }
     if (!item.childNodes.length) { log.removeChild(item); }
     scrollDown();
