@@ -41,6 +41,9 @@ class ConversationState:
     """What the channel knows of the customer (name, platform language code)."""
     not_understood: int = 0
     """Messages in a row the bot did not understand (a handoff trigger counts them)."""
+    offered_payloads: list[str] = field(default_factory=list)
+    """Payloads of the buttons the bot sent in its latest turn: the ones that count as
+    payloads when they come back (``bot.dialogue.trust``)."""
 
     def remember(self, events: list[Event]) -> None:
         """Count ``events`` as appended to the log and the conversation as active now.

@@ -1,18 +1,19 @@
-"""The web chat: a static page, its API, and a live stream of what agents say.
+"""The web chat: a static page, the endpoint it posts to, and what reaches it live.
 
 The assets ship as package data and are read once with ``importlib.resources``, so kefu
 serves them from a wheel or a zip as well as from a checkout, with no build step and no
 external URL: the page works on a shop's intranet with no internet at all.
 
-A browser first asks ``POST /webchat/session`` for a token (32 random bytes) and keeps it. The
-token is the conversation's only key: every other call sends it as ``Authorization: Bearer``;
-the conversation id is a hash of it (``webchat:<hash>``), so ids in logs and on tickets do
-not open the conversation. ``POST /webchat/messages`` runs a turn and answers with its replies
-(Rasa's REST shape); ``GET /webchat/history`` returns the conversation from the store (a
-reload shows it again); ``POST /webchat/files`` sends a picture or a PDF;
-``GET /webchat/events`` is a server-sent events stream of messages
-pushed outside the customer's turns: an agent's replies during a handoff, the bot taking over
-again. Live pushes reach the browser connected to this process; the store keeps them all.
+The page posts to ``POST /webchat/webhook``, the REST channel's body and answer under a
+conversation id of its own (``webchat:<sender>``). Its sender id is the random one the page
+makes and keeps (``web-`` and 32 hex digits, 128 bits): whoever knows it is that visitor, so
+it is the conversation's token. Metadata from the page is ignored: nothing a public page says
+about its visitor is trusted. With the same id as ``Authorization: Bearer``, the page reads
+``GET /webchat/history`` (the conversation from the store: a reload shows it again), listens
+to ``GET /webchat/events`` (server-sent events: an agent's replies and files during a
+handoff), sends a picture or PDF with ``POST /webchat/files`` and fetches a file of its
+conversation with ``GET /webchat/files/<id>``. Live pushes reach the browsers connected to
+this process; the store keeps them all.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import json
 import logging
 import mimetypes
 import re
-import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
@@ -38,12 +38,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from bot.channel import Channel
-from bot.errors import BadRequestError, PermanentDeliveryError
-from bot.events import AgentMessage, Attachment, BotMessage, UserMessage
+from bot.errors import PermanentDeliveryError
+from bot.events import AgentMessage, Attachment, BotMessage, UserMessage, conversation_id_for
 from bot.files import FileBlob, StoredFiles
 from bot.ports import StoredEvent
+from channels.rest import answer_json_message
 
-__all__ = ["HISTORY_LIMIT", "WebChatChannel", "conversation_for"]
+__all__ = ["HISTORY_LIMIT", "SENDER_PATTERN", "WebChatChannel"]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ HISTORY_LIMIT = 200
 """How many of the latest messages a reload shows."""
 _KEEPALIVE = 15.0
 _QUEUE = 100
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
-_MAX_ID = 256
+SENDER_PATTERN = re.compile(r"web-[0-9a-f]{32}")
+"""The sender ids the page makes (``chat.js``): anything else is refused."""
 _UPLOADS = {
     "image/jpeg": "image",
     "image/png": "image",
@@ -93,11 +94,6 @@ class WebChatStore(Protocol):
     async def put_value(self, namespace: str, key: str, value: str) -> None: ...
 
 
-def conversation_for(token: str) -> str:
-    """The conversation id a web chat token opens."""
-    return "webchat:" + hashlib.sha256(token.encode()).hexdigest()[:32]
-
-
 class _Asset:
     def __init__(self, name: str) -> None:
         self.body = (resources.files("channels") / "static" / name).read_bytes()
@@ -128,8 +124,7 @@ class WebChatChannel(Channel):
         return (
             Route("/", self._page, methods=["GET"]),
             Route("/webchat/static/{name}", self._asset, methods=["GET"]),
-            Route("/webchat/session", self._session, methods=["POST"]),
-            Route("/webchat/messages", self._message, methods=["POST"]),
+            Route("/webchat/webhook", self._webhook, methods=["POST"]),
             Route("/webchat/files", self._file, methods=["POST"]),
             Route("/webchat/files/{file_id}", self._download, methods=["GET"]),
             Route("/webchat/history", self._history, methods=["GET"]),
@@ -156,20 +151,14 @@ class WebChatChannel(Channel):
             raise HTTPException(status_code=404)
         return asset.response(request)
 
-    async def _session(self, request: Request) -> Response:
-        return JSONResponse(
-            {"token": secrets.token_urlsafe(32)}, headers={"cache-control": "no-store"}
+    async def _webhook(self, request: Request) -> Response:
+        return await answer_json_message(
+            request,
+            self.handler,
+            channel=self.name,
+            sender_pattern=SENDER_PATTERN,
+            with_metadata=False,
         )
-
-    async def _message(self, request: Request) -> Response:
-        conversation_id = _conversation(request)
-        body = await request.body()
-        try:
-            message = _parse(body, conversation_id)
-        except BadRequestError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        replies = await self.handler(message)
-        return JSONResponse([reply.to_rest(message.sender_id) for reply in replies])
 
     async def _file(self, request: Request) -> Response:
         """A photo or PDF the customer sends: the raw bytes, its type in ``Content-Type`` and
@@ -278,14 +267,16 @@ class WebChatChannel(Channel):
 
 
 def _conversation(request: Request) -> str:
-    """The conversation the request's bearer token opens; 401 without a well-formed one."""
-    token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not _TOKEN.match(token):
+    """The conversation of the page's sender id, sent as ``Authorization: Bearer``; 401
+    without a well-formed one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not SENDER_PATTERN.fullmatch(token):
         raise HTTPException(
             status_code=401,
-            detail="a web chat token is required (Authorization: Bearer <token>)",
+            detail="the page's id is required (Authorization: Bearer web-<32 hex digits>)",
         )
-    return conversation_for(token)
+    return conversation_id_for(WebChatChannel.name, token)
 
 
 def _shown(event: UserMessage | BotMessage | AgentMessage) -> dict[str, Any]:
@@ -316,37 +307,3 @@ def _file_name(header: str | None, mime: str) -> str:
     name = unquote(header or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = re.sub(r"[^\w.\- ]", "_", name).strip(" .")[:100]
     return name or "file" + (mimetypes.guess_extension(mime) or "")
-
-
-def _parse(body: bytes, conversation_id: str) -> UserMessage:
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise BadRequestError("body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequestError("body must be a JSON object")
-    text = data.get("message")
-    if not isinstance(text, str):
-        raise BadRequestError('"message" is required and must be a string')
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise BadRequestError('"message" contains invalid Unicode') from None
-    if "\x00" in text:
-        raise BadRequestError('"message" must not contain NUL characters')
-    message_id = data.get("message_id")
-    if message_id is not None and (
-        not isinstance(message_id, str) or not message_id.strip() or len(message_id) > _MAX_ID
-    ):
-        raise BadRequestError(
-            f'"message_id" must be a non-empty string of at most {_MAX_ID} characters'
-        )
-    sender = conversation_id.partition(":")[2]
-    return UserMessage(
-        channel=WebChatChannel.name,
-        conversation_id=conversation_id,
-        sender_id=sender,
-        text=text,
-        payload=text if text.startswith("/") else None,
-        message_id=message_id,
-    )

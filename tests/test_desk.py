@@ -184,14 +184,15 @@ async def webchat() -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def test_web_chat_bad_input_gets_4xx(webchat: httpx.AsyncClient) -> None:
-    token = (await webchat.post("/webchat/session")).json()["token"]
-    auth = {"Authorization": f"Bearer {token}"}
-    for body in (b"{", b"[]", b'{"message": 3}', b'{"message": "hi", "message_id": ""}'):
-        response = await webchat.post("/webchat/messages", content=body, headers=auth)
-        assert response.status_code == 400, body
-        assert "error" in response.json()
-    assert (await webchat.post("/webchat/messages", json={"message": "hi"})).status_code == 401
-    ok = await webchat.post("/webchat/messages", json={"message": "hi"}, headers=auth)
-    assert ok.status_code == 200
+async def test_web_chat_files_and_history_bad_input_gets_4xx(webchat: httpx.AsyncClient) -> None:
+    auth = {"Authorization": "Bearer web-" + "ab" * 16}
+    for headers in ({}, {"Authorization": "Bearer alice"}, {"Authorization": "web-" + "ab" * 16}):
+        assert (await webchat.get("/webchat/history", headers=headers)).status_code == 401
+        assert (await webchat.get("/webchat/files/x", headers=headers)).status_code == 401
+    # Without a store (as here) there is no history and no file to keep.
     assert (await webchat.get("/webchat/history", headers=auth)).json() == []
+    response = await webchat.post(
+        "/webchat/files", content=b"x", headers={**auth, "Content-Type": "image/png"}
+    )
+    assert response.status_code == 503 and "error" in response.json()
+    assert (await webchat.get("/webchat/files/x", headers=auth)).status_code == 404

@@ -4,7 +4,8 @@
   "use strict";
 
   var root = document.querySelector(".chat");
-  var base = root.getAttribute("data-endpoint");
+  var endpoint = root.getAttribute("data-endpoint");
+  var base = endpoint.replace(/webhook$/, "");
   var log = document.getElementById("log");
   var typing = document.getElementById("typing");
   var form = document.getElementById("composer");
@@ -12,12 +13,11 @@
   var picker = document.getElementById("file");
   var attach = document.getElementById("attach");
   var TIMEOUT_MS = 30000;
-  var TOKEN_KEY = "kefu.webchat.token";
   var composing = false;
   var pending = 0;
   var queue = Promise.resolve();
   var shown = {};
-  var token = null;
+  var sender = senderId();
 
   function randomHex(bytes) {
     var values = new Uint8Array(bytes);
@@ -27,23 +27,22 @@
     }).join("");
   }
 
-  /* The token is the conversation's only key: it survives reloads, so the conversation
-   * does too, and it is sent only in the Authorization header, never in a URL. */
-  function session() {
-    try { token = window.localStorage.getItem(TOKEN_KEY); } catch (e) { /* storage disabled */ }
-    if (token) { return Promise.resolve(token); }
-    return fetch(base + "session", { method: "POST" }).then(function (response) {
-      if (!response.ok) { throw new Error("HTTP " + response.status); }
-      return response.json();
-    }).then(function (body) {
-      token = body.token;
-      try { window.localStorage.setItem(TOKEN_KEY, token); } catch (e) { /* storage disabled */ }
-      return token;
-    });
+  /* The sender id (128 random bits) survives reloads, so the conversation does too. It is
+   * the conversation's only key: it travels in request bodies and the Authorization header,
+   * never in a URL. */
+  function senderId() {
+    var key = "kefu.webchat.sender";
+    var id = null;
+    try { id = window.localStorage.getItem(key); } catch (e) { /* storage disabled */ }
+    if (!id || !/^web-[0-9a-f]{32}$/.test(id)) {
+      id = "web-" + randomHex(16);
+      try { window.localStorage.setItem(key, id); } catch (e) { /* storage disabled */ }
+    }
+    return id;
   }
 
   function authorised(extra) {
-    var headers = { "Authorization": "Bearer " + token };
+    var headers = { "Authorization": "Bearer " + sender };
     Object.keys(extra || {}).forEach(function (key) { headers[key] = extra[key]; });
     return headers;
   }
@@ -186,9 +185,9 @@
   function post(body) {
     var controller = new AbortController();
     var timer = window.setTimeout(function () { controller.abort(); }, TIMEOUT_MS);
-    return fetch(base + "messages", {
+    return fetch(endpoint, {
       method: "POST",
-      headers: authorised({ "Content-Type": "application/json" }),
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
       signal: controller.signal
     }).then(function (response) {
@@ -252,7 +251,7 @@
   function send(message, shown) {
     addBubble(addItem("user"), shown);
     scrollDown();
-    deliver({ message: message, message_id: randomHex(12) });
+    deliver({ sender: sender, message: message, message_id: randomHex(12) });
   }
 
   function submit() {
@@ -332,9 +331,5 @@
       });
   }
 
-  session().then(listen, function () {
-    notice("Sorry, the chat could not start. 抱歉，聊天暂时无法连接。", function () {
-      session().then(listen);
-    });
-  });
+  listen();
 })();
