@@ -78,3 +78,6 @@ UNREACHABLE_NAMESPACE = "unreachable"
 gone) and since when, as JSON ``{"reason", "at"}``; read by ``/api/notify``."""
 CONVERSATION_NAMESPACES = (UNREACHABLE_NAMESPACE,)
 """Key-value namespaces keyed by conversation id: retention deletes their rows with it."""
+FILE_NAMESPACE = "file"
+"""Key-value namespace of stored files (``bot.files``): file id → JSON whose first key is the
+owning conversation (``{"owner": ...}``); retention deletes a deleted conversation's files."""

@@ -20,7 +20,7 @@ from bot.ports import KeyValueStore
 
 __all__ = ["FileBlob", "StoredFiles"]
 
-_NAMESPACE = "file"
+_NAMESPACE = constants.FILE_NAMESPACE
 
 
 @dataclass(frozen=True)

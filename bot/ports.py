@@ -136,8 +136,8 @@ class ConversationStore(JobStore, Protocol):
 
     async def delete_conversations_before(self, cutoff: float) -> int:
         """Delete conversations last active before ``cutoff`` (retention) with their events,
-        outbox rows, claimed message ids, scheduled jobs and the small values kept under
-        its id (``constants.CONVERSATION_NAMESPACES``); return how many."""
+        outbox rows, claimed message ids, scheduled jobs, stored files and the small values
+        kept under its id (``constants.CONVERSATION_NAMESPACES``); return how many."""
         ...
 
     async def close(self) -> None: ...

@@ -16,7 +16,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import bot.events
 from bot import constants
-from bot.errors import ConcurrentUpdateError, DuplicateMessageError, StoreError
+from bot.errors import (
+    ConcurrentUpdateError,
+    DuplicateMessageError,
+    PermanentDeliveryError,
+    StoreError,
+)
 from bot.events import (
     ActionExecuted,
     AgentJoined,
@@ -45,6 +50,7 @@ from bot.events import (
     UnknownEvent,
     UserMessage,
 )
+from bot.files import FileBlob, StoredFiles
 from bot.ports import ScheduledJob
 from bot.state import ConversationState
 from bot.store import SqlStore, database_url, open_store
@@ -462,6 +468,9 @@ async def test_retention_deletes_old_conversations_with_everything_they_own(
         await store.save_job(ScheduledJob(id=f"j-{cid}", kind="k", run_at=1.0, conversation_id=cid))
         await store.put_value(constants.UNREACHABLE_NAMESPACE, cid, "{}")
     await store.put_value("callbacks", "rest:old", "kept: not a conversation's namespace")
+    files = StoredFiles(store)
+    old_file = await files.put(FileBlob("a.png", "image/png", b"old"), owner="rest:old")
+    kept_file = await files.put(FileBlob("b.png", "image/png", b"new"), owner="rest:recent")
     assert await store.delete_conversations_before(200.0) == 2
     assert await store.delete_conversations_before(200.0) == 0
     for cid in ("rest:old", "rest:older"):
@@ -478,6 +487,9 @@ async def test_retention_deletes_old_conversations_with_everything_they_own(
     assert await store.get_value(constants.UNREACHABLE_NAMESPACE, "rest:old") is None
     assert await store.get_value(constants.UNREACHABLE_NAMESPACE, "rest:recent") == "{}"
     assert await store.get_value("callbacks", "rest:old") is not None
+    with pytest.raises(PermanentDeliveryError):
+        await files.get(old_file)
+    assert (await files.get(kept_file)).data == b"new"
     assert (await turn(store, "rest:old", "back again"))[0].version == 1
 
 

@@ -1,8 +1,8 @@
 """Retention: a daily job deletes conversations the customer left more than N days ago.
 
-A conversation goes with its events, outbox rows, claimed message ids and scheduled jobs
-(``ConversationStore.delete_conversations_before``); one active since the cutoff is kept
-whole. kefu stores no files of its own: attachments stay on the platforms, by reference.
+A conversation goes with its events, outbox rows, claimed message ids, scheduled jobs and
+stored files (``ConversationStore.delete_conversations_before``); one active since the cutoff
+is kept whole.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import (
     bindparam,
     delete,
+    or_,
     select,
     text,
     update,
@@ -392,6 +393,13 @@ class SqlStore:
                 delete(t.kv).where(
                     t.kv.c.namespace.in_(constants.CONVERSATION_NAMESPACES), t.kv.c.key.in_(chunk)
                 )
+            )
+            owned = [  # a stored file's JSON starts with its owner (bot.files)
+                t.kv.c.value.startswith(f'{{"owner":{_dumps(cid)},', autoescape=True)
+                for cid in chunk
+            ]
+            conn.execute(
+                delete(t.kv).where(t.kv.c.namespace == constants.FILE_NAMESPACE, or_(*owned))
             )
             conn.execute(delete(t.conversations).where(t.conversations.c.id.in_(chunk)))
         return ids
