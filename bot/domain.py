@@ -55,7 +55,8 @@ class ResponseVariation:
     """One variation of a response (``utter_*``).
 
     ``channel`` restricts it to one channel; ``condition`` is Rasa's conditional-variation list
-    (``[{"type": "slot", "name": ..., "value": ...}]``); ``translation`` maps a language code to
+    (``[{"type": "slot", "name": ..., "value": ...}]``) or one predicate
+    (``({"type": "predicate", "predicate": 'slots.x == "a"'},)``); ``translation`` maps a language code to
     the text in that language (``{"zh": "您好"}``), the main ``text`` being the default language.
     """
 

@@ -175,6 +175,10 @@ DEFAULT_ACTIONS = frozenset(
         "action_trigger_search",
         "action_human_handoff",
         "action_clean_stack",
+        "action_reset_routing",
+        "action_hangup",
+        "action_handoff_metric",
+        "action_repeat_bot_messages",
     }
 )
 """Actions the engine itself provides; flows may name them without declaring them."""
