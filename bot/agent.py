@@ -119,6 +119,7 @@ class Agent:
             entity_names=project.domain.entities,
             intents=project.domain.intents,
             cache_dir=_cache_dir(project.root),
+            flows=project.flows.flows.values(),
         )
         if store is None:
             store = await open_store(settings.database_url)

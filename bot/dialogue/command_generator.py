@@ -183,7 +183,8 @@ def _pattern_trigger(turn: Turn, parse: Parse) -> str | None:
 
 
 def _triggered_flows(turn: Turn, parse: Parse) -> list[Flow]:
-    """User flows whose ``nlu_trigger`` the ranking satisfies and whose guard holds, best first."""
+    """User flows whose ``nlu_trigger`` the ranking satisfies, or that the description router
+    chose, and whose guard holds, best first."""
     found: list[Flow] = []
     ranking = (
         parse.ranking or ((parse.intent, parse.confidence),) if parse.intent else parse.ranking
@@ -202,6 +203,11 @@ def _triggered_flows(turn: Turn, parse: Parse) -> list[Flow]:
             if flow.guard is not None and not compile_condition(flow.guard).evaluate(slots):
                 continue
             found.append(flow)
+    for flow_id, _similarity in parse.flows[:1]:  # the description router's choice
+        routed = turn.flows.get(flow_id)
+        if routed is not None and routed not in found:
+            if routed.guard is None or compile_condition(routed.guard).evaluate(slots):
+                found.append(routed)
     return found
 
 
