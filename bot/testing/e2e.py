@@ -2,6 +2,8 @@
 
 The agent is the real one, with a throwaway SQLite store unless ``store_url`` says otherwise,
 so a test exercises understanding, flows, actions and storage exactly as a customer would.
+Action modules that cannot be imported (they need Rasa itself, say) are reported once; only
+the tests that reach their actions fail.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TextIO
 
+from bot.actions import create_action_runner
 from bot.agent import Agent
 from bot.errors import Problem, ProjectError
 from bot.project import Project, load_project
@@ -56,7 +59,15 @@ async def run_tests(
                 store_url = f"sqlite+aiosqlite:///{folder}/kefu-test.db"
             store = await open_store(store_url)
             stack.push_async_callback(store.close)
-            agent = await Agent.create(project, settings=Settings.from_env(), store=store)
+            settings = Settings.from_env()
+            runner = create_action_runner(
+                project_dir=project.root, endpoint=settings.action_endpoint, partial=True
+            )
+            for problem in getattr(runner, "load_problems", ()):
+                print(f"{problem} (tests that reach its actions fail)", file=output)
+            agent = await Agent.create(
+                project, settings=settings, store=store, action_runner=runner
+            )
             stack.push_async_callback(agent.close)
             await run_cases(agent, cases, report, output)
     print(report.summary(), file=output)
