@@ -24,6 +24,7 @@ from bot.settings import Settings
 from bot.store import open_store
 from bot.testing.e2e_format import TestCase, parse_test_file
 from bot.testing.e2e_runner import TestReport, run_cases
+from bot.testing.stubs import StubbingActionRunner
 
 __all__ = ["main_test", "run_tests"]
 
@@ -65,11 +66,10 @@ async def run_tests(
             )
             for problem in getattr(runner, "load_problems", ()):
                 print(f"{problem} (tests that reach its actions fail)", file=output)
-            agent = await Agent.create(
-                project, settings=settings, store=store, action_runner=runner
-            )
+            stubs = StubbingActionRunner(runner)
+            agent = await Agent.create(project, settings=settings, store=store, action_runner=stubs)
             stack.push_async_callback(agent.close)
-            await run_cases(agent, cases, report, output)
+            await run_cases(agent, cases, report, output, stubs=stubs)
     print(report.summary(), file=output)
     return report
 
