@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.testing.e2e import main_test
 
             return main_test(project, [Path(p) for p in args.paths])
-        settings = Settings.from_env(env_file=project / ".env")
+        settings = Settings.from_env(env_file=project / ".env", project_dir=project)
         if args.command == "shell":
             return _run_async(shell(project, settings))
         host = args.host or settings.host
@@ -88,10 +88,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def validate(project_dir: Path) -> int:
-    """Print every problem with file and line; 0 when there are none."""
+    """Print every problem with file and line; 0 when there are none. What a Rasa project's
+    config.yml or endpoints.yml asks for that kefu does not do is a warning, not a problem."""
     from bot.project import inspect_project
 
+    from bot.rasa_config import read_rasa_config
+
     _, problems = inspect_project(project_dir)
+    if project_dir.is_dir():
+        for warning in read_rasa_config(project_dir).warnings:
+            print(f"warning: {warning}")
     if problems:
         _print_problems(problems)
         return 1

@@ -37,11 +37,13 @@ async def run_tests(
     *,
     store_url: str | None = None,
     output: TextIO | None = None,
+    settings: Settings | None = None,
 ) -> TestReport:
     """Run the tests in ``paths`` (files or folders; default the project's) and report.
 
     Problems in the test files are printed first; the last line printed is always
-    ``N passed, M failed``. ``output`` defaults to the ``sys.stdout`` of the moment of the call.
+    ``N passed, M failed``. ``output`` defaults to the ``sys.stdout`` of the moment of the call;
+    ``settings`` to the environment's over the project's configuration files.
     """
     output = output or sys.stdout
     report = TestReport()
@@ -60,7 +62,7 @@ async def run_tests(
                 store_url = f"sqlite+aiosqlite:///{folder}/kefu-test.db"
             store = await open_store(store_url)
             stack.push_async_callback(store.close)
-            settings = Settings.from_env()
+            settings = settings or Settings.from_env(project_dir=project.root)
             runner = create_action_runner(
                 project_dir=project.root, endpoint=settings.action_endpoint, partial=True
             )
