@@ -111,6 +111,9 @@ class Flow:
     file: str | None = None
     line: int | None = None
     is_pattern: bool = False
+    translation: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
+    """Rasa's per-language flow properties: ``{"zh": {"name": "查询订单"}}`` (kefu also reads a
+    ``description`` there, for routing messages in that language)."""
 
     @property
     def readable_name(self) -> str:

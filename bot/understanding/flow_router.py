@@ -23,19 +23,24 @@ import numpy as np
 
 from bot.flows.model import CallStep, Flow
 from bot.understanding.classifier import IntentPrediction
-from bot.understanding.encoder import encoder
+from bot.understanding.encoder import LANGUAGES, encoder
 from bot.understanding.language import detect_language
 
 # Calibrated on the user messages of Rasa Pro 3.21's project templates and kefu's own
-# description-router test set (tests/test_flow_router.py): MiniLM cosines of a message and
-# the description of the flow it means lie around 0.3-0.7, of unrelated ones below 0.25;
-# multilingual-e5 cosines are compressed towards 1 (related 0.85+, unrelated about 0.75-0.8).
-THRESHOLDS = {"en": 0.3, "zh": 0.82}
+# description-router test set (tests/test_flow_router.py). MiniLM cosines of a message and
+# the text of the flow it means lie around 0.35-0.75, unrelated ones below 0.3; short
+# answers ("yes", "April") land near 0.35 with no clear winner. multilingual-e5's cosines are
+# compressed towards 1 (0.85-0.9 for nearly anything), so in Chinese what counts is how far
+# the best flow stands above the average flow: 0.03-0.15 when meant, 0.02-0.025 when not.
+THRESHOLDS = {"en": 0.3, "zh": 0.85}
 """Best similarity below this: out of scope."""
-UNSURE_BAND = {"en": 0.1, "zh": 0.03}
-"""Best similarity less than this above the threshold ..."""
-MARGIN = {"en": 0.1, "zh": 0.02}
+UNSURE_BAND = {"en": 0.1, "zh": 0.0}
+"""English: best similarity less than this above the threshold ..."""
+MARGIN = {"en": 0.1, "zh": 0.0}
 """... and less than this above the runner-up: out of scope too ("yes", "April")."""
+LIFT = {"en": 0.0, "zh": 0.027}
+"""Chinese: the best flow must stand this far above the average of the flows (given three
+flows or more)."""
 RANKING_SIZE = 5
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？;；])\s+|\s+-\s+")
 _BOILERPLATE = re.compile(
@@ -48,12 +53,18 @@ _BOILERPLATE = re.compile(
 class FlowRouter:
     """Ranks the project's description-only flows for a message; build with :meth:`for_flows`."""
 
-    def __init__(self, texts: Mapping[str, Sequence[str]]) -> None:
+    def __init__(self, texts: Mapping[str, Mapping[str, Sequence[str]]]) -> None:
+        """``texts``: per flow id, per encoder language (``en``, ``zh``), what the flow is for."""
         self._flow_ids = tuple(texts)
-        self._texts = [text for flow_id in self._flow_ids for text in texts[flow_id]]
-        self._owner = np.array(
-            [i for i, flow_id in enumerate(self._flow_ids) for _ in texts[flow_id]], dtype=np.intp
-        )
+        self._texts: dict[str, list[str]] = {}
+        self._owner: dict[str, np.ndarray] = {}
+        for language in LANGUAGES:
+            owners = []
+            for index, flow_id in enumerate(self._flow_ids):
+                for text in texts[flow_id].get(language, ()):
+                    self._texts.setdefault(language, []).append(text)
+                    owners.append(index)
+            self._owner[language] = np.array(owners, dtype=np.intp)
         self._vectors: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -68,13 +79,13 @@ class FlowRouter:
         """
         flows = list(flows)
         called = {s.call for f in flows for s in f.steps if isinstance(s, CallStep)}
-        texts: dict[str, list[str]] = {}
+        texts: dict[str, dict[str, list[str]]] = {}
         for flow in flows:
             if flow.is_pattern or flow.guard is False or flow.id in called:
                 continue
             if any(t.intent in trained_intents for t in flow.nlu_triggers):
                 continue
-            texts[flow.id] = _flow_texts(flow, examples)
+            texts[flow.id] = {lang: _flow_texts(flow, examples, lang) for lang in LANGUAGES}
         return cls(texts) if texts else None
 
     @property
@@ -93,41 +104,50 @@ class FlowRouter:
         vector = encoder(lang).embed_one(text)
         similarities = self._flow_vectors(lang) @ vector
         best = np.full(len(self._flow_ids), -1.0, dtype=np.float32)
-        np.maximum.at(best, self._owner, similarities)
+        np.maximum.at(best, self._owner[lang], similarities)
         order = np.argsort(-best)[:RANKING_SIZE]
         ranking = tuple((self._flow_ids[i], float(max(best[i], 0.0))) for i in order)
-        return IntentPrediction(ranking=ranking, out_of_scope=_out_of_scope(ranking, lang))
+        lift = float(best.max() - best.mean()) if len(best) >= 3 else 1.0
+        return IntentPrediction(ranking=ranking, out_of_scope=_out_of_scope(ranking, lift, lang))
 
     def _flow_vectors(self, language: str) -> np.ndarray:
         with self._lock:
             vectors = self._vectors.get(language)
             if vectors is None:
-                vectors = self._vectors[language] = encoder(language).embed(self._texts)
+                texts = self._texts.get(language, [])
+                vectors = self._vectors[language] = encoder(language).embed(texts)
             return vectors
 
 
-def _out_of_scope(ranking: tuple[tuple[str, float], ...], language: str) -> bool:
+def _out_of_scope(ranking: tuple[tuple[str, float], ...], lift: float, language: str) -> bool:
     best = ranking[0][1]
     second = ranking[1][1] if len(ranking) > 1 else 0.0
     threshold = THRESHOLDS[language]
     unsure = best < threshold + UNSURE_BAND[language] and best - second < MARGIN[language]
-    return best < threshold or unsure
+    return best < threshold or unsure or lift < LIFT[language]
 
 
 def _encoder_language(language: str) -> str:
     return "zh" if language.split("-")[0] == "zh" else "en"
 
 
-def _flow_texts(flow: Flow, examples: Mapping[str, list[str]]) -> list[str]:
+def _flow_texts(flow: Flow, examples: Mapping[str, list[str]], language: str) -> list[str]:
     """What a flow says it is for: its id and name as words, its description (without
-    "flow for", "the user") and each of its sentences, and its trigger intents' examples."""
+    "flow for", "the user") and each of its sentences, its trigger intents' examples, and
+    for Chinese its ``translation``'s name and description for ``zh``."""
     texts = [flow.id.replace("_", " "), flow.readable_name.replace("_", " ")]
-    description = " ".join(_BOILERPLATE.sub(" ", flow.description).split())
-    if description:
-        texts.append(description)
-        sentences = _SENTENCE_END.split(description)
-        if len(sentences) > 1:
-            texts.extend(sentences)
+    descriptions = [flow.description]
+    if language == "zh":
+        translated = flow.translation.get("zh", {})
+        texts.extend(t for t in (translated.get("name"),) if t)
+        descriptions.append(translated.get("description", ""))
+    for text in descriptions:
+        description = " ".join(_BOILERPLATE.sub(" ", text).split())
+        if description:
+            texts.append(description)
+            sentences = _SENTENCE_END.split(description)
+            if len(sentences) > 1:
+                texts.extend(sentences)
     for trigger in flow.nlu_triggers:
         texts.extend(examples.get(trigger.intent, ()))
     return list(dict.fromkeys(t for t in texts if t.strip()))
