@@ -14,8 +14,8 @@ import contextlib
 import importlib
 import inspect
 import json
-import pkgutil
 import logging
+import pkgutil
 import sys
 import traceback
 from collections.abc import Iterable, Iterator, Sequence

@@ -1,4 +1,4 @@
-"""The ``kefu`` command: ``run``, ``shell``, ``validate`` and ``test``."""
+"""The ``kefu`` command: ``run``, ``shell``, ``validate``, ``test`` and ``init``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # one line per registered action drowns what matters
         logging.getLogger("rasa_sdk.executor").setLevel(logging.WARNING)
+    if args.command == "init":
+        return init(Path(args.directory))
     project = Path(args.project).resolve()
     try:
         if args.command == "validate":
@@ -84,14 +86,31 @@ def _parser() -> argparse.ArgumentParser:
     test_cmd.add_argument("paths", nargs="*", help="test files or folders (default: the project's)")
     for sub in commands.choices.values():
         sub.add_argument("--project", default=".", help="project directory (default: .)")
+    init_cmd = commands.add_parser("init", help="write a starter project (en + zh)")
+    init_cmd.add_argument("directory", nargs="?", default=".", help="where (default: .)")
     return parser
+
+
+def init(directory: Path) -> int:
+    """Write the starter project into ``directory``; 1 when it is not empty."""
+    from bot.starter import init_project
+
+    try:
+        files = init_project(directory)
+    except KefuError as err:
+        print(f"kefu: {err}", file=sys.stderr)
+        return 1
+    print(f"kefu: wrote a starter project to {directory} ({len(files)} files). Next:")
+    print(f"  kefu validate --project {directory}")
+    print(f"  kefu test --project {directory}")
+    print(f"  kefu shell --project {directory}")
+    return 0
 
 
 def validate(project_dir: Path) -> int:
     """Print every problem with file and line; 0 when there are none. What a Rasa project's
     config.yml or endpoints.yml asks for that kefu does not do is a warning, not a problem."""
     from bot.project import inspect_project
-
     from bot.rasa_config import read_rasa_config
 
     _, problems = inspect_project(project_dir)

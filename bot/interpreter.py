@@ -82,9 +82,11 @@ class Interpreter:
         intents: tuple[str, ...],
         cache_dir: Path,
         flows: Iterable[Flow] = (),
+        questions: Iterable[tuple[str, str]] = (),
     ) -> Interpreter:
         """Train (or load from ``cache_dir``, keyed by content hash) the project's models;
-        ``flows`` that no trained intent starts get the description router."""
+        ``flows`` that no trained intent starts get the description router, where the
+        knowledge base's ``(question, language)`` pairs compete with them."""
         examples = [(e.text, e.intent) for e in nlu.examples]
         classifier = None
         if len({intent for _, intent in examples}) >= 1 and examples:
@@ -98,6 +100,7 @@ class Interpreter:
             flows,
             trained_intents=set(by_intent) if classifier is not None else set(),
             examples=by_intent,
+            questions=questions,
         )
         if router is not None:
             router.warm_up()

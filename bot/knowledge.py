@@ -152,6 +152,12 @@ class KnowledgeBase:
     def __len__(self) -> int:
         return len(self._sections)
 
+    def questions(self) -> list[tuple[str, str]]:
+        """``(heading, language)`` of every section: the questions the base answers."""
+        return [
+            (s.title.split(TITLE_SEPARATOR)[-1], _base_language(s.language)) for s in self._sections
+        ]
+
     @classmethod
     def from_directory(cls, path: Path) -> KnowledgeBase:
         """Load every Markdown file under ``path``; a missing directory is an empty base.

@@ -105,7 +105,8 @@ class _Reader:
         """Check the pipeline; return the (first) LLM command generator's settings."""
         for key in config:
             if key in _CONFIG_UNSUPPORTED:
-                self.warn("config", line_of(config, key), f"'{key}' ignored: {_CONFIG_UNSUPPORTED[key]}")
+                reason = _CONFIG_UNSUPPORTED[key]
+                self.warn("config", line_of(config, key), f"'{key}' ignored: {reason}")
             elif key not in _CONFIG_KEYS:
                 self.warn("config", line_of(config, key), f"'{key}' is not used by kefu")
         generator = None
@@ -147,14 +148,14 @@ class _Reader:
                     "Markdown in knowledge/",
                 )
 
-    def endpoints(
-        self, endpoints: Mapping[str, Any], generator: Mapping[str, Any] | None
-    ) -> None:
+    def endpoints(self, endpoints: Mapping[str, Any], generator: Mapping[str, Any] | None) -> None:
         for key in endpoints:
             if key in _ENDPOINT_UNSUPPORTED:
                 where = line_of(endpoints, key)
                 self.warn("endpoints", where, f"'{key}' ignored: {_ENDPOINT_UNSUPPORTED[key]}")
-        self.action_endpoint(endpoints.get("action_endpoint"), line_of(endpoints, "action_endpoint"))
+        self.action_endpoint(
+            endpoints.get("action_endpoint"), line_of(endpoints, "action_endpoint")
+        )
         llm = generator.get("llm") if generator is not None else None
         if not isinstance(llm, Mapping):
             return
@@ -183,7 +184,8 @@ class _Reader:
             if "://" in url:
                 self.values["KEFU_ACTION_ENDPOINT"] = url
             else:
-                self.warn("endpoints", line_of(section, "url"), f"action_endpoint url {url!r} has no scheme")
+                where = line_of(section, "url")
+                self.warn("endpoints", where, f"action_endpoint url {url!r} has no scheme")
         module = section.get("actions_module")
         if isinstance(module, str) and module != "actions":
             self.warn(

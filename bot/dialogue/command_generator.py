@@ -205,9 +205,12 @@ def _triggered_flows(turn: Turn, parse: Parse) -> list[Flow]:
             found.append(flow)
     for flow_id, _similarity in parse.flows[:1]:  # the description router's choice
         routed = turn.flows.get(flow_id)
-        if routed is not None and routed not in found:
-            if routed.guard is None or compile_condition(routed.guard).evaluate(slots):
-                found.append(routed)
+        if (
+            routed is not None
+            and routed not in found
+            and (routed.guard is None or compile_condition(routed.guard).evaluate(slots))
+        ):
+            found.append(routed)
     return found
 
 

@@ -70,9 +70,7 @@ class DefaultActions:
     async def action_reset_routing(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
         """Rasa's coexistence router reset; kefu has one dialogue manager, so nothing to reset."""
 
-    async def action_handoff_metric(
-        self, turn: Turn, frame: Frame, executor: FlowExecutor
-    ) -> None:
+    async def action_handoff_metric(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
         """Rasa counts handoffs with this action; kefu records ``HandoffRequested`` instead."""
 
     async def action_hangup(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:

@@ -112,7 +112,9 @@ class _FlowBuilder:
             file=self.file,
             line=self.line,
             is_pattern=is_pattern,
-            translation=self.parse_translation(body.get("translation"), line_of(body, "translation")),
+            translation=self.parse_translation(
+                body.get("translation"), line_of(body, "translation")
+            ),
         )
         flow._sequence_next.update(self.sequence_next)
         self.check_reachable(flow)

@@ -188,7 +188,9 @@ class _Parser:
                 self.problem(line_of(data, key), f"unknown top-level key {key!r}")
         self.fixtures = self._named(data, "fixtures", self._fixture_slots)
         self.metadata = self._named(data, "metadata", self._metadata_values)
-        self.stubs = self._stubs(data.get("stub_custom_actions"), line_of(data, "stub_custom_actions"))
+        self.stubs = self._stubs(
+            data.get("stub_custom_actions"), line_of(data, "stub_custom_actions")
+        )
         cases: list[TestCase] = []
         seen: set[str] = set()
         for node, line in self._items(
@@ -284,7 +286,8 @@ class _Parser:
             for key in ("events", "responses"):
                 items = body.get(key) or []
                 if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-                    self.problem(line_of(body, key) or where, f"stub {name!r}: {key} must be a list")
+                    at = line_of(body, key) or where
+                    self.problem(at, f"stub {name!r}: {key} must be a list")
                     items = []
                 if key == "events" and not all(isinstance(i.get("event"), str) for i in items):
                     self.problem(line_of(body, key), f"stub {name!r}: each event needs 'event'")

@@ -45,7 +45,10 @@ class StubbingActionRunner:
     async def load_action_names(self) -> frozenset[str] | None:
         """Let a remote wrapped runner learn its actions up front, as the agent asks."""
         load = getattr(self._inner, "load_action_names", None)
-        return None if load is None else await load()  # type: ignore[no-any-return]
+        if load is None:
+            return None
+        names: frozenset[str] | None = await load()
+        return names
 
     async def close(self) -> None:
         """Close the wrapped runner, if it holds connections."""

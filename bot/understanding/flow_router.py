@@ -38,10 +38,15 @@ UNSURE_BAND = {"en": 0.1, "zh": 0.0}
 """English: best similarity less than this above the threshold ..."""
 MARGIN = {"en": 0.1, "zh": 0.0}
 """... and less than this above the runner-up: out of scope too ("yes", "April")."""
-LIFT = {"en": 0.0, "zh": 0.027}
-"""Chinese: the best flow must stand this far above the average of the flows (given three
-flows or more)."""
+LIFT = {"en": 0.0, "zh": 0.03}
+"""Chinese: the best flow must stand this far above the average of the others (given two
+others or more)."""
 RANKING_SIZE = 5
+SEARCH = "pattern_search"
+"""The knowledge base competes as if it were a flow: a message clearly closer to one of its
+questions than to any flow is out of scope for flows (and goes on to the knowledge base)."""
+SEARCH_MARGIN = {"en": 0.05, "zh": 0.02}
+"""How much closer to a knowledge question than to the best flow "clearly" is."""
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？;；])\s+|\s+-\s+")
 _BOILERPLATE = re.compile(
     r"\b(?:(?:this|a|the) )?(?:conversation )?flow (?:for|to|that|which)\b|"
@@ -70,12 +75,18 @@ class FlowRouter:
 
     @classmethod
     def for_flows(
-        cls, flows: Iterable[Flow], *, trained_intents: set[str], examples: Mapping[str, list[str]]
+        cls,
+        flows: Iterable[Flow],
+        *,
+        trained_intents: set[str],
+        examples: Mapping[str, list[str]],
+        questions: Iterable[tuple[str, str]] = (),
     ) -> FlowRouter | None:
         """The router for the flows that need it; None when every flow has training examples.
 
         ``examples`` maps an intent to its NLU examples: a routed flow's ``nlu_trigger``
-        intents lend it their examples (an intent with examples but too few to train on).
+        intents lend it their examples. ``questions`` are the knowledge base's ``(question,
+        language)`` pairs, which compete with the flows.
         """
         flows = list(flows)
         called = {s.call for f in flows for s in f.steps if isinstance(s, CallStep)}
@@ -86,11 +97,19 @@ class FlowRouter:
             if any(t.intent in trained_intents for t in flow.nlu_triggers):
                 continue
             texts[flow.id] = {lang: _flow_texts(flow, examples, lang) for lang in LANGUAGES}
-        return cls(texts) if texts else None
+        if not texts:
+            return None
+        searched: dict[str, list[str]] = {}
+        for question, language in questions:
+            searched.setdefault(_encoder_language(language), []).append(question)
+        if searched:
+            texts[SEARCH] = searched
+        return cls(texts)
 
     @property
     def flow_ids(self) -> tuple[str, ...]:
-        return self._flow_ids
+        """The flows this router may choose."""
+        return self._flow_ids[:-1] if self._flow_ids[-1:] == (SEARCH,) else self._flow_ids
 
     def warm_up(self, language: str = "en") -> None:
         """Embed the flows' texts for ``language`` now rather than on the first message."""
@@ -103,12 +122,19 @@ class FlowRouter:
         lang = _encoder_language(language or detect_language(text, default="en"))
         vector = encoder(lang).embed_one(text)
         similarities = self._flow_vectors(lang) @ vector
-        best = np.full(len(self._flow_ids), -1.0, dtype=np.float32)
+        best = np.full(len(self._flow_ids), 0.0, dtype=np.float32)
         np.maximum.at(best, self._owner[lang], similarities)
+        searched = 0.0
+        if self._flow_ids[-1] == SEARCH:
+            searched, best = float(best[-1]), best[:-1]
         order = np.argsort(-best)[:RANKING_SIZE]
-        ranking = tuple((self._flow_ids[i], float(max(best[i], 0.0))) for i in order)
-        lift = float(best.max() - best.mean()) if len(best) >= 3 else 1.0
-        return IntentPrediction(ranking=ranking, out_of_scope=_out_of_scope(ranking, lift, lang))
+        ranking = tuple((self._flow_ids[i], float(best[i])) for i in order)
+        others = np.delete(best, order[0])
+        lift = float(best[order[0]] - others.mean()) if len(others) >= 2 else 1.0
+        out_of_scope = searched > ranking[0][1] + SEARCH_MARGIN[lang] or _out_of_scope(
+            ranking, lift, lang
+        )
+        return IntentPrediction(ranking=ranking, out_of_scope=out_of_scope)
 
     def _flow_vectors(self, language: str) -> np.ndarray:
         with self._lock:
