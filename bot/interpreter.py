@@ -194,6 +194,12 @@ def _payload_entities(raw: str | None) -> tuple[dict[str, Any], ...]:
     return tuple({"entity": str(k), "value": v, "extractor": "payload"} for k, v in data.items())
 
 
+def set_slots_of(payload: str) -> dict[str, Any] | None:
+    """The slots a ``/SetSlots(...)`` payload sets; None when it is not one."""
+    match = _SET_SLOTS_PAYLOAD.match(payload.strip())
+    return _parse_set_slots(match.group("body")) if match else None
+
+
 def _parse_set_slots(body: str) -> dict[str, Any]:
     """``slot=value, other=value`` with Rasa's literals: true/false/null, numbers, quoted text."""
     slots: dict[str, Any] = {}

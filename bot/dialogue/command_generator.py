@@ -17,8 +17,8 @@ from bot.dialogue.turn import Turn
 from bot.domain import SlotDefinition
 from bot.flows.conditions import compile_condition
 from bot.flows.model import CallStep, Flow
-from bot.interpreter import Parse
-from bot.understanding.values import parse_slot_value
+from bot.interpreter import Parse, set_slots_of
+from bot.understanding.values import SlotValue, parse_slot_value
 
 DIGRESSION_CONFIDENCE = 0.6
 """An intent this confident interrupts a pending question instead of answering it."""
@@ -152,12 +152,30 @@ def looks_like_question(text: str) -> bool:
 def _answer(turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[str, str]):  # type: ignore[no-untyped-def]
     if not parse.text.strip():
         return None
+    typed = _typed_button(turn, slot, parse.text)
+    if typed is not None:
+        return typed
     answer = parse_slot_value(
         slot, parse.text, list(parse.entities), language=parse.language, synonyms=synonyms
     )
     if answer is not None and answer.source != "entity" and _needs_entity(slot):
         return None
     return answer
+
+
+def _typed_button(turn: Turn, slot: SlotDefinition, text: str) -> SlotValue | None:
+    """The customer typed the title of a button of the question (``Yes`` for a button
+    ``/SetSlots(confirm=true)``): the answer is that button's value."""
+    phrase = normalize_phrase(text)
+    for variation in turn.domain.responses.get(f"utter_ask_{slot.name}", ()):
+        titles = [(b.title, b.payload) for b in variation.buttons]
+        for translated in variation.button_translations.values():
+            titles += zip(translated, (b.payload for b in variation.buttons), strict=False)
+        for title, payload in titles:
+            values = set_slots_of(payload) if normalize_phrase(title) == phrase else None
+            if values and slot.name in values:
+                return SlotValue(values[slot.name], "parsed")
+    return None
 
 
 def _needs_entity(slot: SlotDefinition) -> bool:
