@@ -83,9 +83,7 @@ def routed(router: FlowRouter, text: str) -> str | None:
     return None if prediction.out_of_scope else prediction.ranking[0][0]
 
 
-@pytest.mark.parametrize(
-    ("messages", "least", "misrouted"), [(ENGLISH, 14, 1), (CHINESE, 11, 0)]
-)
+@pytest.mark.parametrize(("messages", "least", "misrouted"), [(ENGLISH, 14, 1), (CHINESE, 11, 0)])
 def test_in_scope_messages_reach_their_flow(
     router: FlowRouter, messages: list[tuple[str, str]], least: int, misrouted: int
 ) -> None:
