@@ -166,7 +166,7 @@ def _parse_condition(raw: Any, problem: _Report) -> tuple[dict[str, Any], ...]:
             or item.get("type", "slot") != "slot"
             or not isinstance(item.get("name"), str)
         ):
-            problem("a condition must be a predicate or a list of {type: slot, name, value}")
+            problem("a condition must be a list of {type: slot, name, value}")
             continue
         out.append({"type": "slot", "name": item["name"], "value": item.get("value")})
     return tuple(out)
