@@ -28,11 +28,13 @@ class StubbingActionRunner:
         self._names.update(stubs)
 
     def knows(self, name: str) -> bool:
+        """A stubbed action, or one the wrapped runner knows."""
         return name in self._names or (self._inner is not None and self._inner.knows(name))
 
     async def run(
         self, name: str, *, tracker: dict[str, Any], domain: dict[str, Any]
     ) -> ActionResult:
+        """The conversation's stub for ``name``, else the wrapped runner's result."""
         stub = self._stubs.get(str(tracker.get("sender_id")), {}).get(name)
         if stub is not None:
             return ActionResult(
