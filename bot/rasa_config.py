@@ -63,6 +63,9 @@ class RasaConfig:
     values: dict[str, str] = field(default_factory=dict)
     """Setting names (``KEFU_LLM_MODEL``...) to values, the lowest layer under the environment."""
     warnings: tuple[Problem, ...] = ()
+    search_source: Path | None = None
+    """The folder an ``EnterpriseSearchPolicy`` vector store indexes (``./docs``): kefu reads
+    its Markdown as the knowledge base when the project has no ``knowledge/``."""
 
 
 def read_rasa_config(root: Path) -> RasaConfig:
@@ -73,7 +76,9 @@ def read_rasa_config(root: Path) -> RasaConfig:
     generator = reader.pipeline(config)
     reader.policies(config)
     reader.endpoints(endpoints, generator)
-    return RasaConfig(values=reader.values, warnings=tuple(reader.warnings))
+    return RasaConfig(
+        values=reader.values, warnings=tuple(reader.warnings), search_source=reader.search_source
+    )
 
 
 class _Reader:
@@ -82,6 +87,7 @@ class _Reader:
         self.values: dict[str, str] = {}
         self.warnings: list[Problem] = []
         self.files: dict[str, str] = {}
+        self.search_source: Path | None = None
 
     def warn(self, kind: str, line: int | None, message: str) -> None:
         self.warnings.append(Problem(self.files.get(kind, str(self.root)), line, message))
@@ -140,13 +146,18 @@ class _Reader:
             if name not in _POLICIES_OK:
                 self.warn("config", line_of(item), f"policy '{name}' ignored: kefu runs flows")
                 continue
-            if name == "EnterpriseSearchPolicy" and "vector_store" in item:
-                self.warn(
-                    "config",
-                    line_of(item, "vector_store"),
-                    "EnterpriseSearchPolicy 'vector_store' ignored: kefu answers from the "
-                    "Markdown in knowledge/",
-                )
+            store = item.get("vector_store") if name == "EnterpriseSearchPolicy" else None
+            if store is None:
+                continue
+            source = store.get("source") if isinstance(store, Mapping) else None
+            folder = self.root / source if isinstance(source, str) and source else None
+            if folder is not None and folder.is_dir():
+                self.search_source = folder
+                use = f"kefu searches the Markdown in {source} (when there is no knowledge/)"
+                use += " with BM25, no embeddings"
+            else:
+                use = "kefu answers from the Markdown in knowledge/"
+            self.warn("config", line_of(item, "vector_store"), f"'vector_store' ignored: {use}")
 
     def endpoints(self, endpoints: Mapping[str, Any], generator: Mapping[str, Any] | None) -> None:
         for key in endpoints:

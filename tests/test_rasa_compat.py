@@ -14,6 +14,7 @@ from bot.agent import Agent
 from bot.cli import main
 from bot.errors import ProjectError, TargetNotEmptyError
 from bot.events import UserMessage
+from bot.knowledge import KnowledgeBase
 from bot.project import load_project
 from bot.rasa_config import read_rasa_config
 from bot.responses import ResponseRenderer
@@ -450,3 +451,26 @@ def test_init_command_refuses_a_directory_with_files(
     assert main(["init", str(tmp_path)]) == 1
     assert "not an empty directory" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_the_search_policys_folder_is_the_knowledge_base_when_there_is_none(
+    tmp_path: Path,
+) -> None:
+    root = write(
+        tmp_path,
+        {
+            "domain.yml": DOMAIN,
+            "config.yml": CONFIG.replace("type: faiss", "type: faiss\n          source: ./docs"),
+            "docs/restart_router.txt": "Unplug the router for thirty seconds, then plug it in.",
+        },
+    )
+
+    project = load_project(root)
+
+    assert project.knowledge_dir == root / "docs"
+    passages = KnowledgeBase.from_directory(root / "docs").search("how do I restart my router")
+    assert passages and passages[0].title == "restart router"
+    warnings = [str(w) for w in read_rasa_config(root).warnings]
+    assert any("kefu searches the Markdown in ./docs (when" in w for w in warnings)
+    (root / "knowledge").mkdir()
+    assert load_project(root).knowledge_dir == root / "knowledge"
