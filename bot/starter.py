@@ -1,4 +1,4 @@
-"""``kefu init``: copy the starter project (``bot/starter/``) into a directory.
+"""``kefu init``: copy the starter project (``bot/starter_project/``) into a directory.
 
 The starter is a small Rasa CALM project a developer can grow: a domain with English and
 Chinese responses, three flows routed by their descriptions, a custom action, a knowledge
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bot.errors import TargetNotEmptyError
 
-STARTER = Path(__file__).parent / "starter"
+STARTER = Path(__file__).parent / "starter_project"
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".kefu", "*.db")
 
 
