@@ -1,4 +1,5 @@
-"""A Rasa project's ``config.yml`` and ``endpoints.yml``, read for what kefu can use.
+"""A Rasa project's ``config.yml``, ``endpoints.yml`` and ``credentials.yml``, read for what
+kefu can use.
 
 What maps onto kefu's settings (the environment still wins, see `bot.settings`):
 
@@ -11,7 +12,8 @@ What maps onto kefu's settings (the environment still wins, see `bot.settings`):
 - ``config.yml`` ``language`` is the bot's default language (read by `bot.project`).
 
 What kefu does not do is a :class:`~bot.errors.Problem` in ``warnings``, naming the key: a
-voice channel's silence handling, a vector store, an NLG rephraser, tracker and lock stores,
+``credentials.yml`` channel other than REST (kefu's channels come from its settings), a voice
+channel's silence handling, a vector store, an NLG rephraser, tracker and lock stores,
 event brokers, NLU pipeline components (kefu trains its own classifier), model providers that
 do not speak OpenAI's API. Nothing here raises: a malformed file is a warning too.
 """
@@ -43,6 +45,11 @@ _CONFIG_KEYS = frozenset({"recipe", "language", "assistant_id", "pipeline", "pol
 _CONFIG_UNSUPPORTED = {
     "additional_languages": "kefu answers in the customer's language from each response's "
     "'translation'",
+}
+_CHANNEL_HINTS = {
+    "telegram": "set TELEGRAM_BOT_TOKEN (and TELEGRAM_WEBHOOK_URL for webhooks)",
+    "slack": "kefu uses Slack as the agents' desk (SLACK_BOT_TOKEN, SLACK_HANDOFF_CHANNEL)",
+    "socketio": "kefu serves its own web chat at /",
 }
 _ENDPOINT_UNSUPPORTED = {
     "tracker_store": "kefu keeps conversations in KEFU_DATABASE_URL",
@@ -76,6 +83,7 @@ def read_rasa_config(root: Path) -> RasaConfig:
     generator = reader.pipeline(config)
     reader.policies(config)
     reader.endpoints(endpoints, generator)
+    reader.credentials(reader.load("credentials"))
     return RasaConfig(
         values=reader.values, warnings=tuple(reader.warnings), search_source=reader.search_source
     )
@@ -204,6 +212,14 @@ class _Reader:
                 line_of(section, "actions_module"),
                 f"actions_module '{module}' ignored: kefu loads the project's 'actions' package",
             )
+
+    def credentials(self, channels: Mapping[str, Any]) -> None:
+        """Rasa's channels: kefu's come from its own settings; REST is always on."""
+        for key in channels:
+            if key == "rest":
+                continue
+            hint = _CHANNEL_HINTS.get(str(key), "kefu's channels are REST, the web chat, Telegram")
+            self.warn("credentials", line_of(channels, key), f"channel '{key}' ignored: {hint}")
 
     def model(self, model: Mapping[str, Any]) -> None:
         provider = str(model.get("provider", "openai"))

@@ -474,3 +474,13 @@ def test_the_search_policys_folder_is_the_knowledge_base_when_there_is_none(
     assert any("kefu searches the Markdown in ./docs (when" in w for w in warnings)
     (root / "knowledge").mkdir()
     assert load_project(root).knowledge_dir == root / "knowledge"
+
+
+def test_rasa_channels_other_than_rest_are_warnings(tmp_path: Path) -> None:
+    root = write(tmp_path, {"credentials.yml": "rest:\ntelegram:\n  access_token: x\nrasa: {}\n"})
+
+    warnings = [str(w) for w in read_rasa_config(root).warnings]
+
+    assert len(warnings) == 2
+    assert "credentials.yml:2: channel 'telegram' ignored: set TELEGRAM_BOT_TOKEN" in warnings[0]
+    assert "channel 'rasa' ignored" in warnings[1]
