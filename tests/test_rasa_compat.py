@@ -12,6 +12,7 @@ import pytest
 from bot.actions import InProcessActionRunner
 from bot.agent import Agent
 from bot.cli import main
+from bot.domain import SlotDefinition
 from bot.errors import ProjectError, TargetNotEmptyError
 from bot.events import UserMessage
 from bot.knowledge import KnowledgeBase
@@ -22,6 +23,7 @@ from bot.settings import Settings
 from bot.starter import init_project
 from bot.testing.e2e import run_tests
 from bot.testing.e2e_format import parse_test_file
+from bot.understanding.values import parse_slot_value
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -484,3 +486,85 @@ def test_rasa_channels_other_than_rest_are_warnings(tmp_path: Path) -> None:
     assert len(warnings) == 2
     assert "credentials.yml:2: channel 'telegram' ignored: set TELEGRAM_BOT_TOKEN" in warnings[0]
     assert "channel 'rasa' ignored" in warnings[1]
+
+
+# --- answers without an LLM -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("it's @foo", "@foo"),
+        ("It’s Jane Bar", "Jane Bar"),
+        ("just Bart", "Bart"),
+        ("the handle is @bar.", "@bar"),
+        ("@MaryLu", "@MaryLu"),
+        (
+            "it's broken since Monday and the screen flickers",
+            "it's broken since Monday and the screen flickers",
+        ),
+    ],
+)
+def test_short_free_text_answers_lose_their_lead_in(text: str, value: str) -> None:
+    slot = SlotDefinition("handle", type="text")
+
+    answer = parse_slot_value(slot, text, [], language="en")
+
+    assert answer is not None and answer.value == value
+
+
+async def test_typing_a_buttons_title_answers_with_its_value(tmp_path: Path) -> None:
+    project = load_project(
+        write(
+            tmp_path / "p",
+            {
+                "domain.yml": """\
+                    version: "3.1"
+                    slots:
+                      confirm_removal:
+                        type: text
+                    responses:
+                      utter_ask_confirm_removal:
+                        - text: "Remove it?"
+                          buttons:
+                            - title: "Yes"
+                              payload: "/SetSlots(confirm_removal=true)"
+                            - title: "No, keep it"
+                              payload: "/SetSlots(confirm_removal=false)"
+                      utter_removed:
+                        - text: "Removed."
+                      utter_kept:
+                        - text: "Kept."
+                """,
+                "data/flows.yml": """\
+                    flows:
+                      remove_contact:
+                        description: Remove a contact from the list.
+                        steps:
+                          - collect: confirm_removal
+                            next:
+                              - if: slots.confirm_removal is true
+                                then:
+                                  - action: utter_removed
+                                    next: END
+                              - else:
+                                  - action: utter_kept
+                                    next: END
+                """,
+            },
+        )
+    )
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
+    bot = await Agent.create(project, settings=settings)
+    try:
+
+        async def say(cid: str, text: str) -> list[str | None]:
+            message = UserMessage(channel="rest", conversation_id=cid, sender_id="u", text=text)
+            return [m.text for m in (await bot.process(message)).messages]
+
+        assert "Remove it?" in await say("rest:a", "please remove a contact")
+        assert "Removed." in await say("rest:a", "yes")
+        assert "Remove it?" in await say("rest:b", "please remove a contact")
+        assert "Kept." in await say("rest:b", "No, keep it!")
+    finally:
+        await bot.close()

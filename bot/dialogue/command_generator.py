@@ -64,7 +64,9 @@ def generate_commands(
     phrase = normalize_phrase(parse.text)
     pending = collecting(stack)
     pending_slot = turn.domain.slots.get(str(pending.get("collect"))) if pending else None
-    answer = _answer(turn, parse, pending_slot, synonyms) if pending_slot else None
+    answer = None
+    if pending and pending_slot:
+        answer = _answer(turn, parse, pending_slot, synonyms, question=str(pending.get("utter")))
 
     if phrase in _HUMAN:
         return [cmd.HumanHandoff()]
@@ -149,10 +151,12 @@ def looks_like_question(text: str) -> bool:
     return any(word in stripped for word in _QUESTION_WORDS)
 
 
-def _answer(turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[str, str]):  # type: ignore[no-untyped-def]
+def _answer(  # type: ignore[no-untyped-def]
+    turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[str, str], *, question: str
+):
     if not parse.text.strip():
         return None
-    typed = _typed_button(turn, slot, parse.text)
+    typed = _typed_button(turn, slot, parse.text, question)
     if typed is not None:
         return typed
     answer = parse_slot_value(
@@ -163,11 +167,11 @@ def _answer(turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[st
     return answer
 
 
-def _typed_button(turn: Turn, slot: SlotDefinition, text: str) -> SlotValue | None:
-    """The customer typed the title of a button of the question (``Yes`` for a button
-    ``/SetSlots(confirm=true)``): the answer is that button's value."""
+def _typed_button(turn: Turn, slot: SlotDefinition, text: str, question: str) -> SlotValue | None:
+    """The customer typed the title of a button of the ``question`` response (``Yes`` for a
+    button ``/SetSlots(confirm=true)``): the answer is that button's value."""
     phrase = normalize_phrase(text)
-    for variation in turn.domain.responses.get(f"utter_ask_{slot.name}", ()):
+    for variation in turn.domain.responses.get(question, ()):
         titles = [(b.title, b.payload) for b in variation.buttons]
         for translated in variation.button_translations.values():
             titles += zip(translated, (b.payload for b in variation.buttons), strict=False)
