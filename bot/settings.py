@@ -46,6 +46,7 @@ class Settings:
     """A Jinja prompt for the LLM command generator (a Rasa project's ``prompt_template``)."""
 
     api_token: str | None = None
+    rest_token: str | None = None
     handoff_sla: float = constants.DEFAULT_HANDOFF_SLA
     handoff_max_wait: float = constants.DEFAULT_HANDOFF_MAX_WAIT
     csat_delay: float = constants.DEFAULT_CSAT_DELAY
@@ -88,6 +89,7 @@ class Settings:
             llm_timeout=reader.number("KEFU_LLM_TIMEOUT", constants.DEFAULT_LLM_TIMEOUT),
             llm_prompt_template=reader.text("KEFU_LLM_PROMPT_TEMPLATE"),
             api_token=reader.text("KEFU_API_TOKEN"),
+            rest_token=reader.text("KEFU_REST_TOKEN"),
             handoff_sla=reader.number("KEFU_HANDOFF_SLA", constants.DEFAULT_HANDOFF_SLA),
             handoff_max_wait=reader.number(
                 "KEFU_HANDOFF_MAX_WAIT", constants.DEFAULT_HANDOFF_MAX_WAIT
