@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import constants
 from bot.channel import Channel
@@ -39,13 +39,16 @@ from bot.errors import (
 )
 from bot.events import BotMessage, Event, SlotSet, UserMessage
 from bot.interpreter import Interpreter, Parse
-from bot.ports import ActionRunner, AnswerBackend, ConversationStore, HandoffDesk
+from bot.ports import ActionRunner, AnswerBackend, CommandSource, ConversationStore, HandoffDesk
 from bot.privacy import mask_card_numbers
 from bot.project import Project
 from bot.recent_events import RecentEvents
 from bot.responses import ResponseRenderer
 from bot.settings import Settings
 from bot.state import ConversationState
+
+if TYPE_CHECKING:
+    from bot.llm import LLM
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +82,12 @@ class Agent:
         action_runner: ActionRunner | None = None,
         answer_backend: AnswerBackend | None = None,
         desk: HandoffDesk | None = None,
+        command_source: CommandSource | None = None,
+        llm: LLM | None = None,
     ) -> None:
         self.project = project
+        self.command_source = command_source
+        self.llm = llm
         self.settings = settings
         self.store = store
         self.interpreter = interpreter
@@ -111,6 +118,7 @@ class Agent:
         """Build an agent: train or load the models; default backends for what is not given."""
         from bot.actions import create_action_runner
         from bot.knowledge import KnowledgeAnswerer, KnowledgeBase
+        from bot.llm import build_llm
         from bot.store import open_store
 
         interpreter = await asyncio.to_thread(
@@ -126,8 +134,15 @@ class Agent:
             action_runner = create_action_runner(
                 project_dir=project.root, endpoint=settings.action_endpoint
             )
+        llm = None
         if answer_backend is None and project.knowledge_dir is not None:
-            answer_backend = KnowledgeAnswerer(KnowledgeBase.from_directory(project.knowledge_dir))
+            knowledge = KnowledgeBase.from_directory(project.knowledge_dir)
+            answer_backend = KnowledgeAnswerer(knowledge)
+            llm = build_llm(settings, project, knowledge=knowledge, offline=answer_backend)
+        elif answer_backend is None:
+            llm = build_llm(settings, project, knowledge=None, offline=None)
+        if llm is not None:
+            answer_backend = llm.answerer
         return cls(
             project,
             settings=settings,
@@ -136,6 +151,8 @@ class Agent:
             action_runner=action_runner,
             answer_backend=answer_backend,
             desk=desk,
+            command_source=llm.router if llm is not None else None,
+            llm=llm,
         )
 
     # --- channels and lifecycle ---------------------------------------------------------
@@ -162,6 +179,8 @@ class Agent:
         closer = getattr(self.action_runner, "close", None)
         if closer is not None:
             await closer()
+        if self.llm is not None:
+            await self.llm.close()
         await self.store.close()
 
     # --- turns --------------------------------------------------------------------------
@@ -283,6 +302,8 @@ class Agent:
                 return turn
             state.paused = False  # the desk went away: the bot takes the conversation back
         commands = self._commands(turn, message, parse, command)
+        if self.command_source is not None and command is None:
+            commands = await self.command_source.commands(turn, parse, commands)
         self.executor.apply(turn, commands)
         await self.executor.advance(turn)
         state.remember(turn.events)

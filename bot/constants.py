@@ -32,3 +32,27 @@ DELIVERY_LEASE = 30.0
 
 DEFAULT_SESSION_EXPIRATION_MINUTES = 60.0
 CACHE_DIR = ".kefu"
+
+# --- LLM backend (bot/llm/) ---------------------------------------------------------------
+LLM_MAX_ATTEMPTS = 4
+"""Attempts per LLM call (429, 5xx and lost connections are retried) within its deadline."""
+LLM_BACKOFF_BASE = 0.25
+LLM_BACKOFF_MAX = 2.0
+"""Seconds between attempts: base, doubled each time, capped (a ``Retry-After`` wins)."""
+LLM_BREAKER_THRESHOLD = 3
+"""Failed calls in a row after which the circuit opens (calls fail at once)."""
+LLM_BREAKER_COOLDOWN = 30.0
+"""Seconds the circuit stays open before one trial call goes out."""
+LLM_MAX_COMPLETION_TOKENS = 400
+LLM_MAX_ANSWER_CHARS = 700
+"""A grounded answer longer than this is cut at a sentence end."""
+LLM_HISTORY_TURNS = 6
+"""Utterances of the conversation a prompt carries (the latest ones)."""
+LLM_PASSAGES = 3
+"""Knowledge passages a grounded-answer prompt carries."""
+LLM_PASSAGE_CHARS = 1200
+LLM_SLOT_CHARS = 200
+"""Each slot value in a prompt is cut to this many characters."""
+LLM_ROUTING_MODES = ("unsure", "always")
+"""When the LLM is asked for commands: when understanding is unsure or no flow matches
+(default), or on every typed message (Rasa CALM's way)."""

@@ -20,7 +20,7 @@ from bot.understanding.training_data import TrainingData
 
 _INTENT_PAYLOAD = re.compile(r"^/(?P<intent>[\w.-]+)(?P<entities>\{.*\})?\s*$", re.DOTALL)
 _SET_SLOTS_PAYLOAD = re.compile(r"^/SetSlots\((?P<body>.*)\)\s*$", re.DOTALL)
-BUILTIN_INTENTS = ("session_start", "restart")
+BUILTIN_INTENTS = ("session_start", "restart", "human_handoff")
 
 
 @dataclass(frozen=True)

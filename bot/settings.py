@@ -40,6 +40,8 @@ class Settings:
     openai_base_url: str | None = None
     llm_model: str | None = None
     llm_timeout: float = constants.DEFAULT_LLM_TIMEOUT
+    llm_routing: str = "unsure"
+    llm_approved_only: bool = False
 
     api_token: str | None = None
     handoff_sla: float = constants.DEFAULT_HANDOFF_SLA
@@ -75,6 +77,8 @@ class Settings:
             openai_base_url=reader.url("OPENAI_BASE_URL"),
             llm_model=reader.text("KEFU_LLM_MODEL"),
             llm_timeout=reader.number("KEFU_LLM_TIMEOUT", constants.DEFAULT_LLM_TIMEOUT),
+            llm_routing=reader.choice("KEFU_LLM_ROUTING", constants.LLM_ROUTING_MODES),
+            llm_approved_only=reader.boolean("KEFU_LLM_APPROVED_ONLY"),
             api_token=reader.text("KEFU_API_TOKEN"),
             handoff_sla=reader.number("KEFU_HANDOFF_SLA", constants.DEFAULT_HANDOFF_SLA),
             handoff_max_wait=reader.number(
@@ -105,6 +109,21 @@ class _Reader:
         if value is not None and "://" not in value:
             raise SettingsError(f"{name} must be a URL with a scheme, got {value!r}")
         return value.rstrip("/") if value else None
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        """One of ``options`` (the first is the default), case-insensitive."""
+        value = (self.text(name) or options[0]).lower()
+        if value not in options:
+            raise SettingsError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = (self.text(name) or "false").lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name} must be true or false, got {value!r}")
 
     def number(self, name: str, default: float) -> float:
         value = self.optional_number(name)

@@ -23,7 +23,9 @@ from bot.yamlio import line_of
 if TYPE_CHECKING:
     from bot.project import Project, Source
 
-BUILTIN_INTENTS = frozenset({"session_start", "restart", "back", "out_of_scope", "nlu_fallback"})
+BUILTIN_INTENTS = frozenset(
+    {"session_start", "restart", "human_handoff", "back", "out_of_scope", "nlu_fallback"}
+)
 """Intents Rasa provides without declaration."""
 BUILTIN_SLOTS = frozenset({"requested_slot", "session_started_metadata"})
 _SLOT_REFERENCE = re.compile(r"\bslots\.([A-Za-z_][\w-]*)")

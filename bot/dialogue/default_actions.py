@@ -190,6 +190,8 @@ class DefaultActions:
             conversation_id=turn.state.conversation_id,
             history=tuple(turn.state.transcript),
             slots={k: v for k, v in turn.state.slots.items() if v is not None},
+            sentiment=_sentiment(turn.parse),
+            deadline=turn.llm_deadline,
         )
         try:
             answer = await self.answer_backend.answer(request)
@@ -210,10 +212,26 @@ class DefaultActions:
             BotMessage(
                 conversation_id=turn.state.conversation_id,
                 text=answer.text,
+                buttons=answer.buttons,
+                response=answer.response,
                 metadata={"sources": list(answer.sources)},
             )
         )
         return True
+
+    async def action_repeat_bot_messages(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> None:
+        """Say again what the bot said after the customer's previous message."""
+        said: list[str] = []
+        for speaker, text in reversed(turn.state.transcript):
+            if speaker != "bot":
+                break
+            said.insert(0, text)
+        for text in said:
+            turn.say(BotMessage(conversation_id=turn.state.conversation_id, text=text))
+        if not said:
+            executor.utter(turn, "utter_ask_rephrase", frame)
 
     async def action_human_handoff(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
         reason = str(frame.get("reason") or "customer asked for a human")
@@ -227,3 +245,11 @@ class DefaultActions:
         executor.utter(turn, "utter_human_handoff_requested", frame)
         turn.state.paused = True
         turn.emit(ConversationPaused())
+
+
+def _sentiment(parse: dict[str, Any]) -> float | None:
+    """The message's sentiment score (-1 to 1), when understanding put one on it."""
+    value = parse.get("sentiment")
+    if isinstance(value, dict):
+        value = value.get("score")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

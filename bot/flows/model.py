@@ -173,6 +173,7 @@ DEFAULT_ACTIONS = frozenset(
         "action_clarify_flows",
         "action_trigger_chitchat",
         "action_trigger_search",
+        "action_repeat_bot_messages",
         "action_human_handoff",
         "action_clean_stack",
     }

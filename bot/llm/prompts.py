@@ -1,0 +1,54 @@
+"""Jinja2 prompt templates: kefu's defaults, which a project may override file by file.
+
+A project's ``prompts/NAME.jinja2`` replaces kefu's template of that name (``answer``,
+``commands``, ``approved``, and the ``persona`` and ``rules`` they include), so a shop can
+change its assistant's persona alone. A Rasa project's command prompt template works as the
+``commands`` template: it gets the variables Rasa gives its own (``available_flows``,
+``current_flow``, ``current_slot``, ``flow_slots``, ``current_conversation``, ``user_message``).
+Templates render in Jinja2's sandbox.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from bot.errors import SettingsError
+
+_BUILTIN = Path(__file__).parent / "prompt_templates"
+PROMPTS_DIR = "prompts"
+"""The folder of a project's own templates."""
+
+
+class PromptTemplates:
+    """Renders the named templates, a project's own before kefu's."""
+
+    def __init__(
+        self, project_dir: Path | None = None, *, overrides: dict[str, Path] | None = None
+    ) -> None:
+        folders = [str(project_dir / PROMPTS_DIR)] if project_dir is not None else []
+        loaders: list[jinja2.BaseLoader] = []
+        if overrides:
+            mapping: dict[str, str] = {}
+            for name, path in overrides.items():
+                try:
+                    mapping[f"{name}.jinja2"] = path.read_text(encoding="utf-8")
+                except OSError as err:
+                    raise SettingsError(f"prompt template {path} cannot be read: {err}") from None
+            loaders.append(jinja2.DictLoader(mapping))
+        loaders.append(jinja2.FileSystemLoader([*folders, str(_BUILTIN)]))
+        self._env = SandboxedEnvironment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
+
+    def render(self, name: str, **variables: Any) -> str:
+        """The template ``name`` (without ``.jinja2``) rendered with ``variables``, stripped."""
+        template = self._env.get_template(f"{name}.jinja2")
+        return template.render(**variables).strip()
