@@ -166,7 +166,8 @@ class DefaultActions:
         self, turn: Turn, frame: Frame, executor: FlowExecutor
     ) -> None:
         intent = (turn.parse.get("intent") or {}).get("name")
-        if intent and executor.utter(turn, f"utter_{intent}", frame):
+        decided_by_model = "commands" in turn.parse  # the intent was not sure enough to count
+        if intent and not decided_by_model and executor.utter(turn, f"utter_{intent}", frame):
             return
         if await self.answer(turn, "chitchat", executor):
             return

@@ -45,7 +45,7 @@ class PromptTemplates:
             autoescape=False,
             trim_blocks=True,
             lstrip_blocks=True,
-            keep_trailing_newline=False,
+            keep_trailing_newline=True,
         )
 
     def render(self, name: str, **variables: Any) -> str:

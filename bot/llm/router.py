@@ -11,6 +11,7 @@ fails, the offline commands stand.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -71,13 +72,12 @@ class LLMRouter:
         self, turn: Turn, parse: Parse, offline: list[cmd.Command]
     ) -> list[cmd.Command]:
         """The model's cleaned commands, or ``offline`` when it has nothing usable."""
+        typed = parse.text.strip() and not (parse.from_payload or parse.unknown_payload)
+        if typed and guard.is_injection(parse.text):
+            # Never sent to the model; the answer backend refuses it, whatever the mode.
+            log.info("commands for %s: instructions-override attempt", turn.state.conversation_id)
+            return self._decided(turn, [cmd.Search()])
         if not self.wanted(parse, offline):
-            return offline
-        if guard.is_injection(parse.text):
-            log.info(
-                "commands for %s: instructions-override attempt not sent",
-                turn.state.conversation_id,
-            )
             return offline
         if turn.llm_deadline is None:
             turn.llm_deadline = time.monotonic() + self.client.timeout
@@ -107,7 +107,14 @@ class LLMRouter:
             len(parsed),
             len(cleaned),
         )
-        return cleaned or offline
+        return self._decided(turn, cleaned) if cleaned else offline
+
+    def _decided(self, turn: Turn, commands: list[cmd.Command]) -> list[cmd.Command]:
+        """Record the model's commands on the message's parse data, as Rasa does."""
+        turn.parse["commands"] = [
+            {"command": type(c).__name__, **dataclasses.asdict(c)} for c in commands
+        ]
+        return commands
 
     def prompt(self, turn: Turn, parse: Parse) -> tuple[list[dict[str, str]], Redactor]:
         """The messages for the model (system: the rendered template; user: the message)."""
