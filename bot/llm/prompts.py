@@ -24,31 +24,33 @@ PROMPTS_DIR = "prompts"
 
 
 class PromptTemplates:
-    """Renders the named templates, a project's own before kefu's."""
+    """Renders the named templates, a project's own before kefu's.
+
+    ``overrides`` maps a template name to a file given in configuration (a Rasa
+    ``prompt_template``); those render with Jinja2's default whitespace rules, as Rasa renders
+    them, while kefu's own and ``prompts/`` templates trim the line after a block tag.
+    """
 
     def __init__(
         self, project_dir: Path | None = None, *, overrides: dict[str, Path] | None = None
     ) -> None:
         folders = [str(project_dir / PROMPTS_DIR)] if project_dir is not None else []
-        loaders: list[jinja2.BaseLoader] = []
-        if overrides:
-            mapping: dict[str, str] = {}
-            for name, path in overrides.items():
-                try:
-                    mapping[f"{name}.jinja2"] = path.read_text(encoding="utf-8")
-                except OSError as err:
-                    raise SettingsError(f"prompt template {path} cannot be read: {err}") from None
-            loaders.append(jinja2.DictLoader(mapping))
-        loaders.append(jinja2.FileSystemLoader([*folders, str(_BUILTIN)]))
         self._env = SandboxedEnvironment(
-            loader=jinja2.ChoiceLoader(loaders),
+            loader=jinja2.FileSystemLoader([*folders, str(_BUILTIN)]),
             autoescape=False,
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
+        self._overrides: dict[str, jinja2.Template] = {}
+        plain = SandboxedEnvironment(autoescape=False)
+        for name, path in (overrides or {}).items():
+            try:
+                self._overrides[name] = plain.from_string(path.read_text(encoding="utf-8"))
+            except OSError as err:
+                raise SettingsError(f"prompt template {path} cannot be read: {err}") from None
 
     def render(self, name: str, **variables: Any) -> str:
         """The template ``name`` (without ``.jinja2``) rendered with ``variables``, stripped."""
-        template = self._env.get_template(f"{name}.jinja2")
+        template = self._overrides.get(name) or self._env.get_template(f"{name}.jinja2")
         return template.render(**variables).strip()
