@@ -57,6 +57,33 @@ class LLMRouter:
         self.domain = domain
         self.templates = templates
         self.mode = mode
+        self._descriptions = _slot_descriptions(flows)
+        self._flow_slots = {
+            flow.id: sorted(
+                name
+                for name in collected_slots(flows, flow)
+                if name in domain.slots and not is_action_owned(domain.slots[name])
+            )
+            for flow in flows.flows.values()
+        }
+        self._catalogue = [
+            (
+                flow.guard,
+                {
+                    "name": flow.id,
+                    "description": " ".join((flow.description or flow.readable_name).split()),
+                    "slots": [
+                        {
+                            "name": name,
+                            "description": self._descriptions.get(name),
+                            "allowed_values": list(domain.slots[name].values),
+                        }
+                        for name in self._flow_slots[flow.id]
+                    ],
+                },
+            )
+            for flow in flows.user_flows()
+        ]
 
     def wanted(self, parse: Parse, offline: Sequence[cmd.Command]) -> bool:
         """Whether this message goes to the model at all."""
@@ -136,8 +163,10 @@ class LLMRouter:
             available_flows=self._available_flows(slots),
             current_flow=active_flow.id if active_flow else None,
             current_slot=current_slot,
-            current_slot_description=self._slot_description(current_slot),
-            flow_slots=self._flow_slots(active_flow.id if active_flow else None, slots, redactor),
+            current_slot_description=self._descriptions.get(current_slot or ""),
+            flow_slots=self._flow_slots_now(
+                active_flow.id if active_flow else None, slots, redactor
+            ),
             current_conversation=conversation,
             user_message=user_message,
             language=turn.language,
@@ -149,39 +178,19 @@ class LLMRouter:
         return messages, redactor
 
     def _available_flows(self, slots: dict[str, Any]) -> list[dict[str, Any]]:
-        flows = []
-        for flow in self.flows.user_flows():
-            if flow.guard is not None and not compile_condition(flow.guard).evaluate(slots):
-                continue
-            flows.append(
-                {
-                    "name": flow.id,
-                    "description": " ".join((flow.description or flow.readable_name).split()),
-                    "slots": [
-                        {
-                            "name": name,
-                            "description": self._slot_description(name),
-                            "allowed_values": list(self.domain.slots[name].values),
-                        }
-                        for name in sorted(collected_slots(self.flows, flow))
-                        if name in self.domain.slots
-                        and not is_action_owned(self.domain.slots[name])
-                    ],
-                }
-            )
-        return flows
+        """The flows the customer may start now (their guards hold), as the template wants them."""
+        return [
+            flow
+            for guard_condition, flow in self._catalogue
+            if guard_condition is None or compile_condition(guard_condition).evaluate(slots)
+        ]
 
-    def _flow_slots(
+    def _flow_slots_now(
         self, flow_id: str | None, slots: dict[str, Any], redactor: Redactor
     ) -> list[dict[str, Any]]:
-        flow = self.flows.get(flow_id) if flow_id else None
-        if flow is None:
-            return []
         out = []
-        for name in sorted(collected_slots(self.flows, flow)):
-            definition = self.domain.slots.get(name)
-            if definition is None or is_action_owned(definition):
-                continue
+        for name in self._flow_slots.get(flow_id or "", ()):
+            definition = self.domain.slots[name]
             value = slots.get(name)
             out.append(
                 {
@@ -191,17 +200,17 @@ class LLMRouter:
                     else redactor.redact(str(value))[: constants.LLM_SLOT_CHARS],
                     "type": definition.type,
                     "allowed_values": list(definition.values),
-                    "description": self._slot_description(name),
+                    "description": self._descriptions.get(name),
                 }
             )
         return out
 
-    def _slot_description(self, name: str | None) -> str | None:
-        """The description of the first collect step asking for ``name``."""
-        if name is None:
-            return None
-        for flow in self.flows.user_flows():
-            for step in flow.collect_steps():
-                if step.collect == name and step.description:
-                    return " ".join(step.description.split())
-        return None
+
+def _slot_descriptions(flows: FlowsList) -> dict[str, str]:
+    """Each slot's description: that of the first collect step asking for it."""
+    found: dict[str, str] = {}
+    for flow in flows.user_flows():
+        for step in flow.collect_steps():
+            if step.description and step.collect not in found:
+                found[step.collect] = " ".join(step.description.split())
+    return found

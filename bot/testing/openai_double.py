@@ -95,8 +95,11 @@ Responder = Callable[[RecordedRequest], Reply]
 class OpenAIDouble:
     """``POST /v1/chat/completions`` (and ``GET /v1/models``) on 127.0.0.1 at a free port."""
 
-    def __init__(self, *, default_text: str = "OK", model: str = "double-model") -> None:
+    def __init__(
+        self, *, default_text: str = "OK", model: str = "double-model", record: bool = True
+    ) -> None:
         self.default_text = default_text
+        self.record = record
         self.model = model
         self.responder: Responder | None = None
         """Answers when no scripted reply is left (default: ``default_text``)."""
@@ -174,7 +177,8 @@ class OpenAIDouble:
         recorded = RecordedRequest(
             body=body, headers=dict(request.headers), received_at=time.time()
         )
-        self.requests.append(recorded)
+        if self.record:
+            self.requests.append(recorded)
         if self._script:
             reply = self._script.popleft()
         elif self.responder is not None:
@@ -238,3 +242,39 @@ class _InProcessServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+async def serve(*, port: int, delay: float, text: str) -> None:
+    """Serve the double on 127.0.0.1:``port`` until cancelled, every call answered with ``text``
+    after ``delay`` seconds (for benchmarks, and to try kefu's LLM path without a model)."""
+    double = OpenAIDouble(default_text=text, record=False)
+    double.responder = lambda request: Reply(text=text, delay=delay)
+    config = uvicorn.Config(
+        double.app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        ws="none",
+        http="h11",
+        backlog=2048,
+    )
+    await uvicorn.Server(config).serve()
+
+
+def main() -> None:
+    """``python -m bot.testing.openai_double [--port 8001] [--delay 0] [--text TEXT]``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="An OpenAI-compatible test server on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--text", default="NOT_SURE")
+    args = parser.parse_args()
+    print(f"OPENAI_BASE_URL=http://127.0.0.1:{args.port}/v1", flush=True)
+    asyncio.run(serve(port=args.port, delay=args.delay, text=args.text))
+
+
+if __name__ == "__main__":
+    main()
