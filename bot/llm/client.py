@@ -110,11 +110,14 @@ class LLMClient:
         self.temperature = temperature
         self.breaker = breaker or CircuitBreaker()
         # Local servers (Ollama, llama.cpp) need no key, but the client insists on one.
+        # aiohttp as the transport: with many calls in flight, httpx's connection pool scans
+        # every open connection per request, which costs more than the rest of a turn.
         self._client = openai.AsyncOpenAI(
             api_key=api_key or "no-key",
             base_url=base_url,
             max_retries=0,
             timeout=timeout,
+            http_client=openai.DefaultAioHttpClient(timeout=timeout),
         )
 
     async def close(self) -> None:
