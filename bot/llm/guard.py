@@ -16,29 +16,32 @@ _INJECTION = re.compile(
     "|".join(
         [
             # English: overriding, revealing, role play, fake context
-            r"\b(ignore|disregard|forget|override|bypass)\b.{0,30}\b(instructions?|rules?|prompts?|guidelines|polic(y|ies)|directions)\b",
+            r"\b(ignore|disregard|forget|override|bypass)\b.{0,30}\b(instructions?|rules?|prompts?"
+            r"|guidelines|polic(y|ies)|directions)\b",
             r"\b(reveal|show|print|repeat|output|display|tell me|give me|what (are|is|were)|leak"
             r"|dump|translate|summari[sz]e)\b.{0,30}\b(system|initial|hidden|original|developer"
             r"|your)\s+(prompt|instructions?|rules|message)",
             r"\b(system|developer)\s+prompt\b",
-            r"\byou are (now|no longer)\b",
+            r"\byou are now (a|an|my|the new)\b",
+            r"\byou are no longer (a|an|bound|restricted|limited)\b",
             r"\b(pretend|act as if) (you are|to be)\b",
             r"\b(developer|god|admin|debug|dan) mode\b",
             r"\bjailbreak",
-            r"\bfrom now on,? (you|your)\b",
+            r"\b(have|with) no (rules|restrictions|limits|filters)\b",
             r"\bnew (rules?|instructions?)\s*[:：]",
-            r"(^|\n)\s*[\[<(#*]*\s*(system|developer|assistant|admin|staff|operator)\s*[\]>)#*]*\s*[:：]",
+            r"(^|\n)\s*[\[<(#*]*\s*(system|developer|assistant|admin)\s*[\]>)#*]*\s*[:：]",
             r"<\|?(im_start|im_end|system|endoftext)\|?>",
             r"\[/?(inst|sys|system)\]",
             r"<</?sys>>",
             # Chinese: 忽略指令、泄露提示词、角色扮演、伪造系统消息
-            r"(忽略|无视|忘记|忘掉|不要理会|跳过|绕过).{0,12}(指令|指示|规则|提示|设定|要求|限制)",
-            r"(显示|告诉我|输出|重复|透露|泄露|打印|给我看|说出|翻译).{0,12}(系统提示|提示词|系统指令|指令|初始设定|你的规则|内部规则|设定)",
-            r"(系统|开发者|管理员|客服主管|工作人员)(消息|指令|通知)?\s*[:：]",
-            r"你现在(是|扮演|变成)",
-            r"(扮演|假装你是|假装成)",
+            r"(忽略|无视|忘记|忘掉|不要理会|绕过).{0,12}(指令|指示|规则|提示词|设定|限制)",
+            r"(显示|告诉我|输出|重复|透露|泄露|打印|给我看|说出|翻译).{0,12}(系统提示|提示词|系统指令"
+            r"|你的指令|初始设定|你的规则|内部规则)",
+            r"(^|\n)\s*[\[【(（]?\s*(系统|开发者|管理员)(消息|指令|通知)?\s*[\]】)）]?\s*[:：]",
+            r"你现在(是|成为|变成|扮演)(?![否不])",
+            r"(假装你是|假装成|角色扮演)",
             r"(开发者|上帝|管理员|调试)模式",
-            r"(从现在开始|从现在起|以后).{0,10}(你|规则)",
+            r"(从现在开始|从现在起)[，,]?.{0,6}你(要|必须|只能|得|就是)",
             r"新(的)?规则\s*[:：]",
         ]
     ),
@@ -52,6 +55,8 @@ _PROMISE = re.compile(
             r"(go ahead and |happily |gladly )?(issue|give|grant|offer|process|send|apply|add"
             r"|waive|credit|refund|compensate|approve)\w*\b.{0,30}\b(refund|discount|coupon"
             r"|voucher|credit|compensation|gift card|free|money back|reimburse)",
+            r"\b(i|we)\s*('ll|'ve|will|can|have|am going to|are going to)?\s*(refund|reimburse"
+            r"|compensate)(d|ed)?\s+(you|your|the)\b",
             r"\b(refund|discount|coupon|voucher|credit|compensation)\b.{0,20}\b(has been"
             r"|have been|is being|will be|is now)\s+(issued|applied|processed|sent|granted"
             r"|given|approved|added)",
