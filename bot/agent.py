@@ -48,7 +48,7 @@ from bot.settings import Settings
 from bot.state import ConversationState
 
 if TYPE_CHECKING:
-    from bot.llm import LLM
+    from bot.llm.backend import LLM
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Agent:
         """Build an agent: train or load the models; default backends for what is not given."""
         from bot.actions import create_action_runner
         from bot.knowledge import KnowledgeAnswerer, KnowledgeBase
-        from bot.llm import build_llm
+        from bot.llm.backend import build_llm
         from bot.store import open_store
 
         interpreter = await asyncio.to_thread(

@@ -11,8 +11,8 @@ import pytest_asyncio
 
 from bot.errors import SettingsError
 from bot.knowledge import KnowledgeAnswerer, KnowledgeBase
-from bot.llm import build_llm
 from bot.llm.answerer import LLMAnswerer
+from bot.llm.backend import build_llm
 from bot.llm.client import LLMClient
 from bot.llm.prompts import PromptTemplates
 from bot.ports import AnswerRequest
@@ -163,3 +163,17 @@ async def test_the_reference_shop_has_a_persona(tmp_path: Path) -> None:
     shutil.copytree(root / "prompts", tmp_path / "prompts")
     rendered = PromptTemplates(tmp_path).render("persona")
     assert "Kefu Shop" in rendered
+
+
+async def test_validate_reports_a_broken_prompt_template(tmp_path: Path) -> None:
+    shutil.copytree(PROJECT, tmp_path / "shop", ignore=shutil.ignore_patterns(".kefu"))
+    (tmp_path / "shop" / "prompts").mkdir()
+    broken = tmp_path / "shop" / "prompts" / "answer.jinja2"
+    broken.write_text("You help.\n{% if passages %}\nno end\n", encoding="utf-8")
+    from bot.errors import ProjectError
+
+    with pytest.raises(ProjectError) as caught:
+        load_project(tmp_path / "shop")
+    (problem,) = caught.value.problems
+    assert problem.file == str(broken) and problem.line is not None
+    assert problem.message.startswith("prompt template: Unexpected end of template")

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from bot.errors import SettingsError
+from bot.errors import Problem, SettingsError
 
 _BUILTIN = Path(__file__).parent / "prompt_templates"
 PROMPTS_DIR = "prompts"
@@ -54,3 +54,18 @@ class PromptTemplates:
         """The template ``name`` (without ``.jinja2``) rendered with ``variables``, stripped."""
         template = self._overrides.get(name) or self._env.get_template(f"{name}.jinja2")
         return template.render(**variables).strip()
+
+
+def template_problems(project_dir: Path) -> list[Problem]:
+    """A project's ``prompts/*.jinja2`` that do not parse, with file and line."""
+    folder = project_dir / PROMPTS_DIR
+    problems: list[Problem] = []
+    env = SandboxedEnvironment(autoescape=False)
+    for path in sorted(folder.glob("*.jinja2")) if folder.is_dir() else ():
+        try:
+            env.parse(path.read_text(encoding="utf-8"))
+        except jinja2.TemplateSyntaxError as err:
+            problems.append(Problem(str(path), err.lineno, f"prompt template: {err.message}"))
+        except (OSError, UnicodeDecodeError) as err:
+            problems.append(Problem(str(path), None, f"prompt template cannot be read: {err}"))
+    return problems
