@@ -222,3 +222,31 @@ def test_coerce_respects_float_bounds(project: Project) -> None:
     assert coerce(slot, "30") == (False, None)
     assert coerce(slot, "three") == (False, None)
     assert coerce(SlotDefinition(name="tags", type="list"), "a, b") == (True, ["a", "b"])
+
+
+def test_when_the_router_asks_the_model(project: Project) -> None:
+    from bot.interpreter import Parse
+    from bot.llm.client import LLMClient
+    from bot.llm.prompts import PromptTemplates
+    from bot.llm.router import LLMRouter
+
+    client = LLMClient(model="m", base_url="http://127.0.0.1:9/v1")
+    router = LLMRouter(
+        client=client, flows=project.flows, domain=project.domain, templates=PromptTemplates()
+    )
+
+    def parse(confidence: float, **extra: Any) -> Parse:
+        return Parse(text="text", language="en", intent="x", confidence=confidence, **extra)
+
+    assert router.wanted(parse(0.0), [cmd.Search()])
+    assert router.wanted(parse(0.3), [cmd.RejectValue("email", "text")])
+    assert router.wanted(parse(0.45), [cmd.StartFlow("track_order")])  # a hunch
+    assert not router.wanted(parse(0.9), [cmd.StartFlow("track_order")])
+    assert not router.wanted(parse(0.9), [cmd.SetSlot("email", "a@b.co")])
+    assert not router.wanted(parse(0.2), [cmd.SetSlot("email", "a@b.co")])  # answered
+    assert not router.wanted(parse(0.9), [cmd.ChitChat()])
+    assert not router.wanted(parse(1.0, from_payload=True), [cmd.Search()])
+    assert not router.wanted(parse(0.0), [cmd.InternalError("too long")])
+    router.mode = "always"
+    assert router.wanted(parse(0.9), [cmd.SetSlot("email", "a@b.co")])
+    assert not router.wanted(parse(1.0, from_payload=True), [cmd.StartFlow("track_order")])

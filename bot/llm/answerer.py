@@ -22,6 +22,7 @@ from typing import Any
 from bot import constants
 from bot.domain import Domain
 from bot.errors import LLMError
+from bot.events import BotMessage
 from bot.knowledge import KnowledgeBase, Passage, excerpt
 from bot.llm import guard
 from bot.llm.client import LLMClient
@@ -230,7 +231,7 @@ class LLMAnswerer:
             return None
         return Answer(text=message.text, buttons=message.buttons, response=name)
 
-    def _render(self, name: str, request: AnswerRequest) -> Any:
+    def _render(self, name: str, request: AnswerRequest) -> BotMessage | None:
         return self.renderer.render(
             name,
             conversation_id=request.conversation_id,

@@ -1,7 +1,8 @@
 """Routing into flows by the model's commands, when offline understanding cannot.
 
-Asked only when understanding is unsure or no flow matches (``unsure``, the default), or on
-every typed message (``always``, Rasa CALM's way). Button payloads, platform commands and
+Asked only when understanding is unsure (a flow would start on an intent below the confidence
+that lets it interrupt a question) or no flow matches (``unsure``, the default), or on every
+typed message (``always``, Rasa CALM's way). Button payloads, platform commands and
 messages trying to override the instructions never go to the model. The prompt lists the
 flows with their descriptions and the slots they collect, the active flow and its slots, a
 bounded window of the conversation, with personal data replaced by placeholders. The answer
@@ -19,6 +20,7 @@ from typing import Any
 
 from bot import constants
 from bot.dialogue import commands as cmd
+from bot.dialogue.command_generator import DIGRESSION_CONFIDENCE
 from bot.dialogue.stack import collecting, top_user_frame
 from bot.dialogue.turn import Turn
 from bot.domain import Domain
@@ -93,6 +95,8 @@ class LLMRouter:
             return False
         if self.mode == "always":
             return True
+        if any(isinstance(c, cmd.StartFlow | cmd.Clarify) for c in offline):
+            return parse.confidence < DIGRESSION_CONFIDENCE  # a flow started on a hunch
         return bool(offline) and all(isinstance(c, _UNSURE_KINDS) for c in offline)
 
     async def commands(
