@@ -36,6 +36,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
+
 from bot.agent import Agent
 from bot.dialogue import commands as cmd
 from bot.dialogue.turn import Turn
@@ -102,7 +104,21 @@ async def build(project_dir: Path, db: Path, base_url: str | None) -> Agent:
     return agent
 
 
-async def overhead(with_llm: Agent, without: Agent, turns: int) -> None:
+async def raw_round_trips(base_url: str, turns: int) -> list[float]:
+    """Two bare aiohttp POSTs of a chat completion to the double: the floor any client pays."""
+    body = {"model": "m", "messages": [{"role": "user", "content": QUESTION}]}
+    times: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(turns + 20):
+            start = time.perf_counter()
+            for _ in range(2):
+                async with session.post(f"{base_url}/chat/completions", json=body) as response:
+                    await response.read()
+            times.append((time.perf_counter() - start) * 1000)
+    return times[20:]
+
+
+async def overhead(with_llm: Agent, without: Agent, turns: int, base_url: str) -> None:
     for i in range(20):  # warm up: connections, caches
         await with_llm.process(message(f"rest:warm{i}", QUESTION))
         await without.process(message(f"rest:warm{i}", QUESTION))
@@ -120,6 +136,11 @@ async def overhead(with_llm: Agent, without: Agent, turns: int) -> None:
         f"  added to the same turn without an LLM: p50 {percentile(added, 0.5):.2f} ms, "
         f"p99 {percentile(added, 0.99):.2f} ms (goal p99 < {GOAL_P99_MS:.0f} ms; includes 2 "
         "loopback HTTP round trips and the double's handling)"
+    )
+    raw = await raw_round_trips(base_url, turns)
+    print(
+        f"  two bare HTTP round trips to the same double (aiohttp): p50 {percentile(raw, 0.5):.2f}"
+        f" ms, p99 {percentile(raw, 0.99):.2f} ms"
     )
 
 
@@ -230,7 +251,7 @@ async def main() -> None:
         async with model_server(0.0) as base_url:
             with_llm = await build(args.project, Path(tmp) / "llm.db", base_url)
             without = await build(args.project, Path(tmp) / "offline.db", None)
-            await overhead(with_llm, without, args.turns)
+            await overhead(with_llm, without, args.turns, base_url)
             in_process(with_llm, args.turns)
             await with_llm.close()
             await without.close()
