@@ -171,7 +171,7 @@ def in_process(agent: Agent, turns: int) -> None:
             history=tuple(state.transcript),
             slots=state.slots,
         )
-        prompt = answerer._prompt("answer", request)
+        prompt = answerer.prompt("answer", request)
         guard.leaks(ANSWER, prompt.instructions)
         guard.promises(ANSWER, [p.text for p in prompt.passages])
         prompt.redactor.restore(ANSWER)

@@ -391,8 +391,9 @@ async def test_unsure_mode_asks_only_when_understanding_cannot_place_the_message
         Reply(malformed=True),
         Reply(text=None, refusal="I can't help with that."),
         Reply(text=""),
+        Reply(tool_calls=(ToolCall("lookup_order", {"order": "KF-10001"}),)),
     ],
-    ids=["500", "429", "timeout", "malformed", "refusal", "empty"],
+    ids=["500", "429", "timeout", "malformed", "refusal", "empty", "tool-calls-only"],
 )
 async def test_a_failing_model_still_answers(model: Model, agent: Agent, failure: Reply) -> None:
     model.commands = Reply(text="provide info")

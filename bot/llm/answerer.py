@@ -52,7 +52,9 @@ _APPROVED_LINE = re.compile(
 
 
 @dataclass(frozen=True)
-class _Prompt:
+class Prompt:
+    """What goes to the model for one answer, and what checking the answer needs."""
+
     messages: list[dict[str, str]]
     instructions: str
     passages: list[Passage]
@@ -98,11 +100,13 @@ class LLMAnswerer:
     # --- free answers ---------------------------------------------------------------------
 
     async def _grounded(self, request: AnswerRequest) -> Answer:
-        prompt = self._prompt("answer", request)
+        prompt = self.prompt("answer", request)
         completion = await self.client.complete(
             prompt.messages, purpose=f"answer:{request.kind}", deadline=request.deadline
         )
         text = completion.text.strip().strip('"').strip()
+        if not text:
+            raise LLMError("LLM answered with tool calls, not text")
         if text.upper().startswith(NOT_SURE_MARKER) or text.upper().endswith(NOT_SURE_MARKER):
             return self._not_sure(request)
         texts = [p.text for p in prompt.passages]
@@ -123,7 +127,7 @@ class LLMAnswerer:
 
     async def _approved(self, request: AnswerRequest) -> Answer:
         choices = self._approved_responses(request)
-        prompt = self._prompt("approved", request, responses=choices)
+        prompt = self.prompt("approved", request, responses=choices)
         completion = await self.client.complete(
             prompt.messages, purpose=f"approved:{request.kind}", deadline=request.deadline
         )
@@ -162,7 +166,8 @@ class LLMAnswerer:
 
     # --- shared -----------------------------------------------------------------------------
 
-    def _prompt(self, template: str, request: AnswerRequest, **extra: Any) -> _Prompt:
+    def prompt(self, template: str, request: AnswerRequest, **extra: Any) -> Prompt:
+        """The messages for ``template`` (system: rendered; user: the redacted message)."""
         redactor = Redactor(personal_slot_values(request.slots))
         passages = self._passages(request)
         history = [
@@ -190,7 +195,7 @@ class LLMAnswerer:
         instructions = self.templates.render("rules") + "\n" + self.templates.render("persona")
         user = redactor.redact(request.text)
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return _Prompt(messages, instructions, passages, redactor)
+        return Prompt(messages, instructions, passages, redactor)
 
     def _passages(self, request: AnswerRequest) -> list[Passage]:
         if self.knowledge is None or request.kind == "chitchat":
