@@ -152,6 +152,8 @@ async def test_the_command_prompt_lists_flows_their_slots_and_the_state(
     assert "slot return_reason: why the item goes back (allowed values: damaged" in system
     assert "gift_order: Send an order as a present" in system
     assert "verified" not in system  # a slot only the flows set is not offered
+    assert "apply_coupon: Note a coupon code" in system
+    assert "coupon_code" not in system  # nor one only understanding fills
     assert "No flow is active." in system
     # the customer's words travel as the user's message, never as instructions
     assert prompt.messages[-1] == {
@@ -370,11 +372,13 @@ async def test_unsure_mode_asks_only_when_understanding_cannot_place_the_message
     assert said(result) == "Which e-mail address did you order with?"
     assert len(server.requests) == before  # a button and a plain answer need no model
     chat = Chat(agents["unsure"])
-    await chat.send("/track_order", payload="/track_order")
+    await chat.send("/return_item", payload="/return_item")
+    await chat.send("KF-10003")
+    assert len(server.requests) == before
     model.commands = Reply(text="cancel flow")
-    result = await chat.send("zorgle blimp wibble")  # no order number: understanding is stuck
+    result = await chat.send("zorgle blimp wibble")  # no such reason: understanding is stuck
     assert len(server.requests) == before + 1
-    assert [e.flow_id for e in result.events if isinstance(e, FlowCancelled)] == ["track_order"]
+    assert [e.flow_id for e in result.events if isinstance(e, FlowCancelled)] == ["return_item"]
     user = next(e for e in result.events if isinstance(e, UserMessage))
     assert user.parse_data["commands"] == [{"command": "CancelFlow"}]
 

@@ -123,11 +123,12 @@ def test_a_running_flow_is_not_started_again(project: Project) -> None:
     assert cleaned(project, [cmd.StartFlow("track_order")], stack=stack) == []
 
 
-def test_unknown_and_action_owned_slots_are_never_set(project: Project) -> None:
-    stack = collecting("track_order", "email")
+def test_only_known_slots_with_a_from_llm_mapping_are_set(project: Project) -> None:
+    stack = [*collecting("apply_coupon", "coupon_code"), *collecting("track_order", "email")]
     commands: list[cmd.Command] = [
-        cmd.SetSlot("discount", "50"),
-        cmd.SetSlot("verified", "true"),
+        cmd.SetSlot("discount", "50"),  # unknown
+        cmd.SetSlot("verified", "true"),  # only the flows set it
+        cmd.SetSlot("coupon_code", "FREE"),  # only understanding fills it
         cmd.SetSlot("email", "a@b.co"),
     ]
     assert cleaned(project, commands, stack=stack) == [cmd.SetSlot("email", "a@b.co")]

@@ -24,6 +24,7 @@ class LLM:
     router: LLMRouter
 
     async def close(self) -> None:
+        """Close the client's connections."""
         await self.client.close()
 
 

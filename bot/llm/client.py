@@ -63,6 +63,7 @@ class CircuitBreaker:
 
     @property
     def is_open(self) -> bool:
+        """True while calls fail at once."""
         return self._opened_at is not None
 
     def allow(self, now: float) -> bool:
@@ -75,11 +76,13 @@ class CircuitBreaker:
         return True
 
     def succeeded(self) -> None:
+        """A call answered: close the circuit."""
         self._failures = 0
         self._opened_at = None
         self._trial = False
 
     def failed(self, now: float) -> None:
+        """A call failed at ``now`` (monotonic seconds)."""
         self._failures += 1
         self._trial = False
         if self._failures >= self.threshold:
@@ -121,6 +124,7 @@ class LLMClient:
         )
 
     async def close(self) -> None:
+        """Close the HTTP connections."""
         await self._client.close()
 
     async def complete(
@@ -258,4 +262,4 @@ def _backoff(attempt: int, err: openai.OpenAIError) -> float:
             return max(0.0, float(header))
         except ValueError:
             pass
-    return min(constants.LLM_BACKOFF_MAX, constants.LLM_BACKOFF_BASE * 2 ** (attempt - 1))
+    return float(min(constants.LLM_BACKOFF_MAX, constants.LLM_BACKOFF_BASE * 2 ** (attempt - 1)))

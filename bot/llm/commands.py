@@ -8,10 +8,11 @@ may carry bullets, numbers, backticks or sit in a code fence; a line that is non
 ignored. Tool calls with the same names (``start_flow`` with ``{"flow": ...}``...) count too.
 
 What the model says is input from outside, like a customer's message, so :func:`clean` does
-what Rasa's command processor does: commands naming an unknown flow or slot are dropped, a
-slot only actions fill is never set, a value the slot's type refuses or that the slot already
-has is dropped, a slot already answered becomes a correction, a clarification with one option
-becomes a start, duplicates merge and at most one cancel survives.
+what Rasa's command processor does: commands naming an unknown flow or slot are dropped, only
+slots with a ``from_llm`` mapping are set (never one only actions fill), a value the slot's
+type refuses or that the slot already has is dropped, a slot already answered becomes a
+correction, a clarification with one option becomes a start, duplicates merge and at most one
+cancel survives.
 """
 
 from __future__ import annotations
@@ -124,9 +125,13 @@ def _tool_line(name: str, arguments: str) -> str:
     return " ".join([words, *values])
 
 
-def is_action_owned(slot: SlotDefinition) -> bool:
-    """True for a slot only actions fill (its mappings are all ``controlled`` or ``custom``)."""
-    return bool(slot.mappings) and all(m.type in ("controlled", "custom") for m in slot.mappings)
+def llm_fillable(slot: SlotDefinition) -> bool:
+    """True for a slot a model may set: one with a ``from_llm`` mapping, as in Rasa CALM.
+
+    Slots only actions fill (``controlled``) never are, nor slots that understanding fills
+    from entities or text alone.
+    """
+    return any(m.type == "from_llm" for m in slot.mappings)
 
 
 def clean(
@@ -175,7 +180,7 @@ def clean(
         if not isinstance(command, cmd.SetSlot) or command.name in seen_slots:
             continue
         definition = domain.slots.get(command.name)
-        if definition is None or is_action_owned(definition) or command.name not in allowed:
+        if definition is None or not llm_fillable(definition) or command.name not in allowed:
             continue
         ok, value = coerce(definition, command.value)
         current = slots.get(command.name)

@@ -30,7 +30,7 @@ from bot.flows.model import FlowsList
 from bot.interpreter import Parse
 from bot.llm import guard
 from bot.llm.client import LLMClient
-from bot.llm.commands import clean, collected_slots, is_action_owned, parse_commands
+from bot.llm.commands import clean, collected_slots, llm_fillable, parse_commands
 from bot.llm.prompts import PromptTemplates
 from bot.privacy import Redactor, personal_slot_values
 
@@ -64,7 +64,7 @@ class LLMRouter:
             flow.id: sorted(
                 name
                 for name in collected_slots(flows, flow)
-                if name in domain.slots and not is_action_owned(domain.slots[name])
+                if name in domain.slots and llm_fillable(domain.slots[name])
             )
             for flow in flows.flows.values()
         }

@@ -71,6 +71,7 @@ class RecordedRequest:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
+        """The request's chat messages."""
         return list(self.body.get("messages") or [])
 
     @property
