@@ -161,6 +161,8 @@ async def test_calls_are_logged_with_tokens_and_latency_but_no_text(
         await client.complete(secret, purpose="answer")
         with pytest.raises(LLMError):
             await client.complete(secret, purpose="answer")
+    assert (client.usage.calls, client.usage.failures) == (2, 1)
+    assert (client.usage.prompt_tokens, client.usage.completion_tokens) == (4, 4)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "prompt_tokens=4 completion_tokens=4" in logged
     assert "latency_ms=" in logged and "reason=status 400" in logged

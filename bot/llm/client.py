@@ -46,6 +46,16 @@ class Completion:
     """Seconds from the first request to the answer, retries included."""
 
 
+@dataclass
+class Usage:
+    """Running totals of a client's calls, for a shop to see what its model costs."""
+
+    calls: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
 class CircuitBreaker:
     """Opens after ``threshold`` failures in a row; after ``cooldown`` lets one trial through."""
 
@@ -112,6 +122,7 @@ class LLMClient:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.breaker = breaker or CircuitBreaker()
+        self.usage = Usage()
         # Local servers (Ollama, llama.cpp) need no key, but the client insists on one.
         # aiohttp as the transport: with many calls in flight, httpx's connection pool scans
         # every open connection per request, which costs more than the rest of a turn.
@@ -224,6 +235,9 @@ class LLMClient:
         self.breaker.succeeded()
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
+        self.usage.calls += 1
+        self.usage.prompt_tokens += prompt_tokens
+        self.usage.completion_tokens += completion_tokens
         log.info(
             "LLM %s ok model=%s prompt_tokens=%d completion_tokens=%d latency_ms=%.0f attempts=%d",
             purpose,
@@ -243,6 +257,8 @@ class LLMClient:
 
     def _failed(self, purpose: str, attempts: int, started: float, reason: str) -> None:
         self.breaker.failed(time.monotonic())
+        self.usage.calls += 1
+        self.usage.failures += 1
         log.warning(
             "LLM %s failed model=%s reason=%s latency_ms=%.0f attempts=%d",
             purpose,
