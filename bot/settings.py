@@ -44,6 +44,7 @@ class Settings:
     llm_approved_only: bool = False
 
     api_token: str | None = None
+    rest_token: str | None = None
     handoff_sla: float = constants.DEFAULT_HANDOFF_SLA
     handoff_max_wait: float = constants.DEFAULT_HANDOFF_MAX_WAIT
     csat_delay: float = constants.DEFAULT_CSAT_DELAY
@@ -80,6 +81,7 @@ class Settings:
             llm_routing=reader.choice("KEFU_LLM_ROUTING", constants.LLM_ROUTING_MODES),
             llm_approved_only=reader.boolean("KEFU_LLM_APPROVED_ONLY"),
             api_token=reader.text("KEFU_API_TOKEN"),
+            rest_token=reader.text("KEFU_REST_TOKEN"),
             handoff_sla=reader.number("KEFU_HANDOFF_SLA", constants.DEFAULT_HANDOFF_SLA),
             handoff_max_wait=reader.number(
                 "KEFU_HANDOFF_MAX_WAIT", constants.DEFAULT_HANDOFF_MAX_WAIT
