@@ -145,12 +145,17 @@ class Agent:
         from bot.llm.backend import build_llm
         from bot.store import open_store
 
+        knowledge = None
+        if project.knowledge_dir is not None:
+            knowledge = KnowledgeBase.from_directory(project.knowledge_dir)
         interpreter = await asyncio.to_thread(
             Interpreter.train,
             project.nlu,
             entity_names=project.domain.entities,
             intents=project.domain.intents,
             cache_dir=_cache_dir(project.root),
+            flows=project.flows.flows.values(),
+            questions=knowledge.questions() if knowledge is not None else (),
         )
         if store is None:
             store = await open_store(settings.database_url)
@@ -159,12 +164,10 @@ class Agent:
                 project_dir=project.root, endpoint=settings.action_endpoint
             )
         llm = None
-        if answer_backend is None and project.knowledge_dir is not None:
-            knowledge = KnowledgeBase.from_directory(project.knowledge_dir)
-            answer_backend = KnowledgeAnswerer(knowledge)
+        if answer_backend is None:
+            if knowledge is not None:
+                answer_backend = KnowledgeAnswerer(knowledge)
             llm = build_llm(settings, project, knowledge=knowledge, offline=answer_backend)
-        elif answer_backend is None:
-            llm = build_llm(settings, project, knowledge=None, offline=None)
         if llm is not None:
             answer_backend = llm.answerer
         return cls(

@@ -25,10 +25,21 @@ if TYPE_CHECKING:
     from bot.project import Project, Source
 
 BUILTIN_INTENTS = frozenset(
-    {"session_start", "restart", "human_handoff", "back", "out_of_scope", "nlu_fallback"}
+    {
+        "session_start",
+        "session_end",
+        "silence_timeout",
+        "restart",
+        "human_handoff",
+        "back",
+        "out_of_scope",
+        "nlu_fallback",
+    }
 )
 """Intents Rasa provides without declaration."""
-BUILTIN_SLOTS = frozenset({"requested_slot", "session_started_metadata"})
+BUILTIN_SLOTS = frozenset(
+    {"requested_slot", "session_started_metadata", "flow_hashes", "mocked_datetime"}
+)
 _SLOT_REFERENCE = re.compile(r"\bslots\.([A-Za-z_][\w-]*)")
 
 
@@ -219,6 +230,15 @@ class _Checker:
         for source, name, variations in _section_items(sources, "responses"):
             for variation in variations if isinstance(variations, list) else ():
                 conditions = variation.get("condition") if isinstance(variation, Mapping) else None
+                if isinstance(conditions, str):
+                    for slot in dict.fromkeys(_SLOT_REFERENCE.findall(conditions)):
+                        if slot not in self.slots:
+                            self.report(
+                                source.file,
+                                line_of(variation),
+                                f"response '{name}': condition on unknown slot '{slot}'",
+                            )
+                    continue
                 for condition in conditions if isinstance(conditions, list) else ():
                     slot = condition.get("name") if isinstance(condition, Mapping) else None
                     if isinstance(slot, str) and slot not in self.slots:

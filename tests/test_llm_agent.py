@@ -342,7 +342,7 @@ async def test_skip_question_keeps_the_question(model: Model, agent: Agent) -> N
     model.commands = Reply(text="skip question")
     result = await chat.send("can we skip that part")
     assert "pattern_skip_question" in started(result)
-    assert "I need this answer to carry on" in said(result)
+    assert "I need this answer to go on" in said(result)
 
 
 async def test_commands_naming_unknown_or_action_owned_things_never_run(

@@ -177,3 +177,23 @@ async def test_validate_reports_a_broken_prompt_template(tmp_path: Path) -> None
     (problem,) = caught.value.problems
     assert problem.file == str(broken) and problem.line is not None
     assert problem.message.startswith("prompt template: Unexpected end of template")
+
+
+async def test_a_rasa_prompt_template_setting_replaces_the_command_prompt(
+    project: Project, server: OpenAIDouble, tmp_path: Path
+) -> None:
+    template = tmp_path / "command_prompt.jinja2"
+    template.write_text("Flows: {{ available_flows | length }}", encoding="utf-8")
+    llm = build_llm(
+        settings(
+            OPENAI_BASE_URL=server.base_url,
+            KEFU_LLM_MODEL="m",
+            KEFU_LLM_PROMPT_TEMPLATE=str(template),
+        ),
+        project,
+        knowledge=None,
+        offline=None,
+    )
+    assert llm is not None
+    assert llm.router.templates.render("commands", available_flows=[1, 2]) == "Flows: 2"
+    await llm.close()

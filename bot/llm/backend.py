@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from bot.errors import SettingsError
 from bot.knowledge import KnowledgeBase
@@ -51,7 +52,10 @@ def build_llm(
         api_key=settings.openai_api_key,
         timeout=settings.llm_timeout,
     )
-    templates = PromptTemplates(project.root)
+    overrides = (
+        {"commands": Path(settings.llm_prompt_template)} if settings.llm_prompt_template else None
+    )
+    templates = PromptTemplates(project.root, overrides=overrides)
     answerer = LLMAnswerer(
         client=client,
         domain=project.domain,
