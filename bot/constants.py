@@ -9,6 +9,10 @@ DEFAULT_LLM_TIMEOUT = 15.0
 DEFAULT_HANDOFF_SLA = 300.0
 DEFAULT_HANDOFF_MAX_WAIT = 1800.0
 DEFAULT_CSAT_DELAY = 60.0
+DEFAULT_CONTAINMENT_WINDOW = 86400.0
+"""Seconds of customer silence after the bot's answer before a conversation counts as resolved."""
+DASHBOARD_SESSION_SECONDS = 12 * 3600
+"""How long a dashboard login lasts."""
 
 MAX_MESSAGE_CHARS = 4000
 """Longer user texts are cut before understanding; the bot answers politely, nothing crashes."""

@@ -1,0 +1,399 @@
+"""The reporting tables: one row per conversation, its counts, and what nothing understood.
+
+The store keeps each turn's events as one JSON row, which no query can count quickly; the
+rollup reads the event rows added since its last run (a cursor on the events' id), recomputes
+the touched conversations' facts and writes them to three narrow, indexed tables. Figures
+then read only those tables, so a page stays fast however long the event log grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy.engine import Connection
+
+from bot.errors import StoreError
+from bot.reporting.facts import ConversationFacts, UnknownMessage, summarize
+from bot.reporting.figures import FactRow, Figures, Query, compute
+from bot.store.engines import Database, database_url, open_database
+from bot.store.schema import Tables
+
+__all__ = ["ConversationRow", "Reporting"]
+
+BATCH = 2000
+"""Event rows read per refresh step."""
+_CURSOR_KEY = ("reporting", "events_cursor")
+_KINDS = ("intent", "flow_started", "flow_completed", "flow_cancelled")
+
+
+@dataclass(frozen=True)
+class ConversationRow:
+    """One line of the conversations list."""
+
+    conversation_id: str
+    channel: str
+    language: str
+    started_at: float
+    last_active_at: float
+    user_messages: int
+    handoff_reason: str | None
+    csat: int | None
+
+
+class Reporting:
+    """Keeps the reporting tables of one store (same URL, same table prefix) and queries them."""
+
+    def __init__(self, url: str, *, table_prefix: str = "") -> None:
+        self._db: Database = open_database(database_url(url))
+        self._store = Tables(table_prefix)
+        self.metadata = md = MetaData()
+        p = table_prefix
+        self.facts = Table(
+            f"{p}report_conversations",
+            md,
+            Column("conversation_id", String(), primary_key=True),
+            Column("channel", String(), nullable=False),
+            Column("language", String(), nullable=False),
+            Column("day", String(10), nullable=False),
+            Column("started_at", Double, nullable=False),
+            Column("last_active_at", Double, nullable=False),
+            Column("user_messages", Integer, nullable=False),
+            Column("last_user_at", Double),
+            Column("last_bot_at", Double),
+            Column("confirmed", Integer, nullable=False),
+            Column("last_not_understood", Integer, nullable=False),
+            Column("handoff_at", Double),
+            Column("handoff_reason", String()),
+            Column("claimed_at", Double),
+            Column("resolved_at", Double),
+            Column("csat", Integer),
+            Column("unknown_count", Integer, nullable=False),
+            Index(f"{p}ix_report_conversations_started_at", "started_at"),
+        )
+        self.counts = Table(
+            f"{p}report_counts",
+            md,
+            Column("conversation_id", String(), nullable=False),
+            Column("started_at", Double, nullable=False),
+            Column("channel", String(), nullable=False),
+            Column("language", String(), nullable=False),
+            Column("kind", String(), nullable=False),
+            Column("name", String(), nullable=False),
+            Column("n", Integer, nullable=False),
+            Index(f"{p}ix_report_counts_kind_started_at", "kind", "started_at"),
+            Index(f"{p}ix_report_counts_conversation_id", "conversation_id"),
+        )
+        self.unknown = Table(
+            f"{p}report_unknown",
+            md,
+            Column("conversation_id", String(), nullable=False),
+            Column("timestamp", Double, nullable=False),
+            Column("channel", String(), nullable=False),
+            Column("language", String(), nullable=False),
+            Column("text", Text, nullable=False),
+            Index(f"{p}ix_report_unknown_timestamp", "timestamp"),
+            Index(f"{p}ix_report_unknown_conversation_id", "conversation_id"),
+        )
+        self._lock = asyncio.Lock()
+
+    async def initialize(self) -> None:
+        """Create the reporting tables that are missing."""
+        try:
+            await self._db.write(self.metadata.create_all)
+        except Exception as exc:
+            raise StoreError(f"cannot create the reporting tables: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._db.dispose()
+
+    # --- keeping the rollup -------------------------------------------------------------
+
+    async def refresh(self) -> int:
+        """Bring the tables up to date with the event log; the number of conversations redone."""
+        redone = 0
+        async with self._lock:
+            while True:
+                step = await self._db.write(self._refresh_step)
+                redone += step
+                if step == 0:
+                    return redone
+
+    def _refresh_step(self, conn: Connection) -> int:
+        events, conv, kv = self._store.events, self._store.conversations, self._store.kv
+        cursor_row = conn.execute(
+            select(kv.c.value).where(kv.c.namespace == _CURSOR_KEY[0], kv.c.key == _CURSOR_KEY[1])
+        ).first()
+        cursor = int(cursor_row.value) if cursor_row else 0
+        rows = conn.execute(
+            select(events.c.id, events.c.conversation_id)
+            .where(events.c.id > cursor)
+            .order_by(events.c.id)
+            .limit(BATCH)
+        ).all()
+        if not rows:
+            return 0
+        ids = sorted({r.conversation_id for r in rows})
+        channels = dict(
+            conn.execute(select(conv.c.id, conv.c.channel).where(conv.c.id.in_(ids))).all()
+        )
+        log: dict[str, list[dict[str, Any]]] = {cid: [] for cid in ids}
+        for row in conn.execute(
+            select(events.c.conversation_id, events.c.data)
+            .where(events.c.conversation_id.in_(ids))
+            .order_by(events.c.conversation_id, events.c.seq)
+        ):
+            log[row.conversation_id].extend(orjson.loads(row.data))
+        all_facts = [
+            summarize(cid, channels.get(cid) or cid.partition(":")[0], log[cid]) for cid in ids
+        ]
+        for table in (self.facts, self.counts, self.unknown):
+            conn.execute(delete(table).where(table.c.conversation_id.in_(ids)))
+        facts_rows = [_fact_row(f) for f in all_facts if f.started_at]
+        if facts_rows:
+            conn.execute(self.facts.insert(), facts_rows)
+        count_rows = [row for f in all_facts if f.started_at for row in _count_rows(f)]
+        if count_rows:
+            conn.execute(self.counts.insert(), count_rows)
+        unknown_rows = [
+            {
+                "conversation_id": u.conversation_id,
+                "timestamp": u.timestamp,
+                "channel": f.channel,
+                "language": u.language,
+                "text": u.text,
+            }
+            for f in all_facts
+            for u in f.unknown
+        ]
+        if unknown_rows:
+            conn.execute(self.unknown.insert(), unknown_rows)
+        new_cursor = str(rows[-1].id)
+        values = {"value": new_cursor, "updated_at": time.time()}
+        if cursor_row is None:
+            conn.execute(kv.insert().values(namespace=_CURSOR_KEY[0], key=_CURSOR_KEY[1], **values))
+        else:
+            conn.execute(
+                kv.update()
+                .where(kv.c.namespace == _CURSOR_KEY[0], kv.c.key == _CURSOR_KEY[1])
+                .values(**values)
+            )
+        return len(ids)
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def figures(self, query: Query, *, now: float | None = None) -> Figures:
+        """Every figure of the dashboard for ``query``'s period, channel and language."""
+        now = time.time() if now is None else now
+
+        def work(conn: Connection) -> Figures:
+            f = self.facts
+            rows = [
+                FactRow._make(r)
+                for r in conn.execute(
+                    select(
+                        f.c.day,
+                        f.c.channel,
+                        f.c.language,
+                        f.c.last_active_at,
+                        f.c.user_messages,
+                        f.c.last_user_at,
+                        f.c.last_bot_at,
+                        f.c.confirmed,
+                        f.c.last_not_understood,
+                        f.c.handoff_at,
+                        f.c.handoff_reason,
+                        f.c.claimed_at,
+                        f.c.resolved_at,
+                        f.c.csat,
+                        f.c.unknown_count,
+                    ).where(*self._where(f, query))
+                )
+            ]
+            c = self.counts
+            named: dict[str, list[tuple[str, int]]] = {}
+            for kind in _KINDS:
+                total = func.sum(c.c.n).label("total")
+                named[kind] = [
+                    (r.name, int(r.total))
+                    for r in conn.execute(
+                        select(c.c.name, total)
+                        .where(c.c.kind == kind, *self._where(c, query))
+                        .group_by(c.c.name)
+                        .order_by(total.desc(), c.c.name)
+                    )
+                ]
+            return compute(rows, named, query=query, now=now)
+
+        return await self._db.read(work)
+
+    async def unknown_messages(self, query: Query, *, limit: int = 2000) -> list[UnknownMessage]:
+        """The messages nothing understood in ``query``'s period, newest first."""
+        u = self.unknown
+
+        def work(conn: Connection) -> list[UnknownMessage]:
+            conditions = [u.c.timestamp >= query.since, u.c.timestamp < query.until]
+            if query.channel:
+                conditions.append(u.c.channel == query.channel)
+            if query.language:
+                conditions.append(u.c.language == query.language)
+            stmt = (
+                select(u.c.conversation_id, u.c.timestamp, u.c.text, u.c.language)
+                .where(*conditions)
+                .order_by(u.c.timestamp.desc())
+                .limit(limit)
+            )
+            return [UnknownMessage(*row) for row in conn.execute(stmt)]
+
+        return await self._db.read(work)
+
+    async def conversations(
+        self,
+        query: Query,
+        *,
+        search: str = "",
+        intent: str = "",
+        handoff: bool | None = None,
+        limit: int = 100,
+    ) -> list[ConversationRow]:
+        """Conversations started in ``query``'s period, newest first, filtered as asked."""
+        f = self.facts
+
+        def work(conn: Connection) -> list[ConversationRow]:
+            conditions = list(self._where(f, query))
+            if search:
+                conditions.append(f.c.conversation_id.contains(search, autoescape=True))
+            if handoff is not None:
+                conditions.append(
+                    f.c.handoff_at.isnot(None) if handoff else f.c.handoff_at.is_(None)
+                )
+            if intent:
+                c = self.counts
+                conditions.append(
+                    f.c.conversation_id.in_(
+                        select(c.c.conversation_id).where(
+                            and_(c.c.kind == "intent", c.c.name == intent, *self._where(c, query))
+                        )
+                    )
+                )
+            stmt = (
+                select(
+                    f.c.conversation_id,
+                    f.c.channel,
+                    f.c.language,
+                    f.c.started_at,
+                    f.c.last_active_at,
+                    f.c.user_messages,
+                    f.c.handoff_reason,
+                    f.c.csat,
+                )
+                .where(*conditions)
+                .order_by(f.c.started_at.desc())
+                .limit(limit)
+            )
+            return [ConversationRow(*row) for row in conn.execute(stmt)]
+
+        return await self._db.read(work)
+
+    async def transcript(self, conversation_id: str) -> list[dict[str, Any]] | None:
+        """A conversation's events in order (as stored), or None when there is no such one."""
+        events, conv = self._store.events, self._store.conversations
+
+        def work(conn: Connection) -> list[dict[str, Any]] | None:
+            found = conn.execute(select(conv.c.id).where(conv.c.id == conversation_id)).first()
+            if found is None:
+                return None
+            out: list[dict[str, Any]] = []
+            for row in conn.execute(
+                select(events.c.data)
+                .where(events.c.conversation_id == conversation_id)
+                .order_by(events.c.seq)
+            ):
+                out.extend(orjson.loads(row.data))
+            return out
+
+        return await self._db.read(work)
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """Deliveries by status (``pending``, ``failed``...), for operations' metrics."""
+        outbox = self._store.outbox
+
+        def work(conn: Connection) -> dict[str, int]:
+            stmt = select(outbox.c.status, func.count()).group_by(outbox.c.status)
+            return {status: int(n) for status, n in conn.execute(stmt)}
+
+        return await self._db.read(work)
+
+    async def waiting_handoffs(self) -> int:
+        """Conversations handed off and not yet claimed by an agent (as of the last refresh)."""
+        f = self.facts
+
+        def work(conn: Connection) -> int:
+            stmt = select(func.count()).where(f.c.handoff_at.isnot(None), f.c.claimed_at.is_(None))
+            return int(conn.execute(stmt).scalar_one())
+
+        return await self._db.read(work)
+
+    @staticmethod
+    def _where(table: Table, query: Query) -> Sequence[Any]:
+        conditions = [table.c.started_at >= query.since, table.c.started_at < query.until]
+        if query.channel:
+            conditions.append(table.c.channel == query.channel)
+        if query.language:
+            conditions.append(table.c.language == query.language)
+        return conditions
+
+
+def _fact_row(f: ConversationFacts) -> dict[str, Any]:
+    return {
+        "conversation_id": f.conversation_id,
+        "channel": f.channel,
+        "language": f.language,
+        "day": f.day,
+        "started_at": f.started_at,
+        "last_active_at": f.last_active_at,
+        "user_messages": f.user_messages,
+        "last_user_at": f.last_user_at,
+        "last_bot_at": f.last_bot_at,
+        "confirmed": int(f.confirmed),
+        "last_not_understood": int(f.last_not_understood),
+        "handoff_at": f.handoff_at,
+        "handoff_reason": f.handoff_reason,
+        "claimed_at": f.claimed_at,
+        "resolved_at": f.resolved_at,
+        "csat": f.csat,
+        "unknown_count": len(f.unknown),
+    }
+
+
+def _count_rows(f: ConversationFacts) -> list[dict[str, Any]]:
+    base = {
+        "conversation_id": f.conversation_id,
+        "started_at": f.started_at,
+        "channel": f.channel,
+        "language": f.language,
+    }
+    sources = (f.intents, f.flows_started, f.flows_completed, f.flows_cancelled)
+    return [
+        {**base, "kind": kind, "name": name, "n": n}
+        for kind, counter in zip(_KINDS, sources, strict=True)
+        for name, n in counter.items()
+    ]
