@@ -49,7 +49,8 @@ _EN: dict[str, str] = {
     "def_containment": (
         "Containment: conversations resolved by the bot alone, over those already settled. "
         "Resolved alone = no handoff, the bot answered the customer's last message and understood "
-        "it, and the customer confirmed (yes, thanks, bye) or wrote nothing more for {window}. "
+        "it, and the customer confirmed (yes, thanks, bye) or wrote nothing more for {window} "
+        "with no task (flow) left half done. "
         "Conversations still inside that window are counted as still open, not in the rate."
     ),
     "def_handoff": (
@@ -137,8 +138,8 @@ _ZH: dict[str, str] = {
     "def_conversations": "会话数：第一个事件落在所选时间范围内的会话。",
     "def_containment": (
         "独立解决率：机器人独立解决的会话占已有结论会话的比例。独立解决 = 没有转人工，"
-        "机器人回答并理解了客户的最后一条消息，且客户确认（是、谢谢、再见）或在 {window} "
-        "内没有再发消息。仍在该时间窗口内的会话计为“仍在进行”，不计入比例。"
+        "机器人回答并理解了客户的最后一条消息，且客户确认（是、谢谢、再见），或在 {window} "
+        "内没有再发消息且没有未完成的流程。仍在该时间窗口内的会话计为“仍在进行”，不计入比例。"
     ),
     "def_handoff": "转人工率：有转人工请求的会话占全部会话的比例；原因按客服台记录。",
     "def_times": (

@@ -47,6 +47,8 @@ class ConversationFacts:
     last_bot_at: float | None = None
     confirmed: bool = False
     last_not_understood: bool = False
+    open_flows: set[str] = field(default_factory=set)
+    """Customer flows started and neither completed nor cancelled: the customer gave up mid-task."""
     handoff_at: float | None = None
     handoff_reason: str | None = None
     claimed_at: float | None = None
@@ -88,13 +90,19 @@ def summarize(
         elif kind == "flow_started":
             flow = str(event.get("flow_id", ""))
             facts.flows_started[flow] += 1
+            if not flow.startswith("pattern_"):
+                facts.open_flows.add(flow)
             if flow == CANNOT_HANDLE and pending is not None:
                 _not_understood(facts, pending)
                 pending = None
         elif kind == "flow_completed":
-            facts.flows_completed[str(event.get("flow_id", ""))] += 1
+            flow = str(event.get("flow_id", ""))
+            facts.flows_completed[flow] += 1
+            facts.open_flows.discard(flow)
         elif kind == "flow_cancelled":
-            facts.flows_cancelled[str(event.get("flow_id", ""))] += 1
+            flow = str(event.get("flow_id", ""))
+            facts.flows_cancelled[flow] += 1
+            facts.open_flows.discard(flow)
         elif kind == "handoff_requested" and facts.handoff_at is None:
             facts.handoff_at = ts
             facts.handoff_reason = str(event.get("reason") or ASKED)

@@ -38,6 +38,7 @@ class FactRow(NamedTuple):
     last_bot_at: float | None
     confirmed: int
     last_not_understood: int
+    open_flows: int
     handoff_at: float | None
     handoff_reason: str | None
     claimed_at: float | None
@@ -197,7 +198,7 @@ def _contained(row: FactRow, *, now: float, window: float) -> bool | None:
         return True
     if now - row.last_active_at < window:
         return None
-    return answered and not row.last_not_understood
+    return answered and not row.last_not_understood and not row.open_flows
 
 
 def _period_label(day: str, group: str) -> str:

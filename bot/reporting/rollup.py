@@ -81,6 +81,7 @@ class Reporting:
             Column("last_bot_at", Double),
             Column("confirmed", Integer, nullable=False),
             Column("last_not_understood", Integer, nullable=False),
+            Column("open_flows", Integer, nullable=False),
             Column("handoff_at", Double),
             Column("handoff_reason", String()),
             Column("claimed_at", Double),
@@ -219,6 +220,7 @@ class Reporting:
                         f.c.last_bot_at,
                         f.c.confirmed,
                         f.c.last_not_understood,
+                        f.c.open_flows,
                         f.c.handoff_at,
                         f.c.handoff_reason,
                         f.c.claimed_at,
@@ -347,7 +349,9 @@ class Reporting:
         f = self.facts
 
         def work(conn: Connection) -> int:
-            stmt = select(func.count()).where(f.c.handoff_at.isnot(None), f.c.claimed_at.is_(None))
+            stmt = select(func.count()).where(
+                f.c.handoff_at.isnot(None), f.c.claimed_at.is_(None), f.c.resolved_at.is_(None)
+            )
             return int(conn.execute(stmt).scalar_one())
 
         return await self._db.read(work)
@@ -375,6 +379,7 @@ def _fact_row(f: ConversationFacts) -> dict[str, Any]:
         "last_bot_at": f.last_bot_at,
         "confirmed": int(f.confirmed),
         "last_not_understood": int(f.last_not_understood),
+        "open_flows": len(f.open_flows),
         "handoff_at": f.handoff_at,
         "handoff_reason": f.handoff_reason,
         "claimed_at": f.claimed_at,
