@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import QueryParams
@@ -122,9 +122,12 @@ def dashboard_routes(
         return render(request, "login.html", error=False)
 
     async def login(request: Request) -> Response:
-        form = await request.form()
-        token = form.get("token")
-        if not isinstance(token, str) or not sessions.token_matches(token):
+        try:
+            form = await _form(request)
+        except _BadRequest:
+            form = {}
+        token = (form.get("token") or [""])[0]
+        if not sessions.token_matches(token):
             response = render(request, "login.html", error=True)
             response.status_code = 401
             return response
@@ -298,11 +301,11 @@ def dashboard_routes(
         return render(request, "unknown.html", page="unknown", q=filters, groups=groups)
 
     async def unknown_export(request: Request) -> Response:
-        form = await request.form()
-        intent = form.get("intent")
-        if not isinstance(intent, str) or not _INTENT.fullmatch(intent):
+        form = await _form(request)
+        intent = (form.get("intent") or [""])[0]
+        if not _INTENT.fullmatch(intent):
             raise _BadRequest("intent must be a name of letters, digits and _")
-        texts = [mask_personal_data(t) for t in form.getlist("text") if isinstance(t, str)]
+        texts = [mask_personal_data(t) for t in form.get("text", [])]
         if not texts:
             raise _BadRequest("no examples to export")
         return PlainTextResponse(
@@ -366,6 +369,15 @@ def _line(event: dict[str, Any]) -> _Line | None:
     if kind == "csat_answer":
         return _Line(ts, "", "", f"CSAT {event.get('score')}")
     return None
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    """A URL-encoded form body (the only kind the pages send)."""
+    try:
+        body = (await request.body()).decode()
+        return parse_qs(body, max_num_fields=MAX_GROUPED + 10, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise _BadRequest("the form must be URL-encoded UTF-8 with few fields") from None
 
 
 def _ui(params: QueryParams) -> str:
