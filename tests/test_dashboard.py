@@ -278,7 +278,7 @@ async def test_conversation_search_and_transcript_are_masked(shop: Shop) -> None
         transcript = await http.get("/dashboard/conversations/rest%3Aalice")
         assert transcript.status_code == 200
         assert "alice@example.com" not in transcript.text
-        assert "a***@example.com" in transcript.text
+        assert "&lt;email&gt;" in transcript.text
         assert "flow_completed track_order" in transcript.text
         carol = await http.get("/dashboard/conversations/rest:carol")
         assert "handoff requested" in carol.text and "CSAT 5" in carol.text
