@@ -14,6 +14,7 @@ import contextlib
 import csv
 import io
 import re
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,3 +390,50 @@ async def test_metrics(shop: Shop) -> None:
     assert re.search(r'kefu_turn_seconds_count\{channel="telegram",worker="\d+"\} 2\.0', text)
     assert re.search(r'kefu_outbox_messages\{status="failed",worker="\d+"\} 0\.0', text)
     assert re.search(r'kefu_desk_waiting_conversations\{worker="\d+"\} 0\.0', text)
+
+
+# --- in a browser --------------------------------------------------------------------------
+
+
+async def test_in_headless_chromium(shop: Shop, tmp_path: Path) -> None:
+    """Sign in, read the figures, open a conversation and export a group, at 1280 and 390 px."""
+    from playwright.async_api import async_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "the browser test needs Debian's chromium: apt-get install chromium"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            for width, height in ((1280, 900), (390, 844)):
+                context = await browser.new_context(viewport={"width": width, "height": height})
+                page = await context.new_page()
+                await page.goto(f"{shop.url}/dashboard")
+                assert "/dashboard/login" in page.url
+                await page.fill("input[name=token]", TOKEN)
+                await page.click("button[type=submit]")
+                await page.wait_for_url(f"{shop.url}/dashboard?ui=en")
+                assert (await page.inner_text("#fig-conversations .v")) == "5"
+                assert (await page.inner_text("#fig-containment .v")) == "40%"
+                # Nothing wider than the screen: the page is usable on a phone.
+                scroll = await page.evaluate("document.documentElement.scrollWidth")
+                assert scroll <= width
+                await page.screenshot(path=tmp_path / f"dashboard-{width}.png", full_page=True)
+                await page.click("text=Conversations")
+                await page.click("a:text('rest:carol')")
+                await page.wait_for_selector("#transcript")
+                assert "CSAT 5" in await page.inner_text("#transcript")
+                await page.screenshot(path=tmp_path / f"conversation-{width}.png", full_page=True)
+                await page.click("text=Not understood")
+                await page.fill(".unknown-group input[name=intent]", "ask_songs")
+                async with page.expect_download() as download_info:
+                    await page.click(".unknown-group button")
+                download = await download_info.value
+                saved = tmp_path / f"nlu-{width}.yml"
+                await download.save_as(saved)
+                examples = yaml.safe_load(saved.read_text())["nlu"][0]["examples"]
+                assert "pineapples on mars" in examples
+                await context.close()
+        finally:
+            await browser.close()
+    for name in ("dashboard-1280", "dashboard-390", "conversation-1280", "conversation-390"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5000

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-WIDTH, HEIGHT, PAD = 640, 200, 28
+WIDTH, HEIGHT, PAD = 480, 180, 28
 
 
 def bar_chart(
@@ -43,11 +43,11 @@ def bar_chart(
         )
         if i % label_every == 0:
             parts.append(
-                f'<text x="{x + bar / 2:.1f}" y="{HEIGHT - 8}" font-size="11" '
+                f'<text x="{x + bar / 2:.1f}" y="{HEIGHT - 8}" font-size="13" '
                 f'text-anchor="middle">{escape(label[5:] if len(label) == 10 else label)}</text>'
             )
     parts.append(
-        f'<text x="{PAD}" y="{PAD - 8}" font-size="11">'
+        f'<text x="{PAD}" y="{PAD - 8}" font-size="13">'
         f"{'100%' if percent else f'{top:g}'}</text></svg>"
     )
     return "".join(parts)
@@ -58,19 +58,19 @@ def hbars(rows: Sequence[tuple[str, float]], *, title: str, color: str = "#2f6fd
     if not rows:
         return ""
     top = max(v for _, v in rows) or 1.0
-    line = 22
+    width, label_w, line = 400, 170, 22
     height = line * len(rows) + 4
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
     ]
     for i, (label, value) in enumerate(rows):
         y = i * line + 2
-        w = (WIDTH - 260) * value / top
+        w = (width - label_w - 40) * value / top
         parts.append(
-            f'<text x="0" y="{y + 15}" font-size="12">{escape(label[:34])}</text>'
-            f'<rect x="220" y="{y + 3}" width="{w:.1f}" height="{line - 8}" fill="{color}"/>'
-            f'<text x="{226 + w:.1f}" y="{y + 15}" font-size="12">{value:g}</text>'
+            f'<text x="0" y="{y + 15}" font-size="13">{escape(label[:24])}</text>'
+            f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{line - 8}" fill="{color}"/>'
+            f'<text x="{label_w + 6 + w:.1f}" y="{y + 15}" font-size="13">{value:g}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
