@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from bot import constants
 
-__all__ = ["FactRow", "Figures", "Period", "Query", "compute", "percentile"]
+__all__ = ["Bucket", "Figures", "Period", "Query", "compute", "percentile"]
 
 
 @dataclass(frozen=True)
@@ -26,25 +26,21 @@ class Query:
     """Seconds of customer silence after which an answered conversation counts as resolved."""
 
 
-class FactRow(NamedTuple):
-    """The columns of one conversation the figures read."""
+class Bucket(NamedTuple):
+    """Conversations of one day, channel and language, counted by the database."""
 
     day: str
     channel: str
     language: str
-    last_active_at: float
-    user_messages: int
-    last_user_at: float | None
-    last_bot_at: float | None
-    confirmed: int
-    last_not_understood: int
-    open_flows: int
-    handoff_at: float | None
-    handoff_reason: str | None
-    claimed_at: float | None
-    resolved_at: float | None
-    csat: int | None
-    unknown_count: int
+    conversations: int
+    with_messages: int
+    settled: int
+    """Contained, or known not to be (handed off, or left unresolved past the window)."""
+    contained: int
+    open: int
+    handoffs: int
+    resolved_handoffs: int
+    not_understood: int
 
 
 @dataclass
@@ -122,52 +118,41 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def compute(
-    rows: list[FactRow],
+    buckets: list[Bucket],
     named: dict[str, list[tuple[str, int]]],
     *,
     query: Query,
-    now: float,
+    claims: list[float],
+    handling: list[float],
+    reasons: dict[str, int],
+    csat: dict[int, int],
 ) -> Figures:
-    """The figures of ``rows`` (one per conversation) and the summed counts ``named`` by kind."""
-    out = Figures(conversations=len(rows))
+    """Fold the database's counts into the figures: totals, periods, rankings, percentiles.
+
+    ``claims`` and ``handling`` are each handoff's time to claim and handling time (seconds),
+    ``named`` the summed intent and flow counts by kind.
+    """
+    out = Figures()
     periods: dict[str, Period] = {}
-    reasons: Counter[str] = Counter()
     channels: Counter[str] = Counter()
     languages: Counter[str] = Counter()
-    claims: list[float] = []
-    handling: list[float] = []
-    csat: Counter[int] = Counter()
-    for row in rows:
-        label = _period_label(row.day, query.group)
+    for b in buckets:
+        label = _period_label(b.day, query.group)
         period = periods.get(label) or periods.setdefault(label, Period(label))
-        period.conversations += 1
-        channels[row.channel] += 1
-        languages[row.language or "?"] += 1
-        out.not_understood += row.unknown_count
-        if row.user_messages:
-            out.with_messages += 1
-        verdict = _contained(row, now=now, window=query.window)
-        if verdict is None:
-            if row.user_messages:
-                out.pending += 1
-        else:
-            out.settled += 1
-            period.settled += 1
-            if verdict:
-                out.contained += 1
-                period.contained += 1
-        if row.handoff_at is not None:
-            out.handoffs += 1
-            period.handoffs += 1
-            reasons[row.handoff_reason or "asked"] += 1
-            if row.claimed_at is not None:
-                claims.append(row.claimed_at - row.handoff_at)
-                if row.resolved_at is not None:
-                    handling.append(row.resolved_at - row.claimed_at)
-            if row.resolved_at is not None:
-                out.resolved_handoffs += 1
-        if row.csat is not None:
-            csat[row.csat] += 1
+        period.conversations += b.conversations
+        period.contained += b.contained
+        period.settled += b.settled
+        period.handoffs += b.handoffs
+        channels[b.channel] += b.conversations
+        languages[b.language or "?"] += b.conversations
+        out.conversations += b.conversations
+        out.with_messages += b.with_messages
+        out.settled += b.settled
+        out.contained += b.contained
+        out.pending += b.open
+        out.handoffs += b.handoffs
+        out.resolved_handoffs += b.resolved_handoffs
+        out.not_understood += b.not_understood or 0
     out.csat_answers = sum(csat.values())
     out.csat_distribution = dict(sorted(csat.items()))
     out.handoff_reasons = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -185,20 +170,6 @@ def compute(
         if not flow.startswith("pattern_")
     ]
     return out
-
-
-def _contained(row: FactRow, *, now: float, window: float) -> bool | None:
-    # Same rule as ConversationFacts.contained, on the stored columns.
-    if row.handoff_at is not None:
-        return False
-    if row.user_messages == 0:
-        return None
-    answered = row.last_bot_at is not None and row.last_bot_at >= (row.last_user_at or 0)
-    if row.confirmed and answered:
-        return True
-    if now - row.last_active_at < window:
-        return None
-    return answered and not row.last_not_understood and not row.open_flows
 
 
 def _period_label(day: str, group: str) -> str:

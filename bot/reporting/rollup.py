@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    case,
     delete,
     func,
     select,
@@ -32,8 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from bot.errors import StoreError
-from bot.reporting.facts import ConversationFacts, UnknownMessage, summarize
-from bot.reporting.figures import FactRow, Figures, Query, compute
+from bot.reporting.facts import ASKED, ConversationFacts, UnknownMessage, summarize
+from bot.reporting.figures import Bucket, Figures, Query, compute
 from bot.store.engines import Database, database_url, open_database
 from bot.store.schema import Tables
 
@@ -100,7 +101,8 @@ class Reporting:
             Column("kind", String(), nullable=False),
             Column("name", String(), nullable=False),
             Column("n", Integer, nullable=False),
-            Index(f"{p}ix_report_counts_kind_started_at", "kind", "started_at"),
+            Index(f"{p}ix_report_counts_started_at", "started_at"),
+            Index(f"{p}ix_report_counts_kind_name", "kind", "name"),
             Index(f"{p}ix_report_counts_conversation_id", "conversation_id"),
         )
         self.unknown = Table(
@@ -207,43 +209,68 @@ class Reporting:
 
         def work(conn: Connection) -> Figures:
             f = self.facts
-            rows = [
-                FactRow._make(r)
+            where = self._where(f, query)
+            verdict = _verdict(f, now=now, window=query.window)
+            handed = f.c.handoff_at.isnot(None)
+
+            def count_if(condition: Any) -> Any:
+                return func.sum(case((condition, 1), else_=0))
+
+            buckets = [
+                Bucket._make(r)
                 for r in conn.execute(
                     select(
                         f.c.day,
                         f.c.channel,
                         f.c.language,
-                        f.c.last_active_at,
-                        f.c.user_messages,
-                        f.c.last_user_at,
-                        f.c.last_bot_at,
-                        f.c.confirmed,
-                        f.c.last_not_understood,
-                        f.c.open_flows,
-                        f.c.handoff_at,
-                        f.c.handoff_reason,
-                        f.c.claimed_at,
-                        f.c.resolved_at,
-                        f.c.csat,
-                        f.c.unknown_count,
-                    ).where(*self._where(f, query))
+                        func.count(),
+                        count_if(f.c.user_messages > 0),
+                        count_if(verdict.in_(("contained", "not_contained"))),
+                        count_if(verdict == "contained"),
+                        count_if(verdict == "open"),
+                        count_if(handed),
+                        count_if(handed & f.c.resolved_at.isnot(None)),
+                        func.sum(f.c.unknown_count),
+                    )
+                    .where(*where)
+                    .group_by(f.c.day, f.c.channel, f.c.language)
                 )
             ]
+            claimed = f.c.claimed_at.isnot(None)
+            durations = conn.execute(
+                select(f.c.claimed_at - f.c.handoff_at, f.c.resolved_at - f.c.claimed_at).where(
+                    *where, handed, claimed
+                )
+            ).all()
+            reasons = conn.execute(
+                select(f.c.handoff_reason, func.count())
+                .where(*where, handed)
+                .group_by(f.c.handoff_reason)
+            ).all()
+            csat = conn.execute(
+                select(f.c.csat, func.count())
+                .where(*where, f.c.csat.isnot(None))
+                .group_by(f.c.csat)
+            ).all()
             c = self.counts
-            named: dict[str, list[tuple[str, int]]] = {}
-            for kind in _KINDS:
-                total = func.sum(c.c.n).label("total")
-                named[kind] = [
-                    (r.name, int(r.total))
-                    for r in conn.execute(
-                        select(c.c.name, total)
-                        .where(c.c.kind == kind, *self._where(c, query))
-                        .group_by(c.c.name)
-                        .order_by(total.desc(), c.c.name)
-                    )
-                ]
-            return compute(rows, named, query=query, now=now)
+            total = func.sum(c.c.n).label("total")
+            named: dict[str, list[tuple[str, int]]] = {kind: [] for kind in _KINDS}
+            for row in conn.execute(
+                select(c.c.kind, c.c.name, total)
+                .where(*self._where(c, query))
+                .group_by(c.c.kind, c.c.name)
+                .order_by(total.desc(), c.c.name)
+            ):
+                named.setdefault(row.kind, []).append((row.name, int(row.total)))
+            return compute(
+                buckets,
+                named,
+                query=query,
+                claims=[float(d[0]) for d in durations],
+                handling=[float(d[1]) for d in durations if d[1] is not None],
+                reasons={r or ASKED: int(n) for r, n in reasons},
+                csat={int(score): int(n) for score, n in csat},
+            )
 
         return await self._db.read(work)
 
@@ -364,6 +391,27 @@ class Reporting:
         if query.language:
             conditions.append(table.c.language == query.language)
         return conditions
+
+
+def _verdict(f: Table, *, now: float, window: float) -> Any:
+    """SQL for Figures' containment rule: ``contained``, ``not_contained``, ``open`` or ``none``.
+
+    Handed off: not contained. No customer message: none. Otherwise contained when the bot
+    answered the last message and the customer confirmed; still open while the customer may
+    write again (``window``); after that, contained when the last message was answered and
+    understood and no customer flow was left half done.
+    """
+    answered = f.c.last_bot_at.isnot(None) & (
+        f.c.last_bot_at >= func.coalesce(f.c.last_user_at, 0.0)
+    )
+    return case(
+        (f.c.handoff_at.isnot(None), "not_contained"),
+        (f.c.user_messages == 0, "none"),
+        ((f.c.confirmed == 1) & answered, "contained"),
+        (f.c.last_active_at > now - window, "open"),
+        (answered & (f.c.last_not_understood == 0) & (f.c.open_flows == 0), "contained"),
+        else_="not_contained",
+    )
 
 
 def _fact_row(f: ConversationFacts) -> dict[str, Any]:
