@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot import constants
 from bot.errors import KefuError, ProjectError, SettingsError
 from bot.privacy import install_log_redaction
 from bot.settings import Settings
@@ -153,7 +155,21 @@ def _operations(
         for channel in channels:
             channel.attach(metrics.timed(channel.handler))
         routes += metrics_routes(metrics, token=settings.metrics_token)
-    return routes, [reporting.initialize], [reporting.close]
+    refresher: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        await reporting.initialize()
+        interval = constants.REPORTING_REFRESH_INTERVAL
+        refresher.append(asyncio.create_task(reporting.keep_fresh(interval=interval)))
+
+    async def stop() -> None:
+        for task in refresher:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await reporting.close()
+
+    return routes, [start], [stop]
 
 
 async def shell(project_dir: Path, settings: Settings) -> int:

@@ -11,6 +11,10 @@ DEFAULT_HANDOFF_MAX_WAIT = 1800.0
 DEFAULT_CSAT_DELAY = 60.0
 DEFAULT_CONTAINMENT_WINDOW = 86400.0
 """Seconds of customer silence after the bot's answer before a conversation counts as resolved."""
+DASHBOARD_REFRESH_BUDGET = 0.5
+"""Seconds a dashboard page (or a scrape) spends bringing the reporting rollup up to date."""
+REPORTING_REFRESH_INTERVAL = 60.0
+"""Seconds between the background refreshes of the reporting rollup."""
 DASHBOARD_SESSION_SECONDS = 12 * 3600
 """How long a dashboard login lasts."""
 

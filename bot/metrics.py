@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot import constants
 from bot.channel import MessageHandler
 from bot.events import BotMessage, UserMessage
 from bot.reporting import Reporting
@@ -84,7 +85,7 @@ class Metrics:
 
     async def render(self) -> bytes:
         """The text format, the store-backed gauges read now."""
-        await self._reporting.refresh()
+        await self._reporting.refresh(budget=constants.DASHBOARD_REFRESH_BUDGET)
         counts = await self._reporting.outbox_counts()
         for status in sorted({"pending", "failed", "delivered", *counts}):
             self.outbox.labels(status, self._worker).set(counts.get(status, 0))

@@ -150,7 +150,7 @@ def dashboard_routes(
 
     async def figures_for(request: Request) -> tuple[_Filters, Figures]:
         filters = _filters(request.query_params)
-        await reporting.refresh()
+        await reporting.refresh(budget=constants.DASHBOARD_REFRESH_BUDGET)
         query = filters.query(now=time.time(), window=containment_window)
         return filters, await reporting.figures(query)
 
@@ -226,7 +226,7 @@ def dashboard_routes(
         if handoff not in ("", "yes", "no"):
             raise _BadRequest("handoff must be yes, no or empty")
         search, intent = params.get("q", "").strip()[:200], params.get("intent", "").strip()[:100]
-        await reporting.refresh()
+        await reporting.refresh(budget=constants.DASHBOARD_REFRESH_BUDGET)
         rows = await reporting.conversations(
             filters.query(now=time.time(), window=containment_window),
             search=search,
@@ -293,7 +293,7 @@ def dashboard_routes(
 
     async def unknown(request: Request) -> Response:
         filters = _filters(request.query_params)
-        await reporting.refresh()
+        await reporting.refresh(budget=constants.DASHBOARD_REFRESH_BUDGET)
         messages = await reporting.unknown_messages(
             filters.query(now=time.time(), window=containment_window), limit=MAX_GROUPED
         )

@@ -9,6 +9,7 @@ then read only those tables, so a page stays fast however long the event log gro
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from bot.store.engines import Database, database_url, open_database
 from bot.store.schema import Tables
 
 __all__ = ["ConversationRow", "Reporting"]
+
+log = logging.getLogger(__name__)
 
 BATCH = 2000
 """Event rows read per refresh step."""
@@ -130,15 +133,29 @@ class Reporting:
 
     # --- keeping the rollup -------------------------------------------------------------
 
-    async def refresh(self) -> int:
-        """Bring the tables up to date with the event log; the number of conversations redone."""
+    async def refresh(self, *, budget: float | None = None) -> int:
+        """Bring the tables up to date with the event log; the number of conversations redone.
+
+        With ``budget`` (seconds) it stops after the step that exceeds it, so that a page never
+        waits for the first rollup of a large store; :meth:`keep_fresh` catches up meanwhile.
+        """
         redone = 0
+        started = time.monotonic()
         async with self._lock:
             while True:
                 step = await self._db.write(self._refresh_step)
                 redone += step
-                if step == 0:
+                if step == 0 or (budget is not None and time.monotonic() - started > budget):
                     return redone
+
+    async def keep_fresh(self, *, interval: float) -> None:
+        """Refresh every ``interval`` seconds until cancelled; a failed refresh is logged."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("the reporting rollup could not be refreshed")
+            await asyncio.sleep(interval)
 
     def _refresh_step(self, conn: Connection) -> int:
         events, conv, kv = self._store.events, self._store.conversations, self._store.kv
