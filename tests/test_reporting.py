@@ -184,6 +184,13 @@ async def test_figures_and_incremental_refresh(stores: tuple[SqlStore, Reporting
     f = await reporting.figures(query, now=now)
     assert f.contained == 2
     assert f.flows[1] == ("track_order", 1, 1, 0)
+    # a was redone three times; its intents are counted once each, not once per refresh.
+    assert dict(f.intents) == {
+        "track_order": 2,
+        "cancel_order": 1,
+        "nlu_fallback": 1,
+        "contact_human_agent": 1,
+    }
 
 
 def test_percentile_interpolates() -> None:

@@ -54,8 +54,10 @@ class _Filters:
     language: str
 
     def query(self, *, now: float, window: float) -> Query:
+        """The last ``days`` UTC days, today included."""
+        midnight = now - now % 86400
         return Query(
-            since=now - self.days * 86400,
+            since=midnight - (self.days - 1) * 86400,
             until=now + 1,
             channel=self.channel,
             language=self.language,
