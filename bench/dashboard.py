@@ -135,7 +135,7 @@ def conversation(
 
 
 async def fill(url: str, prefix: str, events: int, days: int) -> tuple[int, int]:
-    """Insert synthetic conversations until ``events`` events are stored; (conversations, events)."""
+    """Store synthetic conversations until ``events`` events; (conversations, events)."""
     tables = Tables(prefix)
     db = open_database(database_url(url))
     await db.write(tables.metadata.create_all)
