@@ -136,12 +136,17 @@ class Agent:
         from bot.knowledge import KnowledgeAnswerer, KnowledgeBase
         from bot.store import open_store
 
+        knowledge = None
+        if project.knowledge_dir is not None:
+            knowledge = KnowledgeBase.from_directory(project.knowledge_dir)
         interpreter = await asyncio.to_thread(
             Interpreter.train,
             project.nlu,
             entity_names=project.domain.entities,
             intents=project.domain.intents,
             cache_dir=_cache_dir(project.root),
+            flows=project.flows.flows.values(),
+            questions=knowledge.questions() if knowledge is not None else (),
         )
         if store is None:
             store = await open_store(settings.database_url)
@@ -149,8 +154,8 @@ class Agent:
             action_runner = create_action_runner(
                 project_dir=project.root, endpoint=settings.action_endpoint
             )
-        if answer_backend is None and project.knowledge_dir is not None:
-            answer_backend = KnowledgeAnswerer(KnowledgeBase.from_directory(project.knowledge_dir))
+        if answer_backend is None and knowledge is not None:
+            answer_backend = KnowledgeAnswerer(knowledge)
         return cls(
             project,
             settings=settings,

@@ -111,6 +111,9 @@ class Flow:
     file: str | None = None
     line: int | None = None
     is_pattern: bool = False
+    translation: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
+    """Rasa's per-language flow properties: ``{"zh": {"name": "查询订单"}}`` (kefu also reads a
+    ``description`` there, for routing messages in that language)."""
 
     @property
     def readable_name(self) -> str:
@@ -175,6 +178,10 @@ DEFAULT_ACTIONS = frozenset(
         "action_trigger_search",
         "action_human_handoff",
         "action_clean_stack",
+        "action_reset_routing",
+        "action_hangup",
+        "action_handoff_metric",
+        "action_repeat_bot_messages",
     }
 )
 """Actions the engine itself provides; flows may name them without declaring them."""

@@ -112,10 +112,25 @@ class _FlowBuilder:
             file=self.file,
             line=self.line,
             is_pattern=is_pattern,
+            translation=self.parse_translation(
+                body.get("translation"), line_of(body, "translation")
+            ),
         )
         flow._sequence_next.update(self.sequence_next)
         self.check_reachable(flow)
         return flow
+
+    def parse_translation(self, raw: Any, line: int | None) -> dict[str, dict[str, str]]:
+        """``{language: {name: ..., description: ...}}``: text values only."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, Mapping) or not all(isinstance(v, Mapping) for v in raw.values()):
+            self.problem(line, "'translation' must map languages to {name: ...}")
+            return {}
+        return {
+            str(lang): {str(k): str(v) for k, v in props.items() if isinstance(v, str)}
+            for lang, props in raw.items()
+        }
 
     # --- steps -------------------------------------------------------------------------
 
