@@ -9,6 +9,14 @@ DEFAULT_LLM_TIMEOUT = 15.0
 DEFAULT_HANDOFF_SLA = 300.0
 DEFAULT_HANDOFF_MAX_WAIT = 1800.0
 DEFAULT_CSAT_DELAY = 60.0
+DEFAULT_CONTAINMENT_WINDOW = 86400.0
+"""Seconds of customer silence after the bot's answer before a conversation counts as resolved."""
+DASHBOARD_REFRESH_BUDGET = 0.5
+"""Seconds a dashboard page (or a scrape) spends bringing the reporting rollup up to date."""
+REPORTING_REFRESH_INTERVAL = 60.0
+"""Seconds between the background refreshes of the reporting rollup."""
+DASHBOARD_SESSION_SECONDS = 12 * 3600
+"""How long a dashboard login lasts."""
 DEFAULT_HANDOFF_NOT_UNDERSTOOD = 3
 """Messages in a row the bot failed to understand before it hands the customer to a person."""
 

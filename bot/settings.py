@@ -59,6 +59,8 @@ class Settings:
     handoff_max_wait: float = constants.DEFAULT_HANDOFF_MAX_WAIT
     csat_delay: float = constants.DEFAULT_CSAT_DELAY
     retention_days: float | None = None
+    containment_window: float = constants.DEFAULT_CONTAINMENT_WINDOW
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(
@@ -111,6 +113,10 @@ class Settings:
             ),
             csat_delay=reader.number("KEFU_CSAT_DELAY", constants.DEFAULT_CSAT_DELAY),
             retention_days=reader.optional_number("KEFU_RETENTION_DAYS"),
+            containment_window=reader.number(
+                "KEFU_CONTAINMENT_WINDOW", constants.DEFAULT_CONTAINMENT_WINDOW
+            ),
+            metrics_token=reader.text("KEFU_METRICS_TOKEN"),
         )
 
     def require(self, name: str) -> str:
