@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import constants
 from bot.channel import Channel
@@ -55,6 +55,7 @@ from bot.interpreter import Interpreter, Parse
 from bot.ports import (
     ActionRunner,
     AnswerBackend,
+    CommandSource,
     ConversationStore,
     Delivery,
     HandoffDesk,
@@ -67,6 +68,9 @@ from bot.responses import ResponseRenderer
 from bot.scheduling.conversations import Change, TurnListener
 from bot.settings import Settings
 from bot.state import ConversationState
+
+if TYPE_CHECKING:
+    from bot.llm.backend import LLM
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +104,12 @@ class Agent:
         answer_backend: AnswerBackend | None = None,
         desk: HandoffDesk | None = None,
         triggers: HandoffTriggers | None = None,
+        command_source: CommandSource | None = None,
+        llm: LLM | None = None,
     ) -> None:
         self.project = project
+        self.command_source = command_source
+        self.llm = llm
         self.settings = settings
         self.store = store
         self.interpreter = interpreter
@@ -139,6 +147,7 @@ class Agent:
         """
         from bot.actions import create_action_runner
         from bot.knowledge import KnowledgeAnswerer, KnowledgeBase
+        from bot.llm.backend import build_llm
         from bot.store import open_store
 
         knowledge = None
@@ -159,8 +168,13 @@ class Agent:
             action_runner = create_action_runner(
                 project_dir=project.root, endpoint=settings.action_endpoint
             )
-        if answer_backend is None and knowledge is not None:
-            answer_backend = KnowledgeAnswerer(knowledge)
+        llm = None
+        if answer_backend is None:
+            if knowledge is not None:
+                answer_backend = KnowledgeAnswerer(knowledge)
+            llm = build_llm(settings, project, knowledge=knowledge, offline=answer_backend)
+        if llm is not None:
+            answer_backend = llm.answerer
         return cls(
             project,
             settings=settings,
@@ -175,6 +189,8 @@ class Agent:
                 not_understood=settings.handoff_not_understood,
                 sentiment_threshold=settings.handoff_sentiment,
             ),
+            command_source=llm.router if llm is not None else None,
+            llm=llm,
         )
 
     # --- channels and lifecycle ---------------------------------------------------------
@@ -206,6 +222,8 @@ class Agent:
         closer = getattr(self.action_runner, "close", None)
         if closer is not None:
             await closer()
+        if self.llm is not None:
+            await self.llm.close()
         await self.store.close()
 
     # --- turns --------------------------------------------------------------------------
@@ -407,9 +425,10 @@ class Agent:
                 state.remember(turn.events)
                 return turn
             state.paused = False  # no desk or no open handoff: the bot takes the conversation back
-        commands = trust.outside_commands(
-            self.project.domain.slots, self._commands(turn, message, parse, command)
-        )
+        commands = self._commands(turn, message, parse, command)
+        if self.command_source is not None and command is None:
+            commands = await self.command_source.commands(turn, parse, commands)
+        commands = trust.outside_commands(self.project.domain.slots, commands)
         self.executor.apply(turn, commands)
         await self.executor.advance(turn)
         reason = self.triggers.after_turn(state, turn.events) if self.triggers else None

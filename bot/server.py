@@ -39,12 +39,11 @@ def create_app(
     *,
     channels: Sequence[Channel],
     health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-    routes: Sequence[BaseRoute] = (),
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """Build the app: ``GET /health``, every channel's routes, ``routes`` (the API), and
-    their lifecycle.
+    """Build the app: ``GET /health``, every channel's routes, ``routes``, and their lifecycle.
 
     On startup the hooks run first (the channels need the store), then each channel starts;
     on shutdown the channels stop first (no new turns), then the hooks run. Log records are
@@ -72,11 +71,12 @@ def create_app(
             for hook in on_shutdown:
                 await _quietly(hook, f"shutdown hook {getattr(hook, '__qualname__', hook)!r}")
 
-    mounted: list[BaseRoute] = [Route("/health", health_endpoint, methods=["GET"]), *routes]
+    all_routes: list[BaseRoute] = [Route("/health", health_endpoint, methods=["GET"])]
     for channel in channels:
-        mounted.extend(channel.routes())
+        all_routes.extend(channel.routes())
+    all_routes.extend(routes)
     app = Starlette(
-        routes=mounted,
+        routes=all_routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
     )
