@@ -6,6 +6,7 @@ generated ids, so the engine only ever follows ``next`` links between steps of o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,10 +112,21 @@ class Flow:
     file: str | None = None
     line: int | None = None
     is_pattern: bool = False
+    name_translations: Mapping[str, str] = field(default_factory=dict)
+    """The flow's ``translation``: its name per language code (``{"zh": "查询订单"}``)."""
 
     @property
     def readable_name(self) -> str:
         return self.name or self.id.replace("_", " ")
+
+    def name_in(self, language: str | None) -> str:
+        """The flow's name in ``language`` (``zh``, ``zh-CN``), else its ``name``."""
+        if language:
+            base = language.replace("_", "-").split("-")[0].lower()
+            for code in (language, base):
+                if code in self.name_translations:
+                    return self.name_translations[code]
+        return self.readable_name
 
     def step(self, step_id: str) -> Step | None:
         return self._index.get(step_id)
@@ -171,6 +183,7 @@ DEFAULT_ACTIONS = frozenset(
         "action_continue_interrupted_flow",
         "action_cancel_interrupted_flows",
         "action_clarify_flows",
+        "action_collect_trouble",
         "action_trigger_chitchat",
         "action_trigger_search",
         "action_human_handoff",

@@ -112,10 +112,27 @@ class _FlowBuilder:
             file=self.file,
             line=self.line,
             is_pattern=is_pattern,
+            name_translations=self.parse_name_translations(body.get("translation")),
         )
         flow._sequence_next.update(self.sequence_next)
         self.check_reachable(flow)
         return flow
+
+    def parse_name_translations(self, raw: Any) -> dict[str, str]:
+        """``translation: {zh: {name: ...}}`` (Rasa Pro's shape) or ``{zh: ...}``."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, Mapping):
+            self.problem(line_of(raw), "'translation' must map language codes to a name")
+            return {}
+        names: dict[str, str] = {}
+        for language, value in raw.items():
+            name = value.get("name") if isinstance(value, Mapping) else value
+            if not isinstance(name, str) or not name.strip():
+                self.problem(line_of(raw, language), f"translation '{language}' needs a name")
+                continue
+            names[str(language)] = name
+        return names
 
     # --- steps -------------------------------------------------------------------------
 
