@@ -32,3 +32,7 @@ DELIVERY_LEASE = 30.0
 
 DEFAULT_SESSION_EXPIRATION_MINUTES = 60.0
 CACHE_DIR = ".kefu"
+
+COLLECT_FAILURES_BEFORE_CHANGE = 2
+"""Answers to one question that did not fit, after which the bot changes tack (explains,
+offers a person) instead of asking the same question a third time."""

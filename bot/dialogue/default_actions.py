@@ -75,7 +75,8 @@ class DefaultActions:
         value = turn.slots().get(slot)
         if value is None:
             definition = turn.domain.slots.get(slot)
-            if rejected_text is not None and definition is not None:
+            explained = frame.get("change_tack")  # action_collect_trouble says more instead
+            if rejected_text is not None and definition is not None and not explained:
                 response = _REJECTION_RESPONSES.get(definition.type)
                 if response:
                     executor.utter(turn, response, frame, value=rejected_text)
@@ -86,6 +87,18 @@ class DefaultActions:
                     executor.utter(turn, rejection["utter"], frame, value=value)
                 turn.set_slot(slot, None)
                 return
+
+    async def action_collect_trouble(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> None:
+        """Change tack after answers that did not fit, instead of asking the same again.
+
+        The project's ``utter_<slot>_trouble`` (another way to find the answer, or a person)
+        when it has one, else ``utter_collect_trouble``.
+        """
+        specific = f"utter_{frame.get('collect')}_trouble"
+        name = specific if turn.domain.has_response(specific) else "utter_collect_trouble"
+        executor.utter(turn, name, frame)
 
     async def action_cancel_flow(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
         removed = remove_frames(turn.state.stack, set(frame.get("canceled_frames") or ()))
@@ -142,7 +155,10 @@ class DefaultActions:
             if flow is None or not flow.nlu_triggers:
                 continue
             buttons.append(
-                Button(title=flow.readable_name, payload=f"/{flow.nlu_triggers[0].intent}")
+                Button(
+                    title=flow.name_in(turn.language),
+                    payload=f"/{flow.nlu_triggers[0].intent}",
+                )
             )
         message = executor.renderer.render(
             "utter_clarification_options_rasa",
@@ -165,7 +181,7 @@ class DefaultActions:
     async def action_trigger_chitchat(
         self, turn: Turn, frame: Frame, executor: FlowExecutor
     ) -> None:
-        intent = (turn.parse.get("intent") or {}).get("name")
+        intent = frame.get("intent") or (turn.parse.get("intent") or {}).get("name")
         if intent and executor.utter(turn, f"utter_{intent}", frame):
             return
         if await self.answer(turn, "chitchat", executor):
