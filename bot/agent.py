@@ -110,7 +110,7 @@ class Agent:
     ) -> Agent:
         """Build an agent: train or load the models; default backends for what is not given."""
         from bot.actions import create_action_runner
-        from bot.knowledge import KnowledgeAnswerer, KnowledgeBase
+        from bot.knowledge import KnowledgeAnswerer, KnowledgeBase, default_embedders
         from bot.store import open_store
 
         interpreter = await asyncio.to_thread(
@@ -127,7 +127,11 @@ class Agent:
                 project_dir=project.root, endpoint=settings.action_endpoint
             )
         if answer_backend is None and project.knowledge_dir is not None:
-            answer_backend = KnowledgeAnswerer(KnowledgeBase.from_directory(project.knowledge_dir))
+            knowledge = KnowledgeBase.from_directory(project.knowledge_dir)
+            cache = _cache_dir(project.root)
+            vectors = knowledge.with_vectors(default_embedders(), cache_dir=cache)
+            await asyncio.to_thread(vectors.prepare)  # not during a customer's first question
+            answer_backend = KnowledgeAnswerer(knowledge)
         return cls(
             project,
             settings=settings,
@@ -163,6 +167,17 @@ class Agent:
         if closer is not None:
             await closer()
         await self.store.close()
+
+    def greeting(self, language: str) -> BotMessage | None:
+        """The shop's greeting (``utter_greet``) in ``language`` (``zh-CN``: Chinese), for a
+        channel to show before the customer writes; None when the project has none."""
+        return self.executor.renderer.render(
+            "utter_greet",
+            conversation_id="",
+            slots={},
+            language=_base_language(language) or self.project.domain.default_language,
+            channel=None,
+        )
 
     # --- turns --------------------------------------------------------------------------
 

@@ -149,7 +149,7 @@ def _channels(agent: Agent, settings: Settings) -> list[Channel]:
     from channels.rest import RestChannel
     from channels.webchat import WebChatChannel
 
-    found: list[Channel] = [RestChannel(), WebChatChannel()]
+    found: list[Channel] = [RestChannel(), WebChatChannel(greeting=agent.greeting)]
     if settings.telegram_bot_token:
         from channels.telegram import TelegramChannel
 

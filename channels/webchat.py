@@ -8,19 +8,23 @@ external URL: the page works on a shop's intranet with no internet at all.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.channel import Channel
 from bot.errors import PermanentDeliveryError
 from bot.events import BotMessage
 
-__all__ = ["WebChatChannel"]
+__all__ = ["Greeting", "WebChatChannel"]
+
+Greeting = Callable[[str], BotMessage | None]
+"""The shop's greeting in a language (a browser's ``zh-CN``, ``en-GB``), or None."""
+_MAX_LANGUAGE_CHARS = 35
 
 _TYPES = {
     "index.html": "text/html; charset=utf-8",
@@ -62,15 +66,29 @@ class WebChatChannel(Channel):
     name = "webchat"
     replies_inline = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, greeting: Greeting | None = None) -> None:
         super().__init__()
         self._assets = {name: _Asset(name) for name in _TYPES}
+        self._greeting = greeting
 
     def routes(self) -> Sequence[BaseRoute]:
         return (
             Route("/", self._page, methods=["GET"]),
             Route("/webchat/static/{name}", self._asset, methods=["GET"]),
+            Route("/webchat/greeting", self._greet, methods=["GET"]),
         )
+
+    async def _greet(self, request: Request) -> Response:
+        """``{"text", "buttons"}``: what the page shows first, in the browser's language."""
+        language = request.query_params.get("lang", "")[:_MAX_LANGUAGE_CHARS]
+        message = self._greeting(language) if self._greeting is not None else None
+        if message is None:
+            return Response(status_code=204, headers=_SECURITY_HEADERS)
+        body = {
+            "text": message.text,
+            "buttons": [{"title": b.title, "payload": b.payload} for b in message.buttons],
+        }
+        return JSONResponse(body, headers=_SECURITY_HEADERS)
 
     async def send(self, message: BotMessage) -> None:
         raise PermanentDeliveryError("web chat replies travel in the HTTP response")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from bot import constants
 from bot.dialogue.stack import Frame, is_user_frame, new_frame, remove_frames, top_user_frame
 from bot.dialogue.turn import Turn
 from bot.errors import LLMError
@@ -69,11 +70,21 @@ class DefaultActions:
     async def action_run_slot_rejections(
         self, turn: Turn, frame: Frame, executor: FlowExecutor
     ) -> None:
-        """Reject a new value a ``rejections`` condition forbids, or an answer of the wrong type."""
+        """Reject a new value a ``rejections`` condition forbids, or an answer of the wrong type.
+
+        It runs before the question is asked and after each of the customer's turns; a turn
+        that left the slot empty (an answer that did not fit, or another question) counts
+        towards ``change_tack``, so the question is not asked the same way a third time.
+        """
         slot = str(frame.get("collect", ""))
         rejected_text = frame.pop("rejected_text", None)
         value = turn.slots().get(slot)
         if value is None:
+            if frame.get("asked"):
+                failures = int(frame.get("failures") or 0) + 1
+                frame["failures"] = failures
+                frame["change_tack"] = failures >= constants.COLLECT_FAILURES_BEFORE_CHANGE
+            frame["asked"] = True
             definition = turn.domain.slots.get(slot)
             explained = frame.get("change_tack")  # action_collect_trouble says more instead
             if rejected_text is not None and definition is not None and not explained:

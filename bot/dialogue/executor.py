@@ -90,9 +90,6 @@ class FlowExecutor:
                 frame = collecting(stack)
                 if frame is not None and frame.get("collect") == command.slot:
                     frame["rejected_text"] = command.text
-                    failures = int(frame.get("failures") or 0) + 1
-                    frame["failures"] = failures
-                    frame["change_tack"] = failures >= constants.COLLECT_FAILURES_BEFORE_CHANGE
         for command in commands:
             if isinstance(command, cmd.StartFlow):
                 self.start_flow(turn, command.flow_id)

@@ -178,6 +178,21 @@
     input.style.height = input.scrollHeight + "px";
   }
 
+  /* The shop greets in the browser's language before the customer writes. */
+  function greet() {
+    var language = (navigator.languages && navigator.languages[0]) || navigator.language || "";
+    fetch(root.getAttribute("data-greeting") + "?lang=" + encodeURIComponent(language))
+      .then(function (response) {
+        return response.status === 200 ? response.json() : null;
+      })
+      .then(function (reply) {
+        if (reply && !log.querySelector(".msg")) {
+          renderReply(reply);
+          scrollDown();
+        }
+      }, function () { /* no greeting: the chat works without one */ });
+  }
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     submit();
@@ -196,4 +211,5 @@
     submit();
   });
   input.addEventListener("input", resize);
+  greet();
 })();
