@@ -162,7 +162,7 @@ def generate_commands(
         if _needs_clarification(turn, parse, new_flows):
             return [cmd.Clarify(tuple(f.id for f in new_flows[:3]))]
         flow = new_flows[0]
-        return [cmd.StartFlow(flow.id), *_prefill(turn, parse, flow)]
+        return [cmd.StartFlow(flow.id), *_prefill(turn, parse, flow, synonyms)]
     repeated = _entity_slots(turn, parse, skip=set())
     if candidates and active is not None and (confident or repeated):
         if repeated or pending_slot is None:
@@ -305,14 +305,26 @@ def _entity_slots(turn: Turn, parse: Parse, *, skip: set[str]) -> list[cmd.Comma
     return out
 
 
-def _prefill(turn: Turn, parse: Parse, flow: Flow) -> list[cmd.Command]:
-    """Slots the new flow will ask for that the message already answers."""
+def _prefill(
+    turn: Turn, parse: Parse, flow: Flow, synonyms: Mapping[str, str]
+) -> list[cmd.Command]:
+    """Slots the new flow will ask for that the message already answers ("a lamp under 200
+    yuan": the budget), each value read as its slot's type."""
     wanted = _collected(turn, flow, set())
     out: list[cmd.Command] = []
     for entity in parse.entities:
         for name in _slots_for_entity(turn, str(entity.get("entity"))):
-            if name in wanted:
-                out.append(cmd.SetSlot(name, entity.get("value")))
+            if name not in wanted:
+                continue
+            value = parse_slot_value(
+                turn.domain.slots[name],
+                str(entity.get("value")),
+                [entity],
+                language=parse.language,
+                synonyms=synonyms,
+            )
+            if value is not None:
+                out.append(cmd.SetSlot(name, value.value))
     return out
 
 
