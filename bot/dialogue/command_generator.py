@@ -1,8 +1,10 @@
 """From a parsed message and the dialogue's state to commands, offline and deterministically.
 
 The order of precedence: button payloads; explicit requests to stop or to reach a human;
-the answer to a pending question; a correction of an earlier answer; a flow to start;
-small talk; and last a question for the knowledge base (or the LLM, when one is plugged in).
+the answer to a pending question; a correction of an earlier answer; a question asked
+instead of that answer (answered, then the question is asked again); a flow to start (while a
+question is pending, only a confident one); small talk; and last a question for the knowledge
+base (or the LLM, when one is plugged in).
 """
 
 from __future__ import annotations
@@ -78,11 +80,10 @@ def _without_fillers(clause: str) -> str:
 
 def _cancel_clause(clause: str) -> bool:
     """A stop phrase (fillers already trimmed); Chinese phrases may run together."""
-    rest = clause
-    if rest in _CANCEL:
+    if clause in _CANCEL:
         return True
-    found = False
-    while rest and rest.isascii() is False:  # 算了不改了: stop phrases and fillers back to back
+    rest, found = clause, False
+    while rest and not rest.isascii():  # 算了不改了: stop phrases and fillers back to back
         prefix = next((p for p in _CJK_PHRASES if rest.startswith(p)), None)
         if prefix is None:
             return False
