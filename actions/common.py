@@ -7,7 +7,8 @@ from typing import Any
 from rasa_sdk import Tracker
 from rasa_sdk.events import SlotSet
 
-from actions.shop import Order, mask_card_numbers, normalize_order_id
+from actions.shop import Order, normalize_order_id
+from bot.privacy import mask_card_numbers
 
 _STATUS_TEXT = {
     "en": {

@@ -335,23 +335,6 @@ def normalize_order_id(raw: str) -> str:
     return text
 
 
-_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-
-
-def mask_card_numbers(text: str) -> str:
-    """Replace anything shaped like a payment card number (13–19 digits) by ``**** 1234``."""
-
-    def mask(match: re.Match[str]) -> str:
-        digits = re.sub(r"\D", "", match.group())
-        return f"**** {digits[-4:]}"
-
-    return _CARD.sub(mask, text)
-
-
-def contains_card_number(text: str) -> bool:
-    return _CARD.search(text) is not None
-
-
 @lru_cache(maxsize=1)
 def shop() -> ShopService:
     """The shop the actions talk to."""

@@ -25,7 +25,9 @@ from typing import Any
 
 from bot import constants
 from bot.channel import Channel
+from bot.conflicts import ConflictBackoff
 from bot.dialogue import commands as cmd
+from bot.dialogue import trust
 from bot.dialogue.command_generator import generate_commands
 from bot.dialogue.default_actions import DefaultActions
 from bot.dialogue.executor import FlowExecutor
@@ -40,7 +42,7 @@ from bot.errors import (
 from bot.events import BotMessage, Event, SlotSet, UserMessage
 from bot.interpreter import Interpreter, Parse
 from bot.ports import ActionRunner, AnswerBackend, ConversationStore, HandoffDesk
-from bot.privacy import mask_card_numbers
+from bot.privacy import redact, redact_user_message
 from bot.project import Project
 from bot.recent_events import RecentEvents
 from bot.responses import ResponseRenderer
@@ -50,7 +52,6 @@ from bot.state import ConversationState
 log = logging.getLogger(__name__)
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SAVE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,8 @@ class Agent:
         async with self._lock(message.conversation_id):
             if key and await self.store.is_processed(*key):
                 return await self._replay(message)
-            for attempt in range(_SAVE_ATTEMPTS):
+            backoff = ConflictBackoff()
+            while True:
                 state = await self.store.load(message.conversation_id) or _new_state(message)
                 count_before = state.event_count
                 try:
@@ -201,6 +203,7 @@ class Agent:
                     log.exception("turn failed in %s", message.conversation_id)
                     state = await self.store.load(message.conversation_id) or _new_state(message)
                     turn = self._failed_turn(state, message)
+                trust.remember_offers(state, turn.messages)
                 outbox = self._outbox(message.channel, turn.messages)
                 try:
                     ids = await self.store.save(
@@ -210,8 +213,8 @@ class Agent:
                         outbox_due_at=time.time() + constants.DELIVERY_LEASE,
                         message_key=key,
                     )
-                except ConcurrentUpdateError:
-                    if attempt == _SAVE_ATTEMPTS - 1:
+                except ConcurrentUpdateError:  # another process saved first: run on its state
+                    if not await backoff.wait():
                         raise
                     continue
                 except DuplicateMessageError:  # another process saved it since the check
@@ -232,9 +235,18 @@ class Agent:
         replies = [event for event in events if isinstance(event, BotMessage)]
         return TurnResult(messages=replies, duplicate=True)
 
-    async def set_slots(self, conversation_id: str, slots: dict[str, Any]) -> None:
-        """Set slots before or between turns (conversation-test fixtures, the desk, the API)."""
+    async def set_slots(
+        self, conversation_id: str, slots: dict[str, Any], *, trusted: bool = False
+    ) -> None:
+        """Set slots before or between turns (conversation-test fixtures, the desk, the API).
+
+        Only a ``trusted`` caller (staff at the desk, the shop's own back end) may set a live
+        conversation's action-owned slots; fixtures may in conversation tests only.
+        """
         channel, _, sender = conversation_id.partition(":")
+        if not trusted:
+            trust.check_fixture_slots(self.project.domain.slots, channel, slots)
+        slots = redact(slots)
         async with self._lock(conversation_id):
             state = await self.store.load(conversation_id) or ConversationState(
                 conversation_id=conversation_id, channel=channel, sender_id=sender
@@ -275,18 +287,27 @@ class Agent:
             or self.project.domain.default_language
         )
         # A platform command (Telegram's /help) means its intent, like a button would.
-        payload = message.payload or (f"/{command}" if command and command != "start" else None)
+        # Only a payload the bot offered (or a plain /intent) counts: bot.dialogue.trust.
+        sent = message.payload or (f"/{command}" if command and command != "start" else None)
+        payload = trust.trusted_payload(state, sent, intents=self.interpreter.intents)
         parse_message = functools.partial(
             self.interpreter.parse, message.text, payload=payload, language=language
         )
-        if payload is None and self.interpreter.may_be_slow(message.text):
+        if trust.typed_payload_refused(sent, payload, text=message.text):
+            parse = trust.refused_parse(message.text, language=language)
+        elif payload is None and self.interpreter.may_be_slow(message.text):
             parse = await asyncio.to_thread(parse_message)  # other conversations go on meanwhile
         else:
             parse = parse_message()
         self._set_language(turn, parse.language)
         turn.parse = parse.to_rasa()
         state.latest_message = turn.parse
-        user_event = dataclasses.replace(message, parse_data=turn.parse, language=parse.language)
+        user_event = dataclasses.replace(
+            message,
+            payload=message.payload if payload else None,
+            parse_data=turn.parse,
+            language=parse.language,
+        )
         turn.events.append(user_event)
         if command == "start":
             state.remember(turn.events)
@@ -297,7 +318,9 @@ class Agent:
                 state.remember(turn.events)
                 return turn
             state.paused = False  # the desk went away: the bot takes the conversation back
-        commands = self._commands(turn, message, parse, command)
+        commands = trust.outside_commands(
+            self.project.domain.slots, self._commands(turn, message, parse, command)
+        )
         self.executor.apply(turn, commands)
         await self.executor.advance(turn)
         state.remember(turn.events)
@@ -451,23 +474,26 @@ _PROFILE_KEYS = {"first_name", "last_name", "username", "language_code", "chat_t
 
 def _message_key(message: UserMessage) -> tuple[str, str] | None:
     """The store's once-only key of a platform message: its id is only taken to be unique
-    within its conversation (two REST clients may both number their messages from 1)."""
+    within its conversation (two REST clients may both number their messages from 1). The
+    conversation id's length comes first, so no two (conversation, id) pairs share a key."""
     if not message.message_id:
         return None
-    return message.channel, f"{message.conversation_id}/{message.message_id}"
+    cid = message.conversation_id
+    return message.channel, f"{len(cid)}:{cid}/{message.message_id}"
 
 
 def _sanitize(message: UserMessage) -> UserMessage:
-    """Strip control characters, mask card numbers, cut oversized text (noting the cut)."""
-    text = mask_card_numbers(_CONTROL.sub("", message.text))
+    """Strip control characters, cut oversized text (noting the cut), then mask card numbers
+    in every field (``bot.privacy``): last, so that no later step can rejoin a number."""
+    text = _CONTROL.sub("", message.text)
     metadata = message.metadata
     if len(text) > constants.MAX_MESSAGE_CHARS:
         text = text[: constants.MAX_MESSAGE_CHARS]
         metadata = {**metadata, "truncated": True}
     payload = _CONTROL.sub("", message.payload) if message.payload else message.payload
-    if text == message.text and metadata is message.metadata and payload == message.payload:
-        return message
-    return dataclasses.replace(message, text=text, payload=payload, metadata=metadata)
+    if text != message.text or metadata is not message.metadata or payload != message.payload:
+        message = dataclasses.replace(message, text=text, payload=payload, metadata=metadata)
+    return redact_user_message(message)
 
 
 def _new_state(message: UserMessage) -> ConversationState:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import KefuError, ProjectError, SettingsError
+from bot.privacy import install_log_redaction
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_redaction()  # no card number, e-mail or phone number in any log line
     if not args.verbose:  # one line per registered action drowns what matters
         logging.getLogger("rasa_sdk.executor").setLevel(logging.WARNING)
     project = Path(args.project).resolve()
@@ -149,7 +151,10 @@ def _channels(agent: Agent, settings: Settings) -> list[Channel]:
     from channels.rest import RestChannel
     from channels.webchat import WebChatChannel
 
-    found: list[Channel] = [RestChannel(), WebChatChannel(greeting=agent.greeting)]
+    found: list[Channel] = [
+        RestChannel(token=settings.rest_token),
+        WebChatChannel(greeting=agent.greeting),
+    ]
     if settings.telegram_bot_token:
         from channels.telegram import TelegramChannel
 

@@ -6,13 +6,14 @@ certainty and those entities; ``/SetSlots(slot=value, ...)`` sets slots directly
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot import constants
+from bot.edge import parse_json
+from bot.errors import BadRequestError
 from bot.understanding.classifier import IntentClassifier
 from bot.understanding.entities import EntityExtractor
 from bot.understanding.language import detect_language
@@ -149,8 +150,8 @@ def _payload_entities(raw: str | None) -> tuple[dict[str, Any], ...]:
     if not raw:
         return ()
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
+        data = parse_json(raw.encode(errors="replace"))
+    except BadRequestError:  # not JSON, or none a store can hold (too deep, huge integers)
         return ()
     if not isinstance(data, dict):
         return ()
@@ -199,6 +200,6 @@ def _literal(raw: str) -> Any:
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
         return raw[1:-1]
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
+        return parse_json(raw.encode(errors="replace"))
+    except BadRequestError:
         return raw

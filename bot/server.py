@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import constants
 from bot.channel import Channel
+from bot.privacy import install_log_redaction
 
 __all__ = ["Hook", "create_app", "running", "serve", "server_config"]
 
@@ -44,8 +45,10 @@ def create_app(
     """Build the app: ``GET /health``, every channel's routes, and their lifecycle.
 
     On startup the hooks run first (the channels need the store), then each channel starts;
-    on shutdown the channels stop first (no new turns), then the hooks run.
+    on shutdown the channels stop first (no new turns), then the hooks run. Log records are
+    redacted from now on (``bot.privacy.install_log_redaction``).
     """
+    install_log_redaction()
 
     async def health_endpoint(request: Request) -> Response:
         extra = await health() if health is not None else {}
@@ -75,6 +78,9 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
     )
+    # Starlette would answer "/health/" with a redirect whose Location it builds from the
+    # Host header, which a caller controls; an unknown path is a plain 404 instead.
+    app.router.redirect_slashes = False
     app.add_middleware(_Guard, max_body=constants.MAX_REQUEST_BYTES)
     return app
 

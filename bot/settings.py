@@ -42,6 +42,7 @@ class Settings:
     llm_timeout: float = constants.DEFAULT_LLM_TIMEOUT
 
     api_token: str | None = None
+    rest_token: str | None = None
     handoff_sla: float = constants.DEFAULT_HANDOFF_SLA
     handoff_max_wait: float = constants.DEFAULT_HANDOFF_MAX_WAIT
     csat_delay: float = constants.DEFAULT_CSAT_DELAY
@@ -76,6 +77,7 @@ class Settings:
             llm_model=reader.text("KEFU_LLM_MODEL"),
             llm_timeout=reader.number("KEFU_LLM_TIMEOUT", constants.DEFAULT_LLM_TIMEOUT),
             api_token=reader.text("KEFU_API_TOKEN"),
+            rest_token=reader.text("KEFU_REST_TOKEN"),
             handoff_sla=reader.number("KEFU_HANDOFF_SLA", constants.DEFAULT_HANDOFF_SLA),
             handoff_max_wait=reader.number(
                 "KEFU_HANDOFF_MAX_WAIT", constants.DEFAULT_HANDOFF_MAX_WAIT

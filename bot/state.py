@@ -39,6 +39,9 @@ class ConversationState:
     """The last few ``(speaker, text)`` utterances, speaker ``user`` or ``bot``, oldest first."""
     profile: dict[str, Any] = field(default_factory=dict)
     """What the channel knows of the customer (name, platform language code)."""
+    offered_payloads: list[str] = field(default_factory=list)
+    """Payloads of the buttons the bot sent in its latest turn: the ones that count as
+    payloads when they come back (``bot.dialogue.trust``)."""
 
     def remember(self, events: list[Event]) -> None:
         """Count ``events`` as appended to the log and the conversation as active now.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
-import json
 import logging
 import re
 import warnings
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, Message, Update
+from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatAction
 from telegram.error import (
     BadRequest,
@@ -39,7 +38,9 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bot.channel import Channel
 from bot.constants import MAX_REQUEST_BYTES
+from bot.edge import decode_json
 from bot.errors import (
+    BadRequestError,
     DeliveryError,
     PermanentDeliveryError,
     RejectedMessageError,
@@ -65,13 +66,14 @@ from channels.telegram_outbound import (
     utf16_len,
 )
 from channels.telegram_request import AiohttpRequest
+from channels.telegram_updates import HANDLED_KINDS, UnreadableUpdateError, UpdatesBot, read_update
 
 logger = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhooks/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 DEFAULT_API_BASE_URL = "https://api.telegram.org"
-ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
+ALLOWED_UPDATES = HANDLED_KINDS
 POLL_TIMEOUT = 25
 """Seconds a ``getUpdates`` long poll may wait for news."""
 MAX_POLL_BACKOFF = 30.0
@@ -107,7 +109,7 @@ class TelegramChannel(Channel):
     ) -> None:
         super().__init__()
         api = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
-        self.bot = Bot(
+        self.bot = UpdatesBot(
             token,
             base_url=f"{api}/bot",
             base_file_url=f"{api}/file/bot",
@@ -260,43 +262,57 @@ class TelegramChannel(Channel):
         if len(body) > MAX_REQUEST_BYTES:
             return JSONResponse({"error": "request too large"}, status_code=413)
         try:
-            data = json.loads(body)
-        except ValueError:
-            logger.warning("telegram webhook body is not JSON")
-            return JSONResponse({"error": "body is not JSON"}, status_code=400)
+            data = decode_json(body)  # read_update checks it, so that a bad update is acknowledged
+        except BadRequestError as exc:
+            logger.warning("telegram webhook body refused: %s", exc)
+            return JSONResponse({"error": str(exc)}, status_code=400)
         if not isinstance(data, dict) or not _is_update_id(data.get("update_id")):
-            logger.warning("telegram webhook body is not an update: %.200r", data)
+            logger.warning("telegram webhook body is not an update")
             return JSONResponse({"error": "body is not a Telegram update"}, status_code=400)
-        try:
-            update = Update.de_json(data, self.bot)
-        except (KeyError, TypeError, ValueError):
-            # Answering an error would make Telegram redeliver it again and again.
-            logger.exception("telegram update %s could not be read; ignored", data["update_id"])
-            return JSONResponse({"ok": True})
-        self._accept(update)
+        self._read_and_accept(data)
         return JSONResponse({"ok": True})
+
+    def _read_and_accept(self, data: dict[str, Any]) -> None:
+        """Queue the update in ``data``; one kefu cannot read is logged (why, not what) and
+        dropped: answering an error would make Telegram redeliver it again and again."""
+        try:
+            update = read_update(data, self.bot)
+        except UnreadableUpdateError as exc:
+            logger.warning("telegram update %s ignored: %s", data["update_id"], exc)
+            return
+        if update is not None:
+            self._accept(update)
 
     async def _poll(self) -> None:
         delay = 0.0
         while True:
             try:
-                updates = await self.bot.get_updates(
+                batch = await self.bot.get_raw_updates(
                     offset=self._offset,
-                    timeout=self._poll_timeout,
+                    wait=self._poll_timeout,
                     allowed_updates=ALLOWED_UPDATES,
                 )
             except RetryAfter as exc:
                 await asyncio.sleep(_retry_after(exc))
                 continue
-            except Exception:
+            except Exception as exc:
                 delay = min(max(delay * 2, 1.0), MAX_POLL_BACKOFF)
-                logger.exception("telegram getUpdates failed; retrying in %.0f s", delay)
+                logger.warning(
+                    "telegram getUpdates failed (%s: %s); retrying in %.0f s",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 continue
             delay = 0.0
-            for update in updates:
-                self._offset = update.update_id + 1
-                self._accept(update)
+            for data in batch:
+                update_id = data.get("update_id") if isinstance(data, dict) else None
+                if not isinstance(update_id, int) or not _is_update_id(update_id):
+                    logger.warning("telegram getUpdates returned something that is not an update")
+                    continue
+                self._offset = max(self._offset or 0, update_id + 1)
+                self._read_and_accept(data)
 
     def _accept(self, update: Update) -> None:
         """Queue an update behind earlier ones of its chat; drop one seen recently."""

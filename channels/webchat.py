@@ -1,13 +1,20 @@
-"""The web chat page: a static page, script and stylesheet that talk to the REST channel.
+"""The web chat page: a static page, script and stylesheet, and the endpoint the page posts to.
 
 The assets ship as package data and are read once with ``importlib.resources``, so kefu
 serves them from a wheel or a zip as well as from a checkout, with no build step and no
 external URL: the page works on a shop's intranet with no internet at all.
+
+The page posts to ``POST /webchat/webhook``, the REST channel's body and answer under a
+conversation id of its own (``webchat:<sender>``). Its sender id is the random one the page
+makes (``web-`` and 32 hex digits, 128 bits): whoever knows it is that visitor, so it must be
+unguessable, and a public page can never reach a REST customer's conversation. Metadata from
+the page is ignored: nothing a public page says about its visitor is trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from importlib import resources
 
@@ -19,9 +26,12 @@ from starlette.routing import BaseRoute, Route
 from bot.channel import Channel
 from bot.errors import PermanentDeliveryError
 from bot.events import BotMessage
+from channels.rest import answer_json_message
 
-__all__ = ["Greeting", "WebChatChannel"]
+__all__ = ["SENDER_PATTERN", "Greeting", "WebChatChannel"]
 
+SENDER_PATTERN = re.compile(r"web-[0-9a-f]{32}")
+"""The sender ids the page makes (``chat.js``): anything else is refused."""
 Greeting = Callable[[str], BotMessage | None]
 """The shop's greeting in a language (a browser's ``zh-CN``, ``en-GB``), or None."""
 _MAX_LANGUAGE_CHARS = 35
@@ -57,11 +67,8 @@ class _Asset:
 
 
 class WebChatChannel(Channel):
-    """Serves the page at ``GET /`` and its assets under ``/webchat/static/``.
-
-    Messages from the page go through :class:`channels.rest.RestChannel`, so this channel
-    never receives or delivers one itself.
-    """
+    """Serves the page at ``GET /``, its assets under ``/webchat/static/``, and takes its
+    messages at ``POST /webchat/webhook``, answering the replies inline."""
 
     name = "webchat"
     replies_inline = True
@@ -75,6 +82,7 @@ class WebChatChannel(Channel):
         return (
             Route("/", self._page, methods=["GET"]),
             Route("/webchat/static/{name}", self._asset, methods=["GET"]),
+            Route("/webchat/webhook", self._webhook, methods=["POST"]),
             Route("/webchat/greeting", self._greet, methods=["GET"]),
         )
 
@@ -95,6 +103,15 @@ class WebChatChannel(Channel):
 
     async def _page(self, request: Request) -> Response:
         return self._assets["index.html"].response(request)
+
+    async def _webhook(self, request: Request) -> Response:
+        return await answer_json_message(
+            request,
+            self.handler,
+            channel=self.name,
+            sender_pattern=SENDER_PATTERN,
+            with_metadata=False,
+        )
 
     async def _asset(self, request: Request) -> Response:
         asset = self._assets.get(request.path_params["name"])

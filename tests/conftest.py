@@ -1,10 +1,38 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the suite-wide watch (``tests/card_watch.py``): a test during which a
+full card number was stored or logged fails at its teardown, naming what was seen."""
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
+
+from bot.privacy import install_log_redaction
+from tests import card_watch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    install_log_redaction()  # as `kefu run`, `kefu shell` and the server do
+    card_watch.start()
+
+
+@pytest.fixture(autouse=True)
+def _no_card_number_kept() -> Iterator[None]:
+    yield
+    found, card_watch.seen[:] = list(card_watch.seen), []
+    if found:
+        pytest.fail("a full card number was stored or logged:\n" + "\n".join(found))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """What module-scoped fixtures stored or logged after the last test's check."""
+    if card_watch.seen:
+        print("\na full card number was stored or logged:\n" + "\n".join(card_watch.seen))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -14,3 +42,18 @@ def postgres_url() -> str:
     if not url:
         pytest.skip("KEFU_TEST_POSTGRES_URL is not set: PostgreSQL tests need a server")
     return url
+
+
+@pytest.fixture
+async def fresh_postgres_url(postgres_url: str) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database on the test server, dropped afterwards: for tests
+    whose assertions need a store nothing else (an earlier run, another test) wrote to."""
+    server = make_url(postgres_url).set(drivername="postgresql")
+    name = f"kefu_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server.render_as_string(hide_password=False))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

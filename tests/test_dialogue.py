@@ -106,7 +106,7 @@ slots:
   counter:
     type: text
     mappings:
-      - type: controlled
+      - type: from_llm
 
 responses:
   utter_ask_product:
@@ -455,6 +455,20 @@ class Chat:
         )
         return await self.agent.process(message)
 
+    async def offer(self, *payloads: str) -> None:
+        """Store ``payloads`` as the buttons the bot's latest turn offered: only an offered
+        payload counts (``bot.dialogue.trust``), and these tests press ones no flow shows."""
+        state = await self.agent.store.load(self.cid) or ConversationState(
+            conversation_id=self.cid, channel="rest", sender_id="tester"
+        )
+        state.offered_payloads = list(payloads)
+        await self.agent.store.save(state, [])
+
+    async def press(self, payload: str, **extra: Any) -> TurnResult:
+        """Send ``payload`` as a pressed button the bot had just offered."""
+        await self.offer(payload)
+        return await self.send(payload, **extra)
+
     async def state(self) -> ConversationState:
         state = await self.agent.store.load(self.cid)
         assert state is not None
@@ -487,7 +501,7 @@ def slot_events(result: TurnResult) -> list[tuple[str, Any]]:
 async def started_chat(agent: Agent) -> Chat:
     """A conversation past its session start (first turn)."""
     chat = Chat(agent)
-    await chat.send('/SetSlots(counter="0")')
+    await chat.press('/SetSlots(counter="0")')
     return chat
 
 
@@ -537,7 +551,7 @@ async def test_broken_flow_is_refused(tmp_path: Path) -> None:
 
 async def test_first_message_starts_a_session(agent: Agent) -> None:
     chat = Chat(agent)
-    result = await chat.send('/SetSlots(counter="1")')
+    result = await chat.press('/SetSlots(counter="1")')
     assert started(result)[0] == "pattern_session_start"
     assert len(of(result, SessionStarted)) == 1
     assert any(
@@ -547,7 +561,7 @@ async def test_first_message_starts_a_session(agent: Agent) -> None:
     kinds = [type(e) for e in result.events]
     assert kinds.index(SessionStarted) < kinds.index(UserMessage)
     assert ("counter", "1") in slot_events(result)
-    second = await chat.send('/SetSlots(counter="2")')
+    second = await chat.press('/SetSlots(counter="2")')
     assert of(second, SessionStarted) == []
     assert (await chat.slots())["counter"] == "2"
 
@@ -559,7 +573,7 @@ async def test_expired_session_starts_a_new_one(agent: Agent) -> None:
     state = await chat.state()
     state.last_active_at = time.time() - 2 * 3600  # the domain's expiry is 60 minutes
     await agent.store.save(state, [])
-    result = await chat.send('/SetSlots(counter="late")')
+    result = await chat.press('/SetSlots(counter="late")')
     assert len(of(result, SessionStarted)) == 1
     assert started(result)[0] == "pattern_session_start"
     # the old session's flow is gone; slots carry over (carry_over_slots_to_new_session: true)
@@ -707,7 +721,7 @@ async def test_crashing_action_reports_an_internal_error_and_keeps_the_conversat
     slots = await chat.slots()
     assert slots["code"] == "boom" and slots["status"] == "shipped"
     # and the next turn works: the failed step runs again with the new value
-    retry = await chat.send('/SetSlots(code="fine")')
+    retry = await chat.press('/SetSlots(code="fine")')
     assert texts(retry)[:2] == ["No crash this time.", "All done with fine."]
     assert "lookup" in [e.flow_id for e in of(retry, FlowCompleted)]
 
@@ -772,7 +786,7 @@ async def test_flow_guard_blocks_start(agent: Agent) -> None:
     blocked = await chat.send("/vip")
     assert "vip" not in started(blocked)
     assert "Welcome to the VIP lounge." not in texts(blocked)
-    await agent.set_slots(chat.cid, {"tier": "gold"})
+    await agent.set_slots(chat.cid, {"tier": "gold"}, trusted=True)  # as staff would
     allowed = await chat.send("/vip")
     assert "vip" in started(allowed)
     assert texts(allowed)[0] == "Welcome to the VIP lounge."
@@ -849,6 +863,7 @@ async def test_correction_of_a_filled_slot(agent: Agent) -> None:
     chat = await started_chat(agent)
     await chat.send("/order")
     await chat.send("boots")
+    await chat.offer('/order{"product": "sandals"}')
     result = await chat.send("actually sandals", payload='/order{"product": "sandals"}')
     assert "pattern_correction" in started(result)
     assert ("product", "sandals") in slot_events(result)
@@ -983,9 +998,9 @@ async def test_project_flow_overrides_a_default_pattern(tmp_path: Path) -> None:
 
 async def test_duplicate_message_id_is_processed_once(agent: Agent) -> None:
     chat = await started_chat(agent)
-    first = await chat.send('/SetSlots(counter="once")', message_id="m-1")
+    first = await chat.press('/SetSlots(counter="once")', message_id="m-1")
     count = (await chat.state()).event_count
-    again = await chat.send('/SetSlots(counter="twice")', message_id="m-1")
+    again = await chat.press('/SetSlots(counter="twice")', message_id="m-1")
     assert first.duplicate is False and again.duplicate is True
     assert again.events == [] and again.messages == []
     state = await chat.state()
@@ -996,6 +1011,7 @@ async def test_duplicate_message_id_is_processed_once(agent: Agent) -> None:
 async def test_concurrent_turns_are_serialised(agent: Agent) -> None:
     chat = await started_chat(agent)
     before = (await chat.state()).event_count
+    await chat.offer(*(f'/SetSlots(counter="{i}")' for i in range(20)))
     results = await asyncio.gather(*(chat.send(f'/SetSlots(counter="{i}")') for i in range(20)))
     assert all(len(of(r, UserMessage)) == 1 for r in results)
     stored = await agent.store.events(chat.cid)
@@ -1037,6 +1053,7 @@ async def test_a_long_conversation_does_not_load_its_history(
     async def no_history(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a turn must not read the event log")
 
+    await chat.offer('/SetSlots(counter="1000")')
     monkeypatch.setattr(agent.store, "events", no_history)
     result = await chat.send('/SetSlots(counter="1000")')
     assert ("counter", "1000") in slot_events(result)

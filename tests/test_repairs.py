@@ -207,13 +207,13 @@ async def test_buttons_keep_the_conversation_chinese(agent: Agent) -> None:
     await chat.send("你好")
     assert texts(await chat.send("/buy")) == ["要几个？"]
 
-    asked = await chat.send("/SetSlots(quantity=2)")
+    asked = await chat.send("2")
     done = await chat.send("/SetSlots(size=small)")
 
     assert [(m.text, [b.title for b in m.buttons]) for m in asked.messages] == [
         ("小号还是大号？", ["小号"])
     ]
-    assert texts(done)[0] == "好的：2。"
+    assert texts(done)[0] == "好的：2.0。"
 
 
 async def test_flow_names_are_shown_in_the_conversation_language(agent: Agent) -> None:

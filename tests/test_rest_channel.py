@@ -10,13 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.errors import BadRequestError, PermanentDeliveryError
+from bot.errors import BadRequestError, ConcurrentUpdateError, PermanentDeliveryError
 from bot.events import BotMessage, Button, UserMessage
 from bot.server import create_app, running
 from channels.rest import RestChannel
 from channels.webchat import WebChatChannel
 
 WEBHOOK = "/webhooks/rest/webhook"
+WEBCHAT = "/webchat/webhook"
+JSON = {"content-type": "application/json"}
+WITH_METADATA = b'{"sender": "alice", "message": "hi", "metadata": %b}'
 
 
 class RecordingCore:
@@ -49,9 +52,10 @@ def core() -> RecordingCore:
 
 @pytest.fixture
 async def client(core: RecordingCore) -> AsyncIterator[httpx.AsyncClient]:
-    rest = RestChannel()
+    rest, webchat = RestChannel(), WebChatChannel()
     rest.attach(core)
-    app = create_app(channels=[rest, WebChatChannel()])
+    webchat.attach(core)
+    app = create_app(channels=[rest, webchat])
     async with running(app) as url, httpx.AsyncClient(base_url=url) as http:
         yield http
 
@@ -104,24 +108,54 @@ async def test_status_endpoint(client: httpx.AsyncClient) -> None:
     [
         (b"", "not valid JSON"),
         (b"{not json", "not valid JSON"),
-        (b"\xff\xfe", "not valid JSON"),
-        (b"[" * 100_000, "not valid JSON"),
+        (b"\xff\xfe", "not valid"),
+        (b"[" * 100_000, "nested too deeply"),
         (b'["alice", "hi"]', "must be a JSON object"),
         (b'"hi"', "must be a JSON object"),
-        (b'{"message": "hi"}', '"sender" is required'),
-        (b'{"sender": 42, "message": "hi"}', '"sender" is required and must be a string'),
+        (b'{"message": "hi"}', "missing required field `sender`"),
+        (b'{"sender": 42, "message": "hi"}', "Expected `str`, got `int` - at `$.sender`"),
         (b'{"sender": "", "message": "hi"}', '"sender" must not be empty'),
         (b'{"sender": "   ", "message": "hi"}', '"sender" must not be empty'),
         (json.dumps({"sender": "a" * 257, "message": "hi"}).encode(), "at most 256"),
-        (b'{"sender": "alice"}', '"message" is required'),
-        (b'{"sender": "alice", "message": null}', '"message" is required'),
-        (b'{"sender": "alice", "message": ["hi"]}', '"message" is required'),
-        (b'{"sender": "alice", "message": "hi", "metadata": []}', '"metadata" must be'),
-        (b'{"sender": "alice", "message": "hi", "metadata": "x"}', '"metadata" must be'),
-        (b'{"sender": "alice", "message": "hi", "message_id": 7}', '"message_id" is required'),
+        (b'{"sender": "alice"}', "missing required field `message`"),
+        (b'{"sender": "alice", "message": null}', "Expected `str`, got `null`"),
+        (b'{"sender": "alice", "message": ["hi"]}', "Expected `str`, got `array`"),
+        (b'{"sender": "alice", "message": "hi", "metadata": []}', "at `$.metadata`"),
+        (b'{"sender": "alice", "message": "hi", "metadata": "x"}', "at `$.metadata`"),
+        (b'{"sender": "alice", "message": "hi", "message_id": 7}', "at `$.message_id`"),
         (b'{"sender": "alice", "message": "hi", "message_id": ""}', '"message_id" must not'),
-        (b'{"sender": "alice", "message": "\\ud800"}', "invalid Unicode"),
+        (b'{"sender": "alice", "message": "\\ud800"}', "not valid JSON"),
+        (b'{"sender": "alice", "message": "\\udc00 x"}', "surrogate"),
+        (b'{"sender": "\xed\xa0\x80", "message": "hi"}', "not valid"),
+        (b'{"sender": "alice", "message": "\xed\xa0\x80"}', "not valid"),
+        ('{"sender": "alice", "message": "hi"}'.encode("utf-16"), "not valid"),
+        ('{"sender": "alice", "message": "hi"}'.encode("utf-16-le"), "not valid JSON"),
         (b'{"sender": "alice", "message": "a\\u0000b"}', "NUL"),
+        (b'{"sender": "a\\u0000", "message": "hi"}', "NUL"),
+        (b'{"sender": "alice", "message": "hi", "metadata": {"k\\u0000": 1}}', "key"),
+        (
+            b'{"sender": "alice", "message": "hi", "metadata": {"n": 9223372036854775808}}',
+            "64 bits",
+        ),
+        (
+            b'{"sender": "alice", "message": "hi", "metadata": {"n": -9223372036854775809}}',
+            "64 bits",
+        ),
+        (b'{"sender": "alice", "message": "hi", "metadata": {"n": 1e999}}', "out of range"),
+        (b'{"sender": "alice", "message": "hi", "metadata": {"n": NaN}}', "not valid JSON"),
+        (
+            b'{"sender": "alice", "message": "hi", "metadata": {"d": '
+            + b"[" * 250
+            + b"]" * 250
+            + b"}}",
+            "nested deeper than 32",
+        ),
+        (
+            json.dumps(
+                {"sender": "alice", "message": "hi", "metadata": {"x": "y" * 70_000}}
+            ).encode(),
+            '"metadata" must be at most',
+        ),
     ],
 )
 async def test_bad_bodies_get_400_with_a_reason(
@@ -136,7 +170,11 @@ async def test_bad_bodies_get_400_with_a_reason(
 
 
 async def test_escaped_emoji_is_fine(client: httpx.AsyncClient, core: RecordingCore) -> None:
-    response = await client.post(WEBHOOK, content=b'{"sender": "bob", "message": "\\ud83d\\ude00"}')
+    response = await client.post(
+        WEBHOOK,
+        content=b'{"sender": "bob", "message": "\\ud83d\\ude00"}',
+        headers={"content-type": "application/json; charset=UTF-8"},
+    )
     assert response.status_code == 200
     assert core.received[0].text == "\U0001f600"
 
@@ -145,7 +183,7 @@ async def test_oversized_webhook_body_gets_413(
     client: httpx.AsyncClient, core: RecordingCore
 ) -> None:
     body = json.dumps({"sender": "alice", "message": "x" * (3 * 1024 * 1024)})
-    response = await client.post(WEBHOOK, content=body)
+    response = await client.post(WEBHOOK, content=body, headers=JSON)
     assert response.status_code == 413
     assert "error" in response.json()
     assert core.received == []
@@ -155,6 +193,11 @@ async def test_oversized_webhook_body_gets_413(
     ("error", "status", "reply"),
     [
         (RuntimeError("bug in the core"), 500, {"error": "internal error"}),
+        (
+            ConcurrentUpdateError("other processes kept saving first"),
+            503,
+            {"error": "busy: send the same message again shortly"},
+        ),
         (
             BadRequestError("attachments are not supported"),
             400,
@@ -187,7 +230,7 @@ async def test_webchat_page_and_assets(client: httpx.AsyncClient) -> None:
     assert style.headers["content-type"].startswith("text/css")
     assert "webchat/static/chat.js" in page.text
     assert "webchat/static/chat.css" in page.text
-    assert "webhooks/rest/webhook" in page.text + script.text
+    assert 'data-endpoint="webchat/webhook"' in page.text
     for text in (page.text, script.text, style.text):
         assert re.findall(r"https?://", text) == []
         assert "innerHTML" not in text
@@ -210,3 +253,107 @@ async def test_webchat_asset_caching_and_unknown_asset(client: httpx.AsyncClient
 async def test_webchat_send_is_refused() -> None:
     with pytest.raises(PermanentDeliveryError, match="HTTP response"):
         await WebChatChannel().send(BotMessage(conversation_id="rest:alice", text="hi"))
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=utf-16",
+        "application/jsonx",
+    ],
+)
+async def test_only_json_bodies_are_read(
+    client: httpx.AsyncClient, core: RecordingCore, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+    for path in (WEBHOOK, WEBCHAT):
+        response = await client.post(
+            path, content=b'{"sender": "alice", "message": "hi"}', headers=headers
+        )
+        assert response.status_code == 415
+        assert "application/json" in response.json()["error"]
+    form = await client.post(WEBHOOK, data={"sender": "alice", "message": "hi"})
+    assert form.status_code == 415
+    assert core.received == []
+
+
+async def test_internal_metadata_flags_are_dropped(
+    client: httpx.AsyncClient, core: RecordingCore
+) -> None:
+    metadata = {"command": "start", "truncated": True, "edited": True, "name": "Ann"}
+    body = {"sender": "alice", "message": "hi", "metadata": metadata}
+    response = await client.post(WEBHOOK, json=body)
+    assert response.status_code == 200
+    assert core.received[0].metadata == {"name": "Ann"}
+
+
+async def test_trailing_slash_is_not_redirected(client: httpx.AsyncClient) -> None:
+    for method, path in (("GET", "/health/"), ("POST", WEBHOOK + "/")):
+        response = await client.request(method, path, headers={"host": "evil.example"})
+        assert response.status_code == 404
+        assert "location" not in response.headers
+
+
+async def test_the_web_chat_posts_to_its_own_endpoint(
+    client: httpx.AsyncClient, core: RecordingCore
+) -> None:
+    sender = "web-" + "0123456789abcdef" * 2
+    body = {"sender": sender, "message": "hi", "message_id": "m1", "metadata": {"name": "Eve"}}
+    response = await client.post(WEBCHAT, json=body)
+    assert response.status_code == 200
+    assert response.json()[0] == {"recipient_id": sender, "text": "echo: hi"}
+    [message] = core.received
+    assert (message.channel, message.conversation_id) == ("webchat", f"webchat:{sender}")
+    assert message.metadata == {}  # nothing a public page says about its visitor is trusted
+
+
+@pytest.mark.parametrize("sender", ["alice", "web-1", "web-" + "A" * 32, "web-" + "0" * 33])
+async def test_the_web_chat_takes_only_unguessable_sender_ids(
+    client: httpx.AsyncClient, core: RecordingCore, sender: str
+) -> None:
+    response = await client.post(WEBCHAT, json={"sender": sender, "message": "hi"})
+    assert response.status_code == 400
+    assert "sender" in response.json()["error"]
+    assert core.received == []
+
+
+@pytest.fixture
+async def guarded(core: RecordingCore) -> AsyncIterator[httpx.AsyncClient]:
+    rest, webchat = RestChannel(token="s3cret-token"), WebChatChannel()
+    rest.attach(core)
+    webchat.attach(core)
+    app = create_app(channels=[rest, webchat])
+    async with running(app) as url, httpx.AsyncClient(base_url=url) as http:
+        yield http
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Bearer wrong", "Basic s3cret-token", "Bearer s3cret-token-and-more"],
+)
+async def test_a_rest_token_is_required_when_set(
+    guarded: httpx.AsyncClient, core: RecordingCore, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"authorization": authorization}
+    body = {"sender": "alice", "message": "hi"}
+    response = await guarded.post(WEBHOOK, json=body, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert core.received == []
+
+
+async def test_the_right_token_passes_and_the_web_chat_needs_none(
+    guarded: httpx.AsyncClient, core: RecordingCore
+) -> None:
+    body = {"sender": "alice", "message": "hi"}
+    response = await guarded.post(
+        WEBHOOK, json=body, headers={"authorization": "bearer s3cret-token"}
+    )
+    assert response.status_code == 200
+    web = {"sender": "web-" + "f" * 32, "message": "hi"}
+    assert (await guarded.post(WEBCHAT, json=web)).status_code == 200
+    assert [m.conversation_id for m in core.received] == ["rest:alice", "webchat:" + web["sender"]]

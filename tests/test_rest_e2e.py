@@ -31,6 +31,7 @@ from channels.webchat import WebChatChannel
 PROJECT = Path(__file__).resolve().parent / "projects" / "minimal"
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+JSON = {"content-type": "application/json"}
 GREETING = "Hello! How can I help?"
 CARD = {
     "text": "Our bestseller:",
@@ -149,7 +150,9 @@ async def test_malformed_bodies_get_400_with_a_reason(server: tuple[str, Agent])
     base, _ = server
     async with aiohttp.ClientSession() as http:
         for raw in (b"{not json", b"[]", b'{"sender": 5, "message": "hi"}', b'{"message": "hi"}'):
-            async with http.post(f"{base}/webhooks/rest/webhook", data=raw) as response:
+            async with http.post(
+                f"{base}/webhooks/rest/webhook", data=raw, headers=JSON
+            ) as response:
                 assert response.status == 400
                 assert "error" in await response.json()
 

@@ -10,6 +10,7 @@ from typing import Any
 from bot.domain import Domain
 from bot.events import AllSlotsReset, BotMessage, Event, SlotSet
 from bot.flows.model import FlowsList
+from bot.privacy import redact, redact_bot_message
 from bot.state import ConversationState
 
 
@@ -51,6 +52,7 @@ class Turn:
         return values
 
     def set_slot(self, name: str, value: Any) -> None:
+        value = redact(value)
         if self.state.slots.get(name) == value and name in self.state.slots:
             return
         self.state.slots[name] = value
@@ -65,8 +67,11 @@ class Turn:
         self.events.append(AllSlotsReset())
 
     def emit(self, event: Event) -> None:
-        self.events.append(event)
+        """Add an event (an action's, say) to the turn, card numbers masked."""
+        self.events.append(redact(event))
 
     def say(self, message: BotMessage) -> None:
+        """Add a message to the turn, card numbers masked: it is stored and sent as it is here."""
+        message = redact_bot_message(message)
         self.messages.append(message)
         self.events.append(message)

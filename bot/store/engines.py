@@ -122,9 +122,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     """WAL lets reads run while the writer commits; NORMAL sync is durable in WAL mode."""
     dbapi_connection.isolation_level = None  # transactions are begun by _sqlite_on_begin
     cursor = dbapi_connection.cursor()
+    # First: switching a new file to WAL takes a lock that another process may hold.
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 

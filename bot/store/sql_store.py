@@ -15,11 +15,12 @@ from sqlalchemy import (
     bindparam,
     delete,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from bot import constants
 from bot.errors import ConcurrentUpdateError, DuplicateMessageError, KefuError, StoreError
@@ -36,6 +37,7 @@ DEFAULT_CACHE_SIZE = 10_000
 MAX_BATCH = 500
 """Writes committed together at most; bounds a transaction's size and a write's latency."""
 _DELETE_CHUNK = 500
+_SCHEMA_LOCK_KEY = 0x6B656675  # "kefu": the advisory lock held while tables are created
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,19}")  # index names stay within 63 chars
 _PENDING, _DELIVERED, _FAILED = "pending", "delivered", "failed"
 
@@ -148,10 +150,20 @@ class SqlStore:
         """Create the tables and indexes that are missing; existing data is left alone."""
         self._check_open()
         try:
-            await self._db.write(self._t.metadata.create_all)
+            await self._db.write(self._create_tables)
         except (SQLAlchemyError, OSError) as exc:
             reason = getattr(exc, "orig", None) or exc
             raise StoreError(f"cannot open database {self._shown_url!r}: {reason}") from exc
+
+    def _create_tables(self, conn: Connection) -> None:
+        """``create_all`` under a lock, so that processes starting together do not race.
+
+        SQLite's write transaction is that lock already; PostgreSQL takes an advisory lock
+        for the transaction (``CREATE TABLE`` alone would fail on the type both create).
+        """
+        if self._db.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+        self._t.metadata.create_all(conn)
 
     # --- conversations ------------------------------------------------------------------
 
@@ -658,8 +670,14 @@ def _parse_turn(conversation_id: str, first: int, data: str) -> list[Event]:
 
 
 def _store_error(exc: Exception) -> KefuError:
-    """Keep kefu's own errors; turn a database failure into ``StoreError``."""
+    """Keep kefu's own errors; turn a database failure into ``StoreError``.
+
+    A unique key violated means another process wrote the same row first (two first turns of
+    one conversation, say): ``ConcurrentUpdateError``, for the turn to run again.
+    """
     if isinstance(exc, KefuError):
         return exc
+    if isinstance(exc, IntegrityError):
+        return ConcurrentUpdateError("another writer saved the same rows first")
     reason = getattr(exc, "orig", None) or exc
     return StoreError(f"database error: {type(reason).__name__}: {reason}")
