@@ -48,6 +48,7 @@ from bot.recent_events import RecentEvents
 from bot.responses import ResponseRenderer
 from bot.settings import Settings
 from bot.state import ConversationState
+from bot.understanding.language import conversation_language
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,12 @@ class Agent:
             parse = await asyncio.to_thread(parse_message)  # other conversations go on meanwhile
         else:
             parse = parse_message()
-        self._set_language(turn, parse.language)
+        self._set_language(
+            turn,
+            parse.language
+            if parse.from_payload
+            else conversation_language(message.text, current=state.language),
+        )
         turn.parse = parse.to_rasa()
         state.latest_message = turn.parse
         user_event = dataclasses.replace(

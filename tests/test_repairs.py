@@ -17,6 +17,7 @@ from bot.dialogue.command_generator import is_cancel
 from bot.events import FlowCancelled, UserMessage
 from bot.project import Project, load_project
 from bot.settings import Settings
+from bot.understanding.language import conversation_language
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -241,3 +242,33 @@ async def test_flow_names_translate_by_language_code(project: Project) -> None:
         "buying",
     ]
     assert track.name_in("zh") == "查询物流"
+
+
+@pytest.mark.parametrize(
+    ("text", "current", "expected"),
+    [
+        ("ok", "zh", "zh"),
+        ("yes please", "zh", "zh"),
+        ("iPhone 15", "zh", "zh"),
+        ("KF-10001", "zh", "zh"),
+        ("where is my order", "zh", "en"),
+        ("好", "en", "en"),
+        ("好的", "en", "zh"),
+        ("ok", None, "en"),
+        ("好", None, "zh"),
+    ],
+)
+async def test_a_conversation_language_switches_only_on_enough_words(
+    text: str, current: str | None, expected: str
+) -> None:
+    assert conversation_language(text, current=current) == expected
+
+
+async def test_a_short_english_word_keeps_a_chinese_conversation_chinese(agent: Agent) -> None:
+    chat = Chat(agent)
+    await chat.send("你好")
+    await chat.send("/buy")
+
+    result = await chat.send("ok")
+
+    assert texts(result) == ["抱歉，这似乎不是一个数字，请输入一个数字。", "要几个？"]
