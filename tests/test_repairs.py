@@ -177,6 +177,7 @@ async def test_without_a_response_of_its_own_the_default_explains(agent: Agent) 
     [trouble] = second.messages
     assert trouble.text is not None and "'human'" in trouble.text
     assert "Small or large?" not in texts(second)
+    assert [(b.title, b.payload) for b in trouble.buttons] == [("Small", "/SetSlots(size=small)")]
 
 
 @pytest.mark.parametrize(

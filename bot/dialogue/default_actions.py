@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -102,14 +103,32 @@ class DefaultActions:
     async def action_collect_trouble(
         self, turn: Turn, frame: Frame, executor: FlowExecutor
     ) -> None:
-        """Change tack after answers that did not fit, instead of asking the same again.
+        """Change tack after turns that left the question unanswered, instead of asking it
+        the same way again.
 
         The project's ``utter_<slot>_trouble`` (another way to find the answer, or a person)
-        when it has one, else ``utter_collect_trouble``.
+        when it has one, else ``utter_collect_trouble``; the question's own buttons (its
+        choices) stay on offer under it.
         """
         specific = f"utter_{frame.get('collect')}_trouble"
         name = specific if turn.domain.has_response(specific) else "utter_collect_trouble"
-        executor.utter(turn, name, frame)
+        trouble, question = (
+            executor.renderer.render(
+                response,
+                conversation_id=turn.state.conversation_id,
+                slots=turn.slots(),
+                language=turn.language,
+                channel=turn.channel,
+                context=executor.context_of(turn, frame),
+                rng=turn.rng,
+            )
+            for response in (name, str(frame.get("utter") or ""))
+        )
+        if trouble is None:
+            return
+        if question is not None and not trouble.buttons:
+            trouble = dataclasses.replace(trouble, buttons=question.buttons)
+        turn.say(trouble)
 
     async def action_cancel_flow(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
         removed = remove_frames(turn.state.stack, set(frame.get("canceled_frames") or ()))
