@@ -18,7 +18,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,13 @@ from typing import Any
 from bot import constants
 from bot.channel import Channel
 from bot.conflicts import ConflictBackoff
+from bot.desk.triggers import HandoffTriggers
 from bot.dialogue import commands as cmd
 from bot.dialogue import trust
 from bot.dialogue.command_generator import generate_commands
 from bot.dialogue.default_actions import DefaultActions
 from bot.dialogue.executor import FlowExecutor
+from bot.dialogue.stack import top_user_frame
 from bot.dialogue.turn import Turn
 from bot.errors import (
     ConcurrentUpdateError,
@@ -39,9 +41,24 @@ from bot.errors import (
     RejectedMessageError,
     TransientDeliveryError,
 )
-from bot.events import BotMessage, Event, SlotSet, UserMessage
+from bot.events import (
+    AgentMessage,
+    BotMessage,
+    ConversationPaused,
+    ConversationResumed,
+    Event,
+    SlotSet,
+    UserMessage,
+)
 from bot.interpreter import Interpreter, Parse
-from bot.ports import ActionRunner, AnswerBackend, ConversationStore, HandoffDesk
+from bot.ports import (
+    ActionRunner,
+    AnswerBackend,
+    ConversationStore,
+    Delivery,
+    HandoffDesk,
+    Intervention,
+)
 from bot.privacy import redact, redact_user_message
 from bot.project import Project
 from bot.recent_events import RecentEvents
@@ -81,6 +98,7 @@ class Agent:
         action_runner: ActionRunner | None = None,
         answer_backend: AnswerBackend | None = None,
         desk: HandoffDesk | None = None,
+        triggers: HandoffTriggers | None = None,
     ) -> None:
         self.project = project
         self.settings = settings
@@ -88,6 +106,7 @@ class Agent:
         self.interpreter = interpreter
         self.action_runner = action_runner
         self.desk = desk
+        self.triggers = triggers
         self.defaults = DefaultActions(answer_backend=answer_backend, desk=desk)
         self.executor = FlowExecutor(
             renderer=ResponseRenderer(project.domain),
@@ -110,7 +129,10 @@ class Agent:
         answer_backend: AnswerBackend | None = None,
         desk: HandoffDesk | None = None,
     ) -> Agent:
-        """Build an agent: train or load the models; default backends for what is not given."""
+        """Build an agent: train or load the models; default backends for what is not given.
+
+        With a desk, the settings' handoff triggers (not understood N times, sentiment) apply.
+        """
         from bot.actions import create_action_runner
         from bot.knowledge import KnowledgeAnswerer, KnowledgeBase, default_embedders
         from bot.store import open_store
@@ -142,6 +164,12 @@ class Agent:
             action_runner=action_runner,
             answer_backend=answer_backend,
             desk=desk,
+            triggers=None
+            if desk is None
+            else HandoffTriggers(
+                not_understood=settings.handoff_not_understood,
+                sentiment_threshold=settings.handoff_sentiment,
+            ),
         )
 
     # --- channels and lifecycle ---------------------------------------------------------
@@ -169,17 +197,6 @@ class Agent:
         if closer is not None:
             await closer()
         await self.store.close()
-
-    def greeting(self, language: str) -> BotMessage | None:
-        """The shop's greeting (``utter_greet``) in ``language`` (``zh-CN``: Chinese), for a
-        channel to show before the customer writes; None when the project has none."""
-        return self.executor.renderer.render(
-            "utter_greet",
-            conversation_id="",
-            slots={},
-            language=_base_language(language) or self.project.domain.default_language,
-            channel=None,
-        )
 
     # --- turns --------------------------------------------------------------------------
 
@@ -277,7 +294,8 @@ class Agent:
         command = message.metadata.get("command") if message.metadata else None
         now = time.time()
         new_session = not state.session_started_at or self._session_expired(state, now)
-        if new_session or command == "start":
+        # While an agent has the conversation the bot starts nothing: the message is theirs.
+        if not state.paused and (new_session or command == "start"):
             state.stack.clear()
             self.executor.push_pattern(turn, "pattern_session_start")
             await self.executor.advance(turn)
@@ -315,20 +333,23 @@ class Agent:
             language=parse.language,
         )
         turn.events.append(user_event)
-        if command == "start":
+        if command == "start" and not state.paused:
             state.remember(turn.events)
             return turn
         if state.paused:
-            if self.desk is not None:
-                await self.desk.forward(user_event)
+            if self.desk is not None and await self.desk.forward(user_event):
                 state.remember(turn.events)
                 return turn
-            state.paused = False  # the desk went away: the bot takes the conversation back
+            state.paused = False  # no desk or no open handoff: the bot takes the conversation back
         commands = trust.outside_commands(
             self.project.domain.slots, self._commands(turn, message, parse, command)
         )
         self.executor.apply(turn, commands)
         await self.executor.advance(turn)
+        reason = self.triggers.after_turn(state, turn.events) if self.triggers else None
+        if reason is not None:
+            self.executor.push_pattern(turn, "pattern_human_handoff", reason=reason)
+            await self.executor.advance(turn)
         state.remember(turn.events)
         state.note_utterances(turn.events)
         return turn
@@ -376,6 +397,118 @@ class Agent:
                 del self._locks[conversation_id]
             else:
                 self._locks[conversation_id] = (lock, users - 1)
+
+    async def intervene(
+        self,
+        conversation_id: str,
+        *,
+        events: Sequence[Event] = (),
+        utter: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        pause: bool | None = None,
+        message_key: tuple[str, str] | None = None,
+    ) -> Intervention:
+        """The desk's way into a conversation (``bot.ports.ConversationControl``).
+
+        Runs under the conversation's lock like a turn: records ``events``, renders ``utter``
+        and then each ``AgentMessage`` for the customer, pauses or resumes, saves all in one
+        write and delivers through the outbox, on every channel that can push (the web chat's
+        live stream included).
+        """
+        async with self._lock(conversation_id):
+            if message_key and await self.store.is_processed(*message_key):
+                return Intervention(known=True, duplicate=True)
+            backoff = ConflictBackoff()
+            while True:
+                state = await self.store.load(conversation_id)
+                if state is None:
+                    return Intervention(known=False)
+                turn = Turn(
+                    state=state,
+                    domain=self.project.domain,
+                    flows=self.project.flows,
+                    rng=random.Random(f"{conversation_id}:{state.event_count}"),
+                )
+                if pause is True:
+                    state.paused = True
+                    turn.emit(ConversationPaused())
+                for event in events:
+                    turn.emit(event)  # masked like every event a turn emits
+                recorded = list(turn.events)
+                for name, context in utter:
+                    self.executor.utter(turn, name, None, **context)
+                messages = list(turn.messages)
+                for event in recorded:
+                    if isinstance(event, AgentMessage):
+                        messages += _agent_messages(conversation_id, event)
+                if pause is False:
+                    before = len(turn.messages)
+                    await self._resume(turn)
+                    messages += turn.messages[before:]
+                trust.remember_offers(state, messages)
+                state.remember(turn.events)
+                state.note_utterances(turn.events)
+                channel = self.channels.get(state.channel)
+                outbox = [p for m in messages for p in channel.deliveries(m)] if channel else []
+                try:
+                    ids = await self.store.save(
+                        state,
+                        turn.events,
+                        outbox=outbox,
+                        outbox_due_at=time.time() + constants.DELIVERY_LEASE,
+                        message_key=message_key,
+                    )
+                except ConcurrentUpdateError:  # another process saved first: run on its state
+                    if not await backoff.wait():
+                        raise
+                    continue
+                except DuplicateMessageError:  # another process recorded it since the check
+                    return Intervention(known=True, duplicate=True)
+                break
+            if channel is None or not outbox:
+                return Intervention(known=True)
+            return Intervention(
+                known=True, delivery=await self._push(channel, list(zip(ids, outbox, strict=True)))
+            )
+
+    async def _resume(self, turn: Turn) -> None:
+        """Hand the conversation back to the bot at a clean point: the task the handoff
+        interrupted is offered again (yes resumes it, no drops it), nothing stale is said."""
+        state = turn.state
+        state.paused = False
+        turn.emit(ConversationResumed())
+        interrupted = top_user_frame(state.stack)
+        if interrupted is None:
+            state.stack.clear()
+            return
+        flow = self.project.flows.get(interrupted["flow_id"])
+        self.executor.push_pattern(
+            turn,
+            "pattern_continue_interrupted",
+            interrupted_flow_options=flow.readable_name if flow else interrupted["flow_id"],
+            interrupted_frame=interrupted["frame_id"],
+            previous_flow_name="pattern_human_handoff",
+        )
+        await self.executor.advance(turn)
+
+    async def _push(self, channel: Channel, items: list[tuple[int, BotMessage]]) -> Delivery:
+        """Deliver a desk intervention's messages in order; how it went."""
+        sent: list[int] = []
+        try:
+            for position, (delivery_id, message) in enumerate(items):
+                outcome = await self._attempt(channel, delivery_id, message, attempts=0)
+                if outcome.sent:
+                    sent.append(delivery_id)
+                    continue
+                if not outcome.holds_later:
+                    continue
+                for later_id, _ in items[position + 1 :]:
+                    await self.store.mark_failed(
+                        later_id, error="waiting for an earlier message", retry_at=outcome.retry_at
+                    )
+                return Delivery.QUEUED if outcome.retry_at is not None else Delivery.UNREACHABLE
+        finally:
+            await self.store.mark_delivered(*sent)
+        return Delivery.SENT
 
     # --- delivery -----------------------------------------------------------------------
 
@@ -476,6 +609,27 @@ class _Outcome:
 
 
 _PROFILE_KEYS = {"first_name", "last_name", "username", "language_code", "chat_type", "name"}
+
+
+def _agent_messages(conversation_id: str, event: AgentMessage) -> list[BotMessage]:
+    """What the customer receives of an agent's message: its text, then each file."""
+    meta = {"agent": event.agent}
+    texts = (
+        [
+            BotMessage(
+                conversation_id=conversation_id,
+                text=event.text,
+                metadata=meta,
+                timestamp=event.timestamp,
+            )
+        ]
+        if event.text
+        else []
+    )
+    return texts + [
+        BotMessage(conversation_id=conversation_id, attachments=(file,), metadata=meta)
+        for file in event.attachments
+    ]
 
 
 def _message_key(message: UserMessage) -> tuple[str, str] | None:

@@ -37,6 +37,12 @@ class Channel(ABC):
     """Prefix of this channel's conversation ids (``telegram``, ``rest``...)."""
     replies_inline: ClassVar[bool] = False
     """True when replies travel back in the inbound request's response (REST, web chat)."""
+    sends_files: ClassVar[bool] = False
+    """True when :meth:`send` delivers a message's ``attachments`` (files kept by
+    ``bot.files``): an agent's files then reach the customer."""
+    pushes: ClassVar[bool] = True
+    """True when :meth:`send` reaches the customer outside their own turns (an agent's
+    reply during a handoff): Telegram, and the web chat's live stream; not REST."""
 
     def __init__(self) -> None:
         self._handler: MessageHandler | None = None

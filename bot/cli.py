@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bot.errors import KefuError, ProjectError, SettingsError
 from bot.privacy import install_log_redaction
@@ -17,6 +17,9 @@ from bot.settings import Settings
 if TYPE_CHECKING:
     from bot.agent import Agent
     from bot.channel import Channel
+    from bot.desk import FileSource
+    from bot.ports import ConversationStore
+    from channels.webchat import Greeting
 
 log = logging.getLogger("kefu")
 
@@ -136,29 +139,52 @@ async def shell(project_dir: Path, settings: Settings) -> int:
 async def _build(
     project_dir: Path, settings: Settings, *, with_channels: bool = True
 ) -> tuple[Agent, list[Channel]]:
+    """The agent and the server's channels; with ``SLACK_BOT_TOKEN`` the Slack desk too."""
     from bot.agent import Agent
     from bot.project import load_project
+    from bot.responses import ResponseRenderer
+    from bot.store import open_store
 
     project = load_project(project_dir)
-    agent = await Agent.create(project, settings=settings)
-    channels = _channels(agent, settings) if with_channels else []
+    store = await open_store(settings.database_url)
+    greeting = ResponseRenderer(project.domain).greeting
+    channels = _channels(store, settings, greeting) if with_channels else []
+    desk = None
+    if with_channels and settings.slack_bot_token:
+        from bot.desk import Desk
+
+        desk = Desk(
+            store=store,
+            channels=[c.name for c in channels if c.pushes],
+            file_channels=[c.name for c in channels if c.sends_files],
+        )
+    agent = await Agent.create(project, settings=settings, store=store, desk=desk)
     for channel in channels:
         agent.add_channel(channel)
+    if desk is not None:
+        from channels.slack import SlackDeskChannel
+
+        slack = SlackDeskChannel.from_settings(settings, desk)
+        desk.connect(board=slack.board, conversations=agent)
+        for channel in channels:
+            if channel.name in {"telegram", "webchat"}:
+                desk.add_file_source(channel.name, cast("FileSource", channel))
+        channels.append(slack)
     return agent, channels
 
 
-def _channels(agent: Agent, settings: Settings) -> list[Channel]:
+def _channels(store: ConversationStore, settings: Settings, greeting: Greeting) -> list[Channel]:
     from channels.rest import RestChannel
     from channels.webchat import WebChatChannel
 
     found: list[Channel] = [
         RestChannel(token=settings.rest_token),
-        WebChatChannel(greeting=agent.greeting),
+        WebChatChannel(store, greeting=greeting),
     ]
     if settings.telegram_bot_token:
         from channels.telegram import TelegramChannel
 
-        telegram = TelegramChannel.from_settings(settings, agent.store)
+        telegram = TelegramChannel.from_settings(settings, store)
         if telegram is not None:
             found.append(telegram)
     return found

@@ -9,6 +9,25 @@ DEFAULT_LLM_TIMEOUT = 15.0
 DEFAULT_HANDOFF_SLA = 300.0
 DEFAULT_HANDOFF_MAX_WAIT = 1800.0
 DEFAULT_CSAT_DELAY = 60.0
+DEFAULT_HANDOFF_NOT_UNDERSTOOD = 3
+"""Messages in a row the bot failed to understand before it hands the customer to a person."""
+
+SLACK_ACK_SECONDS = 3.0
+"""Slack wants every event, button press and slash command acknowledged within this."""
+SLACK_TIMESTAMP_WINDOW = 300.0
+"""Signed Slack requests older (or newer) than this many seconds are refused."""
+SLACK_RATE_LIMIT_RETRIES = 3
+"""How often one Slack call is retried after HTTP 429 (waiting Retry-After each time)."""
+DESK_FLUSH_DELAYS = (1.0, 5.0, 15.0, 30.0, 60.0)
+"""Seconds between attempts to post what waits for Slack (the last delay then repeats)."""
+DESK_TRANSCRIPT_TURNS = 6
+"""How many of the last utterances a ticket shows."""
+DESK_THREAD_CACHE = 10_000
+"""How many thread → conversation links the desk keeps in memory (the store has them all)."""
+MAX_FILE_BYTES = 10_000_000
+"""The largest file an agent may pass on to a customer (Telegram bots may send 50 MB)."""
+DESK_TICKET_CACHE = 10_000
+"""How many tickets the desk keeps in memory (the store has them all)."""
 
 MAX_MESSAGE_CHARS = 4000
 """Longer user texts are cut before understanding; the bot answers politely, nothing crashes."""

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 __all__ = [
     "ActionExecuted",
     "AgentJoined",
+    "AgentLeft",
     "AgentMessage",
     "AgentNote",
     "AllSlotsReset",
@@ -187,6 +188,8 @@ class BotMessage(Event):
     response: str | None = None
     """The domain response (``utter_*``) this message was rendered from, if any."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()
+    """Files kept in kefu's store (``bot.files``) that go with the message: an agent's."""
 
     def to_rest(self, recipient_id: str) -> dict[str, Any]:
         """The Rasa REST channel shape of this message, addressed to ``recipient_id``."""
@@ -301,10 +304,21 @@ class AgentJoined(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AgentLeft(Event):
+    """An agent gave the conversation up (released it, or transferred it to another)."""
+
+    event: ClassVar[str] = "agent_left"
+    agent: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class AgentMessage(Event):
+    """What an agent said to the customer, with the files they attached (``bot.files``)."""
+
     event: ClassVar[str] = "agent_message"
     agent: str
     text: str
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -358,6 +372,7 @@ _REGISTRY: dict[str, type[Event]] = {
         FlowResumed,
         HandoffRequested,
         AgentJoined,
+        AgentLeft,
         AgentMessage,
         AgentNote,
         HandoffResolved,

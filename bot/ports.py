@@ -6,8 +6,9 @@ which carries shared behaviour, is the ABC in ``bot.channel``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 from bot.events import BotMessage, Event, UserMessage
@@ -100,6 +101,15 @@ class ConversationStore(Protocol):
     async def close(self) -> None: ...
 
 
+class KeyValueStore(Protocol):
+    """The conversation store's small values, for a part that needs nothing else (the desk,
+    stored files, a channel's button keys)."""
+
+    async def get_value(self, namespace: str, key: str) -> str | None: ...
+
+    async def put_value(self, namespace: str, key: str, value: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class ActionResult:
     """What a custom action returned: events (rasa-sdk dicts) and responses to utter."""
@@ -157,7 +167,11 @@ class AnswerBackend(Protocol):
 
 
 class HandoffDesk(Protocol):
-    """Where human agents work (the Slack desk). Without one, handoff is unavailable."""
+    """Where human agents work (the Slack desk). Without one, handoff is unavailable.
+
+    Both methods are called inside the customer's turn, with the conversation's lock held:
+    they record what must reach the agents and return; posting happens after.
+    """
 
     async def request_handoff(
         self, *, conversation_id: str, reason: str, state: ConversationState
@@ -165,6 +179,63 @@ class HandoffDesk(Protocol):
         """Queue the conversation for an agent; False when no one can take it."""
         ...
 
-    async def forward(self, message: UserMessage) -> None:
-        """Pass a customer's message to the agent who has the paused conversation."""
+    async def forward(self, message: UserMessage) -> bool:
+        """Pass a customer's message to the agents of the paused conversation; False when no
+        open handoff holds it (the bot then takes the conversation back)."""
+        ...
+
+
+class Delivery(Enum):
+    """How the customer-facing messages of a desk intervention went out."""
+
+    NONE = "none"
+    """There was nothing to send."""
+    SENT = "sent"
+    QUEUED = "queued"
+    """Sending failed for now; the outbox retries."""
+    UNREACHABLE = "unreachable"
+    """The customer's chat is gone (they blocked the bot): nothing more will reach them."""
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """What :meth:`ConversationControl.intervene` did."""
+
+    known: bool
+    """False when the conversation does not exist: nothing was recorded."""
+    delivery: Delivery = Delivery.NONE
+    duplicate: bool = False
+    """The ``message_key`` was recorded before (a platform's retry): nothing was done."""
+
+
+class ConversationControl(Protocol):
+    """How the desk changes a conversation outside the customer's turns (the turn runner
+    implements it, under the same per-conversation lock as a turn)."""
+
+    async def intervene(
+        self,
+        conversation_id: str,
+        *,
+        events: Sequence[Event] = (),
+        utter: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        pause: bool | None = None,
+        message_key: tuple[str, str] | None = None,
+    ) -> Intervention:
+        """Append ``events`` to the conversation and deliver to the customer what they say.
+
+        Each ``AgentMessage`` in ``events`` reaches the customer as a message; each ``utter``
+        is a domain response (with its template context) rendered in the customer's language.
+        ``pause=True`` pauses the bot; ``pause=False`` resumes it at a clean point: a task the
+        handoff interrupted is offered again. ``message_key`` (platform, message id) is
+        recorded in the same write, once: an intervention whose key was recorded before
+        (the platform retried its event) does nothing and says it is a ``duplicate``.
+        """
+        ...
+
+
+class SentimentScorer(Protocol):
+    """Scores how a customer feels in one message; plugged in by the composition root."""
+
+    def score(self, text: str, language: str) -> float:
+        """From -1 (very negative) to 1 (very positive); 0 when neutral or unsure."""
         ...

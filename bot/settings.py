@@ -6,6 +6,7 @@ A malformed value fails loudly, naming the setting. Nothing else in kefu reads `
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,11 @@ class Settings:
     slack_app_token: str | None = None
     slack_handoff_channel: str | None = None
     slack_api_base_url: str | None = None
+    slack_agent_ids: frozenset[str] = frozenset()
+    handoff_not_understood: int = constants.DEFAULT_HANDOFF_NOT_UNDERSTOOD
+    """Messages in a row not understood before a handoff; 0 turns the trigger off."""
+    handoff_sentiment: float | None = None
+    """A message scoring at or below this (-1..1) hands off; None turns the trigger off."""
 
     openai_api_key: str | None = None
     openai_base_url: str | None = None
@@ -72,6 +78,11 @@ class Settings:
             slack_app_token=reader.text("SLACK_APP_TOKEN"),
             slack_handoff_channel=reader.text("SLACK_HANDOFF_CHANNEL"),
             slack_api_base_url=reader.url("SLACK_API_BASE_URL"),
+            slack_agent_ids=reader.id_set("SLACK_AGENT_IDS"),
+            handoff_not_understood=reader.count(
+                "KEFU_HANDOFF_NOT_UNDERSTOOD", constants.DEFAULT_HANDOFF_NOT_UNDERSTOOD
+            ),
+            handoff_sentiment=reader.score("KEFU_HANDOFF_SENTIMENT"),
             openai_api_key=reader.text("OPENAI_API_KEY"),
             openai_base_url=reader.url("OPENAI_BASE_URL"),
             llm_model=reader.text("KEFU_LLM_MODEL"),
@@ -132,3 +143,30 @@ class _Reader:
             return int(value)
         except ValueError:
             raise SettingsError(f"{name} must be an integer, got {value!r}") from None
+
+    def count(self, name: str, default: int) -> int:
+        value = self.integer(name, default)
+        if value < 0:
+            raise SettingsError(f"{name} must not be negative, got {value}")
+        return value
+
+    def id_set(self, name: str) -> frozenset[str]:
+        """A comma- or space-separated list of ids (Slack user ids: ``U0123ABC``)."""
+        ids = frozenset(part for part in re.split(r"[\s,]+", self.text(name) or "") if part)
+        bad = sorted(i for i in ids if not re.fullmatch(r"[A-Z0-9]+", i))
+        if bad:
+            raise SettingsError(f"{name} must list Slack user ids like U0123ABC, got {bad[0]!r}")
+        return ids
+
+    def score(self, name: str) -> float | None:
+        """A sentiment score between -1 and 1, or None when unset."""
+        value = self.text(name)
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {value!r}") from None
+        if not -1.0 <= number <= 1.0:
+            raise SettingsError(f"{name} must be between -1 and 1, got {value!r}")
+        return number

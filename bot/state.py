@@ -39,6 +39,8 @@ class ConversationState:
     """The last few ``(speaker, text)`` utterances, speaker ``user`` or ``bot``, oldest first."""
     profile: dict[str, Any] = field(default_factory=dict)
     """What the channel knows of the customer (name, platform language code)."""
+    not_understood: int = 0
+    """Messages in a row the bot did not understand (a handoff trigger counts them)."""
     offered_payloads: list[str] = field(default_factory=list)
     """Payloads of the buttons the bot sent in its latest turn: the ones that count as
     payloads when they come back (``bot.dialogue.trust``)."""

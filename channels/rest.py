@@ -62,6 +62,7 @@ class RestChannel(Channel):
 
     name = "rest"
     replies_inline = True
+    pushes = False
 
     def __init__(self, *, token: str | None = None) -> None:
         super().__init__()

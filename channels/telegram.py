@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import hmac
 import logging
+import mimetypes
 import re
 import warnings
 from collections import OrderedDict
@@ -25,12 +26,13 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
+from telegram import CallbackQuery, InlineKeyboardMarkup, InputFile, Message, Update
 from telegram.constants import ChatAction
 from telegram.error import (
     BadRequest,
     ChatMigrated,
     Forbidden,
+    NetworkError,
     RetryAfter,
     TelegramError,
 )
@@ -46,7 +48,8 @@ from bot.errors import (
     RejectedMessageError,
     TransientDeliveryError,
 )
-from bot.events import BotMessage, UserMessage
+from bot.events import Attachment, BotMessage, UserMessage
+from bot.files import FileBlob, StoredFiles
 from bot.ports import ConversationStore
 from bot.settings import Settings
 from channels.telegram_inbound import (
@@ -69,6 +72,9 @@ from channels.telegram_request import AiohttpRequest
 from channels.telegram_updates import HANDLED_KINDS, UnreadableUpdateError, UpdatesBot, read_update
 
 logger = logging.getLogger(__name__)
+
+_PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+"""Pictures sent with sendPhoto; other files (a GIF, a PDF) go as documents."""
 
 WEBHOOK_PATH = "/webhooks/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -95,6 +101,7 @@ class TelegramChannel(Channel):
     """
 
     name = "telegram"
+    sends_files = True
 
     def __init__(
         self,
@@ -117,6 +124,7 @@ class TelegramChannel(Channel):
             get_updates_request=AiohttpRequest(pool_size=1),
         )
         self._store = store
+        self._files = StoredFiles(store)
         self._webhook_url = _full_webhook_url(webhook_url) if webhook_url else None
         # Without a configured secret, one derived from the token is as unguessable and stays
         # the same across restarts and workers.
@@ -146,6 +154,23 @@ class TelegramChannel(Channel):
 
     def routes(self) -> Sequence[BaseRoute]:
         return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]
+
+    async def fetch(self, attachment: Attachment) -> FileBlob:
+        """A file the customer sent, fetched from Telegram (the desk's ``FileSource``)."""
+        if not attachment.file_id:
+            raise PermanentDeliveryError(f"the {attachment.kind} has no Telegram file id")
+        try:
+            file = await self.bot.get_file(attachment.file_id)
+            data = await file.download_as_bytearray()
+        except (RetryAfter, NetworkError) as exc:
+            raise TransientDeliveryError(f"fetching a file from Telegram failed: {exc}") from exc
+        except TelegramError as exc:
+            raise PermanentDeliveryError(f"Telegram refused the file: {exc}") from exc
+        name = attachment.name or (file.file_path or attachment.kind).rsplit("/", 1)[-1]
+        if "." not in name and attachment.kind == "image":
+            name += ".jpg"
+        mime = attachment.mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return FileBlob(name=name, mime_type=mime, data=bytes(data))
 
     async def start(self) -> None:
         """Learn the bot's name, then register the webhook or start long polling."""
@@ -205,6 +230,8 @@ class TelegramChannel(Channel):
             await self._send_standard(chat_id, message)
             if message.custom is not None:
                 await self._send_custom(chat_id, message)
+            for attachment in message.attachments:
+                await self._send_file(chat_id, attachment)
         except TelegramError as exc:
             raise _delivery_error(exc, message.conversation_id) from exc
 
@@ -225,6 +252,15 @@ class TelegramChannel(Channel):
             if fits:
                 return
         await self._send_texts(chat_id, chunks, markup)
+
+    async def _send_file(self, chat_id: int, attachment: Attachment) -> None:
+        """A file kept by ``bot.files`` (an agent's): a photo when Telegram shows it as one."""
+        blob = await self._files.get(attachment)
+        upload = InputFile(blob.data, filename=blob.name)
+        if blob.mime_type in _PHOTO_TYPES:
+            await self.bot.send_photo(chat_id, upload)
+        else:
+            await self.bot.send_document(chat_id, upload)
 
     async def _send_custom(self, chat_id: int, message: BotMessage) -> None:
         """Send the payload as Rasa's ``send_custom_json`` would; skip, with a log line, one

@@ -231,6 +231,7 @@ async def test_webchat_page_and_assets(client: httpx.AsyncClient) -> None:
     assert "webchat/static/chat.js" in page.text
     assert "webchat/static/chat.css" in page.text
     assert 'data-endpoint="webchat/webhook"' in page.text
+    assert "Authorization" in script.text
     for text in (page.text, script.text, style.text):
         assert re.findall(r"https?://", text) == []
         assert "innerHTML" not in text
@@ -248,11 +249,6 @@ async def test_webchat_asset_caching_and_unknown_asset(client: httpx.AsyncClient
         missing = await client.get(path)
         assert missing.status_code == 404
         assert missing.json() == {"error": "Not Found"}
-
-
-async def test_webchat_send_is_refused() -> None:
-    with pytest.raises(PermanentDeliveryError, match="HTTP response"):
-        await WebChatChannel().send(BotMessage(conversation_id="rest:alice", text="hi"))
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from bot.channel import Channel
 from bot.errors import PermanentDeliveryError, RejectedMessageError
 from bot.events import BotMessage, UserMessage
 from bot.project import load_project
+from bot.responses import ResponseRenderer
 from bot.server import create_app, running
 from bot.settings import Settings
 from bot.store import open_store
@@ -64,7 +65,7 @@ async def serve(project: Path, database: Path) -> AsyncIterator[tuple[str, Agent
     agent = await Agent.create(load_project(project), settings=settings, store=store)
     rest = RestChannel()
     agent.add_channel(rest)
-    webchat = WebChatChannel(greeting=agent.greeting)
+    webchat = WebChatChannel(greeting=ResponseRenderer(agent.project.domain).greeting)
     app = create_app(channels=[rest, webchat], on_shutdown=[agent.close])
     async with running(app) as base:
         yield base, agent

@@ -19,6 +19,7 @@ from bot.errors import ConcurrentUpdateError, DuplicateMessageError, StoreError
 from bot.events import (
     ActionExecuted,
     AgentJoined,
+    AgentLeft,
     AgentMessage,
     AgentNote,
     AllSlotsReset,
@@ -165,6 +166,7 @@ def every_event() -> list[Event]:
         FlowResumed(flow_id="track_order", step_id="collect"),
         HandoffRequested(reason="customer asked for a human"),
         AgentJoined(agent="U123"),
+        AgentLeft(agent="U123"),
         AgentMessage(agent="U123", text="Hi, I am Lin."),
         AgentNote(agent="U123", text="VIP customer"),
         HandoffResolved(agent="U123"),

@@ -15,6 +15,7 @@ from bot.events import (
     Button,
     ConversationPaused,
     FlowCancelled,
+    FlowCompleted,
     FlowResumed,
     FlowStarted,
     HandoffRequested,
@@ -261,15 +262,23 @@ class DefaultActions:
         )
         return True
 
-    async def action_human_handoff(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_human_handoff(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> str | None:
         reason = str(frame.get("reason") or "customer asked for a human")
         accepted = self.desk is not None and await self.desk.request_handoff(
             conversation_id=turn.state.conversation_id, reason=reason, state=turn.state
         )
         if not accepted:
             executor.utter(turn, "utter_human_handoff_not_available", frame)
-            return
+            return None
         turn.emit(HandoffRequested(reason=reason))
         executor.utter(turn, "utter_human_handoff_requested", frame)
         turn.state.paused = True
         turn.emit(ConversationPaused())
+        # The bot says nothing more on its own: the handoff ends here, and a task it
+        # interrupted stays on the stack, to be offered again when the agent hands back.
+        if frame in turn.state.stack:
+            turn.state.stack.remove(frame)
+        turn.emit(FlowCompleted(flow_id=str(frame["flow_id"]), step_id=str(frame["step_id"])))
+        return "listen"

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 MAX_TEXT = 4096
@@ -86,6 +86,8 @@ class ApiCall:
 
     method: str
     params: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
+    """When it arrived (``time.monotonic()``), for latency measurements."""
 
 
 class ApiError(Exception):
@@ -133,6 +135,8 @@ class TelegramBotApiDouble:
         self.sent_messages: list[dict[str, Any]] = []
         self.webhook: dict[str, Any] = {}
         self.blocked_chats: set[int] = set()
+        self.files: dict[str, bytes] = {}
+        """Files customers sent, by file id, served by getFile and the file download URL."""
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
@@ -159,10 +163,14 @@ class TelegramBotApiDouble:
                 "sendChatAction": self._send_chat_action,
                 "answerCallbackQuery": self._answer_callback_query,
                 "editMessageReplyMarkup": self._edit_message_reply_markup,
+                "getFile": self._get_file,
             }.items()
         }
         self.app = Starlette(
-            routes=[Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"])]
+            routes=[
+                Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"]),
+                Route("/file/bot{token}/{path:path}", self._download, methods=["GET"]),
+            ]
         )
 
     @property
@@ -230,6 +238,10 @@ class TelegramBotApiDouble:
         else:
             text = description or _DESCRIPTIONS.get(status, "Bad Request")
         self._failures[method.lower()].append(ApiError(status, text, retry_after))
+
+    def host_file(self, file_id: str, data: bytes) -> None:
+        """Keep a file a customer sent (a photo's ``file_id``) for getFile and its download."""
+        self.files[file_id] = data
 
     def block_chat(self, chat_id: int) -> None:
         """The customer blocked the bot: every send to ``chat_id`` now answers 403."""
@@ -400,6 +412,24 @@ class TelegramBotApiDouble:
         if not params.get("callback_query_id"):
             raise ApiError(400, "Bad Request: query is too old and response timeout expired")
         return True
+
+    async def _get_file(self, params: dict[str, Any]) -> Any:
+        file_id = str(params.get("file_id") or "")
+        if file_id not in self.files:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"u{file_id[:16]}",
+            "file_size": len(self.files[file_id]),
+            "file_path": f"files/{file_id}",
+        }
+
+    async def _download(self, request: Request) -> Response:
+        path = request.path_params["path"]
+        data = self.files.get(path.removeprefix("files/"))
+        if request.path_params["token"] != self.token or data is None:
+            return JSONResponse({"ok": False, "error_code": 404, "description": "Not Found"}, 404)
+        return Response(data, media_type="application/octet-stream")
 
     async def _edit_message_reply_markup(self, params: dict[str, Any]) -> Any:
         chat_id = self._chat(params)

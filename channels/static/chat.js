@@ -1,18 +1,22 @@
-/* kefu web chat: posts to the REST channel and renders its replies.
+/* kefu web chat: posts to the web chat API, renders its replies and what agents say live.
  * Bot text is always set with textContent, never parsed as HTML. */
 (function () {
   "use strict";
 
   var root = document.querySelector(".chat");
   var endpoint = root.getAttribute("data-endpoint");
+  var base = endpoint.replace(/webhook$/, "");
   var log = document.getElementById("log");
   var typing = document.getElementById("typing");
   var form = document.getElementById("composer");
   var input = document.getElementById("input");
+  var picker = document.getElementById("file");
+  var attach = document.getElementById("attach");
   var TIMEOUT_MS = 30000;
   var composing = false;
   var pending = 0;
   var queue = Promise.resolve();
+  var shown = {};
   var sender = senderId();
 
   function randomHex(bytes) {
@@ -23,16 +27,24 @@
     }).join("");
   }
 
-  /* The sender id survives reloads so the conversation does too. */
+  /* The sender id (128 random bits) survives reloads, so the conversation does too. It is
+   * the conversation's only key: it travels in request bodies and the Authorization header,
+   * never in a URL. */
   function senderId() {
     var key = "kefu.webchat.sender";
     var id = null;
     try { id = window.localStorage.getItem(key); } catch (e) { /* storage disabled */ }
-    if (!id) {
+    if (!id || !/^web-[0-9a-f]{32}$/.test(id)) {
       id = "web-" + randomHex(16);
       try { window.localStorage.setItem(key, id); } catch (e) { /* storage disabled */ }
     }
     return id;
+  }
+
+  function authorised(extra) {
+    var headers = { "Authorization": "Bearer " + sender };
+    Object.keys(extra || {}).forEach(function (key) { headers[key] = extra[key]; });
+    return headers;
   }
 
   function scrollDown() {
@@ -83,9 +95,49 @@
     item.appendChild(group);
   }
 
+  /* A file is fetched with the token (never by a bare URL) and shown from memory. */
+  function renderFile(item, file) {
+    if (!file || typeof file.id !== "string") { return; }
+    var name = String(file.name || "file");
+    var link = document.createElement("a");
+    link.className = "file";
+    link.textContent = "📎 " + name;
+    link.download = name;
+    item.appendChild(link);
+    fetch(base + "files/" + encodeURIComponent(file.id), { headers: authorised() })
+      .then(function (response) {
+        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        return response.blob();
+      }).then(function (blob) {
+        var url = URL.createObjectURL(blob);
+        link.href = url;
+        if (file.kind === "image" && /^image\//.test(blob.type)) {
+          var image = document.createElement("img");
+          image.src = url;
+          image.alt = name;
+          image.addEventListener("load", scrollDown);
+          item.insertBefore(image, link);
+        }
+      }).catch(function () { link.textContent = "📎 " + name + " ✕"; });
+  }
+
   function renderReply(reply) {
     if (!reply || typeof reply !== "object") { return; }
-    var item = addItem("bot");
+    if (reply.id) {
+      if (shown[reply.id]) { return; }
+      shown[reply.id] = true;
+    }
+    if (reply.from === "user") {
+      addBubble(addItem("user"), String(reply.text || ""));
+      return;
+    }
+    var item = addItem(reply.from === "agent" ? "agent" : "bot");
+    if (reply.from === "agent" && reply.agent) {
+      var who = document.createElement("div");
+      who.className = "who";
+      who.textContent = String(reply.agent);
+      item.appendChild(who);
+    }
     if (typeof reply.text === "string" && reply.text !== "") {
       addBubble(item, reply.text);
     }
@@ -101,7 +153,11 @@
     if (Array.isArray(reply.buttons) && reply.buttons.length) {
       renderButtons(item, reply.buttons);
     }
+    if (Array.isArray(reply.files)) {
+      reply.files.forEach(function (file) { renderFile(item, file); });
+    }
     if (!item.childNodes.length) { log.removeChild(item); }
+    scrollDown();
   }
 
   function showTyping(delta) {
@@ -159,6 +215,39 @@
     });
   }
 
+  /* A picture or PDF goes as the request body, its name in a header. */
+  function sendFile(file) {
+    addBubble(addItem("user"), "📎 " + file.name);
+    scrollDown();
+    queue = queue.then(function () {
+      showTyping(1);
+      return fetch(base + "files", {
+        method: "POST",
+        headers: authorised({
+          "Content-Type": file.type || "application/octet-stream",
+          "X-Filename": encodeURIComponent(file.name)
+        }),
+        body: file
+      }).then(function (response) {
+        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        return response.json();
+      }).then(function (replies) {
+        (Array.isArray(replies) ? replies : []).forEach(renderReply);
+      }, function () {
+        notice("Sorry, the file could not be sent (pictures and PDFs up to 2 MB). " +
+          "抱歉，文件发送失败（仅支持 2 MB 以内的图片和 PDF）。");
+      }).finally(function () {
+        showTyping(-1);
+      });
+    });
+  }
+
+  attach.addEventListener("click", function () { picker.click(); });
+  picker.addEventListener("change", function () {
+    if (picker.files && picker.files[0]) { sendFile(picker.files[0]); }
+    picker.value = "";
+  });
+
   function send(message, shown) {
     addBubble(addItem("user"), shown);
     scrollDown();
@@ -178,8 +267,9 @@
     input.style.height = input.scrollHeight + "px";
   }
 
-  /* The shop greets in the browser's language before the customer writes. */
+  /* The shop greets in the browser's language while the conversation is still empty. */
   function greet() {
+    if (log.querySelector(".msg")) { return; }
     var language = (navigator.languages && navigator.languages[0]) || navigator.language || "";
     fetch(root.getAttribute("data-greeting") + "?lang=" + encodeURIComponent(language))
       .then(function (response) {
@@ -211,5 +301,51 @@
     submit();
   });
   input.addEventListener("input", resize);
-  greet();
+
+  /* What the store kept (a reload shows the conversation again), then the live stream of
+   * what agents say, read with fetch so that the token stays in a header. */
+  function history() {
+    return fetch(base + "history", { headers: authorised() }).then(function (response) {
+      if (!response.ok) { throw new Error("HTTP " + response.status); }
+      return response.json();
+    }).then(function (items) {
+      log.textContent = "";
+      shown = {};
+      (Array.isArray(items) ? items : []).forEach(renderReply);
+    });
+  }
+
+  function handleEvent(block) {
+    var data = block.split("\n").filter(function (line) {
+      return line.indexOf("data:") === 0;
+    }).map(function (line) { return line.slice(5).trim(); }).join("\n");
+    if (!data) { return; }
+    try { renderReply(JSON.parse(data)); } catch (e) { /* a malformed event is skipped */ }
+  }
+
+  function listen() {
+    fetch(base + "events", { headers: authorised({ "Accept": "text/event-stream" }) })
+      .then(function (response) {
+        if (!response.ok || !response.body) { throw new Error("HTTP " + response.status); }
+        var reader = response.body.getReader();
+        var decoder = new TextDecoder();
+        var buffer = "";
+        function read() {
+          return reader.read().then(function (chunk) {
+            if (chunk.done) { throw new Error("stream closed"); }
+            buffer += decoder.decode(chunk.value, { stream: true });
+            var blocks = buffer.split("\n\n");
+            buffer = blocks.pop();
+            blocks.forEach(handleEvent);
+            return read();
+          });
+        }
+        return history().then(greet).then(read);
+      })
+      .catch(function () {
+        window.setTimeout(listen, 3000);
+      });
+  }
+
+  listen();
 })();

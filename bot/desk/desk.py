@@ -1,0 +1,647 @@
+"""The desk: what happens to a ticket when a customer writes and when an agent acts.
+
+Called from two sides. The customer's turn (with the conversation's lock held) calls
+:meth:`Desk.request_handoff` and :meth:`Desk.forward`, which only record; a background
+flusher per ticket then posts the ticket and the customer's messages to the board, in order,
+and keeps them in the store while the board is down. The agents' workspace adapter calls
+:meth:`Desk.on_reply`, :meth:`Desk.claim`, :meth:`Desk.command`... with plain values; what the
+customer must hear goes through ``ConversationControl.intervene`` (the bot's own outbox).
+Each returns the private notice for the acting agent, if any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from bot import constants
+from bot.desk.board import DeskBoard, FileRef, FileSource
+from bot.desk.tickets import Status, Ticket, TicketBook
+from bot.errors import KefuError, PermanentError, TransientError
+from bot.events import (
+    AgentJoined,
+    AgentLeft,
+    AgentMessage,
+    AgentNote,
+    Attachment,
+    Event,
+    HandoffRequested,
+    HandoffResolved,
+    UserMessage,
+)
+from bot.files import FileBlob, StoredFiles
+from bot.ports import ConversationControl, Delivery, Intervention, KeyValueStore
+from bot.state import ConversationState
+
+__all__ = ["Desk"]
+
+log = logging.getLogger(__name__)
+
+NOT_AGENT = "Only members of the handoff channel may act on kefu tickets."
+UNKNOWN_THREAD = "This thread is not an open kefu handoff: nothing was sent to anyone."
+FILES_NOT_RELAYED = (
+    "Files can't be passed on to this customer's channel: your text was sent without them. "
+    "Share a link instead."
+)
+RESOLVED = (
+    "This handoff is resolved: nothing was sent to the customer. "
+    "Press Reopen on the ticket to talk to them again."
+)
+_NOTE_PREFIX = "note:"
+_FILE_KINDS = frozenset({"image", "document", "audio", "video"})
+_HIDDEN_SLOTS = frozenset({"continue_interrupted_flow_confirmation", "language"})
+Utter = tuple[str, Mapping[str, Any]]
+
+
+class Desk:
+    """Implements ``HandoffDesk``; build it, then :meth:`connect` the board and the turns."""
+
+    def __init__(
+        self,
+        *,
+        store: KeyValueStore,
+        channels: Collection[str],
+        file_channels: Collection[str] = (),
+        clock: Callable[[], float] = time.time,
+        flush_delays: Sequence[float] = constants.DESK_FLUSH_DELAYS,
+    ) -> None:
+        self._book = TicketBook(store)
+        self._channels = frozenset(channels)
+        self._file_channels = frozenset(file_channels)
+        self._files = StoredFiles(store)
+        self._clock = clock
+        self._delays = tuple(flush_delays)
+        self._board: DeskBoard | None = None
+        self._conversations: ConversationControl | None = None
+        self._sources: dict[str, FileSource] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._index_lock = asyncio.Lock()
+        self._flushers: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._stopping = False
+
+    def connect(self, *, board: DeskBoard, conversations: ConversationControl) -> None:
+        """Give the desk its workspace and its way into conversations (before :meth:`start`)."""
+        self._board = board
+        self._conversations = conversations
+
+    def add_file_source(self, channel: str, source: FileSource) -> None:
+        """Let the desk fetch files customers send on ``channel`` to post them in threads."""
+        self._sources[channel] = source
+
+    async def start(self) -> None:
+        """Resume posting whatever waited for the board when kefu last stopped."""
+        self._stopping = False
+        for conversation_id in await self._book.open_ids():
+            ticket = await self._book.get(conversation_id)
+            if ticket is not None and (ticket.thread is None or ticket.outbox):
+                self._kick(conversation_id)
+
+    async def stop(self) -> None:
+        """Stop the flushers; what they had not posted stays in the store."""
+        self._stopping = True
+        tasks = list(self._flushers.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- the customer's side (HandoffDesk) ----------------------------------------------
+
+    async def request_handoff(
+        self, *, conversation_id: str, reason: str, state: ConversationState
+    ) -> bool:
+        """Open a ticket for the conversation (or keep the open one); False when the desk
+        cannot serve the conversation's channel."""
+        if self._board is None or state.channel not in self._channels:
+            return False
+        async with self._lock(conversation_id):
+            current = await self._book.get(conversation_id)
+            if current is not None and current.is_open:
+                return True
+            async with self._index_lock:
+                number = await self._book.new_number(conversation_id)
+                await self._book.set_open(conversation_id, True)
+            await self._book.put(
+                _new_ticket(state, number=number, reason=reason, now=self._clock())
+            )
+        self._kick(conversation_id)
+        return True
+
+    async def forward(self, message: UserMessage) -> bool:
+        """Queue a customer's message (and its files) for the ticket's thread; False when
+        the conversation has no open ticket."""
+        async with self._lock(message.conversation_id):
+            ticket = await self._book.get(message.conversation_id)
+            if ticket is None or not ticket.is_open:
+                log.warning("no open ticket for %s: the bot answers", message.conversation_id)
+                return False
+            ticket.outbox.append(
+                {
+                    "kind": "customer",
+                    "text": message.text or message.payload or "",
+                    "attachments": [dataclasses.asdict(a) for a in message.attachments],
+                }
+            )
+            await self._book.put(ticket)
+        self._kick(message.conversation_id)
+        return True
+
+    # --- the agents' side ----------------------------------------------------------------
+
+    async def on_reply(
+        self,
+        *,
+        thread: str,
+        user: str,
+        text: str,
+        message_id: str,
+        files: Sequence[FileRef] = (),
+    ) -> str | None:
+        """An agent wrote in a thread: a note, a claim by first reply, or a reply to relay
+        (with the files they attached, where the customer's channel takes files).
+
+        The Slack message is recorded in the conversation with what it did, once: a retried
+        event does nothing the second time.
+        """
+        found = await self._book.by_thread(thread)
+        if found is None:
+            return UNKNOWN_THREAD
+        if not await self._may_act(user):
+            return NOT_AGENT
+        cid = found.conversation_id
+        name = await self._name(user)
+        body = text.strip()
+        events: list[Event] = []
+        utter: list[Utter] = []
+        notice: str | None = None
+        async with self._lock(cid):
+            ticket = await self._book.get(cid)
+            if ticket is None or ticket.thread != thread:
+                return UNKNOWN_THREAD
+            if ticket.status is Status.RESOLVED:
+                return RESOLVED
+            if body.lower().startswith(_NOTE_PREFIX):
+                events.append(AgentNote(agent=name, text=body[len(_NOTE_PREFIX) :].strip()))
+            elif ticket.agent not in (None, user):
+                events.append(AgentNote(agent=name, text=body))
+                notice = (
+                    f"{ticket.agent_name} has this conversation: your reply stays an internal "
+                    "note. Ask them to `/kefu transfer` it to you."
+                )
+            else:
+                if ticket.agent is None:
+                    self._assign(ticket, user, name)
+                    events.append(AgentJoined(agent=name))
+                    utter.append(("utter_human_agent_joined", {"agent_name": _first(name)}))
+                    await self._book.put(ticket)
+                attachments: list[Attachment] = []
+                if files and ticket.channel in self._file_channels:
+                    attachments, notice = await self._keep(cid, files)
+                elif files:
+                    notice = FILES_NOT_RELAYED
+                if body or attachments:
+                    events.append(
+                        AgentMessage(agent=name, text=body, attachments=tuple(attachments))
+                    )
+        # Outside the desk's lock: a customer's turn holds the conversation's lock while it
+        # takes the desk's (forward), so taking them the other way round could deadlock.
+        result = await self._record(cid, events=events, utter=utter, key=(thread, message_id))
+        if result is None or result.duplicate:
+            return None
+        await self._after_delivery(cid, result)
+        if utter:
+            await self._show(cid)
+        return notice
+
+    async def claim(self, *, thread: str, user: str) -> str | None:
+        """The Claim button: assign the ticket to ``user``."""
+        return await self._act(thread, user, "claim")
+
+    async def resolve(self, *, thread: str, user: str) -> str | None:
+        """The Resolve button: hand the conversation back to the bot."""
+        return await self._act(thread, user, "resolve")
+
+    async def reopen(self, *, thread: str, user: str) -> str | None:
+        """The Reopen button on a resolved ticket: the agent takes the conversation again."""
+        return await self._act(thread, user, "reopen")
+
+    async def command(
+        self,
+        *,
+        user: str,
+        name: str,
+        number: int | None = None,
+        target: str | None = None,
+        thread: str | None = None,
+    ) -> str:
+        """``/kefu queue | resolve | release | reopen | transfer @someone`` (on ticket
+        ``number``, the thread's ticket, or the agent's only claimed one)."""
+        if not await self._may_act(user):
+            return NOT_AGENT
+        if name == "queue":
+            return await self.queue()
+        if name not in {"resolve", "release", "reopen", "transfer", "claim"}:
+            return (
+                "Usage: `/kefu queue`, `/kefu resolve|release|reopen [#ticket]`, "
+                "`/kefu transfer [#ticket] @someone`."
+            )
+        if name == "transfer" and not target:
+            return "Usage: `/kefu transfer [#ticket] @someone`."
+        ticket = await self._find(user, number=number, thread=thread, name=name)
+        if isinstance(ticket, str):
+            return ticket
+        assert ticket.thread is not None
+        return await self._act(ticket.thread, user, name, target=target) or "Done."
+
+    async def queue(self) -> str:
+        """Waiting and active tickets, oldest first, with how long they have waited."""
+        now = self._clock()
+        lines = []
+        for cid in await self._book.open_ids():
+            ticket = await self._book.get(cid)
+            if ticket is None or not ticket.is_open:
+                continue
+            opened = _minutes(now - ticket.opened_at)
+            who = f"with {ticket.agent_name}" if ticket.agent else f"waiting {opened}"
+            lines.append(
+                f"#{ticket.number} · {who} · opened {opened} ago · {ticket.customer} "
+                f"({ticket.channel}, {ticket.language}) · {ticket.reason}"
+            )
+        if not lines:
+            return "No one is waiting and no handoff is open."
+        return "Open handoffs, oldest first:\n" + "\n".join(lines)
+
+    async def _keep(
+        self, cid: str, files: Sequence[FileRef]
+    ) -> tuple[list[Attachment], str | None]:
+        """Download an agent's files and keep them for delivery; a notice for those that fail."""
+        assert self._board is not None
+        kept: list[Attachment] = []
+        failed: list[str] = []
+        for ref in files:
+            try:
+                kept.append(await self._files.put(await self._board.download(ref), owner=cid))
+            except KefuError as err:
+                log.warning("an agent's file could not be passed on: %s", err)
+                failed.append(ref.name)
+        notice = f"Not sent to the customer: {', '.join(failed)}." if failed else None
+        return kept, notice
+
+    # --- agents' moves -------------------------------------------------------------------
+
+    async def _act(
+        self, thread: str, user: str, move: str, *, target: str | None = None
+    ) -> str | None:
+        found = await self._book.by_thread(thread)
+        if found is None:
+            return UNKNOWN_THREAD
+        cid = found.conversation_id
+        if not await self._may_act(user):
+            return NOT_AGENT
+        name = await self._name(user)
+        target_name = await self._name(target) if target else None
+        if target is not None and not await self._may_act(target):
+            return f"{target_name} is not a member of the handoff channel."
+        async with self._lock(cid):
+            ticket = await self._book.get(cid)
+            if ticket is None or ticket.thread != thread:
+                return UNKNOWN_THREAD
+            change = self._move(ticket, move, user, name, target, target_name)
+            if isinstance(change, str):
+                return change
+            events, utter, pause = change
+            await self._book.put(ticket)
+            if move in {"resolve", "reopen"}:
+                async with self._index_lock:
+                    await self._book.set_open(cid, ticket.is_open)
+        await self._apply(cid, events=events, utter=utter, pause=pause)
+        if target is not None and move == "transfer":
+            await self._quietly(self._tell(target, f"You now have kefu ticket #{ticket.number}."))
+        return None
+
+    def _move(
+        self,
+        ticket: Ticket,
+        move: str,
+        user: str,
+        name: str,
+        target: str | None,
+        target_name: str | None,
+    ) -> tuple[list[Event], list[Utter], bool | None] | str:
+        """Change the ticket for one move; the events and messages it means, or why not."""
+        if move == "reopen":
+            if ticket.status is not Status.RESOLVED:
+                return "This handoff is still open."
+            ticket.status = Status.ACTIVE
+            ticket.resolved_at = ticket.resolved_by = None
+            self._assign(ticket, user, name)
+            return (
+                [HandoffRequested(reason=f"reopened by {name}"), AgentJoined(agent=name)],
+                [("utter_human_handoff_reopened", {"agent_name": _first(name)})],
+                True,
+            )
+        if ticket.status is Status.RESOLVED:
+            return "This handoff is already resolved."
+        if move == "claim":
+            if ticket.agent == user:
+                return "You already have this conversation."
+            if ticket.agent is not None:
+                return (
+                    f"{ticket.agent_name} has this conversation already; ask them to transfer it."
+                )
+            self._assign(ticket, user, name)
+            return (
+                [AgentJoined(agent=name)],
+                [("utter_human_agent_joined", {"agent_name": _first(name)})],
+                None,
+            )
+        if ticket.agent not in (None, user):
+            return f"{ticket.agent_name} has this conversation; only they can do that."
+        if move == "resolve":
+            ticket.status = Status.RESOLVED
+            ticket.resolved_at = self._clock()
+            ticket.resolved_by = name
+            return [HandoffResolved(agent=name)], [("utter_human_handoff_resolved", {})], False
+        if move == "release":
+            if ticket.agent is None:
+                return "No one has this conversation yet."
+            ticket.agent = ticket.agent_name = None
+            ticket.status = Status.WAITING
+            return [AgentLeft(agent=name)], [("utter_human_agent_released", {})], None
+        # transfer
+        assert target is not None and target_name is not None
+        events: list[Event] = [AgentLeft(agent=name)] if ticket.agent else []
+        self._assign(ticket, target, target_name)
+        events.append(AgentJoined(agent=target_name))
+        return (
+            events,
+            [("utter_human_agent_transferred", {"agent_name": _first(target_name)})],
+            None,
+        )
+
+    def _assign(self, ticket: Ticket, user: str, name: str) -> None:
+        ticket.agent = user
+        ticket.agent_name = name
+        ticket.status = Status.ACTIVE
+        ticket.claimed_at = self._clock()
+
+    async def _apply(
+        self,
+        cid: str,
+        *,
+        events: list[Event],
+        utter: list[Utter],
+        pause: bool | None = None,
+    ) -> None:
+        """Record a move in the conversation, deliver it, and show the ticket's new state."""
+        result = await self._record(cid, events=events, utter=utter, pause=pause)
+        if result is not None:
+            await self._after_delivery(cid, result)
+        await self._show(cid)
+
+    async def _record(
+        self,
+        cid: str,
+        *,
+        events: list[Event],
+        utter: list[Utter],
+        pause: bool | None = None,
+        key: tuple[str, str] | None = None,
+    ) -> Intervention | None:
+        if not events and not utter and pause is None:
+            return None
+        assert self._conversations is not None
+        return await self._conversations.intervene(
+            cid,
+            events=events,
+            utter=utter,
+            pause=pause,
+            message_key=("slack", "/".join(key)) if key else None,
+        )
+
+    async def _show(self, cid: str) -> None:
+        ticket = await self._book.get(cid)
+        if ticket is not None and ticket.thread is not None and self._board is not None:
+            await self._quietly(self._board.update_ticket(ticket))
+
+    async def _after_delivery(self, cid: str, result: Intervention) -> None:
+        if result.delivery is not Delivery.UNREACHABLE:
+            return
+        async with self._lock(cid):
+            ticket = await self._book.get(cid)
+            if ticket is None or ticket.unreachable:
+                return
+            ticket.unreachable = True
+            ticket.outbox.append(
+                {
+                    "kind": "line",
+                    "text": "The customer can no longer be reached on their channel "
+                    "(they blocked the bot or deleted the chat): nothing more will reach them.",
+                }
+            )
+            await self._book.put(ticket)
+        self._kick(cid)
+
+    async def _find(
+        self, user: str, *, number: int | None, thread: str | None, name: str
+    ) -> Ticket | str:
+        if thread is not None:
+            ticket = await self._book.by_thread(thread)
+            if ticket is not None:
+                return ticket
+        if number is not None:
+            ticket = await self._book.by_number(number)
+            if ticket is None or ticket.number != number or ticket.thread is None:
+                return f"There is no ticket #{number} (or it was replaced by a newer one)."
+            return ticket
+        mine = []
+        for cid in await self._book.open_ids():
+            ticket = await self._book.get(cid)
+            if ticket is not None and ticket.agent == user and ticket.thread is not None:
+                mine.append(ticket)
+        if len(mine) == 1:
+            return mine[0]
+        which = "no open ticket" if not mine else f"{len(mine)} tickets"
+        return f"You have {which}: say which, e.g. `/kefu {name} #12`."
+
+    # --- posting to the board ------------------------------------------------------------
+
+    def _kick(self, cid: str) -> None:
+        if self._stopping:
+            return  # posted after the next start, from the store
+        task = self._flushers.get(cid)
+        if task is not None and not task.done():
+            self._again.add(cid)
+            return
+        task = asyncio.create_task(self._flush(cid))
+        self._flushers[cid] = task
+        task.add_done_callback(lambda done: self._flushed(cid, done))
+
+    def _flushed(self, cid: str, task: asyncio.Task[None]) -> None:
+        if self._flushers.get(cid) is task:
+            del self._flushers[cid]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("posting ticket %s failed", cid, exc_info=task.exception())
+        if cid in self._again:
+            self._again.discard(cid)
+            self._kick(cid)
+
+    async def _flush(self, cid: str) -> None:
+        """Post the ticket, then what waits in its outbox, oldest first, until none is left."""
+        failures = 0
+        while True:
+            self._again.discard(cid)
+            async with self._lock(cid):
+                ticket = await self._book.get(cid)
+            if ticket is None or (ticket.thread is not None and not ticket.outbox):
+                return
+            item = ticket.outbox[0] if ticket.thread is not None else {"kind": "ticket"}
+            try:
+                posted = await self._post(ticket, item)
+            except TransientError as err:
+                delay = self._delays[min(failures, len(self._delays) - 1)]
+                failures += 1
+                log.warning("the board is unavailable (%s); posting again in %.0f s", err, delay)
+                await asyncio.sleep(max(delay, err.retry_after or 0.0))
+                continue
+            except PermanentError as err:
+                if item["kind"] == "ticket":  # a setup problem (bad channel): keep trying slowly
+                    log.error("ticket for %s cannot be posted: %s", cid, err)
+                    await asyncio.sleep(self._delays[-1])
+                    continue
+                log.error("a message for ticket %s was refused: %s", cid, err)
+                posted = None
+            failures = 0
+            async with self._lock(cid):
+                ticket = await self._book.get(cid)
+                if ticket is None:
+                    return
+                if item["kind"] == "ticket":
+                    ticket.thread = posted
+                elif ticket.outbox:
+                    ticket.outbox.pop(0)
+                await self._book.put(ticket, new_thread=item["kind"] == "ticket")
+
+    async def _post(self, ticket: Ticket, item: dict[str, Any]) -> str | None:
+        assert self._board is not None
+        if item["kind"] == "ticket":
+            return await self._board.post_ticket(ticket)
+        if item["kind"] == "line":
+            await self._board.post_in_thread(ticket, str(item["text"]))
+            return None
+        text, files = await self._customer_content(ticket, item)
+        await self._board.post_in_thread(ticket, text, from_customer=True, files=files)
+        return None
+
+    async def _customer_content(
+        self, ticket: Ticket, item: dict[str, Any]
+    ) -> tuple[str, list[FileBlob]]:
+        lines = [str(item.get("text") or "")] if item.get("text") else []
+        files: list[FileBlob] = []
+        for raw in item.get("attachments") or ():
+            attachment = Attachment.from_dict(raw)
+            source = self._sources.get(ticket.channel)
+            if attachment.kind in _FILE_KINDS and source is not None:
+                try:
+                    files.append(await source.fetch(attachment))
+                    continue
+                except PermanentError as err:
+                    log.warning(
+                        "a %s for ticket %s is gone: %s", attachment.kind, ticket.number, err
+                    )
+            lines.append(_describe(attachment))
+        return "\n".join(lines), files
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _lock(self, cid: str) -> asyncio.Lock:
+        lock = self._locks.get(cid)
+        if lock is None:
+            lock = self._locks[cid] = asyncio.Lock()
+        return lock
+
+    async def _may_act(self, user: str) -> bool:
+        assert self._board is not None
+        try:
+            return await self._board.is_agent(user)
+        except KefuError as err:
+            log.warning("could not check whether %s is an agent: %s", user, err)
+            return False
+
+    async def _name(self, user: str) -> str:
+        assert self._board is not None
+        try:
+            return await self._board.display_name(user)
+        except KefuError as err:
+            log.warning("could not look up %s's name: %s", user, err)
+            return "a colleague"
+
+    async def _tell(self, user: str, text: str) -> None:
+        assert self._board is not None
+        await self._board.tell(user, text)
+
+    @staticmethod
+    async def _quietly(call: Any) -> None:
+        try:
+            await call
+        except KefuError as err:
+            log.warning("the board refused an update: %s", err)
+
+
+def _new_ticket(state: ConversationState, *, number: int, reason: str, now: float) -> Ticket:
+    latest = state.latest_message or {}
+    transcript = list(state.transcript)
+    text = latest.get("text")
+    if isinstance(text, str) and text and (not transcript or transcript[-1] != ("user", text)):
+        transcript.append(("user", text[: constants.TRANSCRIPT_CHARS]))
+    intent = (latest.get("intent") or {}).get("name")
+    sentiment = latest.get("sentiment")
+    profile = state.profile
+    name = " ".join(str(profile[k]) for k in ("first_name", "last_name") if profile.get(k))
+    return Ticket(
+        conversation_id=state.conversation_id,
+        number=number,
+        channel=state.channel,
+        customer=name
+        or str(profile.get("name") or f"{state.channel} visitor {state.sender_id[:6]}"),
+        language=state.language or "en",
+        reason=reason,
+        opened_at=now,
+        intent=str(intent) if intent else None,
+        sentiment=float(sentiment) if isinstance(sentiment, int | float) else None,
+        slots={
+            k: v
+            for k, v in state.slots.items()
+            if isinstance(v, str | int | float)
+            and not isinstance(v, bool)
+            and k not in _HIDDEN_SLOTS
+        },
+        transcript=transcript[-constants.DESK_TRANSCRIPT_TURNS :],
+    )
+
+
+def _describe(attachment: Attachment) -> str:
+    if attachment.kind == "location":
+        return f"[location {attachment.data.get('latitude')}, {attachment.data.get('longitude')}]"
+    if attachment.kind == "contact":
+        data = attachment.data
+        return f"[contact {data.get('first_name', '')} {data.get('phone_number', '')}]"
+    return f"[{attachment.kind} {attachment.name or ''} that could not be fetched]".replace(
+        "  ", " "
+    )
+
+
+def _first(name: str) -> str:
+    return name.split()[0] if name.split() else name
+
+
+def _minutes(seconds: float) -> str:
+    minutes = int(max(seconds, 0) // 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h"

@@ -1,0 +1,267 @@
+"""The desk's board in Slack: tickets as messages with buttons, threads, private notices.
+
+Implements ``bot.desk.DeskBoard`` over slack-sdk's async Web API client. Slack's errors become
+kefu's: a rate limit that outlasts the client's retries (it waits ``Retry-After`` each time),
+a 5xx or an unreachable Slack are transient; anything else Slack refuses is permanent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import constants
+from bot.desk import FileRef, Status, Ticket
+from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from bot.files import FileBlob
+from channels.slack_markup import escape
+
+__all__ = ["SlackBoard", "ticket_blocks"]
+
+CLAIM = "kefu_claim"
+RESOLVE = "kefu_resolve"
+REOPEN = "kefu_reopen"
+_MEMBERS_TTL = 60.0
+T = TypeVar("T")
+
+
+class SlackBoard:
+    """Posts tickets to the handoff channel; knows who the agents are."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        channel: str,
+        agent_ids: frozenset[str] = frozenset(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.agent_ids = agent_ids
+        self._clock = clock
+        self._members: tuple[float, frozenset[str]] | None = None
+        self._names: dict[str, str] = {}
+
+    async def post_ticket(self, ticket: Ticket) -> str:
+        response = await _call(
+            self.client.chat_postMessage(
+                channel=self.channel, text=_summary(ticket), blocks=ticket_blocks(ticket)
+            )
+        )
+        return str(response["ts"])
+
+    async def update_ticket(self, ticket: Ticket) -> None:
+        if ticket.thread is None:
+            return
+        await _call(
+            self.client.chat_update(
+                channel=self.channel,
+                ts=ticket.thread,
+                text=_summary(ticket),
+                blocks=ticket_blocks(ticket),
+            )
+        )
+
+    async def post_in_thread(
+        self,
+        ticket: Ticket,
+        text: str,
+        *,
+        from_customer: bool = False,
+        files: Sequence[FileBlob] = (),
+    ) -> None:
+        assert ticket.thread is not None
+        line = f"*{escape(ticket.customer)}:* {escape(text)}" if from_customer else escape(text)
+        if files:
+            await _call(
+                self.client.files_upload_v2(
+                    channel=self.channel,
+                    thread_ts=ticket.thread,
+                    initial_comment=line if text else None,
+                    file_uploads=[
+                        {"content": blob.data, "filename": blob.name, "title": blob.name}
+                        for blob in files
+                    ],
+                )
+            )
+            return
+        await _call(
+            self.client.chat_postMessage(
+                channel=self.channel, thread_ts=ticket.thread, text=line or "(empty message)"
+            )
+        )
+
+    async def tell(self, user: str, text: str, *, thread: str | None = None) -> None:
+        await _call(
+            self.client.chat_postEphemeral(
+                channel=self.channel, user=user, text=text, thread_ts=thread
+            )
+        )
+
+    async def is_agent(self, user: str) -> bool:
+        if user in self.agent_ids:
+            return True
+        now = self._clock()
+        if self._members is None or now - self._members[0] > _MEMBERS_TTL:
+            members: set[str] = set()
+            cursor = None
+            while True:
+                page = await _call(
+                    self.client.conversations_members(
+                        channel=self.channel, cursor=cursor, limit=1000
+                    )
+                )
+                members.update(page.get("members") or ())
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+            self._members = (now, frozenset(members))
+        return user in self._members[1]
+
+    async def display_name(self, user: str) -> str:
+        name = self._names.get(user)
+        if name is None:
+            response = await _call(self.client.users_info(user=user))
+            info = response.get("user") or {}
+            profile = info.get("profile") or {}
+            name = (
+                profile.get("real_name")
+                or profile.get("display_name")
+                or info.get("real_name")
+                or info.get("name")
+                or user
+            )
+            self._names[user] = str(name)
+        return self._names[user]
+
+    async def download(self, ref: FileRef) -> FileBlob:
+        """Fetch a file from Slack with the bot token (scope ``files:read``)."""
+        limit = constants.MAX_FILE_BYTES
+        if ref.size > limit:
+            raise PermanentDeliveryError(f"{ref.name} is larger than {limit // 1_000_000} MB")
+        headers = {"Authorization": f"Bearer {self.client.token}"}
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
+                session.get(ref.url, headers=headers) as response,
+            ):
+                if response.status == 429 or response.status >= 500:
+                    raise TransientDeliveryError(f"Slack answered {response.status} for a file")
+                if response.status != 200:
+                    raise PermanentDeliveryError(f"Slack refused the file ({response.status})")
+                data = await response.content.read(limit + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"Slack is unreachable: {exc!r}") from exc
+        if len(data) > limit:
+            raise PermanentDeliveryError(f"{ref.name} is larger than {limit // 1_000_000} MB")
+        return FileBlob(name=ref.name, mime_type=ref.mime_type, data=data)
+
+
+async def _call(request: Awaitable[T]) -> T:
+    """Await one Web API call, with Slack's failures turned into kefu's delivery errors."""
+    try:
+        return await request
+    except SlackApiError as exc:
+        raise _api_error(exc) from exc
+    except (TimeoutError, SlackClientError, aiohttp.ClientError, OSError) as exc:
+        raise TransientDeliveryError(f"Slack is unreachable: {exc!r}") from exc
+
+
+def _api_error(exc: SlackApiError) -> DeliveryError:
+    status = exc.response.status_code
+    error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+    if status == 429 or status >= 500:
+        headers = {k.lower(): v for k, v in (exc.response.headers or {}).items()}
+        wait = headers.get("retry-after")
+        if isinstance(wait, list):
+            wait = wait[0] if wait else None
+        retry_after = float(wait) if wait and str(wait).isdigit() else None
+        return TransientDeliveryError(f"Slack answered {status} ({error})", retry_after=retry_after)
+    return PermanentDeliveryError(f"Slack refused the call: {error or status}")
+
+
+def _summary(ticket: Ticket) -> str:
+    return (
+        f"Handoff #{ticket.number}: {escape(ticket.customer)} ({ticket.channel}) — {_state(ticket)}"
+    )
+
+
+def _state(ticket: Ticket) -> str:
+    if ticket.status is Status.RESOLVED:
+        took = ""
+        if ticket.resolved_at is not None:
+            took = f" after {max(int((ticket.resolved_at - ticket.opened_at) // 60), 0)} min"
+        return f"resolved by {ticket.resolved_by}{took}"
+    if ticket.agent_name:
+        return f"{ticket.agent_name} has it"
+    return "waiting for an agent"
+
+
+def ticket_blocks(ticket: Ticket) -> list[dict[str, Any]]:
+    """The ticket as Block Kit: who, why, what they want, the last turns, and its buttons."""
+    facts = [
+        f"*Channel:* {ticket.channel}",
+        f"*Language:* {ticket.language}",
+        f"*Reason:* {escape(ticket.reason)}",
+        f"*Intent:* {escape(ticket.intent or '—')}",
+        f"*Sentiment:* {'—' if ticket.sentiment is None else f'{ticket.sentiment:+.2f}'}",
+    ]
+    facts += [f"*{escape(k)}:* {escape(str(v))}" for k, v in sorted(ticket.slots.items())][:5]
+    transcript = "\n".join(
+        f"{'*customer*' if who == 'user' else '_bot_'}: {escape(text)}"
+        for who, text in ticket.transcript
+    )
+    status = _state(ticket)
+    if ticket.unreachable:
+        status += " · :warning: the customer can no longer be reached"
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"*Handoff #{ticket.number} · {escape(ticket.customer)}*\n{status}",
+            },
+        },
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in facts[:10]]},
+    ]
+    if transcript:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": transcript[:2900]}})
+    buttons = []
+    if ticket.status is Status.RESOLVED:
+        buttons.append(_button("Reopen", REOPEN))
+    else:
+        if ticket.agent is None:
+            buttons.append(_button("Claim", CLAIM, style="primary"))
+        buttons.append(_button("Resolve", RESOLVE))
+    blocks.append({"type": "actions", "block_id": "ticket_actions", "elements": buttons})
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": "Reply in the thread to talk to the customer; "
+                    "start with `note:` to keep it internal.",
+                }
+            ],
+        }
+    )
+    return blocks
+
+
+def _button(title: str, action_id: str, *, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": title},
+        "action_id": action_id,
+        "value": action_id,
+    }
+    if style:
+        button["style"] = style
+    return button
