@@ -15,6 +15,7 @@ import importlib
 import inspect
 import json
 import logging
+import pkgutil
 import sys
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
@@ -140,22 +141,31 @@ class InProcessActionRunner:
         *,
         search_path: Path | None = None,
         timeout: float = DEFAULT_ACTION_TIMEOUT,
+        partial: bool = False,
     ) -> None:
         """Import ``package`` (a package or a single module) and register its actions.
 
         ``search_path`` (a project directory) is on ``sys.path`` only while importing. A module
         of the same name imported earlier from elsewhere (another project's ``actions``) is
         replaced, so each runner gets its own project's actions. Raises ``ProjectError`` with
-        the file and line when the package cannot be imported.
+        the file and line when the package cannot be imported. With ``partial``, a submodule
+        that cannot be imported (it needs a library that is not installed, such as ``rasa``
+        itself) is left out instead, its problem kept in ``load_problems`` for the caller to
+        report; only the actions it defines are missing.
         """
         self.package = package
         self.timeout = timeout
+        self.load_problems: list[Problem] = []
+        self._partial = partial
         self._executor = ActionExecutor()
         with _on_sys_path(search_path):
             if search_path is not None:
                 _forget_foreign_module(package, search_path)
             try:
-                self._executor.register_package(package)
+                if partial:
+                    self._import_each(package)
+                else:
+                    self._executor.register_package(package)
             except SystemExit as exc:
                 # rasa-sdk logs an ImportError and exits the process; the ImportError is
                 # the context of its SystemExit.
@@ -165,16 +175,39 @@ class InProcessActionRunner:
                 raise _load_error(package, exc) from exc
         self._keep_own_actions()
 
+    def _import_each(self, package: str) -> None:
+        """Import ``package``, then each of its submodules on its own, noting the failures:
+        one problem per cause (many modules failing on the same missing import are one)."""
+        failed: dict[tuple[str, int | None, str], list[str]] = {}
+        pending = [importlib.import_module(package)]
+        while pending:
+            parent = pending.pop()
+            folders = list(getattr(parent, "__path__", ()))
+            for module in pkgutil.iter_modules(folders, prefix=parent.__name__ + "."):
+                try:
+                    imported = importlib.import_module(module.name)
+                except Exception as exc:  # any import-time failure leaves that module out
+                    problem = _load_error(module.name, exc).problems[0]
+                    cause = problem.message.partition("': ")[2]
+                    failed.setdefault((problem.file, problem.line, cause), []).append(module.name)
+                    continue
+                if module.ispkg:
+                    pending.append(imported)
+        for (file, line, cause), modules in failed.items():
+            names = ", ".join(sorted(modules))
+            message = f"cannot load custom actions in {names}: {cause}"
+            self.load_problems.append(Problem(file, line, message))
+
     @classmethod
     def from_project(
-        cls, project_dir: Path, *, timeout: float = DEFAULT_ACTION_TIMEOUT
+        cls, project_dir: Path, *, timeout: float = DEFAULT_ACTION_TIMEOUT, partial: bool = False
     ) -> InProcessActionRunner | None:
         """The runner for a project's ``actions/`` package or ``actions.py`` module, if any."""
         package_dir = project_dir / "actions"
         has_package = package_dir.is_dir() and any(package_dir.glob("*.py"))
         if not has_package and not (project_dir / "actions.py").is_file():
             return None
-        return cls("actions", search_path=project_dir, timeout=timeout)
+        return cls("actions", search_path=project_dir, timeout=timeout, partial=partial)
 
     def _keep_own_actions(self) -> None:
         """Keep only this package's actions, as its modules define them now.
@@ -189,7 +222,13 @@ class InProcessActionRunner:
             in_package = module_name == self.package or module_name.startswith(self.package + ".")
             current = getattr(sys.modules.get(module_name), cls.__name__, None) is cls
             if in_package and current and not inspect.isabstract(cls):
-                self._executor.register_action(cls)
+                try:
+                    self._executor.register_action(cls)
+                except Exception as exc:  # the action's constructor failed
+                    error = _load_error(f"{module_name}.{cls.__name__}", exc)
+                    if not self._partial:
+                        raise error from exc
+                    self.load_problems.extend(error.problems)
 
     @property
     def action_names(self) -> frozenset[str]:
@@ -397,9 +436,14 @@ class RemoteActionRunner:
 
 
 def create_action_runner(
-    *, project_dir: Path, endpoint: str | None, timeout: float = DEFAULT_ACTION_TIMEOUT
+    *,
+    project_dir: Path,
+    endpoint: str | None,
+    timeout: float = DEFAULT_ACTION_TIMEOUT,
+    partial: bool = False,
 ) -> ActionRunner | None:
-    """The runner a project needs: remote when ``endpoint`` is set, else its own ``actions``."""
+    """The runner a project needs: remote when ``endpoint`` is set, else its own ``actions``
+    (``partial``: see :class:`InProcessActionRunner`)."""
     if endpoint:
         return RemoteActionRunner(endpoint, timeout=timeout)
-    return InProcessActionRunner.from_project(project_dir, timeout=timeout)
+    return InProcessActionRunner.from_project(project_dir, timeout=timeout, partial=partial)

@@ -137,12 +137,17 @@ class Agent:
         from bot.knowledge import KnowledgeAnswerer, KnowledgeBase, default_embedders
         from bot.store import open_store
 
+        knowledge = None
+        if project.knowledge_dir is not None:
+            knowledge = KnowledgeBase.from_directory(project.knowledge_dir)
         interpreter = await asyncio.to_thread(
             Interpreter.train,
             project.nlu,
             entity_names=project.domain.entities,
             intents=project.domain.intents,
             cache_dir=_cache_dir(project.root),
+            flows=project.flows.flows.values(),
+            questions=knowledge.questions() if knowledge is not None else (),
         )
         if store is None:
             store = await open_store(settings.database_url)
@@ -150,8 +155,7 @@ class Agent:
             action_runner = create_action_runner(
                 project_dir=project.root, endpoint=settings.action_endpoint
             )
-        if answer_backend is None and project.knowledge_dir is not None:
-            knowledge = KnowledgeBase.from_directory(project.knowledge_dir)
+        if answer_backend is None and knowledge is not None:
             cache = _cache_dir(project.root)
             vectors = knowledge.with_vectors(default_embedders(), cache_dir=cache)
             await asyncio.to_thread(vectors.prepare)  # not during a customer's first question

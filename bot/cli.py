@@ -1,4 +1,4 @@
-"""The ``kefu`` command: ``run``, ``shell``, ``validate`` and ``test``."""
+"""The ``kefu`` command: ``run``, ``shell``, ``validate``, ``test`` and ``init``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_redaction()  # no card number, e-mail or phone number in any log line
     if not args.verbose:  # one line per registered action drowns what matters
         logging.getLogger("rasa_sdk.executor").setLevel(logging.WARNING)
+    if args.command == "init":
+        return init(Path(args.directory))
     project = Path(args.project).resolve()
     try:
         if args.command == "validate":
@@ -43,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.testing.e2e import main_test
 
             return main_test(project, [Path(p) for p in args.paths])
-        settings = Settings.from_env(env_file=project / ".env")
+        settings = Settings.from_env(env_file=project / ".env", project_dir=project)
         if args.command == "shell":
             return _run_async(shell(project, settings))
         host = args.host or settings.host
@@ -89,14 +91,37 @@ def _parser() -> argparse.ArgumentParser:
     test_cmd.add_argument("paths", nargs="*", help="test files or folders (default: the project's)")
     for sub in commands.choices.values():
         sub.add_argument("--project", default=".", help="project directory (default: .)")
+    init_cmd = commands.add_parser("init", help="write a starter project (en + zh)")
+    init_cmd.add_argument("directory", nargs="?", default=".", help="where (default: .)")
     return parser
 
 
+def init(directory: Path) -> int:
+    """Write the starter project into ``directory``; 1 when it is not empty."""
+    from bot.starter import init_project
+
+    try:
+        files = init_project(directory)
+    except KefuError as err:
+        print(f"kefu: {err}", file=sys.stderr)
+        return 1
+    print(f"kefu: wrote a starter project to {directory} ({len(files)} files). Next:")
+    print(f"  kefu validate --project {directory}")
+    print(f"  kefu test --project {directory}")
+    print(f"  kefu shell --project {directory}")
+    return 0
+
+
 def validate(project_dir: Path) -> int:
-    """Print every problem with file and line; 0 when there are none."""
+    """Print every problem with file and line; 0 when there are none. What a Rasa project's
+    config.yml or endpoints.yml asks for that kefu does not do is a warning, not a problem."""
     from bot.project import inspect_project
+    from bot.rasa_config import read_rasa_config
 
     _, problems = inspect_project(project_dir)
+    if project_dir.is_dir():
+        for warning in read_rasa_config(project_dir).warnings:
+            print(f"warning: {warning}")
     if problems:
         _print_problems(problems)
         return 1

@@ -55,8 +55,9 @@ class ResponseVariation:
     """One variation of a response (``utter_*``).
 
     ``channel`` restricts it to one channel; ``condition`` is Rasa's conditional-variation list
-    (``[{"type": "slot", "name": ..., "value": ...}]``); ``translation`` maps a language code to
-    the text in that language (``{"zh": "您好"}``), the main ``text`` being the default language.
+    (``[{"type": "slot", "name": ..., "value": ...}]``) or one predicate string kept as
+    ``({"type": "predicate", "predicate": 'slots.x == "a"'},)``; ``translation`` maps a language
+    code to the text in that language (``{"zh": "您好"}``), the main ``text`` being the default.
     """
 
     text: str | None = None

@@ -50,6 +50,10 @@ class ProjectError(PermanentError):
         super().__init__("\n".join(str(p) for p in problems) or "invalid project")
 
 
+class TargetNotEmptyError(PermanentError):
+    """``kefu init`` refuses to write into a directory that already holds files."""
+
+
 class DeliveryError(KefuError):
     """A message could not be delivered to a platform."""
 

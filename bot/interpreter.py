@@ -1,27 +1,33 @@
 """Offline understanding of one message: language, intent, entities, and button payloads.
 
 Button payloads bypass the classifier: ``/intent{"slot": "value"}`` is that intent with
-certainty and those entities; ``/SetSlots(slot=value, ...)`` sets slots directly.
+certainty and those entities; ``/SetSlots(slot=value, ...)`` sets slots directly. A message
+no intent covers is offered to the description router (flows that have no NLU examples).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import constants
 from bot.edge import parse_json
 from bot.errors import BadRequestError
 from bot.understanding.classifier import IntentClassifier
 from bot.understanding.entities import EntityExtractor
+from bot.understanding.flow_router import FlowRouter
 from bot.understanding.language import detect_language
 from bot.understanding.training_data import TrainingData
 
+if TYPE_CHECKING:
+    from bot.flows.model import Flow
+
 _INTENT_PAYLOAD = re.compile(r"^/(?P<intent>[\w.-]+)(?P<entities>\{.*\})?\s*$", re.DOTALL)
 _SET_SLOTS_PAYLOAD = re.compile(r"^/SetSlots\((?P<body>.*)\)\s*$", re.DOTALL)
-BUILTIN_INTENTS = ("session_start", "restart")
+BUILTIN_INTENTS = ("session_start", "session_end", "silence_timeout", "restart")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class Parse:
     """Slots a ``/SetSlots(...)`` payload sets."""
     from_payload: bool = False
     unknown_payload: bool = False
+    flows: tuple[tuple[str, float], ...] = ()
+    """Flows the description router matched (best first) when no intent did."""
 
     def to_rasa(self) -> dict[str, Any]:
         """Rasa's ``parse_data`` shape, as stored on the user event and seen by actions."""
@@ -54,11 +62,17 @@ class Interpreter:
     """Turns text into a :class:`Parse` with the project's classifier and entity extractor."""
 
     def __init__(
-        self, *, classifier: IntentClassifier | None, extractor: EntityExtractor, intents: set[str]
+        self,
+        *,
+        classifier: IntentClassifier | None,
+        extractor: EntityExtractor,
+        intents: set[str],
+        router: FlowRouter | None = None,
     ) -> None:
         self.classifier = classifier
         self.extractor = extractor
         self.intents = intents | set(BUILTIN_INTENTS)
+        self.router = router
 
     @classmethod
     def train(
@@ -68,21 +82,41 @@ class Interpreter:
         entity_names: tuple[str, ...],
         intents: tuple[str, ...],
         cache_dir: Path,
+        flows: Iterable[Flow] = (),
+        questions: Iterable[tuple[str, str]] = (),
     ) -> Interpreter:
-        """Train (or load from ``cache_dir``, keyed by content hash) the project's models."""
+        """Train (or load from ``cache_dir``, keyed by content hash) the project's models;
+        ``flows`` that no trained intent starts get the description router, where the
+        knowledge base's ``(question, language)`` pairs compete with them."""
         examples = [(e.text, e.intent) for e in nlu.examples]
         classifier = None
         if len({intent for _, intent in examples}) >= 1 and examples:
             classifier = IntentClassifier.train_cached(examples, cache_dir=cache_dir)
             classifier.load_encoders()
         extractor = EntityExtractor.from_training_data(nlu, entity_names)
+        by_intent: dict[str, list[str]] = {}
+        for text, intent in examples:
+            by_intent.setdefault(intent, []).append(text)
+        router = FlowRouter.for_flows(
+            flows,
+            trained_intents=set(by_intent) if classifier is not None else set(),
+            examples=by_intent,
+            questions=questions,
+        )
+        if router is not None:
+            router.warm_up()
         return cls(
-            classifier=classifier, extractor=extractor, intents=set(intents) | set(nlu.intents)
+            classifier=classifier,
+            extractor=extractor,
+            intents=set(intents) | set(nlu.intents),
+            router=router,
         )
 
     def may_be_slow(self, text: str) -> bool:
         """Whether parsing ``text`` may take milliseconds rather than a fraction of one."""
         text = text[: constants.MAX_MESSAGE_CHARS]
+        if self.router is not None:
+            return True  # an encoder reads every message the classifier does not place
         return self.classifier is not None and self.classifier.may_be_slow(text)
 
     def parse(self, text: str, *, payload: str | None = None, language: str) -> Parse:
@@ -96,16 +130,21 @@ class Interpreter:
                 return parsed
         lang = detect_language(text, default=language) if text else language
         entities = tuple(self.extractor.extract(text)) if text else ()
-        if self.classifier is None or not text.strip():
+        if not text.strip():
             return Parse(text=text, language=lang, intent=None, confidence=0.0, entities=entities)
-        prediction = self.classifier.predict(text)
+        prediction = self.classifier.predict(text) if self.classifier is not None else None
+        flows: tuple[tuple[str, float], ...] = ()
+        if self.router is not None and (prediction is None or prediction.intent is None):
+            routed = self.router.route(text, language=lang)
+            flows = () if routed.out_of_scope else routed.ranking
         return Parse(
             text=text,
             language=lang,
-            intent=prediction.intent,
-            confidence=prediction.confidence if prediction.intent else 0.0,
-            ranking=prediction.ranking,
+            intent=prediction.intent if prediction else None,
+            confidence=prediction.confidence if prediction and prediction.intent else 0.0,
+            ranking=prediction.ranking if prediction else (),
             entities=entities,
+            flows=flows,
         )
 
     def parse_payload(self, payload: str, *, text: str, language: str) -> Parse | None:
@@ -156,6 +195,12 @@ def _payload_entities(raw: str | None) -> tuple[dict[str, Any], ...]:
     if not isinstance(data, dict):
         return ()
     return tuple({"entity": str(k), "value": v, "extractor": "payload"} for k, v in data.items())
+
+
+def set_slots_of(payload: str) -> dict[str, Any] | None:
+    """The slots a ``/SetSlots(...)`` payload sets; None when it is not one."""
+    match = _SET_SLOTS_PAYLOAD.match(payload.strip())
+    return _parse_set_slots(match.group("body")) if match else None
 
 
 def _parse_set_slots(body: str) -> dict[str, Any]:

@@ -41,7 +41,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TITLE_SEPARATOR = " › "
-MARKDOWN_SUFFIXES = (".md", ".markdown")
+DOCUMENT_SUFFIXES = (".md", ".markdown", ".txt")
+"""Markdown, and plain text (one section per file, titled by its name), as Rasa's ``docs/``."""
 MAX_ANSWER_CHARS = 600
 
 _K1 = 1.2
@@ -185,6 +186,12 @@ class KnowledgeBase:
     def __len__(self) -> int:
         return len(self._sections)
 
+    def questions(self) -> list[tuple[str, str]]:
+        """``(heading, language)`` of every section: the questions the base answers."""
+        return [
+            (s.title.split(TITLE_SEPARATOR)[-1], _base_language(s.language)) for s in self._sections
+        ]
+
     @classmethod
     def from_directory(cls, path: Path) -> KnowledgeBase:
         """Load every Markdown file under ``path``; a missing directory is an empty base.
@@ -194,7 +201,7 @@ class KnowledgeBase:
         """
         sections: list[_Section] = []
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in MARKDOWN_SUFFIXES)
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in DOCUMENT_SUFFIXES)
             for file in files:
                 if file.is_file():
                     sections.extend(_read_sections(file, file.relative_to(path).as_posix()))

@@ -26,6 +26,7 @@ from bot.domain import (
 )
 from bot.errors import Problem, ProjectError
 from bot.flows import Flow, FlowsList, parse_flows
+from bot.rasa_config import read_rasa_config
 from bot.responses import parse_responses
 from bot.understanding.training_data import TrainingData, parse_nlu
 from bot.validation import sort_problems, validate
@@ -137,7 +138,7 @@ def _load(root: Path) -> tuple[Project, list[Source], list[Problem]]:
         flows=FlowsList(flows),
         nlu=nlu,
         actions_package=_actions_package(root),
-        knowledge_dir=root / "knowledge" if (root / "knowledge").is_dir() else None,
+        knowledge_dir=_knowledge_dir(root),
         test_paths=tuple(_yaml_files(*(root / d for d in _TEST_DIRS))),
         content_hash=digest.hexdigest(),
     )
@@ -200,6 +201,13 @@ def _read(path: Path, kind: str, root: Path, digest: Any, problems: list[Problem
         problems.append(Problem(file, line_of(data), "a project file must be a mapping of keys"))
         return None
     return Source(file, kind, text, data)
+
+
+def _knowledge_dir(root: Path) -> Path | None:
+    """``knowledge/``, else the folder a Rasa ``EnterpriseSearchPolicy`` indexes (``docs/``)."""
+    if (root / "knowledge").is_dir():
+        return root / "knowledge"
+    return read_rasa_config(root).search_source
 
 
 def _actions_package(root: Path) -> str | None:

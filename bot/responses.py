@@ -22,6 +22,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from bot.domain import Domain, ResponseVariation
 from bot.errors import Problem
 from bot.events import BotMessage, Button
+from bot.flows.conditions import compile_condition
 from bot.yamlio import line_of
 
 logger = logging.getLogger(__name__)
@@ -147,8 +148,16 @@ def _parse_translation(raw: Any, key: str, problem: _Report) -> dict[str, str]:
 
 
 def _parse_condition(raw: Any, problem: _Report) -> tuple[dict[str, Any], ...]:
+    """Rasa's two forms: a list of ``{type: slot, name, value}``, or a predicate string
+    (``slots.card_block_type == "permanent"``) kept as ``{type: predicate, predicate: ...}``."""
     if raw is None:
         return ()
+    if isinstance(raw, str):
+        parsed = compile_condition(raw)
+        if not parsed.is_valid:
+            problem(f"condition {raw!r} does not parse: {'; '.join(parsed.errors)}")
+            return ()
+        return ({"type": "predicate", "predicate": raw},)
     items = raw if isinstance(raw, list) else [raw]
     out = []
     for item in items:
@@ -282,7 +291,12 @@ class _Variation:
         )
 
     def holds(self, slots: Mapping[str, Any]) -> bool:
-        return all(slots.get(c["name"]) == c.get("value") for c in self.source.condition)
+        return all(
+            compile_condition(c["predicate"]).evaluate(slots)
+            if c["type"] == "predicate"
+            else slots.get(c["name"]) == c.get("value")
+            for c in self.source.condition
+        )
 
     def pick(self, texts: Mapping[str, Any], language: str | None) -> Any:
         """The entry for ``language`` (or its primary subtag), else the default one."""

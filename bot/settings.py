@@ -1,4 +1,5 @@
-"""Settings, read in one place: the environment, then a ``.env`` file, then defaults.
+"""Settings, read in one place: the environment, then a ``.env`` file, then a Rasa project's
+``endpoints.yml`` / ``config.yml`` (see `bot.rasa_config`), then defaults.
 
 A malformed value fails loudly, naming the setting. Nothing else in kefu reads ``os.environ``.
 """
@@ -15,6 +16,7 @@ from dotenv import dotenv_values
 
 from bot import constants
 from bot.errors import SettingsError
+from bot.rasa_config import read_rasa_config
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +48,8 @@ class Settings:
     openai_base_url: str | None = None
     llm_model: str | None = None
     llm_timeout: float = constants.DEFAULT_LLM_TIMEOUT
+    llm_prompt_template: str | None = None
+    """A Jinja prompt for the LLM command generator (a Rasa project's ``prompt_template``)."""
 
     api_token: str | None = None
     rest_token: str | None = None
@@ -56,10 +60,17 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env"
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        env_file: str | Path | None = ".env",
+        project_dir: Path | None = None,
     ) -> Settings:
-        """Read settings from ``environ`` (default ``os.environ``), falling back to ``env_file``."""
+        """Read settings from ``environ`` (default ``os.environ``), falling back to ``env_file``,
+        then to what ``project_dir``'s Rasa ``endpoints.yml`` and ``config.yml`` say."""
         source: dict[str, str] = {}
+        if project_dir is not None:
+            source.update(read_rasa_config(project_dir).values)
         if env_file is not None and Path(env_file).is_file():
             source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
         source.update(os.environ if environ is None else environ)
@@ -87,6 +98,7 @@ class Settings:
             openai_base_url=reader.url("OPENAI_BASE_URL"),
             llm_model=reader.text("KEFU_LLM_MODEL"),
             llm_timeout=reader.number("KEFU_LLM_TIMEOUT", constants.DEFAULT_LLM_TIMEOUT),
+            llm_prompt_template=reader.text("KEFU_LLM_PROMPT_TEMPLATE"),
             api_token=reader.text("KEFU_API_TOKEN"),
             rest_token=reader.text("KEFU_REST_TOKEN"),
             handoff_sla=reader.number("KEFU_HANDOFF_SLA", constants.DEFAULT_HANDOFF_SLA),

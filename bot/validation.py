@@ -23,9 +23,21 @@ from bot.yamlio import line_of
 if TYPE_CHECKING:
     from bot.project import Project, Source
 
-BUILTIN_INTENTS = frozenset({"session_start", "restart", "back", "out_of_scope", "nlu_fallback"})
+BUILTIN_INTENTS = frozenset(
+    {
+        "session_start",
+        "session_end",
+        "silence_timeout",
+        "restart",
+        "back",
+        "out_of_scope",
+        "nlu_fallback",
+    }
+)
 """Intents Rasa provides without declaration."""
-BUILTIN_SLOTS = frozenset({"requested_slot", "session_started_metadata"})
+BUILTIN_SLOTS = frozenset(
+    {"requested_slot", "session_started_metadata", "flow_hashes", "mocked_datetime"}
+)
 _SLOT_REFERENCE = re.compile(r"\bslots\.([A-Za-z_][\w-]*)")
 
 
@@ -215,6 +227,15 @@ class _Checker:
         for source, name, variations in _section_items(sources, "responses"):
             for variation in variations if isinstance(variations, list) else ():
                 conditions = variation.get("condition") if isinstance(variation, Mapping) else None
+                if isinstance(conditions, str):
+                    for slot in dict.fromkeys(_SLOT_REFERENCE.findall(conditions)):
+                        if slot not in self.slots:
+                            self.report(
+                                source.file,
+                                line_of(variation),
+                                f"response '{name}': condition on unknown slot '{slot}'",
+                            )
+                    continue
                 for condition in conditions if isinstance(conditions, list) else ():
                     slot = condition.get("name") if isinstance(condition, Mapping) else None
                     if isinstance(slot, str) and slot not in self.slots:

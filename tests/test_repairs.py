@@ -80,7 +80,8 @@ flows:
   track:
     name: tracking
     translation:
-      zh: 查询物流
+      zh:
+        name: 查询物流
     description: Track a parcel.
     nlu_trigger:
       - intent: track

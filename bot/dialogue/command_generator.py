@@ -19,8 +19,8 @@ from bot.dialogue.turn import Turn
 from bot.domain import SlotDefinition
 from bot.flows.conditions import compile_condition
 from bot.flows.model import CallStep, Flow
-from bot.interpreter import Parse
-from bot.understanding.values import parse_slot_value
+from bot.interpreter import Parse, set_slots_of
+from bot.understanding.values import SlotValue, parse_slot_value
 
 DIGRESSION_CONFIDENCE = 0.6
 """An intent this confident interrupts a pending question instead of answering it."""
@@ -111,7 +111,9 @@ def generate_commands(
     phrase = normalize_phrase(parse.text)
     pending = collecting(stack)
     pending_slot = turn.domain.slots.get(str(pending.get("collect"))) if pending else None
-    answer = _answer(turn, parse, pending_slot, synonyms) if pending_slot else None
+    answer = None
+    if pending and pending_slot:
+        answer = _answer(turn, parse, pending_slot, synonyms, question=str(pending.get("utter")))
 
     if phrase in _HUMAN:
         return [cmd.HumanHandoff()]
@@ -208,15 +210,35 @@ def looks_like_question(text: str) -> bool:
     return any(word in stripped for word in _QUESTION_WORDS)
 
 
-def _answer(turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[str, str]):  # type: ignore[no-untyped-def]
+def _answer(  # type: ignore[no-untyped-def]
+    turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[str, str], *, question: str
+):
     if not parse.text.strip():
         return None
+    typed = _typed_button(turn, slot, parse.text, question)
+    if typed is not None:
+        return typed
     answer = parse_slot_value(
         slot, parse.text, list(parse.entities), language=parse.language, synonyms=synonyms
     )
     if answer is not None and answer.source != "entity" and _needs_entity(slot):
         return None
     return answer
+
+
+def _typed_button(turn: Turn, slot: SlotDefinition, text: str, question: str) -> SlotValue | None:
+    """The customer typed the title of a button of the ``question`` response (``Yes`` for a
+    button ``/SetSlots(confirm=true)``): the answer is that button's value."""
+    phrase = normalize_phrase(text)
+    for variation in turn.domain.responses.get(question, ()):
+        titles = [(b.title, b.payload) for b in variation.buttons]
+        for translated in variation.button_translations.values():
+            titles += zip(translated, (b.payload for b in variation.buttons), strict=False)
+        for title, payload in titles:
+            values = set_slots_of(payload) if normalize_phrase(title) == phrase else None
+            if values and slot.name in values:
+                return SlotValue(values[slot.name], "parsed")
+    return None
 
 
 def _needs_entity(slot: SlotDefinition) -> bool:
@@ -242,7 +264,8 @@ def _pattern_trigger(turn: Turn, parse: Parse) -> str | None:
 
 
 def _triggered_flows(turn: Turn, parse: Parse) -> list[Flow]:
-    """User flows whose ``nlu_trigger`` the ranking satisfies and whose guard holds, best first."""
+    """User flows whose ``nlu_trigger`` the ranking satisfies, or that the description router
+    chose, and whose guard holds, best first."""
     found: list[Flow] = []
     ranking = (
         parse.ranking or ((parse.intent, parse.confidence),) if parse.intent else parse.ranking
@@ -261,6 +284,14 @@ def _triggered_flows(turn: Turn, parse: Parse) -> list[Flow]:
             if flow.guard is not None and not compile_condition(flow.guard).evaluate(slots):
                 continue
             found.append(flow)
+    for flow_id, _similarity in parse.flows[:1]:  # the description router's choice
+        routed = turn.flows.get(flow_id)
+        if (
+            routed is not None
+            and routed not in found
+            and (routed.guard is None or compile_condition(routed.guard).evaluate(slots))
+        ):
+            found.append(routed)
     return found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bot import constants
@@ -68,6 +69,30 @@ class DefaultActions:
 
     async def action_clean_stack(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
         turn.state.stack[:] = [frame]
+
+    async def action_reset_routing(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        """Rasa's coexistence router reset; kefu has one dialogue manager, so nothing to reset."""
+
+    async def action_handoff_metric(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        """Rasa counts handoffs with this action; kefu records ``HandoffRequested`` instead."""
+
+    async def action_hangup(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        """End the conversation's running tasks; a text channel has no call to hang up."""
+        turn.state.stack[:] = [frame]
+
+    async def action_repeat_bot_messages(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> None:
+        """Say again what the bot said after the customer's previous message."""
+        events = await turn.recent_events()
+        users = [i for i, e in enumerate(events) if e.get("event") == "user"]
+        if len(users) < 2:
+            return
+        for event in events[users[-2] + 1 : users[-1]]:
+            if event.get("event") == "bot":
+                fields = {k: v for k, v in event.items() if k not in ("event", "timestamp")}
+                message = BotMessage.from_dict(fields)
+                turn.say(replace(message, conversation_id=turn.state.conversation_id))
 
     async def action_run_slot_rejections(
         self, turn: Turn, frame: Frame, executor: FlowExecutor

@@ -6,7 +6,6 @@ generated ids, so the engine only ever follows ``next`` links between steps of o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,8 +111,9 @@ class Flow:
     file: str | None = None
     line: int | None = None
     is_pattern: bool = False
-    name_translations: Mapping[str, str] = field(default_factory=dict)
-    """The flow's ``translation``: its name per language code (``{"zh": "查询订单"}``)."""
+    translation: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
+    """Rasa's per-language flow properties: ``{"zh": {"name": "查询订单"}}`` (kefu also reads a
+    ``description`` there, for routing messages in that language)."""
 
     @property
     def readable_name(self) -> str:
@@ -124,8 +124,9 @@ class Flow:
         if language:
             base = language.replace("_", "-").split("-")[0].lower()
             for code in (language, base):
-                if code in self.name_translations:
-                    return self.name_translations[code]
+                name = self.translation.get(code, {}).get("name")
+                if name:
+                    return name
         return self.readable_name
 
     def step(self, step_id: str) -> Step | None:
@@ -188,6 +189,10 @@ DEFAULT_ACTIONS = frozenset(
         "action_trigger_search",
         "action_human_handoff",
         "action_clean_stack",
+        "action_reset_routing",
+        "action_hangup",
+        "action_handoff_metric",
+        "action_repeat_bot_messages",
     }
 )
 """Actions the engine itself provides; flows may name them without declaring them."""

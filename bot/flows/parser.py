@@ -112,27 +112,25 @@ class _FlowBuilder:
             file=self.file,
             line=self.line,
             is_pattern=is_pattern,
-            name_translations=self.parse_name_translations(body.get("translation")),
+            translation=self.parse_translation(
+                body.get("translation"), line_of(body, "translation")
+            ),
         )
         flow._sequence_next.update(self.sequence_next)
         self.check_reachable(flow)
         return flow
 
-    def parse_name_translations(self, raw: Any) -> dict[str, str]:
-        """``translation: {zh: {name: ...}}`` (Rasa Pro's shape) or ``{zh: ...}``."""
+    def parse_translation(self, raw: Any, line: int | None) -> dict[str, dict[str, str]]:
+        """``{language: {name: ..., description: ...}}``: text values only."""
         if raw is None:
             return {}
-        if not isinstance(raw, Mapping):
-            self.problem(line_of(raw), "'translation' must map language codes to a name")
+        if not isinstance(raw, Mapping) or not all(isinstance(v, Mapping) for v in raw.values()):
+            self.problem(line, "'translation' must map languages to {name: ...}")
             return {}
-        names: dict[str, str] = {}
-        for language, value in raw.items():
-            name = value.get("name") if isinstance(value, Mapping) else value
-            if not isinstance(name, str) or not name.strip():
-                self.problem(line_of(raw, language), f"translation '{language}' needs a name")
-                continue
-            names[str(language)] = name
-        return names
+        return {
+            str(lang): {str(k): str(v) for k, v in props.items() if isinstance(v, str)}
+            for lang, props in raw.items()
+        }
 
     # --- steps -------------------------------------------------------------------------
 

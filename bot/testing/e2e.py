@@ -2,6 +2,8 @@
 
 The agent is the real one, with a throwaway SQLite store unless ``store_url`` says otherwise,
 so a test exercises understanding, flows, actions and storage exactly as a customer would.
+Action modules that cannot be imported (they need Rasa itself, say) are reported once; only
+the tests that reach their actions fail.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TextIO
 
+from bot.actions import create_action_runner
 from bot.agent import Agent
 from bot.errors import Problem, ProjectError
 from bot.project import Project, load_project
@@ -21,6 +24,7 @@ from bot.settings import Settings
 from bot.store import open_store
 from bot.testing.e2e_format import TestCase, parse_test_file
 from bot.testing.e2e_runner import TestReport, run_cases
+from bot.testing.stubs import StubbingActionRunner
 
 __all__ = ["main_test", "run_tests"]
 
@@ -33,11 +37,13 @@ async def run_tests(
     *,
     store_url: str | None = None,
     output: TextIO | None = None,
+    settings: Settings | None = None,
 ) -> TestReport:
     """Run the tests in ``paths`` (files or folders; default the project's) and report.
 
     Problems in the test files are printed first; the last line printed is always
-    ``N passed, M failed``. ``output`` defaults to the ``sys.stdout`` of the moment of the call.
+    ``N passed, M failed``. ``output`` defaults to the ``sys.stdout`` of the moment of the call;
+    ``settings`` to the environment's over the project's configuration files.
     """
     output = output or sys.stdout
     report = TestReport()
@@ -56,9 +62,16 @@ async def run_tests(
                 store_url = f"sqlite+aiosqlite:///{folder}/kefu-test.db"
             store = await open_store(store_url)
             stack.push_async_callback(store.close)
-            agent = await Agent.create(project, settings=Settings.from_env(), store=store)
+            settings = settings or Settings.from_env(project_dir=project.root)
+            runner = create_action_runner(
+                project_dir=project.root, endpoint=settings.action_endpoint, partial=True
+            )
+            for problem in getattr(runner, "load_problems", ()):
+                print(f"{problem} (tests that reach its actions fail)", file=output)
+            stubs = StubbingActionRunner(runner)
+            agent = await Agent.create(project, settings=settings, store=store, action_runner=stubs)
             stack.push_async_callback(agent.close)
-            await run_cases(agent, cases, report, output)
+            await run_cases(agent, cases, report, output, stubs=stubs)
     print(report.summary(), file=output)
     return report
 

@@ -1,7 +1,8 @@
 """Matching one turn's events against its test steps and assertions, and saying what happened.
 
-Classic steps are checked first, in order: ``bot``/``utter`` each consume the turn's next bot
-message, slot steps look at the turn's slot events. Then the user step's assertions are checked
+Classic steps are checked first, as Rasa checks them: each ``bot``/``utter`` step is met by any
+of the turn's bot messages (two steps may match the same one; order does not matter), slot
+steps by any of the turn's slot events. Then the user step's assertions are checked
 against the same events, in the order written when ``assertion_order_enabled`` is set.
 """
 
@@ -52,15 +53,10 @@ class Mismatch:
 def check_turn(turn: Turn, events: Sequence[Event]) -> Mismatch | None:
     """The first step or assertion of ``turn`` that ``events`` (that turn's records) do not meet."""
     replies = [event for event in events if isinstance(event, BotMessage)]
-    position = 0
     for step in turn.steps:
         if isinstance(step, BotStep):
-            if position >= len(replies):
-                return Mismatch(step.line, f"{_describe_bot_step(step)}, but it said nothing more")
-            reply = replies[position]
-            position += 1
-            if not _bot_step_matches(step, reply):
-                got = _describe_reply(reply)
+            if not any(_bot_step_matches(step, reply) for reply in replies):
+                got = ", ".join(map(_describe_reply, replies)) or "nothing"
                 return Mismatch(step.line, f"{_describe_bot_step(step)}, but it said {got}")
         elif _find(step, events, 0) is None:
             return Mismatch(step.line, describe_assertion(step))

@@ -1,7 +1,11 @@
 """Conversation tests in Rasa's e2e format: the model and its parser.
 
 A file holds ``test_cases:`` and, optionally, top-level ``fixtures:`` (slots set before the
-conversation starts) and ``metadata:`` (sent with user messages), both referred to by name.
+conversation starts) and ``metadata:`` (sent with user messages), both referred to by name,
+and ``stub_custom_actions:`` (what a custom action returns instead of running: by action name
+for the whole file, or ``<test case>::<action>`` for one case). Rasa assertions kefu cannot
+check (``generative_response_is_relevant`` / ``_is_grounded`` need an LLM judge) are noted on
+their case, which runs without them.
 Steps are grouped into turns: a user step, its assertions, and the classic steps (``bot``,
 ``utter``, ``slot_was_set``, ``slot_was_not_set``) that follow it. Every mistake becomes a
 :class:`~bot.errors.Problem` with file and line, and a case with a problem is left out rather
@@ -18,12 +22,18 @@ from typing import Any, ClassVar, Literal
 
 from bot.errors import Problem
 from bot.events import Button
+from bot.ports import ActionResult
 from bot.yamlio import YamlList, line_of, load_yaml_file
 
 STEP_KINDS = ("user", "bot", "utter", "slot_was_set", "slot_was_not_set")
 _USER_KEYS = frozenset({"user", "metadata", "assertions", "assertion_order_enabled"})
 _CASE_KEYS = frozenset({"test_case", "steps", "fixtures", "metadata"})
-_FILE_KEYS = frozenset({"test_cases", "fixtures", "metadata"})
+_FILE_KEYS = frozenset({"test_cases", "fixtures", "metadata", "stub_custom_actions"})
+UNSUPPORTED_ASSERTIONS = frozenset(
+    {"generative_response_is_relevant", "generative_response_is_grounded"}
+)
+"""Rasa assertions judged by an LLM: noted, not checked."""
+STUB_SEPARATOR = "::"
 _UTTERANCE_KEYS = frozenset({"utter_name", "text_matches", "buttons"})
 
 FlowEventKind = Literal["flow_started", "flow_completed", "flow_cancelled"]
@@ -139,6 +149,10 @@ class TestCase:
     turns: tuple[Turn, ...]
     slots: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    stubs: dict[str, ActionResult] = field(default_factory=dict)
+    """Custom actions answered by the test instead of run, by action name."""
+    unsupported: tuple[str, ...] = ()
+    """What the case contains that kefu does not check, with lines (``line 6: ...``)."""
 
 
 def parse_test_file(path: Path) -> tuple[list[TestCase], list[Problem]]:
@@ -159,6 +173,8 @@ class _Parser:
         self.problems: list[Problem] = []
         self.fixtures: dict[str, dict[str, Any]] = {}
         self.metadata: dict[str, dict[str, Any]] = {}
+        self.stubs: dict[str, ActionResult] = {}
+        self.unsupported: list[str] = []
 
     def problem(self, line: int | None, message: str) -> None:
         self.problems.append(Problem(self.file, line, message))
@@ -172,6 +188,9 @@ class _Parser:
                 self.problem(line_of(data, key), f"unknown top-level key {key!r}")
         self.fixtures = self._named(data, "fixtures", self._fixture_slots)
         self.metadata = self._named(data, "metadata", self._metadata_values)
+        self.stubs = self._stubs(
+            data.get("stub_custom_actions"), line_of(data, "stub_custom_actions")
+        )
         cases: list[TestCase] = []
         seen: set[str] = set()
         for node, line in self._items(
@@ -250,6 +269,45 @@ class _Parser:
             self.problem(line, f"unknown metadata {name!r}")
         return dict(self.metadata.get(name or "", {}))
 
+    def _stubs(self, node: Any, line: int | None) -> dict[str, ActionResult]:
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            self.problem(line, "stub_custom_actions must map action names to events and responses")
+            return {}
+        stubs: dict[str, ActionResult] = {}
+        for name, body in node.items():
+            where = line_of(node, name)
+            if not isinstance(body, dict):
+                self.problem(where, f"stub {name!r} must be a mapping of events and responses")
+                continue
+            self._keys(body, frozenset({"events", "responses"}), f"stub {name!r}")
+            parts = []
+            for key in ("events", "responses"):
+                items = body.get(key) or []
+                if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                    at = line_of(body, key) or where
+                    self.problem(at, f"stub {name!r}: {key} must be a list")
+                    items = []
+                if key == "events" and not all(isinstance(i.get("event"), str) for i in items):
+                    self.problem(line_of(body, key), f"stub {name!r}: each event needs 'event'")
+                    items = []
+                parts.append([dict(i) for i in items])
+            stubs[str(name)] = ActionResult(events=parts[0], responses=parts[1])
+        return stubs
+
+    def _case_stubs(self, name: str) -> dict[str, ActionResult]:
+        """The file's stubs, a case's own (``<case>::<action>``) winning over the file's."""
+        stubs: dict[str, ActionResult] = {}
+        for key, result in self.stubs.items():
+            if STUB_SEPARATOR not in key:
+                stubs[key] = result
+        for key, result in self.stubs.items():
+            case, sep, action = key.partition(STUB_SEPARATOR)
+            if sep and case == name:
+                stubs[action] = result
+        return stubs
+
     # --- cases and steps --------------------------------------------------------------
 
     def _case(self, node: Any, line: int | None) -> TestCase | None:
@@ -257,6 +315,7 @@ class _Parser:
             self.problem(line, "a test case must be a mapping with 'test_case' and 'steps'")
             return None
         before = len(self.problems)
+        self.unsupported = []
         self._keys(node, _CASE_KEYS, "a test case")
         name = self._text(node.get("test_case"), line_of(node, "test_case"), "test_case")
         slots: dict[str, Any] = {}
@@ -272,7 +331,14 @@ class _Parser:
         if name is None or len(self.problems) > before:
             return None
         return TestCase(
-            name=name, file=self.file, line=line, turns=turns, slots=slots, metadata=metadata
+            name=name,
+            file=self.file,
+            line=line,
+            turns=turns,
+            slots=slots,
+            metadata=metadata,
+            stubs=self._case_stubs(name),
+            unsupported=tuple(self.unsupported),
         )
 
     def _turns(self, node: Any, line: int | None) -> tuple[Turn, ...]:
@@ -377,6 +443,9 @@ class _Parser:
             names = [self._text(n, n_line, kind) for n, n_line in self._items(body, where, kind)]
             valid = tuple(n for n in names if n is not None)
             return ClarificationCheck(line=where, flow_names=valid) if valid else None
+        if kind in UNSUPPORTED_ASSERTIONS:
+            self.unsupported.append(f"line {where}: {kind} (needs an LLM judge; not checked)")
+            return None
         self.problem(where, f"unknown assertion {kind!r}")
         return None
 

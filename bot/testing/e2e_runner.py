@@ -17,6 +17,7 @@ from bot.errors import Problem
 from bot.events import Event, UserMessage
 from bot.testing.e2e_check import check_turn, describe_turn
 from bot.testing.e2e_format import TestCase, UserStep
+from bot.testing.stubs import StubbingActionRunner
 
 BATCH_SIZE = 8
 """Cases run at once: enough to hide per-turn latency, few enough to keep SQLite writes calm."""
@@ -76,12 +77,19 @@ class TestReport:
 
 
 async def run_cases(
-    agent: ConversationAgent, cases: Sequence[TestCase], report: TestReport, output: TextIO
+    agent: ConversationAgent,
+    cases: Sequence[TestCase],
+    report: TestReport,
+    output: TextIO,
+    *,
+    stubs: StubbingActionRunner | None = None,
 ) -> None:
-    """Run ``cases`` in batches, print one line (plus details) per case, and count them."""
+    """Run ``cases`` in batches, print one line (plus details) per case, and count them.
+
+    ``stubs`` is the agent's action runner when cases stub custom actions."""
     for first in range(0, len(cases), BATCH_SIZE):
         batch = cases[first : first + BATCH_SIZE]
-        results = await asyncio.gather(*(run_case(agent, case) for case in batch))
+        results = await asyncio.gather(*(run_case(agent, case, stubs=stubs) for case in batch))
         for case, failure in zip(batch, results, strict=True):
             if failure is None:
                 report.passed += 1
@@ -90,11 +98,20 @@ async def run_cases(
                 report.failed += 1
                 report.failures.append(failure)
                 print(f"FAILED {case.name}\n{failure}", file=output)
+            for note in case.unsupported:
+                print(f"  {case.file}: {note}", file=output)
 
 
-async def run_case(agent: ConversationAgent, case: TestCase) -> Failure | None:
+async def run_case(
+    agent: ConversationAgent, case: TestCase, *, stubs: StubbingActionRunner | None = None
+) -> Failure | None:
     """Play one case as a fresh conversation; the first unmet step makes it fail."""
     conversation_id = f"{CHANNEL}:{case.name}:{uuid4().hex[:8]}"
+    if case.stubs:
+        if stubs is None:
+            reason = "this runner cannot stub custom actions"
+            return Failure(case.name, _where(case, case.line), "stub_custom_actions", (reason,))
+        stubs.use(conversation_id, case.stubs)
     if case.slots:
         await agent.set_slots(conversation_id, dict(case.slots))
     for turn in case.turns:

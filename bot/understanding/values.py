@@ -259,8 +259,26 @@ def parse_slot_value(
             return SlotValue(coerced.value, "entity")
     if slot.type in ("bool", "float", "categorical"):
         return _coerce(slot, text, language, synonyms or {})
-    stripped = text.strip()
+    stripped = _without_lead_in(text.strip())
     return SlotValue(stripped, "text") if stripped else None
+
+
+_LEAD_IN = re.compile(
+    r"^(?:(?:ok|okay|sure|well|so)[,.!]?\s+)?"
+    r"(?:it'?s|it is|that'?s|that is|the [a-z]+ is|my [a-z]+(?: [a-z]+)? is|just)\s+"
+    r"(?P<rest>.+?)[\s.!]*$",
+    re.IGNORECASE,
+)
+_SHORT_ANSWER_WORDS = 3
+
+
+def _without_lead_in(text: str) -> str:
+    """A short answer without its lead-in: "it's @foo" is "@foo", "just Bart" is "Bart";
+    a longer sentence ("it's broken since Monday and ...") stays as written."""
+    match = _LEAD_IN.match(text.replace("’", "'"))
+    if match is None or len(match.group("rest").split()) > _SHORT_ANSWER_WORDS:
+        return text
+    return match.group("rest")
 
 
 def _maps_to(slot: SlotDefinition, entity: Mapping[str, Any]) -> bool:

@@ -1,0 +1,1 @@
+"""The starter project's custom actions (rasa-sdk)."""
