@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import constants
 from bot.channel import Channel
@@ -54,6 +54,7 @@ from bot.interpreter import Interpreter, Parse
 from bot.ports import (
     ActionRunner,
     AnswerBackend,
+    CommandSource,
     ConversationStore,
     Delivery,
     HandoffDesk,
@@ -66,6 +67,9 @@ from bot.responses import ResponseRenderer
 from bot.settings import Settings
 from bot.state import ConversationState
 from bot.understanding.language import conversation_language
+
+if TYPE_CHECKING:
+    from bot.llm.backend import LLM
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +103,12 @@ class Agent:
         answer_backend: AnswerBackend | None = None,
         desk: HandoffDesk | None = None,
         triggers: HandoffTriggers | None = None,
+        command_source: CommandSource | None = None,
+        llm: LLM | None = None,
     ) -> None:
         self.project = project
+        self.command_source = command_source
+        self.llm = llm
         self.settings = settings
         self.store = store
         self.interpreter = interpreter
@@ -135,6 +143,7 @@ class Agent:
         """
         from bot.actions import create_action_runner
         from bot.knowledge import KnowledgeAnswerer, KnowledgeBase, default_embedders
+        from bot.llm.backend import build_llm
         from bot.store import open_store
 
         knowledge = None
@@ -155,11 +164,16 @@ class Agent:
             action_runner = create_action_runner(
                 project_dir=project.root, endpoint=settings.action_endpoint
             )
-        if answer_backend is None and knowledge is not None:
-            cache = _cache_dir(project.root)
-            vectors = knowledge.with_vectors(default_embedders(), cache_dir=cache)
-            await asyncio.to_thread(vectors.prepare)  # not during a customer's first question
-            answer_backend = KnowledgeAnswerer(knowledge)
+        llm = None
+        if answer_backend is None:
+            if knowledge is not None:
+                cache = _cache_dir(project.root)
+                vectors = knowledge.with_vectors(default_embedders(), cache_dir=cache)
+                await asyncio.to_thread(vectors.prepare)  # not during a first question
+                answer_backend = KnowledgeAnswerer(knowledge)
+            llm = build_llm(settings, project, knowledge=knowledge, offline=answer_backend)
+        if llm is not None:
+            answer_backend = llm.answerer
         return cls(
             project,
             settings=settings,
@@ -174,6 +188,8 @@ class Agent:
                 not_understood=settings.handoff_not_understood,
                 sentiment_threshold=settings.handoff_sentiment,
             ),
+            command_source=llm.router if llm is not None else None,
+            llm=llm,
         )
 
     # --- channels and lifecycle ---------------------------------------------------------
@@ -200,6 +216,8 @@ class Agent:
         closer = getattr(self.action_runner, "close", None)
         if closer is not None:
             await closer()
+        if self.llm is not None:
+            await self.llm.close()
         await self.store.close()
 
     # --- turns --------------------------------------------------------------------------
@@ -345,9 +363,10 @@ class Agent:
                 state.remember(turn.events)
                 return turn
             state.paused = False  # no desk or no open handoff: the bot takes the conversation back
-        commands = trust.outside_commands(
-            self.project.domain.slots, self._commands(turn, message, parse, command)
-        )
+        commands = self._commands(turn, message, parse, command)
+        if self.command_source is not None and command is None:
+            commands = await self.command_source.commands(turn, parse, commands)
+        commands = trust.outside_commands(self.project.domain.slots, commands)
         self.executor.apply(turn, commands)
         await self.executor.advance(turn)
         reason = self.triggers.after_turn(state, turn.events) if self.triggers else None

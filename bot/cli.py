@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from bot import constants
 from bot.errors import KefuError, ProjectError, SettingsError
 from bot.privacy import install_log_redaction
 from bot.settings import Settings
 
 if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
     from bot.agent import Agent
     from bot.channel import Channel
     from bot.desk import FileSource
     from bot.ports import ConversationStore
+    from bot.server import Hook
     from channels.webchat import Greeting
 
 log = logging.getLogger("kefu")
@@ -140,11 +145,59 @@ async def run(project_dir: Path, settings: Settings, *, host: str, port: int) ->
     from bot.server import create_app, serve
 
     agent, channels = await _build(project_dir, settings)
-    app = create_app(channels=channels, on_startup=[agent.start], on_shutdown=[agent.close])
+    routes, on_startup, on_shutdown = _operations(settings, channels)
+    app = create_app(
+        channels=channels,
+        on_startup=[agent.start, *on_startup],
+        on_shutdown=[*on_shutdown, agent.close],
+        routes=routes,
+    )
     names = ", ".join(sorted({c.name for c in channels}))
     log.info("kefu serving %s on http://%s:%s (channels: %s)", project_dir, host, port, names)
     await serve(app, host=host, port=port)
     return 0
+
+
+def _operations(
+    settings: Settings, channels: Sequence[Channel]
+) -> tuple[list[BaseRoute], list[Hook], list[Hook]]:
+    """The dashboard (with ``KEFU_API_TOKEN``) and ``/metrics`` (with ``KEFU_METRICS_TOKEN``)."""
+    if not settings.api_token and not settings.metrics_token:
+        return [], [], []
+    from bot.reporting import Reporting
+
+    reporting = Reporting(settings.database_url)
+    routes: list[BaseRoute] = []
+    if settings.api_token:
+        from bot.dashboard import dashboard_routes
+
+        routes += dashboard_routes(
+            reporting,
+            api_token=settings.api_token,
+            containment_window=settings.containment_window,
+        )
+    if settings.metrics_token:
+        from bot.metrics import Metrics, metrics_routes
+
+        metrics = Metrics(reporting)
+        for channel in channels:
+            channel.attach(metrics.timed(channel.handler))
+        routes += metrics_routes(metrics, token=settings.metrics_token)
+    refresher: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        await reporting.initialize()
+        interval = constants.REPORTING_REFRESH_INTERVAL
+        refresher.append(asyncio.create_task(reporting.keep_fresh(interval=interval)))
+
+    async def stop() -> None:
+        for task in refresher:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await reporting.close()
+
+    return routes, [start], [stop]
 
 
 async def shell(project_dir: Path, settings: Settings) -> int:

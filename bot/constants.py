@@ -9,6 +9,14 @@ DEFAULT_LLM_TIMEOUT = 15.0
 DEFAULT_HANDOFF_SLA = 300.0
 DEFAULT_HANDOFF_MAX_WAIT = 1800.0
 DEFAULT_CSAT_DELAY = 60.0
+DEFAULT_CONTAINMENT_WINDOW = 86400.0
+"""Seconds of customer silence after the bot's answer before a conversation counts as resolved."""
+DASHBOARD_REFRESH_BUDGET = 0.5
+"""Seconds a dashboard page (or a scrape) spends bringing the reporting rollup up to date."""
+REPORTING_REFRESH_INTERVAL = 60.0
+"""Seconds between the background refreshes of the reporting rollup."""
+DASHBOARD_SESSION_SECONDS = 12 * 3600
+"""How long a dashboard login lasts."""
 DEFAULT_HANDOFF_NOT_UNDERSTOOD = 3
 """Messages in a row the bot failed to understand before it hands the customer to a person."""
 
@@ -66,3 +74,27 @@ CACHE_DIR = ".kefu"
 COLLECT_FAILURES_BEFORE_CHANGE = 2
 """Answers to one question that did not fit, after which the bot changes tack (explains,
 offers a person) instead of asking the same question a third time."""
+
+# --- LLM backend (bot/llm/) ---------------------------------------------------------------
+LLM_MAX_ATTEMPTS = 4
+"""Attempts per LLM call (429, 5xx and lost connections are retried) within its deadline."""
+LLM_BACKOFF_BASE = 0.25
+LLM_BACKOFF_MAX = 2.0
+"""Seconds between attempts: base, doubled each time, capped (a ``Retry-After`` wins)."""
+LLM_BREAKER_THRESHOLD = 3
+"""Failed calls in a row after which the circuit opens (calls fail at once)."""
+LLM_BREAKER_COOLDOWN = 30.0
+"""Seconds the circuit stays open before one trial call goes out."""
+LLM_MAX_COMPLETION_TOKENS = 400
+LLM_MAX_ANSWER_CHARS = 700
+"""A grounded answer longer than this is cut at a sentence end."""
+LLM_HISTORY_TURNS = 6
+"""Utterances of the conversation a prompt carries (the latest ones)."""
+LLM_PASSAGES = 3
+"""Knowledge passages a grounded-answer prompt carries."""
+LLM_PASSAGE_CHARS = 1200
+LLM_SLOT_CHARS = 200
+"""Each slot value in a prompt is cut to this many characters."""
+LLM_ROUTING_MODES = ("unsure", "always")
+"""When the LLM is asked for commands: when understanding is unsure or no flow matches
+(default), or on every typed message (Rasa CALM's way)."""

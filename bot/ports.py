@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from bot.events import BotMessage, Event, UserMessage
+from bot.events import BotMessage, Button, Event, UserMessage
 from bot.state import ConversationState
+
+if TYPE_CHECKING:
+    from bot.dialogue.commands import Command
+    from bot.dialogue.turn import Turn
+    from bot.interpreter import Parse
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,11 @@ class AnswerRequest:
     history: tuple[tuple[str, str], ...] = ()
     """Recent turns as ``(speaker, text)``, speaker ``user`` or ``bot``, oldest first."""
     slots: dict[str, Any] = field(default_factory=dict)
+    sentiment: float | None = None
+    """The customer's mood from -1 (angry) to 1 (happy), when understanding scored it."""
+    deadline: float | None = None
+    """``time.monotonic()`` instant by which the turn must have its answer (None: the
+    backend's own timeout)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,10 @@ class Answer:
     """A flow the backend thinks the customer wants started."""
     handoff: bool = False
     """The backend thinks a human should take over."""
+    buttons: tuple[Button, ...] = ()
+    """Buttons to offer with ``text`` (e.g. "connect me with a colleague")."""
+    response: str | None = None
+    """The domain response ``text`` was rendered from, when it was one."""
 
 
 class AnswerBackend(Protocol):
@@ -163,6 +177,15 @@ class AnswerBackend(Protocol):
 
     async def answer(self, request: AnswerRequest) -> Answer:
         """Answer or return ``Answer(text=None)``; raise ``LLMError`` when the backend failed."""
+        ...
+
+
+class CommandSource(Protocol):
+    """A second opinion on what a message means (the LLM router), after offline understanding."""
+
+    async def commands(self, turn: Turn, parse: Parse, offline: list[Command]) -> list[Command]:
+        """The commands to apply for this message; ``offline`` when it has nothing better.
+        Never raises for a failure of its own backend."""
         ...
 
 

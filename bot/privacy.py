@@ -9,6 +9,10 @@ merge two customers' conversations or two messages into one.
 
 Log records are cleaned too (:func:`install_log_redaction`): card numbers, e-mail addresses
 and phone numbers never reach a log line, whatever logged them.
+
+Text that leaves kefu for a language model goes through a :class:`Redactor`: e-mail
+addresses, phone numbers, card numbers and the customer's own details (names, addresses)
+become placeholders such as ``[EMAIL_1]``, which the redactor puts back into the answer.
 """
 
 from __future__ import annotations
@@ -16,17 +20,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from bot.errors import BadRequestError
 from bot.events import BotMessage, UserMessage
 
 __all__ = [
+    "Redactor",
     "contains_card_number",
     "install_log_redaction",
     "mask_card_numbers",
     "mask_personal_data",
+    "personal_slot_values",
     "redact",
     "redact_bot_message",
     "redact_user_message",
@@ -34,11 +40,16 @@ __all__ = [
 
 _CARD_CANDIDATE = re.compile(r"(?<![\d-])(?<!\d\.)\d(?:[ -]?\d){12,18}(?![\d-])")
 """13 to 19 digits, not part of a longer number nor a decimal fraction (0.7624881267547607)."""
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _PHONE = re.compile(
-    r"(?<![\w-])(?:\+\d{1,3}[ -]?\(?\d{1,4}\)?(?:[ -]?\d{2,4}){2,4}"  # +86 138 0013 8000
-    r"|1[3-9]\d{9}"  # a Chinese mobile number
-    r"|\(?\d{3}\)?[ -]\d{3}[ -]\d{4})(?![\w-])"  # (555) 123-4567, 555-123-4567
+    r"(?<![\dA-Za-z+])(?:"
+    r"(?:\+|00)?86[ -]?1[3-9]\d(?:[ -]?\d{4}){2}"  # Chinese mobile with country code
+    r"|1[3-9]\d(?:[ -]?\d{4}){2}"  # Chinese mobile
+    r"|0\d{2,3}-\d{7,8}"  # Chinese landline with area code
+    r"|[48]00-?\d{3}-?\d{4}"  # Chinese service numbers
+    r"|\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}"  # international, with a leading +
+    r"|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}"  # North American
+    r")(?![\dA-Za-z])"
 )
 EMAIL_MASK = "<email>"
 PHONE_MASK = "<phone>"
@@ -247,3 +258,73 @@ def _luhn_valid(digits: str) -> bool:
             value = value * 2 - 9 if value > 4 else value * 2
         total += value
     return total % 10 == 0
+
+
+_MASKED_CARD = re.compile(r"\*{4} \d{4}")
+_KINDS = ("EMAIL", "PHONE", "CARD", "PERSON")
+
+
+class Redactor:
+    """Replaces personal data in text that leaves kefu with placeholders, and restores them.
+
+    E-mail addresses, phone numbers (Chinese mobiles and landlines, international numbers),
+    card numbers (full or masked) and the ``personal`` values given (an order owner's name,
+    address...) become ``[EMAIL_1]``, ``[PHONE_1]``, ``[CARD_1]``, ``[PERSON_1]``; the same value
+    gets the same placeholder. :meth:`restore` puts the originals back into a model's answer.
+    One redactor serves one conversation turn.
+    """
+
+    def __init__(self, personal: Iterable[str] = ()) -> None:
+        self._personal = sorted(
+            {value.strip() for value in personal if len(value.strip()) >= 3}, key=len, reverse=True
+        )
+        self._by_value: dict[str, str] = {}
+        self._by_placeholder: dict[str, str] = {}
+
+    def redact(self, text: str) -> str:
+        """``text`` with every personal datum replaced by its placeholder."""
+        text = _EMAIL.sub(lambda m: self._placeholder("EMAIL", m.group()), text)
+        text = _PHONE.sub(lambda m: self._placeholder("PHONE", m.group()), text)
+        text = mask_card_numbers(text)
+        text = _MASKED_CARD.sub(lambda m: self._placeholder("CARD", m.group()), text)
+        for value in self._personal:
+            if value in text:
+                text = text.replace(value, self._placeholder("PERSON", value))
+        return text
+
+    def restore(self, text: str) -> str:
+        """``text`` with the placeholders this redactor made replaced by their values."""
+        if "[" not in text:
+            return text
+        return _PLACEHOLDER.sub(lambda m: self._by_placeholder.get(m.group(), m.group()), text)
+
+    @property
+    def placeholders(self) -> dict[str, str]:
+        """Placeholder → original value, for what was redacted so far."""
+        return dict(self._by_placeholder)
+
+    def _placeholder(self, kind: str, value: str) -> str:
+        found = self._by_value.get(value)
+        if found is None:
+            count = sum(1 for p in self._by_placeholder if p.startswith(f"[{kind}_"))
+            found = f"[{kind}_{count + 1}]"
+            self._by_value[value] = found
+            self._by_placeholder[found] = value
+        return found
+
+
+_PLACEHOLDER = re.compile(rf"\[(?:{'|'.join(_KINDS)})_\d+\]")
+
+
+PERSONAL_SLOT_WORDS = ("name", "address", "email", "phone", "contact", "mobile")
+"""A slot whose name holds one of these words holds the customer's personal data."""
+
+
+def personal_slot_values(slots: Mapping[str, Any]) -> list[str]:
+    """The text values of slots holding the customer's personal data (an order owner's name,
+    address, contact), for a :class:`Redactor` to replace wherever they appear."""
+    return [
+        value
+        for name, value in slots.items()
+        if isinstance(value, str) and any(word in name.lower() for word in PERSONAL_SLOT_WORDS)
+    ]

@@ -41,8 +41,9 @@ def create_app(
     health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """Build the app: ``GET /health``, every channel's routes, and their lifecycle.
+    """Build the app: ``GET /health``, every channel's routes, ``routes``, and their lifecycle.
 
     On startup the hooks run first (the channels need the store), then each channel starts;
     on shutdown the channels stop first (no new turns), then the hooks run. Log records are
@@ -70,11 +71,12 @@ def create_app(
             for hook in on_shutdown:
                 await _quietly(hook, f"shutdown hook {getattr(hook, '__qualname__', hook)!r}")
 
-    routes: list[BaseRoute] = [Route("/health", health_endpoint, methods=["GET"])]
+    all_routes: list[BaseRoute] = [Route("/health", health_endpoint, methods=["GET"])]
     for channel in channels:
-        routes.extend(channel.routes())
+        all_routes.extend(channel.routes())
+    all_routes.extend(routes)
     app = Starlette(
-        routes=routes,
+        routes=all_routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
     )

@@ -48,6 +48,8 @@ class Settings:
     openai_base_url: str | None = None
     llm_model: str | None = None
     llm_timeout: float = constants.DEFAULT_LLM_TIMEOUT
+    llm_routing: str = "unsure"
+    llm_approved_only: bool = False
     llm_prompt_template: str | None = None
     """A Jinja prompt for the LLM command generator (a Rasa project's ``prompt_template``)."""
 
@@ -57,6 +59,8 @@ class Settings:
     handoff_max_wait: float = constants.DEFAULT_HANDOFF_MAX_WAIT
     csat_delay: float = constants.DEFAULT_CSAT_DELAY
     retention_days: float | None = None
+    containment_window: float = constants.DEFAULT_CONTAINMENT_WINDOW
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(
@@ -98,6 +102,8 @@ class Settings:
             openai_base_url=reader.url("OPENAI_BASE_URL"),
             llm_model=reader.text("KEFU_LLM_MODEL"),
             llm_timeout=reader.number("KEFU_LLM_TIMEOUT", constants.DEFAULT_LLM_TIMEOUT),
+            llm_routing=reader.choice("KEFU_LLM_ROUTING", constants.LLM_ROUTING_MODES),
+            llm_approved_only=reader.boolean("KEFU_LLM_APPROVED_ONLY"),
             llm_prompt_template=reader.text("KEFU_LLM_PROMPT_TEMPLATE"),
             api_token=reader.text("KEFU_API_TOKEN"),
             rest_token=reader.text("KEFU_REST_TOKEN"),
@@ -107,6 +113,10 @@ class Settings:
             ),
             csat_delay=reader.number("KEFU_CSAT_DELAY", constants.DEFAULT_CSAT_DELAY),
             retention_days=reader.optional_number("KEFU_RETENTION_DAYS"),
+            containment_window=reader.number(
+                "KEFU_CONTAINMENT_WINDOW", constants.DEFAULT_CONTAINMENT_WINDOW
+            ),
+            metrics_token=reader.text("KEFU_METRICS_TOKEN"),
         )
 
     def require(self, name: str) -> str:
@@ -130,6 +140,21 @@ class _Reader:
         if value is not None and "://" not in value:
             raise SettingsError(f"{name} must be a URL with a scheme, got {value!r}")
         return value.rstrip("/") if value else None
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        """One of ``options`` (the first is the default), case-insensitive."""
+        value = (self.text(name) or options[0]).lower()
+        if value not in options:
+            raise SettingsError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = (self.text(name) or "false").lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name} must be true or false, got {value!r}")
 
     def number(self, name: str, default: float) -> float:
         value = self.optional_number(name)

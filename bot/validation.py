@@ -18,6 +18,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from bot.errors import Problem
 from bot.flows import DEFAULT_ACTIONS, Flow
 from bot.flows.model import ActionStep, CallStep, CollectStep, LinkStep, SetSlotsStep, Step
+from bot.llm.prompts import template_problems
 from bot.yamlio import line_of
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ BUILTIN_INTENTS = frozenset(
         "session_end",
         "silence_timeout",
         "restart",
+        "human_handoff",
         "back",
         "out_of_scope",
         "nlu_fallback",
@@ -60,6 +62,7 @@ def validate(project: Project, *, sources: Sequence[Source]) -> list[Problem]:
     checker.nlu_intents(own)
     checker.slot_mappings(sources)
     checker.response_conditions(sources)
+    checker.problems.extend(template_problems(project.root))
     return sort_problems(checker.problems)
 
 

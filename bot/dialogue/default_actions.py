@@ -237,8 +237,11 @@ class DefaultActions:
     async def action_trigger_chitchat(
         self, turn: Turn, frame: Frame, executor: FlowExecutor
     ) -> None:
-        intent = frame.get("intent") or (turn.parse.get("intent") or {}).get("name")
-        if intent and executor.utter(turn, f"utter_{intent}", frame):
+        chosen = frame.get("intent")  # the command generator's pick for a digression
+        intent = chosen or (turn.parse.get("intent") or {}).get("name")
+        # the message's own intent was not sure enough to count when a model decided
+        decided_by_model = "commands" in turn.parse and not chosen
+        if intent and not decided_by_model and executor.utter(turn, f"utter_{intent}", frame):
             return
         if await self.answer(turn, "chitchat", executor):
             return
@@ -262,6 +265,8 @@ class DefaultActions:
             conversation_id=turn.state.conversation_id,
             history=tuple(turn.state.transcript),
             slots={k: v for k, v in turn.state.slots.items() if v is not None},
+            sentiment=_sentiment(turn.parse),
+            deadline=turn.llm_deadline,
         )
         try:
             answer = await self.answer_backend.answer(request)
@@ -282,6 +287,8 @@ class DefaultActions:
             BotMessage(
                 conversation_id=turn.state.conversation_id,
                 text=answer.text,
+                buttons=answer.buttons,
+                response=answer.response,
                 metadata={"sources": list(answer.sources)},
             )
         )
@@ -307,3 +314,11 @@ class DefaultActions:
             turn.state.stack.remove(frame)
         turn.emit(FlowCompleted(flow_id=str(frame["flow_id"]), step_id=str(frame["step_id"])))
         return "listen"
+
+
+def _sentiment(parse: dict[str, Any]) -> float | None:
+    """The message's sentiment score (-1 to 1), when understanding put one on it."""
+    value = parse.get("sentiment")
+    if isinstance(value, dict):
+        value = value.get("score")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

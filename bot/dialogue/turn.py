@@ -31,6 +31,9 @@ class Turn:
     rng: random.Random = field(default_factory=random.Random)
     earlier_events: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
     """Loads the conversation's latest stored events, for actions that read ``tracker.events``."""
+    llm_deadline: float | None = None
+    """``time.monotonic()`` instant by which this turn's LLM calls must be done (set by the
+    first one, so a turn asking twice still answers within the LLM timeout)."""
 
     async def recent_events(self) -> list[dict[str, Any]]:
         """The latest events as Rasa dicts: stored ones, then this turn's so far."""

@@ -1,0 +1,260 @@
+"""Dashboard queries over a large store: fills PostgreSQL (or SQLite) with synthetic
+conversations spread over 30 days, builds the reporting rollup, and times each query a page
+makes.
+
+    python bench/dashboard.py [--url URL] [--events 1000000] [--days 30]
+
+The default URL is ``KEFU_TEST_POSTGRES_URL``'s when set, else a temporary SQLite file.
+Tables get a fresh prefix each run and are dropped at the end. Prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import orjson
+from sqlalchemy import MetaData
+
+from bot.reporting import Query, Reporting
+from bot.store.engines import database_url, open_database
+from bot.store.schema import Tables
+
+INTENTS = ["track_order", "cancel_order", "get_refund", "delivery_options", "payment_issue"]
+FLOWS = {
+    "track_order": "track_order",
+    "cancel_order": "cancel_order",
+    "get_refund": "request_refund",
+}
+CHANNELS = ["telegram", "webchat", "rest"]
+UNKNOWN = ["do you sell {} in bulk", "can I pay with {}", "is {} vegan", "who designed the {}"]
+THINGS = ["socks", "seashells", "bitcoin", "lamps", "the logo", "gift cards"]
+BATCH = 5000
+
+
+def conversation(
+    index: int, start: float, rng: random.Random
+) -> tuple[str, str, list[list[dict[str, Any]]]]:
+    """A synthetic conversation: its id, channel and turns (each a list of event dicts)."""
+    channel = rng.choice(CHANNELS)
+    cid = f"{channel}:{index}"
+    language = "zh" if rng.random() < 0.3 else "en"
+    t = start
+    turns: list[list[dict[str, Any]]] = []
+
+    def user(text: str, intent: str) -> dict[str, Any]:
+        return {
+            "event": "user",
+            "timestamp": t,
+            "channel": channel,
+            "conversation_id": cid,
+            "sender_id": str(index),
+            "text": text,
+            "language": language,
+            "parse_data": {"intent": {"name": intent, "confidence": 0.9}, "entities": []},
+        }
+
+    def bot(text: str) -> dict[str, Any]:
+        return {"event": "bot", "timestamp": t + 0.2, "conversation_id": cid, "text": text}
+
+    intent = rng.choice(INTENTS)
+    flow = FLOWS.get(intent)
+    first = [
+        user(f"I need help with {intent}", intent),
+        {"event": "action", "timestamp": t, "name": "action_listen"},
+    ]
+    if flow:
+        first += [
+            {"event": "flow_started", "timestamp": t, "flow_id": flow},
+            bot("What's your order number?"),
+        ]
+    else:
+        first += [bot("Here is what our policy says.")]
+    turns.append(first)
+    for _ in range(rng.randint(1, 4)):
+        t += rng.uniform(10, 120)
+        roll = rng.random()
+        if roll < 0.08:
+            text = rng.choice(UNKNOWN).format(rng.choice(THINGS))
+            turns.append(
+                [
+                    user(text, "nlu_fallback"),
+                    {"event": "flow_started", "timestamp": t, "flow_id": "pattern_cannot_handle"},
+                    bot("Sorry, I can't help with that."),
+                ]
+            )
+        else:
+            turn = [
+                user("KF-10001", "inform"),
+                {"event": "slot", "timestamp": t, "name": "order_id", "value": "KF-10001"},
+                bot("Your order has shipped."),
+            ]
+            if flow and roll < 0.2:
+                turn.append({"event": "flow_cancelled", "timestamp": t, "flow_id": flow})
+                flow = None
+            elif flow and roll < 0.7:
+                turn.append({"event": "flow_completed", "timestamp": t, "flow_id": flow})
+                flow = None
+            turns.append(turn)
+    if rng.random() < 0.15:
+        t += 5
+        claim, handling = rng.uniform(20, 900), rng.uniform(60, 1800)
+        desk = [
+            user("human please", "contact_human_agent"),
+            {
+                "event": "handoff_requested",
+                "timestamp": t,
+                "reason": rng.choice(["customer asked for a human", "flow", "sentiment"]),
+            },
+            bot("Connecting you."),
+        ]
+        desk += [
+            {"event": "agent_joined", "timestamp": t + claim, "agent": "U1"},
+            {"event": "agent_message", "timestamp": t + claim + 5, "agent": "U1", "text": "Hi!"},
+            {"event": "handoff_resolved", "timestamp": t + claim + handling, "agent": "U1"},
+        ]
+        if rng.random() < 0.5:
+            desk.append(
+                {
+                    "event": "csat_answer",
+                    "timestamp": t + claim + handling + 60,
+                    "score": rng.randint(1, 5),
+                }
+            )
+        turns.append(desk)
+    elif rng.random() < 0.5:
+        t += 20
+        turns.append([user("thanks", "thanks"), bot("You're welcome!")])
+    return cid, channel, turns
+
+
+async def fill(url: str, prefix: str, events: int, days: int) -> tuple[int, int]:
+    """Store synthetic conversations until ``events`` events; (conversations, events)."""
+    tables = Tables(prefix)
+    db = open_database(database_url(url))
+    await db.write(tables.metadata.create_all)
+    rng = random.Random(7)
+    now = time.time()
+    stored = index = 0
+    conv_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
+
+    async def flush() -> None:
+        rows, convs = list(event_rows), list(conv_rows)
+        event_rows.clear()
+        conv_rows.clear()
+
+        def work(conn: Any) -> None:
+            conn.execute(tables.conversations.insert(), convs)
+            conn.execute(tables.events.insert(), rows)
+
+        await db.write(work)
+
+    while stored < events:
+        start = now - rng.uniform(0, days * 86400)
+        cid, channel, turns = conversation(index, start, rng)
+        index += 1
+        seq = 1
+        for turn in turns:
+            event_rows.append(
+                {
+                    "conversation_id": cid,
+                    "seq": seq,
+                    "count": len(turn),
+                    "timestamp": turn[0]["timestamp"],
+                    "data": orjson.dumps(turn).decode(),
+                }
+            )
+            seq += len(turn)
+            stored += len(turn)
+        last = max(e["timestamp"] for turn in turns for e in turn)
+        conv_rows.append(
+            {
+                "id": cid,
+                "channel": channel,
+                "sender_id": cid,
+                "state": "{}",
+                "version": 1,
+                "last_seq": seq - 1,
+                "last_active_at": last,
+                "created_at": start,
+            }
+        )
+        if len(event_rows) >= BATCH:
+            await flush()
+    if event_rows:
+        await flush()
+    await db.dispose()
+    return index, stored
+
+
+async def timed(label: str, work: Any) -> Any:
+    started = time.perf_counter()
+    result = await work
+    print(f"  {label:<48} {(time.perf_counter() - started) * 1000:9.1f} ms")
+    return result
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("KEFU_TEST_POSTGRES_URL"))
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    args = parser.parse_args()
+    url = args.url or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+    prefix = f"b{uuid.uuid4().hex[:8]}_"
+    print(f"database: {database_url(url).render_as_string(hide_password=True)}")
+    started = time.perf_counter()
+    conversations, events = await fill(url, prefix, args.events, args.days)
+    print(
+        f"filled {events} events in {conversations} conversations over {args.days} days "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+    reporting = Reporting(url, table_prefix=prefix)
+    try:
+        await reporting.initialize()
+        await timed("rollup from scratch (once, then incremental)", reporting.refresh())
+        await timed("refresh with nothing new (every page)", reporting.refresh())
+        now = time.time()
+        month = Query(since=now - 30 * 86400, until=now + 1)
+        week = Query(since=now - 7 * 86400, until=now + 1, group="week")
+        await timed("figures, 30 days, per day", reporting.figures(month))
+        await timed("figures, 7 days, per week", reporting.figures(week))
+        telegram = Query(since=month.since, until=month.until, channel="telegram", language="zh")
+        await timed("figures, 30 days, telegram + zh", reporting.figures(telegram))
+        await timed("conversations list, 30 days", reporting.conversations(month, limit=200))
+        await timed(
+            "conversations with handoff", reporting.conversations(month, handoff=True, limit=200)
+        )
+        await timed(
+            "conversations by intent",
+            reporting.conversations(month, intent="get_refund", limit=200),
+        )
+        await timed(
+            "conversation id search",
+            reporting.conversations(month, search="telegram:12", limit=200),
+        )
+        await timed(
+            "unknown messages, 30 days (1000)", reporting.unknown_messages(month, limit=1000)
+        )
+        await timed("one transcript", reporting.transcript("rest:5"))
+        await timed("outbox and desk counts (/metrics)", reporting.waiting_handoffs())
+    finally:
+        await reporting.close()
+        db = open_database(database_url(url))
+        tables = Tables(prefix)
+        dropped = MetaData()
+        for table in (*tables.metadata.sorted_tables, *reporting.metadata.sorted_tables):
+            table.to_metadata(dropped)
+        await db.write(dropped.drop_all)
+        await db.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
