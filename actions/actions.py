@@ -8,6 +8,7 @@ language.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -40,10 +41,32 @@ class ActionStartOrderTask(Action):
             SlotSet("contact_attempts", 0.0),
             SlotSet("order_check", None),
         ]
-        carried = tracker.get_slot("carry_order")
+        carried = tracker.get_slot("carry_order") or _order_referred_to(tracker)
         if carried:
             events += [SlotSet("order_id", carried), SlotSet("carry_order", None)]
         return events
+
+
+_BACK_REFERENCE = re.compile(
+    r"\b(it|this|that|this one|that one|the same)\b|它|这个订单|这个|这单|那个订单|那单|刚才",
+    re.IGNORECASE,
+)
+
+
+def _order_referred_to(tracker: Tracker) -> str | None:
+    """The order this conversation last verified, when the message points back at it
+    ("cancel it", "退掉这个订单", a button) without naming an order of its own."""
+    message = tracker.latest_message or {}
+    if tracker.get_slot("order_id") or any(
+        e.get("entity") == "order_id" for e in message.get("entities") or ()
+    ):
+        return None
+    verified = [o for o in str(tracker.get_slot("verified_order") or "").split(",") if o]
+    text = str(message.get("text") or "")
+    # A suggestion button under an order's status ("Cancel it") is about that order too.
+    if verified and (_BACK_REFERENCE.search(text) or text.startswith("/")):
+        return verified[-1]
+    return None
 
 
 class ActionCarryOrder(Action):

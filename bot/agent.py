@@ -68,6 +68,7 @@ from bot.responses import ResponseRenderer
 from bot.scheduling.conversations import Change, TurnListener
 from bot.settings import Settings
 from bot.state import ConversationState
+from bot.understanding.language import conversation_language
 
 if TYPE_CHECKING:
     from bot.llm.backend import LLM
@@ -146,7 +147,7 @@ class Agent:
         With a desk, the settings' handoff triggers (not understood N times, sentiment) apply.
         """
         from bot.actions import create_action_runner
-        from bot.knowledge import KnowledgeAnswerer, KnowledgeBase
+        from bot.knowledge import KnowledgeAnswerer, KnowledgeBase, default_embedders
         from bot.llm.backend import build_llm
         from bot.store import open_store
 
@@ -171,6 +172,9 @@ class Agent:
         llm = None
         if answer_backend is None:
             if knowledge is not None:
+                cache = _cache_dir(project.root)
+                vectors = knowledge.with_vectors(default_embedders(), cache_dir=cache)
+                await asyncio.to_thread(vectors.prepare)  # not during a first question
                 answer_backend = KnowledgeAnswerer(knowledge)
             llm = build_llm(settings, project, knowledge=knowledge, offline=answer_backend)
         if llm is not None:
@@ -407,7 +411,12 @@ class Agent:
             parse = await asyncio.to_thread(parse_message)  # other conversations go on meanwhile
         else:
             parse = parse_message()
-        self._set_language(turn, parse.language)
+        self._set_language(
+            turn,
+            parse.language
+            if parse.from_payload
+            else conversation_language(message.text, current=state.language),
+        )
         turn.parse = parse.to_rasa()
         state.latest_message = turn.parse
         user_event = dataclasses.replace(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from bot.ports import ConversationStore
     from bot.scheduling.work import ScheduledWork
     from bot.server import Hook
+    from channels.webchat import Greeting
 
 log = logging.getLogger("kefu")
 
@@ -223,11 +224,13 @@ async def _build(
     """The agent and the server's channels; with ``SLACK_BOT_TOKEN`` the Slack desk too."""
     from bot.agent import Agent
     from bot.project import load_project
+    from bot.responses import ResponseRenderer
     from bot.store import open_store
 
     project = load_project(project_dir)
     store = await open_store(settings.database_url)
-    channels = _channels(store, settings) if with_channels else []
+    greeting = ResponseRenderer(project.domain).greeting
+    channels = _channels(store, settings, greeting) if with_channels else []
     desk = None
     if with_channels and settings.slack_bot_token:
         from bot.desk import Desk
@@ -281,11 +284,14 @@ def notify_api(agent: Agent, work: ScheduledWork, settings: Settings) -> NotifyA
     )
 
 
-def _channels(store: ConversationStore, settings: Settings) -> list[Channel]:
+def _channels(store: ConversationStore, settings: Settings, greeting: Greeting) -> list[Channel]:
     from channels.rest import RestChannel
     from channels.webchat import WebChatChannel
 
-    found: list[Channel] = [RestChannel(token=settings.rest_token), WebChatChannel(store)]
+    found: list[Channel] = [
+        RestChannel(token=settings.rest_token),
+        WebChatChannel(store, greeting=greeting),
+    ]
     if settings.telegram_bot_token:
         from channels.telegram import TelegramChannel
 

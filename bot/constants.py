@@ -89,6 +89,10 @@ CONVERSATION_NAMESPACES = (UNREACHABLE_NAMESPACE,)
 FILE_NAMESPACE = "file"
 """Key-value namespace of stored files (``bot.files``): file id → JSON whose first key is the
 owning conversation (``{"owner": ...}``); retention deletes a deleted conversation's files."""
+COLLECT_FAILURES_BEFORE_CHANGE = 2
+"""Answers to one question that did not fit, after which the bot changes tack (explains,
+offers a person) instead of asking the same question a third time."""
+
 # --- LLM backend (bot/llm/) ---------------------------------------------------------------
 LLM_MAX_ATTEMPTS = 4
 """Attempts per LLM call (429, 5xx and lost connections are retried) within its deadline."""

@@ -120,13 +120,15 @@ class Interpreter:
         return self.classifier is not None and self.classifier.may_be_slow(text)
 
     def parse(self, text: str, *, payload: str | None = None, language: str) -> Parse:
-        """Understand a message; ``language`` is kept for text without letters."""
+        """Understand a message; ``language`` (the conversation's) is kept for text without
+        letters and for button payloads, which carry no language of their own."""
         text = text[: constants.MAX_MESSAGE_CHARS]
-        lang = detect_language(text, default=language) if text else language
         if payload:
-            parsed = self.parse_payload(payload, text=text or payload, language=lang)
+            # A button press says nothing about the language: the conversation's is kept.
+            parsed = self.parse_payload(payload, text=text or payload, language=language)
             if parsed is not None:
                 return parsed
+        lang = detect_language(text, default=language) if text else language
         entities = tuple(self.extractor.extract(text)) if text else ()
         if not text.strip():
             return Parse(text=text, language=lang, intent=None, confidence=0.0, entities=entities)

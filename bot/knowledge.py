@@ -1,26 +1,42 @@
 """The offline knowledge answerer: quotes the shop's own Markdown when no LLM is configured.
 
-``knowledge/`` is split into sections by headings and ranked with BM25, which needs no model,
-no network and no training, and answers in microseconds. It answers only when a section clearly
-matches; otherwise it says nothing and the dialogue falls back to its own responses, because a
-wrong policy quoted with confidence is worse than "I don't know".
+``knowledge/`` is split into sections by headings. BM25 decides whether the base knows about
+the question at all: it answers only when a section clearly shares the question's rarer words,
+because a wrong policy quoted with confidence is worse than "I don't know". Which section
+answers is then ranked with kefu's sentence encoders as well (when given: ``SectionVectors``),
+since customers rarely use the words of the heading ("who covers the postage" for "Who pays for
+return shipping?"). Section vectors are computed once and cached on disk by content.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import math
 import re
+import threading
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from bot.ports import Answer, AnswerRequest
 from bot.understanding.language import detect_language
 
-__all__ = ["KnowledgeAnswerer", "KnowledgeBase", "Passage", "tokenize"]
+__all__ = [
+    "Embedder",
+    "KnowledgeAnswerer",
+    "KnowledgeBase",
+    "Passage",
+    "SectionVectors",
+    "default_embedders",
+    "reflow",
+    "tokenize",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +49,15 @@ _K1 = 1.2
 _B = 0.75
 _CJK_UNIGRAM_WEIGHT = 0.5
 """A Chinese character alone says less than a bigram; full weight would count words thrice."""
+_TITLE_REPEAT = 1
+"""A section's own heading is the question it answers: its words count this many times more."""
+_HEADING_WEIGHT = 1.0
+"""Weight of the similarity to a section's heading beside the similarity to its whole text."""
+_PASSAGE_CHARS = 400
+"""A section's text is embedded up to here: its heading and first sentences carry its topic,
+and an encoder's cost grows faster than the length."""
+_BM25_WEIGHT = 0.02
+"""Weight of BM25 relevance (units of an unseen term) beside the sum of cosine similarities."""
 _OTHER_LANGUAGE_WEIGHT = 0.5
 """Score factor for passages not in the query's language: kept, but ranked below."""
 
@@ -94,6 +119,10 @@ def _stem(word: str) -> str:
     return word
 
 
+def _last_heading(title: str) -> str:
+    return title.split(TITLE_SEPARATOR)[-1]
+
+
 def _base_language(code: str) -> str:
     return code.replace("_", "-").split("-")[0].lower()
 
@@ -134,7 +163,11 @@ class KnowledgeBase:
 
     def __init__(self, sections: list[_Section]) -> None:
         self._sections = sections
-        documents = [tokenize(f"{s.title}\n{s.text}") for s in sections]
+        self._vectors: SectionVectors | None = None
+        documents = [
+            tokenize(" ".join([_last_heading(s.title)] * _TITLE_REPEAT + [s.title, s.text]))
+            for s in sections
+        ]
         count = len(documents)
         average = sum(map(len, documents)) / count if count else 0.0
         self._postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -201,23 +234,161 @@ class KnowledgeBase:
             for index, weight in self._postings[term]:
                 scores[index] += idf * weight
                 matched[index] += idf
+        similarity = self._vectors.similarity(query, wanted) if self._vectors else None
+        if similarity is not None and scores:  # a question the base knows: rank every section
+            scores = {index: scores.get(index, 0.0) for index in range(len(self._sections))}
         ranked: list[Passage] = []
         for index, score in scores.items():
             section = self._sections[index]
             factor = 1.0 if section.language == wanted else _OTHER_LANGUAGE_WEIGHT
+            relevance = score * factor / self._unseen_idf
+            hybrid = score * factor
+            if similarity is not None:
+                hybrid = (similarity[index] + _BM25_WEIGHT * relevance) * factor
             ranked.append(
                 Passage(
                     title=section.title,
                     text=section.text,
                     source=section.source,
-                    score=score * factor,
-                    relevance=score * factor / self._unseen_idf,
+                    score=hybrid,
+                    relevance=relevance,
                     coverage=matched[index] / total,
                     language=section.language,
                 )
             )
         ranked.sort(key=lambda p: p.score, reverse=True)
         return ranked[:limit]
+
+    @property
+    def ranks_by_meaning(self) -> bool:
+        """Whether sentence encoders rank the sections (see :meth:`with_vectors`)."""
+        return self._vectors is not None
+
+    def with_vectors(
+        self, embedders: Sequence[Embedder], *, cache_dir: Path | None
+    ) -> SectionVectors:
+        """Rank with sentence encoders too; their section vectors are computed on first use
+        (or ahead, with the returned index's ``prepare``)."""
+        self._vectors = SectionVectors(self._sections, embedders, cache_dir=cache_dir)
+        return self._vectors
+
+
+@dataclass(frozen=True)
+class Embedder:
+    """A sentence encoder as the knowledge base uses it: unit vectors for questions and for
+    passages (asymmetric models embed them differently), for some languages or all."""
+
+    name: str
+    """Identity of the model, part of the cache key."""
+    query: Callable[[str], np.ndarray]
+    passage: Callable[[str], np.ndarray]
+    languages: frozenset[str] | None = None
+    """Languages of the sections it ranks; None: every language."""
+
+
+def default_embedders() -> list[Embedder]:
+    """kefu's encoders, as the classifier uses them: MiniLM for English sections (about 2 ms a
+    question), multilingual-e5-small for Chinese ones (asymmetric: ``passage:`` prefix).
+    Sections in other languages are ranked by BM25 alone."""
+    from bot.understanding.encoder import E5Encoder, encoder
+
+    def e5() -> E5Encoder:
+        model = encoder("zh")
+        assert isinstance(model, E5Encoder)
+        return model
+
+    return [
+        Embedder(
+            name="all-minilm-l6-v2-int8",
+            query=lambda text: encoder("en").embed_one(text),
+            passage=lambda text: encoder("en").embed_one(text),
+            languages=frozenset({"en"}),
+        ),
+        Embedder(
+            name="multilingual-e5-small-q4",
+            query=lambda text: e5().embed_one(text),
+            passage=lambda text: e5().embed_passage(text[:_PASSAGE_CHARS]),
+            languages=frozenset({"zh"}),
+        ),
+    ]
+
+
+class SectionVectors:
+    """Sentence-encoder vectors of each section's heading and whole text.
+
+    ``similarity(question)`` sums, over the encoders that cover a section's language, the
+    cosine of the question with the section's text and (weighted) with its heading. The
+    vectors are computed on first use and cached in ``cache_dir`` under a hash of the
+    sections and the encoders, so a restart or a second process does not pay again.
+    """
+
+    def __init__(
+        self, sections: Sequence[_Section], embedders: Sequence[Embedder], *, cache_dir: Path | None
+    ) -> None:
+        self._sections = list(sections)
+        self._embedders = list(embedders)
+        self._cache_dir = cache_dir
+        self._matrices: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._lock = threading.Lock()
+
+    def similarity(self, question: str, language: str) -> np.ndarray:
+        """One score per section, higher is closer; only encoders of ``language`` are asked
+        (sections in other languages score 0)."""
+        total = np.zeros(len(self._sections), dtype=np.float32)
+        for embedder, (texts, headings, covered) in zip(self._embedders, self._load(), strict=True):
+            if not covered.any() or (
+                embedder.languages is not None and language not in embedder.languages
+            ):
+                continue
+            vector = embedder.query(question)
+            scores = texts @ vector + _HEADING_WEIGHT * (headings @ vector)
+            total += np.where(covered, scores, 0.0).astype(np.float32)
+        return total
+
+    def prepare(self) -> None:
+        """Compute (or read from the cache) every section's vectors now, not on first use."""
+        self._load()
+
+    def _load(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        with self._lock:
+            if self._matrices is None:
+                self._matrices = [self._matrices_of(e) for e in self._embedders]
+            return self._matrices
+
+    def _matrices_of(self, embedder: Embedder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        covered = np.array(
+            [embedder.languages is None or s.language in embedder.languages for s in self._sections]
+        )
+        if not covered.any():
+            empty = np.zeros((len(self._sections), 0), dtype=np.float32)
+            return empty, empty, covered
+        key = hashlib.sha256(embedder.name.encode())
+        for section, wanted in zip(self._sections, covered, strict=True):
+            key.update(f"{wanted}\0{section.title}\0{section.text}\0".encode())
+        cached = (
+            self._cache_dir / f"knowledge-{key.hexdigest()[:24]}.npz" if self._cache_dir else None
+        )
+        if cached is not None and cached.exists():
+            try:
+                with np.load(cached) as data:
+                    return data["texts"], data["headings"], covered
+            except (OSError, ValueError, KeyError) as exc:
+                logger.warning("recomputing knowledge vectors (cache unreadable: %s)", exc)
+        dim = len(embedder.query(""))
+        texts = np.zeros((len(self._sections), dim), dtype=np.float32)
+        headings = np.zeros_like(texts)
+        for row, section in enumerate(self._sections):
+            if covered[row]:
+                heading = _last_heading(section.title)
+                texts[row] = embedder.passage(f"{heading}\n{reflow(section.text)}")
+                headings[row] = embedder.passage(heading)
+        if cached is not None:
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(cached, texts=texts, headings=headings)
+            except OSError as exc:
+                logger.warning("cannot cache knowledge vectors in %s: %s", cached.parent, exc)
+        return texts, headings, covered
 
 
 def _read_sections(file: Path, source: str) -> list[_Section]:
@@ -293,6 +464,34 @@ def _split_sections(body: str, fallback_title: str) -> list[tuple[str, str]]:
     return sections
 
 
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+_CJK_END = re.compile(rf"[{_CJK}，。！？；：、）」』]$")
+_CJK_START = re.compile(rf"^[{_CJK}，。！？；：、（「『]")
+
+
+def reflow(text: str) -> str:
+    """Join a paragraph's hard-wrapped lines into flowing sentences.
+
+    Markdown wraps paragraphs at a fixed width; a chat bubble must not break mid-sentence.
+    Blank lines (paragraphs), list items and hard breaks (two trailing spaces or a backslash)
+    are kept; Chinese joins Chinese without a space.
+    """
+    out: list[str] = []
+    for line in text.split("\n"):
+        stripped = line.strip()
+        previous = out[-1] if out else ""
+        hard_break = previous.endswith(("  ", "\\"))
+        if not stripped or not previous.strip() or hard_break or _LIST_ITEM.match(line):
+            if hard_break:
+                out[-1] = previous.rstrip(" \\")
+            out.append(stripped + ("  " if line.endswith("  ") else ""))
+            continue
+        joined = previous.rstrip()
+        glue = "" if _CJK_END.search(joined) and _CJK_START.match(stripped) else " "
+        out[-1] = joined + glue + stripped + (" " * 2 if line.endswith("  ") else "")
+    return "\n".join(part.rstrip() for part in out).strip()
+
+
 def excerpt(text: str, limit: int = MAX_ANSWER_CHARS) -> str:
     """``text`` cut at the last sentence end within ``limit``, or at a word with an ellipsis."""
     if len(text) <= limit:
@@ -328,7 +527,15 @@ class KnowledgeAnswerer:
     async def answer(self, request: AnswerRequest) -> Answer:
         if request.kind not in ("search", "cannot_handle"):
             return Answer(text=None)
-        for passage in self.knowledge.search(request.text, language=request.language, limit=3):
-            if passage.relevance >= self.min_relevance and passage.coverage >= self.min_coverage:
-                return Answer(text=excerpt(passage.text), sources=(passage.reference,))
-        return Answer(text=None)
+        search = self.knowledge.search
+        passages = await asyncio.to_thread(
+            search, request.text, language=request.language, limit=len(self.knowledge)
+        )
+        if not any(self._known(passage) for passage in passages):
+            return Answer(text=None)
+        known = passages if self.knowledge.ranks_by_meaning else filter(self._known, passages)
+        best = next(iter(known))
+        return Answer(text=excerpt(reflow(best.text)), sources=(best.reference,))
+
+    def _known(self, passage: Passage) -> bool:
+        return passage.relevance >= self.min_relevance and passage.coverage >= self.min_coverage

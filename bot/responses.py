@@ -318,6 +318,18 @@ class ResponseRenderer:
             for name, variations in domain.responses.items()
         }
 
+    def greeting(self, language: str) -> BotMessage | None:
+        """The shop's greeting (``utter_greet``) in a browser's ``language`` (``zh-CN``:
+        Chinese), for a channel to show before the customer writes; None without one."""
+        code = language.replace("_", "-").split("-")[0].lower()
+        return self.render(
+            "utter_greet",
+            conversation_id="",
+            slots={},
+            language=code or self._default_language,
+            channel=None,
+        )
+
     def render(
         self,
         name: str,

@@ -27,7 +27,7 @@ import logging
 import mimetypes
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
@@ -44,7 +44,7 @@ from bot.files import FileBlob, StoredFiles
 from bot.ports import StoredEvent
 from channels.rest import answer_json_message
 
-__all__ = ["HISTORY_LIMIT", "SENDER_PATTERN", "WebChatChannel"]
+__all__ = ["HISTORY_LIMIT", "SENDER_PATTERN", "Greeting", "WebChatChannel"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ _KEEPALIVE = 15.0
 _QUEUE = 100
 SENDER_PATTERN = re.compile(r"web-[0-9a-f]{32}")
 """The sender ids the page makes (``chat.js``): anything else is refused."""
+Greeting = Callable[[str], BotMessage | None]
+"""The shop's greeting in a language (a browser's ``zh-CN``, ``en-GB``), or None."""
+_MAX_LANGUAGE_CHARS = 35
 _UPLOADS = {
     "image/jpeg": "image",
     "image/png": "image",
@@ -114,10 +117,13 @@ class WebChatChannel(Channel):
     replies_inline = True
     sends_files = True
 
-    def __init__(self, store: WebChatStore | None = None) -> None:
+    def __init__(
+        self, store: WebChatStore | None = None, *, greeting: Greeting | None = None
+    ) -> None:
         super().__init__()
         self._assets = {name: _Asset(name) for name in _TYPES}
         self._store = store
+        self._greeting = greeting
         self._listeners: defaultdict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -129,7 +135,20 @@ class WebChatChannel(Channel):
             Route("/webchat/files/{file_id}", self._download, methods=["GET"]),
             Route("/webchat/history", self._history, methods=["GET"]),
             Route("/webchat/events", self._events, methods=["GET"]),
+            Route("/webchat/greeting", self._greet, methods=["GET"]),
         )
+
+    async def _greet(self, request: Request) -> Response:
+        """``{"text", "buttons"}``: what the page shows first, in the browser's language."""
+        language = request.query_params.get("lang", "")[:_MAX_LANGUAGE_CHARS]
+        message = self._greeting(language) if self._greeting is not None else None
+        if message is None:
+            return Response(status_code=204, headers=_SECURITY_HEADERS)
+        body = {
+            "text": message.text,
+            "buttons": [{"title": b.title, "payload": b.payload} for b in message.buttons],
+        }
+        return JSONResponse(body, headers=_SECURITY_HEADERS)
 
     async def send(self, message: BotMessage) -> None:
         """Push a message to the conversation's open streams (the store already keeps it)."""

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bot.knowledge import KnowledgeAnswerer, KnowledgeBase, excerpt, tokenize
+from bot.knowledge import (
+    Embedder,
+    KnowledgeAnswerer,
+    KnowledgeBase,
+    default_embedders,
+    excerpt,
+    reflow,
+    tokenize,
+)
 from bot.ports import AnswerRequest
 
 RETURNS_EN = """# Returns
@@ -252,19 +260,95 @@ def test_tokens() -> None:
     assert tokenize("退款时间") == ["退", "款", "时", "间", "退款", "款时", "时间"]
 
 
-async def test_fast_on_fifty_sections(tmp_path: Path) -> None:
+async def test_fifty_sections_rank_the_numbered_one(tmp_path: Path) -> None:
     sections = (
         f"## Question {i}\n\nWarranty claim {i} covers repair option {i}. " + "Lorem ipsum. " * 40
         for i in range(50)
     )
     (tmp_path / "faq.md").write_text("\n".join(sections))
     answerer = KnowledgeAnswerer(KnowledgeBase.from_directory(tmp_path))
-    requests = [_request(f"how do I make a warranty claim for repair {i}") for i in range(200)]
+    requests = [_request(f"how do I make a warranty claim for repair {i}") for i in range(20)]
 
-    started = time.perf_counter()
     answers = [await answerer.answer(request) for request in requests]
-    elapsed = (time.perf_counter() - started) / len(requests)
 
     assert len(answerer.knowledge) == 50
-    assert answers[7].sources == ("faq.md#Question 7",)
-    assert elapsed < 0.001
+    assert [a.sources for a in answers] == [(f"faq.md#Question {i}",) for i in range(20)]
+
+
+def test_answers_are_reflowed_into_sentences() -> None:
+    wrapped = "Standard shipping takes 3 to 5\nbusiness days. Express arrives\nthe next day."
+    listed = "Steps:\n\n- pack the item\n- print the label  \nthen drop it off"
+
+    assert (
+        reflow(wrapped)
+        == "Standard shipping takes 3 to 5 business days. Express arrives the next day."
+    )
+    assert reflow(listed) == "Steps:\n\n- pack the item\n- print the label\nthen drop it off"
+    assert reflow("标准配送需要 3 到 5\n个工作日。下午 2 点前下单，\n次日送达。") == (
+        "标准配送需要 3 到 5 个工作日。下午 2 点前下单，次日送达。"
+    )
+
+
+async def test_the_answer_has_no_hard_line_breaks(answerer: KnowledgeAnswerer) -> None:
+    answer = await answerer.answer(_request("how long does a refund take"))
+
+    assert answer.text is not None
+    assert "\n" not in answer.text
+    assert "payment method within 5 business days" in answer.text
+
+
+class CountingEmbedder:
+    """kefu's English encoder, counting the passages it embeds."""
+
+    def __init__(self) -> None:
+        self.passages = 0
+        [self.embedder] = [e for e in default_embedders() if e.languages == {"en"}]
+
+    def as_embedder(self) -> Embedder:
+        def passage(text: str) -> np.ndarray:
+            self.passages += 1
+            return self.embedder.passage(text)
+
+        return Embedder(
+            name=self.embedder.name,
+            query=self.embedder.query,
+            passage=passage,
+            languages=self.embedder.languages,
+        )
+
+
+async def test_meaning_ranks_the_section_that_answers(knowledge_dir: Path, tmp_path: Path) -> None:
+    words_only = KnowledgeBase.from_directory(knowledge_dir)
+    with_meaning = KnowledgeBase.from_directory(knowledge_dir)
+    with_meaning.with_vectors(default_embedders(), cache_dir=tmp_path / "cache")
+    question = "can I get my money back for a returned parcel and how quickly"
+
+    [best] = with_meaning.search(question, limit=1)
+
+    assert best.reference == "policies/returns.md#Returns › Refund timing"
+    assert with_meaning.ranks_by_meaning and not words_only.ranks_by_meaning
+    off_topic = KnowledgeAnswerer(with_meaning)
+    assert (await off_topic.answer(_request("Who won the football match last night?"))).text is None
+
+
+def test_section_vectors_are_cached_by_content(knowledge_dir: Path, tmp_path: Path) -> None:
+    counting = CountingEmbedder()
+    cache = tmp_path / "cache"
+    first = KnowledgeBase.from_directory(knowledge_dir).with_vectors(
+        [counting.as_embedder()], cache_dir=cache
+    )
+    first.prepare()
+    computed = counting.passages
+    KnowledgeBase.from_directory(knowledge_dir).with_vectors(
+        [counting.as_embedder()], cache_dir=cache
+    ).prepare()
+    (knowledge_dir / "account.md").write_text(
+        ACCOUNT_EN + "\n## Gift cards\n\nThey never expire.\n"
+    )
+    KnowledgeBase.from_directory(knowledge_dir).with_vectors(
+        [counting.as_embedder()], cache_dir=cache
+    ).prepare()
+
+    assert computed > 0  # every English section's text and heading
+    assert counting.passages == 2 * computed + 2 * 1  # cached once; the change recomputes all
+    assert len(list(cache.glob("knowledge-*.npz"))) == 2

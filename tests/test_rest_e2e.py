@@ -22,10 +22,12 @@ from bot.channel import Channel
 from bot.errors import PermanentDeliveryError, RejectedMessageError
 from bot.events import BotMessage, UserMessage
 from bot.project import load_project
+from bot.responses import ResponseRenderer
 from bot.server import create_app, running
 from bot.settings import Settings
 from bot.store import open_store
 from channels.rest import RestChannel
+from channels.webchat import WebChatChannel
 
 PROJECT = Path(__file__).resolve().parent / "projects" / "minimal"
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -63,7 +65,8 @@ async def serve(project: Path, database: Path) -> AsyncIterator[tuple[str, Agent
     agent = await Agent.create(load_project(project), settings=settings, store=store)
     rest = RestChannel()
     agent.add_channel(rest)
-    app = create_app(channels=[rest], on_shutdown=[agent.close])
+    webchat = WebChatChannel(greeting=ResponseRenderer(agent.project.domain).greeting)
+    app = create_app(channels=[rest, webchat], on_shutdown=[agent.close])
     async with running(app) as base:
         yield base, agent
 
@@ -121,6 +124,27 @@ async def test_a_flow_over_http(server: tuple[str, Agent]) -> None:
     status, replies = await post(base, {"sender": "ann", "message": "it is A123"})
     assert status == 200
     assert any("A123" in r.get("text", "") for r in replies)
+
+
+@pytest.mark.parametrize(
+    ("browser", "greeting"),
+    [
+        ("zh-CN", "您好！有什么可以帮您？"),
+        ("en-GB", GREETING),
+        ("", GREETING),
+        ("x" * 500, GREETING),
+    ],
+)
+async def test_the_web_chat_greets_in_the_browser_language(
+    server: tuple[str, Agent], browser: str, greeting: str
+) -> None:
+    base, _ = server
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{base}/webchat/greeting", params={"lang": browser}) as response,
+    ):
+        assert response.status == 200
+        assert await response.json() == {"text": greeting, "buttons": []}
 
 
 async def test_malformed_bodies_get_400_with_a_reason(server: tuple[str, Agent]) -> None:

@@ -1,8 +1,10 @@
 """From a parsed message and the dialogue's state to commands, offline and deterministically.
 
 The order of precedence: button payloads; explicit requests to stop or to reach a human;
-the answer to a pending question; a correction of an earlier answer; a flow to start;
-small talk; and last a question for the knowledge base (or the LLM, when one is plugged in).
+the answer to a pending question; a correction of an earlier answer; a question asked
+instead of that answer (answered, then the question is asked again); a flow to start (while a
+question is pending, only a confident one); small talk; and last a question for the knowledge
+base (or the LLM, when one is plugged in).
 """
 
 from __future__ import annotations
@@ -22,14 +24,29 @@ from bot.understanding.values import SlotValue, parse_slot_value
 
 DIGRESSION_CONFIDENCE = 0.6
 """An intent this confident interrupts a pending question instead of answering it."""
+SWITCH_CONFIDENCE = 0.8
+"""A question asked during a pending question starts a new flow only this confidently."""
+ANSWER_INTENT_CONFIDENCE = 0.25
+"""How likely an answerable intent must be for a question during a pending one to get it."""
 CLARIFY_MARGIN = 0.08
 """Two flows whose intents score closer than this, both unsure, make the bot ask which."""
 
 _CANCEL = {
     "cancel", "stop", "never mind", "nevermind", "forget it", "quit", "abort", "cancel that",
-    "stop that", "i changed my mind", "changed my mind", "forget about it", "don't bother",
+    "stop that", "i changed my mind", "changed my mind", "forget about it", "don t bother",
+    "leave it", "skip it", "no need", "not anymore", "let s stop", "let s forget it",
     "取消", "算了", "不用了", "不要了", "停止", "退出", "取消吧", "算了吧", "不办了",
+    "不改了", "不查了", "不退了", "不弄了", "不需要了", "没事了", "先不用了", "不用麻烦了",
 }  # fmt: skip
+_CANCEL_FILLERS = {
+    "ok", "okay", "oh", "ah", "hmm", "well", "actually", "please", "thanks", "no", "nah",
+    "好", "好吧", "哦", "嗯", "那", "那就", "还是", "谢谢",
+}  # fmt: skip
+"""Words that may stand beside a cancel phrase ("ok never mind", "嗯，算了，不改了")."""
+_CJK_PHRASES = sorted(
+    (p for p in _CANCEL | _CANCEL_FILLERS if not p.isascii()), key=len, reverse=True
+)
+_CLAUSE = re.compile(r"[,，.。!！?？;；、\n]+|\s+(?:and|then)\s+")
 _HUMAN = {
     "human", "agent", "a human", "an agent", "real person", "a real person", "talk to a human",
     "speak to a human", "talk to an agent", "speak to an agent", "talk to a person",
@@ -43,6 +60,36 @@ def normalize_phrase(text: str) -> str:
     """Lower-case, NFKC, punctuation folded to single spaces: for matching fixed phrases."""
     folded = unicodedata.normalize("NFKC", text).lower()
     return _PUNCTUATION.sub(" ", folded).strip()
+
+
+def is_cancel(text: str) -> bool:
+    """Whether ``text`` only says to stop: every clause a stop phrase or a filler word."""
+    clauses = [_without_fillers(normalize_phrase(c)) for c in _CLAUSE.split(text.lower())]
+    clauses = [c for c in clauses if c]
+    return bool(clauses) and all(_cancel_clause(c) for c in clauses)
+
+
+def _without_fillers(clause: str) -> str:
+    words = clause.split()
+    while words and words[0] in _CANCEL_FILLERS:
+        words.pop(0)
+    while words and words[-1] in _CANCEL_FILLERS:
+        words.pop()
+    return " ".join(words)
+
+
+def _cancel_clause(clause: str) -> bool:
+    """A stop phrase (fillers already trimmed); Chinese phrases may run together."""
+    if clause in _CANCEL:
+        return True
+    rest, found = clause, False
+    while rest and not rest.isascii():  # 算了不改了: stop phrases and fillers back to back
+        prefix = next((p for p in _CJK_PHRASES if rest.startswith(p)), None)
+        if prefix is None:
+            return False
+        found = found or prefix in _CANCEL
+        rest = rest[len(prefix) :].strip()
+    return found and not rest
 
 
 def generate_commands(
@@ -71,7 +118,7 @@ def generate_commands(
     if phrase in _HUMAN:
         return [cmd.HumanHandoff()]
     if (
-        phrase in _CANCEL
+        is_cancel(parse.text)
         and top_user_frame(stack) is not None
         and not _is_bool_answer(pending_slot, answer)
     ):
@@ -105,14 +152,26 @@ def generate_commands(
     if corrections:
         return [cmd.CorrectSlots(corrections)]
 
+    if pending_slot is not None and answer is None and looks_like_question(parse.text):
+        # A question while the bot waits for an answer is more often a digression than a
+        # new task: answer it (the pending question is asked again), unless a flow is sure.
+        faq = _answer_intent(turn, parse)
+        if faq is not None and not (new_flows and parse.confidence >= SWITCH_CONFIDENCE):
+            return [cmd.ChitChat(intent=faq)]
+
+    if new_flows and pending_slot is not None and not confident:
+        new_flows = []  # an unsure guess does not drop the question the customer was asked
     if new_flows:
         if _needs_clarification(turn, parse, new_flows):
             return [cmd.Clarify(tuple(f.id for f in new_flows[:3]))]
         flow = new_flows[0]
-        return [cmd.StartFlow(flow.id), *_prefill(turn, parse, flow)]
+        return [cmd.StartFlow(flow.id), *_prefill(turn, parse, flow, synonyms)]
     repeated = _entity_slots(turn, parse, skip=set())
     if candidates and active is not None and (confident or repeated):
-        return repeated  # the customer repeated the running task
+        if repeated or pending_slot is None:
+            return repeated  # the customer repeated the running task
+        # "I don't have the order number": about the task, but no answer to the question
+        return [cmd.RejectValue(pending_slot.name, parse.text)]
     if _is_small_talk(turn, parse):
         return [cmd.ChitChat()]
     if pending_slot is not None and (confident or not looks_like_question(parse.text)):
@@ -247,6 +306,14 @@ def _is_small_talk(turn: Turn, parse: Parse) -> bool:
     return parse.intent is not None and turn.domain.has_response(f"utter_{parse.intent}")
 
 
+def _answer_intent(turn: Turn, parse: Parse) -> str | None:
+    """An intent among the first two that a response answers (``utter_<intent>``)."""
+    for intent, confidence in parse.ranking[:2]:
+        if confidence >= ANSWER_INTENT_CONFIDENCE and turn.domain.has_response(f"utter_{intent}"):
+            return intent
+    return None
+
+
 def _slots_for_entity(turn: Turn, entity: str) -> list[str]:
     return [
         name
@@ -270,14 +337,26 @@ def _entity_slots(turn: Turn, parse: Parse, *, skip: set[str]) -> list[cmd.Comma
     return out
 
 
-def _prefill(turn: Turn, parse: Parse, flow: Flow) -> list[cmd.Command]:
-    """Slots the new flow will ask for that the message already answers."""
+def _prefill(
+    turn: Turn, parse: Parse, flow: Flow, synonyms: Mapping[str, str]
+) -> list[cmd.Command]:
+    """Slots the new flow will ask for that the message already answers ("a lamp under 200
+    yuan": the budget), each value read as its slot's type."""
     wanted = _collected(turn, flow, set())
     out: list[cmd.Command] = []
     for entity in parse.entities:
         for name in _slots_for_entity(turn, str(entity.get("entity"))):
-            if name in wanted:
-                out.append(cmd.SetSlot(name, entity.get("value")))
+            if name not in wanted:
+                continue
+            value = parse_slot_value(
+                turn.domain.slots[name],
+                str(entity.get("value")),
+                [entity],
+                language=parse.language,
+                synonyms=synonyms,
+            )
+            if value is not None:
+                out.append(cmd.SetSlot(name, value.value))
     return out
 
 

@@ -43,7 +43,8 @@ class Clarify(Command):
 
 @dataclass(frozen=True)
 class ChitChat(Command):
-    pass
+    intent: str | None = None
+    """The intent whose ``utter_<intent>`` answers; None: the message's own intent."""
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from bot import constants
 from bot.dialogue.stack import Frame, is_user_frame, new_frame, remove_frames, top_user_frame
 from bot.dialogue.turn import Turn
 from bot.errors import LLMError
@@ -102,13 +104,24 @@ class DefaultActions:
     async def action_run_slot_rejections(
         self, turn: Turn, frame: Frame, executor: FlowExecutor
     ) -> None:
-        """Reject a new value a ``rejections`` condition forbids, or an answer of the wrong type."""
+        """Reject a new value a ``rejections`` condition forbids, or an answer of the wrong type.
+
+        It runs before the question is asked and after each of the customer's turns; a turn
+        that left the slot empty (an answer that did not fit, or another question) counts
+        towards ``change_tack``, so the question is not asked the same way a third time.
+        """
         slot = str(frame.get("collect", ""))
         rejected_text = frame.pop("rejected_text", None)
         value = turn.slots().get(slot)
         if value is None:
+            if frame.get("asked"):
+                failures = int(frame.get("failures") or 0) + 1
+                frame["failures"] = failures
+                frame["change_tack"] = failures >= constants.COLLECT_FAILURES_BEFORE_CHANGE
+            frame["asked"] = True
             definition = turn.domain.slots.get(slot)
-            if rejected_text is not None and definition is not None:
+            explained = frame.get("change_tack")  # action_collect_trouble says more instead
+            if rejected_text is not None and definition is not None and not explained:
                 response = _REJECTION_RESPONSES.get(definition.type)
                 if response:
                     executor.utter(turn, response, frame, value=rejected_text)
@@ -119,6 +132,36 @@ class DefaultActions:
                     executor.utter(turn, rejection["utter"], frame, value=value)
                 turn.set_slot(slot, None)
                 return
+
+    async def action_collect_trouble(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> None:
+        """Change tack after turns that left the question unanswered, instead of asking it
+        the same way again.
+
+        The project's ``utter_<slot>_trouble`` (another way to find the answer, or a person)
+        when it has one, else ``utter_collect_trouble``; the question's own buttons (its
+        choices) stay on offer under it.
+        """
+        specific = f"utter_{frame.get('collect')}_trouble"
+        name = specific if turn.domain.has_response(specific) else "utter_collect_trouble"
+        trouble, question = (
+            executor.renderer.render(
+                response,
+                conversation_id=turn.state.conversation_id,
+                slots=turn.slots(),
+                language=turn.language,
+                channel=turn.channel,
+                context=executor.context_of(turn, frame),
+                rng=turn.rng,
+            )
+            for response in (name, str(frame.get("utter") or ""))
+        )
+        if trouble is None:
+            return
+        if question is not None and not trouble.buttons:
+            trouble = dataclasses.replace(trouble, buttons=question.buttons)
+        turn.say(trouble)
 
     async def action_cancel_flow(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
         removed = remove_frames(turn.state.stack, set(frame.get("canceled_frames") or ()))
@@ -175,7 +218,10 @@ class DefaultActions:
             if flow is None or not flow.nlu_triggers:
                 continue
             buttons.append(
-                Button(title=flow.readable_name, payload=f"/{flow.nlu_triggers[0].intent}")
+                Button(
+                    title=flow.name_in(turn.language),
+                    payload=f"/{flow.nlu_triggers[0].intent}",
+                )
             )
         message = executor.renderer.render(
             "utter_clarification_options_rasa",
@@ -198,8 +244,10 @@ class DefaultActions:
     async def action_trigger_chitchat(
         self, turn: Turn, frame: Frame, executor: FlowExecutor
     ) -> None:
-        intent = (turn.parse.get("intent") or {}).get("name")
-        decided_by_model = "commands" in turn.parse  # the intent was not sure enough to count
+        chosen = frame.get("intent")  # the command generator's pick for a digression
+        intent = chosen or (turn.parse.get("intent") or {}).get("name")
+        # the message's own intent was not sure enough to count when a model decided
+        decided_by_model = "commands" in turn.parse and not chosen
         if intent and not decided_by_model and executor.utter(turn, f"utter_{intent}", frame):
             return
         if await self.answer(turn, "chitchat", executor):

@@ -102,7 +102,8 @@ class FlowExecutor:
                     turn, "pattern_clarification", clarification_options=list(command.options)
                 )
             elif isinstance(command, cmd.ChitChat):
-                self.push_pattern(turn, "pattern_chitchat")
+                context = {"intent": command.intent} if command.intent else {}
+                self.push_pattern(turn, "pattern_chitchat", **context)
             elif isinstance(command, cmd.Search):
                 self.push_pattern(turn, "pattern_search")
             elif isinstance(command, cmd.CannotHandle):
@@ -148,7 +149,7 @@ class FlowExecutor:
         self.push_pattern(
             turn,
             "pattern_cancel_flow",
-            canceled_name=flow.readable_name if flow else current["flow_id"],
+            canceled_name=flow.name_in(turn.language) if flow else current["flow_id"],
             canceled_frames=cancelled,
         )
 
@@ -275,16 +276,22 @@ class FlowExecutor:
         if remaining and frame.get("frame_type") == "interrupt":
             interrupted = remaining[-1]
             interrupted_flow = turn.flows.get(interrupted["flow_id"])
-            name = interrupted_flow.readable_name if interrupted_flow else interrupted["flow_id"]
+            name = (
+                interrupted_flow.name_in(turn.language)
+                if interrupted_flow
+                else interrupted["flow_id"]
+            )
             self.push_pattern(
                 turn,
                 "pattern_continue_interrupted",
                 interrupted_flow_options=name,
                 interrupted_frame=interrupted["frame_id"],
-                previous_flow_name=flow.readable_name,
+                previous_flow_name=flow.name_in(turn.language),
             )
         elif not remaining and not stack:
-            self.push_pattern(turn, "pattern_completed", previous_flow_name=flow.readable_name)
+            self.push_pattern(
+                turn, "pattern_completed", previous_flow_name=flow.name_in(turn.language)
+            )
 
     def reset_flow_slots(self, turn: Turn, flow: Flow) -> None:
         """Forget what the flow collected, except slots it persists; called flows' too."""

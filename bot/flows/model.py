@@ -119,6 +119,16 @@ class Flow:
     def readable_name(self) -> str:
         return self.name or self.id.replace("_", " ")
 
+    def name_in(self, language: str | None) -> str:
+        """The flow's name in ``language`` (``zh``, ``zh-CN``), else its ``name``."""
+        if language:
+            base = language.replace("_", "-").split("-")[0].lower()
+            for code in (language, base):
+                name = self.translation.get(code, {}).get("name")
+                if name:
+                    return name
+        return self.readable_name
+
     def step(self, step_id: str) -> Step | None:
         return self._index.get(step_id)
 
@@ -174,6 +184,7 @@ DEFAULT_ACTIONS = frozenset(
         "action_continue_interrupted_flow",
         "action_cancel_interrupted_flows",
         "action_clarify_flows",
+        "action_collect_trouble",
         "action_trigger_chitchat",
         "action_trigger_search",
         "action_human_handoff",

@@ -117,6 +117,11 @@ class E5Encoder:
         with self._lock:
             return np.asarray(self._model.query(text[:MAX_CHARS]), dtype=np.float32)
 
+    def embed_passage(self, text: str) -> np.ndarray:
+        """Embed a passage to be searched ("passage: " prefix), up to the model's 512 tokens."""
+        with self._lock:
+            return np.asarray(self._model.passage(text), dtype=np.float32)
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed messages (one batch): float32 array (len(texts), dim)."""
         if not texts:

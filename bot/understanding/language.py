@@ -46,3 +46,23 @@ def detect_language(text: str, *, default: str = "en") -> str:
     if zh == latin == other == 0 or other > max(zh, latin):
         return default
     return "zh" if zh >= latin else "en"
+
+
+SWITCH_MIN_HAN = 2
+"""Han characters a message needs to switch a conversation to Chinese."""
+SWITCH_MIN_LATIN_WORDS = 3
+"""Latin words a message needs to switch a conversation to English ("ok", "iPhone 15" and
+"yes please" keep a Chinese conversation Chinese; "where is my order" switches it)."""
+_LATIN_WORD = re.compile("[A-Za-z\u00c0-\u024f]{2,}")
+
+
+def conversation_language(text: str, *, current: str | None) -> str:
+    """The language a conversation continues in after ``text``: the message's own when it
+    says enough in it, else ``current`` (a conversation's language is sticky)."""
+    detected = detect_language(text, default=current or "en")
+    if current is None or detected == current:
+        return detected
+    window = _IGNORED.sub(" ", text[: constants.MAX_MESSAGE_CHARS])
+    if detected == "zh":
+        return detected if len(_HAN.findall(window)) >= SWITCH_MIN_HAN else current
+    return detected if len(_LATIN_WORD.findall(window)) >= SWITCH_MIN_LATIN_WORDS else current

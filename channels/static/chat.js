@@ -267,6 +267,22 @@
     input.style.height = input.scrollHeight + "px";
   }
 
+  /* The shop greets in the browser's language while the conversation is still empty. */
+  function greet() {
+    if (log.querySelector(".msg")) { return; }
+    var language = (navigator.languages && navigator.languages[0]) || navigator.language || "";
+    fetch(root.getAttribute("data-greeting") + "?lang=" + encodeURIComponent(language))
+      .then(function (response) {
+        return response.status === 200 ? response.json() : null;
+      })
+      .then(function (reply) {
+        if (reply && !log.querySelector(".msg")) {
+          renderReply(reply);
+          scrollDown();
+        }
+      }, function () { /* no greeting: the chat works without one */ });
+  }
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     submit();
@@ -324,7 +340,7 @@
             return read();
           });
         }
-        return history().then(read);
+        return history().then(greet).then(read);
       })
       .catch(function () {
         window.setTimeout(listen, 3000);

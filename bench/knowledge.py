@@ -1,0 +1,91 @@
+"""Knowledge retrieval quality: does the offline answerer rank the section that answers?
+
+    python bench/knowledge.py [--project DIR] [--questions FILE] [--misses] [--bm25]
+
+Each question in ``bench/knowledge_questions.yml`` names the section that answers it
+(``file#heading``). Prints, per language, top-1 and top-3 (the right section first / among
+the first three) and how often the answerer would actually answer with the right section
+(it also has to clear its thresholds); ``--misses`` lists the questions ranked wrong.
+``--bm25`` ranks by words alone, without the sentence encoders. Asserts nothing; the last
+line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.constants import CACHE_DIR
+from bot.knowledge import TITLE_SEPARATOR, KnowledgeAnswerer, KnowledgeBase, default_embedders
+from bot.ports import AnswerRequest
+from bot.understanding.language import detect_language
+
+HERE = Path(__file__).resolve().parent
+
+
+def _section(reference: str) -> str:
+    """``file#last heading`` of a passage reference ``file#A › B``."""
+    source, _, title = reference.partition("#")
+    return f"{source}#{title.split(TITLE_SEPARATOR)[-1]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--project", type=Path, default=HERE.parent)
+    parser.add_argument("--questions", type=Path, default=HERE / "knowledge_questions.yml")
+    parser.add_argument("--misses", action="store_true", help="list questions ranked wrong")
+    parser.add_argument("--bm25", action="store_true", help="rank by words alone")
+    args = parser.parse_args()
+    questions = yaml.safe_load(args.questions.read_text(encoding="utf-8"))["questions"]
+    base = KnowledgeBase.from_directory(args.project / "knowledge")
+    if not args.bm25:
+        base.with_vectors(default_embedders(), cache_dir=args.project / CACHE_DIR / "models")
+    answerer = KnowledgeAnswerer(base)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    started = time.perf_counter()
+    for item in questions:
+        question, wanted = str(item["q"]), str(item["section"])
+        language = detect_language(question)
+        found = [_section(p.reference) for p in base.search(question, limit=3)]
+        answer = asyncio.run(
+            answerer.answer(
+                AnswerRequest(
+                    kind="search", text=question, language=language, conversation_id="bench"
+                )
+            )
+        )
+        answered = [_section(s) for s in answer.sources]
+        row = counts[language]
+        row["questions"] += 1
+        row["top1"] += found[:1] == [wanted]
+        row["top3"] += wanted in found
+        row["answered_right"] += answered == [wanted]
+        row["answered_wrong"] += bool(answered) and answered != [wanted]
+        if args.misses and found[:1] != [wanted]:
+            print(f"MISS [{language}] {question!r}\n  want {wanted}\n  got  {found}")
+    elapsed = time.perf_counter() - started
+    summary: dict[str, object] = {"sections": len(base), "bm25_only": args.bm25}
+    for language, row in sorted(counts.items()):
+        n = row["questions"]
+        figures = {key: round(row[key] / n, 3) for key in row if key != "questions"}
+        print(
+            f"{language}: {n} questions  top-1 {figures['top1']:.0%}  top-3 {figures['top3']:.0%}"
+            f"  answered right {figures['answered_right']:.0%}"
+            f"  answered wrong {figures['answered_wrong']:.0%}"
+        )
+        summary[language] = {"questions": n, **figures}
+    summary["ms_per_question"] = round(elapsed * 1000 / max(1, len(questions)), 2)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
