@@ -565,3 +565,40 @@ async def test_approved_mode_never_lets_free_text_through(
     )
     result = await Chat(agents["approved"]).send("when can I return unworn items")
     assert said(result).startswith("Unworn items can be returned within 30 days")  # offline
+
+
+STARTER = Path(__file__).resolve().parents[1] / "bot" / "starter_project"
+
+
+def flows(result: TurnResult) -> list[str]:
+    """The project's flows a turn started (patterns left out)."""
+    return [flow for flow in started(result) if not flow.startswith("pattern_")]
+
+
+async def test_the_models_commands_take_precedence_over_the_description_router(
+    server: OpenAIDouble, model: Model, tmp_path: Path
+) -> None:
+    """A CALM project (flows chosen by description, no NLU examples for them): offline, the
+    description router picks the flow; with an LLM configured its commands win, as in CALM,
+    and the router's choice stays when the model has nothing usable."""
+    env = {
+        "KEFU_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}",
+        "OPENAI_BASE_URL": server.base_url,
+        "KEFU_LLM_MODEL": "shop-model",
+        "KEFU_LLM_TIMEOUT": "1.5",
+    }
+    agent = await Agent.create(
+        load_project(STARTER), settings=Settings.from_env(env, env_file=None)
+    )
+    try:
+        assert agent.llm is not None
+        agent.llm.client.breaker = CircuitBreaker(threshold=10_000)
+        model.commands = Reply(text="start flow goodbye")
+        routed_by_model = await Chat(agent).send("has my order shipped yet")
+        assert flows(routed_by_model) == ["goodbye"]
+
+        model.commands = Reply(text="I cannot help with that")  # no command in it
+        kept = await Chat(agent).send("has my order shipped yet")
+        assert flows(kept) == ["order_status"]
+    finally:
+        await agent.close()
