@@ -51,6 +51,9 @@ _PHONE = re.compile(
     r"|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}"  # North American
     r")(?![\dA-Za-z])"
 )
+_WEB_CHAT_KEY = re.compile(r"(?<![0-9A-Za-z])web-([0-9a-f]{6})[0-9a-f]{26}(?![0-9A-Za-z])")
+"""A web chat visitor's id (``channels.webchat``): it is also the key to their history and live
+stream, so a log line keeps only enough of it to tell conversations apart."""
 EMAIL_MASK = "<email>"
 PHONE_MASK = "<phone>"
 
@@ -74,8 +77,11 @@ def contains_card_number(text: str) -> bool:
 
 
 def mask_personal_data(text: str) -> str:
-    """Card numbers, e-mail addresses and phone numbers in ``text`` masked: for log lines."""
+    """Card numbers, e-mail addresses, phone numbers and web chat keys in ``text`` masked: for
+    log lines and the dashboard."""
     text = mask_card_numbers(text)
+    if "web-" in text:
+        text = _WEB_CHAT_KEY.sub(r"web-\1…", text)
     if "@" in text:
         text = _EMAIL.sub(EMAIL_MASK, text)
     if any(ch.isdigit() for ch in text):

@@ -16,6 +16,7 @@ from bot.privacy import (
     contains_card_number,
     install_log_redaction,
     mask_card_numbers,
+    mask_personal_data,
     redact_user_message,
 )
 from bot.state import ConversationState
@@ -143,6 +144,17 @@ def test_log_lines_never_show_cards_emails_or_phones(caplog: pytest.LogCaptureFi
     assert "13800138000" not in text and "13912345678" not in text
     assert "rest:<email>" in text and "**** 1111" in text and "**** 4444" in text
     assert "KF-10001" in text and "1764381234.5" in text  # order numbers and times stay
+
+
+def test_log_lines_keep_only_the_start_of_a_web_chat_key(caplog: pytest.LogCaptureFixture) -> None:
+    """A web chat id is the key to the visitor's history: a log line must not hand it out."""
+    install_log_redaction()
+    key = "web-" + "0123456789abcdef" * 2
+    with caplog.at_level(logging.INFO, logger="kefu.test.privacy"):
+        logging.getLogger("kefu.test.privacy").info("turn failed in %s", f"webchat:{key}")
+    assert key not in caplog.text
+    assert "webchat:web-012345…" in caplog.text
+    assert mask_personal_data("web-" + "0" * 33) == "web-" + "0" * 33  # not a key: left alone
 
 
 def test_log_arguments_stay_arguments_when_masking_them_suffices() -> None:
