@@ -17,13 +17,11 @@ refusal, empty, or a malformed body.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
-import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -33,6 +31,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from bot.testing.local_server import LocalServer
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,8 @@ class OpenAIDouble:
         self.requests: list[RecordedRequest] = []
         self._script: deque[Reply] = deque()
         self._ids = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._serving: asyncio.Task[None] | None = None
         self._port: int | None = None
+        self._http: LocalServer | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._completions, methods=["POST"]),
@@ -134,25 +133,8 @@ class OpenAIDouble:
         return len(self._script)
 
     async def __aenter__(self) -> OpenAIDouble:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            http="h11",
-            timeout_graceful_shutdown=1,
-            backlog=1024,
-        )
-        self._server = _InProcessServer(config)
-        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._serving.done():
-                self._serving.result()
-            await asyncio.sleep(0.005)
+        self._http = LocalServer(self.app, backlog=1024)
+        self._port = await self._http.start()
         return self
 
     async def __aexit__(
@@ -161,9 +143,8 @@ class OpenAIDouble:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._server is not None and self._serving is not None:
-            self._server.should_exit = True
-            await self._serving
+        if self._http is not None:
+            await self._http.stop()
 
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model"}]})
@@ -235,14 +216,6 @@ def _content(message: dict[str, Any]) -> str:
 def _error(status: int, text: str, *, headers: dict[str, str] | None = None) -> Response:
     body = {"error": {"message": text, "type": "double_error", "code": status}}
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-class _InProcessServer(uvicorn.Server):
-    """uvicorn inside the test's event loop, leaving the process's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 async def serve(*, port: int, delay: float, text: str) -> None:

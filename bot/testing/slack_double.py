@@ -24,22 +24,21 @@ import hashlib
 import hmac
 import itertools
 import json
-import socket
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from bot.testing.local_server import LocalServer
 
 __all__ = [
     "ApiCall",
@@ -123,9 +122,8 @@ class SlackApiDouble:
         self._news = asyncio.Event()
         self._sockets: list[_Socket] = []
         self._socket_ready = asyncio.Event()
-        self._server: uvicorn.Server | None = None
-        self._serving: asyncio.Task[None] | None = None
         self._port: int | None = None
+        self._http: LocalServer | None = None
         self.app = Starlette(
             routes=[
                 Route("/api/{method}", self._endpoint, methods=["GET", "POST"]),
@@ -150,24 +148,8 @@ class SlackApiDouble:
         return f"{self.root}/api/"
 
     async def __aenter__(self) -> SlackApiDouble:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="websockets-sansio",
-            http="h11",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = _InProcessServer(config)
-        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._serving.done():
-                self._serving.result()
-            await asyncio.sleep(0.005)
+        self._http = LocalServer(self.app, websockets=True)
+        self._port = await self._http.start()
         return self
 
     async def __aexit__(
@@ -179,9 +161,8 @@ class SlackApiDouble:
         for connection in list(self._sockets):
             with contextlib.suppress(Exception):
                 await connection.websocket.close()
-        if self._server is not None and self._serving is not None:
-            self._server.should_exit = True
-            await self._serving
+        if self._http is not None:
+            await self._http.stop()
 
     # --- what a test does ------------------------------------------------------------------
 
@@ -410,14 +391,6 @@ class SlackApiDouble:
             self._sockets.remove(connection)
             if not self._sockets:
                 self._socket_ready.clear()
-
-
-class _InProcessServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the test's event loop owns the process."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 async def _params(request: Request) -> dict[str, Any]:

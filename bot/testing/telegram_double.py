@@ -18,10 +18,9 @@ import asyncio
 import contextlib
 import itertools
 import json
-import socket
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
@@ -29,11 +28,12 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from bot.testing.local_server import LocalServer
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -143,9 +143,8 @@ class TelegramBotApiDouble:
         self._failures: defaultdict[str, deque[ApiError]] = defaultdict(deque)
         self._news = asyncio.Event()
         self._closing = False
-        self._server: uvicorn.Server | None = None
-        self._serving: asyncio.Task[None] | None = None
         self._port: int | None = None
+        self._http: LocalServer | None = None
         self._handlers: dict[str, Handler] = {
             name.lower(): handler
             for name, handler in {
@@ -181,24 +180,8 @@ class TelegramBotApiDouble:
         return f"http://127.0.0.1:{self._port}"
 
     async def __aenter__(self) -> TelegramBotApiDouble:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            http="h11",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = _InProcessServer(config)
-        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._serving.done():
-                self._serving.result()
-            await asyncio.sleep(0.005)
+        self._http = LocalServer(self.app)
+        self._port = await self._http.start()
         return self
 
     async def __aexit__(
@@ -209,9 +192,8 @@ class TelegramBotApiDouble:
     ) -> None:
         self._closing = True
         self._notify()
-        if self._server is not None and self._serving is not None:
-            self._server.should_exit = True
-            await self._serving
+        if self._http is not None:
+            await self._http.stop()
 
     # --- what a test does ------------------------------------------------------------------
 
@@ -467,14 +449,6 @@ class TelegramBotApiDouble:
             message["reply_markup"] = markup
         self.sent_messages.append(message)
         return message
-
-
-class _InProcessServer(uvicorn.Server):
-    """uvicorn inside the test's event loop, leaving the process's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def _check_markup(markup: Any) -> None:
