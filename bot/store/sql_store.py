@@ -22,9 +22,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
 from bot import constants
+from bot.conflicts import ConflictBackoff
 from bot.errors import ConcurrentUpdateError, DuplicateMessageError, KefuError, StoreError
 from bot.events import BotMessage, Event, UserMessage, event_from_dict
 from bot.ports import PendingDelivery, ScheduledJob, StoredEvent
@@ -42,6 +43,8 @@ MAX_BATCH = 500
 """Writes committed together at most; bounds a transaction's size and a write's latency."""
 _DELETE_CHUNK = 500
 _SCHEMA_LOCK_KEY = 0x6B656675  # "kefu": the advisory lock held while tables are created
+_SCHEMA_RETRY_DEADLINE = 30.0
+"""Seconds a store keeps retrying table creation that SQLite refused as locked."""
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,19}")  # index names stay within 63 chars
 _PENDING, _DELIVERED, _FAILED = "pending", "delivered", "failed"
 
@@ -162,11 +165,20 @@ class SqlStore:
     async def initialize(self) -> None:
         """Create the tables and indexes that are missing; existing data is left alone."""
         self._check_open()
-        try:
-            await self._db.write(self._create_tables)
-        except (SQLAlchemyError, OSError) as exc:
-            reason = getattr(exc, "orig", None) or exc
-            raise StoreError(f"cannot open database {self._shown_url!r}: {reason}") from exc
+        backoff = ConflictBackoff(deadline=_SCHEMA_RETRY_DEADLINE)
+        while True:
+            try:
+                await self._db.write(self._create_tables)
+                return
+            except OperationalError as exc:
+                # SQLite answers "database is locked" at once, without its busy timeout, while
+                # another process switches a new file to WAL: that process is done soon.
+                if "database is locked" in str(exc) and await backoff.wait():
+                    continue
+                raise StoreError(f"cannot open database {self._shown_url!r}: {exc.orig}") from exc
+            except (SQLAlchemyError, OSError) as exc:
+                reason = getattr(exc, "orig", None) or exc
+                raise StoreError(f"cannot open database {self._shown_url!r}: {reason}") from exc
 
     def _create_tables(self, conn: Connection) -> None:
         """``create_all`` under a lock, so that processes starting together do not race.
