@@ -19,7 +19,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ from bot.events import (
     UserMessage,
 )
 from bot.interpreter import Interpreter, Parse
+from bot.locks import ConversationLocks, LocalLocks
 from bot.ports import (
     ActionRunner,
     AnswerBackend,
@@ -107,6 +108,7 @@ class Agent:
         triggers: HandoffTriggers | None = None,
         command_source: CommandSource | None = None,
         llm: LLM | None = None,
+        locks: ConversationLocks | None = None,
     ) -> None:
         self.project = project
         self.command_source = command_source
@@ -127,7 +129,7 @@ class Agent:
         )
         self.recent = RecentEvents(store)
         self.channels: dict[str, Channel] = {}
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self.locks: ConversationLocks = locks or LocalLocks()
         self._listeners: list[TurnListener] = []
         self._retry_task: asyncio.Task[None] | None = None
 
@@ -141,6 +143,7 @@ class Agent:
         action_runner: ActionRunner | None = None,
         answer_backend: AnswerBackend | None = None,
         desk: HandoffDesk | None = None,
+        locks: ConversationLocks | None = None,
     ) -> Agent:
         """Build an agent: train or load the models; default backends for what is not given.
 
@@ -195,6 +198,7 @@ class Agent:
             ),
             command_source=llm.router if llm is not None else None,
             llm=llm,
+            locks=locks,
         )
 
     # --- channels and lifecycle ---------------------------------------------------------
@@ -478,19 +482,8 @@ class Agent:
             minutes > 0 and state.last_active_at > 0 and now - state.last_active_at > minutes * 60
         )
 
-    @contextlib.asynccontextmanager
-    async def _lock(self, conversation_id: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(conversation_id, (asyncio.Lock(), 0))
-        self._locks[conversation_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[conversation_id]
-            if users <= 1:
-                del self._locks[conversation_id]
-            else:
-                self._locks[conversation_id] = (lock, users - 1)
+    def _lock(self, conversation_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.locks.hold(conversation_id)
 
     async def intervene(
         self,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from bot.channel import Channel
     from bot.desk import FileSource
     from bot.ports import ConversationStore
+    from bot.scaling import Workers
     from bot.scheduling.work import ScheduledWork
     from bot.server import Hook
     from channels.webchat import Greeting
@@ -145,15 +146,26 @@ def _print_problems(problems: Sequence[object]) -> None:
 
 async def run(project_dir: Path, settings: Settings, *, host: str, port: int) -> int:
     """Serve the project until interrupted."""
+    from bot.scaling import open_workers
     from bot.server import create_app, serve
 
-    agent, channels = await _build(project_dir, settings)
+    workers = open_workers(settings)
+    agent, channels = await _build(project_dir, settings, workers=workers)
     routes, on_startup, on_shutdown = _operations(settings, channels)
-    work = scheduled_work(agent, settings)
+    work = scheduled_work(agent, settings, shared=workers is not None)
+    duties_start: list[Hook] = [work.start]
+    duties_stop: list[Hook] = [work.shutdown]
+    health = None
+    if workers is not None:  # several workers: the leader alone runs the scheduler, polls
+        workers.lead(work.start, work.shutdown)
+        workers.lead_polling(channels)
+        duties_start, duties_stop = [workers.start], [workers.close]
+        health = workers.health
     app = create_app(
         channels=channels,
-        on_startup=[agent.start, *on_startup, work.start],
-        on_shutdown=[work.shutdown, *on_shutdown, agent.close],
+        health=health,
+        on_startup=[agent.start, *on_startup, *duties_start],
+        on_shutdown=[*duties_stop, *on_shutdown, agent.close],
         routes=[*routes, *notify_api(agent, work, settings).routes()],
     )
     names = ", ".join(sorted({c.name for c in channels}))
@@ -219,16 +231,22 @@ async def shell(project_dir: Path, settings: Settings) -> int:
 
 
 async def _build(
-    project_dir: Path, settings: Settings, *, with_channels: bool = True
+    project_dir: Path,
+    settings: Settings,
+    *,
+    with_channels: bool = True,
+    workers: Workers | None = None,
 ) -> tuple[Agent, list[Channel]]:
     """The agent and the server's channels; with ``SLACK_BOT_TOKEN`` the Slack desk too."""
     from bot.agent import Agent
     from bot.project import load_project
     from bot.responses import ResponseRenderer
+    from bot.scaling import store_options
     from bot.store import open_store
+    from channels.webchat import WebChatChannel
 
     project = load_project(project_dir)
-    store = await open_store(settings.database_url)
+    store = await open_store(settings.database_url, **store_options(settings))
     greeting = ResponseRenderer(project.domain).greeting
     channels = _channels(store, settings, greeting) if with_channels else []
     desk = None
@@ -240,9 +258,17 @@ async def _build(
             channels=[c.name for c in channels if c.pushes],
             file_channels=[c.name for c in channels if c.sends_files],
         )
-    agent = await Agent.create(project, settings=settings, store=store, desk=desk)
+    agent = await Agent.create(
+        project,
+        settings=settings,
+        store=store,
+        desk=desk,
+        locks=workers.locks if workers is not None else None,
+    )
     for channel in channels:
         agent.add_channel(channel)
+        if workers is not None and isinstance(channel, WebChatChannel):
+            channel.relay_through(workers.live)
     if desk is not None:
         from channels.slack import SlackDeskChannel
 
@@ -255,8 +281,9 @@ async def _build(
     return agent, channels
 
 
-def scheduled_work(agent: Agent, settings: Settings) -> ScheduledWork:
-    """The scheduler and kefu's jobs, reaching conversations through ``agent``."""
+def scheduled_work(agent: Agent, settings: Settings, *, shared: bool = False) -> ScheduledWork:
+    """The scheduler and kefu's jobs, reaching conversations through ``agent``; ``shared``:
+    other workers store jobs too, so the leader reads them often."""
     from bot.scheduling.work import ScheduledWork
 
     return ScheduledWork(
@@ -264,6 +291,9 @@ def scheduled_work(agent: Agent, settings: Settings) -> ScheduledWork:
         agent.store,
         settings=settings,
         domain=agent.project.domain,
+        sync_every=constants.SHARED_SCHEDULER_SYNC_SECONDS
+        if shared
+        else constants.SCHEDULER_SYNC_SECONDS,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot import constants
 from bot.domain import Domain
 from bot.ports import ConversationStore
 from bot.responses import ResponseRenderer
@@ -15,7 +16,11 @@ from bot.settings import Settings
 
 
 class ScheduledWork:
-    """Retention (when ``KEFU_RETENTION_DAYS`` is set), session expiry, notices, reminders."""
+    """Retention (when ``KEFU_RETENTION_DAYS`` is set), session expiry, notices, reminders.
+
+    ``sync_every``: seconds between reads of the jobs table for jobs stored elsewhere (by
+    workers that are not the leader, on PostgreSQL).
+    """
 
     def __init__(
         self,
@@ -24,8 +29,9 @@ class ScheduledWork:
         *,
         settings: Settings,
         domain: Domain,
+        sync_every: float = constants.SCHEDULER_SYNC_SECONDS,
     ) -> None:
-        self.scheduler = Scheduler(store)
+        self.scheduler = Scheduler(store, sync_every=sync_every)
         self.retention = (
             Retention(store, days=settings.retention_days)
             if settings.retention_days is not None

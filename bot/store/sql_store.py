@@ -22,15 +22,29 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from bot import constants
 from bot.conflicts import ConflictBackoff
-from bot.errors import ConcurrentUpdateError, DuplicateMessageError, KefuError, StoreError
+from bot.errors import (
+    ConcurrentUpdateError,
+    DatabaseUnavailableError,
+    DuplicateMessageError,
+    KefuError,
+    StoreError,
+)
 from bot.events import BotMessage, Event, UserMessage, event_from_dict
 from bot.ports import PendingDelivery, ScheduledJob, StoredEvent
 from bot.state import ConversationState
-from bot.store.engines import Database, database_url, open_database
+from bot.store.engines import Database, PoolOptions, database_url, open_database
+from bot.store.pg_connections import is_connection_error
 from bot.store.schema import Tables
 
 __all__ = ["SqlStore", "open_store"]
@@ -113,6 +127,8 @@ class SqlStore:
 
     ``group_commit=False`` commits each write in its own transaction (for comparison, and for
     tools that write rarely). ``table_prefix`` names the tables ``<prefix>conversations`` etc.
+    ``cache_size=0`` reads every state from the database: for workers that share it, where
+    another worker may have saved the conversation since. ``pool`` sizes PostgreSQL's pool.
     Call :meth:`initialize` (or use :func:`open_store`) before use.
     """
 
@@ -123,13 +139,14 @@ class SqlStore:
         cache_size: int = DEFAULT_CACHE_SIZE,
         group_commit: bool = True,
         table_prefix: str = "",
+        pool: PoolOptions | None = None,
     ) -> None:
         if table_prefix and not _PREFIX.fullmatch(table_prefix):
             raise StoreError(f"invalid table prefix {table_prefix!r}: use letters, digits and _")
         db_url = database_url(url)
         self._shown_url = db_url.render_as_string(hide_password=True)
         try:
-            self._db: Database = open_database(db_url)
+            self._db: Database = open_database(db_url, pool)
         except (ArgumentError, ImportError) as exc:
             raise StoreError(f"cannot use database {self._shown_url!r}: {exc}") from exc
         self._t = t = Tables(table_prefix)
@@ -617,7 +634,7 @@ class SqlStore:
     async def _read(self, work: Callable[[Connection], _T]) -> _T:
         try:
             return await self._db.read(work)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise _store_error(exc) from exc
 
     async def _write(self, payload: _Payload) -> Any:
@@ -629,7 +646,7 @@ class SqlStore:
             return await job.future
         try:
             [(result, error)] = await self._db.write(lambda conn: self._run(conn, [payload]))
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise _store_error(exc) from exc
         if error is not None:
             raise error
@@ -695,10 +712,15 @@ async def open_store(
     cache_size: int = DEFAULT_CACHE_SIZE,
     group_commit: bool = True,
     table_prefix: str = "",
+    pool: PoolOptions | None = None,
 ) -> SqlStore:
     """A ready store: constructed, tables created."""
     store = SqlStore(
-        url, cache_size=cache_size, group_commit=group_commit, table_prefix=table_prefix
+        url,
+        cache_size=cache_size,
+        group_commit=group_commit,
+        table_prefix=table_prefix,
+        pool=pool,
     )
     try:
         await store.initialize()
@@ -786,11 +808,30 @@ def _store_error(exc: Exception) -> KefuError:
     """Keep kefu's own errors; turn a database failure into ``StoreError``.
 
     A unique key violated means another process wrote the same row first (two first turns of
-    one conversation, say): ``ConcurrentUpdateError``, for the turn to run again.
+    one conversation, say): ``ConcurrentUpdateError``, for the turn to run again. A server
+    that cannot be reached (restarting, the network cut, no free connection in time):
+    ``DatabaseUnavailableError``, for the caller to answer retryably.
     """
     if isinstance(exc, KefuError):
         return exc
     if isinstance(exc, IntegrityError):
         return ConcurrentUpdateError("another writer saved the same rows first")
+    if _unreachable(exc):
+        reason = getattr(exc, "orig", None) or exc
+        return DatabaseUnavailableError(f"database unavailable: {type(reason).__name__}")
     reason = getattr(exc, "orig", None) or exc
     return StoreError(f"database error: {type(reason).__name__}: {reason}")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc``, or what it wraps, says the server could not be reached."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # SQLAlchemy's wrapper, the adapter's, the driver's
+        if seen is None:
+            return False
+        if isinstance(seen, PoolTimeoutError) or is_connection_error(seen):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
