@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from bot.errors import DatabaseUnavailableError
+from bot.errors import ConversationBusyError, DatabaseUnavailableError
 from bot.store.engines import database_url
 
 __all__ = ["PgConnections", "is_connection_error", "plain_dsn", "unavailable"]
@@ -69,6 +69,7 @@ class PgConnections:
         self.shown = make_url(url).render_as_string(hide_password=True)
         self.timeout = timeout
         self._size = size
+        self._lock_timeout = lock_timeout
         self._lock_timeout_ms = max(1, round(lock_timeout * 1000))
         self._pool: asyncpg.Pool | None = None
 
@@ -101,13 +102,16 @@ class PgConnections:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A live connection for the block, returned (its locks released) afterwards.
 
-        Waiting longer than ``timeout`` for one, or failing to connect, raises
-        ``DatabaseUnavailableError``: the caller answers with a retryable error.
+        Every connection busy means as many turns running: a free one is waited for as long
+        as a lock would be (``lock_timeout``), then ``ConversationBusyError``. Failing to
+        connect raises ``DatabaseUnavailableError``. Both are retryable (REST answers 503).
         """
         if self._pool is None:
             raise DatabaseUnavailableError("the lock pool is not open")
         try:
-            connection = await self._pool.acquire(timeout=self.timeout)
+            connection = await self._pool.acquire(timeout=self._lock_timeout)
+        except TimeoutError:
+            raise ConversationBusyError("every lock connection stayed busy") from None
         except _CONNECTION_ERRORS as exc:
             raise unavailable(exc) from exc
         try:
