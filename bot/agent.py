@@ -37,6 +37,7 @@ from bot.dialogue.stack import top_user_frame
 from bot.dialogue.turn import Turn
 from bot.errors import (
     ConcurrentUpdateError,
+    DatabaseUnavailableError,
     DuplicateMessageError,
     PermanentDeliveryError,
     RejectedMessageError,
@@ -257,6 +258,8 @@ class Agent:
                 count_before = state.event_count
                 try:
                     turn = await self._run_turn(state, message, trusted=trusted)
+                except DatabaseUnavailableError:  # nothing can be saved: the caller retries
+                    raise
                 except Exception:  # a bug must cost the customer one answer, not the conversation
                     log.exception("turn failed in %s", message.conversation_id)
                     state = await self.store.load(message.conversation_id) or _new_state(message)
