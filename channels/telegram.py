@@ -190,6 +190,11 @@ class TelegramChannel(Channel):
         """Whether updates come by long polling (no webhook URL): one poller per bot."""
         return self._webhook_url is None
 
+    @property
+    def polling(self) -> bool:
+        """Whether this channel is long polling now."""
+        return self._poller is not None
+
     async def start_polling(self) -> None:
         """Begin long polling (at start, or when this worker becomes the leader)."""
         if self._poller is not None:

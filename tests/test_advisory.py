@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,7 +14,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from bot.errors import ConversationBusyError, DatabaseUnavailableError, TransientError
-from bot.events import UserMessage
+from bot.events import BotMessage, UserMessage
+from bot.scaling import Workers
 from bot.settings import Settings
 from bot.state import ConversationState
 from bot.store import open_store
@@ -22,6 +24,9 @@ from bot.store.engines import PoolOptions
 from bot.store.live import PostgresLive
 from bot.store.pg_connections import PgConnections, plain_dsn
 from bot.testing.tcp_proxy import TcpProxy
+from bot.testing.telegram_double import TelegramBotApiDouble
+from channels.telegram import TelegramChannel
+from tests import telegram_updates as tg
 
 WAIT = 20.0
 """Seconds a test waits for something that should happen within a few."""
@@ -253,3 +258,57 @@ def test_pool_settings_are_read_and_checked() -> None:
     for name, value in (("KEFU_DB_POOL_SIZE", "0"), ("KEFU_DB_TIMEOUT", "0")):
         with pytest.raises(Exception, match=name):
             Settings.from_env({name: value}, env_file=None)
+
+
+async def test_telegram_long_polling_runs_on_the_leader_only_and_moves_with_it(
+    fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    """Two workers, each with a Telegram channel in polling mode, against one Bot API double:
+    one polls; when its worker stops, the other takes over polling and gets the updates."""
+    settings = Settings.from_env(
+        {"KEFU_DATABASE_URL": fresh_postgres_url, "KEFU_LEADER_RETRY": "0.2"}, env_file=None
+    )
+    received: dict[int, list[str]] = {0: [], 1: []}
+    store = await open_store(f"sqlite:///{tmp_path / 'telegram.db'}")
+    async with TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME) as api:
+        channels: list[TelegramChannel] = []
+        workers: list[Workers] = []
+        for index in (0, 1):
+            channel = TelegramChannel(
+                token=tg.TOKEN,
+                store=store,
+                api_base_url=api.base_url,
+                poll_timeout=1,
+            )
+
+            async def handle(message: UserMessage, index: int = index) -> list[BotMessage]:
+                received[index].append(message.text)
+                return []
+
+            channel.attach(handle)
+            worker = Workers(settings)
+            worker.lead_polling([channel])
+            channels.append(channel)
+            workers.append(worker)
+        try:
+            for index in (0, 1):
+                await channels[index].start()
+                assert not channels[index].polling  # not before it leads
+                await workers[index].start()
+            await _eventually(lambda: any(w.leadership.is_leader for w in workers), "a leader")
+            leader = 0 if workers[0].leadership.is_leader else 1
+            follower = 1 - leader
+            assert channels[leader].polling and not channels[follower].polling
+            api.queue_update(tg.message(1, "first"))
+            await _eventually(lambda: received[leader] == ["first"], "the leader got it")
+            await workers[leader].close()
+            assert not channels[leader].polling
+            await _eventually(lambda: channels[follower].polling, "the other polls")
+            api.queue_update(tg.message(2, "second"))
+            await _eventually(lambda: received[follower] == ["second"], "the other got it")
+            assert received[leader] == ["first"]
+        finally:
+            for index in (0, 1):
+                await workers[index].close()
+                await channels[index].stop()
+            await store.close()

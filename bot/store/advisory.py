@@ -102,8 +102,9 @@ class Leadership:
         self._on_elected = list(on_elected)
         self._on_deposed = list(on_deposed)
         self._task: asyncio.Task[None] | None = None
+        self._holding = False
         self.is_leader = False
-        """Whether this worker is the leader now."""
+        """Whether this worker is the leader now (its duties started)."""
         self.elections = 0
         """How many times this worker became the leader."""
 
@@ -158,19 +159,20 @@ class Leadership:
             if await connection.fetchval(query, namespace, key, timeout=self._timeout):
                 break
             await asyncio.sleep(self._retry)  # the leader's session ends without a signal here
+        self._holding = True
+        for hook in self._on_elected:
+            await hook()
         self.is_leader = True
         self.elections += 1
         log.info("this worker is now the leader")
-        for hook in self._on_elected:
-            await hook()
         while True:
             await asyncio.sleep(self._retry)
             await connection.fetchval("SELECT 1", timeout=self._timeout)
 
     async def _step_down(self) -> None:
-        if not self.is_leader:
+        if not self._holding:
             return
-        self.is_leader = False
+        self._holding = self.is_leader = False
         log.warning("this worker is no longer the leader")
         for hook in self._on_deposed:
             try:
