@@ -157,8 +157,7 @@ async def run(project_dir: Path, settings: Settings, *, host: str, port: int) ->
     duties_stop: list[Hook] = [work.shutdown]
     health = None
     if workers is not None:  # several workers: the leader alone runs the scheduler, polls
-        workers.lead(work.start, work.shutdown)
-        workers.lead_polling(channels)
+        workers.wire(channels=channels, duties=[work])
         duties_start, duties_stop = [workers.start], [workers.close]
         health = workers.health
     app = create_app(
@@ -243,7 +242,6 @@ async def _build(
     from bot.responses import ResponseRenderer
     from bot.scaling import store_options
     from bot.store import open_store
-    from channels.webchat import WebChatChannel
 
     project = load_project(project_dir)
     store = await open_store(settings.database_url, **store_options(settings))
@@ -267,8 +265,6 @@ async def _build(
     )
     for channel in channels:
         agent.add_channel(channel)
-        if workers is not None and isinstance(channel, WebChatChannel):
-            channel.relay_through(workers.live)
     if desk is not None:
         from channels.slack import SlackDeskChannel
 

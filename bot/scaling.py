@@ -26,6 +26,21 @@ log = logging.getLogger(__name__)
 Hook = Callable[[], Awaitable[None]]
 
 
+class Duty(Protocol):
+    """Work the leader alone runs (the scheduled work): started on election, stopped after."""
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class Relayed(Protocol):
+    """A channel whose live pushes go through every worker (the web chat)."""
+
+    def relay_through(self, live: PostgresLive) -> None: ...
+
+
 @runtime_checkable
 class Poller(Protocol):
     """A channel that may fetch its updates by polling (Telegram without a webhook)."""
@@ -75,6 +90,17 @@ class Workers:
     def lead(self, start: Hook, stop: Hook) -> None:
         """A duty for the leader only: ``start`` on election, ``stop`` on losing it."""
         self.leadership.add_duty(start, stop)
+
+    def wire(self, *, channels: Iterable[object], duties: Iterable[Duty]) -> None:
+        """Wire a worker's parts for several workers: ``duties`` run on the leader only, so
+        do channels' long polling; live pushes go through every worker."""
+        channels = list(channels)
+        for duty in duties:
+            self.lead(duty.start, duty.shutdown)
+        self.lead_polling(channels)
+        for channel in channels:
+            if isinstance(channel, Relayed):
+                channel.relay_through(self.live)
 
     def lead_polling(self, channels: Iterable[object]) -> None:
         """Channels that poll for updates poll on the leader only (one poller per bot)."""
