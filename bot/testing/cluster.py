@@ -3,8 +3,8 @@ benchmarks of the scaled-out shape (README, "Deployment"): start them, kill one 
 start it again, ask each for its ``/health``.
 
 Each worker is a real subprocess (``python -m bot.cli run``) on a port of its own; the proxy
-(:class:`~bot.testing.tcp_proxy.TcpProxy`) is the one address clients use. The first worker
-starts alone, so that it trains and caches the project's models; the others then load them.
+(:class:`~bot.testing.tcp_proxy.TcpProxy`) is the one address clients use. The workers start
+together: each trains the project's models or loads them from the cache (written atomically).
 """
 
 from __future__ import annotations
@@ -79,11 +79,9 @@ class WorkerCluster:
     async def start(self, http: aiohttp.ClientSession) -> None:
         """Start the proxy and every worker; return once all answer ``/health``."""
         await self.proxy.start()
-        self.launch(0)
-        await self.wait_healthy(http, 0)
-        for index in range(1, len(self.ports)):
+        for index in range(len(self.ports)):
             self.launch(index)
-        for index in range(1, len(self.ports)):
+        for index in range(len(self.ports)):
             await self.wait_healthy(http, index)
 
     def launch(self, index: int) -> None:
