@@ -120,6 +120,7 @@ async def test_a_dead_workers_lock_goes_with_its_connection(
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_locks"
             " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
         async with asyncio.timeout(WAIT), PostgresLocks(pools[1]).hold("rest:alice"):
             pass
@@ -139,7 +140,7 @@ async def test_a_pooled_connection_the_server_closed_is_replaced(
     try:
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name = 'kefu-locks'"
+            " WHERE application_name = 'kefu-locks' AND datname = current_database()"
         )
     finally:
         await admin.close()
