@@ -245,7 +245,7 @@ async def test_four_workers_through_a_kill_a_takeover_and_a_database_cut(
 
             await _until(another_leader, "another worker took over as the leader")
             takeover = time.monotonic() - killed_at
-            await _until(lambda: answered(0.6), "three fifths of the load answered")
+            await _until(lambda: answered(0.5), "half the load answered")
             database.cut()
             await asyncio.sleep(3.0)
             database.restore()

@@ -180,7 +180,11 @@ class SqlStore:
         self._closed = False
 
     async def initialize(self) -> None:
-        """Create the tables and indexes that are missing; existing data is left alone."""
+        """Create the tables and indexes that are missing; existing data is left alone.
+
+        A server that cannot be reached (restarting, say, while a worker starts) is tried
+        again for up to 30 s before start-up fails.
+        """
         self._check_open()
         backoff = ConflictBackoff(deadline=_SCHEMA_RETRY_DEADLINE)
         while True:
@@ -192,10 +196,22 @@ class SqlStore:
                 # another process switches a new file to WAL: that process is done soon.
                 if "database is locked" in str(exc) and await backoff.wait():
                     continue
+                if await self._unreachable_for_now(exc, backoff):
+                    continue
                 raise StoreError(f"cannot open database {self._shown_url!r}: {exc.orig}") from exc
             except (SQLAlchemyError, OSError) as exc:
+                if await self._unreachable_for_now(exc, backoff):
+                    continue
                 reason = getattr(exc, "orig", None) or exc
                 raise StoreError(f"cannot open database {self._shown_url!r}: {reason}") from exc
+
+    async def _unreachable_for_now(self, exc: Exception, backoff: ConflictBackoff) -> bool:
+        """Whether to try again: the server is unreachable and the deadline not passed."""
+        if not _unreachable(exc):
+            return False
+        if not backoff.attempts:
+            log.warning("database %s unreachable; trying again for a while", self._shown_url)
+        return await backoff.wait()
 
     def _create_tables(self, conn: Connection) -> None:
         """``create_all`` under a lock, so that processes starting together do not race.
