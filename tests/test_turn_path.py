@@ -4,7 +4,6 @@ message fields, sessions, languages, platform commands and the app's explicit li
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
