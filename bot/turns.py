@@ -80,7 +80,7 @@ class _Duplicate:
 
 _DUPLICATE = _Duplicate()
 
-Attempt = Callable[[], Awaitable[_Draft | None]]
+_Attempt = Callable[[], Awaitable[_Draft | None]]
 """Loads the conversation and computes one attempt at a change; None: unknown conversation."""
 
 
@@ -263,7 +263,7 @@ class TurnRunner:
     # --- the one save loop --------------------------------------------------------------
 
     async def _commit(
-        self, conversation_id: str, key: tuple[str, str] | None, attempt: Attempt
+        self, conversation_id: str, key: tuple[str, str] | None, attempt: _Attempt
     ) -> _Saved | _Duplicate | None:
         """Dedupe on ``key``, then run ``attempt`` and save what it computed in one write,
         again on the fresh state while another process saved first. The caller holds the
