@@ -65,6 +65,9 @@ MAX_OFFERED_PAYLOADS = 50
 DELIVERY_RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0, 600.0)
 """Seconds between outbox delivery attempts; after the last one a message is marked failed."""
 
+DELIVERY_RETRY_INTERVAL = 1.0
+"""Seconds between two passes of the outbox retry loop (``bot.delivery``)."""
+
 DELIVERY_LEASE = 30.0
 """Seconds a sender owns an outbox entry before the retry loop may take it over."""
 

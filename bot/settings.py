@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -74,6 +74,9 @@ class Settings:
     """Seconds a turn waits for another worker's turn of the same conversation."""
     leader_retry: float = constants.DEFAULT_LEADER_RETRY
     """Seconds between a follower's attempts to take over as the leader."""
+    cache_dir: Path | None = field(default_factory=lambda: _cache_dir(os.environ))
+    """Where trained models and knowledge vectors are kept (``KEFU_CACHE_DIR``, read from the
+    environment for settings built in code too); None: the project's ``.kefu/models``."""
 
     @classmethod
     def from_env(
@@ -141,6 +144,7 @@ class Settings:
                 "KEFU_DB_LOCK_TIMEOUT", constants.DEFAULT_DB_LOCK_TIMEOUT
             ),
             leader_retry=reader.seconds("KEFU_LEADER_RETRY", constants.DEFAULT_LEADER_RETRY),
+            cache_dir=_cache_dir(source) or _cache_dir(os.environ),
         )
 
     def require(self, name: str) -> str:
@@ -149,6 +153,11 @@ class Settings:
         if not value:
             raise SettingsError(f"{name} is not set")
         return str(value)
+
+
+def _cache_dir(source: Mapping[str, str]) -> Path | None:
+    value = (source.get("KEFU_CACHE_DIR") or "").strip()
+    return Path(value).expanduser() if value else None
 
 
 class _Reader:
