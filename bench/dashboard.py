@@ -20,9 +20,12 @@ import uuid
 from typing import Any
 
 import orjson
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, case, func, select
+from sqlalchemy.engine import Connection
 
-from bot.reporting import Query, Reporting
+from bot.reporting import Figures, Query, Reporting
+from bot.reporting.facts import ASKED
+from bot.reporting.figures import Bucket, compute
 from bot.store.engines import database_url, open_database
 from bot.store.schema import Tables
 
@@ -194,6 +197,94 @@ async def fill(url: str, prefix: str, events: int, days: int) -> tuple[int, int]
     return index, stored
 
 
+async def scanned_figures(reporting: Reporting, query: Query, *, now: float) -> Figures:
+    """The figures by scanning every conversation of the period (how kefu computed them
+    before the daily sums): the reference the fast path must equal, and its time."""
+    f = reporting.facts
+    since, until = query.since, query.until
+    where = [f.c.started_at >= since, f.c.started_at < until]
+    if query.channel:
+        where.append(f.c.channel == query.channel)
+    if query.language:
+        where.append(f.c.language == query.language)
+    answered = f.c.last_bot_at.isnot(None) & (
+        f.c.last_bot_at >= func.coalesce(f.c.last_user_at, 0.0)
+    )
+    verdict = case(
+        (f.c.handoff_at.isnot(None), "not_contained"),
+        (f.c.user_messages == 0, "none"),
+        ((f.c.confirmed == 1) & answered, "contained"),
+        (f.c.last_active_at > now - query.window, "open"),
+        (answered & (f.c.last_not_understood == 0) & (f.c.open_flows == 0), "contained"),
+        else_="not_contained",
+    )
+    handed = f.c.handoff_at.isnot(None)
+
+    def count_if(condition: Any) -> Any:
+        return func.sum(case((condition, 1), else_=0))
+
+    def work(conn: Connection) -> Figures:
+        buckets = [
+            Bucket._make(r)
+            for r in conn.execute(
+                select(
+                    f.c.day,
+                    f.c.channel,
+                    f.c.language,
+                    func.count(),
+                    count_if(f.c.user_messages > 0),
+                    count_if(verdict.in_(("contained", "not_contained"))),
+                    count_if(verdict == "contained"),
+                    count_if(verdict == "open"),
+                    count_if(handed),
+                    count_if(handed & f.c.resolved_at.isnot(None)),
+                    func.sum(f.c.unknown_count),
+                )
+                .where(*where)
+                .group_by(f.c.day, f.c.channel, f.c.language)
+            )
+        ]
+        durations = conn.execute(
+            select(f.c.claimed_at - f.c.handoff_at, f.c.resolved_at - f.c.claimed_at).where(
+                *where, handed, f.c.claimed_at.isnot(None)
+            )
+        ).all()
+        reasons = conn.execute(
+            select(f.c.handoff_reason, func.count())
+            .where(*where, handed)
+            .group_by(f.c.handoff_reason)
+        ).all()
+        csat = conn.execute(
+            select(f.c.csat, func.count()).where(*where, f.c.csat.isnot(None)).group_by(f.c.csat)
+        ).all()
+        c = reporting.counts
+        named: dict[str, list[tuple[str, int]]] = {}
+        total = func.sum(c.c.n).label("total")
+        counted = [c.c.started_at >= since, c.c.started_at < until]
+        if query.channel:
+            counted.append(c.c.channel == query.channel)
+        if query.language:
+            counted.append(c.c.language == query.language)
+        for kind, name, n in conn.execute(
+            select(c.c.kind, c.c.name, total)
+            .where(*counted)
+            .group_by(c.c.kind, c.c.name)
+            .order_by(total.desc(), c.c.name)
+        ):
+            named.setdefault(kind, []).append((name, int(n)))
+        return compute(
+            buckets,
+            named,
+            query=query,
+            claims=[float(d[0]) for d in durations],
+            handling=[float(d[1]) for d in durations if d[1] is not None],
+            reasons={r or ASKED: int(n) for r, n in reasons},
+            csat={int(score): int(n) for score, n in csat},
+        )
+
+    return await reporting._db.read(work)
+
+
 async def timed(label: str, work: Any) -> Any:
     started = time.perf_counter()
     result = await work
@@ -222,12 +313,20 @@ async def main() -> None:
         await timed("rollup from scratch (once, then incremental)", reporting.refresh())
         await timed("refresh with nothing new (every page)", reporting.refresh())
         now = time.time()
-        month = Query(since=now - 30 * 86400, until=now + 1)
-        week = Query(since=now - 7 * 86400, until=now + 1, group="week")
-        await timed("figures, 30 days, per day", reporting.figures(month))
-        await timed("figures, 7 days, per week", reporting.figures(week))
+        today = now - now % 86400  # the dashboard's periods: whole UTC days up to now
+        month = Query(since=today - 29 * 86400, until=now + 1)
+        week = Query(since=today - 6 * 86400, until=now + 1, group="week")
         telegram = Query(since=month.since, until=month.until, channel="telegram", language="zh")
-        await timed("figures, 30 days, telegram + zh", reporting.figures(telegram))
+        for label, query in (
+            ("30 days, per day", month),
+            ("7 days, per week", week),
+            ("30 days, telegram + zh", telegram),
+        ):
+            fast = await timed(f"figures, {label}", reporting.figures(query, now=now))
+            scanned = await timed(
+                "  the same by a full scan (before)", scanned_figures(reporting, query, now=now)
+            )
+            print(f"  {'  the two agree':<48} {'yes' if fast == scanned else 'NO'}")
         await timed("conversations list, 30 days", reporting.conversations(month, limit=200))
         await timed(
             "conversations with handoff", reporting.conversations(month, handoff=True, limit=200)

@@ -15,6 +15,9 @@ DASHBOARD_REFRESH_BUDGET = 0.5
 """Seconds a dashboard page (or a scrape) spends bringing the reporting rollup up to date."""
 REPORTING_REFRESH_INTERVAL = 60.0
 """Seconds between the background refreshes of the reporting rollup."""
+DESK_METRICS_HORIZON = 3600.0
+"""Seconds after a claim or resolution within which /metrics still counts it when the rollup
+sees it (older ones, met when the reporting tables are rebuilt, are history, not operations)."""
 DASHBOARD_SESSION_SECONDS = 12 * 3600
 """How long a dashboard login lasts."""
 LOGIN_FREE_FAILURES = 5

@@ -71,6 +71,11 @@ def day_of(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
 
 
+def midnight(day: str) -> float:
+    """The epoch seconds at which the UTC day ``YYYY-MM-DD`` begins."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
+
+
 def summarize(
     conversation_id: str, channel: str, events: Iterable[dict[str, Any]]
 ) -> ConversationFacts:

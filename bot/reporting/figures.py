@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import NamedTuple
 
 from bot import constants
+from bot.reporting.facts import day_of
 
 __all__ = ["Bucket", "Figures", "Period", "Query", "compute", "percentile"]
 
 
 @dataclass(frozen=True)
 class Query:
-    """Which conversations the figures cover: started in [since, until), one channel or all."""
+    """Which conversations the figures cover: started in [since, until), one channel or all.
+
+    The figures count whole UTC days (see :meth:`days`); the lists of conversations and of
+    unknown messages keep the exact instants.
+    """
 
     since: float
     until: float
@@ -24,6 +30,12 @@ class Query:
     """``day`` or ``week`` (weeks start on Monday)."""
     window: float = constants.DEFAULT_CONTAINMENT_WINDOW
     """Seconds of customer silence after which an answered conversation counts as resolved."""
+
+    def days(self) -> tuple[str, str]:
+        """The first and last UTC days (``YYYY-MM-DD``) the period touches: the figures cover
+        them whole (the dashboard's periods start at midnight UTC and end now)."""
+        last = math.nextafter(self.until, -math.inf)  # ``until`` itself is excluded
+        return day_of(self.since), day_of(max(self.since, last))
 
 
 class Bucket(NamedTuple):
