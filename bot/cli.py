@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from bot.api import NotifyApi
     from bot.channel import Channel
     from bot.desk import FileSource
+    from bot.llm.client import LLMClient
     from bot.ports import ConversationStore
     from bot.scheduling.work import ScheduledWork
     from bot.server import Hook
@@ -148,7 +149,8 @@ async def run(project_dir: Path, settings: Settings, *, host: str, port: int) ->
     from bot.server import create_app, serve
 
     agent, channels = await _build(project_dir, settings)
-    routes, on_startup, on_shutdown = _operations(settings, channels)
+    llm = agent.llm.client if agent.llm is not None else None
+    routes, on_startup, on_shutdown = _operations(settings, channels, llm=llm)
     work = scheduled_work(agent, settings)
     app = create_app(
         channels=channels,
@@ -163,9 +165,10 @@ async def run(project_dir: Path, settings: Settings, *, host: str, port: int) ->
 
 
 def _operations(
-    settings: Settings, channels: Sequence[Channel]
+    settings: Settings, channels: Sequence[Channel], *, llm: LLMClient | None = None
 ) -> tuple[list[BaseRoute], list[Hook], list[Hook]]:
-    """The dashboard (with ``KEFU_API_TOKEN``) and ``/metrics`` (with ``KEFU_METRICS_TOKEN``)."""
+    """The dashboard (with ``KEFU_API_TOKEN``) and ``/metrics`` (with ``KEFU_METRICS_TOKEN``);
+    both see ``llm``'s calls when there is one."""
     if not settings.api_token and not settings.metrics_token:
         return [], [], []
     from bot.reporting import Reporting
@@ -174,7 +177,12 @@ def _operations(
     routes: list[BaseRoute] = []
     if settings.api_token:
         from bot.dashboard import dashboard_routes
+        from bot.reporting.usage import channel_of_turn
 
+        if llm is not None:
+            llm.observe(reporting.llm_usage.record)
+        for channel in channels:
+            channel.attach(channel_of_turn(channel.handler))
         routes += dashboard_routes(
             reporting,
             api_token=settings.api_token,
@@ -184,6 +192,8 @@ def _operations(
         from bot.metrics import Metrics, metrics_routes
 
         metrics = Metrics(reporting)
+        if llm is not None:
+            llm.observe(metrics.llm_call)
         for channel in channels:
             channel.attach(metrics.timed(channel.handler))
         routes += metrics_routes(metrics, token=settings.metrics_token)

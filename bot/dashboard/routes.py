@@ -198,6 +198,11 @@ def dashboard_routes(
                 color="#8e44ad",
             ),
             "intents": charts.hbars(f.intents[:12], title=title["top_intents"]),
+            "llm": charts.bar_chart(
+                [(p.label, p.llm_calls) for p in f.periods if p.llm_calls],
+                title=title["llm_per_period"],
+                color="#6c757d",
+            ),
         }
         return render(
             request,
@@ -211,8 +216,31 @@ def dashboard_routes(
 
     async def figures_csv(request: Request) -> Response:
         _, f = await figures_for(request)
-        rows: list[list[Any]] = [["period", "conversations", "contained", "settled", "handoffs"]]
-        rows += [[p.label, p.conversations, p.contained, p.settled, p.handoffs] for p in f.periods]
+        rows: list[list[Any]] = [
+            [
+                "period",
+                "conversations",
+                "contained",
+                "settled",
+                "handoffs",
+                "llm_calls",
+                "llm_failures",
+                "llm_tokens",
+            ]
+        ]
+        rows += [
+            [
+                p.label,
+                p.conversations,
+                p.contained,
+                p.settled,
+                p.handoffs,
+                p.llm_calls,
+                p.llm_failures,
+                p.llm_tokens,
+            ]
+            for p in f.periods
+        ]
         rows += [[], ["figure", "value"]]
         rows += [
             ["conversations", f.conversations],
@@ -229,6 +257,10 @@ def dashboard_routes(
             ["csat_answers", f.csat_answers],
             ["csat_response_rate", _fraction(f.csat_response_rate)],
             ["not_understood", f.not_understood],
+            ["llm_calls", f.llm_calls],
+            ["llm_failures", f.llm_failures],
+            ["llm_prompt_tokens", f.llm_prompt_tokens],
+            ["llm_completion_tokens", f.llm_completion_tokens],
         ]
         rows += [[f"handoff_reason:{r}", n] for r, n in f.handoff_reasons]
         rows += [[f"csat_score:{s}", n] for s, n in f.csat_distribution.items()]

@@ -47,6 +47,7 @@ from bot.reporting.facts import (
     summarize,
 )
 from bot.reporting.figures import Bucket, Figures, Query, compute
+from bot.reporting.usage import LLMUsage
 from bot.store.engines import Database, database_url, open_database
 from bot.store.schema import Tables
 
@@ -60,6 +61,8 @@ _CURSOR_KEY = ("reporting", "events_cursor")
 _VERSION_KEY = ("reporting", "layout")
 ROLLUP_VERSION = "2"
 """The reporting tables' layout; other tables found at start-up are rebuilt from the events."""
+_WAITING = "handoff_at IS NOT NULL AND claimed_at IS NULL AND resolved_at IS NULL"
+"""SQL over the facts table: handed off, not yet claimed nor resolved."""
 _KINDS = ("intent", "flow_started", "flow_completed", "flow_cancelled")
 FIGURE = "figure"
 HANDOFF_REASON = "handoff_reason"
@@ -142,6 +145,12 @@ class Reporting:
                 postgresql_where=text("handoff_at IS NOT NULL"),
                 sqlite_where=text("handoff_at IS NOT NULL"),
             ),
+            Index(
+                f"{p}ix_report_conversations_waiting",
+                "handoff_at",
+                postgresql_where=text(_WAITING),
+                sqlite_where=text(_WAITING),
+            ),
         )
         self.counts = Table(
             f"{p}report_counts",
@@ -182,6 +191,8 @@ class Reporting:
             Index(f"{p}ix_report_unknown_timestamp", "timestamp"),
             Index(f"{p}ix_report_unknown_conversation_id", "conversation_id"),
         )
+        self.llm_usage = LLMUsage(md, table_prefix=p)
+        self._rolled_up = (self.facts, self.counts, self.daily, self.unknown)
         self._lock = asyncio.Lock()
         self._handoff_listeners: list[HandoffListener] = []
 
@@ -203,7 +214,7 @@ class Reporting:
         if found == ROLLUP_VERSION:
             return
         log.info("the reporting tables are rebuilt from the event log (layout %s)", ROLLUP_VERSION)
-        for table in self.metadata.sorted_tables:
+        for table in self._rolled_up:
             conn.execute(delete(table))
         conn.execute(
             delete(kv).where(kv.c.namespace == namespace, kv.c.key.in_((key, _CURSOR_KEY[1])))
@@ -215,7 +226,11 @@ class Reporting:
         )
 
     async def close(self) -> None:
-        await self._db.dispose()
+        """Write the LLM calls counted since the last refresh, and close the connections."""
+        try:
+            await self.llm_usage.flush(self._db)
+        finally:
+            await self._db.dispose()
 
     def on_handoff(self, listener: HandoffListener) -> None:
         """Tell ``listener`` of each handoff claimed or resolved, once, as the rollup sees it
@@ -233,6 +248,7 @@ class Reporting:
         """
         redone = 0
         started = time.monotonic()
+        await self.llm_usage.flush(self._db)
         async with self._lock:
             while True:
                 step = await self._db.write(self._refresh_step)
@@ -445,6 +461,7 @@ class Reporting:
                 buckets,
                 named,
                 query=query,
+                llm=self.llm_usage.days(conn, first=first, last=last, channel=query.channel),
                 claims=[float(d[0]) for d in durations],
                 handling=[float(d[1]) for d in durations if d[1] is not None],
                 reasons=dict(named.pop(HANDOFF_REASON)),
@@ -550,15 +567,15 @@ class Reporting:
 
         return await self._db.read(work)
 
-    async def waiting_handoffs(self) -> int:
-        """Conversations handed off and not yet claimed by an agent (as of the last refresh)."""
+    async def waiting_handoffs(self) -> tuple[int, float | None]:
+        """Conversations handed off and not yet claimed by an agent, and when the longest
+        waiting of them was handed off (None: none waits), as of the last refresh."""
         f = self.facts
 
-        def work(conn: Connection) -> int:
-            stmt = select(func.count()).where(
-                f.c.handoff_at.isnot(None), f.c.claimed_at.is_(None), f.c.resolved_at.is_(None)
-            )
-            return int(conn.execute(stmt).scalar_one())
+        def work(conn: Connection) -> tuple[int, float | None]:
+            stmt = select(func.count(), func.min(f.c.handoff_at)).where(text(_WAITING))
+            count, oldest = conn.execute(stmt).one()
+            return int(count), None if oldest is None else float(oldest)
 
         return await self._db.read(work)
 
