@@ -152,14 +152,14 @@ def compute(
     *,
     query: Query,
     llm: Sequence[LLMDay] = (),
-    claims: list[float],
-    handling: list[float],
+    claim_seconds: tuple[float | None, float | None],
+    handling_seconds: tuple[float | None, float | None],
     reasons: dict[str, int],
     csat: dict[int, int],
 ) -> Figures:
     """Fold the database's counts into the figures: totals, periods, rankings, percentiles.
 
-    ``claims`` and ``handling`` are each handoff's time to claim and handling time (seconds),
+    ``claim_seconds`` and ``handling_seconds`` are the handoffs' p50 and p90 (seconds),
     ``named`` the summed intent and flow counts by kind, ``llm`` the LLM calls per day.
     """
     out = Figures()
@@ -196,8 +196,8 @@ def compute(
     out.csat_answers = sum(csat.values())
     out.csat_distribution = dict(sorted(csat.items()))
     out.handoff_reasons = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
-    out.claim_seconds = (percentile(claims, 0.5), percentile(claims, 0.9))
-    out.handling_seconds = (percentile(handling, 0.5), percentile(handling, 0.9))
+    out.claim_seconds = claim_seconds
+    out.handling_seconds = handling_seconds
     out.periods = [periods[k] for k in sorted(periods)]
     out.channels = sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))
     out.languages = sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -68,6 +68,16 @@ FIGURE = "figure"
 HANDOFF_REASON = "handoff_reason"
 CSAT = "csat"
 _NAMED = (*_KINDS, HANDOFF_REASON, CSAT)
+_FIGURES = (
+    "conversations",
+    "with_messages",
+    "eventually_settled",
+    "eventually_contained",
+    "handoffs",
+    "resolved_handoffs",
+    "not_understood",
+)
+"""The ``figure`` kind's names: each conversation's part of its day's counts."""
 """The daily sums' kinds the figures total over the whole period (ranked by count)."""
 
 
@@ -402,14 +412,22 @@ class Reporting:
             d = self.daily
             in_days = [d.c.day >= first, d.c.day <= last, *_filters(d, query)]
             total = func.sum(d.c.n).label("total")
-            per_day: dict[tuple[str, str, str], Counter[str]] = {}
-            for row in conn.execute(
-                select(d.c.day, d.c.channel, d.c.language, d.c.name, total)
-                .where(*in_days, d.c.kind == FIGURE)
-                .group_by(d.c.day, d.c.channel, d.c.language, d.c.name)
-            ):
-                key = (row.day, row.channel, row.language)
-                per_day.setdefault(key, Counter())[row.name] += int(row.total)
+            # One row per day, channel and language, the figures side by side.
+            per_day: dict[tuple[str, str, str], dict[str, int]] = {
+                (day, channel, language): {
+                    name: int(n or 0) for name, n in zip(_FIGURES, sums, strict=True)
+                }
+                for day, channel, language, *sums in conn.execute(
+                    select(
+                        d.c.day,
+                        d.c.channel,
+                        d.c.language,
+                        *(func.sum(case((d.c.name == name, d.c.n), else_=0)) for name in _FIGURES),
+                    )
+                    .where(*in_days, d.c.kind == FIGURE)
+                    .group_by(d.c.day, d.c.channel, d.c.language)
+                )
+            }
             named: dict[str, list[tuple[str, int]]] = {kind: [] for kind in _NAMED}
             for kind, name, n in conn.execute(
                 select(d.c.kind, d.c.name, total)
@@ -452,18 +470,14 @@ class Reporting:
                         not_understood=counts["not_understood"],
                     )
                 )
-            durations = conn.execute(
-                select(f.c.claimed_at - f.c.handoff_at, f.c.resolved_at - f.c.claimed_at).where(
-                    *in_facts, f.c.handoff_at.isnot(None), f.c.claimed_at.isnot(None)
-                )
-            ).all()
+            handed = [*in_facts, f.c.handoff_at.isnot(None)]
             return compute(
                 buckets,
                 named,
                 query=query,
                 llm=self.llm_usage.days(conn, first=first, last=last, channel=query.channel),
-                claims=[float(d[0]) for d in durations],
-                handling=[float(d[1]) for d in durations if d[1] is not None],
+                claim_seconds=_percentiles(conn, f.c.claimed_at - f.c.handoff_at, handed),
+                handling_seconds=_percentiles(conn, f.c.resolved_at - f.c.claimed_at, handed),
                 reasons=dict(named.pop(HANDOFF_REASON)),
                 csat={int(score): n for score, n in named.pop(CSAT)},
             )
@@ -586,6 +600,30 @@ class Reporting:
             table.c.started_at < query.until,
             *_filters(table, query),
         ]
+
+
+def _percentiles(
+    conn: Connection, value: Any, where: list[Any]
+) -> tuple[float | None, float | None]:
+    """The p50 and p90 of ``value`` over the rows ``where`` selects (nulls left out), as
+    :func:`~bot.reporting.figures.percentile` interpolates them; the database sorts."""
+    known = [*where, value.isnot(None)]
+    n = int(conn.execute(select(func.count()).where(*known)).scalar_one())
+    if n == 0:
+        return None, None
+    out = []
+    for q in (0.5, 0.9):
+        position = (n - 1) * q
+        low = int(position)
+        pair = [
+            float(v)
+            for v in conn.execute(
+                select(value).where(*known).order_by(value).limit(2).offset(low)
+            ).scalars()
+        ]
+        high = pair[1] if len(pair) > 1 else pair[0]
+        out.append(pair[0] + (high - pair[0]) * (position - low))
+    return out[0], out[1]
 
 
 def _filters(table: Table, query: Query) -> list[Any]:
