@@ -267,6 +267,8 @@ async def test_csat_distribution_and_response_rate(
             HandoffResolved(agent="U7", timestamp=t + 361),
         ]
         if score is not None:
+            # The survey saves the rating, then the rating with a comment: one answer.
+            events.append(CsatAnswered(score=score, timestamp=t + 400))
             events.append(CsatAnswered(score=score, comment="fine", timestamp=t + 420))
         await save(store, cid, events)
     # A handoff not resolved yet: no survey, not in the response rate's denominator.
@@ -412,3 +414,32 @@ async def test_desk_times_and_queue_in_metrics(stores: tuple[SqlStore, Reporting
     await save(store, "telegram:w3", [user("telegram:w3", "thanks", now, "en")])
     await metrics.render()
     assert len(seen) == 3
+
+
+async def test_tables_of_another_layout_are_rebuilt(
+    stores: tuple[SqlStore, Reporting, str], url: str
+) -> None:
+    """Tables kept by an older kefu (other sums, or none) are emptied and rolled up again."""
+    store, reporting, prefix = stores
+    await save(store, "rest:r1", [user("rest:r1", "track_order", T0, "en")])
+    await save(store, "rest:r2", [user("rest:r2", "thanks", T0 + 60, "en")])
+    await reporting.refresh()
+    query = Query(since=T0, until=T0 + DAY, window=WINDOW)
+    before = await reporting.figures(query, now=T0 + 2 * DAY)
+    assert before.conversations == 2
+
+    def older_layout(conn: Any) -> None:
+        kv = reporting._store.kv
+        conn.execute(kv.update().where(kv.c.key == "layout").values(value="1"))
+        conn.execute(reporting.daily.delete())  # an older kefu kept no such sums
+
+    db = open_database(database_url(url))
+    await db.write(older_layout)
+    await db.dispose()
+    again = Reporting(url, table_prefix=prefix)
+    await again.initialize()
+    try:
+        assert await again.refresh() == 2
+        assert await again.figures(query, now=T0 + 2 * DAY) == before
+    finally:
+        await again.close()
