@@ -46,7 +46,7 @@ from bot.reporting.facts import (
     midnight,
     summarize,
 )
-from bot.reporting.figures import Bucket, Figures, Query, compute
+from bot.reporting.figures import Bucket, Figures, Query, compute, percentile
 from bot.reporting.usage import LLMUsage
 from bot.store.engines import Database, database_url, open_database
 from bot.store.schema import Tables
@@ -470,14 +470,18 @@ class Reporting:
                         not_understood=counts["not_understood"],
                     )
                 )
-            handed = [*in_facts, f.c.handoff_at.isnot(None)]
+            claim, handling = _percentiles(
+                conn,
+                [f.c.claimed_at - f.c.handoff_at, f.c.resolved_at - f.c.claimed_at],
+                [*in_facts, f.c.handoff_at.isnot(None), f.c.claimed_at.isnot(None)],
+            )
             return compute(
                 buckets,
                 named,
                 query=query,
                 llm=self.llm_usage.days(conn, first=first, last=last, channel=query.channel),
-                claim_seconds=_percentiles(conn, f.c.claimed_at - f.c.handoff_at, handed),
-                handling_seconds=_percentiles(conn, f.c.resolved_at - f.c.claimed_at, handed),
+                claim_seconds=claim,
+                handling_seconds=handling,
                 reasons=dict(named.pop(HANDOFF_REASON)),
                 csat={int(score): n for score, n in named.pop(CSAT)},
             )
@@ -603,27 +607,26 @@ class Reporting:
 
 
 def _percentiles(
-    conn: Connection, value: Any, where: list[Any]
-) -> tuple[float | None, float | None]:
-    """The p50 and p90 of ``value`` over the rows ``where`` selects (nulls left out), as
-    :func:`~bot.reporting.figures.percentile` interpolates them; the database sorts."""
-    known = [*where, value.isnot(None)]
-    n = int(conn.execute(select(func.count()).where(*known)).scalar_one())
-    if n == 0:
-        return None, None
-    out = []
-    for q in (0.5, 0.9):
-        position = (n - 1) * q
-        low = int(position)
-        pair = [
-            float(v)
-            for v in conn.execute(
-                select(value).where(*known).order_by(value).limit(2).offset(low)
-            ).scalars()
-        ]
-        high = pair[1] if len(pair) > 1 else pair[0]
-        out.append(pair[0] + (high - pair[0]) * (position - low))
-    return out[0], out[1]
+    conn: Connection, values: Sequence[Any], where: list[Any]
+) -> list[tuple[float | None, float | None]]:
+    """The p50 and p90 of each of ``values`` over the rows ``where`` selects, nulls left out,
+    interpolated as :func:`~bot.reporting.figures.percentile` does.
+
+    PostgreSQL computes them in one pass (``percentile_cont`` interpolates the same way);
+    SQLite, in the process, hands the values over to be sorted here.
+    """
+    if conn.dialect.name == "postgresql":
+        quantiles = postgresql.array([0.5, 0.9])
+        row = conn.execute(
+            select(*(func.percentile_cont(quantiles).within_group(v) for v in values)).where(*where)
+        ).one()
+        return [(None, None) if pair is None else (float(pair[0]), float(pair[1])) for pair in row]
+    columns: list[list[float]] = [[] for _ in values]
+    for row in conn.execute(select(*values).where(*where)):
+        for column, v in zip(columns, row, strict=True):
+            if v is not None:
+                column.append(float(v))
+    return [(percentile(c, 0.5), percentile(c, 0.9)) for c in columns]
 
 
 def _filters(table: Table, query: Query) -> list[Any]:
