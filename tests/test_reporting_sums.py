@@ -102,7 +102,9 @@ def random_turns(rng: random.Random, cid: str, start: float) -> list[list[Event]
     for _ in range(rng.randint(1, 4)):
         t += rng.uniform(5, 4000)
         intent = rng.choice(["track_order", "cancel_order", "nlu_fallback", "thanks", "inform"])
-        turn: list[Event] = [user(cid, intent, t, language)]
+        # Some channels say the language only later: the conversation moves between sums.
+        said = "" if not turns and rng.random() < 0.2 else language
+        turn: list[Event] = [user(cid, intent, t, said)]
         if intent == "nlu_fallback":
             turn.append(FlowStarted(flow_id="pattern_cannot_handle", timestamp=t))
         elif intent in ("track_order", "cancel_order") and flow is None:
@@ -173,6 +175,8 @@ def expected(facts: list[ConversationFacts], query: Query, *, now: float) -> dic
         "claim": (percentile(claims, 0.5), percentile(claims, 0.9)),
         "handling": (percentile(handling, 0.5), percentile(handling, 0.9)),
         "per_day": dict(sorted(Counter(f.day for f in chosen).items())),
+        "languages": dict(Counter(f.language or "?" for f in chosen)),
+        "channels": dict(Counter(f.channel for f in chosen)),
     }
 
 
@@ -189,7 +193,9 @@ def observed(f: Figures) -> dict[str, Any]:
         "not_understood": f.not_understood,
         "claim": f.claim_seconds,
         "handling": f.handling_seconds,
-        "per_day": {p.label: p.conversations for p in f.periods if p.conversations},
+        "per_day": {p.label: p.conversations for p in f.periods},
+        "languages": dict(f.languages),
+        "channels": dict(f.channels),
     }
 
 
@@ -443,3 +449,20 @@ async def test_tables_of_another_layout_are_rebuilt(
         assert await again.figures(query, now=T0 + 2 * DAY) == before
     finally:
         await again.close()
+
+
+async def test_a_conversation_moving_to_its_language_leaves_no_empty_sums(
+    stores: tuple[SqlStore, Reporting, str],
+) -> None:
+    store, reporting, _ = stores
+    await save(store, "rest:m", [user("rest:m", "greet", T0, "")])
+    await reporting.refresh()
+    query = Query(since=T0, until=T0 + DAY, window=WINDOW)
+    assert (await reporting.figures(query, now=T0 + DAY)).languages == [("?", 1)]
+    await save(store, "rest:m", [user("rest:m", "track_order", T0 + 60, "zh")])
+    await reporting.refresh()
+    f = await reporting.figures(query, now=T0 + DAY)
+    assert (f.languages, [(p.label, p.conversations) for p in f.periods]) == (
+        [("zh", 1)],
+        [("2026-09-22", 1)],
+    )

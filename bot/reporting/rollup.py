@@ -456,6 +456,8 @@ class Reporting:
             }
             buckets = []
             for key, counts in per_day.items():
+                if not counts["conversations"]:  # sums a redone conversation moved elsewhere
+                    continue
                 still_open, would_be_contained = open_now.get(key, (0, 0))
                 buckets.append(
                     Bucket(
