@@ -3,6 +3,8 @@ CSAT answers, LLM calls and desk times reach the dashboard and /metrics (SQLite,
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 import re
 import time
@@ -12,11 +14,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData
+from starlette.applications import Starlette
 
+from bot.dashboard import dashboard_routes
 from bot.events import (
     AgentJoined,
     BotMessage,
@@ -348,6 +353,22 @@ async def test_llm_calls_reach_the_figures_and_metrics(
         await llm.close()
     await other.close()  # flushes what it counted
     assert (await reporting.figures(today)).llm_calls == 5
+
+    # The page and the CSV export show them.
+    app = Starlette(routes=dashboard_routes(reporting, api_token="t0ken"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://kefu.test") as http:
+        assert (await http.post("/dashboard/login", data={"token": "t0ken"})).status_code == 303
+        page = (await http.get("/dashboard?days=1")).text
+        card = re.search(r'id="fig-llm-calls".*?class="v">(\d+)<.*?failed (\d+)', page, re.S)
+        assert card is not None and card.groups() == ("5", "1")
+        exported = (await http.get("/dashboard/export/figures.csv?days=1")).text
+        rows = {r[0]: r[1] for r in csv.reader(io.StringIO(exported)) if len(r) == 2}
+        assert (rows["llm_calls"], rows["llm_failures"], rows["llm_completion_tokens"]) == (
+            "5",
+            "1",
+            "5",
+        )
 
     text = (await metrics.render()).decode()
     assert re.search(
