@@ -440,6 +440,8 @@ class Reporting:
 
             f = self.facts
             in_facts = [*_started_within(f, first, last), *_filters(f, query)]
+            # Selected by the time of their last event only (the index to use, which SQLite's
+            # planner would not pick next to a range of start times); days kept below.
             open_now: dict[tuple[str, str, str], tuple[int, int]] = {
                 (row.day, row.channel, row.language): (int(row.open), int(row.contained))
                 for row in conn.execute(
@@ -450,9 +452,14 @@ class Reporting:
                         func.count().label("open"),
                         func.sum(case((_contained_later(f), 1), else_=0)).label("contained"),
                     )
-                    .where(*in_facts, f.c.last_active_at > now - query.window, _undecided(f))
+                    .where(
+                        f.c.last_active_at > now - query.window,
+                        _undecided(f),
+                        *_filters(f, query),
+                    )
                     .group_by(f.c.day, f.c.channel, f.c.language)
                 )
+                if first <= row.day <= last
             }
             buckets = []
             for key, counts in per_day.items():
