@@ -1,9 +1,13 @@
-"""The reporting tables: one row per conversation, its counts, and what nothing understood.
+"""The reporting tables: one row per conversation, its counts, what nothing understood, and
+their sums per UTC day.
 
 The store keeps each turn's events as one JSON row, which no query can count quickly; the
 rollup reads the event rows added since its last run (a cursor on the events' id), recomputes
-the touched conversations' facts and writes them to three narrow, indexed tables. Figures
-then read only those tables, so a page stays fast however long the event log grows.
+the touched conversations' facts, writes them to narrow, indexed tables and moves each
+conversation's part of the per-day sums from its old facts to its new ones. The figures read
+the sums, and the conversation rows only where the time of the query matters (containment
+still open) or an exact percentile is wanted, so a page stays fast however long the event log
+grows. Each claim or resolution the rollup meets is told to its handoff listeners (/metrics).
 """
 
 from __future__ import annotations
