@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from bot.api import NotifyApi
     from bot.desk import FileSource
     from bot.llm.backend import LLM
+    from bot.llm.client import LLMClient
     from bot.scaling import Workers
     from bot.scheduling.work import ScheduledWork
     from bot.server import Hook
@@ -267,7 +268,8 @@ async def build_server(project_dir: Path, settings: Settings) -> Server:
 
     workers = open_workers(settings)  # PostgreSQL: one of several workers
     app, channels = await build(project_dir, settings, workers=workers)
-    routes, on_startup, on_shutdown = operations(settings, channels)
+    llm = app.llm.client if app.llm is not None else None
+    routes, on_startup, on_shutdown = operations(settings, channels, llm=llm)
     work = scheduled_work(app, shared=workers is not None)
     duties: tuple[Hook, Hook] = (work.start, work.shutdown)
     if workers is not None:  # the leader alone runs the scheduler and polls
@@ -331,9 +333,10 @@ def _channels(store: ConversationStore, settings: Settings, greeting: Greeting) 
 
 
 def operations(
-    settings: Settings, channels: Sequence[Channel]
+    settings: Settings, channels: Sequence[Channel], *, llm: LLMClient | None = None
 ) -> tuple[list[BaseRoute], list[Hook], list[Hook]]:
-    """The dashboard (with ``KEFU_API_TOKEN``) and ``/metrics`` (with ``KEFU_METRICS_TOKEN``)."""
+    """The dashboard (with ``KEFU_API_TOKEN``) and ``/metrics`` (with ``KEFU_METRICS_TOKEN``);
+    both see ``llm``'s calls when there is one."""
     if not settings.api_token and not settings.metrics_token:
         return [], [], []
     from bot.reporting import Reporting
@@ -342,7 +345,12 @@ def operations(
     routes: list[BaseRoute] = []
     if settings.api_token:
         from bot.dashboard import dashboard_routes
+        from bot.reporting.usage import channel_of_turn
 
+        if llm is not None:
+            llm.observe(reporting.llm_usage.record)
+        for channel in channels:
+            channel.attach(channel_of_turn(channel.handler))
         routes += dashboard_routes(
             reporting,
             api_token=settings.api_token,
@@ -352,6 +360,8 @@ def operations(
         from bot.metrics import Metrics, metrics_routes
 
         metrics = Metrics(reporting)
+        if llm is not None:
+            llm.observe(metrics.llm_call)
         for channel in channels:
             channel.attach(metrics.timed(channel.handler))
         routes += metrics_routes(metrics, token=settings.metrics_token)

@@ -389,6 +389,16 @@ async def test_metrics(shop: Shop) -> None:
     assert re.search(r'kefu_turn_seconds_count\{channel="telegram",worker="\d+"\} 2\.0', text)
     assert re.search(r'kefu_outbox_messages\{status="failed",worker="\d+"\} 0\.0', text)
     assert re.search(r'kefu_desk_waiting_conversations\{worker="\d+"\} 0\.0', text)
+    assert re.search(r'kefu_desk_oldest_waiting_seconds\{worker="\d+"\} 0\.0', text)
+    # Each handoff's time to claim and handling time, as the desk's events gave them.
+    for channel, claim, handling in (
+        ("rest", CAROL_CLAIM, CAROL_HANDLING),
+        ("telegram", TELEGRAM_CLAIM, TELEGRAM_HANDLING),
+    ):
+        labels = rf'\{{channel="{channel}",worker="\d+"\}}'
+        assert re.search(rf"kefu_desk_claim_seconds_count{labels} 1\.0", text)
+        assert re.search(rf"kefu_desk_claim_seconds_sum{labels} {claim}", text)
+        assert re.search(rf"kefu_desk_handling_seconds_sum{labels} {handling}", text)
 
 
 # --- in a browser --------------------------------------------------------------------------
