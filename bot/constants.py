@@ -148,6 +148,8 @@ DEFAULT_LEADER_RETRY = 2.0
 """Seconds between a follower's attempts to become the leader (and the leader's checks)."""
 LEADER_LOCK_KEY = (0x6B656675, 1)
 """The session advisory lock (two-int key space, apart from conversation locks) of the leader."""
+DB_START_WAIT = 30.0
+"""Seconds ``kefu run`` waits at start for a PostgreSQL it cannot reach (one restarting)."""
 SHARED_SCHEDULER_SYNC_SECONDS = 5.0
 """How often the leader reads the jobs that other workers stored (they only store them)."""
 LIVE_CHANNEL = "kefu_live"

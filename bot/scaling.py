@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
+from bot import constants
 from bot.settings import Settings
 from bot.store.advisory import Leadership, PostgresLocks
 from bot.store.engines import PoolOptions, database_url
@@ -67,6 +68,7 @@ def store_options(settings: Settings) -> dict[str, Any]:
         size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         timeout=settings.db_timeout,
+        start_wait=constants.DB_START_WAIT,
     )
     return {"pool": pool, "cache_size": 0}
 

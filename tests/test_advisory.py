@@ -249,6 +249,27 @@ async def test_a_store_cut_off_from_the_database_answers_retryably_then_recovers
         await proxy.close()
 
 
+async def test_a_store_starting_while_the_database_is_away_waits_for_it(
+    fresh_postgres_url: str,
+) -> None:
+    url = make_url(fresh_postgres_url)
+    proxy = TcpProxy([(url.host or "127.0.0.1", url.port or 5432)])
+    await proxy.start()
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy.cut()
+    try:
+        opening = asyncio.create_task(
+            open_store(proxied, pool=PoolOptions(size=1, timeout=2.0, start_wait=WAIT))
+        )
+        await asyncio.sleep(1.0)
+        assert not opening.done()  # still trying
+        proxy.restore()
+        store = await asyncio.wait_for(opening, WAIT)
+        await store.close()
+    finally:
+        await proxy.close()
+
+
 def test_pool_settings_are_read_and_checked() -> None:
     settings = Settings.from_env(
         {"KEFU_DB_POOL_SIZE": "3", "KEFU_DB_LOCK_POOL_SIZE": "6", "KEFU_DB_LOCK_TIMEOUT": "2.5"},

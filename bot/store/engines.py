@@ -48,6 +48,8 @@ class PoolOptions:
     max_overflow: int = constants.DEFAULT_DB_MAX_OVERFLOW
     timeout: float = constants.DEFAULT_DB_TIMEOUT
     """Seconds to connect, or to wait for a free connection, before failing retryably."""
+    start_wait: float = 0.0
+    """Seconds the store's start-up waits for a server it cannot reach (one restarting)."""
 
 
 class Database(Protocol):

@@ -149,6 +149,7 @@ class SqlStore:
             self._db: Database = open_database(db_url, pool)
         except (ArgumentError, ImportError) as exc:
             raise StoreError(f"cannot use database {self._shown_url!r}: {exc}") from exc
+        self._start_wait = pool.start_wait if pool is not None else 0.0
         self._t = t = Tables(table_prefix)
         conv = t.conversations
         self._update_conversation = (
@@ -183,10 +184,11 @@ class SqlStore:
         """Create the tables and indexes that are missing; existing data is left alone.
 
         A server that cannot be reached (restarting, say, while a worker starts) is tried
-        again for up to 30 s before start-up fails.
+        again for the pool's ``start_wait`` seconds before start-up fails.
         """
         self._check_open()
         backoff = ConflictBackoff(deadline=_SCHEMA_RETRY_DEADLINE)
+        reachable = ConflictBackoff(deadline=self._start_wait)
         while True:
             try:
                 await self._db.write(self._create_tables)
@@ -196,11 +198,11 @@ class SqlStore:
                 # another process switches a new file to WAL: that process is done soon.
                 if "database is locked" in str(exc) and await backoff.wait():
                     continue
-                if await self._unreachable_for_now(exc, backoff):
+                if await self._unreachable_for_now(exc, reachable):
                     continue
                 raise StoreError(f"cannot open database {self._shown_url!r}: {exc.orig}") from exc
             except (SQLAlchemyError, OSError) as exc:
-                if await self._unreachable_for_now(exc, backoff):
+                if await self._unreachable_for_now(exc, reachable):
                     continue
                 reason = getattr(exc, "orig", None) or exc
                 raise StoreError(f"cannot open database {self._shown_url!r}: {reason}") from exc
