@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bot.dialogue import commands as cmd
-from bot.dialogue.stack import collecting, top_user_frame
+from bot.dialogue.stack import Frame, collecting, top_user_frame
 from bot.domain import Domain, SlotDefinition
 from bot.flows.conditions import compile_condition
 from bot.flows.model import CallStep, Flow, FlowsList
@@ -140,7 +140,7 @@ def clean(
     flows: FlowsList,
     domain: Domain,
     slots: Mapping[str, Any],
-    stack: list[dict[str, Any]],
+    stack: list[Frame],
 ) -> list[cmd.Command]:
     """The commands that may run, in the order the executor wants them (see the module doc)."""
     on_stack = {str(f["flow_id"]) for f in stack}
