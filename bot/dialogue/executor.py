@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Unpack
 
 from bot import constants
@@ -322,7 +322,7 @@ class FlowExecutor:
 
     def resolve(self, text: str, frame: Frame) -> str:
         """Fill ``{{context.x}}`` placeholders (pattern flows name actions this way)."""
-        context: dict[str, Any] = dict(frame)
+        context: Mapping[str, object] = frame
         return _TEMPLATE.sub(lambda m: str(context.get(m.group(1), "")), text)
 
     def knows(self, name: str) -> bool:
