@@ -150,6 +150,7 @@ class Agent:
         from bot.knowledge import KnowledgeAnswerer, KnowledgeBase, default_embedders
         from bot.llm.backend import build_llm
         from bot.store import open_store
+        from bot.understanding.sentiment import analyzer
 
         knowledge = None
         if project.knowledge_dir is not None:
@@ -162,7 +163,9 @@ class Agent:
             cache_dir=_cache_dir(project.root),
             flows=project.flows.flows.values(),
             questions=knowledge.questions() if knowledge is not None else (),
+            sentiment=analyzer(),
         )
+        await asyncio.to_thread(analyzer().prepare)  # not during a first message
         if store is None:
             store = await open_store(settings.database_url)
         if action_runner is None:
