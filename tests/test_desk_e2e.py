@@ -344,6 +344,20 @@ async def test_rate_limits_are_waited_out(tmp_path: Path) -> None:
         assert len(s.slack.calls_to("chat.postMessage")) >= 4  # two answered 429
 
 
+async def test_a_burst_of_customer_messages_is_paced_into_the_thread_in_order(
+    tmp_path: Path,
+) -> None:
+    async with desk_shop(tmp_path) as s:
+        s.slack.post_interval = 1.0  # the double answers 429 to a post that comes too soon
+        ts = await hand_off(s)
+        burst = [f"message {i}" for i in range(10)]
+        for text in burst:
+            await s.tg_send(CHAT, text)
+        await s.slack.wait_until(lambda: len(s.thread(ts)) >= len(burst), 60.0)
+        assert s.thread(ts) == [f"*Alice Smith:* {text}" for text in burst]
+        assert s.slack.rate_limited == []
+
+
 async def test_customer_who_blocked_the_bot_is_marked_on_the_ticket(tmp_path: Path) -> None:
     async with desk_shop(tmp_path) as s:
         ts = await hand_off(s)
