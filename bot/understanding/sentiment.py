@@ -183,7 +183,7 @@ class EnglishScorer:
         texts = [text for _, text in examples]
         negative = np.array([label == "negative" for label, _ in examples], dtype=np.int64)
         vectors = encoder("en").embed([_clean(text) for text in texts])
-        self._encoder_model = LogisticRegression(C=_ENCODER_C, max_iter=5000).fit(vectors, negative)
+        encoder_model = LogisticRegression(C=_ENCODER_C, max_iter=5000).fit(vectors, negative)
         folds = StratifiedKFold(n_splits=10, shuffle=True, random_state=0)
         held_out = cross_val_predict(
             LogisticRegression(C=_ENCODER_C, max_iter=5000),
@@ -193,9 +193,15 @@ class EnglishScorer:
             method="decision_function",
         )
         rows = np.array([self._shape(text) for text in texts])
-        self._combiner = LogisticRegression(max_iter=5000).fit(
+        combiner = LogisticRegression(max_iter=5000).fit(
             np.column_stack([rows, held_out]), negative
         )
+        # Kept as plain weights: for one message at a time, sklearn's input checks would cost
+        # more than the arithmetic.
+        self._encoder_weights = encoder_model.coef_[0].astype(np.float32)
+        self._encoder_bias = float(encoder_model.intercept_[0])
+        self._weights = combiner.coef_[0]
+        self._bias = float(combiner.intercept_[0])
 
     def _shape(self, text: str) -> list[float]:
         """What the lexicons and the message's form say (before the encoder)."""
@@ -226,9 +232,9 @@ class EnglishScorer:
         """The combination's log-odds that ``text`` is negative."""
         text = text[:MAX_CHARS]
         vector = encoder("en").embed_one(_clean(text))
-        encoded = float(self._encoder_model.decision_function(vector[None, :])[0])
-        row = np.array([[*self._shape(text), encoded]])
-        return float(self._combiner.decision_function(row)[0])
+        encoded = float(vector @ self._encoder_weights) + self._encoder_bias
+        row = np.array([*self._shape(text), encoded])
+        return float(row @ self._weights) + self._bias
 
     def score(self, text: str) -> float:
         """The message's score, -1 to 1."""
