@@ -232,9 +232,11 @@ class InProcessActionRunner:
 
     @property
     def action_names(self) -> frozenset[str]:
+        """The names of the custom actions found in the project's package."""
         return frozenset(self._executor.actions)
 
     def knows(self, name: str) -> bool:
+        """True if the project's package has an action called ``name``."""
         return name in self._executor.actions
 
     async def run(
@@ -430,6 +432,7 @@ class RemoteActionRunner:
         raise ActionError(f"action server {self.url} answered {status} running '{name}': {detail}")
 
     async def close(self) -> None:
+        """Close the HTTP session to the action server."""
         if self._session is not None:
             await self._session.close()
             self._session = None

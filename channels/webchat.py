@@ -119,6 +119,7 @@ class WebChatChannel(Channel):
         self._listeners: defaultdict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
 
     def routes(self) -> Sequence[BaseRoute]:
+        """The page, its assets and the web chat's API routes."""
         return (
             Route("/", self._page, methods=["GET"]),
             Route("/webchat/static/{name}", self._asset, methods=["GET"]),

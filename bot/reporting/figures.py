@@ -55,10 +55,12 @@ class Period:
 
     @property
     def containment(self) -> float | None:
+        """Settled conversations the bot handled alone, as a share."""
         return self.contained / self.settled if self.settled else None
 
     @property
     def handoff_rate(self) -> float | None:
+        """Conversations handed to an agent, as a share."""
         return self.handoffs / self.conversations if self.conversations else None
 
 
@@ -93,6 +95,7 @@ class Figures:
 
     @property
     def handoff_rate(self) -> float | None:
+        """Conversations handed to an agent, as a share."""
         return self.handoffs / self.conversations if self.conversations else None
 
     @property
@@ -102,6 +105,7 @@ class Figures:
 
     @property
     def csat_average(self) -> float | None:
+        """The mean satisfaction score; None without answers."""
         total = sum(score * n for score, n in self.csat_distribution.items())
         return total / self.csat_answers if self.csat_answers else None
 

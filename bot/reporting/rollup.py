@@ -142,6 +142,7 @@ class Reporting:
             raise StoreError(f"cannot create the reporting tables: {exc}") from exc
 
     async def close(self) -> None:
+        """Release the database connections."""
         await self._db.dispose()
 
     # --- keeping the rollup -------------------------------------------------------------
