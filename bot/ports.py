@@ -128,7 +128,7 @@ class ConversationRepository(EventLog, Protocol):
         ...
 
 
-class Outbox(Protocol):
+class OutboxStore(Protocol):
     """Messages waiting to reach customers, written by ``save`` and worked off by delivery.
 
     An entry is pending until it is marked delivered, or failed for good; a claim leases a due
@@ -180,7 +180,7 @@ class RetentionStore(Protocol):
 
 
 class ConversationStore(
-    ConversationRepository, Outbox, KeyValueStore, RetentionStore, JobStore, Protocol
+    ConversationRepository, OutboxStore, KeyValueStore, RetentionStore, JobStore, Protocol
 ):
     """Everything kept in the conversations' database, as one object implements it
     (``bot.store.SqlStore``, ``bot.testing.memory_store.MemoryStore``).
