@@ -153,7 +153,7 @@ class TelegramChannel(Channel):
         )
 
     def routes(self) -> Sequence[BaseRoute]:
-        """``POST /webhooks/telegram``, Telegram's webhook (unused while long polling)."""
+        """``POST /webhooks/telegram``, where Telegram posts updates in webhook mode."""
         return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]
 
     async def fetch(self, attachment: Attachment) -> FileBlob:
