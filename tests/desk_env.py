@@ -195,6 +195,7 @@ async def desk_shop(
     socket_mode: bool = False,
     not_understood: int = 3,
     agent_ids: frozenset[str] = frozenset(),
+    sentiment: float | None = None,
 ) -> AsyncIterator[DeskShop]:
     """The reference shop with Telegram (webhook mode) and the Slack desk, running."""
     db_path = tmp_path / "kefu.db"
@@ -214,6 +215,7 @@ async def desk_shop(
             slack_handoff_channel=DESK,
             slack_api_base_url=slack.base_url.rstrip("/"),
             handoff_not_understood=not_understood,
+            handoff_sentiment=sentiment,
             slack_agent_ids=agent_ids,
         )
         agent, channels = await build(ROOT, settings)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from bot import constants
 from bot.domain import Domain
-from bot.ports import ConversationStore
+from bot.ports import ConversationRepository, JobStore, RetentionStore
 from bot.responses import ResponseRenderer
 from bot.scheduling import retention
 from bot.scheduling.conversations import Conversations
@@ -13,6 +15,11 @@ from bot.scheduling.retention import Retention
 from bot.scheduling.scheduler import Scheduler
 from bot.scheduling.sessions import SessionExpiry
 from bot.settings import Settings
+
+
+class SchedulingStore(ConversationRepository, JobStore, RetentionStore, Protocol):
+    """What the scheduled work keeps in the store: its jobs, the conversations that notices and
+    reminders read, and retention's deletions."""
 
 
 class ScheduledWork:
@@ -25,7 +32,7 @@ class ScheduledWork:
     def __init__(
         self,
         conversations: Conversations,
-        store: ConversationStore,
+        store: SchedulingStore,
         *,
         settings: Settings,
         domain: Domain,
