@@ -187,7 +187,7 @@ def test_parse_bool_english(text: str, expected: bool | None) -> None:
         ("不用了，谢谢", False),
         ("不知道", None),
         ("是不是", None),
-        ("好的，不用了", None),
+        ("好的，不用了", False),  # "OK, no need": the last word answers
         ("ok", True),
     ],
 )
