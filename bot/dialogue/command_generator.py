@@ -30,6 +30,9 @@ SWITCH_CONFIDENCE = 0.8
 """A question asked during a pending question starts a new flow only this confidently."""
 ANSWER_INTENT_CONFIDENCE = 0.25
 """How likely an answerable intent must be for a question during a pending one to get it."""
+SURE_ANSWER_CONFIDENCE = 0.5
+"""Below this, a question during a pending one goes to the knowledge base rather than to the
+response of an intent it only loosely resembles."""
 CLARIFY_MARGIN = 0.08
 """Two flows whose intents score closer than this, both unsure, make the bot ask which."""
 
@@ -233,6 +236,8 @@ def _digression(m: _Reading) -> list[cmd.Command] | None:
         return None
     faq = _answer_intent(m.turn, m.parse)
     if faq is not None and not (m.new_flows and m.parse.confidence >= SWITCH_CONFIDENCE):
+        if dict(m.parse.ranking).get(faq, 0.0) < SURE_ANSWER_CONFIDENCE and not m.new_flows:
+            return [cmd.Search()]  # a loose match: the knowledge base's own sections answer
         return [cmd.ChitChat(intent=faq)]
     return None
 
