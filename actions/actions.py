@@ -73,7 +73,8 @@ def _order_referred_to(tracker: Tracker) -> str | None:
 
 
 _OTHER_ORDER = re.compile(
-    r"\b(?:another|other|different|second|new) order\b|另一个|另外一个|别的订单|其他订单|另一单",
+    r"\b(?:another|other|different|second|new) (?:order|parcel|package|one)\b|"
+    r"另一个|另外一个|别的|其他订单|另一单",
     re.IGNORECASE,
 )
 
