@@ -11,6 +11,7 @@ return shipping?"). Section vectors are computed once and cached on disk by cont
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
@@ -170,18 +171,26 @@ class KnowledgeBase:
         ]
         count = len(documents)
         average = sum(map(len, documents)) / count if count else 0.0
-        self._postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for index, terms in enumerate(documents):
             norm = _K1 * (1 - _B + _B * len(terms) / average)
             for term, frequency in Counter(terms).items():
                 weight = frequency * (_K1 + 1) / (frequency + norm)
-                self._postings[term].append((index, weight))
+                postings[term].append((index, weight))
+        self._postings = {
+            term: (
+                np.array([index for index, _ in pairs], dtype=np.intp),
+                np.array([weight for _, weight in pairs], dtype=np.float64),
+            )
+            for term, pairs in postings.items()
+        }
         self._idf = {
             term: math.log((count - len(p) + 0.5) / (len(p) + 0.5) + 1)
-            for term, p in self._postings.items()
+            for term, p in postings.items()
         }
         # The weight of a term no section contains: the most any one term can weigh.
         self._unseen_idf = math.log((count + 0.5) / 0.5 + 1)
+        self._languages = np.array([s.language for s in sections], dtype=object)
 
     def __len__(self) -> int:
         return len(self._sections)
@@ -207,17 +216,78 @@ class KnowledgeBase:
                     sections.extend(_read_sections(file, file.relative_to(path).as_posix()))
         return cls(sections)
 
-    def search(self, query: str, *, language: str | None = None, limit: int = 3) -> list[Passage]:
-        """The best ``limit`` sections for ``query``, best first; only sections that match at all.
+    def search(
+        self,
+        query: str,
+        *,
+        language: str | None = None,
+        limit: int = 3,
+        min_relevance: float = 0.0,
+        min_coverage: float = 0.0,
+    ) -> list[Passage]:
+        """The best ``limit`` sections for ``query``, best first.
 
-        Passages in ``language`` (default: the query's own) rank above others.
+        Passages in ``language`` (default: the query's own) rank above others. Only a question
+        the base knows is ranked: some section must share its words and clear
+        ``min_relevance`` and ``min_coverage`` (see :class:`Passage`), else nothing is returned
+        and no sentence encoder runs (most turns are not questions about the shop). Ranked by
+        words alone, only the sections that clear both are returned; ranked by meaning too
+        (:meth:`with_vectors`), every section competes.
         """
+        wanted = _base_language(language) if language else detect_language(query)
+        lexical = self._lexical(query, wanted)
+        if lexical is None:
+            return []
+        relevance, coverage, factors = lexical
+        known = _known(relevance, coverage, min_relevance, min_coverage)
+        if not known.any():
+            return []
+        if self._vectors is None:
+            scores = relevance * self._unseen_idf
+            candidates = np.flatnonzero(known)
+        else:
+            similarity = self._vectors.similarity(query, wanted)
+            scores = (similarity + _BM25_WEIGHT * relevance) * factors
+            candidates = np.arange(len(self._sections))
+        # Best first; among equal scores, the earlier section (a stable sort on -score).
+        order = candidates[np.argsort(-scores[candidates], kind="stable")][:limit]
+        return [
+            Passage(
+                title=self._sections[index].title,
+                text=self._sections[index].text,
+                source=self._sections[index].source,
+                score=float(scores[index]),
+                relevance=float(relevance[index]),
+                coverage=float(coverage[index]),
+                language=self._sections[index].language,
+            )
+            for index in order
+        ]
+
+    def knows(
+        self,
+        query: str,
+        *,
+        language: str | None = None,
+        min_relevance: float = 0.0,
+        min_coverage: float = 0.0,
+    ) -> bool:
+        """Whether :meth:`search` with these thresholds finds anything: words only, no encoder."""
+        wanted = _base_language(language) if language else detect_language(query)
+        lexical = self._lexical(query, wanted)
+        if lexical is None:
+            return False
+        relevance, coverage, _ = lexical
+        return bool(_known(relevance, coverage, min_relevance, min_coverage).any())
+
+    def _lexical(self, query: str, wanted: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """BM25 of every section: relevance (language factor applied), coverage and the
+        language factors; None when no section shares a term with ``query``."""
         terms = set(tokenize(query))
         if not terms or not self._sections:
-            return []
-        wanted = _base_language(language) if language else detect_language(query)
-        scores: dict[int, float] = defaultdict(float)
-        matched: dict[int, float] = defaultdict(float)
+            return None
+        scores = np.zeros(len(self._sections))
+        matched = np.zeros(len(self._sections))
         total = 0.0
         for term in terms:
             chinese = _CJK_CHAR.match(term) is not None
@@ -231,33 +301,13 @@ class KnowledgeBase:
                 continue
             idf *= factor
             total += idf
-            for index, weight in self._postings[term]:
-                scores[index] += idf * weight
-                matched[index] += idf
-        similarity = self._vectors.similarity(query, wanted) if self._vectors else None
-        if similarity is not None and scores:  # a question the base knows: rank every section
-            scores = {index: scores.get(index, 0.0) for index in range(len(self._sections))}
-        ranked: list[Passage] = []
-        for index, score in scores.items():
-            section = self._sections[index]
-            factor = 1.0 if section.language == wanted else _OTHER_LANGUAGE_WEIGHT
-            relevance = score * factor / self._unseen_idf
-            hybrid = score * factor
-            if similarity is not None:
-                hybrid = (similarity[index] + _BM25_WEIGHT * relevance) * factor
-            ranked.append(
-                Passage(
-                    title=section.title,
-                    text=section.text,
-                    source=section.source,
-                    score=hybrid,
-                    relevance=relevance,
-                    coverage=matched[index] / total,
-                    language=section.language,
-                )
-            )
-        ranked.sort(key=lambda p: p.score, reverse=True)
-        return ranked[:limit]
+            indices, weights = self._postings[term]
+            scores[indices] += idf * weights
+            matched[indices] += idf
+        if total == 0.0:
+            return None
+        factors = np.where(self._languages == wanted, 1.0, _OTHER_LANGUAGE_WEIGHT)
+        return scores * factors / self._unseen_idf, matched / total, factors
 
     @property
     def ranks_by_meaning(self) -> bool:
@@ -271,6 +321,13 @@ class KnowledgeBase:
         (or ahead, with the returned index's ``prepare``)."""
         self._vectors = SectionVectors(self._sections, embedders, cache_dir=cache_dir)
         return self._vectors
+
+
+def _known(
+    relevance: np.ndarray, coverage: np.ndarray, min_relevance: float, min_coverage: float
+) -> np.ndarray:
+    """Which sections share the question's words enough to count as knowing the answer."""
+    return (relevance > 0) & (relevance >= min_relevance) & (coverage >= min_coverage)
 
 
 @dataclass(frozen=True)
@@ -527,15 +584,26 @@ class KnowledgeAnswerer:
     async def answer(self, request: AnswerRequest) -> Answer:
         if request.kind not in ("search", "cannot_handle"):
             return Answer(text=None)
-        search = self.knowledge.search
-        passages = await asyncio.to_thread(
-            search, request.text, language=request.language, limit=len(self.knowledge)
+        search = functools.partial(
+            self.knowledge.search,
+            request.text,
+            language=request.language,
+            limit=1,
+            min_relevance=self.min_relevance,
+            min_coverage=self.min_coverage,
         )
-        if not any(self._known(passage) for passage in passages):
+        # Words first, on the loop (tens of microseconds): a turn that is no question the base
+        # knows never reaches a sentence encoder. A known one is ranked in a worker thread,
+        # where the encoder's inference runs beside the other conversations.
+        if not self.knowledge.knows(
+            request.text,
+            language=request.language,
+            min_relevance=self.min_relevance,
+            min_coverage=self.min_coverage,
+        ):
             return Answer(text=None)
-        known = passages if self.knowledge.ranks_by_meaning else filter(self._known, passages)
-        best = next(iter(known))
+        passages = await asyncio.to_thread(search) if self.knowledge.ranks_by_meaning else search()
+        if not passages:
+            return Answer(text=None)
+        best = passages[0]
         return Answer(text=excerpt(reflow(best.text)), sources=(best.reference,))
-
-    def _known(self, passage: Passage) -> bool:
-        return passage.relevance >= self.min_relevance and passage.coverage >= self.min_coverage
