@@ -74,6 +74,19 @@ def test_the_chinese_encoder_computes_in_the_calling_thread_only() -> None:
     assert variable == "4"  # the process's own setting is left as it was
 
 
+def test_word_pieces_come_with_the_message_vector() -> None:
+    model = encoder("en")
+    assert isinstance(model, encoder_module.MiniLMEncoder)
+
+    vector, pieces, words = model.embed_with_pieces("who covers the postage")
+
+    assert np.allclose(vector, model.embed_one("who covers the postage"))
+    assert words == ["who", "covers", "the", "postage"]
+    assert pieces.shape == (4, ENCODER_DIM)
+    assert np.allclose(np.linalg.norm(pieces, axis=1), 1.0, atol=1e-5)
+    assert model.embed_with_pieces("")[1].shape == (0, ENCODER_DIM)
+
+
 def test_unknown_language_is_refused() -> None:
     with pytest.raises(ValueError, match="no encoder"):
         encoder("fr")

