@@ -1,8 +1,10 @@
 """The desk's board in Slack: tickets as messages with buttons, threads, private notices.
 
-Implements ``bot.desk.DeskBoard`` over slack-sdk's async Web API client. Slack's errors become
-kefu's: a rate limit that outlasts the client's retries (it waits ``Retry-After`` each time),
-a 5xx or an unreachable Slack are transient; anything else Slack refuses is permanent.
+Implements ``bot.desk.DeskBoard`` over slack-sdk's async Web API client. Posts to the channel
+(tickets, thread messages, files) take turns through a :class:`~channels.slack_pace.ChannelPacer`,
+about one a second, in order. Slack's errors become kefu's: a rate limit that outlasts the
+client's retries (it waits ``Retry-After`` each time), a 5xx or an unreachable Slack are
+transient; anything else Slack refuses is permanent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from bot.desk import FileRef, Status, Ticket
 from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from bot.files import FileBlob
 from channels.slack_markup import escape
+from channels.slack_pace import ChannelPacer
 
 __all__ = ["SlackBoard", "ticket_blocks"]
 
@@ -40,20 +43,23 @@ class SlackBoard:
         channel: str,
         agent_ids: frozenset[str] = frozenset(),
         clock: Callable[[], float] = time.time,
+        pacer: ChannelPacer | None = None,
     ) -> None:
         self.client = client
         self.channel = channel
         self.agent_ids = agent_ids
+        self.pacer = pacer or ChannelPacer()
         self._clock = clock
         self._members: tuple[float, frozenset[str]] | None = None
         self._names: dict[str, str] = {}
 
     async def post_ticket(self, ticket: Ticket) -> str:
-        response = await _call(
-            self.client.chat_postMessage(
-                channel=self.channel, text=_summary(ticket), blocks=ticket_blocks(ticket)
+        async with self.pacer.turn(self.channel):
+            response = await _call(
+                self.client.chat_postMessage(
+                    channel=self.channel, text=_summary(ticket), blocks=ticket_blocks(ticket)
+                )
             )
-        )
         return str(response["ts"])
 
     async def update_ticket(self, ticket: Ticket) -> None:
@@ -78,24 +84,25 @@ class SlackBoard:
     ) -> None:
         assert ticket.thread is not None
         line = f"*{escape(ticket.customer)}:* {escape(text)}" if from_customer else escape(text)
-        if files:
+        async with self.pacer.turn(self.channel):
+            if files:
+                await _call(
+                    self.client.files_upload_v2(
+                        channel=self.channel,
+                        thread_ts=ticket.thread,
+                        initial_comment=line if text else None,
+                        file_uploads=[
+                            {"content": blob.data, "filename": blob.name, "title": blob.name}
+                            for blob in files
+                        ],
+                    )
+                )
+                return
             await _call(
-                self.client.files_upload_v2(
-                    channel=self.channel,
-                    thread_ts=ticket.thread,
-                    initial_comment=line if text else None,
-                    file_uploads=[
-                        {"content": blob.data, "filename": blob.name, "title": blob.name}
-                        for blob in files
-                    ],
+                self.client.chat_postMessage(
+                    channel=self.channel, thread_ts=ticket.thread, text=line or "(empty message)"
                 )
             )
-            return
-        await _call(
-            self.client.chat_postMessage(
-                channel=self.channel, thread_ts=ticket.thread, text=line or "(empty message)"
-            )
-        )
 
     async def tell(self, user: str, text: str, *, thread: str | None = None) -> None:
         await _call(

@@ -1,6 +1,6 @@
 """A running shop with the Slack desk, for the desk's end-to-end tests and its benchmark.
 
-kefu is built as ``kefu run`` builds it (``bot.cli._build``), with Telegram pointed at the
+kefu is built as ``kefu run`` builds it (``bot.app.build``), with Telegram pointed at the
 Telegram double and Slack at the Slack double, and served by the real server. Slack requests
 are Slack's own payload shapes, signed with the signing secret as Slack signs them.
 """
@@ -18,8 +18,7 @@ from typing import Any
 
 import httpx
 
-from bot.agent import Agent
-from bot.cli import _build
+from bot.app import App, build
 from bot.desk import Desk, Ticket
 from bot.events import Event
 from bot.server import create_app, running
@@ -57,7 +56,7 @@ _UPDATE_IDS = itertools.count(1)
 class DeskShop:
     """kefu with the desk, the two doubles, and helpers to act as Slack and as a customer."""
 
-    agent: Agent
+    agent: App
     desk: Desk
     slack_channel: SlackDeskChannel
     slack: SlackApiDouble
@@ -196,6 +195,7 @@ async def desk_shop(
     socket_mode: bool = False,
     not_understood: int = 3,
     agent_ids: frozenset[str] = frozenset(),
+    sentiment: float | None = None,
 ) -> AsyncIterator[DeskShop]:
     """The reference shop with Telegram (webhook mode) and the Slack desk, running."""
     db_path = tmp_path / "kefu.db"
@@ -215,9 +215,10 @@ async def desk_shop(
             slack_handoff_channel=DESK,
             slack_api_base_url=slack.base_url.rstrip("/"),
             handoff_not_understood=not_understood,
+            handoff_sentiment=sentiment,
             slack_agent_ids=agent_ids,
         )
-        agent, channels = await _build(ROOT, settings)
+        agent, channels = await build(ROOT, settings)
         slack_channel = next(c for c in channels if isinstance(c, SlackDeskChannel))
         app = create_app(channels=channels, on_shutdown=[agent.close])
         async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
