@@ -83,11 +83,18 @@ class MiniLMEncoder:
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one message."""
-        return self.embed_with_pieces(text)[0]
+        hidden, _ = self._last_layer(text)
+        return _unit(hidden.mean(axis=0))
 
     def embed_with_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """One inference: the message's vector (as `embed_one`), the unit vector of each of
         its word pieces in context (the last layer, [CLS] and [SEP] left out) and the pieces."""
+        hidden, pieces = self._last_layer(text)
+        inner = hidden[1:-1]
+        norms = np.maximum(np.linalg.norm(inner, axis=1, keepdims=True), 1e-12)
+        return _unit(hidden.mean(axis=0)), (inner / norms).astype(np.float32), pieces[1:-1]
+
+    def _last_layer(self, text: str) -> tuple[np.ndarray, list[str]]:
         encoding = self._tokenizer.encode(text)
         ids = np.array([encoding.ids], dtype=np.int64)
         inputs = {
@@ -96,14 +103,7 @@ class MiniLMEncoder:
             "token_type_ids": np.zeros_like(ids),
         }
         (hidden,) = self._session.run(None, inputs)
-        vector: np.ndarray = hidden[0].mean(axis=0)
-        pieces: np.ndarray = hidden[0][1:-1]
-        norms = np.maximum(np.linalg.norm(pieces, axis=1, keepdims=True), 1e-12)
-        return (
-            vector / max(float(np.sqrt(vector @ vector)), 1e-12),
-            (pieces / norms).astype(np.float32),
-            list(encoding.tokens[1:-1]),
-        )
+        return hidden[0], list(encoding.tokens)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed messages one by one, exactly as `embed_one` does at inference (a padded batch
@@ -168,6 +168,11 @@ def _load_e5() -> Any:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    result: np.ndarray = vector / max(float(np.sqrt(vector @ vector)), 1e-12)
+    return result
 
 
 @cache
