@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from bot import constants
 from bot.domain import Domain
 from bot.ports import ConversationRepository, JobStore, RetentionStore
 from bot.responses import ResponseRenderer
@@ -22,7 +23,11 @@ class SchedulingStore(ConversationRepository, JobStore, RetentionStore, Protocol
 
 
 class ScheduledWork:
-    """Retention (when ``KEFU_RETENTION_DAYS`` is set), session expiry, notices, reminders."""
+    """Retention (when ``KEFU_RETENTION_DAYS`` is set), session expiry, notices, reminders.
+
+    ``sync_every``: seconds between reads of the jobs table for jobs stored elsewhere (by
+    workers that are not the leader, on PostgreSQL).
+    """
 
     def __init__(
         self,
@@ -31,8 +36,9 @@ class ScheduledWork:
         *,
         settings: Settings,
         domain: Domain,
+        sync_every: float = constants.SCHEDULER_SYNC_SECONDS,
     ) -> None:
-        self.scheduler = Scheduler(store)
+        self.scheduler = Scheduler(store, sync_every=sync_every)
         self.retention = (
             Retention(store, days=settings.retention_days)
             if settings.retention_days is not None
