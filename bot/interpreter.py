@@ -51,6 +51,19 @@ class Parse:
     sentiment: float | None = None
     """How the customer feels in the message, -1 to 1; None for a button press or no text."""
 
+    @classmethod
+    def refused(cls, text: str, *, language: str) -> Parse:
+        """The understanding of a payload kefu will not act on (no intent knows it, or no
+        button offered it): no intent, no entities, no slots."""
+        return cls(
+            text=text,
+            language=language,
+            intent=None,
+            confidence=0.0,
+            from_payload=True,
+            unknown_payload=True,
+        )
+
     def to_rasa(self) -> dict[str, Any]:
         """Rasa's ``parse_data`` shape, as stored on the user event and seen by actions, with
         kefu's ``"sentiment"`` when the message has a score."""
@@ -181,14 +194,7 @@ class Interpreter:
             return None
         intent = match.group("intent")
         if intent not in self.intents:
-            return Parse(
-                text=text,
-                language=language,
-                intent=None,
-                confidence=0.0,
-                from_payload=True,
-                unknown_payload=True,
-            )
+            return Parse.refused(text, language=language)
         entities = _payload_entities(match.group("entities"))
         return Parse(
             text=text,

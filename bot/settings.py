@@ -194,15 +194,9 @@ class _Reader:
         return default if value is None else value
 
     def optional_number(self, name: str) -> float | None:
-        value = self.text(name)
-        if value is None:
-            return None
-        try:
-            number = float(value)
-        except ValueError:
-            raise SettingsError(f"{name} must be a number, got {value!r}") from None
-        if number < 0:
-            raise SettingsError(f"{name} must not be negative, got {value!r}")
+        number = self._float(name)
+        if number is not None and number < 0:
+            raise SettingsError(f"{name} must not be negative, got {self.text(name)!r}")
         return number
 
     def business_hours(self) -> BusinessHours | None:
@@ -262,13 +256,17 @@ class _Reader:
 
     def score(self, name: str) -> float | None:
         """A sentiment score between -1 and 1, or None when unset."""
+        number = self._float(name)
+        if number is not None and not -1.0 <= number <= 1.0:
+            raise SettingsError(f"{name} must be between -1 and 1, got {self.text(name)!r}")
+        return number
+
+    def _float(self, name: str) -> float | None:
+        """The setting as a number; None when unset."""
         value = self.text(name)
         if value is None:
             return None
         try:
-            number = float(value)
+            return float(value)
         except ValueError:
             raise SettingsError(f"{name} must be a number, got {value!r}") from None
-        if not -1.0 <= number <= 1.0:
-            raise SettingsError(f"{name} must be between -1 and 1, got {value!r}")
-        return number

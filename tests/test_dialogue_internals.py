@@ -27,7 +27,7 @@ from bot.errors import ActionError
 from bot.events import ActionExecuted, FlowStarted
 from bot.flows.model import FlowsList
 from bot.flows.parser import parse_flows
-from bot.interpreter import Interpreter
+from bot.interpreter import Interpreter, Parse
 from bot.project import Project, inspect_project
 from bot.responses import ResponseRenderer
 from bot.state import ConversationState
@@ -228,3 +228,9 @@ async def test_start_of_a_flow_through_the_generator_and_executor(project: Proje
         "track_order",
         "pattern_collect_information",
     ]
+
+
+def test_a_refused_payload_means_nothing() -> None:
+    parse = Parse.refused('/buy{"sku": "x"}', language="en")
+    assert (parse.intent, parse.confidence, parse.entities, parse.set_slots) == (None, 0.0, (), {})
+    assert parse.from_payload and parse.unknown_payload

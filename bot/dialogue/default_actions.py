@@ -73,12 +73,14 @@ class DefaultActions:
     async def action_session_start(
         self, turn: Turn, frame: Frame, control: FlowControl
     ) -> StepOutcome:
+        """Start a new session, clearing the slots unless the domain carries them over."""
         turn.emit(SessionStarted())
         if not turn.domain.session_config.carry_over_slots_to_new_session:
             turn.reset_all_slots()
         return CONTINUE
 
     async def action_restart(self, turn: Turn, frame: Frame, control: FlowControl) -> StepOutcome:
+        """Forget the conversation: every other flow and every slot."""
         turn.state.stack[:] = [frame]
         turn.reset_all_slots()
         turn.emit(Restarted())
@@ -87,6 +89,7 @@ class DefaultActions:
     async def action_clean_stack(
         self, turn: Turn, frame: Frame, control: FlowControl
     ) -> StepOutcome:
+        """Drop every flow but this pattern's."""
         turn.state.stack[:] = [frame]
         return CONTINUE
 
@@ -182,6 +185,7 @@ class DefaultActions:
     async def action_cancel_flow(
         self, turn: Turn, frame: Frame, control: FlowControl
     ) -> StepOutcome:
+        """Cancel the flows the cancel pattern names, their slots reset."""
         removed = remove_frames(turn.state.stack, set(frame.get("canceled_frames") or ()))
         self.cancelled(turn, removed, control)
         return CONTINUE
@@ -189,6 +193,7 @@ class DefaultActions:
     async def action_cancel_interrupted_flows(
         self, turn: Turn, frame: Frame, control: FlowControl
     ) -> StepOutcome:
+        """Cancel every customer flow and what they called, their slots reset."""
         stack = turn.state.stack
         ids = {f["frame_id"] for f in stack if is_user_frame(f)}
         ids |= {f["frame_id"] for f in stack if f.get("owner") in ids}
@@ -196,6 +201,7 @@ class DefaultActions:
         return CONTINUE
 
     def cancelled(self, turn: Turn, removed: list[Frame], control: FlowControl) -> None:
+        """Record the removed customer flows as cancelled and reset their slots."""
         for gone in removed:
             flow = turn.flows.get(gone["flow_id"])
             if is_user_frame(gone):
@@ -206,6 +212,7 @@ class DefaultActions:
     async def action_continue_interrupted_flow(
         self, turn: Turn, frame: Frame, control: FlowControl
     ) -> StepOutcome:
+        """Record that the flow under this pattern goes on."""
         resumed = top_user_frame(turn.state.stack[:-1])
         if resumed is not None:
             turn.emit(FlowResumed(flow_id=resumed["flow_id"], step_id=resumed["step_id"]))
@@ -236,6 +243,7 @@ class DefaultActions:
     async def action_clarify_flows(
         self, turn: Turn, frame: Frame, control: FlowControl
     ) -> StepOutcome:
+        """Ask which of the candidate flows the customer meant, one button each."""
         buttons = []
         for flow_id in frame.get("clarification_options") or ():
             flow = turn.flows.get(flow_id)
@@ -262,6 +270,7 @@ class DefaultActions:
     async def action_trigger_chitchat(
         self, turn: Turn, frame: Frame, control: FlowControl
     ) -> StepOutcome:
+        """Answer small talk: ``utter_<intent>``, else the answer backend, else cannot-handle."""
         chosen = frame.get("intent")  # the command generator's pick for a digression
         intent = chosen or (turn.parse.get("intent") or {}).get("name")
         # the message's own intent was not sure enough to count when a model decided
@@ -276,6 +285,7 @@ class DefaultActions:
     async def action_trigger_search(
         self, turn: Turn, frame: Frame, control: FlowControl
     ) -> StepOutcome:
+        """Answer from the answer backend, or push ``pattern_cannot_handle`` when it has none."""
         if not await self.answer(turn, "search", control):
             turn.state.stack.append(
                 new_frame("pattern_cannot_handle", reason="cannot_handle_no_relevant_answer")
@@ -326,6 +336,7 @@ class DefaultActions:
     async def action_human_handoff(
         self, turn: Turn, frame: Frame, control: FlowControl
     ) -> StepOutcome:
+        """Ask the desk for a person, say so, and pause the bot until it hands back."""
         reason = str(frame.get("reason") or "customer asked for a human")
         accepted = self.desk is not None and await self.desk.request_handoff(
             conversation_id=turn.state.conversation_id, reason=reason, state=turn.state

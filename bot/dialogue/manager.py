@@ -141,7 +141,7 @@ class DialogueManager:
             self.interpreter.parse, message.text, payload=payload, language=language
         )
         if trust.typed_payload_refused(sent, payload, text=message.text):
-            return trust.refused_parse(message.text, language=language), payload
+            return Parse.refused(message.text, language=language), payload
         if payload is None and self.interpreter.may_be_slow(message.text):
             return await asyncio.to_thread(parse_message), payload
         return parse_message(), payload

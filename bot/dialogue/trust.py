@@ -37,7 +37,6 @@ from bot.dialogue import commands as cmd
 from bot.domain import SlotDefinition
 from bot.errors import BadRequestError
 from bot.events import BotMessage
-from bot.interpreter import Parse
 from bot.state import ConversationState
 
 log = logging.getLogger(__name__)
@@ -132,18 +131,6 @@ def typed_payload_refused(sent: str | None, trusted: str | None, *, text: str) -
     if not sent or trusted is not None:
         return False
     return not text.strip() or sent.strip() == text.strip()
-
-
-def refused_parse(text: str, *, language: str) -> Parse:
-    """The understanding of a refused payload: no intent, no entities, no slots."""
-    return Parse(
-        text=text,
-        language=language,
-        intent=None,
-        confidence=0.0,
-        from_payload=True,
-        unknown_payload=True,
-    )
 
 
 def remember_offers(state: ConversationState, messages: Sequence[BotMessage]) -> None:

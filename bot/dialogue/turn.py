@@ -42,10 +42,12 @@ class Turn:
 
     @property
     def language(self) -> str:
+        """The conversation's language, the domain's default until one is chosen."""
         return self.state.language or self.domain.default_language
 
     @property
     def channel(self) -> str:
+        """The channel the conversation is on."""
         return self.state.channel
 
     def slots(self) -> dict[str, Any]:
@@ -55,6 +57,7 @@ class Turn:
         return values
 
     def set_slot(self, name: str, value: Any) -> None:
+        """Set a slot (card numbers masked), recording ``SlotSet`` only when it changes."""
         value = redact(value)
         if self.state.slots.get(name) == value and name in self.state.slots:
             return
@@ -62,6 +65,7 @@ class Turn:
         self.events.append(SlotSet(name=name, value=value))
 
     def reset_all_slots(self) -> None:
+        """Put every slot back to its initial value, recording ``AllSlotsReset``."""
         self.state.slots = {
             name: slot.initial_value
             for name, slot in self.domain.slots.items()

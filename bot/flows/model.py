@@ -135,6 +135,8 @@ class Flow:
     translation: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
     """Rasa's per-language flow properties: ``{"zh": {"name": "查询订单"}}`` (kefu also reads a
     ``description`` there, for routing messages in that language)."""
+    sequence_next: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """Step id → the id of the step written after it in its sequence (the parser fills it)."""
 
     @property
     def readable_name(self) -> str:
@@ -157,7 +159,7 @@ class Flow:
 
     def next_in_sequence(self, step: Step) -> str:
         """The id of the step written after ``step`` in its sequence, or ``END``."""
-        return self._sequence_next.get(step.id, END)
+        return self.sequence_next.get(step.id, END)
 
     @property
     def first_step(self) -> Step | None:
@@ -170,12 +172,8 @@ class Flow:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {s.id: s for s in self.steps})
-        object.__setattr__(self, "_sequence_next", {})
 
     _index: dict[str, Step] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _sequence_next: dict[str, str] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
 
 
 @dataclass(frozen=True)

@@ -118,11 +118,11 @@ class _FlowBuilder:
             file=self.file,
             line=self.line,
             is_pattern=is_pattern,
+            sequence_next=dict(self.sequence_next),
             translation=self.parse_translation(
                 body.get("translation"), line_of(body, "translation")
             ),
         )
-        flow._sequence_next.update(self.sequence_next)
         self.check_reachable(flow)
         return flow
 
