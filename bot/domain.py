@@ -13,6 +13,19 @@ from bot import constants
 from bot.events import Button
 
 SLOT_TYPES = ("text", "bool", "categorical", "float", "list", "any")
+BUILTIN_INTENTS = frozenset(
+    {
+        "session_start",
+        "session_end",
+        "silence_timeout",
+        "restart",
+        "human_handoff",
+        "back",
+        "out_of_scope",
+        "nlu_fallback",
+    }
+)
+"""Intents Rasa provides without declaration: flows may name them and buttons send them."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot import constants
+from bot.domain import BUILTIN_INTENTS
 from bot.edge import parse_json
 from bot.errors import BadRequestError
 from bot.understanding.classifier import IntentClassifier
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 _INTENT_PAYLOAD = re.compile(r"^/(?P<intent>[\w.-]+)(?P<entities>\{.*\})?\s*$", re.DOTALL)
 _SET_SLOTS_PAYLOAD = re.compile(r"^/SetSlots\((?P<body>.*)\)\s*$", re.DOTALL)
-BUILTIN_INTENTS = ("session_start", "session_end", "silence_timeout", "restart", "human_handoff")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class Interpreter:
     ) -> None:
         self.classifier = classifier
         self.extractor = extractor
-        self.intents = intents | set(BUILTIN_INTENTS)
+        self.intents = intents | BUILTIN_INTENTS
         self.router = router
         self.sentiment = sentiment
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot import constants
+from bot.dialogue.stack import Frame
 from bot.events import BotMessage, Event, UserMessage
 
 
@@ -22,8 +23,8 @@ class ConversationState:
     channel: str
     sender_id: str
     slots: dict[str, Any] = field(default_factory=dict)
-    stack: list[dict[str, Any]] = field(default_factory=list)
-    """The dialogue stack, bottom first; frames are ``bot.dialogue.stack`` dicts."""
+    stack: list[Frame] = field(default_factory=list)
+    """The dialogue stack, bottom first (``bot.dialogue.stack``: typed dicts, stored as JSON)."""
     language: str | None = None
     latest_message: dict[str, Any] = field(default_factory=dict)
     """Parse data of the last user message (Rasa's shape: text, intent, entities)."""

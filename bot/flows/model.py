@@ -162,6 +162,23 @@ class FlowsList:
     def get(self, flow_id: str) -> Flow | None:
         return self.flows.get(flow_id)
 
+    def collect_steps_of(self, flow: Flow) -> list[CollectStep]:
+        """The collect steps of ``flow`` and of the flows it calls, directly or not (each
+        flow once, callers' steps before their callees')."""
+        steps: list[CollectStep] = []
+        seen: set[str] = set()
+
+        def visit(current: Flow) -> None:
+            seen.add(current.id)
+            steps.extend(current.collect_steps())
+            for step in current.steps:
+                child = self.get(step.call) if isinstance(step, CallStep) else None
+                if child is not None and child.id not in seen:
+                    visit(child)
+
+        visit(flow)
+        return steps
+
     def user_flows(self) -> list[Flow]:
         """Flows the customer can start: everything but patterns."""
         return [f for f in self.flows.values() if not f.is_pattern]
@@ -171,28 +188,3 @@ class FlowsList:
 
     def __len__(self) -> int:
         return len(self.flows)
-
-
-DEFAULT_ACTIONS = frozenset(
-    {
-        "action_listen",
-        "action_session_start",
-        "action_restart",
-        "action_run_slot_rejections",
-        "action_cancel_flow",
-        "action_correct_flow_slot",
-        "action_continue_interrupted_flow",
-        "action_cancel_interrupted_flows",
-        "action_clarify_flows",
-        "action_collect_trouble",
-        "action_trigger_chitchat",
-        "action_trigger_search",
-        "action_human_handoff",
-        "action_clean_stack",
-        "action_reset_routing",
-        "action_hangup",
-        "action_handoff_metric",
-        "action_repeat_bot_messages",
-    }
-)
-"""Actions the engine itself provides; flows may name them without declaring them."""
