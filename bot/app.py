@@ -142,7 +142,10 @@ class App:
             renderer=ResponseRenderer(project.domain),
             action_runner=action_runner,
             defaults=DefaultActions(
-                answer_backend=answer_backend, desk=desk, hours=settings.business_hours
+                answer_backend=answer_backend,
+                desk=desk,
+                hours=settings.business_hours,
+                asks_model=llm is not None,
             ),
         )
         dialogue = DialogueManager(

@@ -225,6 +225,8 @@ class LLMAnswerer:
                 offline = Answer(text=None)
             if offline.text:
                 return offline
+        if request.kind == "cannot_handle":
+            return Answer(text=None)  # the pattern's own responses are the offline answer
         return self._response(UTTER_UNAVAILABLE, request) or Answer(text=None, handoff=True)
 
     def _not_sure(self, request: AnswerRequest) -> Answer:
