@@ -5,8 +5,8 @@
 The model is the OpenAI double (``python -m bot.testing.openai_double``) in its own process on
 127.0.0.1, reached through the real ``openai`` client, always answering the same sentence; the
 agent is the reference shop's, in process, over a fresh SQLite file, with ``KEFU_LLM_ROUTING``
-at its default (``unsure``). Each measured turn is a question no flow covers ("what is the
-capital of France?"), so it makes two model calls: the commands call (whose answer holds no
+at its default (``unsure``). Each measured turn is a question no flow or response covers ("how long
+is the warranty on headphones?"), so it makes two model calls: the commands call (whose answer holds no
 command, so offline understanding's "search" stands) and the grounded answer. Printed:
 
 1. overhead: with the model answering at once, each LLM turn is paired with the same turn on
@@ -51,7 +51,7 @@ from bot.settings import Settings
 from bot.state import ConversationState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-QUESTION = "what is the capital of France?"
+QUESTION = "how long is the warranty on headphones?"
 ANSWER = "I'm sorry, our shop can only help with orders, shipping, returns and payments."
 GOAL_P99_MS = 10.0
 

