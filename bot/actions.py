@@ -186,6 +186,7 @@ class InProcessActionRunner:
 
     @property
     def action_names(self) -> frozenset[str]:
+        """The names of the custom actions found in the project's package."""
         return frozenset(self._executor.actions)
 
     async def start(self) -> None:
@@ -195,6 +196,7 @@ class InProcessActionRunner:
         """Nothing to release: in-process actions hold no connection of kefu's."""
 
     def knows(self, name: str) -> bool:
+        """True if the project's package has an action called ``name``."""
         return name in self._executor.actions
 
     async def run(

@@ -109,4 +109,5 @@ class Domain:
     """The merged YAML as loaded, handed to rasa-sdk actions as ``domain``."""
 
     def has_response(self, name: str) -> bool:
+        """True if the domain defines the response ``name``."""
         return name in self.responses

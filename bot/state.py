@@ -64,10 +64,12 @@ class ConversationState:
         del self.transcript[: -constants.TRANSCRIPT_TURNS]
 
     def to_dict(self) -> dict[str, Any]:
+        """The state as plain data (a deep copy), JSON-ready."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConversationState:
+        """The state :meth:`to_dict` wrote."""
         state = cls(**data)
         state.transcript = [(str(speaker), str(text)) for speaker, text in state.transcript]
         return state

@@ -54,6 +54,7 @@ class SlackBoard:
         self._names: dict[str, str] = {}
 
     async def post_ticket(self, ticket: Ticket) -> str:
+        """Post a new ticket in the handoff channel; its message ts (the thread)."""
         async with self.pacer.turn(self.channel):
             response = await _call(
                 self.client.chat_postMessage(
@@ -63,6 +64,7 @@ class SlackBoard:
         return str(response["ts"])
 
     async def update_ticket(self, ticket: Ticket) -> None:
+        """Show the ticket's current state in its channel message."""
         if ticket.thread is None:
             return
         await _call(
@@ -82,6 +84,7 @@ class SlackBoard:
         from_customer: bool = False,
         files: Sequence[FileBlob] = (),
     ) -> None:
+        """Post ``text`` in the ticket's thread."""
         assert ticket.thread is not None
         line = f"*{escape(ticket.customer)}:* {escape(text)}" if from_customer else escape(text)
         async with self.pacer.turn(self.channel):
@@ -105,6 +108,7 @@ class SlackBoard:
             )
 
     async def tell(self, user: str, text: str, *, thread: str | None = None) -> None:
+        """A message only ``user`` sees, in the handoff channel (or a thread)."""
         await _call(
             self.client.chat_postEphemeral(
                 channel=self.channel, user=user, text=text, thread_ts=thread
@@ -112,6 +116,7 @@ class SlackBoard:
         )
 
     async def is_agent(self, user: str) -> bool:
+        """True for the agents named in the settings and the handoff channel's members."""
         if user in self.agent_ids:
             return True
         now = self._clock()
@@ -132,6 +137,7 @@ class SlackBoard:
         return user in self._members[1]
 
     async def display_name(self, user: str) -> str:
+        """The Slack user's display name (remembered)."""
         name = self._names.get(user)
         if name is None:
             response = await _call(self.client.users_info(user=user))

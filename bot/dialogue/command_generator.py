@@ -307,9 +307,11 @@ def looks_like_question(text: str) -> bool:
     return any(word in stripped for word in _QUESTION_WORDS)
 
 
-def _answer(  # type: ignore[no-untyped-def]
+def _answer(
     turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[str, str], *, question: str
-):
+) -> SlotValue | None:
+    """The message read as a value of ``slot``: a typed button title, else the parsed value
+    (an entity where the slot needs one)."""
     if not parse.text.strip():
         return None
     typed = _typed_button(turn, slot, parse.text, question)

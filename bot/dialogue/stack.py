@@ -13,7 +13,7 @@ pattern's ``context`` (:class:`PatternContext`: ``collect``, ``utter``, ``cancel
 from __future__ import annotations
 
 import uuid
-from typing import Any, Required, TypedDict, Unpack
+from typing import Any, Required, TypedDict, Unpack, cast
 
 START = "START"
 USER_FLOW = "flow"
@@ -75,15 +75,15 @@ def new_frame(
 ) -> Frame:
     """A frame for ``flow_id``, about to run its first step."""
     is_pattern = flow_id.startswith("pattern_")
-    frame: Frame = {
+    base = {
         "frame_id": uuid.uuid4().hex[:10],
         "type": flow_id if is_pattern else USER_FLOW,
         "flow_id": flow_id,
         "step_id": START,
     }
+    frame = cast("Frame", base | context)  # the pattern's context after its place, as stored
     if not is_pattern:
         frame["frame_type"] = frame_type
-    frame.update(context)
     return frame
 
 
@@ -94,7 +94,7 @@ def is_user_frame(frame: Frame) -> bool:
 
 def top_user_frame(stack: list[Frame]) -> Frame | None:
     """The customer's flow that is running now (patterns above it aside)."""
-    for frame in reversed(stack):
+    for frame in stack[::-1]:
         if is_user_frame(frame):
             return frame
     return None

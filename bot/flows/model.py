@@ -117,6 +117,7 @@ class Flow:
 
     @property
     def readable_name(self) -> str:
+        """The flow's ``name``, else its id with spaces for underscores."""
         return self.name or self.id.replace("_", " ")
 
     def name_in(self, language: str | None) -> str:
@@ -130,6 +131,7 @@ class Flow:
         return self.readable_name
 
     def step(self, step_id: str) -> Step | None:
+        """The step with id ``step_id``, or None."""
         return self._index.get(step_id)
 
     def next_in_sequence(self, step: Step) -> str:
@@ -138,9 +140,11 @@ class Flow:
 
     @property
     def first_step(self) -> Step | None:
+        """The step the flow starts with; None for a flow without steps."""
         return self.steps[0] if self.steps else None
 
     def collect_steps(self) -> tuple[CollectStep, ...]:
+        """The flow's ``collect`` steps, in order."""
         return tuple(s for s in self.steps if isinstance(s, CollectStep))
 
     def __post_init__(self) -> None:
@@ -160,6 +164,7 @@ class FlowsList:
     flows: dict[str, Flow] = field(default_factory=dict)
 
     def get(self, flow_id: str) -> Flow | None:
+        """The flow with id ``flow_id`` (patterns included), or None."""
         return self.flows.get(flow_id)
 
     def collect_steps_of(self, flow: Flow) -> list[CollectStep]:

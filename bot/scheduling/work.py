@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from bot.domain import Domain
-from bot.ports import ConversationStore
+from bot.ports import ConversationRepository, JobStore, RetentionStore
 from bot.responses import ResponseRenderer
 from bot.scheduling import retention
 from bot.scheduling.conversations import Conversations
@@ -14,13 +16,18 @@ from bot.scheduling.sessions import SessionExpiry
 from bot.settings import Settings
 
 
+class SchedulingStore(ConversationRepository, JobStore, RetentionStore, Protocol):
+    """What the scheduled work keeps in the store: its jobs, the conversations that notices and
+    reminders read, and retention's deletions."""
+
+
 class ScheduledWork:
     """Retention (when ``KEFU_RETENTION_DAYS`` is set), session expiry, notices, reminders."""
 
     def __init__(
         self,
         conversations: Conversations,
-        store: ConversationStore,
+        store: SchedulingStore,
         *,
         settings: Settings,
         domain: Domain,

@@ -150,6 +150,7 @@ class SlackApiDouble:
 
     @property
     def root(self) -> str:
+        """``http://127.0.0.1:<port>`` of the running double."""
         if self._port is None:
             raise RuntimeError("the Slack double is not running; use `async with`")
         return f"http://127.0.0.1:{self._port}"
@@ -200,6 +201,7 @@ class SlackApiDouble:
         }
 
     def calls_to(self, method: str) -> list[ApiCall]:
+        """The recorded calls of Web API method ``method``, oldest first."""
         return [call for call in self.calls if call.method == method]
 
     def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
