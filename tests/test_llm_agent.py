@@ -17,8 +17,8 @@ import pytest_asyncio
 
 from bot import constants
 from bot.app import App
-from bot.events import FlowCancelled, FlowStarted, SlotSet, UserMessage
 from bot.dialogue.turn import Turn
+from bot.events import FlowCancelled, FlowStarted, SlotSet, UserMessage
 from bot.llm.client import CircuitBreaker
 from bot.project import load_project
 from bot.settings import Settings
