@@ -238,19 +238,20 @@ class Desk:
                     await self._book.put(ticket)
                     if body and ticket.translate_replies and self._copilot is not None:
                         translate_to = ticket.language
+        sent: list[str] = []
         if translate_to is not None:
-            events, translated = await self._translated(cid, events, translate_to)
-            if not translated:
-                notice = (
-                    "The translation failed: your reply was sent as you wrote it."
-                    if notice is None
-                    else notice
-                )
+            translated = await self._translated(cid, events, translate_to)
+            if translated is None:
+                notice = notice or "The translation failed: your reply was sent as you wrote it."
+            else:
+                events, sent = translated
         # Outside the desk's lock: a customer's turn holds the conversation's lock while it
         # takes the desk's (forward), so taking them the other way round could deadlock.
         result = await self._record(cid, events=events, utter=utter, key=(thread, message_id))
         if result is None or result.duplicate:
             return None
+        for text in sent:  # the thread keeps what the customer received
+            await self._post_line(cid, f"{SENT_LABEL} {text}")
         await self._after_delivery(cid, result)
         if utter:
             await self._show(cid)
@@ -375,24 +376,25 @@ class Desk:
 
     async def _translated(
         self, cid: str, events: list[Event], language: str
-    ) -> tuple[list[Event], bool]:
-        """The agent's reply translated for the customer (the thread shows what was sent);
-        the events unchanged and False when the model failed."""
+    ) -> tuple[list[Event], list[str]] | None:
+        """The events with the agent's reply translated for the customer, and the
+        translations; None when the model failed."""
         assert self._copilot is not None
         ticket = await self._book.get(cid)
         slots = ticket.slots if ticket is not None else {}
         out: list[Event] = []
+        texts: list[str] = []
         for event in events:
             if isinstance(event, AgentMessage) and event.text:
                 translated = await self._copilot.translate(
                     event.text, source=self._copilot.desk_language, target=language, slots=slots
                 )
                 if translated is None:
-                    return events, False
-                await self._post_line(cid, f"{SENT_LABEL} {translated}")
+                    return None
+                texts.append(translated)
                 event = dataclasses.replace(event, text=translated)
             out.append(event)
-        return out, True
+        return out, texts
 
     async def _post_line(self, cid: str, text: str) -> None:
         """Queue a line from the desk for the ticket's thread."""
