@@ -5,9 +5,10 @@
 The model is the OpenAI double (``python -m bot.testing.openai_double``) in its own process on
 127.0.0.1, reached through the real ``openai`` client, always answering the same sentence; the
 agent is the reference shop's, in process, over a fresh SQLite file, with ``KEFU_LLM_ROUTING``
-at its default (``unsure``). Each measured turn is a question no flow covers ("what is the
-capital of France?"), so it makes two model calls: the commands call (whose answer holds no
-command, so offline understanding's "search" stands) and the grounded answer. Printed:
+at its default (``unsure``). Each measured turn is a question no flow or response covers
+("how long is the warranty on headphones?"), so it makes two model calls: the commands call
+(whose answer holds no command, so offline understanding's "search" stands) and the grounded
+answer. Printed:
 
 1. overhead: with the model answering at once, each LLM turn is paired with the same turn on
    an agent without an LLM (same understanding, same store); the difference is what the LLM
@@ -51,7 +52,7 @@ from bot.settings import Settings
 from bot.state import ConversationState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-QUESTION = "what is the capital of France?"
+QUESTION = "how long is the warranty on headphones?"
 ANSWER = "I'm sorry, our shop can only help with orders, shipping, returns and payments."
 GOAL_P99_MS = 10.0
 
@@ -124,11 +125,12 @@ async def overhead(with_llm: App, without: App, turns: int, base_url: str) -> No
         await without.turns.process(message(f"rest:warm{i}", QUESTION))
     added: list[float] = []
     for i in range(turns):
+        # Texts differ: an encoder remembers the messages it embedded lately (process-wide).
         start = time.perf_counter()
-        await without.turns.process(message(f"rest:over{i}", QUESTION))
+        await without.turns.process(message(f"rest:over{i}", f"{QUESTION} (a{i})"))
         offline = time.perf_counter() - start
         start = time.perf_counter()
-        result = await with_llm.turns.process(message(f"rest:over{i}", QUESTION))
+        result = await with_llm.turns.process(message(f"rest:over{i}", f"{QUESTION} (b{i})"))
         added.append((time.perf_counter() - start - offline) * 1000)
         assert any(m.text == ANSWER for m in result.messages), "the LLM answer did not arrive"
     print("LLM turn (2 model calls), model answering at once in its own process:")
@@ -152,9 +154,11 @@ def in_process(agent: App, turns: int) -> None:
     state = ConversationState(conversation_id="rest:ip", channel="rest", sender_id="ip")
     state.transcript = [("user", "hi, my mail is mei@example.com"), ("bot", "Hello!")] * 3
     state.slots = {"contact": "mei@example.com", "order_id": "KF-10001"}
-    parse = Parse(text=QUESTION, language="en", intent=None, confidence=0.0)
     times: list[float] = []
-    for _ in range(turns):
+    for i in range(turns):
+        text = f"{QUESTION} (c{i})"
+        parse = Parse(text=text, language="en", intent=None, confidence=0.0)
+        agent.interpreter.parse(text, language="en")  # the turn's understanding, before the LLM
         start = time.perf_counter()
         turn = Turn(state=state, domain=project.domain, flows=project.flows)
         messages, redactor = router.prompt(turn, parse)
@@ -162,9 +166,9 @@ def in_process(agent: App, turns: int) -> None:
             "```\n- provide info\n- set slot contact [EMAIL_1]\n```", restore=redactor.restore
         )
         clean(commands, flows=project.flows, domain=project.domain, slots=turn.slots(), stack=[])
-        guard.is_injection(QUESTION)
+        guard.is_injection(text)
         request = AnswerRequest(
-            text=QUESTION,
+            text=text,
             language="en",
             kind="search",
             conversation_id="rest:ip",
@@ -178,7 +182,8 @@ def in_process(agent: App, turns: int) -> None:
         times.append((time.perf_counter() - start) * 1000)
         assert messages and isinstance(commands[0], cmd.Search)
     print(
-        f"  of which in-process work (prompts, retrieval, redaction, commands, guard rails): "
+        f"  of which in-process work (prompts, retrieval after understanding, redaction, "
+        "commands, guard rails): "
         f"p50 {percentile(times, 0.5):.2f} ms, p99 {percentile(times, 0.99):.2f} ms"
     )
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from bot.api import NotifyApi
     from bot.desk import FileSource
+    from bot.desk.copilot import DeskCopilot
     from bot.llm.backend import LLM
     from bot.llm.client import LLMClient
     from bot.scaling import Workers
@@ -142,7 +143,10 @@ class App:
             renderer=ResponseRenderer(project.domain),
             action_runner=action_runner,
             defaults=DefaultActions(
-                answer_backend=answer_backend, desk=desk, hours=settings.business_hours
+                answer_backend=answer_backend,
+                desk=desk,
+                hours=settings.business_hours,
+                asks_model=llm is not None,
             ),
         )
         dialogue = DialogueManager(
@@ -256,12 +260,27 @@ async def build(
         from channels.slack import SlackDeskChannel
 
         slack = SlackDeskChannel.from_settings(settings, desk)
-        desk.connect(board=slack.board, conversations=app.turns)
+        desk.connect(board=slack.board, conversations=app.turns, copilot=_copilot(app))
         for channel in channels:
             if channel.name in {"telegram", "webchat"}:
                 desk.add_file_source(channel.name, cast("FileSource", channel))
         channels.append(slack)
     return app, channels
+
+
+def _copilot(app: App) -> DeskCopilot | None:
+    """The desk's copilot over the app's LLM client, when an LLM is configured."""
+    if app.llm is None:
+        return None
+    from bot.desk.copilot import DeskCopilot
+
+    answerer = app.llm.answerer
+    return DeskCopilot(
+        client=app.llm.client,
+        templates=answerer.templates,
+        desk_language=app.settings.desk_language,
+        knowledge=answerer.knowledge,
+    )
 
 
 async def build_server(project_dir: Path, settings: Settings) -> Server:

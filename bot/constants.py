@@ -6,6 +6,7 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///kefu.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_LLM_TIMEOUT = 15.0
+DEFAULT_DESK_LANGUAGE = "en"
 DEFAULT_HANDOFF_SLA = 300.0
 DEFAULT_HANDOFF_MAX_WAIT = 1800.0
 DEFAULT_CSAT_DELAY = 60.0
@@ -44,6 +45,10 @@ SLACK_POST_INTERVAL = 1.0
 DESK_FLUSH_DELAYS = (1.0, 5.0, 15.0, 30.0, 60.0)
 """Seconds between attempts to post what waits for Slack (the last delay then repeats)."""
 DESK_TRANSCRIPT_TURNS = 6
+DESK_WINDOW_TURNS = 12
+"""Messages since the handoff a ticket keeps for the copilot's drafts (the latest ones)."""
+DESK_COPILOT_MAX_CHARS = 1500
+"""A translation or drafted reply is cut to this many characters."""
 """How many of the last utterances a ticket shows."""
 DESK_THREAD_CACHE = 10_000
 """How many thread → conversation links the desk keeps in memory (the store has them all)."""

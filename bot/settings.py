@@ -40,6 +40,8 @@ class Settings:
     slack_handoff_channel: str | None = None
     slack_api_base_url: str | None = None
     slack_agent_ids: frozenset[str] = frozenset()
+    desk_language: str = constants.DEFAULT_DESK_LANGUAGE
+    """The agents' language: the desk's copilot translates customers' messages into it."""
     handoff_not_understood: int = constants.DEFAULT_HANDOFF_NOT_UNDERSTOOD
     """Messages in a row not understood before a handoff; 0 turns the trigger off."""
     handoff_sentiment: float | None = None
@@ -110,6 +112,7 @@ class Settings:
             slack_handoff_channel=reader.text("SLACK_HANDOFF_CHANNEL"),
             slack_api_base_url=reader.url("SLACK_API_BASE_URL"),
             slack_agent_ids=reader.id_set("SLACK_AGENT_IDS"),
+            desk_language=reader.language("KEFU_DESK_LANGUAGE", constants.DEFAULT_DESK_LANGUAGE),
             handoff_not_understood=reader.count(
                 "KEFU_HANDOFF_NOT_UNDERSTOOD", constants.DEFAULT_HANDOFF_NOT_UNDERSTOOD
             ),
@@ -179,6 +182,13 @@ class _Reader:
         value = (self.text(name) or options[0]).lower()
         if value not in options:
             raise SettingsError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+        return value
+
+    def language(self, name: str, default: str) -> str:
+        """A language code such as ``en``, ``zh`` or ``pt-BR``."""
+        value = self.text(name) or default
+        if not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*", value):
+            raise SettingsError(f"{name} must be a language code such as en or zh, got {value!r}")
         return value
 
     def boolean(self, name: str) -> bool:

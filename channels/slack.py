@@ -187,18 +187,21 @@ class SlackDeskChannel(Channel):
         user = str(command.get("user_id") or "")
         words = str(command.get("text") or "").split()
         name = words[0].lower() if words else "queue"
-        number = target = None
+        number = target = argument = None
         for word in words[1:]:
             if match := _TICKET.match(word):
                 number = int(match.group(1))
             elif match := _MENTION.match(word):
                 target = match.group(1)
+            elif argument is None:
+                argument = word  # `/kefu translate on`
         reply = await self.desk.command(
             user=user,
             name=name,
             number=number,
             target=target,
             thread=command.get("thread_ts"),
+            argument=argument,
         )
         try:
             await respond(text=reply, response_type="ephemeral")

@@ -196,8 +196,11 @@ async def desk_shop(
     not_understood: int = 3,
     agent_ids: frozenset[str] = frozenset(),
     sentiment: float | None = None,
+    llm_base_url: str | None = None,
+    desk_language: str = "en",
 ) -> AsyncIterator[DeskShop]:
-    """The reference shop with Telegram (webhook mode) and the Slack desk, running."""
+    """The reference shop with Telegram (webhook mode) and the Slack desk, running; with
+    ``llm_base_url`` an OpenAI-compatible LLM (the double) behind it and the desk's copilot."""
     db_path = tmp_path / "kefu.db"
     async with (
         SlackApiDouble(members={DESK: [AGENT, SECOND_AGENT]}, users=USERS) as slack,
@@ -217,6 +220,10 @@ async def desk_shop(
             handoff_not_understood=not_understood,
             handoff_sentiment=sentiment,
             slack_agent_ids=agent_ids,
+            desk_language=desk_language,
+            openai_base_url=llm_base_url,
+            llm_model="desk-model" if llm_base_url else None,
+            llm_timeout=3.0,
         )
         agent, channels = await build(ROOT, settings)
         slack_channel = next(c for c in channels if isinstance(c, SlackDeskChannel))

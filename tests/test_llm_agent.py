@@ -17,10 +17,12 @@ import pytest_asyncio
 
 from bot import constants
 from bot.app import App
+from bot.dialogue.turn import Turn
 from bot.events import FlowCancelled, FlowStarted, SlotSet, UserMessage
 from bot.llm.client import CircuitBreaker
 from bot.project import load_project
 from bot.settings import Settings
+from bot.state import ConversationState
 from bot.testing.openai_double import OpenAIDouble, RecordedRequest, Reply, ToolCall
 from bot.turns import TurnResult
 
@@ -599,3 +601,39 @@ async def test_the_models_commands_take_precedence_over_the_description_router(
         assert flows(kept) == ["order_status"]
     finally:
         await agent.close()
+
+
+async def cannot_handle(agent: App, text: str) -> Turn:
+    """A turn whose message only ``pattern_cannot_handle`` takes (as a project flow may
+    send it there), run through the agent's own flow executor."""
+    project = agent.project
+    state = ConversationState(conversation_id=f"rest:ch{next(_ids)}", channel="rest", sender_id="c")
+    turn = Turn(state=state, domain=project.domain, flows=project.flows)
+    turn.parse = {"text": text, "intent": None}
+    executor = agent.dialogue.executor
+    executor.push_pattern(turn, "pattern_cannot_handle", reason="cannot_handle_default")
+    await executor.advance(turn)
+    return turn
+
+
+async def test_cannot_handle_asks_the_model_too(
+    server: OpenAIDouble, model: Model, agent: App
+) -> None:
+    model.answer = Reply(text="We can gift-wrap any order for 3 euros.")
+    turn = await cannot_handle(agent, "can you wrap it for my teacher?")
+    assert [m.text for m in turn.messages] == ["We can gift-wrap any order for 3 euros."]
+    assert last(server).user_text == "can you wrap it for my teacher?"
+
+
+async def test_cannot_handle_falls_back_to_the_patterns_own_answer(
+    server: OpenAIDouble, model: Model, agent: App
+) -> None:
+    model.answer = Reply(status=500)
+    turn = await cannot_handle(agent, "can you wrap it for my teacher?")
+    assert [m.response for m in turn.messages] == ["utter_ask_rephrase"]
+    # forged payload syntax and a search that found nothing are not sent (again)
+    asked = len(answers(server))
+    result = await Chat(agent).send("/gift_card_please", payload="/gift_card_please")
+    assert "pattern_cannot_handle" in started(result)
+    assert [m.response for m in result.messages] == ["utter_cannot_handle"]
+    assert len(answers(server)) == asked

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import constants
 from bot.desk.board import DeskBoard, FileRef, FileSource
@@ -38,6 +38,9 @@ from bot.files import FileBlob, StoredFiles
 from bot.ports import ConversationControl, Delivery, Intervention, KeyValueStore
 from bot.state import ConversationState
 
+if TYPE_CHECKING:
+    from bot.desk.copilot import DeskCopilot
+
 __all__ = ["Desk"]
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,13 @@ RESOLVED = (
     "This handoff is resolved: nothing was sent to the customer. "
     "Press Reopen on the ticket to talk to them again."
 )
+NO_LLM = (
+    "No LLM is configured for kefu (KEFU_LLM_MODEL), so the desk has no translations "
+    "or drafted replies."
+)
+TRANSLATION_LABEL = ":globe_with_meridians: _translation:_"
+SENT_LABEL = ":globe_with_meridians: _sent to the customer:_"
+DRAFT_LABEL = "Suggested reply (edit it, then send it yourself):"
 _NOTE_PREFIX = "note:"
 _FILE_KINDS = frozenset({"image", "document", "audio", "video"})
 _HIDDEN_SLOTS = frozenset({"continue_interrupted_flow_confirmation", "language"})
@@ -78,6 +88,7 @@ class Desk:
         self._delays = tuple(flush_delays)
         self._board: DeskBoard | None = None
         self._conversations: ConversationControl | None = None
+        self._copilot: DeskCopilot | None = None
         self._sources: dict[str, FileSource] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._index_lock = asyncio.Lock()
@@ -85,10 +96,18 @@ class Desk:
         self._again: set[str] = set()
         self._stopping = False
 
-    def connect(self, *, board: DeskBoard, conversations: ConversationControl) -> None:
-        """Give the desk its workspace and its way into conversations (before :meth:`start`)."""
+    def connect(
+        self,
+        *,
+        board: DeskBoard,
+        conversations: ConversationControl,
+        copilot: DeskCopilot | None = None,
+    ) -> None:
+        """Give the desk its workspace and its way into conversations (before :meth:`start`),
+        and the copilot when an LLM is configured."""
         self._board = board
         self._conversations = conversations
+        self._copilot = copilot
 
     def add_file_source(self, channel: str, source: FileSource) -> None:
         """Let the desk fetch files customers send on ``channel`` to post them in threads."""
@@ -142,13 +161,17 @@ class Desk:
             if ticket is None or not ticket.is_open:
                 log.warning("no open ticket for %s: the bot answers", message.conversation_id)
                 return False
+            text = message.text or message.payload or ""
             ticket.outbox.append(
                 {
                     "kind": "customer",
-                    "text": message.text or message.payload or "",
+                    "text": text,
                     "attachments": [dataclasses.asdict(a) for a in message.attachments],
                 }
             )
+            ticket.said("Customer", text)
+            if text and self._copilot is not None and self._copilot.translates(ticket.language):
+                ticket.outbox.append({"kind": "translation", "text": text})
             await self._book.put(ticket)
         self._kick(message.conversation_id)
         return True
@@ -181,6 +204,7 @@ class Desk:
         events: list[Event] = []
         utter: list[Utter] = []
         notice: str | None = None
+        translate_to: str | None = None
         async with self._lock(cid):
             ticket = await self._book.get(cid)
             if ticket is None or ticket.thread != thread:
@@ -210,11 +234,24 @@ class Desk:
                     events.append(
                         AgentMessage(agent=name, text=body, attachments=tuple(attachments))
                     )
+                    ticket.said("Agent", body)
+                    await self._book.put(ticket)
+                    if body and ticket.translate_replies and self._copilot is not None:
+                        translate_to = ticket.language
+        sent: list[str] = []
+        if translate_to is not None:
+            translated = await self._translated(cid, events, translate_to)
+            if translated is None:
+                notice = notice or "The translation failed: your reply was sent as you wrote it."
+            else:
+                events, sent = translated
         # Outside the desk's lock: a customer's turn holds the conversation's lock while it
         # takes the desk's (forward), so taking them the other way round could deadlock.
         result = await self._record(cid, events=events, utter=utter, key=(thread, message_id))
         if result is None or result.duplicate:
             return None
+        for text in sent:  # the thread keeps what the customer received
+            await self._post_line(cid, f"{SENT_LABEL} {text}")
         await self._after_delivery(cid, result)
         if utter:
             await self._show(cid)
@@ -240,17 +277,24 @@ class Desk:
         number: int | None = None,
         target: str | None = None,
         thread: str | None = None,
+        argument: str | None = None,
     ) -> str:
-        """``/kefu queue | resolve | release | reopen | transfer @someone`` (on ticket
-        ``number``, the thread's ticket, or the agent's only claimed one)."""
+        """``/kefu queue | resolve | release | reopen | transfer @someone | translate on|off
+        | suggest`` (on ticket ``number``, the thread's ticket, or the agent's only claimed
+        one)."""
         if not await self._may_act(user):
             return NOT_AGENT
         if name == "queue":
             return await self.queue()
+        if name in {"translate", "suggest"}:
+            return await self._copilot_command(
+                user, name, number=number, thread=thread, argument=argument
+            )
         if name not in {"resolve", "release", "reopen", "transfer", "claim"}:
             return (
                 "Usage: `/kefu queue`, `/kefu resolve|release|reopen [#ticket]`, "
-                "`/kefu transfer [#ticket] @someone`."
+                "`/kefu transfer [#ticket] @someone`, `/kefu translate on|off [#ticket]`, "
+                "`/kefu suggest [#ticket]`."
             )
         if name == "transfer" and not target:
             return "Usage: `/kefu transfer [#ticket] @someone`."
@@ -277,6 +321,90 @@ class Desk:
         if not lines:
             return "No one is waiting and no handoff is open."
         return "Open handoffs, oldest first:\n" + "\n".join(lines)
+
+    # --- the copilot -----------------------------------------------------------------------
+
+    async def _copilot_command(
+        self,
+        user: str,
+        name: str,
+        *,
+        number: int | None,
+        thread: str | None,
+        argument: str | None,
+    ) -> str:
+        """``/kefu translate on|off`` and ``/kefu suggest``."""
+        copilot = self._copilot
+        if copilot is None:
+            return NO_LLM
+        switch = (argument or "").lower()
+        if name == "translate" and switch not in {"on", "off"}:
+            return "Usage: `/kefu translate on|off [#ticket]`."
+        found = await self._find(user, number=number, thread=thread, name=name)
+        if isinstance(found, str):
+            return found
+        cid = found.conversation_id
+        if name == "translate":
+            if switch == "on" and not copilot.translates(found.language):
+                return (
+                    f"The customer of #{found.number} writes {found.language}, the desk's "
+                    "language: there is nothing to translate."
+                )
+            async with self._lock(cid):
+                ticket = await self._book.get(cid)
+                if ticket is None:
+                    return UNKNOWN_THREAD
+                ticket.translate_replies = switch == "on"
+                await self._book.put(ticket)
+            if switch == "on":
+                return (
+                    f"Translation on for #{found.number}: write in {copilot.desk_language}, "
+                    f"the customer receives {found.language}; the thread keeps both."
+                )
+            return f"Translation off for #{found.number}: your replies go out as you write them."
+        if found.status is Status.RESOLVED:
+            return "This handoff is resolved: there is no reply to draft."
+        history = [
+            ("Customer" if who == "user" else "Assistant", text) for who, text in found.transcript
+        ] + list(found.window)
+        language = copilot.desk_language if found.translate_replies else found.language
+        draft = await copilot.suggest(language=language, history=history, slots=found.slots)
+        if draft is None:
+            return "The LLM could not draft a reply just now: try again in a moment."
+        await self._post_line(cid, f"{DRAFT_LABEL}\n{draft}")
+        return f"A suggested reply is in the thread of #{found.number}."
+
+    async def _translated(
+        self, cid: str, events: list[Event], language: str
+    ) -> tuple[list[Event], list[str]] | None:
+        """The events with the agent's reply translated for the customer, and the
+        translations; None when the model failed."""
+        assert self._copilot is not None
+        ticket = await self._book.get(cid)
+        slots = ticket.slots if ticket is not None else {}
+        out: list[Event] = []
+        texts: list[str] = []
+        for event in events:
+            if isinstance(event, AgentMessage) and event.text:
+                translated = await self._copilot.translate(
+                    event.text, source=self._copilot.desk_language, target=language, slots=slots
+                )
+                if translated is None:
+                    return None
+                texts.append(translated)
+                event = dataclasses.replace(event, text=translated)
+            out.append(event)
+        return out, texts
+
+    async def _post_line(self, cid: str, text: str) -> None:
+        """Queue a line from the desk for the ticket's thread."""
+        async with self._lock(cid):
+            ticket = await self._book.get(cid)
+            if ticket is None:
+                return
+            ticket.outbox.append({"kind": "line", "text": text})
+            await self._book.put(ticket)
+        self._kick(cid)
 
     async def _keep(
         self, cid: str, files: Sequence[FileRef]
@@ -535,6 +663,17 @@ class Desk:
             return await self._board.post_ticket(ticket)
         if item["kind"] == "line":
             await self._board.post_in_thread(ticket, str(item["text"]))
+            return None
+        if item["kind"] == "translation":
+            if self._copilot is not None:
+                translated = await self._copilot.translate(
+                    str(item["text"]),
+                    source=ticket.language,
+                    target=self._copilot.desk_language,
+                    slots=ticket.slots,
+                )
+                if translated is not None:  # else skipped: the original is in the thread
+                    await self._board.post_in_thread(ticket, f"{TRANSLATION_LABEL} {translated}")
             return None
         text, files = await self._customer_content(ticket, item)
         await self._board.post_in_thread(ticket, text, from_customer=True, files=files)

@@ -54,9 +54,22 @@ class Ticket:
     """The ticket message's id (Slack ts); None until it was posted."""
     unreachable: bool = False
     """The customer's chat is gone (they blocked the bot)."""
+    translate_replies: bool = False
+    """``/kefu translate on``: agents write in the desk's language, the customer gets theirs."""
+    window: list[tuple[str, str]] = field(default_factory=list)
+    """What customer and agents said since the handoff, as ``(speaker, text)``, the latest
+    :data:`~bot.constants.DESK_WINDOW_TURNS` (the copilot drafts from it)."""
     outbox: list[dict[str, Any]] = field(default_factory=list)
     """What waits to be posted, oldest first: ``{"kind": "customer", "text", "attachments"}``
-    or ``{"kind": "line", "text"}``; the ticket itself is posted first when ``thread`` is None."""
+    or ``{"kind": "line", "text"}`` or ``{"kind": "translation", "text"}`` (the copilot's
+    translation of a customer's message, posted after it); the ticket itself is posted
+    first when ``thread`` is None."""
+
+    def said(self, speaker: str, text: str) -> None:
+        """Keep ``text`` in the window (bounded), for the copilot."""
+        if text:
+            self.window.append((speaker, text[: constants.TRANSCRIPT_CHARS]))
+            del self.window[: -constants.DESK_WINDOW_TURNS]
 
     @property
     def is_open(self) -> bool:
@@ -75,6 +88,7 @@ class Ticket:
         ticket = cls(**{k: v for k, v in data.items() if k in names})
         ticket.status = Status(ticket.status)
         ticket.transcript = [(str(who), str(text)) for who, text in ticket.transcript]
+        ticket.window = [(str(who), str(text)) for who, text in ticket.window]
         return ticket
 
 

@@ -58,10 +58,13 @@ class DefaultActions:
         answer_backend: AnswerBackend | None,
         desk: HandoffDesk | None = None,
         hours: BusinessHours | None = None,
+        asks_model: bool = False,
     ) -> None:
         self.answer_backend = answer_backend
         self.desk = desk
         self.hours = hours
+        self.asks_model = asks_model
+        """The answer backend is an LLM: ``pattern_cannot_handle`` asks it too."""
 
     async def run(self, name: str, turn: Turn, frame: Frame, control: FlowControl) -> StepOutcome:
         """Run default action ``name`` for ``frame``; ``ActionError`` when there is none."""
@@ -293,6 +296,18 @@ class DefaultActions:
             turn.emit(FlowStarted(flow_id="pattern_cannot_handle"))
         return CONTINUE
 
+    async def action_trigger_cannot_handle(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
+        """With an LLM, ask it about a message nothing else could place; ``context.answered``
+        tells the pattern whether it did (if not, the pattern's own responses follow)."""
+        asked_already = frame.get("reason") == "cannot_handle_no_relevant_answer"  # by search
+        text = str(turn.parse.get("text") or "").strip()
+        # payload syntax the bot did not offer never goes to the model (as in routing)
+        if self.asks_model and not asked_already and text and not text.startswith("/"):
+            frame["answered"] = await self.answer(turn, "cannot_handle", control)
+        return CONTINUE
+
     async def answer(self, turn: Turn, kind: str, control: FlowControl) -> bool:
         """Ask the answer backend (knowledge base or LLM); True when it said something."""
         if self.answer_backend is None:
@@ -387,6 +402,7 @@ REGISTRY: Mapping[str, DefaultAction] = MappingProxyType(
         "action_collect_trouble": DefaultActions.action_collect_trouble,
         "action_trigger_chitchat": DefaultActions.action_trigger_chitchat,
         "action_trigger_search": DefaultActions.action_trigger_search,
+        "action_trigger_cannot_handle": DefaultActions.action_trigger_cannot_handle,
         "action_human_handoff": DefaultActions.action_human_handoff,
         "action_clean_stack": DefaultActions.action_clean_stack,
         "action_reset_routing": DefaultActions.action_reset_routing,

@@ -43,6 +43,8 @@ class PatternContext(TypedDict, total=False):
     intent: str
     """pattern_chitchat: the intent whose ``utter_<intent>`` answers."""
     reason: str
+    answered: bool
+    """pattern_cannot_handle: the LLM answered the message (the pattern's responses skip)."""
     error_type: str
     interrupted_flow_options: str
     interrupted_frame: str

@@ -14,6 +14,7 @@ quote; its own words never reach the customer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ class LLMAnswerer:
         self.offline = offline
         self.approved_only = approved_only
         self.renderer = ResponseRenderer(domain)
+        self._instructions: str | None = None
 
     async def answer(self, request: AnswerRequest) -> Answer:
         """An answer for the customer; never raises and never returns silence on failure."""
@@ -100,7 +102,7 @@ class LLMAnswerer:
     # --- free answers ---------------------------------------------------------------------
 
     async def _grounded(self, request: AnswerRequest) -> Answer:
-        prompt = self.prompt("answer", request)
+        prompt = self.prompt("answer", request, passages=await self.passages(request))
         completion = await self.client.complete(
             prompt.messages, purpose=f"answer:{request.kind}", deadline=request.deadline
         )
@@ -127,7 +129,8 @@ class LLMAnswerer:
 
     async def _approved(self, request: AnswerRequest) -> Answer:
         choices = self._approved_responses(request)
-        prompt = self.prompt("approved", request, responses=choices)
+        passages = await self.passages(request)
+        prompt = self.prompt("approved", request, passages=passages, responses=choices)
         completion = await self.client.complete(
             prompt.messages, purpose=f"approved:{request.kind}", deadline=request.deadline
         )
@@ -166,10 +169,19 @@ class LLMAnswerer:
 
     # --- shared -----------------------------------------------------------------------------
 
-    def prompt(self, template: str, request: AnswerRequest, **extra: Any) -> Prompt:
-        """The messages for ``template`` (system: rendered; user: the redacted message)."""
+    def prompt(
+        self,
+        template: str,
+        request: AnswerRequest,
+        *,
+        passages: list[Passage] | None = None,
+        **extra: Any,
+    ) -> Prompt:
+        """The messages for ``template`` (system: rendered; user: the redacted message), with
+        ``passages`` (default: retrieved here, on the caller's thread)."""
         redactor = Redactor(personal_slot_values(request.slots))
-        passages = self._passages(request)
+        if passages is None:
+            passages = self._passages(request)
         history = [
             (speaker, redactor.redact(text))
             for speaker, text in request.history[-constants.LLM_HISTORY_TURNS :]
@@ -192,10 +204,25 @@ class LLMAnswerer:
             **extra,
         }
         system = self.templates.render(template, **variables)
-        instructions = self.templates.render("rules") + "\n" + self.templates.render("persona")
+        instructions = self.instructions
         user = redactor.redact(request.text)
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         return Prompt(messages, instructions, passages, redactor)
+
+    async def passages(self, request: AnswerRequest) -> list[Passage]:
+        """The passages for ``request``; ranking by meaning runs a sentence encoder (a few
+        milliseconds of CPU), so then off the event loop: other conversations go on."""
+        if self.knowledge is not None and self.knowledge.ranks_by_meaning:
+            return await asyncio.to_thread(self._passages, request)
+        return self._passages(request)
+
+    @property
+    def instructions(self) -> str:
+        """The persona and rules (rendered once): an answer repeating them is a leak."""
+        if self._instructions is None:
+            rules, persona = self.templates.render("rules"), self.templates.render("persona")
+            self._instructions = rules + "\n" + persona
+        return self._instructions
 
     def _passages(self, request: AnswerRequest) -> list[Passage]:
         if self.knowledge is None or request.kind == "chitchat":
@@ -225,6 +252,8 @@ class LLMAnswerer:
                 offline = Answer(text=None)
             if offline.text:
                 return offline
+        if request.kind == "cannot_handle":
+            return Answer(text=None)  # the pattern's own responses are the offline answer
         return self._response(UTTER_UNAVAILABLE, request) or Answer(text=None, handoff=True)
 
     def _not_sure(self, request: AnswerRequest) -> Answer:

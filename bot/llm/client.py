@@ -210,8 +210,9 @@ class LLMClient:
             try:
                 # ``post`` is the client's documented way to send a body as is: it skips the
                 # per-call walk over typed parameters that ``chat.completions.create`` makes.
-                response = await asyncio.wait_for(
-                    self._client.post(
+                # ``asyncio.timeout`` rather than ``wait_for``: no task of its own per call.
+                async with asyncio.timeout(remaining):
+                    response = await self._client.post(
                         "/chat/completions",
                         cast_to=ChatCompletion,
                         body={
@@ -221,9 +222,7 @@ class LLMClient:
                             "temperature": self.temperature,
                         },
                         options={"timeout": remaining},
-                    ),
-                    timeout=remaining,
-                )
+                    )
             except (TimeoutError, openai.APITimeoutError):
                 self._failed(purpose, attempt, started, "timeout")
                 raise LLMError(f"LLM did not answer within {end - started:.1f} s") from None

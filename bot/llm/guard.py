@@ -9,6 +9,7 @@ answer is cut to a bounded length.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -90,8 +91,14 @@ def promises(answer: str, passages: Iterable[str] = ()) -> bool:
 
 def leaks(answer: str, instructions: str) -> bool:
     """True when ``answer`` repeats a run of :data:`LEAK_NGRAM` words of ``instructions``."""
-    secret = _ngrams(instructions)
+    secret = _instruction_ngrams(instructions)
     return bool(secret) and not secret.isdisjoint(_ngrams(answer))
+
+
+@functools.lru_cache(maxsize=8)
+def _instruction_ngrams(instructions: str) -> frozenset[tuple[str, ...]]:
+    """The instructions' n-grams: the same text every turn, so computed once."""
+    return frozenset(_ngrams(instructions))
 
 
 def _ngrams(text: str) -> set[tuple[str, ...]]:

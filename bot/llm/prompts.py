@@ -41,6 +41,7 @@ class PromptTemplates:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            auto_reload=False,  # read once: no file check on every render
         )
         self._overrides: dict[str, jinja2.Template] = {}
         plain = SandboxedEnvironment(autoescape=False)

@@ -22,6 +22,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections import OrderedDict
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,6 +65,31 @@ class Encoder(Protocol):
         ...
 
 
+class _Recent:
+    """The vectors of the last few messages embedded (thread-safe), read-only: in one turn
+    understanding and knowledge retrieval embed the same message."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._vectors.get(text)
+            if vector is not None:
+                self._vectors.move_to_end(text)
+            return vector
+
+    def put(self, text: str, vector: np.ndarray) -> np.ndarray:
+        vector.setflags(write=False)
+        with self._lock:
+            self._vectors[text] = vector
+            if len(self._vectors) > self._size:
+                self._vectors.popitem(last=False)
+        return vector
+
+
 class MiniLMEncoder:
     """all-MiniLM-L6-v2: the mean of the last layer over the tokens, unit length."""
 
@@ -80,9 +106,16 @@ class MiniLMEncoder:
         self._session = onnxruntime.InferenceSession(
             str(_quantized_model(cache_dir)), options, providers=["CPUExecutionProvider"]
         )
+        self._recent = _Recent()
 
     def embed_one(self, text: str) -> np.ndarray:
-        """Embed one message."""
+        """Embed one message (read-only; the same text again costs nothing)."""
+        known = self._recent.get(text)
+        if known is not None:
+            return known
+        return self._recent.put(text, self._embed(text))
+
+    def _embed(self, text: str) -> np.ndarray:
         hidden, _ = self._last_layer(text)
         return _unit(hidden.mean(axis=0))
 
@@ -110,7 +143,7 @@ class MiniLMEncoder:
         would quantise its activations differently): float32 array (len(texts), dim)."""
         result = np.zeros((len(texts), ENCODER_DIM), dtype=np.float32)
         for row, text in enumerate(texts):
-            result[row] = self.embed_one(text)
+            result[row] = self._embed(text)
         return result
 
 
@@ -129,11 +162,16 @@ class E5Encoder:
     def __init__(self) -> None:
         self._model = _load_e5()
         self._lock = threading.Lock()  # one C engine with its own buffers: a call at a time
+        self._recent = _Recent()
 
     def embed_one(self, text: str) -> np.ndarray:
-        """Embed one message."""
+        """Embed one message (read-only; the same text again costs nothing)."""
+        known = self._recent.get(text)
+        if known is not None:
+            return known
         with self._lock:
-            return np.asarray(self._model.query(text[:MAX_CHARS]), dtype=np.float32)
+            vector = np.asarray(self._model.query(text[:MAX_CHARS]), dtype=np.float32)
+        return self._recent.put(text, vector)
 
     def embed_passage(self, text: str) -> np.ndarray:
         """Embed a passage to be searched ("passage: " prefix), up to the model's 512 tokens."""
