@@ -257,6 +257,7 @@ async def _build(
 
 def scheduled_work(agent: Agent, settings: Settings) -> ScheduledWork:
     """The scheduler and kefu's jobs, reaching conversations through ``agent``."""
+    from bot.desk import Desk
     from bot.scheduling.work import ScheduledWork
 
     return ScheduledWork(
@@ -264,6 +265,7 @@ def scheduled_work(agent: Agent, settings: Settings) -> ScheduledWork:
         agent.store,
         settings=settings,
         domain=agent.project.domain,
+        desk=agent.desk if isinstance(agent.desk, Desk) else None,
     )
 
 

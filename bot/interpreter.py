@@ -27,7 +27,15 @@ if TYPE_CHECKING:
 
 _INTENT_PAYLOAD = re.compile(r"^/(?P<intent>[\w.-]+)(?P<entities>\{.*\})?\s*$", re.DOTALL)
 _SET_SLOTS_PAYLOAD = re.compile(r"^/SetSlots\((?P<body>.*)\)\s*$", re.DOTALL)
-BUILTIN_INTENTS = ("session_start", "session_end", "silence_timeout", "restart", "human_handoff")
+BUILTIN_INTENTS = (
+    "session_start",
+    "session_end",
+    "silence_timeout",
+    "restart",
+    "human_handoff",
+    "handoff_leave_message",
+    "handoff_back_to_bot",
+)
 
 
 @dataclass(frozen=True)

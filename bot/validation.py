@@ -31,12 +31,14 @@ BUILTIN_INTENTS = frozenset(
         "silence_timeout",
         "restart",
         "human_handoff",
+        "handoff_leave_message",
+        "handoff_back_to_bot",
         "back",
         "out_of_scope",
         "nlu_fallback",
     }
 )
-"""Intents Rasa provides without declaration."""
+"""Intents Rasa provides without declaration, and kefu's own (a waiting customer's choices)."""
 BUILTIN_SLOTS = frozenset(
     {"requested_slot", "session_started_metadata", "flow_hashes", "mocked_datetime"}
 )

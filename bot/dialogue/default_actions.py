@@ -16,6 +16,7 @@ from bot.events import (
     BotMessage,
     Button,
     ConversationPaused,
+    CsatAnswered,
     FlowCancelled,
     FlowCompleted,
     FlowResumed,
@@ -23,6 +24,7 @@ from bot.events import (
     HandoffRequested,
     Restarted,
     SessionStarted,
+    UserMessage,
 )
 from bot.flows.conditions import compile_condition
 from bot.flows.model import DEFAULT_ACTIONS
@@ -327,6 +329,68 @@ class DefaultActions:
             turn.state.stack.remove(frame)
         turn.emit(FlowCompleted(flow_id=str(frame["flow_id"]), step_id=str(frame["step_id"])))
         return "listen"
+
+    async def action_leave_message(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+        """Pass the message a waiting customer left (``handoff_message``) to their ticket."""
+        state = turn.state
+        text = turn.slots().get("handoff_message")
+        turn.set_slot("handoff_message", None)
+        left = False
+        if isinstance(text, str) and text.strip() and self.desk is not None:
+            left = await self.desk.forward(
+                UserMessage(
+                    channel=state.channel,
+                    conversation_id=state.conversation_id,
+                    sender_id=state.sender_id,
+                    text=text.strip(),
+                    language=state.language,
+                    metadata={constants.LEFT_MESSAGE_KEY: True},
+                )
+            )
+        response = "utter_handoff_message_left" if left else "utter_human_handoff_not_available"
+        executor.utter(turn, response, frame)
+
+    async def action_record_handoff_rating(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> None:
+        """Record the survey's rating (``handoff_rating``, 1 to 5) as a desk event."""
+        score = _rating(turn.slots().get("handoff_rating"))
+        if score is not None:
+            turn.emit(CsatAnswered(score=score))
+
+    async def action_record_handoff_comment(
+        self, turn: Turn, frame: Frame, executor: FlowExecutor
+    ) -> None:
+        """Record the survey's comment with its rating (unless skipped); thank; forget both,
+        so that the next survey asks again."""
+        slots = turn.slots()
+        score = _rating(slots.get("handoff_rating"))
+        comment = slots.get("handoff_comment")
+        if (
+            score is not None
+            and isinstance(comment, str)
+            and comment.strip()
+            and comment.strip().lower() != SKIP_COMMENT
+        ):
+            turn.emit(CsatAnswered(score=score, comment=comment.strip()))
+        executor.utter(turn, "utter_handoff_survey_thanks", frame)
+        turn.set_slot("handoff_rating", None)
+        turn.set_slot("handoff_comment", None)
+
+
+SKIP_COMMENT = "skip"
+"""The survey comment of the Skip button (typing it skips too)."""
+
+
+def _rating(value: Any) -> int | None:
+    """A survey rating 1 to 5 from the slot's value, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        score = float(value)
+    except ValueError:
+        return None
+    return int(score) if score.is_integer() and 1 <= score <= 5 else None
 
 
 def _sentiment(parse: dict[str, Any]) -> float | None:

@@ -193,6 +193,9 @@ DEFAULT_ACTIONS = frozenset(
         "action_hangup",
         "action_handoff_metric",
         "action_repeat_bot_messages",
+        "action_leave_message",
+        "action_record_handoff_rating",
+        "action_record_handoff_comment",
     }
 )
 """Actions the engine itself provides; flows may name them without declaring them."""
