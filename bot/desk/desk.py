@@ -230,8 +230,11 @@ class Desk:
             ticket.csat = score
             if comment:
                 ticket.csat_comment = comment
-            said = f"Survey: the customer rated this handoff {score}/5"
-            said += f" and wrote: {comment}" if comment else "."
+            said = (
+                f"Survey comment from the customer: {comment}"
+                if comment
+                else f"Survey: the customer rated this handoff {score}/5."
+            )
             ticket.outbox += [{"kind": "line", "text": said}, {"kind": "show"}]
             await self._book.put(ticket)
         self._kick(conversation_id)

@@ -142,7 +142,11 @@ def generate_commands(
     ):
         answer = None  # "actually my order is KF-2": a correction, not the pending answer
     if pending_slot is not None and answer is not None:
-        typed = pending_slot.type in ("bool", "float", "categorical") or answer.source == "entity"
+        typed = (
+            pending_slot.type in ("bool", "float", "categorical")
+            or answer.source == "entity"
+            or _takes_any_text(pending_slot)
+        )
         if typed or not (confident and (new_flows or _is_small_talk(turn, parse))):
             return [
                 cmd.SetSlot(pending_slot.name, answer.value),
@@ -245,6 +249,13 @@ def _needs_entity(slot: SlotDefinition) -> bool:
     """A slot filled only from an entity (an order number) does not take free text."""
     kinds = {m.type for m in slot.mappings}
     return "from_entity" in kinds and not kinds & {"from_text", "from_llm"}
+
+
+def _takes_any_text(slot: SlotDefinition) -> bool:
+    """A slot mapped only ``from_text`` (a message left for the team, a survey comment) takes
+    whatever the customer writes, even words that sound like small talk or another task."""
+    kinds = {m.type for m in slot.mappings}
+    return kinds == {"from_text"}
 
 
 def _is_bool_answer(slot: SlotDefinition | None, answer: object) -> bool:
