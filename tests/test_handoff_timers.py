@@ -256,6 +256,11 @@ async def test_an_unclaimed_handoff_is_raised_again_then_the_customer_may_leave_
         await s.tg_send(CHAT, "thanks for getting back to me")
         await thread_line(s, ts, "*Alice Smith:* thanks for getting back to me")
         assert len(s.tg_sent(CHAT)) == sent + 6
+        # Once an agent has it, "back to the bot" is only words for the thread.
+        await s.tg_send(CHAT, "/handoff_back_to_bot")
+        await thread_line(s, ts, "*Alice Smith:* /handoff_back_to_bot")
+        assert (await s.ticket_record(CONVERSATION)).status is Status.ACTIVE
+        assert len(s.tg_sent(CHAT)) == sent + 6
 
         # Neither side writes: Dana is reminded, once per quiet spell.
         clock.shift(SLA - 1)
@@ -439,6 +444,17 @@ async def test_a_chinese_survey_with_the_comment_skipped(
         replies = await s.tg_replies(CHAT, 7)
         assert replies[-1] == "感谢您的反馈！"
         await until(lambda: "5/5 ★★★★★" in s.ticket_text(ts))
+        answers = [e for e in await s.events(CONVERSATION) if isinstance(e, CsatAnswered)]
+        assert [(a.score, a.comment) for a in answers] == [(5, None)]
+        # A rating nobody offered any more counts for nothing.
+        shown = [m for m in s.telegram.sent_messages if m["chat"]["id"] == CHAT][-1]
+        forged = tg.callback(next(s.update_ids), "/SetSlots(handoff_rating=1)", shown)
+        forged["callback_query"]["from"] = {**tg.CUSTOMER, "id": CHAT, "first_name": "Alice"}
+        response = await s.http.post(
+            WEBHOOK_PATH, json=forged, headers={SECRET_HEADER: TELEGRAM_SECRET}
+        )
+        assert response.status_code == 200
+        await s.tg_replies(CHAT, 8)
         answers = [e for e in await s.events(CONVERSATION) if isinstance(e, CsatAnswered)]
         assert [(a.score, a.comment) for a in answers] == [(5, None)]
         # A later survey asks again from scratch (the answers were forgotten).
