@@ -197,16 +197,17 @@ def lines(s: DeskShop, ts: str, start: str) -> int:
 async def test_an_unclaimed_handoff_is_raised_again_then_the_customer_may_leave_a_message(
     tmp_path: Path,
     doubles: tuple[SlackApiDouble, TelegramBotApiDouble],
+    database: str,
     clock: time_machine.Coordinates,
 ) -> None:
-    async with shop(tmp_path, doubles) as s:
+    async with shop(tmp_path, doubles, database_url=database) as s:
         ts = await hand_off(s)
         assert await jobs(s, handoffs.SLA) == [f"handoff_sla:{CONVERSATION}:1"]
         clock.shift(SLA - 1)
         await run_due(s)
         sent = len(s.tg_sent(CHAT))
     # kefu restarts before the SLA is up: the jobs are still there, and not early.
-    async with shop(tmp_path, doubles) as s:
+    async with shop(tmp_path, doubles, database_url=database) as s:
         await run_due(s)
         assert len(s.tg_sent(CHAT)) == sent
         assert lines(s, ts, "<!here>") == 0
