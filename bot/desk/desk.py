@@ -163,7 +163,8 @@ class Desk:
                 log.warning("no open ticket for %s: the bot answers", message.conversation_id)
                 return False
             if choice is not None and ticket.agent is None:
-                # Only an offered button carries the payload this far (bot.dialogue.trust).
+                # The payload counts only where trusted (an offered button, or kefu's own
+                # plain intent typed): bot.dialogue.trust. A claimed ticket takes it as words.
                 move = self._stop_waiting(ticket, withdraw=choice == BACK_TO_BOT)
                 if move == "withdraw":
                     async with self._index_lock:

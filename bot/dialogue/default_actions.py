@@ -354,7 +354,7 @@ class DefaultActions:
         self, turn: Turn, frame: Frame, executor: FlowExecutor
     ) -> None:
         """Record the survey's rating (``handoff_rating``, 1 to 5) as a desk event."""
-        score = _rating(turn.slots().get("handoff_rating"))
+        score = survey_rating(turn.slots().get("handoff_rating"))
         if score is not None:
             turn.emit(CsatAnswered(score=score))
 
@@ -364,7 +364,7 @@ class DefaultActions:
         """Record the survey's comment with its rating (unless skipped); thank; forget both,
         so that the next survey asks again."""
         slots = turn.slots()
-        score = _rating(slots.get("handoff_rating"))
+        score = survey_rating(slots.get("handoff_rating"))
         comment = slots.get("handoff_comment")
         if (
             score is not None
@@ -382,7 +382,7 @@ SKIP_COMMENT = "skip"
 """The survey comment of the Skip button (typing it skips too)."""
 
 
-def _rating(value: Any) -> int | None:
+def survey_rating(value: Any) -> int | None:
     """A survey rating 1 to 5 from the slot's value, or None."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
