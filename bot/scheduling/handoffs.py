@@ -11,7 +11,7 @@ restart replaces rather than duplicates them:
 - ``handoff_idle``: a claimed conversation where neither the customer nor the agent wrote for
   ``KEFU_HANDOFF_SLA`` reminds the agent in the thread (once per quiet spell).
 
-Claiming cancels the first two, resolving all three; each job also checks the ticket when it
+A setting of 0 turns its timers off. Claiming cancels the first two, resolving all three; each job also checks the ticket when it
 fires. What the customer hears goes through the turn runner's ``update``: under the
 conversation's lock, in the conversation's outbox, once per job (the store's once-only key).
 """
@@ -102,6 +102,8 @@ class HandoffTimers:
 
     async def _set(self, kind: str, ticket: Ticket, run_at: float) -> None:
         assert self.scheduler is not None
+        if (self.max_wait if kind == MAX_WAIT else self.sla) <= 0:
+            return  # 0 turns that timer off
         cid = ticket.conversation_id
         await self.scheduler.schedule(
             ScheduledJob(
