@@ -312,6 +312,10 @@ async def test_a_chinese_customer_goes_back_to_the_bot_after_the_longest_wait(
         assert record.status is Status.RESOLVED and record.withdrawn
         for kind in (*handoffs.KINDS, surveys.KIND):
             assert await jobs(s, kind) == []
+        # The handoff's end is in the conversation's log (for the figures), without an agent.
+        await run_due(s)
+        ended = [e for e in await s.events(CONVERSATION) if isinstance(e, HandoffResolved)]
+        assert [e.agent for e in ended] == [None]
         # The bot answers again; no survey follows a handoff no agent took.
         await s.tg_send(CHAT, "你好")
         await s.tg_replies(CHAT, sent + 2)

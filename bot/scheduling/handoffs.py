@@ -10,10 +10,14 @@ restart replaces rather than duplicates them:
   message (a flow takes it to the ticket's thread) or to go back to the bot.
 - ``handoff_idle``: a claimed conversation where neither the customer nor the agent wrote for
   ``KEFU_HANDOFF_SLA`` reminds the agent in the thread (once per quiet spell).
+- ``handoff_withdrawn``: due at once when a waiting customer went back to the bot; records the
+  handoff's end (``HandoffResolved`` without an agent) in the conversation, which the desk
+  cannot do from inside the customer's turn.
 
-A setting of 0 turns its timers off. Claiming cancels the first two, resolving all three; each job also checks the ticket when it
-fires. What the customer hears goes through the turn runner's ``update``: under the
-conversation's lock, in the conversation's outbox, once per job (the store's once-only key).
+A setting of 0 turns its timers off. Claiming cancels the first two, resolving all three;
+each job also checks the ticket when it fires. What the customer hears goes through the turn
+runner's ``update``: under the conversation's lock, in the conversation's outbox, once per job
+(the store's once-only key).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from bot.desk.tickets import Ticket
 from bot.dialogue.executor import FlowExecutor
 from bot.dialogue.turn import Turn
+from bot.events import HandoffResolved
 from bot.hours import BusinessHours
 from bot.ports import ScheduledJob
 from bot.scheduling.conversations import Conversations
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 SLA = "handoff_sla"
 MAX_WAIT = "handoff_max_wait"
 IDLE = "handoff_idle"
+WITHDRAWN = "handoff_withdrawn"
 KINDS = (SLA, MAX_WAIT, IDLE)
 
 
@@ -69,7 +75,12 @@ class HandoffTimers:
         self.scheduler = scheduler
         # However late (kefu was down): a ticket still waiting still needs raising, and the
         # job checks that it does before it says anything.
-        for kind, handler in ((SLA, self.overdue), (MAX_WAIT, self.too_long), (IDLE, self.idle)):
+        for kind, handler in (
+            (SLA, self.overdue),
+            (MAX_WAIT, self.too_long),
+            (IDLE, self.idle),
+            (WITHDRAWN, self.withdrawn),
+        ):
             scheduler.register(kind, handler, misfire_grace=None)
         self.desk.watch(self.on_ticket)
 
@@ -92,8 +103,11 @@ class HandoffTimers:
             await self._set(IDLE, ticket, now + self.sla)
         elif move == "with_bot":  # the customer chose to leave a message
             await self._cancel(ticket, MAX_WAIT)
-        elif move in {"resolve", "withdraw"}:
+        elif move == "resolve":
             await self._cancel(ticket, *KINDS)
+        elif move == "withdraw":
+            await self._cancel(ticket, *KINDS)
+            await self._set(WITHDRAWN, ticket, now)
 
     def _counting_from(self, moment: float) -> float:
         """Waiting counts from ``moment``, or from the next opening outside business hours."""
@@ -102,7 +116,7 @@ class HandoffTimers:
 
     async def _set(self, kind: str, ticket: Ticket, run_at: float) -> None:
         assert self.scheduler is not None
-        if (self.max_wait if kind == MAX_WAIT else self.sla) <= 0:
+        if kind in KINDS and (self.max_wait if kind == MAX_WAIT else self.sla) <= 0:
             return  # 0 turns that timer off
         cid = ticket.conversation_id
         await self.scheduler.schedule(
@@ -177,6 +191,17 @@ class HandoffTimers:
                 "Resolve the handoff when the customer needs nothing more.",
             )
         return _again(job, now + self.sla)
+
+    async def withdrawn(self, job: ScheduledJob) -> None:
+        """Record that the customer ended the handoff by going back to the bot (once)."""
+        cid, number = _target(job)
+
+        async def record(turn: Turn) -> None:
+            turn.emit(HandoffResolved(agent=None))
+
+        ticket = await self.desk.ticket(cid)
+        if ticket is not None and ticket.number == number and ticket.withdrawn:
+            await self.conversations.update(cid, record, once_key=job.id)
 
     async def _say(self, job: ScheduledJob, response: str | None, number: int) -> bool:
         """Say ``response`` under the conversation's lock, once for this job; False when the
