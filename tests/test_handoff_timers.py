@@ -475,11 +475,21 @@ async def test_an_agent_resolves_without_a_survey(
 ) -> None:
     async with shop(tmp_path, doubles) as s:
         ts = await hand_off(s)
+        sla, idle = f"handoff_sla:{CONVERSATION}:1", f"handoff_idle:{CONVERSATION}:1"
         await s.press(ts, CLAIM)
         await s.tg_replies(CHAT, 3)
+        await jobs_become(s, handoffs.IDLE, [idle])
+        # Released, the ticket waits again: its waiting time starts over.
+        assert await s.command("release", user=AGENT) == "Done."
+        await s.tg_replies(CHAT, 4)
+        await jobs_become(s, handoffs.SLA, [sla])
+        assert await jobs(s, handoffs.IDLE) == []
+        await s.press(ts, CLAIM)
+        await s.tg_replies(CHAT, 5)
+        await jobs_become(s, handoffs.SLA, [])
         answer = await s.command("resolve --no-survey", user=AGENT)
         assert answer == "Done."
-        await s.tg_replies(CHAT, 4)
+        await s.tg_replies(CHAT, 6)
         await until(lambda: "without a survey" in s.ticket_text(ts))
         await jobs_become(s, surveys.KIND, [])
         clock.shift(CSAT_DELAY * 5)
@@ -490,9 +500,9 @@ async def test_an_agent_resolves_without_a_survey(
         # The button does the same on the next handoff.
         ts = await hand_off(s, count=2)
         await s.press(ts, CLAIM)
-        await s.tg_replies(CHAT, 7)
+        await s.tg_replies(CHAT, 9)
         await s.press(ts, RESOLVE_NO_SURVEY)
-        await s.tg_replies(CHAT, 8)
+        await s.tg_replies(CHAT, 10)
         clock.shift(CSAT_DELAY * 5)
         await run_due(s)
         assert RATE not in s.tg_sent(CHAT)
