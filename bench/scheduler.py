@@ -139,7 +139,7 @@ async def handoff_jobs(count: int) -> None:
                             conversation_id=cid,
                             sender_id=cid.partition(":")[2],
                             text="human",
-                            message_id=uuid.uuid4().hex,
+                            message_id=f"bench-{cid}",
                         )
                     )
                     for cid in ids
