@@ -170,11 +170,12 @@ async def handoff_jobs(count: int) -> None:
                 await channel.stop()
             await agent.close()
     print(
-        f"handoff SLA jobs ({sla} ran, each a turn's write and a Slack post): "
+        f"handoff SLA jobs ({sla} ran, each a conversation write, a Telegram send, "
+        "a Slack line queued): "
         f"{sla / sla_time:,.0f} jobs/s"
     )
     print(
-        f"satisfaction surveys ({asked} ran, each starting a flow): "
+        f"satisfaction surveys ({asked} ran, each starting a flow and a Telegram send): "
         f"{asked / survey_time:,.0f} jobs/s"
     )
 
