@@ -9,6 +9,7 @@ agents see at the Slack double.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -510,3 +511,23 @@ async def test_an_agent_resolves_without_a_survey(
         assert s.tickets()[0]["blocks"] is not None
         shown = s.ticket_text(ts)
         assert "kefu_reopen" in shown and "without a survey" in shown
+
+
+async def test_a_handoff_job_whose_conversation_retention_deleted_is_dropped(
+    tmp_path: Path,
+    doubles: tuple[SlackApiDouble, TelegramBotApiDouble],
+    clock: time_machine.Coordinates,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=handoffs.__name__)
+    async with shop(tmp_path, doubles) as s:
+        ts = await hand_off(s)
+        sent = len(s.tg_sent(CHAT))
+        assert await s.agent.store.delete_conversations_before(T0 + 1) == 1
+        clock.shift(MAX_WAIT)
+        await run_due(s)
+        assert len(s.tg_sent(CHAT)) == sent
+        assert lines(s, ts, "<!here>") == 0
+        assert "conversation gone or job applied before; dropped" in caplog.text
+        for kind in handoffs.KINDS:
+            assert await jobs(s, kind) == []

@@ -181,16 +181,20 @@ class HandoffTimers:
         last = ticket.last_activity_at or ticket.claimed_at or job.run_at
         if last + self.sla > now:  # someone wrote since: count from then
             return _again(job, last + self.sla)
+        if job.data.get("reminded_for") == last:  # reminded for this quiet spell already
+            return _again(job, now + self.sla)
         # Once per quiet spell, in this process or another (the once-only key names it).
         spell = f"{job.id}@{last:.3f}"
-        if await self.conversations.update(cid, _nothing, once_key=spell) is not None:
-            await self.desk.remind_agent(
-                cid,
-                number=number,
-                text=f"Neither you nor the customer wrote for {_minutes(now - last)}. "
-                "Resolve the handoff when the customer needs nothing more.",
-            )
-        return _again(job, now + self.sla)
+        if await self.conversations.update(cid, _nothing, once_key=spell) is None:
+            log.info("%s: conversation gone or reminded elsewhere; no more reminders", job.id)
+            return None
+        await self.desk.remind_agent(
+            cid,
+            number=number,
+            text=f"Neither you nor the customer wrote for {_minutes(now - last)}. "
+            "Resolve the handoff when the customer needs nothing more.",
+        )
+        return _again(job, now + self.sla, reminded_for=last)
 
     async def withdrawn(self, job: ScheduledJob) -> None:
         """Record that the customer ended the handoff by going back to the bot (once)."""
@@ -232,9 +236,13 @@ def _target(job: ScheduledJob) -> tuple[str, int]:
     return job.conversation_id, int(job.data.get("number", 0))
 
 
-def _again(job: ScheduledJob, run_at: float) -> ScheduledJob:
+def _again(job: ScheduledJob, run_at: float, **data: object) -> ScheduledJob:
     return ScheduledJob(
-        id=job.id, kind=job.kind, run_at=run_at, conversation_id=job.conversation_id, data=job.data
+        id=job.id,
+        kind=job.kind,
+        run_at=run_at,
+        conversation_id=job.conversation_id,
+        data={**job.data, **data},
     )
 
 
