@@ -1,6 +1,6 @@
 """Handoff waiting times: a ticket nobody claims is raised again; a quiet claimed one, too.
 
-Three jobs per handoff, each with a stable id (kind, conversation, ticket number), so a
+Jobs per handoff, each with a stable id (kind, conversation, ticket number), so a
 restart replaces rather than duplicates them:
 
 - ``handoff_sla``: ``KEFU_HANDOFF_SLA`` after the handoff (counted from the next opening when
@@ -71,7 +71,7 @@ class HandoffTimers:
         self.scheduler: Scheduler | None = None
 
     def install(self, scheduler: Scheduler) -> None:
-        """Register the three jobs; watch the desk's tickets."""
+        """Register the handoff jobs; watch the desk's tickets."""
         self.scheduler = scheduler
         # However late (kefu was down): a ticket still waiting still needs raising, and the
         # job checks that it does before it says anything.
