@@ -38,7 +38,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.agent import Agent
+from bot.app import App
 from bot.dialogue import commands as cmd
 from bot.dialogue.turn import Turn
 from bot.events import UserMessage
@@ -94,12 +94,12 @@ def message(cid: str, text: str, payload: str | None = None) -> UserMessage:
     )
 
 
-async def build(project_dir: Path, db: Path, base_url: str | None) -> Agent:
+async def build(project_dir: Path, db: Path, base_url: str | None) -> App:
     env = {"KEFU_DATABASE_URL": f"sqlite+aiosqlite:///{db}", "KEFU_LLM_TIMEOUT": "15"}
     if base_url is not None:
         env |= {"OPENAI_BASE_URL": base_url, "KEFU_LLM_MODEL": "bench-model"}
     settings = Settings.from_env(env, env_file=None)
-    agent = await Agent.create(load_project(project_dir), settings=settings)
+    agent = await App.create(load_project(project_dir), settings=settings)
     logging.getLogger().setLevel(logging.ERROR)  # rasa-sdk's import turned INFO logging on
     return agent
 
@@ -118,17 +118,17 @@ async def raw_round_trips(base_url: str, turns: int) -> list[float]:
     return times[20:]
 
 
-async def overhead(with_llm: Agent, without: Agent, turns: int, base_url: str) -> None:
+async def overhead(with_llm: App, without: App, turns: int, base_url: str) -> None:
     for i in range(20):  # warm up: connections, caches
-        await with_llm.process(message(f"rest:warm{i}", QUESTION))
-        await without.process(message(f"rest:warm{i}", QUESTION))
+        await with_llm.turns.process(message(f"rest:warm{i}", QUESTION))
+        await without.turns.process(message(f"rest:warm{i}", QUESTION))
     added: list[float] = []
     for i in range(turns):
         start = time.perf_counter()
-        await without.process(message(f"rest:over{i}", QUESTION))
+        await without.turns.process(message(f"rest:over{i}", QUESTION))
         offline = time.perf_counter() - start
         start = time.perf_counter()
-        result = await with_llm.process(message(f"rest:over{i}", QUESTION))
+        result = await with_llm.turns.process(message(f"rest:over{i}", QUESTION))
         added.append((time.perf_counter() - start - offline) * 1000)
         assert any(m.text == ANSWER for m in result.messages), "the LLM answer did not arrive"
     print("LLM turn (2 model calls), model answering at once in its own process:")
@@ -144,7 +144,7 @@ async def overhead(with_llm: Agent, without: Agent, turns: int, base_url: str) -
     )
 
 
-def in_process(agent: Agent, turns: int) -> None:
+def in_process(agent: App, turns: int) -> None:
     """The LLM backend's own work for one turn, without HTTP: both prompts, parse, clean, guard."""
     assert agent.llm is not None
     router, answerer = agent.llm.router, agent.llm.answerer
@@ -183,20 +183,22 @@ def in_process(agent: Agent, turns: int) -> None:
     )
 
 
-async def throughput(agent: Agent, delay: float, conversations: int, per: int) -> None:
+async def throughput(agent: App, delay: float, conversations: int, per: int) -> None:
     plain: list[float] = []
     stop = asyncio.Event()
 
     async def llm_conversation(n: int) -> int:
         for k in range(per):
-            await agent.process(message(f"rest:load{n}", f"{QUESTION} ({k})"))
+            await agent.turns.process(message(f"rest:load{n}", f"{QUESTION} ({k})"))
         return per
 
     async def plain_conversation() -> None:
         i = 0
         while not stop.is_set():
             start = time.perf_counter()
-            await agent.process(message(f"rest:side{i}", "/track_order", payload="/track_order"))
+            await agent.turns.process(
+                message(f"rest:side{i}", "/track_order", payload="/track_order")
+            )
             plain.append((time.perf_counter() - start) * 1000)
             i += 1
             await asyncio.sleep(0.05)

@@ -34,7 +34,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-from bot.cli import _build, scheduled_work  # noqa: E402
+from bot.app import build, scheduled_work  # noqa: E402
 from bot.desk import Desk  # noqa: E402
 from bot.events import UserMessage  # noqa: E402
 from bot.ports import ScheduledJob  # noqa: E402
@@ -125,15 +125,15 @@ async def handoff_jobs(count: int) -> None:
                 handoff_max_wait=3600.0,
                 csat_delay=3600.0,
             )
-            agent, channels = await _build(REPO_ROOT, settings)
-            work = scheduled_work(agent, settings)
-            desk = agent.desk
+            app, channels = await build(REPO_ROOT, settings)
+            work = scheduled_work(app)
+            desk = app.dialogue.desk
             for channel in channels:
                 await channel.start()
             ids = [f"telegram:{9_000_000 + n}" for n in range(count)]
             await asyncio.gather(
                 *(
-                    agent.process(
+                    app.turns.process(
                         UserMessage(
                             channel="telegram",
                             conversation_id=cid,
@@ -168,7 +168,7 @@ async def handoff_jobs(count: int) -> None:
             await work.shutdown()
             for channel in channels:
                 await channel.stop()
-            await agent.close()
+            await app.close()
     print(
         f"handoff SLA jobs ({sla} ran, each a conversation write, a Telegram send, "
         "a Slack line queued): "

@@ -234,6 +234,12 @@ class InProcessActionRunner:
     def action_names(self) -> frozenset[str]:
         return frozenset(self._executor.actions)
 
+    async def start(self) -> None:
+        """Nothing to do: the actions were imported when the runner was built."""
+
+    async def close(self) -> None:
+        """Nothing to release: in-process actions hold no connection of kefu's."""
+
     def knows(self, name: str) -> bool:
         return name in self._executor.actions
 
@@ -429,7 +435,12 @@ class RemoteActionRunner:
             raise ActionError(f"custom action '{name}' rejected execution: {detail}")
         raise ActionError(f"action server {self.url} answered {status} running '{name}': {detail}")
 
+    async def start(self) -> None:
+        """Learn the server's actions up front (``GET /actions``), not in a first turn."""
+        await self.load_action_names()
+
     async def close(self) -> None:
+        """Close the HTTP session."""
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -18,7 +18,7 @@ from bot.events import BotMessage, UserMessage
 
 
 class MessageHandler(Protocol):
-    """The core's entry point (``bot.agent.Agent.handle``).
+    """The core's entry point (``bot.turns.TurnRunner.handle``).
 
     Runs one turn and returns the bot's replies. For a channel with ``replies_inline`` the
     channel returns them itself (REST answers in the HTTP response); for the others the core

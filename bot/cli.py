@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-from bot import constants
 from bot.errors import KefuError, ProjectError, SettingsError
 from bot.privacy import install_log_redaction
 from bot.settings import Settings
-
-if TYPE_CHECKING:
-    from starlette.routing import BaseRoute
-
-    from bot.agent import Agent
-    from bot.api import NotifyApi
-    from bot.channel import Channel
-    from bot.desk import FileSource
-    from bot.ports import ConversationStore
-    from bot.scheduling.work import ScheduledWork
-    from bot.server import Hook
-    from channels.webchat import Greeting
 
 log = logging.getLogger("kefu")
 
@@ -145,162 +131,34 @@ def _print_problems(problems: Sequence[object]) -> None:
 
 async def run(project_dir: Path, settings: Settings, *, host: str, port: int) -> int:
     """Serve the project until interrupted."""
+    from bot.app import build_server
     from bot.server import create_app, serve
 
-    agent, channels = await _build(project_dir, settings)
-    routes, on_startup, on_shutdown = _operations(settings, channels)
-    work = scheduled_work(agent, settings)
+    server = await build_server(project_dir, settings)
     app = create_app(
-        channels=channels,
-        on_startup=[agent.start, *on_startup, work.start],
-        on_shutdown=[work.shutdown, *on_shutdown, agent.close],
-        routes=[*routes, *notify_api(agent, work, settings).routes()],
+        channels=server.channels,
+        on_startup=server.on_startup,
+        on_shutdown=server.on_shutdown,
+        routes=server.routes,
     )
-    names = ", ".join(sorted({c.name for c in channels}))
+    names = ", ".join(sorted({c.name for c in server.channels}))
     log.info("kefu serving %s on http://%s:%s (channels: %s)", project_dir, host, port, names)
     await serve(app, host=host, port=port)
     return 0
 
 
-def _operations(
-    settings: Settings, channels: Sequence[Channel]
-) -> tuple[list[BaseRoute], list[Hook], list[Hook]]:
-    """The dashboard (with ``KEFU_API_TOKEN``) and ``/metrics`` (with ``KEFU_METRICS_TOKEN``)."""
-    if not settings.api_token and not settings.metrics_token:
-        return [], [], []
-    from bot.reporting import Reporting
-
-    reporting = Reporting(settings.database_url)
-    routes: list[BaseRoute] = []
-    if settings.api_token:
-        from bot.dashboard import dashboard_routes
-
-        routes += dashboard_routes(
-            reporting,
-            api_token=settings.api_token,
-            containment_window=settings.containment_window,
-        )
-    if settings.metrics_token:
-        from bot.metrics import Metrics, metrics_routes
-
-        metrics = Metrics(reporting)
-        for channel in channels:
-            channel.attach(metrics.timed(channel.handler))
-        routes += metrics_routes(metrics, token=settings.metrics_token)
-    refresher: list[asyncio.Task[None]] = []
-
-    async def start() -> None:
-        await reporting.initialize()
-        interval = constants.REPORTING_REFRESH_INTERVAL
-        refresher.append(asyncio.create_task(reporting.keep_fresh(interval=interval)))
-
-    async def stop() -> None:
-        for task in refresher:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await reporting.close()
-
-    return routes, [start], [stop]
-
-
 async def shell(project_dir: Path, settings: Settings) -> int:
     """Chat in the terminal with the project's bot."""
-    from channels.terminal import TerminalChannel
+    from bot.app import build, shell_channel
 
-    agent, _ = await _build(project_dir, settings, with_channels=False)
-    terminal = TerminalChannel()
-    agent.add_channel(terminal)
+    app, _ = await build(project_dir, settings, with_channels=False)
+    terminal = shell_channel()
+    app.add_channel(terminal)
     try:
         await terminal.run()
     finally:
-        await agent.close()
+        await app.close()
     return 0
-
-
-async def _build(
-    project_dir: Path, settings: Settings, *, with_channels: bool = True
-) -> tuple[Agent, list[Channel]]:
-    """The agent and the server's channels; with ``SLACK_BOT_TOKEN`` the Slack desk too."""
-    from bot.agent import Agent
-    from bot.project import load_project
-    from bot.responses import ResponseRenderer
-    from bot.store import open_store
-
-    project = load_project(project_dir)
-    store = await open_store(settings.database_url)
-    greeting = ResponseRenderer(project.domain).greeting
-    channels = _channels(store, settings, greeting) if with_channels else []
-    desk = None
-    if with_channels and settings.slack_bot_token:
-        from bot.desk import Desk
-
-        desk = Desk(
-            store=store,
-            channels=[c.name for c in channels if c.pushes],
-            file_channels=[c.name for c in channels if c.sends_files],
-        )
-    agent = await Agent.create(project, settings=settings, store=store, desk=desk)
-    for channel in channels:
-        agent.add_channel(channel)
-    if desk is not None:
-        from channels.slack import SlackDeskChannel
-
-        slack = SlackDeskChannel.from_settings(settings, desk)
-        desk.connect(board=slack.board, conversations=agent)
-        for channel in channels:
-            if channel.name in {"telegram", "webchat"}:
-                desk.add_file_source(channel.name, cast("FileSource", channel))
-        channels.append(slack)
-    return agent, channels
-
-
-def scheduled_work(agent: Agent, settings: Settings) -> ScheduledWork:
-    """The scheduler and kefu's jobs, reaching conversations through ``agent``."""
-    from bot.desk import Desk
-    from bot.scheduling.work import ScheduledWork
-
-    return ScheduledWork(
-        agent,
-        agent.store,
-        settings=settings,
-        domain=agent.project.domain,
-        desk=agent.desk if isinstance(agent.desk, Desk) else None,
-    )
-
-
-def notify_api(agent: Agent, work: ScheduledWork, settings: Settings) -> NotifyApi:
-    """``POST /api/notify``, sending through ``work``'s notices."""
-    from bot.api import NotifyApi
-
-    def can_push(channel: str) -> bool:
-        found = agent.channels.get(channel)
-        return found is not None and found.pushes
-
-    return NotifyApi(
-        work.notices,
-        agent.store,
-        agent.project.domain,
-        token=settings.api_token,
-        can_push=can_push,
-    )
-
-
-def _channels(store: ConversationStore, settings: Settings, greeting: Greeting) -> list[Channel]:
-    from channels.rest import RestChannel
-    from channels.webchat import WebChatChannel
-
-    found: list[Channel] = [
-        RestChannel(token=settings.rest_token),
-        WebChatChannel(store, greeting=greeting),
-    ]
-    if settings.telegram_bot_token:
-        from channels.telegram import TelegramChannel
-
-        telegram = TelegramChannel.from_settings(settings, store)
-        if telegram is not None:
-            found.append(telegram)
-    return found
 
 
 if __name__ == "__main__":

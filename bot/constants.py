@@ -15,8 +15,21 @@ DASHBOARD_REFRESH_BUDGET = 0.5
 """Seconds a dashboard page (or a scrape) spends bringing the reporting rollup up to date."""
 REPORTING_REFRESH_INTERVAL = 60.0
 """Seconds between the background refreshes of the reporting rollup."""
+DESK_METRICS_HORIZON = 3600.0
+"""Seconds after a claim or resolution within which /metrics still counts it when the rollup
+sees it (older ones, met when the reporting tables are rebuilt, are history, not operations)."""
 DASHBOARD_SESSION_SECONDS = 12 * 3600
 """How long a dashboard login lasts."""
+LOGIN_FREE_FAILURES = 5
+"""Wrong dashboard tokens one client address may send before it has to wait."""
+LOGIN_BASE_DELAY = 1.0
+"""Seconds the first refused login waits; each further wrong token doubles it."""
+LOGIN_MAX_DELAY = 900.0
+"""The longest wait a client address is given after wrong dashboard tokens."""
+LOGIN_FORGET_AFTER = 3600.0
+"""Seconds without a wrong token after which an address's failures are forgotten."""
+LOGIN_TRACKED_ADDRESSES = 10_000
+"""Client addresses whose failures are remembered at most (the oldest are forgotten first)."""
 DEFAULT_HANDOFF_NOT_UNDERSTOOD = 3
 """Messages in a row the bot failed to understand before it hands the customer to a person."""
 
@@ -64,6 +77,9 @@ MAX_OFFERED_PAYLOADS = 50
 
 DELIVERY_RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0, 600.0)
 """Seconds between outbox delivery attempts; after the last one a message is marked failed."""
+
+DELIVERY_RETRY_INTERVAL = 1.0
+"""Seconds between two passes of the outbox retry loop (``bot.delivery``)."""
 
 DELIVERY_LEASE = 30.0
 """Seconds a sender owns an outbox entry before the retry loop may take it over."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 __all__ = [
+    "PROFILE_KEYS",
     "ActionExecuted",
     "AgentJoined",
     "AgentLeft",
@@ -42,11 +43,23 @@ __all__ = [
     "UserMessage",
     "conversation_id_for",
     "event_from_dict",
+    "profile_from",
 ]
 
 
 def _now() -> float:
     return time.time()
+
+
+PROFILE_KEYS = frozenset(
+    {"first_name", "last_name", "username", "language_code", "chat_type", "name"}
+)
+"""What a channel may tell about the sender in :attr:`UserMessage.profile`."""
+
+
+def profile_from(values: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`PROFILE_KEYS` of ``values`` (a client's metadata, say)."""
+    return {k: v for k, v in values.items() if k in PROFILE_KEYS}
 
 
 def conversation_id_for(channel: str, chat_id: str | int) -> str:
@@ -167,7 +180,16 @@ class UserMessage(Event):
     language: str | None = None
     message_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    """What the platform or client sent along that kefu does not interpret (stored as is)."""
     parse_data: dict[str, Any] = field(default_factory=dict)
+    command: str | None = None
+    """The platform command the message is, without its slash (Telegram's ``/help``: ``help``);
+    set only by a channel whose platform has commands."""
+    profile: dict[str, Any] = field(default_factory=dict)
+    """Who wrote, in the platform's words (keys among :data:`PROFILE_KEYS`): kept in the
+    conversation's profile, for the desk."""
+    truncated: bool = False
+    """True when the text was cut to ``constants.MAX_MESSAGE_CHARS`` on arrival."""
 
     @property
     def input_text(self) -> str:

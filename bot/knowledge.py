@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from bot.dialogue.language import base_language
 from bot.ports import Answer, AnswerRequest
 from bot.understanding.language import detect_language
 
@@ -123,10 +124,6 @@ def _last_heading(title: str) -> str:
     return title.split(TITLE_SEPARATOR)[-1]
 
 
-def _base_language(code: str) -> str:
-    return code.replace("_", "-").split("-")[0].lower()
-
-
 @dataclass(frozen=True)
 class Passage:
     """A section of the knowledge base and how well it matched a query."""
@@ -189,7 +186,7 @@ class KnowledgeBase:
     def questions(self) -> list[tuple[str, str]]:
         """``(heading, language)`` of every section: the questions the base answers."""
         return [
-            (s.title.split(TITLE_SEPARATOR)[-1], _base_language(s.language)) for s in self._sections
+            (s.title.split(TITLE_SEPARATOR)[-1], base_language(s.language)) for s in self._sections
         ]
 
     @classmethod
@@ -215,7 +212,7 @@ class KnowledgeBase:
         terms = set(tokenize(query))
         if not terms or not self._sections:
             return []
-        wanted = _base_language(language) if language else detect_language(query)
+        wanted = base_language(language) if language else detect_language(query)
         scores: dict[int, float] = defaultdict(float)
         matched: dict[int, float] = defaultdict(float)
         total = 0.0
@@ -423,14 +420,14 @@ def _front_matter(text: str) -> tuple[str | None, str]:
     if not isinstance(meta, dict):
         raise ValueError("front matter is not a mapping")
     language = meta.get("lang") or meta.get("language")
-    return (_base_language(str(language)) if language else None), "\n".join(lines[end + 1 :])
+    return (base_language(str(language)) if language else None), "\n".join(lines[end + 1 :])
 
 
 def _suffix_language(file: Path) -> str | None:
     """``zh`` for ``returns.zh.md`` or ``returns.zh-CN.md``."""
     parts = file.name.split(".")
     if len(parts) >= 3 and _LANGUAGE_SUFFIX.match(parts[-2]):
-        return _base_language(parts[-2])
+        return base_language(parts[-2])
     return None
 
 

@@ -178,6 +178,14 @@ class ActionRunner(Protocol):
         """Run ``name``; raise ``ActionError`` when it fails for any reason."""
         ...
 
+    async def start(self) -> None:
+        """Get ready before the first turn (a remote server's runner learns its actions)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; called once, at shutdown."""
+        ...
+
 
 @dataclass(frozen=True)
 class AnswerRequest:

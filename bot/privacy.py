@@ -120,6 +120,7 @@ def _redacted(message: UserMessage) -> UserMessage:
             message.text,
             message.payload,
             message.metadata,
+            message.profile,
             message.parse_data,
             message.attachments,
         )
@@ -133,7 +134,7 @@ def _redacted(message: UserMessage) -> UserMessage:
         payload = mask_card_numbers(message.payload)
         if payload != message.payload:
             changes["payload"] = payload
-    for name in ("metadata", "parse_data", "attachments"):
+    for name in ("metadata", "profile", "parse_data", "attachments"):
         value = getattr(message, name)
         if value:
             cleaned = _walk(value, mask_card_numbers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -64,6 +64,9 @@ class Settings:
     """When staff answer handoffs; None: always."""
     containment_window: float = constants.DEFAULT_CONTAINMENT_WINDOW
     metrics_token: str | None = None
+    cache_dir: Path | None = field(default_factory=lambda: _cache_dir(os.environ))
+    """Where trained models and knowledge vectors are kept (``KEFU_CACHE_DIR``, read from the
+    environment for settings built in code too); None: the project's ``.kefu/models``."""
 
     @classmethod
     def from_env(
@@ -121,6 +124,7 @@ class Settings:
                 "KEFU_CONTAINMENT_WINDOW", constants.DEFAULT_CONTAINMENT_WINDOW
             ),
             metrics_token=reader.text("KEFU_METRICS_TOKEN"),
+            cache_dir=_cache_dir(source) or _cache_dir(os.environ),
         )
 
     def require(self, name: str) -> str:
@@ -129,6 +133,11 @@ class Settings:
         if not value:
             raise SettingsError(f"{name} is not set")
         return str(value)
+
+
+def _cache_dir(source: Mapping[str, str]) -> Path | None:
+    value = (source.get("KEFU_CACHE_DIR") or "").strip()
+    return Path(value).expanduser() if value else None
 
 
 class _Reader:

@@ -34,7 +34,7 @@ from bot import constants
 from bot.channel import Channel, MessageHandler
 from bot.edge import json_size, parse_json, to_record
 from bot.errors import BadRequestError, PermanentDeliveryError, TransientError
-from bot.events import BotMessage, UserMessage, conversation_id_for
+from bot.events import BotMessage, UserMessage, conversation_id_for, profile_from
 
 __all__ = ["MAX_SENDER_CHARS", "RestBody", "RestChannel", "answer_json_message", "parse_message"]
 
@@ -183,6 +183,7 @@ def parse_message(
         payload=text if text.startswith("/") else None,
         message_id=message_id,
         metadata=metadata,
+        profile=profile_from(metadata),
     )
 
 

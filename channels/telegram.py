@@ -206,7 +206,7 @@ class TelegramChannel(Channel):
         """One part per Bot API call: an image that cannot carry the text as its caption,
         each piece of a long text (the buttons on the last), then a ``custom`` payload."""
         chunks = split_text(message.text or "")
-        if message.image and len(chunks) <= 1 and utf16_len(message.text or "") <= MAX_CAPTION:
+        if message.image and _caption_fits(message, chunks):
             whole = dataclasses.replace(message, custom=None)  # the text is the image's caption
             parts = [whole]
         else:
@@ -244,7 +244,7 @@ class TelegramChannel(Channel):
                 message.conversation_id,
             )
         elif message.image:
-            fits = len(chunks) <= 1 and utf16_len(message.text or "") <= MAX_CAPTION
+            fits = _caption_fits(message, chunks)
             caption = chunks[0] if fits and chunks else None
             await self.bot.send_photo(
                 chat_id, message.image, caption=caption, reply_markup=markup if fits else None
@@ -471,3 +471,8 @@ _CHAT_GONE = re.compile(
     r"chat not found|not enough rights|have no rights|user is deactivated", re.I
 )
 """Bad Request descriptions that concern the chat rather than one message."""
+
+
+def _caption_fits(message: BotMessage, chunks: list[str]) -> bool:
+    """Whether the whole text goes with the message's image as its caption."""
+    return len(chunks) <= 1 and utf16_len(message.text or "") <= MAX_CAPTION

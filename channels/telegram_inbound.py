@@ -42,9 +42,7 @@ def message_from_update(update: Update, me: BotIdentity | None) -> UserMessage |
     attachments = _attachments(message)
     if not text and not attachments:
         return None
-    metadata = sender_metadata(message.from_user, message.chat)
-    if command:
-        metadata["command"] = command
+    metadata: dict[str, Any] = {}
     if edited:
         metadata["edited"] = True
     reply = message.reply_to_message
@@ -59,6 +57,8 @@ def message_from_update(update: Update, me: BotIdentity | None) -> UserMessage |
         language=message.from_user.language_code,
         message_id=str(update.update_id),
         metadata=metadata,
+        command=command or None,
+        profile=sender_profile(message.from_user, message.chat),
     )
 
 
@@ -83,7 +83,7 @@ def callback_from_update(
         payload=payload,
         language=query.from_user.language_code,
         message_id=str(update.update_id),
-        metadata=sender_metadata(query.from_user, chat),
+        profile=sender_profile(query.from_user, chat),
     )
 
 
@@ -99,8 +99,8 @@ def button_title(query: CallbackQuery) -> str | None:
     return None
 
 
-def sender_metadata(user: User, chat: Chat) -> dict[str, Any]:
-    """What the core may want to know about who wrote, in Telegram's own words."""
+def sender_profile(user: User, chat: Chat) -> dict[str, Any]:
+    """Who wrote, in Telegram's own words (``UserMessage.profile``)."""
     return {
         "first_name": user.first_name,
         "last_name": user.last_name,

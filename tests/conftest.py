@@ -4,6 +4,8 @@ full card number was stored or logged fails at its teardown, naming what was see
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,10 +16,19 @@ from sqlalchemy.engine import make_url
 from bot.privacy import install_log_redaction
 from tests import card_watch
 
+_CACHE_DIR = tempfile.mkdtemp(prefix="kefu-test-cache-")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     install_log_redaction()  # as `kefu run`, `kefu shell` and the server do
     card_watch.start()
+    # Trained models and knowledge vectors go to one folder for the session, not to the
+    # repository's .kefu/ (``KEFU_CACHE_DIR`` is read for settings built in code too).
+    os.environ["KEFU_CACHE_DIR"] = _CACHE_DIR
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

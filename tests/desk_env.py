@@ -1,6 +1,6 @@
 """A running shop with the Slack desk, for the desk's end-to-end tests and its benchmark.
 
-kefu is built as ``kefu run`` builds it (``bot.cli._build``), with Telegram pointed at the
+kefu is built as ``kefu run`` builds it (``bot.app.build``), with Telegram pointed at the
 Telegram double and Slack at the Slack double, and served by the real server. Slack requests
 are Slack's own payload shapes, signed with the signing secret as Slack signs them.
 """
@@ -18,8 +18,7 @@ from typing import Any
 
 import httpx
 
-from bot.agent import Agent
-from bot.cli import _build, scheduled_work
+from bot.app import App, build, scheduled_work
 from bot.desk import Desk, Ticket
 from bot.events import Event
 from bot.scheduling.work import ScheduledWork
@@ -58,7 +57,7 @@ _UPDATE_IDS = itertools.count(1)
 class DeskShop:
     """kefu with the desk, the two doubles, and helpers to act as Slack and as a customer."""
 
-    agent: Agent
+    agent: App
     desk: Desk
     slack_channel: SlackDeskChannel
     slack: SlackApiDouble
@@ -236,9 +235,9 @@ async def desk_shop(
             slack_agent_ids=agent_ids,
             **overrides,
         )
-        agent, channels = await _build(ROOT, settings)
+        agent, channels = await build(ROOT, settings)
         slack_channel = next(c for c in channels if isinstance(c, SlackDeskChannel))
-        work = scheduled_work(agent, settings) if scheduled else None
+        work = scheduled_work(agent) if scheduled else None
         app = create_app(
             channels=channels,
             on_startup=[work.start] if work is not None else [],

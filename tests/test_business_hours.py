@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import time_machine
 
-from bot.agent import Agent
+from bot.app import App
 from bot.errors import SettingsError
 from bot.events import HandoffRequested, UserMessage
 from bot.hours import BusinessHours, HoursError
@@ -139,11 +139,11 @@ async def test_a_handoff_outside_hours_is_queued_and_told_when_staff_are_back(
     shutil.copytree(Path(__file__).parent / "projects" / "scheduled", root)
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'kefu.db'}", business_hours=hours)
     desk = QueueingDesk()
-    agent = await Agent.create(load_project(root), settings=settings, desk=desk)
+    agent = await App.create(load_project(root), settings=settings, desk=desk)
     try:
         message = {"channel": "rest", "conversation_id": "rest:night", "sender_id": "night"}
-        await agent.process(UserMessage(text="hi", **message))
-        result = await agent.process(UserMessage(text="human", **message))
+        await agent.turns.process(UserMessage(text="hi", **message))
+        result = await agent.turns.process(UserMessage(text="human", **message))
         assert any(isinstance(e, HandoffRequested) for e in result.events)
         assert [m.text for m in result.messages] == [
             "Our team is away right now and back at 2026-03-09 09:00 (Asia/Shanghai). Your "
@@ -151,13 +151,13 @@ async def test_a_handoff_outside_hours_is_queued_and_told_when_staff_are_back(
             "they are back."
         ]
         assert desk.queued == ["rest:night"]
-        await agent.process(UserMessage(text="My parcel KF-9 arrived broken.", **message))
+        await agent.turns.process(UserMessage(text="My parcel KF-9 arrived broken.", **message))
         assert desk.forwarded == ["My parcel KF-9 arrived broken."]
 
         clock.move_to(datetime.fromtimestamp(at("2026-03-09T10:00"), UTC))  # Monday morning
         other = {"channel": "rest", "conversation_id": "rest:day", "sender_id": "day"}
-        await agent.process(UserMessage(text="hi", **other))
-        result = await agent.process(UserMessage(text="human", **other))
+        await agent.turns.process(UserMessage(text="hi", **other))
+        result = await agent.turns.process(UserMessage(text="human", **other))
         assert [m.response for m in result.messages] == ["utter_human_handoff_requested"]
     finally:
         await agent.close()

@@ -27,7 +27,7 @@ def kefu(
         input=stdin,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a hang guard: a cold model cache trains first, slow on a busy machine
     )
 
 

@@ -24,8 +24,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from bot.agent import Agent
-from bot.cli import _operations
+from bot.app import App, operations
 from bot.events import AgentJoined, AgentMessage, CsatAnswered, Event, HandoffResolved, UserMessage
 from bot.project import load_project
 from bot.server import create_app, running
@@ -79,7 +78,7 @@ class AcceptingDesk:
 
 @dataclass
 class Shop:
-    agent: Agent
+    agent: App
     url: str
 
     def client(self) -> httpx.AsyncClient:
@@ -97,14 +96,14 @@ class Shop:
             yield http
 
 
-async def save_desk_events(agent: Agent, conversation_id: str, events: list[Event]) -> None:
+async def save_desk_events(agent: App, conversation_id: str, events: list[Event]) -> None:
     state = await agent.store.load(conversation_id)
     assert state is not None
     state.remember(events)
     await agent.store.save(state, events)
 
 
-async def handoff_time(agent: Agent, conversation_id: str) -> float:
+async def handoff_time(agent: App, conversation_id: str) -> float:
     """When the conversation was handed off (Telegram's turns finish after the webhook answers)."""
     async with asyncio.timeout(WAIT):
         while True:
@@ -116,7 +115,7 @@ async def handoff_time(agent: Agent, conversation_id: str) -> float:
 
 
 async def desk_session(
-    agent: Agent, conversation_id: str, claim: float, handling: float, csat: int | None
+    agent: App, conversation_id: str, claim: float, handling: float, csat: int | None
 ) -> None:
     start = await handoff_time(agent, conversation_id)
     events: list[Event] = [
@@ -146,7 +145,7 @@ async def shop(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]:
             containment_window=0.0,
         )
         store = await open_store(settings.database_url)
-        agent = await Agent.create(
+        agent = await App.create(
             load_project(ROOT), settings=settings, store=store, desk=AcceptingDesk()
         )
         telegram = TelegramChannel.from_settings(settings, store)
@@ -154,7 +153,7 @@ async def shop(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]:
         channels = [RestChannel(), telegram]
         for channel in channels:
             agent.add_channel(channel)
-        routes, on_startup, on_shutdown = _operations(settings, channels)
+        routes, on_startup, on_shutdown = operations(settings, channels)
         app = create_app(
             channels=channels,
             on_startup=on_startup,
@@ -368,7 +367,7 @@ async def _check_anonymous(http: httpx.AsyncClient) -> None:
 
 async def test_without_tokens_there_is_no_dashboard(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'kefu.db'}")
-    routes, on_startup, on_shutdown = _operations(settings, [])
+    routes, on_startup, on_shutdown = operations(settings, [])
     app = create_app(channels=[], on_startup=on_startup, on_shutdown=on_shutdown, routes=routes)
     async with running(app) as url, httpx.AsyncClient(base_url=url) as http:
         for path in [*ROUTES, "/dashboard/login", "/metrics"]:
@@ -390,6 +389,16 @@ async def test_metrics(shop: Shop) -> None:
     assert re.search(r'kefu_turn_seconds_count\{channel="telegram",worker="\d+"\} 2\.0', text)
     assert re.search(r'kefu_outbox_messages\{status="failed",worker="\d+"\} 0\.0', text)
     assert re.search(r'kefu_desk_waiting_conversations\{worker="\d+"\} 0\.0', text)
+    assert re.search(r'kefu_desk_oldest_waiting_seconds\{worker="\d+"\} 0\.0', text)
+    # Each handoff's time to claim and handling time, as the desk's events gave them.
+    for channel, claim, handling in (
+        ("rest", CAROL_CLAIM, CAROL_HANDLING),
+        ("telegram", TELEGRAM_CLAIM, TELEGRAM_HANDLING),
+    ):
+        labels = rf'\{{channel="{channel}",worker="\d+"\}}'
+        assert re.search(rf"kefu_desk_claim_seconds_count{labels} 1\.0", text)
+        assert re.search(rf"kefu_desk_claim_seconds_sum{labels} {claim}", text)
+        assert re.search(rf"kefu_desk_handling_seconds_sum{labels} {handling}", text)
 
 
 # --- in a browser --------------------------------------------------------------------------

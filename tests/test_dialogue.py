@@ -1,4 +1,4 @@
-"""The dialogue engine end to end: Agent turns over a tmp_path project and a real SQLite store.
+"""The dialogue engine end to end: App turns over a tmp_path project and a real SQLite store.
 
 Turns are driven with button payloads (``/intent{...}``, ``/SetSlots(...)``) wherever the
 classifier's confidence would otherwise decide, and with plain text where the engine reads the
@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from bot import constants
-from bot.agent import Agent, TurnResult
+from bot.app import App
 from bot.dialogue import commands as cmd
 from bot.dialogue.turn import Turn
 from bot.errors import ProjectError
@@ -41,6 +41,7 @@ from bot.events import (
 from bot.project import Project, load_project
 from bot.settings import Settings
 from bot.state import ConversationState
+from bot.turns import TurnResult
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -421,9 +422,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def agent(project: Project, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Agent]:
+async def agent(project: Project, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[App]:
     db = tmp_path_factory.mktemp("dialogue_db") / "kefu.db"
-    bot = await Agent.create(project, settings=settings_for(db))
+    bot = await App.create(project, settings=settings_for(db))
     yield bot
     await bot.close()
 
@@ -438,7 +439,7 @@ def new_cid() -> str:
 class Chat:
     """One conversation: send turns, read what came back."""
 
-    def __init__(self, agent: Agent, cid: str | None = None) -> None:
+    def __init__(self, agent: App, cid: str | None = None) -> None:
         self.agent = agent
         self.cid = cid or new_cid()
 
@@ -453,7 +454,7 @@ class Chat:
             payload=payload,
             **extra,
         )
-        return await self.agent.process(message)
+        return await self.agent.turns.process(message)
 
     async def offer(self, *payloads: str) -> None:
         """Store ``payloads`` as the buttons the bot's latest turn offered: only an offered
@@ -498,7 +499,7 @@ def slot_events(result: TurnResult) -> list[tuple[str, Any]]:
     return [(e.name, e.value) for e in of(result, SlotSet)]
 
 
-async def started_chat(agent: Agent) -> Chat:
+async def started_chat(agent: App) -> Chat:
     """A conversation past its session start (first turn)."""
     chat = Chat(agent)
     await chat.press('/SetSlots(counter="0")')
@@ -549,7 +550,7 @@ async def test_broken_flow_is_refused(tmp_path: Path) -> None:
 # --- session start --------------------------------------------------------------------------
 
 
-async def test_first_message_starts_a_session(agent: Agent) -> None:
+async def test_first_message_starts_a_session(agent: App) -> None:
     chat = Chat(agent)
     result = await chat.press('/SetSlots(counter="1")')
     assert started(result)[0] == "pattern_session_start"
@@ -566,7 +567,7 @@ async def test_first_message_starts_a_session(agent: Agent) -> None:
     assert (await chat.slots())["counter"] == "2"
 
 
-async def test_expired_session_starts_a_new_one(agent: Agent) -> None:
+async def test_expired_session_starts_a_new_one(agent: App) -> None:
     chat = await started_chat(agent)
     await chat.send("/order")
     assert await chat.flows() == ["order", "pattern_collect_information"]
@@ -584,7 +585,7 @@ async def test_expired_session_starts_a_new_one(agent: Agent) -> None:
 # --- collect --------------------------------------------------------------------------------
 
 
-async def test_collect_asks_and_fills_every_slot_type(agent: Agent) -> None:
+async def test_collect_asks_and_fills_every_slot_type(agent: App) -> None:
     chat = await started_chat(agent)
     first = await chat.send("/order")
     assert started(first) == ["order", "pattern_collect_information"]
@@ -622,38 +623,38 @@ async def test_collect_asks_and_fills_every_slot_type(agent: Agent) -> None:
     assert await chat.flows() == []
 
 
-async def test_filled_slot_is_not_asked_again(agent: Agent) -> None:
+async def test_filled_slot_is_not_asked_again(agent: App) -> None:
     chat = await started_chat(agent)
-    await agent.set_slots(chat.cid, {"product": "hat", "quantity": 2})
+    await agent.turns.set_slots(chat.cid, {"product": "hat", "quantity": 2})
     result = await chat.send("/order")
     assert texts(result) == ["Is it a gift?"]
 
 
-async def test_bool_answers_in_english_and_chinese(agent: Agent) -> None:
+async def test_bool_answers_in_english_and_chinese(agent: App) -> None:
     chat = await started_chat(agent)
-    await agent.set_slots(chat.cid, {"product": "hat", "quantity": 1})
+    await agent.turns.set_slots(chat.cid, {"product": "hat", "quantity": 1})
     await chat.send("/order")
     no = await chat.send("no")
     assert ("gift", False) in slot_events(no)
 
     zh = await started_chat(agent)
-    await agent.set_slots(zh.cid, {"product": "hat", "quantity": 1})
+    await agent.turns.set_slots(zh.cid, {"product": "hat", "quantity": 1})
     await zh.send("/order")
     yes = await zh.send("是的")
     assert ("gift", True) in slot_events(yes)
     assert yes.events[[type(e) for e in yes.events].index(UserMessage)].language == "zh"
 
     zh_no = await started_chat(agent)
-    await agent.set_slots(zh_no.cid, {"product": "hat", "quantity": 1})
+    await agent.turns.set_slots(zh_no.cid, {"product": "hat", "quantity": 1})
     await zh_no.send("/order")
     refused = await zh_no.send("不要")
     assert ("gift", False) in slot_events(refused)
     assert texts(refused) == ["Which size?"]
 
 
-async def test_rejection_reasks_with_its_utter(agent: Agent) -> None:
+async def test_rejection_reasks_with_its_utter(agent: App) -> None:
     chat = await started_chat(agent)
-    await agent.set_slots(chat.cid, {"product": "hat"})
+    await agent.turns.set_slots(chat.cid, {"product": "hat"})
     await chat.send("/order")
     rejected = await chat.send("50")
     assert slot_events(rejected)[:2] == [("quantity", 50.0), ("quantity", None)]
@@ -665,9 +666,9 @@ async def test_rejection_reasks_with_its_utter(agent: Agent) -> None:
     assert texts(accepted) == ["Is it a gift?"]
 
 
-async def test_ask_before_filling_reasks_a_filled_slot(agent: Agent) -> None:
+async def test_ask_before_filling_reasks_a_filled_slot(agent: App) -> None:
     chat = await started_chat(agent)
-    await agent.set_slots(chat.cid, {"email": "old@example.com"})
+    await agent.turns.set_slots(chat.cid, {"email": "old@example.com"})
     result = await chat.send("/confirm_email")
     assert ("email", None) in slot_events(result)
     assert texts(result) == ["What is your email?"]
@@ -678,7 +679,7 @@ async def test_ask_before_filling_reasks_a_filled_slot(agent: Agent) -> None:
 # --- set_slots, responses, custom actions ------------------------------------------------------
 
 
-async def test_set_slots_step_and_response_action(agent: Agent) -> None:
+async def test_set_slots_step_and_response_action(agent: App) -> None:
     chat = await started_chat(agent)
     result = await chat.send("/set_tier")
     assert ("tier", "gold") in slot_events(result)
@@ -688,7 +689,7 @@ async def test_set_slots_step_and_response_action(agent: Agent) -> None:
     assert (await chat.slots())["tier"] == "gold"  # set, not collected: not reset
 
 
-async def test_custom_actions_run_from_the_actions_package(agent: Agent) -> None:
+async def test_custom_actions_run_from_the_actions_package(agent: App) -> None:
     chat = await started_chat(agent)
     await chat.send("/lookup")
     result = await chat.send("ok-42")
@@ -704,7 +705,7 @@ async def test_custom_actions_run_from_the_actions_package(agent: Agent) -> None
 
 
 async def test_crashing_action_reports_an_internal_error_and_keeps_the_conversation(
-    agent: Agent,
+    agent: App,
 ) -> None:
     chat = await started_chat(agent)
     await chat.send("/lookup")
@@ -729,7 +730,7 @@ async def test_crashing_action_reports_an_internal_error_and_keeps_the_conversat
 # --- call, link, branches, guards ----------------------------------------------------------------
 
 
-async def test_call_returns_to_the_parent(agent: Agent) -> None:
+async def test_call_returns_to_the_parent(agent: App) -> None:
     chat = await started_chat(agent)
     asked = await chat.send("/start_parent")
     assert texts(asked) == ["parent start", "Which code?"]
@@ -747,7 +748,7 @@ async def test_call_returns_to_the_parent(agent: Agent) -> None:
     assert (await chat.slots()).get("code") is None
 
 
-async def test_cancel_inside_a_called_flow_cancels_the_caller(agent: Agent) -> None:
+async def test_cancel_inside_a_called_flow_cancels_the_caller(agent: App) -> None:
     chat = await started_chat(agent)
     await chat.send("/start_parent")
     result = await chat.send("cancel")
@@ -755,7 +756,7 @@ async def test_cancel_inside_a_called_flow_cancels_the_caller(agent: Agent) -> N
     assert "parent end" not in texts(result)
 
 
-async def test_link_replaces_the_flow(agent: Agent) -> None:
+async def test_link_replaces_the_flow(agent: App) -> None:
     chat = await started_chat(agent)
     result = await chat.send("/start_linker")
     assert texts(result) == ["linking", "What is your email?"]
@@ -772,7 +773,7 @@ async def test_link_replaces_the_flow(agent: Agent) -> None:
     ("answer", "expected"),
     [("gold", "gold path"), ("Silver", "silver path"), ("basic", "basic path")],
 )
-async def test_branching_on_slot_values(agent: Agent, answer: str, expected: str) -> None:
+async def test_branching_on_slot_values(agent: App, answer: str, expected: str) -> None:
     chat = await started_chat(agent)
     asked = await chat.send("/route")
     assert texts(asked) == ["Which membership?"]
@@ -781,12 +782,12 @@ async def test_branching_on_slot_values(agent: Agent, answer: str, expected: str
     assert [t for t in texts(result) if t and t.endswith("path")] == [expected]
 
 
-async def test_flow_guard_blocks_start(agent: Agent) -> None:
+async def test_flow_guard_blocks_start(agent: App) -> None:
     chat = await started_chat(agent)
     blocked = await chat.send("/vip")
     assert "vip" not in started(blocked)
     assert "Welcome to the VIP lounge." not in texts(blocked)
-    await agent.set_slots(chat.cid, {"tier": "gold"}, trusted=True)  # as staff would
+    await agent.turns.set_slots(chat.cid, {"tier": "gold"}, trusted=True)  # as staff would
     allowed = await chat.send("/vip")
     assert "vip" in started(allowed)
     assert texts(allowed)[0] == "Welcome to the VIP lounge."
@@ -795,7 +796,7 @@ async def test_flow_guard_blocks_start(agent: Agent) -> None:
 # --- interruptions, cancel, correction ----------------------------------------------------------
 
 
-async def _interrupted(agent: Agent) -> tuple[Chat, TurnResult]:
+async def _interrupted(agent: App) -> tuple[Chat, TurnResult]:
     chat = await started_chat(agent)
     await chat.send("/order")
     await chat.send("kettle")
@@ -803,7 +804,7 @@ async def _interrupted(agent: Agent) -> tuple[Chat, TurnResult]:
     return chat, result
 
 
-async def test_interrupt_then_resume(agent: Agent) -> None:
+async def test_interrupt_then_resume(agent: App) -> None:
     chat, result = await _interrupted(agent)
     interrupted = of(result, FlowInterrupted)
     assert [e.flow_id for e in interrupted] == ["order"]
@@ -825,12 +826,12 @@ async def test_interrupt_then_resume(agent: Agent) -> None:
     assert texts(answered) == ["Is it a gift?"]
 
 
-async def test_continue_interrupted_question_names_the_flow(agent: Agent) -> None:
+async def test_continue_interrupted_question_names_the_flow(agent: App) -> None:
     _, result = await _interrupted(agent)
     assert result.messages[-1].text == "Shall we go back to order a product?"
 
 
-async def test_interrupt_then_decline(agent: Agent) -> None:
+async def test_interrupt_then_decline(agent: App) -> None:
     chat, _ = await _interrupted(agent)
     declined = await chat.send("/SetSlots(continue_interrupted_flow_confirmation=false)")
     assert [e.flow_id for e in of(declined, FlowCancelled)] == ["order"]
@@ -839,7 +840,7 @@ async def test_interrupt_then_decline(agent: Agent) -> None:
     assert "How many?" not in texts(declined)
 
 
-async def test_cancel(agent: Agent) -> None:
+async def test_cancel(agent: App) -> None:
     chat = await started_chat(agent)
     await chat.send("/order")
     await chat.send("teapot")
@@ -852,14 +853,14 @@ async def test_cancel(agent: Agent) -> None:
     assert (await chat.slots()).get("quantity") is None
 
 
-async def test_cancel_without_a_flow_is_not_a_cancel(agent: Agent) -> None:
+async def test_cancel_without_a_flow_is_not_a_cancel(agent: App) -> None:
     chat = await started_chat(agent)
     result = await chat.send("cancel")
     assert of(result, FlowCancelled) == []
     assert "pattern_cancel_flow" not in started(result)
 
 
-async def test_correction_of_a_filled_slot(agent: Agent) -> None:
+async def test_correction_of_a_filled_slot(agent: App) -> None:
     chat = await started_chat(agent)
     await chat.send("/order")
     await chat.send("boots")
@@ -875,14 +876,14 @@ async def test_correction_of_a_filled_slot(agent: Agent) -> None:
 # --- the other default patterns ----------------------------------------------------------------
 
 
-async def test_cannot_handle_unknown_payload(agent: Agent) -> None:
+async def test_cannot_handle_unknown_payload(agent: App) -> None:
     chat = await started_chat(agent)
     result = await chat.send("/nonexistent")
     assert "pattern_cannot_handle" in started(result)
     assert texts(result) == ["I'm sorry, I can't help with that here."]
 
 
-async def test_chitchat_answers_with_the_intent_response(agent: Agent) -> None:
+async def test_chitchat_answers_with_the_intent_response(agent: App) -> None:
     chat = await started_chat(agent)
     await chat.send("/order")
     result = await chat.send("/thank")
@@ -894,7 +895,7 @@ async def test_chitchat_answers_with_the_intent_response(agent: Agent) -> None:
     assert of(result, FlowCancelled) == [] and of(result, FlowInterrupted) == []
 
 
-async def test_search_answers_from_the_knowledge_base(agent: Agent) -> None:
+async def test_search_answers_from_the_knowledge_base(agent: App) -> None:
     chat = await started_chat(agent)
     result = await chat.send("air freight Canada cost")
     assert "pattern_search" in started(result)
@@ -904,14 +905,14 @@ async def test_search_answers_from_the_knowledge_base(agent: Agent) -> None:
     assert answer.metadata.get("sources")
 
 
-async def test_search_without_an_answer_falls_back_to_cannot_handle(agent: Agent) -> None:
+async def test_search_without_an_answer_falls_back_to_cannot_handle(agent: App) -> None:
     chat = await started_chat(agent)
     result = await chat.send("zyxw qwvut plorp")
     assert started(result)[-2:] == ["pattern_search", "pattern_cannot_handle"]
     assert texts(result) == ["I'm sorry, I couldn't find an answer to that."]
 
 
-async def test_human_handoff_without_a_desk(agent: Agent) -> None:
+async def test_human_handoff_without_a_desk(agent: App) -> None:
     chat = await started_chat(agent)
     result = await chat.send("human")
     assert "pattern_human_handoff" in started(result)
@@ -923,14 +924,14 @@ async def test_human_handoff_without_a_desk(agent: Agent) -> None:
     assert (await chat.state()).paused is False
 
 
-async def test_empty_message(agent: Agent) -> None:
+async def test_empty_message(agent: App) -> None:
     chat = await started_chat(agent)
     result = await chat.send("")
     assert "pattern_internal_error" in started(result)
     assert texts(result) == ["I see an empty message. What can I help you with?"]
 
 
-async def test_too_long_message(agent: Agent) -> None:
+async def test_too_long_message(agent: App) -> None:
     chat = await started_chat(agent)
     result = await chat.send("shoes " * 834)  # 5,004 characters
     assert "pattern_internal_error" in started(result)
@@ -941,11 +942,11 @@ async def test_too_long_message(agent: Agent) -> None:
     assert len(user.text) == constants.MAX_MESSAGE_CHARS
 
 
-async def test_clarification_offers_buttons(agent: Agent, project: Project) -> None:
+async def test_clarification_offers_buttons(agent: App, project: Project) -> None:
     state = ConversationState(conversation_id="rest:clarify", channel="rest", sender_id="c")
     turn = Turn(state=state, domain=project.domain, flows=project.flows)
-    agent.executor.apply(turn, [cmd.Clarify(("order", "route", "child"))])
-    await agent.executor.advance(turn)
+    agent.dialogue.executor.apply(turn, [cmd.Clarify(("order", "route", "child"))])
+    await agent.dialogue.executor.advance(turn)
     assert [e.flow_id for e in turn.events if isinstance(e, FlowStarted)] == [
         "pattern_clarification"
     ]
@@ -959,7 +960,7 @@ async def test_clarification_offers_buttons(agent: Agent, project: Project) -> N
     assert state.stack == []
 
 
-async def test_restart(agent: Agent) -> None:
+async def test_restart(agent: App) -> None:
     chat = await started_chat(agent)
     await chat.send("/order")
     await chat.send("scarf")
@@ -983,7 +984,7 @@ async def test_project_flow_overrides_a_default_pattern(tmp_path: Path) -> None:
     project = load_project(root)
     completed = project.flows.get("pattern_completed")
     assert completed is not None and completed.file is not None and "flows.yml" in completed.file
-    bot = await Agent.create(project, settings=settings_for(tmp_path / "override.db"))
+    bot = await App.create(project, settings=settings_for(tmp_path / "override.db"))
     try:
         chat = Chat(bot)
         result = await chat.send("/hello")
@@ -996,7 +997,7 @@ async def test_project_flow_overrides_a_default_pattern(tmp_path: Path) -> None:
 # --- the store: duplicates, concurrency, long conversations ---------------------------------------
 
 
-async def test_duplicate_message_id_is_processed_once(agent: Agent) -> None:
+async def test_duplicate_message_id_is_processed_once(agent: App) -> None:
     chat = await started_chat(agent)
     first = await chat.press('/SetSlots(counter="once")', message_id="m-1")
     count = (await chat.state()).event_count
@@ -1008,7 +1009,7 @@ async def test_duplicate_message_id_is_processed_once(agent: Agent) -> None:
     assert state.slots["counter"] == "once"
 
 
-async def test_concurrent_turns_are_serialised(agent: Agent) -> None:
+async def test_concurrent_turns_are_serialised(agent: App) -> None:
     chat = await started_chat(agent)
     before = (await chat.state()).event_count
     await chat.offer(*(f'/SetSlots(counter="{i}")' for i in range(20)))
@@ -1028,7 +1029,7 @@ async def test_concurrent_turns_are_serialised(agent: Agent) -> None:
 
 
 async def test_a_long_conversation_does_not_load_its_history(
-    agent: Agent, monkeypatch: pytest.MonkeyPatch
+    agent: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chat = await started_chat(agent)
     state = await chat.state()
@@ -1063,7 +1064,7 @@ async def test_a_long_conversation_does_not_load_its_history(
     assert loaded.event_count == len(await agent.store.events(chat.cid))
 
 
-async def test_turn_events_are_stored_in_order(agent: Agent) -> None:
+async def test_turn_events_are_stored_in_order(agent: App) -> None:
     chat = Chat(agent)
     first = await chat.send("/order")
     second = await chat.send("mug")

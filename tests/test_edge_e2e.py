@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.agent import Agent
-from bot.cli import _build
+from bot import app as kefu_app
+from bot.app import build
 from bot.events import UserMessage
 from bot.privacy import contains_card_number
 from bot.server import create_app, running
@@ -35,7 +35,7 @@ MARKER = "Mei-private-4111-1111-1111-1111"
 
 @dataclass
 class App:
-    agent: Agent
+    agent: kefu_app.App
     api: TelegramBotApiDouble
     http: httpx.AsyncClient
 
@@ -50,7 +50,7 @@ async def app(database_url: str, *, webhook: bool = True) -> AsyncIterator[App]:
             telegram_webhook_secret=SECRET,
             telegram_api_base_url=api.base_url,
         )
-        agent, channels = await _build(PROJECT, settings)
+        agent, channels = await build(PROJECT, settings)
         served = create_app(channels=channels, on_shutdown=[agent.close])
         async with running(served) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
             yield App(agent, api, http)

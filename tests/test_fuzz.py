@@ -17,7 +17,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis.strategies import SearchStrategy
 
-from bot.cli import _build
+from bot.app import build
 from bot.server import create_app, running
 from bot.settings import Settings
 from bot.testing import fuzz
@@ -76,7 +76,7 @@ class ServerThread:
                 telegram_webhook_secret=SECRET,
                 telegram_api_base_url=api.base_url,
             )
-            agent, channels = await _build(PROJECT, settings)
+            agent, channels = await build(PROJECT, settings)
             app = create_app(channels=channels, on_shutdown=[agent.close])
             async with running(app) as url:
                 self.url = url

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.actions import InProcessActionRunner
-from bot.agent import Agent
+from bot.app import App
 from bot.cli import main
 from bot.domain import SlotDefinition
 from bot.errors import ProjectError, TargetNotEmptyError
@@ -132,7 +132,7 @@ def test_rasa_built_ins_need_no_declaration(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def agent(tmp_path: Path) -> Agent:
+async def agent(tmp_path: Path) -> App:
     project = load_project(
         write(
             tmp_path / "p",
@@ -157,12 +157,12 @@ async def agent(tmp_path: Path) -> Agent:
         )
     )
     settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
-    created = await Agent.create(project, settings=settings)
+    created = await App.create(project, settings=settings)
     yield created  # type: ignore[misc]
     await created.close()
 
 
-async def send(agent: Agent, text: str) -> list[str | None]:
+async def send(agent: App, text: str) -> list[str | None]:
     message = UserMessage(
         channel="rest",
         conversation_id="rest:silent",
@@ -170,10 +170,10 @@ async def send(agent: Agent, text: str) -> list[str | None]:
         text=text,
         payload=text if text.startswith("/") else None,
     )
-    return [m.text for m in (await agent.process(message)).messages]
+    return [m.text for m in (await agent.turns.process(message)).messages]
 
 
-async def test_silence_first_repeats_then_asks_then_hangs_up(agent: Agent) -> None:
+async def test_silence_first_repeats_then_asks_then_hangs_up(agent: App) -> None:
     assert "Hello!" in await send(agent, "hello")
 
     assert "Hello!" in await send(agent, "/silence_timeout")
@@ -555,12 +555,12 @@ async def test_typing_a_buttons_title_answers_with_its_value(tmp_path: Path) -> 
         )
     )
     settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
-    bot = await Agent.create(project, settings=settings)
+    bot = await App.create(project, settings=settings)
     try:
 
         async def say(cid: str, text: str) -> list[str | None]:
             message = UserMessage(channel="rest", conversation_id=cid, sender_id="u", text=text)
-            return [m.text for m in (await bot.process(message)).messages]
+            return [m.text for m in (await bot.turns.process(message)).messages]
 
         assert "Remove it?" in await say("rest:a", "please remove a contact")
         assert "Removed." in await say("rest:a", "yes")

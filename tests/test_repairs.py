@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bot.agent import Agent, TurnResult
+from bot.app import App
 from bot.dialogue.command_generator import is_cancel
 from bot.events import FlowCancelled, UserMessage
 from bot.project import Project, load_project
 from bot.settings import Settings
+from bot.turns import TurnResult
 from bot.understanding.language import conversation_language
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -122,16 +123,16 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def agent(project: Project, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Agent]:
+async def agent(project: Project, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[App]:
     db: Path = tmp_path_factory.mktemp("repairs_db") / "kefu.db"
     settings = Settings.from_env({"KEFU_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}, env_file=None)
-    bot = await Agent.create(project, settings=settings)
+    bot = await App.create(project, settings=settings)
     yield bot
     await bot.close()
 
 
 class Chat:
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: App) -> None:
         self.agent = agent
         self.cid = f"rest:repairs{next(_ids)}"
 
@@ -143,14 +144,14 @@ class Chat:
             text=text,
             payload=text if text.startswith("/") else None,
         )
-        return await self.agent.process(message)
+        return await self.agent.turns.process(message)
 
 
 def texts(result: TurnResult) -> list[str | None]:
     return [m.text for m in result.messages]
 
 
-async def test_two_answers_that_do_not_fit_change_tack(agent: Agent) -> None:
+async def test_two_answers_that_do_not_fit_change_tack(agent: App) -> None:
     chat = Chat(agent)
     assert texts(await chat.send("/buy")) == ["How many?"]
 
@@ -167,7 +168,7 @@ async def test_two_answers_that_do_not_fit_change_tack(agent: Agent) -> None:
     assert texts(await chat.send("3")) == ["Small or large?"]
 
 
-async def test_without_a_response_of_its_own_the_default_explains(agent: Agent) -> None:
+async def test_without_a_response_of_its_own_the_default_explains(agent: App) -> None:
     chat = Chat(agent)
     await chat.send("/buy")
     await chat.send("2")
@@ -191,7 +192,7 @@ async def test_without_a_response_of_its_own_the_default_explains(agent: Agent) 
         "stop that please",
     ],
 )
-async def test_never_mind_phrasings_cancel_the_flow(agent: Agent, text: str) -> None:
+async def test_never_mind_phrasings_cancel_the_flow(agent: App, text: str) -> None:
     chat = Chat(agent)
     await chat.send("/buy")
 
@@ -205,7 +206,7 @@ async def test_a_sentence_that_only_mentions_stopping_is_not_a_stop(text: str) -
     assert not is_cancel(text)
 
 
-async def test_buttons_keep_the_conversation_chinese(agent: Agent) -> None:
+async def test_buttons_keep_the_conversation_chinese(agent: App) -> None:
     chat = Chat(agent)
     await chat.send("你好")
     assert texts(await chat.send("/buy")) == ["要几个？"]
@@ -219,7 +220,7 @@ async def test_buttons_keep_the_conversation_chinese(agent: Agent) -> None:
     assert texts(done)[0] == "好的：2.0。"
 
 
-async def test_flow_names_are_shown_in_the_conversation_language(agent: Agent) -> None:
+async def test_flow_names_are_shown_in_the_conversation_language(agent: App) -> None:
     chat = Chat(agent)
     await chat.send("你好")
     await chat.send("/buy")
@@ -266,7 +267,7 @@ async def test_a_conversation_language_switches_only_on_enough_words(
     assert conversation_language(text, current=current) == expected
 
 
-async def test_a_short_english_word_keeps_a_chinese_conversation_chinese(agent: Agent) -> None:
+async def test_a_short_english_word_keeps_a_chinese_conversation_chinese(agent: App) -> None:
     chat = Chat(agent)
     await chat.send("你好")
     await chat.send("/buy")

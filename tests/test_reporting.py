@@ -137,7 +137,7 @@ async def test_figures_and_incremental_refresh(stores: tuple[SqlStore, Reporting
         Query(since=query.since, until=query.until, language="zh"), now=now
     )
     assert (zh.conversations, zh.contained) == (1, 1)
-    assert await reporting.waiting_handoffs() == 1
+    assert await reporting.waiting_handoffs() == (1, t + 6)
 
     # The desk claims and resolves c; the customer answers the survey; a starts a flow anew.
     await save(
@@ -170,7 +170,7 @@ async def test_figures_and_incremental_refresh(stores: tuple[SqlStore, Reporting
     # Inside the window the same conversations are still open, except the handed-off one.
     recent = await reporting.figures(query, now=T0 + 102)
     assert recent.pending == 2 and recent.settled == 1
-    assert await reporting.waiting_handoffs() == 0
+    assert await reporting.waiting_handoffs() == (0, None)
     unknown = await reporting.unknown_messages(query)
     assert [(m.conversation_id, m.text) for m in unknown] == [(c, "do you repair bikes")]
     listed = await reporting.conversations(query, handoff=True)

@@ -23,7 +23,7 @@ WITH_METADATA = b'{"sender": "alice", "message": "hi", "metadata": %b}'
 
 
 class RecordingCore:
-    """Stands in for ``Agent.handle``: records each message and answers with an echo."""
+    """Stands in for ``TurnRunner.handle``: records each message and answers with an echo."""
 
     def __init__(self) -> None:
         self.received: list[UserMessage] = []

@@ -17,7 +17,7 @@ import pytest_asyncio
 import yaml
 from sqlalchemy.engine import make_url
 
-from bot.agent import Agent
+from bot.app import App
 from bot.channel import Channel
 from bot.errors import PermanentDeliveryError, RejectedMessageError
 from bot.events import BotMessage, UserMessage
@@ -57,12 +57,12 @@ flows:
 
 
 @contextlib.asynccontextmanager
-async def serve(project: Path, database: Path) -> AsyncIterator[tuple[str, Agent]]:
+async def serve(project: Path, database: Path) -> AsyncIterator[tuple[str, App]]:
     settings = Settings.from_env(
         {"KEFU_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}, env_file=None
     )
     store = await open_store(settings.database_url)
-    agent = await Agent.create(load_project(project), settings=settings, store=store)
+    agent = await App.create(load_project(project), settings=settings, store=store)
     rest = RestChannel()
     agent.add_channel(rest)
     webchat = WebChatChannel(greeting=ResponseRenderer(agent.project.domain).greeting)
@@ -72,7 +72,7 @@ async def serve(project: Path, database: Path) -> AsyncIterator[tuple[str, Agent
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, Agent]]:
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, App]]:
     async with serve(PROJECT, tmp_path_factory.mktemp("rest") / "kefu.db") as running_server:
         yield running_server
 
@@ -80,7 +80,7 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tupl
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def card_server(
     tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[tuple[str, Agent]]:
+) -> AsyncIterator[tuple[str, App]]:
     """The minimal project plus a reply with buttons, image and custom payload, and a greeting
     at session start."""
     root = tmp_path_factory.mktemp("card")
@@ -103,12 +103,12 @@ async def post(base: str, body: Any) -> tuple[int, Any]:
         return response.status, await response.json()
 
 
-async def user_texts(agent: Agent, conversation_id: str) -> list[str]:
+async def user_texts(agent: App, conversation_id: str) -> list[str]:
     stored = await agent.store.events(conversation_id)
     return [e.event.text for e in stored if e.event.event == "user"]  # type: ignore[attr-defined]
 
 
-def sql(agent: Agent, statement: str) -> list[Any]:
+def sql(agent: App, statement: str) -> list[Any]:
     """Run SQL on the agent's SQLite file beside the store, as another program would."""
     with contextlib.closing(sqlite3.connect(make_url(agent.settings.database_url).database)) as db:
         rows = db.execute(statement).fetchall()
@@ -116,7 +116,7 @@ def sql(agent: Agent, statement: str) -> list[Any]:
         return rows
 
 
-async def test_a_flow_over_http(server: tuple[str, Agent]) -> None:
+async def test_a_flow_over_http(server: tuple[str, App]) -> None:
     base, _ = server
     status, replies = await post(base, {"sender": "ann", "message": "where is my order"})
     assert status == 200
@@ -136,7 +136,7 @@ async def test_a_flow_over_http(server: tuple[str, Agent]) -> None:
     ],
 )
 async def test_the_web_chat_greets_in_the_browser_language(
-    server: tuple[str, Agent], browser: str, greeting: str
+    server: tuple[str, App], browser: str, greeting: str
 ) -> None:
     base, _ = server
     async with (
@@ -147,7 +147,7 @@ async def test_the_web_chat_greets_in_the_browser_language(
         assert await response.json() == {"text": greeting, "buttons": []}
 
 
-async def test_malformed_bodies_get_400_with_a_reason(server: tuple[str, Agent]) -> None:
+async def test_malformed_bodies_get_400_with_a_reason(server: tuple[str, App]) -> None:
     base, _ = server
     async with aiohttp.ClientSession() as http:
         for raw in (b"{not json", b"[]", b'{"sender": 5, "message": "hi"}', b'{"message": "hi"}'):
@@ -158,7 +158,7 @@ async def test_malformed_bodies_get_400_with_a_reason(server: tuple[str, Agent])
                 assert "error" in await response.json()
 
 
-async def test_a_one_megabyte_message_gets_a_polite_answer(server: tuple[str, Agent]) -> None:
+async def test_a_one_megabyte_message_gets_a_polite_answer(server: tuple[str, App]) -> None:
     base, agent = server
     status, replies = await post(base, {"sender": "big", "message": "a" * 1_000_000})
     assert status == 200
@@ -167,7 +167,7 @@ async def test_a_one_megabyte_message_gets_a_polite_answer(server: tuple[str, Ag
     assert len(stored) == 1 and len(stored[0]) <= 4000
 
 
-async def test_control_characters_are_stripped_not_fatal(server: tuple[str, Agent]) -> None:
+async def test_control_characters_are_stripped_not_fatal(server: tuple[str, App]) -> None:
     base, agent = server
     status, replies = await post(base, {"sender": "ctl", "message": "hel\x07lo\x1b[31m"})
     assert status == 200 and replies
@@ -175,7 +175,7 @@ async def test_control_characters_are_stripped_not_fatal(server: tuple[str, Agen
 
 
 async def test_unknown_button_payload_and_empty_text_are_answered_politely(
-    server: tuple[str, Agent],
+    server: tuple[str, App],
 ) -> None:
     base, _ = server
     status, replies = await post(base, {"sender": "odd", "message": "/no_such_intent"})
@@ -185,7 +185,7 @@ async def test_unknown_button_payload_and_empty_text_are_answered_politely(
     assert "empty" in replies[0]["text"]
 
 
-async def test_bad_input_mid_flow_loses_nothing(server: tuple[str, Agent]) -> None:
+async def test_bad_input_mid_flow_loses_nothing(server: tuple[str, App]) -> None:
     base, agent = server
     await post(base, {"sender": "keep", "message": "where is my order"})
     for noise in ("/SetSlots(", "x" * 50_000, "\x01\x02"):
@@ -200,7 +200,7 @@ async def test_bad_input_mid_flow_loses_nothing(server: tuple[str, Agent]) -> No
 
 
 async def test_a_retried_message_id_gets_the_first_answer_again(
-    card_server: tuple[str, Agent],
+    card_server: tuple[str, App],
 ) -> None:
     base, agent = card_server
     body = {"sender": "dup", "message": "/show_card", "message_id": "m-1"}
@@ -218,7 +218,7 @@ async def test_a_retried_message_id_gets_the_first_answer_again(
 
 
 async def test_concurrent_duplicates_get_the_same_answer_from_one_turn(
-    card_server: tuple[str, Agent],
+    card_server: tuple[str, App],
 ) -> None:
     base, agent = card_server
     body = {"sender": "twice", "message": "/show_card", "message_id": "m-2"}
@@ -229,7 +229,7 @@ async def test_concurrent_duplicates_get_the_same_answer_from_one_turn(
 
 
 async def test_a_duplicate_after_later_turns_gets_its_own_replies(
-    server: tuple[str, Agent],
+    server: tuple[str, App],
 ) -> None:
     base, agent = server
     ask = {"sender": "late", "message": "where is my order", "message_id": "m-ask"}
@@ -246,7 +246,7 @@ async def test_a_duplicate_after_later_turns_gets_its_own_replies(
 
 
 async def test_a_duplicate_whose_turn_is_gone_gets_an_empty_answer(
-    server: tuple[str, Agent],
+    server: tuple[str, App],
 ) -> None:
     base, agent = server
     body = {"sender": "gone", "message": "where is my order", "message_id": "m-gone"}
@@ -278,7 +278,7 @@ class PushChannel(Channel):
         self.sent.append(message)
 
 
-async def test_a_duplicate_on_a_push_channel_is_not_sent_again(server: tuple[str, Agent]) -> None:
+async def test_a_duplicate_on_a_push_channel_is_not_sent_again(server: tuple[str, App]) -> None:
     _, agent = server
     push = PushChannel()
     agent.add_channel(push)
@@ -289,10 +289,10 @@ async def test_a_duplicate_on_a_push_channel_is_not_sent_again(server: tuple[str
         text="where is my order",
         message_id="u-1",
     )
-    first = await agent.process(message)
+    first = await agent.turns.process(message)
     outbox = "SELECT id, status FROM outbox WHERE conversation_id = 'push:p1'"
     rows = sql(agent, outbox)
-    again = await agent.process(message)
+    again = await agent.turns.process(message)
     assert again.duplicate and not first.duplicate
     assert again.messages == first.messages == push.sent
     assert again.events == []
@@ -300,7 +300,7 @@ async def test_a_duplicate_on_a_push_channel_is_not_sent_again(server: tuple[str
 
 
 async def test_concurrent_messages_of_one_conversation_are_serialised(
-    server: tuple[str, Agent],
+    server: tuple[str, App],
 ) -> None:
     base, agent = server
     results = await asyncio.gather(
@@ -314,7 +314,7 @@ async def test_concurrent_messages_of_one_conversation_are_serialised(
 
 
 async def test_an_engine_bug_costs_one_answer_not_the_conversation(
-    server: tuple[str, Agent], monkeypatch: pytest.MonkeyPatch
+    server: tuple[str, App], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base, agent = server
     await post(base, {"sender": "bug", "message": "where is my order"})
@@ -324,7 +324,7 @@ async def test_an_engine_bug_costs_one_answer_not_the_conversation(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug in the engine")
 
-    monkeypatch.setattr(agent.executor, "advance", broken)
+    monkeypatch.setattr(agent.dialogue.executor, "advance", broken)
     status, replies = await post(base, {"sender": "bug", "message": "A123"})
     assert status == 200
     assert "went wrong" in replies[0]["text"]
@@ -337,7 +337,7 @@ async def test_an_engine_bug_costs_one_answer_not_the_conversation(
     assert any("A123" in r.get("text", "") for r in replies)
 
 
-async def test_a_card_number_never_reaches_the_store(server: tuple[str, Agent]) -> None:
+async def test_a_card_number_never_reaches_the_store(server: tuple[str, App]) -> None:
     base, agent = server
     status, _ = await post(base, {"sender": "card", "message": "card 4111 1111 1111 1111 failed"})
     assert status == 200
@@ -368,7 +368,7 @@ class PickyChannel(PushChannel):
     ],
 )
 async def test_a_rejected_message_is_given_up_alone(
-    card_server: tuple[str, Agent], error: Exception, later_status: str
+    card_server: tuple[str, App], error: Exception, later_status: str
 ) -> None:
     """A message the platform refuses does not hold back the turn's later ones; a chat that
     is gone (blocked) does."""
@@ -383,7 +383,7 @@ async def test_a_rejected_message_is_given_up_alone(
         text="/show_card",
         payload="/show_card",
     )
-    result = await agent.process(message)
+    result = await agent.turns.process(message)
     assert [m.text for m in result.messages] == [GREETING, CARD["text"], GREETING]
     rows = sql(
         agent,
@@ -392,11 +392,11 @@ async def test_a_rejected_message_is_given_up_alone(
     assert [status for status, _ in rows] == ["delivered", "failed", later_status]
     assert str(error) in rows[1][1]
     assert [m.text for m in channel.sent] == [GREETING] * (2 if later_status == "delivered" else 1)
-    assert await agent.deliver_pending() == 0  # neither is retried
+    assert await agent.outbox.deliver_pending() == 0  # neither is retried
 
 
 async def test_a_slow_message_is_understood_off_the_event_loop(
-    server: tuple[str, Agent], monkeypatch: pytest.MonkeyPatch
+    server: tuple[str, App], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base, agent = server
     threads: list[bool] = []

@@ -2,7 +2,7 @@
 against the local Bot API double, scheduler, ``/api/notify``), on a SQLite file or PostgreSQL,
 with the clock moved by the test (time-machine) and due jobs run by ``Scheduler.run_due``.
 
-Customer messages enter through ``Agent.process`` as the Telegram channel hands them over;
+Customer messages enter through ``TurnRunner.process`` as the Telegram channel hands them over;
 what the bot says is read where the customer would see it: at the Telegram double.
 """
 
@@ -23,8 +23,7 @@ import time_machine
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.agent import Agent
-from bot.cli import _build, notify_api, scheduled_work
+from bot.app import App, build, notify_api, scheduled_work
 from bot.events import AllSlotsReset, FlowCancelled, SessionStarted, UserMessage
 from bot.scheduling.work import ScheduledWork
 from bot.server import create_app, running
@@ -92,13 +91,13 @@ async def telegram() -> AsyncIterator[TelegramBotApiDouble]:
 class Kefu:
     """One running kefu process."""
 
-    agent: Agent
+    agent: App
     work: ScheduledWork
     api: TelegramBotApiDouble
     http: httpx.AsyncClient
 
     async def say(self, chat: int, text: str, *, language: str = "en") -> None:
-        await self.agent.process(
+        await self.agent.turns.process(
             UserMessage(
                 channel="telegram",
                 conversation_id=f"telegram:{chat}",
@@ -133,11 +132,11 @@ async def kefu(
         telegram_api_base_url=api.base_url,
         **{"api_token": API_TOKEN, **settings},
     )
-    agent, channels = await _build(project, config)
-    work = scheduled_work(agent, config)
+    agent, channels = await build(project, config)
+    work = scheduled_work(agent)
     app = create_app(
         channels=channels,
-        routes=notify_api(agent, work, config).routes(),
+        routes=notify_api(agent, work).routes(),
         on_startup=[work.start],
         on_shutdown=[work.shutdown, agent.close],
     )
@@ -247,7 +246,7 @@ async def test_notify_refuses_bad_calls(
             assert raw.status_code == 400, raw.text
         assert len(k.sent_to(504)) == 1  # the greeting only: nothing bad went out
         rest = {"channel": "rest", "conversation_id": "rest:bob", "sender_id": "bob"}
-        await k.agent.process(UserMessage(text="hi", **rest))
+        await k.agent.turns.process(UserMessage(text="hi", **rest))
         inline = await k.notify({"conversation_id": "rest:bob", "text": "x"})
         assert inline.status_code == 409
         assert "rest channel cannot" in inline.json()["error"]

@@ -144,7 +144,8 @@ async def test_text_message_becomes_user_message(core: Core, client: httpx.Async
     assert message.text == "where is my order?"
     assert message.message_id == "1"
     assert message.language == "zh-hans"
-    assert message.metadata == {
+    assert message.metadata == {}
+    assert message.profile == {
         "first_name": "Mei",
         "last_name": "Lin",
         "username": "meilin",
@@ -160,7 +161,7 @@ async def test_commands_carry_their_name(
     message = await deliver(client, core, tg.message(2, f"/{command}"))
 
     assert message.text == f"/{command}"
-    assert message.metadata["command"] == command
+    assert message.command == command
 
 
 @pytest.mark.parametrize(
@@ -239,7 +240,7 @@ async def test_group_message_addressed_to_the_bot(
     message = await deliver(client, core, make(13))
 
     assert message.conversation_id == f"telegram:{tg.GROUP_CHAT['id']}"
-    assert message.metadata["chat_type"] == "supergroup"
+    assert message.profile["chat_type"] == "supergroup"
     assert "@kefu_test_bot" not in message.text
 
 

@@ -1,7 +1,7 @@
 """Telegram end to end: the real agent and the reference shop, behind the real server and
 python-telegram-bot, against the local Bot API double, with a SQLite file for the store.
 
-The app is built the way ``kefu run`` builds it (``bot.cli._build`` from ``Settings``), in
+The app is built the way ``kefu run`` builds it (``bot.app.build`` from ``Settings``), in
 webhook mode and in long-polling mode. Assertions stay on what the shop keeps stable while its
 content grows: the greeting, "where is my order" asking for the order number, a button press,
 the handoff command and the too-long message.
@@ -23,8 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.agent import Agent
-from bot.cli import _build
+from bot.app import App, build
 from bot.events import BotMessage, Button, UserMessage
 from bot.project import Project, load_project
 from bot.server import create_app, running
@@ -91,7 +90,7 @@ def attempted(count: int) -> Callable[[list[OutboxRow]], bool]:
 class Shop:
     """A running kefu server (or a polling one) and what a test needs to talk to it."""
 
-    agent: Agent
+    agent: App
     channel: TelegramChannel
     api: TelegramBotApiDouble
     url: str
@@ -148,9 +147,9 @@ async def shop(
     Telegram pointed at the double.
 
     The agent's background retry loop runs only with ``retry_loop=True``; otherwise a test
-    drives retries itself with ``agent.deliver_pending()``. Off by default because the loop's
+    drives retries itself with ``agent.outbox.deliver_pending()``. Off by default because the loop's
     outbox read can overlap a turn's inline delivery and send a reply twice (a known race in
-    ``Agent.deliver_pending``), which would make the tests counting messages flaky.
+    ``Outbox.deliver_pending``), which would make the tests counting messages flaky.
     """
     db_path = tmp_path / "kefu.db"
     async with TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME) as api:
@@ -161,8 +160,8 @@ async def shop(
             telegram_webhook_secret=SECRET if webhook else None,
             telegram_api_base_url=api.base_url,
         )
-        agent, channels = await _build(root, settings)
-        telegram = agent.channels["telegram"]
+        agent, channels = await build(root, settings)
+        telegram = agent.outbox.channels["telegram"]
         assert isinstance(telegram, TelegramChannel)
         app = create_app(
             channels=channels,
@@ -367,11 +366,11 @@ async def test_long_polling_conversation(tmp_path: Path, project: Project) -> No
 # --- Telegram down --------------------------------------------------------------------------
 
 
-async def _due(agent: Agent, *, within: float = 3.0) -> int:
+async def _due(agent: App, *, within: float = 3.0) -> int:
     """Call ``deliver_pending`` until it delivers something (a retry waits out its delay)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        delivered = await agent.deliver_pending()
+        delivered = await agent.outbox.deliver_pending()
         if delivered:
             return delivered
         await asyncio.sleep(0.05)
@@ -406,7 +405,7 @@ async def test_failed_delivery_is_stored_and_retried(
         assert await _due(s.agent) == 1
         assert s.sent_to(chat) == [response_text(project, "utter_ask_order_id")]
         assert s.outbox(conversation)[0][:2] == ("delivered", 2)
-        assert await s.agent.deliver_pending() == 0
+        assert await s.agent.outbox.deliver_pending() == 0
         assert len(s.api.calls_to("sendMessage")) == 2
 
 
@@ -433,7 +432,7 @@ async def test_blocked_customer_is_failed_not_retried(tmp_path: Path) -> None:
         far_future = time.time() + 365 * 86400
         pending = await s.agent.store.pending_deliveries(now=far_future)
         assert [p for p in pending if p.message.conversation_id == conversation] == []
-        assert await s.agent.deliver_pending() == 0
+        assert await s.agent.outbox.deliver_pending() == 0
         assert len(s.api.calls_to("sendMessage")) == 1
 
 
@@ -484,7 +483,7 @@ async def test_custom_payload_telegram_rejects_is_failed_not_retried(tmp_path: P
         assert error is not None and "Wrong venue" in error
         pending = await s.agent.store.pending_deliveries(now=time.time() + 365 * 86400)
         assert [p for p in pending if p.message.conversation_id == conversation] == []
-        assert await s.agent.deliver_pending() == 0
+        assert await s.agent.outbox.deliver_pending() == 0
         assert len(s.api.calls_to("sendVenue")) == 1
         assert s.sent_to(chat) == ["Hello! How can I help?"]
 

@@ -12,7 +12,7 @@ from channels.terminal import TerminalChannel
 
 
 class MenuCore:
-    """Stands in for ``Agent.handle``: echoes, and offers two buttons and an image."""
+    """Stands in for ``TurnRunner.handle``: echoes, and offers two buttons and an image."""
 
     def __init__(self) -> None:
         self.received: list[UserMessage] = []

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bot.cli import _build
+from bot.app import build
 from bot.dialogue import commands as cmd
 from bot.dialogue.trust import (
     action_owned,
@@ -219,7 +219,7 @@ async def test_shell_typed_payload_verifies_nothing_and_numbers_press_buttons(
     tmp_path: Path, project: Project
 ) -> None:
     settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'shell.db'}")
-    agent, _ = await _build(ROOT, settings, with_channels=False)
+    agent, _ = await build(ROOT, settings, with_channels=False)
     terminal = TerminalChannel()
     agent.add_channel(terminal)
     lines = [FORGED[0], *CANCEL, "I have a problem with my payment", "2"]
@@ -275,14 +275,18 @@ async def test_fixtures_cannot_preset_action_owned_slots_of_a_live_conversation(
     tmp_path: Path,
 ) -> None:
     settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'f.db'}")
-    agent, _ = await _build(ROOT, settings, with_channels=False)
+    agent, _ = await build(ROOT, settings, with_channels=False)
     try:
         with pytest.raises(BadRequestError, match="verified_order"):
-            await agent.set_slots("rest:mallory", {"verified_order": "KF-10002"})
+            await agent.turns.set_slots("rest:mallory", {"verified_order": "KF-10002"})
         assert await agent.store.load("rest:mallory") is None
-        await agent.set_slots("rest:mallory", {"order_id": "KF-10002"})  # a customer's slot
-        await agent.set_slots("test:case:1", {"verified_order": "KF-10002"})  # a test's fixture
-        await agent.set_slots("rest:bob", {"verified_order": "KF-10002"}, trusted=True)  # staff
+        await agent.turns.set_slots("rest:mallory", {"order_id": "KF-10002"})  # a customer's slot
+        await agent.turns.set_slots(
+            "test:case:1", {"verified_order": "KF-10002"}
+        )  # a test's fixture
+        await agent.turns.set_slots(
+            "rest:bob", {"verified_order": "KF-10002"}, trusted=True
+        )  # staff
         bob = await agent.store.load("rest:bob")
         assert bob is not None and bob.slots["verified_order"] == "KF-10002"
     finally:

@@ -9,6 +9,7 @@ _EN: dict[str, str] = {
     "login": "Sign in",
     "token": "API token (KEFU_API_TOKEN)",
     "wrong_token": "That is not the API token.",
+    "too_many_tries": "Too many wrong tokens from this address: try again in {} s.",
     "logout": "Sign out",
     "overview": "Figures",
     "conversations": "Conversations",
@@ -31,6 +32,10 @@ _EN: dict[str, str] = {
     "csat": "CSAT average",
     "csat_response": "Survey response rate",
     "not_understood": "Messages not understood",
+    "llm_calls": "LLM calls",
+    "llm_failed": "failed",
+    "llm_tokens": "LLM tokens (prompt + completion)",
+    "llm_per_period": "LLM calls per period",
     "pending": "Still open",
     "per_period": "Conversations per period",
     "containment_per_period": "Containment per period",
@@ -69,6 +74,12 @@ _EN: dict[str, str] = {
         "Not understood: customer messages that went to pattern_cannot_handle or were "
         "classified out_of_scope / nlu_fallback."
     ),
+    "def_llm": (
+        "LLM calls: calls to the language model made on the period's days, in the channel's "
+        "turns (the language filter does not apply), failed ones included (no usable answer in "
+        "time, an error, or refused at once while recent calls were failing); tokens as the "
+        "model reported them for answered calls."
+    ),
     "search": "Conversation id contains",
     "intent": "Intent",
     "handoff": "Handoff",
@@ -99,6 +110,7 @@ _ZH: dict[str, str] = {
     "login": "登录",
     "token": "API 令牌 (KEFU_API_TOKEN)",
     "wrong_token": "API 令牌不正确。",
+    "too_many_tries": "此地址输错令牌次数过多，请 {} 秒后再试。",
     "logout": "退出",
     "overview": "数据",
     "conversations": "会话",
@@ -121,6 +133,10 @@ _ZH: dict[str, str] = {
     "csat": "满意度平均分",
     "csat_response": "满意度调查回复率",
     "not_understood": "未理解的消息数",
+    "llm_calls": "LLM 调用",
+    "llm_failed": "失败",
+    "llm_tokens": "LLM 令牌数（提示 + 生成）",
+    "llm_per_period": "每期 LLM 调用",
     "pending": "仍在进行",
     "per_period": "每期会话数",
     "containment_per_period": "每期独立解决率",
@@ -149,6 +165,10 @@ _ZH: dict[str, str] = {
     "def_csat": "满意度：调查回答的分数；回复率 = 回答数 / 已结束的转人工数。",
     "def_unknown": (
         "未理解：进入 pattern_cannot_handle 或被识别为 out_of_scope / nlu_fallback 的客户消息。"
+    ),
+    "def_llm": (
+        "LLM 调用：所选日期内对语言模型的调用（按渠道统计，不按语言筛选），包括失败的调用"
+        "（超时、出错，或因近期连续失败而被立即拒绝）；令牌数为模型对成功调用报告的数量。"
     ),
     "search": "会话 ID 包含",
     "intent": "意图",

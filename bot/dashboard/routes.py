@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot import constants
 from bot.dashboard import charts
-from bot.dashboard.auth import COOKIE, Sessions
+from bot.dashboard.auth import COOKIE, LoginThrottle, Sessions
 from bot.dashboard.groups import Embed, encoder_embed, group_messages, nlu_yaml
 from bot.dashboard.i18n import LANGUAGES, words
 from bot.privacy import mask_personal_data
@@ -72,9 +73,14 @@ def dashboard_routes(
     api_token: str,
     containment_window: float = constants.DEFAULT_CONTAINMENT_WINDOW,
     embed: Embed = encoder_embed,
+    throttle: LoginThrottle | None = None,
 ) -> list[BaseRoute]:
-    """The dashboard's routes over ``reporting``; mount them only when ``api_token`` is set."""
+    """The dashboard's routes over ``reporting``; mount them only when ``api_token`` is set.
+
+    ``throttle`` slows down wrong tokens per client address (a default one when not given).
+    """
     sessions = Sessions(api_token, lifetime=constants.DASHBOARD_SESSION_SECONDS)
+    throttle = throttle or LoginThrottle()
     env = Environment(
         loader=FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=select_autoescape(["html"]),
@@ -123,16 +129,30 @@ def dashboard_routes(
     async def login_form(request: Request) -> Response:
         return render(request, "login.html", error=False)
 
+    def too_many(request: Request, wait: float) -> Response:
+        response = render(request, "login.html", error=False, wait=math.ceil(wait))
+        response.status_code = 429
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+
     async def login(request: Request) -> Response:
+        address = request.client.host if request.client else ""
+        wait = throttle.retry_after(address)
+        if wait > 0:
+            return too_many(request, wait)
         try:
             form = await _form(request)
         except _BadRequest:
             form = {}
         token = (form.get("token") or [""])[0]
         if not sessions.token_matches(token):
+            wait = throttle.failed(address)
+            if wait > 0:
+                return too_many(request, wait)
             response = render(request, "login.html", error=True)
             response.status_code = 401
             return response
+        throttle.succeeded(address)
         response = RedirectResponse(f"/dashboard?ui={_ui(request.query_params)}", status_code=303)
         response.set_cookie(
             COOKIE,
@@ -178,6 +198,11 @@ def dashboard_routes(
                 color="#8e44ad",
             ),
             "intents": charts.hbars(f.intents[:12], title=title["top_intents"]),
+            "llm": charts.bar_chart(
+                [(p.label, p.llm_calls) for p in f.periods if p.llm_calls],
+                title=title["llm_per_period"],
+                color="#6c757d",
+            ),
         }
         return render(
             request,
@@ -191,8 +216,31 @@ def dashboard_routes(
 
     async def figures_csv(request: Request) -> Response:
         _, f = await figures_for(request)
-        rows: list[list[Any]] = [["period", "conversations", "contained", "settled", "handoffs"]]
-        rows += [[p.label, p.conversations, p.contained, p.settled, p.handoffs] for p in f.periods]
+        rows: list[list[Any]] = [
+            [
+                "period",
+                "conversations",
+                "contained",
+                "settled",
+                "handoffs",
+                "llm_calls",
+                "llm_failures",
+                "llm_tokens",
+            ]
+        ]
+        rows += [
+            [
+                p.label,
+                p.conversations,
+                p.contained,
+                p.settled,
+                p.handoffs,
+                p.llm_calls,
+                p.llm_failures,
+                p.llm_tokens,
+            ]
+            for p in f.periods
+        ]
         rows += [[], ["figure", "value"]]
         rows += [
             ["conversations", f.conversations],
@@ -209,6 +257,10 @@ def dashboard_routes(
             ["csat_answers", f.csat_answers],
             ["csat_response_rate", _fraction(f.csat_response_rate)],
             ["not_understood", f.not_understood],
+            ["llm_calls", f.llm_calls],
+            ["llm_failures", f.llm_failures],
+            ["llm_prompt_tokens", f.llm_prompt_tokens],
+            ["llm_completion_tokens", f.llm_completion_tokens],
         ]
         rows += [[f"handoff_reason:{r}", n] for r, n in f.handoff_reasons]
         rows += [[f"csat_score:{s}", n] for s, n in f.csat_distribution.items()]

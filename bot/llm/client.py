@@ -5,7 +5,8 @@ key and model come from settings. A call has one deadline; 429 and 5xx answers a
 connections are retried with backoff while the deadline allows, a ``Retry-After`` the deadline
 cannot wait for ends the call. After several failed calls in a row the circuit opens: calls
 fail at once for a while, so a dead backend costs the customer no waiting. Every call is
-logged with its tokens and latency, never its text.
+logged with its tokens and latency, never its text, and told to the client's observers
+(the dashboard's usage log, /metrics) as an :class:`LLMCall`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,26 @@ class Completion:
     completion_tokens: int = 0
     latency: float = 0.0
     """Seconds from the first request to the answer, retries included."""
+
+
+@dataclass(frozen=True)
+class LLMCall:
+    """One finished call as the client's observers see it: what it cost, never its text."""
+
+    purpose: str
+    model: str
+    ok: bool
+    latency: float
+    """Seconds from the first request to the answer or the failure, retries included."""
+    attempts: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failure: str = ""
+    """Why the call failed (``timeout``, ``status 400``, ``RateLimitError``...); empty if ok."""
+
+
+CallObserver = Callable[[LLMCall], None]
+"""Told of every finished call, on the event loop: it must return at once (count, not write)."""
 
 
 @dataclass
@@ -123,6 +144,7 @@ class LLMClient:
         self.temperature = temperature
         self.breaker = breaker or CircuitBreaker()
         self.usage = Usage()
+        self._observers: list[CallObserver] = []
         # Local servers (Ollama, llama.cpp) need no key, but the client insists on one.
         # aiohttp as the transport: with many calls in flight, httpx's connection pool scans
         # every open connection per request, which costs more than the rest of a turn.
@@ -137,6 +159,17 @@ class LLMClient:
     async def close(self) -> None:
         """Close the HTTP connections."""
         await self._client.close()
+
+    def observe(self, observer: CallObserver) -> None:
+        """Tell ``observer`` of every call from now on; its failures are logged, never raised."""
+        self._observers.append(observer)
+
+    def _tell(self, call: LLMCall) -> None:
+        for observer in self._observers:
+            try:
+                observer(call)
+            except Exception:
+                log.exception("an LLM call observer failed")
 
     async def complete(
         self,
@@ -156,6 +189,16 @@ class LLMClient:
         if end <= started:
             raise LLMError("no time left in this turn for an LLM call")
         if not self.breaker.allow(started):
+            self._tell(
+                LLMCall(
+                    purpose=purpose,
+                    model=self.model,
+                    ok=False,
+                    latency=0.0,
+                    attempts=0,
+                    failure="circuit open",
+                )
+            )
             raise LLMError("LLM circuit is open: recent calls failed")
         attempt = 0
         while True:
@@ -247,6 +290,17 @@ class LLMClient:
             latency * 1000,
             attempt,
         )
+        self._tell(
+            LLMCall(
+                purpose=purpose,
+                model=self.model,
+                ok=True,
+                latency=latency,
+                attempts=attempt,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
+        )
         return Completion(
             text=text,
             tool_calls=tuple(calls),
@@ -259,13 +313,24 @@ class LLMClient:
         self.breaker.failed(time.monotonic())
         self.usage.calls += 1
         self.usage.failures += 1
+        latency = time.monotonic() - started
         log.warning(
             "LLM %s failed model=%s reason=%s latency_ms=%.0f attempts=%d",
             purpose,
             self.model,
             reason,
-            (time.monotonic() - started) * 1000,
+            latency * 1000,
             attempts,
+        )
+        self._tell(
+            LLMCall(
+                purpose=purpose,
+                model=self.model,
+                ok=False,
+                latency=latency,
+                attempts=attempts,
+                failure=reason,
+            )
         )
 
 

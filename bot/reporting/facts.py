@@ -1,7 +1,10 @@
 """One conversation's facts, read from its events: what the figures are computed from.
 
 Works on the stored JSON dicts (Rasa's shapes), not on records: the rollup reads many
-conversations at once and needs only a few fields of each event.
+conversations at once and needs only a few fields of each event. The event names are the
+records' own (``CsatAnswered.event``...), so the figures follow ``bot/events.py``. A
+conversation's CSAT is its last answer (a survey may save the rating, then the rating with a
+comment: one answer).
 """
 
 from __future__ import annotations
@@ -12,6 +15,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.events import (
+    AgentJoined,
+    BotMessage,
+    CsatAnswered,
+    FlowCancelled,
+    FlowCompleted,
+    FlowStarted,
+    HandoffRequested,
+    HandoffResolved,
+    UserMessage,
+)
 from bot.privacy import mask_personal_data
 
 UNKNOWN_INTENTS = frozenset({"out_of_scope", "nlu_fallback"})
@@ -71,6 +85,11 @@ def day_of(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
 
 
+def midnight(day: str) -> float:
+    """The epoch seconds at which the UTC day ``YYYY-MM-DD`` begins."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
+
+
 def summarize(
     conversation_id: str, channel: str, events: Iterable[dict[str, Any]]
 ) -> ConversationFacts:
@@ -83,11 +102,11 @@ def summarize(
         if not facts.started_at:
             facts.started_at = ts
         facts.last_active_at = max(facts.last_active_at, ts)
-        if kind == "user":
+        if kind == UserMessage.event:
             pending = _user(facts, event, ts)
-        elif kind == "bot":
+        elif kind == BotMessage.event:
             facts.last_bot_at = ts
-        elif kind == "flow_started":
+        elif kind == FlowStarted.event:
             flow = str(event.get("flow_id", ""))
             facts.flows_started[flow] += 1
             if not flow.startswith("pattern_"):
@@ -95,22 +114,23 @@ def summarize(
             if flow == CANNOT_HANDLE and pending is not None:
                 _not_understood(facts, pending)
                 pending = None
-        elif kind == "flow_completed":
+        elif kind == FlowCompleted.event:
             flow = str(event.get("flow_id", ""))
             facts.flows_completed[flow] += 1
             facts.open_flows.discard(flow)
-        elif kind == "flow_cancelled":
+        elif kind == FlowCancelled.event:
             flow = str(event.get("flow_id", ""))
             facts.flows_cancelled[flow] += 1
             facts.open_flows.discard(flow)
-        elif kind == "handoff_requested" and facts.handoff_at is None:
+        elif kind == HandoffRequested.event and facts.handoff_at is None:
             facts.handoff_at = ts
             facts.handoff_reason = str(event.get("reason") or ASKED)
-        elif kind == "agent_joined" and facts.claimed_at is None and facts.handoff_at is not None:
-            facts.claimed_at = ts
-        elif kind == "handoff_resolved" and facts.handoff_at is not None:
+        elif kind == AgentJoined.event and facts.handoff_at is not None:
+            if facts.claimed_at is None:
+                facts.claimed_at = ts
+        elif kind == HandoffResolved.event and facts.handoff_at is not None:
             facts.resolved_at = ts
-        elif kind == "csat_answer" and isinstance(event.get("score"), int):
+        elif kind == CsatAnswered.event and isinstance(event.get("score"), int):
             facts.csat = int(event["score"])
     return facts
 

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from bot import constants
+from bot.reporting.facts import day_of
+
+if TYPE_CHECKING:
+    from bot.reporting.usage import LLMDay
 
 __all__ = ["Bucket", "Figures", "Period", "Query", "compute", "percentile"]
 
 
 @dataclass(frozen=True)
 class Query:
-    """Which conversations the figures cover: started in [since, until), one channel or all."""
+    """Which conversations the figures cover: started in [since, until), one channel or all.
+
+    The figures count whole UTC days (see :meth:`days`); the lists of conversations and of
+    unknown messages keep the exact instants.
+    """
 
     since: float
     until: float
@@ -24,6 +34,12 @@ class Query:
     """``day`` or ``week`` (weeks start on Monday)."""
     window: float = constants.DEFAULT_CONTAINMENT_WINDOW
     """Seconds of customer silence after which an answered conversation counts as resolved."""
+
+    def days(self) -> tuple[str, str]:
+        """The first and last UTC days (``YYYY-MM-DD``) the period touches: the figures cover
+        them whole (the dashboard's periods start at midnight UTC and end now)."""
+        last = math.nextafter(self.until, -math.inf)  # ``until`` itself is excluded
+        return day_of(self.since), day_of(max(self.since, last))
 
 
 class Bucket(NamedTuple):
@@ -52,6 +68,9 @@ class Period:
     contained: int = 0
     settled: int = 0
     handoffs: int = 0
+    llm_calls: int = 0
+    llm_failures: int = 0
+    llm_tokens: int = 0
 
     @property
     def containment(self) -> float | None:
@@ -85,6 +104,16 @@ class Figures:
     periods: list[Period] = field(default_factory=list)
     channels: list[tuple[str, int]] = field(default_factory=list)
     languages: list[tuple[str, int]] = field(default_factory=list)
+    llm_calls: int = 0
+    """Calls to the language model on the period's days (the language filter does not apply:
+    a call is counted by the day it was made and its turn's channel)."""
+    llm_failures: int = 0
+    llm_prompt_tokens: int = 0
+    llm_completion_tokens: int = 0
+
+    @property
+    def llm_failure_rate(self) -> float | None:
+        return self.llm_failures / self.llm_calls if self.llm_calls else None
 
     @property
     def containment(self) -> float | None:
@@ -122,15 +151,16 @@ def compute(
     named: dict[str, list[tuple[str, int]]],
     *,
     query: Query,
-    claims: list[float],
-    handling: list[float],
+    llm: Sequence[LLMDay] = (),
+    claim_seconds: tuple[float | None, float | None],
+    handling_seconds: tuple[float | None, float | None],
     reasons: dict[str, int],
     csat: dict[int, int],
 ) -> Figures:
     """Fold the database's counts into the figures: totals, periods, rankings, percentiles.
 
-    ``claims`` and ``handling`` are each handoff's time to claim and handling time (seconds),
-    ``named`` the summed intent and flow counts by kind.
+    ``claim_seconds`` and ``handling_seconds`` are the handoffs' p50 and p90 (seconds),
+    ``named`` the summed intent and flow counts by kind, ``llm`` the LLM calls per day.
     """
     out = Figures()
     periods: dict[str, Period] = {}
@@ -153,11 +183,21 @@ def compute(
         out.handoffs += b.handoffs
         out.resolved_handoffs += b.resolved_handoffs
         out.not_understood += b.not_understood or 0
+    for day in llm:
+        label = _period_label(day.day, query.group)
+        period = periods.get(label) or periods.setdefault(label, Period(label))
+        period.llm_calls += day.calls
+        period.llm_failures += day.failures
+        period.llm_tokens += day.prompt_tokens + day.completion_tokens
+        out.llm_calls += day.calls
+        out.llm_failures += day.failures
+        out.llm_prompt_tokens += day.prompt_tokens
+        out.llm_completion_tokens += day.completion_tokens
     out.csat_answers = sum(csat.values())
     out.csat_distribution = dict(sorted(csat.items()))
     out.handoff_reasons = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
-    out.claim_seconds = (percentile(claims, 0.5), percentile(claims, 0.9))
-    out.handling_seconds = (percentile(handling, 0.5), percentile(handling, 0.9))
+    out.claim_seconds = claim_seconds
+    out.handling_seconds = handling_seconds
     out.periods = [periods[k] for k in sorted(periods)]
     out.channels = sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))
     out.languages = sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -18,7 +18,7 @@ TurnListener = Callable[[ConversationState, list[Event]], Awaitable[None]]
 
 
 class Conversations(Protocol):
-    """The turn runner as scheduled work sees it (``bot.agent.Agent``)."""
+    """The turn runner as scheduled work sees it (``bot.turns.TurnRunner``)."""
 
     async def update(
         self, conversation_id: str, change: Change, *, once_key: str | None = None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.actions import create_action_runner
-from bot.agent import Agent
+from bot.app import App
 from bot.errors import Problem, ProjectError
 from bot.project import Project, load_project
 from bot.settings import Settings
@@ -69,9 +69,9 @@ async def run_tests(
             for problem in getattr(runner, "load_problems", ()):
                 print(f"{problem} (tests that reach its actions fail)", file=output)
             stubs = StubbingActionRunner(runner)
-            agent = await Agent.create(project, settings=settings, store=store, action_runner=stubs)
-            stack.push_async_callback(agent.close)
-            await run_cases(agent, cases, report, output, stubs=stubs)
+            app = await App.create(project, settings=settings, store=store, action_runner=stubs)
+            stack.push_async_callback(app.close)
+            await run_cases(app.turns, cases, report, output, stubs=stubs)
     print(report.summary(), file=output)
     return report
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol, TextIO
 from uuid import uuid4
 
 from bot.errors import Problem
-from bot.events import Event, UserMessage
+from bot.events import Event, UserMessage, profile_from
 from bot.testing.e2e_check import check_turn, describe_turn
 from bot.testing.e2e_format import TestCase, UserStep
 from bot.testing.stubs import StubbingActionRunner
@@ -34,7 +34,7 @@ class TurnOutcome(Protocol):
 
 
 class ConversationAgent(Protocol):
-    """The two agent calls a conversation test needs (``bot.agent.Agent`` has them)."""
+    """The two agent calls a conversation test needs (``bot.turns.TurnRunner`` has them)."""
 
     async def process(self, message: UserMessage, /) -> TurnOutcome: ...
 
@@ -134,13 +134,17 @@ async def run_case(
 
 
 def _message(conversation_id: str, case: TestCase, user: UserStep) -> UserMessage:
+    metadata = {**case.metadata, **user.metadata}
+    command = metadata.get("command")
     return UserMessage(
         channel=CHANNEL,
         conversation_id=conversation_id,
         sender_id=conversation_id,
         text=user.text,
         payload=user.text if user.text.startswith("/") else None,
-        metadata={**case.metadata, **user.metadata},
+        metadata=metadata,
+        command=command if isinstance(command, str) else None,
+        profile=profile_from(metadata),
     )
 
 

@@ -44,16 +44,12 @@ class StubbingActionRunner:
             raise ActionError(f"unknown custom action '{name}' (no actions package, no stub)")
         return await self._inner.run(name, tracker=tracker, domain=domain)
 
-    async def load_action_names(self) -> frozenset[str] | None:
-        """Let a remote wrapped runner learn its actions up front, as the agent asks."""
-        load = getattr(self._inner, "load_action_names", None)
-        if load is None:
-            return None
-        names: frozenset[str] | None = await load()
-        return names
+    async def start(self) -> None:
+        """Start the wrapped runner (a remote one learns its actions up front)."""
+        if self._inner is not None:
+            await self._inner.start()
 
     async def close(self) -> None:
-        """Close the wrapped runner, if it holds connections."""
-        close = getattr(self._inner, "close", None)
-        if close is not None:
-            await close()
+        """Close the wrapped runner."""
+        if self._inner is not None:
+            await self._inner.close()
