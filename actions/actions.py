@@ -126,6 +126,7 @@ class ActionCheckOrder(Action):
 
 
 def verified_order_matches(tracker: Tracker, order_id: str) -> bool:
+    """True when the customer proved they own ``order_id`` this conversation."""
     known = str(tracker.get_slot("verified_order") or "").split(",")
     return order_id in known
 
@@ -328,20 +329,30 @@ class _MaskingValidation:
 
 
 class ValidateOrderChange(_MaskingValidation, Action):
+    """Masks card numbers in the ``order_change`` slot before it is kept."""
+
     slot = "order_change"
 
 
 class ValidateNewAddress(_MaskingValidation, Action):
+    """Masks card numbers in the ``new_address`` slot before it is kept."""
+
     slot = "new_address"
 
 
 class ValidatePaymentDetails(_MaskingValidation, Action):
+    """Masks card numbers in the ``payment_details`` slot before it is kept."""
+
     slot = "payment_details"
 
 
 class ValidateComplaintDetails(_MaskingValidation, Action):
+    """Masks card numbers in the ``complaint_details`` slot before it is kept."""
+
     slot = "complaint_details"
 
 
 class ValidateReviewComment(_MaskingValidation, Action):
+    """Masks card numbers in the ``review_comment`` slot before it is kept."""
+
     slot = "review_comment"

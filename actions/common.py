@@ -32,6 +32,7 @@ def language(tracker: Tracker) -> str:
 
 
 def money(amount: float) -> str:
+    """An amount in yuan: no decimals when it is whole (``¥1,299``, ``¥12.50``)."""
     return f"¥{amount:,.0f}" if float(amount).is_integer() else f"¥{amount:,.2f}"
 
 
@@ -71,8 +72,10 @@ def remember_verified(tracker: Tracker, order: Order, contact: str | None) -> li
 
 
 def masked(text: Any) -> str:
+    """``text`` (anything, None as empty) with card numbers masked."""
     return mask_card_numbers(str(text or ""))
 
 
 def say(lang: str, en: str, zh: str, **values: Any) -> str:
+    """The English or Chinese wording for ``lang``, filled with ``values``."""
     return (zh if lang == "zh" else en).format(**values)

@@ -15,6 +15,11 @@ doubles (``bot.testing``) that run in this process beside the load client. Then:
 3. In the same run, N REST customers take turns of the reference shop's order-tracking script
    (``POST /webhooks/rest/webhook``); latency is the HTTP round trip.
 
+kefu posts to a Slack channel about once a second (``channels/slack_pace.py``, Slack's own
+limit), and all tickets share one channel: with N handoffs writing at once, the last of a
+round's N messages reaches its thread about N seconds after the first, and the customer →
+thread figures show it.
+
 Prints p50/p99 per path and a last line of JSON; asserts nothing. The doubles share this
 process's event loop with the load client, so the figures include the doubles' own cost.
 """
@@ -41,6 +46,7 @@ import aiohttp
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bot import constants  # noqa: E402
 from bot.testing import slack_double as sd  # noqa: E402
 from bot.testing.slack_double import SlackApiDouble  # noqa: E402
 from bot.testing.telegram_double import TelegramBotApiDouble  # noqa: E402
@@ -157,11 +163,12 @@ class Arrivals:
         self.calls = calls
         self.method = method
         self.key = key
+        self.limit = TIMEOUT
         self.seen = 0
         self.at: dict[str, float] = {}
 
     async def wait(self, text: str) -> float:
-        async with asyncio.timeout(TIMEOUT):
+        async with asyncio.timeout(self.limit):
             while text not in self.at:
                 for call in self.calls[self.seen :]:
                     if call.method == self.method and (found := self.key(call)) is not None:
@@ -227,7 +234,8 @@ class Load:
 
     async def hand_off(self, chats: Sequence[int]) -> None:
         await asyncio.gather(*(self.customer_says(chat, "/human") for chat in chats))
-        await _until(lambda: len(self._tickets()) >= len(chats), TIMEOUT * 4)
+        paced = len(chats) * constants.SLACK_POST_INTERVAL  # the tickets share one channel
+        await _until(lambda: len(self._tickets()) >= len(chats), TIMEOUT * 4 + paced)
         for message in self._tickets():
             chat = int(str(message["text"]).split(": C", 1)[1].split(" ", 1)[0])
             self.tickets[chat] = str(message["ts"])
@@ -281,6 +289,7 @@ async def run(handoffs: int, rounds: int, project: Path) -> dict[str, Any]:
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=handoffs * 2)) as session,
         ):
             load = Load(session, url, telegram, slack)
+            load.in_thread.limit = TIMEOUT + handoffs * constants.SLACK_POST_INTERVAL
             chats = [FIRST_CHAT + i for i in range(handoffs)]
             started = time.monotonic()
             await load.hand_off(chats)

@@ -1,0 +1,1 @@
+"""kefu's core: events, dialogue, understanding, store, desk, scheduler, server and CLI."""

@@ -18,7 +18,7 @@ import logging
 import pkgutil
 import sys
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from yarl import URL
 
 from bot.errors import ActionError, Problem, ProjectError
 from bot.ports import ActionResult, ActionRunner
-from bot.state import ConversationState
 
 __all__ = [
     "DEFAULT_ACTION_TIMEOUT",
@@ -39,7 +38,6 @@ __all__ = [
     "RemoteActionRunner",
     "action_call",
     "create_action_runner",
-    "tracker_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,50 +50,6 @@ ACTION_LIST_TIMEOUT = 5.0
 """Seconds the remote runner waits for the server's ``GET /actions`` listing."""
 REMOTE_ACTION_PREFIXES = ("action_", "validate_")
 """Names a remote runner assumes the server has while it has no listing (Rasa's convention)."""
-
-
-def tracker_for(
-    state: ConversationState,
-    *,
-    events: Sequence[dict[str, Any]] = (),
-    domain_slots: Iterable[str] | None = None,
-) -> dict[str, Any]:
-    """Rasa's tracker JSON for ``state``, as ``rasa_sdk.Tracker.from_dict`` reads it.
-
-    Every slot in ``domain_slots`` is present (``None`` when unset), as Rasa sends it, so an
-    action can tell "unset" from "not a slot". User events get Rasa's ``input_channel`` so that
-    ``tracker.get_latest_input_channel()`` works.
-    """
-    slots: dict[str, Any] = dict.fromkeys(domain_slots or ())
-    slots.update(state.slots)
-    rasa_events = [_rasa_event(e) for e in events]
-    latest_message: dict[str, Any] = {
-        "text": None,
-        "intent": {},
-        "entities": [],
-        "intent_ranking": [],
-        **state.latest_message,
-    }
-    return {
-        "sender_id": state.conversation_id,
-        "slots": slots,
-        "latest_message": latest_message,
-        "latest_event_time": rasa_events[-1].get("timestamp") if rasa_events else None,
-        "events": rasa_events,
-        "paused": state.paused,
-        "followup_action": None,
-        "active_loop": {},
-        "latest_action_name": state.latest_action,
-        "latest_action": {"action_name": state.latest_action},
-        "latest_input_channel": state.channel,
-        "stack": state.stack,
-    }
-
-
-def _rasa_event(event: dict[str, Any]) -> dict[str, Any]:
-    if event.get("event") == "user" and "input_channel" not in event:
-        return {**event, "input_channel": event.get("channel")}
-    return event
 
 
 def action_call(name: str, *, tracker: dict[str, Any], domain: dict[str, Any]) -> dict[str, Any]:
@@ -232,6 +186,7 @@ class InProcessActionRunner:
 
     @property
     def action_names(self) -> frozenset[str]:
+        """The names of the custom actions found in the project's package."""
         return frozenset(self._executor.actions)
 
     async def start(self) -> None:
@@ -241,6 +196,7 @@ class InProcessActionRunner:
         """Nothing to release: in-process actions hold no connection of kefu's."""
 
     def knows(self, name: str) -> bool:
+        """True if the project's package has an action called ``name``."""
         return name in self._executor.actions
 
     async def run(

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,10 +20,15 @@ from starlette.routing import BaseRoute, Route
 
 from bot import constants
 from bot.domain import Domain
-from bot.ports import ConversationStore
+from bot.ports import ConversationRepository, KeyValueStore
 from bot.scheduling.notices import Notices
 
 __all__ = ["NotifyApi", "NotifyRequest"]
+
+
+class NotifyStore(ConversationRepository, KeyValueStore, Protocol):
+    """What the API reads: the conversation, and whether its platform refused it (a small value
+    under ``constants.UNREACHABLE_NAMESPACE``)."""
 
 
 class _BadRequest(Exception):
@@ -88,7 +93,7 @@ class NotifyApi:
     def __init__(
         self,
         notices: Notices,
-        store: ConversationStore,
+        store: NotifyStore,
         domain: Domain,
         *,
         token: str | None,

@@ -105,6 +105,7 @@ class App:
         from bot.knowledge import KnowledgeAnswerer, KnowledgeBase, default_embedders
         from bot.llm.backend import build_llm
         from bot.store import open_store
+        from bot.understanding.sentiment import analyzer
 
         cache = cache_dir(project, settings)
         knowledge = None
@@ -118,7 +119,9 @@ class App:
             cache_dir=cache,
             flows=project.flows.flows.values(),
             questions=knowledge.questions() if knowledge is not None else (),
+            sentiment=analyzer(),
         )
+        await asyncio.to_thread(analyzer().prepare)  # not during a first message
         if store is None:
             store = await open_store(settings.database_url)
         if action_runner is None:

@@ -27,7 +27,9 @@ class MessageHandler(Protocol):
     it returns that first turn's replies (``[]`` when they are no longer stored).
     """
 
-    async def __call__(self, message: UserMessage) -> list[BotMessage]: ...
+    async def __call__(self, message: UserMessage) -> list[BotMessage]:
+        """Run one turn for ``message``; the bot's replies."""
+        ...
 
 
 class Channel(ABC):
@@ -53,6 +55,7 @@ class Channel(ABC):
 
     @property
     def handler(self) -> MessageHandler:
+        """The core's entry point; ``KefuError`` before :meth:`attach`."""
         if self._handler is None:
             raise KefuError(f"channel {self.name!r} is not attached to a message handler")
         return self._handler

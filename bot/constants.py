@@ -39,6 +39,8 @@ SLACK_TIMESTAMP_WINDOW = 300.0
 """Signed Slack requests older (or newer) than this many seconds are refused."""
 SLACK_RATE_LIMIT_RETRIES = 3
 """How often one Slack call is retried after HTTP 429 (waiting Retry-After each time)."""
+SLACK_POST_INTERVAL = 1.0
+"""Seconds between two posts to one Slack channel (Slack allows about one a second)."""
 DESK_FLUSH_DELAYS = (1.0, 5.0, 15.0, 30.0, 60.0)
 """Seconds between attempts to post what waits for Slack (the last delay then repeats)."""
 DESK_TRANSCRIPT_TURNS = 6

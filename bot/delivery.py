@@ -16,18 +16,24 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from bot import constants
 from bot.channel import Channel
 from bot.errors import PermanentDeliveryError, RejectedMessageError, TransientDeliveryError
 from bot.events import BotMessage
-from bot.ports import ConversationStore, Delivery
+from bot.ports import Delivery, KeyValueStore, OutboxStore
 
-__all__ = ["Outbox"]
+__all__ = ["DeliveryStore", "Outbox"]
 
 log = logging.getLogger(__name__)
 
 _WAITING = "waiting for an earlier message"
+
+
+class DeliveryStore(OutboxStore, KeyValueStore, Protocol):
+    """What delivery keeps in the store: the outbox, and the note that a chat is unreachable
+    (a small value under ``constants.UNREACHABLE_NAMESPACE``)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class Outbox:
 
     def __init__(
         self,
-        store: ConversationStore,
+        store: DeliveryStore,
         *,
         retry_interval: float = constants.DELIVERY_RETRY_INTERVAL,
     ) -> None:

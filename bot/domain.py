@@ -13,6 +13,22 @@ from bot import constants
 from bot.events import Button
 
 SLOT_TYPES = ("text", "bool", "categorical", "float", "list", "any")
+BUILTIN_INTENTS = frozenset(
+    {
+        "session_start",
+        "session_end",
+        "silence_timeout",
+        "restart",
+        "human_handoff",
+        "handoff_leave_message",
+        "handoff_back_to_bot",
+        "back",
+        "out_of_scope",
+        "nlu_fallback",
+    }
+)
+"""Intents Rasa provides without declaration, and kefu's own (a waiting customer's choices
+``handoff_leave_message`` / ``handoff_back_to_bot``): flows may name them and buttons send them."""
 
 
 @dataclass(frozen=True)
@@ -96,4 +112,5 @@ class Domain:
     """The merged YAML as loaded, handed to rasa-sdk actions as ``domain``."""
 
     def has_response(self, name: str) -> bool:
+        """True if the domain defines the response ``name``."""
         return name in self.responses

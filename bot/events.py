@@ -86,6 +86,7 @@ class Event:
 
     @classmethod
     def from_dict(cls: type[E], data: dict[str, Any]) -> E:
+        """The record of a :meth:`to_dict` dict; keys it does not have are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: _from_json(cls, k, v) for k, v in data.items() if k in names})
 
@@ -133,6 +134,7 @@ class Button:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Button:
+        """A button from Rasa's ``{"title", "payload"}`` (missing parts are empty)."""
         return cls(title=str(data.get("title", "")), payload=str(data.get("payload", "")))
 
 
@@ -154,6 +156,7 @@ class Attachment:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Attachment:
+        """The attachment of a :meth:`to_dict`-shaped dict; unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -232,6 +235,8 @@ class BotMessage(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class SlotSet(Event):
+    """A slot took a value (``None`` clears it); Rasa's ``slot`` event."""
+
     event: ClassVar[str] = "slot"
     name: str
     value: Any = None
@@ -239,22 +244,31 @@ class SlotSet(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class AllSlotsReset(Event):
+    """Every slot went back to its initial value; Rasa's ``reset_slots``."""
+
     event: ClassVar[str] = "reset_slots"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Restarted(Event):
+    """The conversation starts over: its flows and slots are cleared; Rasa's ``restart``."""
+
     event: ClassVar[str] = "restart"
 
 
 @dataclass(frozen=True, kw_only=True)
 class FollowupAction(Event):
+    """A custom action asked for another action to run next; Rasa's ``followup``."""
+
     event: ClassVar[str] = "followup"
     name: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class ActionExecuted(Event):
+    """An action ran (``action_listen`` ends the bot's turn); ``policy`` and ``confidence``
+    say what chose it, as in Rasa's ``action`` event."""
+
     event: ClassVar[str] = "action"
     name: str
     policy: str | None = None
@@ -263,27 +277,37 @@ class ActionExecuted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class SessionStarted(Event):
+    """A new session began (the first message, or one after ``session_config``'s expiry)."""
+
     event: ClassVar[str] = "session_started"
 
 
 @dataclass(frozen=True, kw_only=True)
 class ConversationPaused(Event):
+    """The bot stopped answering: a human agent has the conversation (handoff)."""
+
     event: ClassVar[str] = "pause"
 
 
 @dataclass(frozen=True, kw_only=True)
 class ConversationResumed(Event):
+    """The bot answers again: the handoff is over."""
+
     event: ClassVar[str] = "resume"
 
 
 @dataclass(frozen=True, kw_only=True)
 class FlowStarted(Event):
+    """A flow was pushed on the dialogue stack."""
+
     event: ClassVar[str] = "flow_started"
     flow_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class FlowCompleted(Event):
+    """A flow reached its end; ``step_id`` is its last step."""
+
     event: ClassVar[str] = "flow_completed"
     flow_id: str
     step_id: str | None = None
@@ -291,6 +315,8 @@ class FlowCompleted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class FlowCancelled(Event):
+    """A flow was abandoned (the customer cancelled it) at ``step_id``."""
+
     event: ClassVar[str] = "flow_cancelled"
     flow_id: str
     step_id: str | None = None
@@ -298,6 +324,8 @@ class FlowCancelled(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class FlowInterrupted(Event):
+    """Another flow started on top of this one, paused at ``step_id``."""
+
     event: ClassVar[str] = "flow_interrupted"
     flow_id: str
     step_id: str | None = None
@@ -305,6 +333,8 @@ class FlowInterrupted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class FlowResumed(Event):
+    """An interrupted flow continues from ``step_id`` once the flow on top of it ended."""
+
     event: ClassVar[str] = "flow_resumed"
     flow_id: str
     step_id: str | None = None
@@ -315,12 +345,16 @@ class FlowResumed(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class HandoffRequested(Event):
+    """The conversation was queued for a human agent, with why (``reason``)."""
+
     event: ClassVar[str] = "handoff_requested"
     reason: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class AgentJoined(Event):
+    """A human agent took the conversation (``agent``: their platform user id)."""
+
     event: ClassVar[str] = "agent_joined"
     agent: str
 
@@ -345,6 +379,8 @@ class AgentMessage(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class AgentNote(Event):
+    """A note an agent left for colleagues; the customer never sees it."""
+
     event: ClassVar[str] = "agent_note"
     agent: str
     text: str
@@ -352,12 +388,16 @@ class AgentNote(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class HandoffResolved(Event):
+    """An agent closed the handoff: the bot takes the conversation back."""
+
     event: ClassVar[str] = "handoff_resolved"
     agent: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class CsatAnswered(Event):
+    """The customer's satisfaction score after a handoff, with an optional comment."""
+
     event: ClassVar[str] = "csat_answer"
     score: int
     comment: str | None = None
@@ -371,6 +411,7 @@ class UnknownEvent(Event):
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The event exactly as it was read."""
         return dict(self.data)
 
 

@@ -1,4 +1,5 @@
-"""Offline understanding of one message: language, intent, entities, and button payloads.
+"""Offline understanding of one message: language, intent, entities, sentiment, and button
+payloads.
 
 Button payloads bypass the classifier: ``/intent{"slot": "value"}`` is that intent with
 certainty and those entities; ``/SetSlots(slot=value, ...)`` sets slots directly. A message
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot import constants
+from bot.domain import BUILTIN_INTENTS
 from bot.edge import parse_json
 from bot.errors import BadRequestError
 from bot.understanding.classifier import IntentClassifier
@@ -24,18 +26,10 @@ from bot.understanding.training_data import TrainingData
 
 if TYPE_CHECKING:
     from bot.flows.model import Flow
+    from bot.ports import SentimentScorer
 
 _INTENT_PAYLOAD = re.compile(r"^/(?P<intent>[\w.-]+)(?P<entities>\{.*\})?\s*$", re.DOTALL)
 _SET_SLOTS_PAYLOAD = re.compile(r"^/SetSlots\((?P<body>.*)\)\s*$", re.DOTALL)
-BUILTIN_INTENTS = (
-    "session_start",
-    "session_end",
-    "silence_timeout",
-    "restart",
-    "human_handoff",
-    "handoff_leave_message",
-    "handoff_back_to_bot",
-)
 
 
 @dataclass(frozen=True)
@@ -54,16 +48,22 @@ class Parse:
     unknown_payload: bool = False
     flows: tuple[tuple[str, float], ...] = ()
     """Flows the description router matched (best first) when no intent did."""
+    sentiment: float | None = None
+    """How the customer feels in the message, -1 to 1; None for a button press or no text."""
 
     def to_rasa(self) -> dict[str, Any]:
-        """Rasa's ``parse_data`` shape, as stored on the user event and seen by actions."""
-        return {
+        """Rasa's ``parse_data`` shape, as stored on the user event and seen by actions, with
+        kefu's ``"sentiment"`` when the message has a score."""
+        data: dict[str, Any] = {
             "text": self.text,
             "intent": {"name": self.intent, "confidence": self.confidence},
             "intent_ranking": [{"name": n, "confidence": c} for n, c in self.ranking[:5]],
             "entities": list(self.entities),
             "language": self.language,
         }
+        if self.sentiment is not None:
+            data["sentiment"] = round(self.sentiment, 4)
+        return data
 
 
 class Interpreter:
@@ -76,11 +76,13 @@ class Interpreter:
         extractor: EntityExtractor,
         intents: set[str],
         router: FlowRouter | None = None,
+        sentiment: SentimentScorer | None = None,
     ) -> None:
         self.classifier = classifier
         self.extractor = extractor
-        self.intents = intents | set(BUILTIN_INTENTS)
+        self.intents = intents | BUILTIN_INTENTS
         self.router = router
+        self.sentiment = sentiment
 
     @classmethod
     def train(
@@ -92,10 +94,12 @@ class Interpreter:
         cache_dir: Path,
         flows: Iterable[Flow] = (),
         questions: Iterable[tuple[str, str]] = (),
+        sentiment: SentimentScorer | None = None,
     ) -> Interpreter:
         """Train (or load from ``cache_dir``, keyed by content hash) the project's models;
         ``flows`` that no trained intent starts get the description router, where the
-        knowledge base's ``(question, language)`` pairs compete with them."""
+        knowledge base's ``(question, language)`` pairs compete with them. ``sentiment``
+        scores every message that has text."""
         examples = [(e.text, e.intent) for e in nlu.examples]
         classifier = None
         if len({intent for _, intent in examples}) >= 1 and examples:
@@ -118,6 +122,7 @@ class Interpreter:
             extractor=extractor,
             intents=set(intents) | set(nlu.intents),
             router=router,
+            sentiment=sentiment,
         )
 
     def may_be_slow(self, text: str) -> bool:
@@ -125,6 +130,8 @@ class Interpreter:
         text = text[: constants.MAX_MESSAGE_CHARS]
         if self.router is not None:
             return True  # an encoder reads every message the classifier does not place
+        if self.sentiment is not None and text.strip():
+            return True  # English sentiment reads the message with an encoder
         return self.classifier is not None and self.classifier.may_be_slow(text)
 
     def parse(self, text: str, *, payload: str | None = None, language: str) -> Parse:
@@ -153,6 +160,7 @@ class Interpreter:
             ranking=prediction.ranking if prediction else (),
             entities=entities,
             flows=flows,
+            sentiment=self.sentiment.score(text, lang) if self.sentiment is not None else None,
         )
 
     def parse_payload(self, payload: str, *, text: str, language: str) -> Parse | None:

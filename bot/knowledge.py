@@ -144,6 +144,7 @@ class Passage:
 
     @property
     def reference(self) -> str:
+        """``<source>#<title>``: the section a passage comes from."""
         return f"{self.source}#{self.title}"
 
 
@@ -522,6 +523,8 @@ class KnowledgeAnswerer:
         self.min_coverage = min_coverage
 
     async def answer(self, request: AnswerRequest) -> Answer:
+        """The best-matching section for a shop question (or a turn nothing else handled), or
+        ``Answer(text=None)``."""
         if request.kind not in ("search", "cannot_handle"):
             return Answer(text=None)
         search = self.knowledge.search

@@ -77,9 +77,25 @@ class JobStore(Protocol):
         ...
 
 
-class ConversationStore(JobStore, Protocol):
-    """Where conversations live: an append-only event log plus the current state, and the
-    jobs scheduled for them (deleted with them).
+class EventLog(Protocol):
+    """Reading a conversation's append-only event log (the web chat's history, the events a
+    custom action's tracker carries, what a reminder checks)."""
+
+    async def events(
+        self, conversation_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]:
+        """The log from ``seq > after``, oldest first, at most ``limit`` events; [] for an
+        unknown conversation. An unreadable entry raises ``StoreError``."""
+        ...
+
+    async def turn_events(self, conversation_id: str, message_id: str) -> list[Event]:
+        """The events of the saved turn that holds the customer's message ``message_id``, in
+        order; [] when no such turn is stored (deleted, or another conversation's)."""
+        ...
+
+
+class ConversationRepository(EventLog, Protocol):
+    """Conversations: the current state of each, and its event log, written one turn at a time.
 
     ``save`` is atomic: the state, the new events, the outbox entries and the claimed platform
     message id are written together or not at all. It raises ``ConcurrentUpdateError`` when the
@@ -87,7 +103,9 @@ class ConversationStore(JobStore, Protocol):
     when ``message_key`` was claimed before.
     """
 
-    async def load(self, conversation_id: str) -> ConversationState | None: ...
+    async def load(self, conversation_id: str) -> ConversationState | None:
+        """The latest saved state (the caller's own copy); None for a new conversation."""
+        ...
 
     async def save(
         self,
@@ -105,20 +123,21 @@ class ConversationStore(JobStore, Protocol):
         """
         ...
 
-    async def is_processed(self, channel: str, message_id: str) -> bool: ...
-
-    async def events(
-        self, conversation_id: str, *, after: int = 0, limit: int | None = None
-    ) -> list[StoredEvent]: ...
-
-    async def turn_events(self, conversation_id: str, message_id: str) -> list[Event]:
-        """The events of the saved turn that holds the customer's message ``message_id``, in
-        order; [] when no such turn is stored (deleted, or another conversation's)."""
+    async def is_processed(self, channel: str, message_id: str) -> bool:
+        """True when a saved turn claimed ``message_id`` on ``channel`` (its ``message_key``)."""
         ...
 
-    async def pending_deliveries(
-        self, *, now: float, limit: int = 100
-    ) -> list[PendingDelivery]: ...
+
+class OutboxStore(Protocol):
+    """Messages waiting to reach customers, written by ``save`` and worked off by delivery.
+
+    An entry is pending until it is marked delivered, or failed for good; a claim leases a due
+    entry to one sender for one attempt.
+    """
+
+    async def pending_deliveries(self, *, now: float, limit: int = 100) -> list[PendingDelivery]:
+        """Pending entries due by ``now``, oldest first."""
+        ...
 
     async def claim_delivery(self, delivery_id: int, *, now: float, until: float) -> bool:
         """Take a due pending entry for one attempt (no other sender may pick it up before
@@ -126,18 +145,32 @@ class ConversationStore(JobStore, Protocol):
         ...
 
     async def mark_delivered(self, *delivery_ids: int) -> None:
-        """Record that these messages went out (one write for a whole turn's replies)."""
+        """Record that these messages went out (one write for a whole turn's replies); an
+        unknown id raises ``StoreError``."""
         ...
 
     async def mark_failed(self, delivery_id: int, *, error: str, retry_at: float | None) -> None:
-        """Record a failed attempt; ``retry_at=None`` gives up for good."""
+        """Record a failed attempt; ``retry_at=None`` gives up for good. An unknown id raises
+        ``StoreError``."""
         ...
+
+
+class KeyValueStore(Protocol):
+    """Small string values under ``(namespace, key)``, for a part that needs nothing else (the
+    desk, stored files, a channel's button keys)."""
 
     async def get_value(self, namespace: str, key: str) -> str | None:
-        """Read a small value a channel keeps (long button payloads, platform ids)."""
+        """The value stored under ``(namespace, key)``, or None."""
         ...
 
-    async def put_value(self, namespace: str, key: str, value: str) -> None: ...
+    async def put_value(self, namespace: str, key: str, value: str) -> None:
+        """Store ``value`` under ``(namespace, key)``, replacing any previous one; values that
+        are not strings raise ``StoreError``."""
+        ...
+
+
+class RetentionStore(Protocol):
+    """Forgetting conversations nobody needs any more (``KEFU_RETENTION_DAYS``)."""
 
     async def delete_conversations_before(self, cutoff: float) -> int:
         """Delete conversations last active before ``cutoff`` (retention) with their events,
@@ -145,16 +178,20 @@ class ConversationStore(JobStore, Protocol):
         kept under its id (``constants.CONVERSATION_NAMESPACES``); return how many."""
         ...
 
-    async def close(self) -> None: ...
 
+class ConversationStore(
+    ConversationRepository, OutboxStore, KeyValueStore, RetentionStore, JobStore, Protocol
+):
+    """Everything kept in the conversations' database, as one object implements it
+    (``bot.store.SqlStore``, ``bot.testing.memory_store.MemoryStore``).
 
-class KeyValueStore(Protocol):
-    """The conversation store's small values, for a part that needs nothing else (the desk,
-    stored files, a channel's button keys)."""
+    Only the composition root needs the whole of it; every other part asks for the narrow
+    protocol it uses.
+    """
 
-    async def get_value(self, namespace: str, key: str) -> str | None: ...
-
-    async def put_value(self, namespace: str, key: str, value: str) -> None: ...
+    async def close(self) -> None:
+        """Finish the writes already asked for, then release the connections."""
+        ...
 
 
 @dataclass(frozen=True)

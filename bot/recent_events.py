@@ -14,7 +14,7 @@ from typing import Any
 
 from bot import constants
 from bot.events import Event
-from bot.ports import ConversationStore
+from bot.ports import EventLog
 
 
 @dataclass
@@ -30,7 +30,7 @@ class RecentEvents:
 
     def __init__(
         self,
-        store: ConversationStore,
+        store: EventLog,
         *,
         keep: int = constants.TRACKER_EVENTS,
         conversations: int = 1_000,

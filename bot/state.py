@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot import constants
+from bot.dialogue.stack import Frame
 from bot.events import BotMessage, Event, UserMessage
 
 
@@ -22,8 +23,8 @@ class ConversationState:
     channel: str
     sender_id: str
     slots: dict[str, Any] = field(default_factory=dict)
-    stack: list[dict[str, Any]] = field(default_factory=list)
-    """The dialogue stack, bottom first; frames are ``bot.dialogue.stack`` dicts."""
+    stack: list[Frame] = field(default_factory=list)
+    """The dialogue stack, bottom first (``bot.dialogue.stack``: typed dicts, stored as JSON)."""
     language: str | None = None
     latest_message: dict[str, Any] = field(default_factory=dict)
     """Parse data of the last user message (Rasa's shape: text, intent, entities)."""
@@ -63,10 +64,12 @@ class ConversationState:
         del self.transcript[: -constants.TRANSCRIPT_TURNS]
 
     def to_dict(self) -> dict[str, Any]:
+        """The state as plain data (a deep copy), JSON-ready."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConversationState:
+        """The state :meth:`to_dict` wrote."""
         state = cls(**data)
         state.transcript = [(str(speaker), str(text)) for speaker, text in state.transcript]
         return state

@@ -27,7 +27,7 @@ from bot.errors import ConcurrentUpdateError, DuplicateMessageError
 from bot.events import BotMessage, Event, SlotSet, UserMessage
 from bot.inbound import message_key, sanitize
 from bot.locks import ConversationLocks
-from bot.ports import ConversationStore, Intervention
+from bot.ports import ConversationRepository, Intervention
 from bot.privacy import redact
 from bot.project import Project
 from bot.recent_events import RecentEvents
@@ -91,7 +91,7 @@ class TurnRunner:
         self,
         project: Project,
         *,
-        store: ConversationStore,
+        store: ConversationRepository,
         locks: ConversationLocks,
         dialogue: DialogueManager,
         outbox: Outbox,

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from bot.dialogue.default_actions import DEFAULT_ACTION_NAMES
+from bot.domain import BUILTIN_INTENTS
 from bot.errors import Problem
-from bot.flows import DEFAULT_ACTIONS, Flow
+from bot.flows import Flow
 from bot.flows.model import ActionStep, CallStep, CollectStep, LinkStep, SetSlotsStep, Step
 from bot.llm.prompts import template_problems
 from bot.yamlio import line_of
@@ -24,21 +26,6 @@ from bot.yamlio import line_of
 if TYPE_CHECKING:
     from bot.project import Project, Source
 
-BUILTIN_INTENTS = frozenset(
-    {
-        "session_start",
-        "session_end",
-        "silence_timeout",
-        "restart",
-        "human_handoff",
-        "handoff_leave_message",
-        "handoff_back_to_bot",
-        "back",
-        "out_of_scope",
-        "nlu_fallback",
-    }
-)
-"""Intents Rasa provides without declaration, and kefu's own (a waiting customer's choices)."""
 BUILTIN_SLOTS = frozenset(
     {"requested_slot", "session_started_metadata", "flow_hashes", "mocked_datetime"}
 )
@@ -171,7 +158,7 @@ class _Checker:
     def action(self, name: str, flow: Flow, line: int | None) -> None:
         if "{{" in name or self.is_response(name):
             return
-        if name in DEFAULT_ACTIONS or name in self.actions:
+        if name in DEFAULT_ACTION_NAMES or name in self.actions:
             return
         kind = "response" if name.startswith("utter_") else "action"
         hint = "" if kind == "response" else " (declare it under 'actions:' in the domain)"

@@ -1,0 +1,1 @@
+"""kefu's channel adapters, one module per platform: rest, webchat, terminal, telegram, slack."""

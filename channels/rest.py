@@ -69,12 +69,14 @@ class RestChannel(Channel):
         self._token = token.encode() if token else None
 
     def routes(self) -> Sequence[BaseRoute]:
+        """``GET /webhooks/rest/`` (status) and ``POST /webhooks/rest/webhook``."""
         return (
             Route("/webhooks/rest/", self._status, methods=["GET"]),
             Route("/webhooks/rest/webhook", self._webhook, methods=["POST"]),
         )
 
     async def send(self, message: BotMessage) -> None:
+        """Refused: REST has no way to reach a customer outside their request."""
         raise PermanentDeliveryError("REST replies travel in the HTTP response")
 
     async def _status(self, request: Request) -> Response:

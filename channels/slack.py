@@ -127,12 +127,14 @@ class SlackDeskChannel(Channel):
             await self._socket.connect_async()
 
     async def stop(self) -> None:
+        """Disconnect Socket Mode; stop the desk's flushers."""
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
         await self.desk.stop()
 
     async def send(self, message: BotMessage) -> None:
+        """Refused: the Slack channel carries agents, never customers."""
         raise PermanentDeliveryError("Slack carries the agents, not customers")
 
     async def _endpoint(self, request: Request) -> Response:

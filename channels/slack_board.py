@@ -1,8 +1,10 @@
 """The desk's board in Slack: tickets as messages with buttons, threads, private notices.
 
-Implements ``bot.desk.DeskBoard`` over slack-sdk's async Web API client. Slack's errors become
-kefu's: a rate limit that outlasts the client's retries (it waits ``Retry-After`` each time),
-a 5xx or an unreachable Slack are transient; anything else Slack refuses is permanent.
+Implements ``bot.desk.DeskBoard`` over slack-sdk's async Web API client. Posts to the channel
+(tickets, thread messages, files) take turns through a :class:`~channels.slack_pace.ChannelPacer`,
+about one a second, in order. Slack's errors become kefu's: a rate limit that outlasts the
+client's retries (it waits ``Retry-After`` each time), a 5xx or an unreachable Slack are
+transient; anything else Slack refuses is permanent.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from bot.desk.board import Mention
 from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from bot.files import FileBlob
 from channels.slack_markup import escape
+from channels.slack_pace import ChannelPacer
 
 __all__ = ["CLAIM", "REOPEN", "RESOLVE", "RESOLVE_NO_SURVEY", "SlackBoard", "ticket_blocks"]
 
@@ -42,23 +45,28 @@ class SlackBoard:
         channel: str,
         agent_ids: frozenset[str] = frozenset(),
         clock: Callable[[], float] = time.time,
+        pacer: ChannelPacer | None = None,
     ) -> None:
         self.client = client
         self.channel = channel
         self.agent_ids = agent_ids
+        self.pacer = pacer or ChannelPacer()
         self._clock = clock
         self._members: tuple[float, frozenset[str]] | None = None
         self._names: dict[str, str] = {}
 
     async def post_ticket(self, ticket: Ticket) -> str:
-        response = await _call(
-            self.client.chat_postMessage(
-                channel=self.channel, text=_summary(ticket), blocks=ticket_blocks(ticket)
+        """Post a new ticket in the handoff channel; its message ts (the thread)."""
+        async with self.pacer.turn(self.channel):
+            response = await _call(
+                self.client.chat_postMessage(
+                    channel=self.channel, text=_summary(ticket), blocks=ticket_blocks(ticket)
+                )
             )
-        )
         return str(response["ts"])
 
     async def update_ticket(self, ticket: Ticket) -> None:
+        """Show the ticket's current state in its channel message."""
         if ticket.thread is None:
             return
         await _call(
@@ -79,40 +87,43 @@ class SlackBoard:
         files: Sequence[FileBlob] = (),
         mention: Mention | None = None,
     ) -> None:
+        """Post ``text`` in the ticket's thread."""
         assert ticket.thread is not None
         line = f"*{escape(ticket.customer)}:* {escape(text)}" if from_customer else escape(text)
-        if mention == "channel":
-            await _call(
-                self.client.chat_postMessage(
-                    channel=self.channel,
-                    thread_ts=ticket.thread,
-                    reply_broadcast=True,  # seen in the channel, not only in the thread
-                    text=f"<!here> {line}",
-                )
-            )
-            return
         if mention == "agent" and ticket.agent:
             line = f"<@{ticket.agent}> {line}"
-        if files:
+        async with self.pacer.turn(self.channel):
+            if mention == "channel":
+                await _call(
+                    self.client.chat_postMessage(
+                        channel=self.channel,
+                        thread_ts=ticket.thread,
+                        reply_broadcast=True,  # seen in the channel, not only in the thread
+                        text=f"<!here> {line}",
+                    )
+                )
+                return
+            if files:
+                await _call(
+                    self.client.files_upload_v2(
+                        channel=self.channel,
+                        thread_ts=ticket.thread,
+                        initial_comment=line if text else None,
+                        file_uploads=[
+                            {"content": blob.data, "filename": blob.name, "title": blob.name}
+                            for blob in files
+                        ],
+                    )
+                )
+                return
             await _call(
-                self.client.files_upload_v2(
-                    channel=self.channel,
-                    thread_ts=ticket.thread,
-                    initial_comment=line if text else None,
-                    file_uploads=[
-                        {"content": blob.data, "filename": blob.name, "title": blob.name}
-                        for blob in files
-                    ],
+                self.client.chat_postMessage(
+                    channel=self.channel, thread_ts=ticket.thread, text=line or "(empty message)"
                 )
             )
-            return
-        await _call(
-            self.client.chat_postMessage(
-                channel=self.channel, thread_ts=ticket.thread, text=line or "(empty message)"
-            )
-        )
 
     async def tell(self, user: str, text: str, *, thread: str | None = None) -> None:
+        """A message only ``user`` sees, in the handoff channel (or a thread)."""
         await _call(
             self.client.chat_postEphemeral(
                 channel=self.channel, user=user, text=text, thread_ts=thread
@@ -120,6 +131,7 @@ class SlackBoard:
         )
 
     async def is_agent(self, user: str) -> bool:
+        """True for the agents named in the settings and the handoff channel's members."""
         if user in self.agent_ids:
             return True
         now = self._clock()
@@ -140,6 +152,7 @@ class SlackBoard:
         return user in self._members[1]
 
     async def display_name(self, user: str) -> str:
+        """The Slack user's display name (remembered)."""
         name = self._names.get(user)
         if name is None:
             response = await _call(self.client.users_info(user=user))

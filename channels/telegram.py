@@ -50,7 +50,7 @@ from bot.errors import (
 )
 from bot.events import Attachment, BotMessage, UserMessage
 from bot.files import FileBlob, StoredFiles
-from bot.ports import ConversationStore
+from bot.ports import KeyValueStore
 from bot.settings import Settings
 from channels.telegram_inbound import (
     CHANNEL,
@@ -107,7 +107,7 @@ class TelegramChannel(Channel):
         self,
         *,
         token: str,
-        store: ConversationStore,
+        store: KeyValueStore,
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
         api_base_url: str | None = None,
@@ -140,7 +140,7 @@ class TelegramChannel(Channel):
         self._recent: OrderedDict[int, None] = OrderedDict()
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: ConversationStore) -> TelegramChannel | None:
+    def from_settings(cls, settings: Settings, store: KeyValueStore) -> TelegramChannel | None:
         """The channel the settings describe, or None when ``TELEGRAM_BOT_TOKEN`` is unset."""
         if not settings.telegram_bot_token:
             return None
@@ -153,6 +153,7 @@ class TelegramChannel(Channel):
         )
 
     def routes(self) -> Sequence[BaseRoute]:
+        """``POST /webhooks/telegram``, where Telegram posts updates in webhook mode."""
         return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]
 
     async def fetch(self, attachment: Attachment) -> FileBlob:

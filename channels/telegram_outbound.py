@@ -27,7 +27,7 @@ from telegram import (
 )
 
 from bot.events import Button
-from bot.ports import ConversationStore
+from bot.ports import KeyValueStore
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -92,7 +92,7 @@ def callback_key(payload: str) -> str:
     return CALLBACK_KEY_PREFIX + base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
 
 
-async def keyboard(buttons: Sequence[Button], store: ConversationStore) -> InlineKeyboardMarkup:
+async def keyboard(buttons: Sequence[Button], store: KeyValueStore) -> InlineKeyboardMarkup:
     """An inline keyboard for ``buttons``, long payloads mapped through the store."""
     cells: list[InlineKeyboardButton] = []
     for button in buttons:
@@ -106,7 +106,7 @@ async def keyboard(buttons: Sequence[Button], store: ConversationStore) -> Inlin
     return InlineKeyboardMarkup([cells[i : i + per_row] for i in range(0, len(cells), per_row)])
 
 
-async def resolve_callback(data: str, store: ConversationStore) -> str | None:
+async def resolve_callback(data: str, store: KeyValueStore) -> str | None:
     """The payload behind a pressed button's ``callback_data``; None if a mapped key is lost."""
     if not data.startswith(CALLBACK_KEY_PREFIX):
         return data

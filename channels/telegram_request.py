@@ -36,14 +36,17 @@ class AiohttpRequest(BaseRequest):
 
     @property
     def read_timeout(self) -> float | None:
+        """Seconds a read may take by default (PTB asks)."""
         return self._read_timeout
 
     async def initialize(self) -> None:
+        """Open the aiohttp session."""
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=self._pool_size)
             self._session = aiohttp.ClientSession(connector=connector)
 
     async def shutdown(self) -> None:
+        """Close the aiohttp session."""
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None

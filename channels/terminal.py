@@ -62,6 +62,7 @@ class TerminalChannel(Channel):
             self._output = None
 
     async def send(self, message: BotMessage) -> None:
+        """Print ``message`` in the running shell session."""
         if self._output is None:
             raise PermanentDeliveryError("the shell session has ended")
         self._show([message], fresh=False)

@@ -41,7 +41,7 @@ from bot.channel import Channel
 from bot.errors import PermanentDeliveryError
 from bot.events import AgentMessage, Attachment, BotMessage, UserMessage, conversation_id_for
 from bot.files import FileBlob, StoredFiles
-from bot.ports import StoredEvent
+from bot.ports import EventLog, KeyValueStore
 from channels.rest import answer_json_message
 
 __all__ = ["HISTORY_LIMIT", "SENDER_PATTERN", "Greeting", "WebChatChannel"]
@@ -84,17 +84,9 @@ _SECURITY_HEADERS = {
 }
 
 
-class WebChatStore(Protocol):
+class WebChatStore(EventLog, KeyValueStore, Protocol):
     """The part of the conversation store the web chat uses: a conversation's log, and small
     values for the files customers send."""
-
-    async def events(
-        self, conversation_id: str, *, after: int = 0, limit: int | None = None
-    ) -> list[StoredEvent]: ...
-
-    async def get_value(self, namespace: str, key: str) -> str | None: ...
-
-    async def put_value(self, namespace: str, key: str, value: str) -> None: ...
 
 
 class _Asset:
@@ -127,6 +119,7 @@ class WebChatChannel(Channel):
         self._listeners: defaultdict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
 
     def routes(self) -> Sequence[BaseRoute]:
+        """The page, its assets and the web chat's API routes."""
         return (
             Route("/", self._page, methods=["GET"]),
             Route("/webchat/static/{name}", self._asset, methods=["GET"]),

@@ -198,6 +198,7 @@ async def desk_shop(
     socket_mode: bool = False,
     not_understood: int = 3,
     agent_ids: frozenset[str] = frozenset(),
+    sentiment: float | None = None,
     scheduled: bool = False,
     doubles: tuple[SlackApiDouble, TelegramBotApiDouble] | None = None,
     database_url: str | None = None,
@@ -232,6 +233,7 @@ async def desk_shop(
             slack_handoff_channel=DESK,
             slack_api_base_url=slack.base_url.rstrip("/"),
             handoff_not_understood=not_understood,
+            handoff_sentiment=sentiment,
             slack_agent_ids=agent_ids,
             **overrides,
         )

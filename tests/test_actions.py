@@ -17,15 +17,11 @@ from typing import Any
 import pytest
 from rasa_sdk import Tracker
 
-from bot.actions import (
-    InProcessActionRunner,
-    RemoteActionRunner,
-    create_action_runner,
-    tracker_for,
-)
+from bot.actions import InProcessActionRunner, RemoteActionRunner, create_action_runner
 from bot.errors import ActionError, ProjectError
 from bot.ports import ActionResult, ActionRunner
 from bot.state import ConversationState
+from bot.tracker import tracker_for
 
 FIXTURES = Path(__file__).parent / "action_fixtures"
 DOMAIN: dict[str, Any] = {

@@ -15,10 +15,10 @@ from bot.events import ConversationPaused, FlowStarted, HandoffRequested
 from bot.server import create_app, running
 from bot.settings import Settings
 from bot.state import ConversationState
+from bot.testing.recording_core import RecordingCore
 from channels.slack_board import RESOLVE_NO_SURVEY, ticket_blocks
 from channels.slack_markup import escape, mentioned_users, to_plain_text
 from channels.webchat import WebChatChannel
-from tests.test_rest_channel import RecordingCore
 
 
 async def _names(user: str) -> str:

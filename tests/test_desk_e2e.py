@@ -344,6 +344,20 @@ async def test_rate_limits_are_waited_out(tmp_path: Path) -> None:
         assert len(s.slack.calls_to("chat.postMessage")) >= 4  # two answered 429
 
 
+async def test_a_burst_of_customer_messages_is_paced_into_the_thread_in_order(
+    tmp_path: Path,
+) -> None:
+    async with desk_shop(tmp_path) as s:
+        s.slack.post_interval = 1.0  # the double answers 429 to a post that comes too soon
+        ts = await hand_off(s)
+        burst = [f"message {i}" for i in range(10)]
+        for text in burst:
+            await s.tg_send(CHAT, text)
+        await s.slack.wait_until(lambda: len(s.thread(ts)) >= len(burst), 60.0)
+        assert s.thread(ts) == [f"*Alice Smith:* {text}" for text in burst]
+        assert s.slack.rate_limited == []
+
+
 async def test_customer_who_blocked_the_bot_is_marked_on_the_ticket(tmp_path: Path) -> None:
     async with desk_shop(tmp_path) as s:
         ts = await hand_off(s)
@@ -363,6 +377,22 @@ async def test_not_understood_in_a_row_hands_off_with_the_reason(tmp_path: Path)
         assert "connecting you" in replies[-1]
         ticket = await s.ticket()
         assert "did not understand 2 messages in a row" in s.ticket_text(str(ticket["ts"]))
+
+
+async def test_strongly_negative_sentiment_hands_off_with_the_score(tmp_path: Path) -> None:
+    async with desk_shop(tmp_path, sentiment=-0.6) as s:
+        await s.tg_send(CHAT, "Hello")
+        await s.tg_replies(CHAT, 1)
+        assert s.tickets() == []  # a plain greeting is no reason to hand off
+        await s.tg_send(CHAT, "这是我第三次来问了，退款还没到账，太差了，我要投诉！")
+        ticket = await s.ticket()
+        await until(lambda: any("转接人工客服" in reply for reply in s.tg_sent(CHAT)))
+        shown = s.ticket_text(str(ticket["ts"]))
+        assert "sentiment turned negative" in shown
+        record = await s.ticket_record(CONVERSATION)
+        assert record.sentiment is not None and record.sentiment <= -0.6
+        users = [e for e in await s.events(CONVERSATION) if isinstance(e, UserMessage)]
+        assert all(isinstance(e.parse_data.get("sentiment"), float) for e in users)
 
 
 async def test_socket_mode_carries_the_same_loop(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The REST and web chat channels, over real HTTP, with a recording double of the core."""
+"""The REST and web chat channels, over real HTTP, the recording core standing in for kefu's."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from bot.errors import BadRequestError, ConcurrentUpdateError, PermanentDeliveryError
 from bot.events import BotMessage, Button, UserMessage
 from bot.server import create_app, running
+from bot.testing.recording_core import RecordingCore
 from channels.rest import RestChannel
 from channels.webchat import WebChatChannel
 
@@ -22,32 +23,23 @@ JSON = {"content-type": "application/json"}
 WITH_METADATA = b'{"sender": "alice", "message": "hi", "metadata": %b}'
 
 
-class RecordingCore:
-    """Stands in for ``TurnRunner.handle``: records each message and answers with an echo."""
-
-    def __init__(self) -> None:
-        self.received: list[UserMessage] = []
-        self.error: Exception | None = None
-
-    async def __call__(self, message: UserMessage) -> list[BotMessage]:
-        self.received.append(message)
-        if self.error is not None:
-            raise self.error
-        cid = message.conversation_id
-        return [
-            BotMessage(conversation_id=cid, text=f"echo: {message.text}"),
-            BotMessage(
-                conversation_id=cid,
-                text="Anything else?",
-                buttons=(Button(title="Track order", payload="/track_order"),),
-                image="https://shop.example/logo.png",
-            ),
-        ]
+def echo(message: UserMessage) -> list[BotMessage]:
+    """The replies of every turn: an echo, then a message with a button and an image."""
+    cid = message.conversation_id
+    return [
+        BotMessage(conversation_id=cid, text=f"echo: {message.text}"),
+        BotMessage(
+            conversation_id=cid,
+            text="Anything else?",
+            buttons=(Button(title="Track order", payload="/track_order"),),
+            image="https://shop.example/logo.png",
+        ),
+    ]
 
 
 @pytest.fixture
 def core() -> RecordingCore:
-    return RecordingCore()
+    return RecordingCore(replies=echo)
 
 
 @pytest.fixture

@@ -19,22 +19,27 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.errors import StoreError
-from bot.ports import ScheduledJob
+from bot.ports import ConversationStore, ScheduledJob
 from bot.scheduling import Scheduler
-from bot.store import SqlStore, open_store
+from bot.store import open_store
+from bot.testing.memory_store import MemoryDatabase, MemoryStore
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 T0 = START.timestamp()
 
 
 class Db:
-    """A database with a table prefix of its own; each :meth:`open` is a new kefu process."""
+    """A database with a table prefix of its own (or one in memory); each :meth:`open` is a new
+    kefu process."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.prefix = f"s{uuid.uuid4().hex[:10]}_"
+        self.memory = MemoryDatabase() if url == "memory" else None
 
-    async def open(self) -> SqlStore:
+    async def open(self) -> ConversationStore:
+        if self.memory is not None:
+            return MemoryStore(self.memory)
         return await open_store(self.url, table_prefix=self.prefix)
 
     async def drop(self) -> None:
@@ -48,8 +53,11 @@ class Db:
             await engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 async def db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Db]:
+    if request.param == "memory":
+        yield Db("memory")
+        return
     if request.param == "sqlite":
         yield Db(f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
         return
@@ -67,7 +75,7 @@ def clock() -> Iterator[time_machine.Coordinates]:
 class Process:
     """One kefu process's scheduler with a recording handler per kind."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: ConversationStore) -> None:
         self.store = store
         self.scheduler = Scheduler(store)
         self.fired: list[tuple[str, float]] = []

@@ -51,9 +51,10 @@ from bot.events import (
     UserMessage,
 )
 from bot.files import FileBlob, StoredFiles
-from bot.ports import ScheduledJob
+from bot.ports import ConversationStore, ScheduledJob
 from bot.state import ConversationState
 from bot.store import SqlStore, database_url, open_store
+from bot.testing.memory_store import MemoryDatabase, MemoryStore
 
 TABLES = ("conversations", "events", "processed_messages", "outbox", "kv", "scheduled_jobs")
 CID = "rest:alice"
@@ -61,16 +62,23 @@ CID = "rest:alice"
 
 @dataclasses.dataclass(frozen=True)
 class Db:
-    """A database and a table prefix of its own, so runs never see each other's rows."""
+    """A database the contract runs on: in memory, or SQL with a table prefix of its own, so
+    runs never see each other's rows."""
 
     url: str
     prefix: str
+    memory: MemoryDatabase | None = None
 
-    async def open(self, **options: Any) -> SqlStore:
+    async def open(self, **options: Any) -> ConversationStore:
+        """A store on this database; ``options`` are the SQL store's (a SQL database only)."""
+        if self.memory is not None:
+            assert not options, "the memory store has no options"
+            return MemoryStore(self.memory)
         return await open_store(self.url, table_prefix=self.prefix, **options)
 
     async def sql(self, statement: str, **params: Any) -> list[Any]:
         """Run raw SQL beside the store, as another program (or a disk fault) would."""
+        assert self.memory is None, "raw SQL needs a SQL database (the sql_db fixture)"
         url = make_url(self.url)
         driver = "sqlite+aiosqlite" if url.get_backend_name() == "sqlite" else "postgresql+asyncpg"
         engine = create_async_engine(url.set(drivername=driver))
@@ -81,23 +89,52 @@ class Db:
         finally:
             await engine.dispose()
 
+    async def outbox_conversations(self) -> list[str]:
+        """The conversation of every outbox entry, whatever its status."""
+        if self.memory is not None:
+            return self.memory.outbox_conversations()
+        return [r.conversation_id for r in await self.sql("SELECT conversation_id FROM {p}outbox")]
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Db]:
-    if request.param == "sqlite":
+
+async def _database(kind: str, request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Db]:
+    if kind == "memory":
+        yield Db("memory", "", MemoryDatabase())
+        return
+    if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'kefu.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
     database = Db(url, f"t{uuid.uuid4().hex[:12]}_")
     yield database
-    if request.param == "postgresql":
+    if kind == "postgresql":
         for name in TABLES:
             await database.sql(f"DROP TABLE IF EXISTS {{p}}{name}")
 
 
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Db]:
+    """Every store implementation: the contract below holds for each."""
+    async for database in _database(request.param, request, tmp_path):
+        yield database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def sql_db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Db]:
+    """The SQL databases only: for what raw SQL sets up, and the SQL store's own options."""
+    async for database in _database(request.param, request, tmp_path):
+        yield database
+
+
 @pytest.fixture
-async def store(db: Db) -> AsyncIterator[SqlStore]:
+async def store(db: Db) -> AsyncIterator[ConversationStore]:
     opened = await db.open()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def sql_store(sql_db: Db) -> AsyncIterator[ConversationStore]:
+    opened = await sql_db.open()
     yield opened
     await opened.close()
 
@@ -119,7 +156,7 @@ def reply(text_: str, cid: str = CID) -> BotMessage:
 
 
 async def turn(
-    store: SqlStore, cid: str, text_: str, *, message_id: str | None = None
+    store: ConversationStore, cid: str, text_: str, *, message_id: str | None = None
 ) -> tuple[ConversationState, list[int]]:
     """One turn as the dialogue runs it: load, change, save with a reply in the outbox."""
     state = await store.load(cid) or new_state(cid)
@@ -188,12 +225,14 @@ def every_event() -> list[Event]:
 # --- conversations --------------------------------------------------------------------------
 
 
-async def test_unknown_conversation_loads_as_none(store: SqlStore) -> None:
+async def test_unknown_conversation_loads_as_none(store: ConversationStore) -> None:
     assert await store.load("rest:nobody") is None
     assert await store.events("rest:nobody") == []
 
 
-async def test_state_round_trips_through_cache_and_database(store: SqlStore, db: Db) -> None:
+async def test_state_round_trips_through_cache_and_database(
+    store: ConversationStore, db: Db
+) -> None:
     state = new_state(
         slots={"order_id": "A1", "items": [{"sku": "S-1", "qty": 2}], "名字": "小明"},
         stack=[{"flow_id": "track_order", "step_id": "collect_order_id", "type": "flow"}],
@@ -221,7 +260,7 @@ async def test_state_round_trips_through_cache_and_database(store: SqlStore, db:
         await fresh.close()
 
 
-async def test_every_event_kind_round_trips(store: SqlStore) -> None:
+async def test_every_event_kind_round_trips(store: ConversationStore) -> None:
     events = every_event()
     kinds = {
         obj
@@ -237,7 +276,7 @@ async def test_every_event_kind_round_trips(store: SqlStore) -> None:
     assert [s.seq for s in stored] == list(range(1, len(events) + 1))
 
 
-async def test_event_seq_continues_across_saves(store: SqlStore) -> None:
+async def test_event_seq_continues_across_saves(store: ConversationStore) -> None:
     state = new_state()
     await store.save(state, [user("one"), user("two"), user("three")])
     await store.save(state, [user("four"), user("five")])
@@ -250,7 +289,7 @@ async def test_event_seq_continues_across_saves(store: SqlStore) -> None:
     assert state.version == 3
 
 
-async def test_stale_version_is_refused_and_writes_nothing(store: SqlStore) -> None:
+async def test_stale_version_is_refused_and_writes_nothing(store: ConversationStore) -> None:
     state, _ = await turn(store, CID, "hello", message_id="m1")
     stale = dataclasses.replace(state, version=0, slots={"last": "stale"})
     for version in (0, 2, 7):
@@ -268,7 +307,9 @@ async def test_stale_version_is_refused_and_writes_nothing(store: SqlStore) -> N
     assert not await store.is_processed("rest", "m2")
 
 
-async def test_turn_events_are_the_whole_turn_that_holds_a_message_id(store: SqlStore) -> None:
+async def test_turn_events_are_the_whole_turn_that_holds_a_message_id(
+    store: ConversationStore,
+) -> None:
     state = new_state()
     first: list[Event] = [SessionStarted(), reply("Welcome!"), user("hi", message_id="m1")]
     first.append(reply("re: hi"))
@@ -282,7 +323,7 @@ async def test_turn_events_are_the_whole_turn_that_holds_a_message_id(store: Sql
     assert await store.turn_events("rest:bob", "m1") == []
 
 
-async def test_turn_events_find_ids_that_sql_or_json_would_escape(store: SqlStore) -> None:
+async def test_turn_events_find_ids_that_sql_or_json_would_escape(store: ConversationStore) -> None:
     odd = ["50%_off", "a/b\\c", 'say "hi"', "订单-1"]
     for message_id in odd:
         await turn(store, CID, f"text of {message_id}", message_id=message_id)
@@ -322,7 +363,7 @@ async def test_two_stores_on_one_database_see_each_others_writes(db: Db) -> None
         await second.close()
 
 
-async def test_duplicate_message_is_refused_and_writes_nothing(store: SqlStore) -> None:
+async def test_duplicate_message_is_refused_and_writes_nothing(store: ConversationStore) -> None:
     state, _ = await turn(store, CID, "hello", message_id="m1")
     assert await store.is_processed("rest", "m1")
     assert not await store.is_processed("telegram", "m1")
@@ -340,8 +381,10 @@ async def test_duplicate_message_is_refused_and_writes_nothing(store: SqlStore) 
 
 
 @pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "one-by-one"])
-async def test_concurrent_saves_on_many_conversations_all_land(db: Db, group_commit: bool) -> None:
-    store = await db.open(group_commit=group_commit)
+async def test_concurrent_saves_on_many_conversations_all_land(
+    sql_db: Db, group_commit: bool
+) -> None:
+    store = await sql_db.open(group_commit=group_commit)
     try:
 
         async def talk(n: int) -> list[int]:
@@ -354,7 +397,7 @@ async def test_concurrent_saves_on_many_conversations_all_land(db: Db, group_com
         assert len(set(ids)) == 450
     finally:
         await store.close()
-    reopened = await db.open()
+    reopened = await sql_db.open()
     try:
         for n in (0, 77, 149):
             state = await reopened.load(f"rest:u{n}")
@@ -366,7 +409,7 @@ async def test_concurrent_saves_on_many_conversations_all_land(db: Db, group_com
         await reopened.close()
 
 
-async def test_a_failing_write_fails_only_its_caller(store: SqlStore) -> None:
+async def test_a_failing_write_fails_only_its_caller(store: ConversationStore) -> None:
     """Writes committed together: a conflict, a duplicate or a bad id spoil nothing else."""
     await turn(store, "rest:taken", "first", message_id="dup")
     stale = new_state("rest:taken")
@@ -393,7 +436,7 @@ async def test_a_failing_write_fails_only_its_caller(store: SqlStore) -> None:
 # --- outbox ---------------------------------------------------------------------------------
 
 
-async def test_outbox_lifecycle(store: SqlStore) -> None:
+async def test_outbox_lifecycle(store: ConversationStore) -> None:
     first, second = reply("one"), BotMessage(conversation_id=CID, custom={"kind": "card"})
     now = time.time()
     ids = await store.save(new_state(), [first, second], outbox=[first, second])
@@ -417,24 +460,26 @@ async def test_outbox_lifecycle(store: SqlStore) -> None:
     assert await store.pending_deliveries(now=now + 10_000) == []
 
 
-async def test_marking_an_unknown_delivery_raises(store: SqlStore) -> None:
+async def test_marking_an_unknown_delivery_raises(store: ConversationStore) -> None:
     with pytest.raises(StoreError, match="no outbox entry 424242"):
         await store.mark_delivered(424242)
     with pytest.raises(StoreError, match="no outbox entry 424242"):
         await store.mark_failed(424242, error="x", retry_at=None)
 
 
-async def test_unreadable_outbox_row_is_failed_and_skipped(store: SqlStore, db: Db) -> None:
-    ids = await store.save(new_state(), [], outbox=[reply("one"), reply("two"), reply("three")])
-    await db.sql("UPDATE {p}outbox SET message = '{{broken' WHERE id = :id", id=ids[0])
-    await db.sql(
+async def test_unreadable_outbox_row_is_failed_and_skipped(
+    sql_store: ConversationStore, sql_db: Db
+) -> None:
+    ids = await sql_store.save(new_state(), [], outbox=[reply("one"), reply("two"), reply("three")])
+    await sql_db.sql("UPDATE {p}outbox SET message = '{{broken' WHERE id = :id", id=ids[0])
+    await sql_db.sql(
         "UPDATE {p}outbox SET message = :m WHERE id = :id",
         m='{"event": "slot", "name": "x"}',
         id=ids[1],
     )
-    due = await store.pending_deliveries(now=time.time() + 1)
+    due = await sql_store.pending_deliveries(now=time.time() + 1)
     assert [d.id for d in due] == ids[2:]
-    rows = await db.sql("SELECT id, status, last_error FROM {p}outbox ORDER BY id")
+    rows = await sql_db.sql("SELECT id, status, last_error FROM {p}outbox ORDER BY id")
     assert [r.status for r in rows] == ["failed", "failed", "pending"]
     assert "unreadable message" in rows[0].last_error
     assert "not a bot message" in rows[1].last_error
@@ -443,7 +488,7 @@ async def test_unreadable_outbox_row_is_failed_and_skipped(store: SqlStore, db: 
 # --- small values, retention, durability ----------------------------------------------------
 
 
-async def test_key_values(store: SqlStore) -> None:
+async def test_key_values(store: ConversationStore) -> None:
     assert await store.get_value("telegram:buttons", "abc") is None
     await store.put_value("telegram:buttons", "abc", '/inform{"order_id": "A1"}')
     await store.put_value("slack:threads", "abc", "1700000000.000100")
@@ -454,7 +499,7 @@ async def test_key_values(store: SqlStore) -> None:
 
 
 async def test_retention_deletes_old_conversations_with_everything_they_own(
-    store: SqlStore, db: Db
+    store: ConversationStore, db: Db
 ) -> None:
     for cid, active in (("rest:old", 100.0), ("rest:older", 50.0), ("rest:recent", 300.0)):
         ev = user("hi", cid, message_id=f"m-{cid}")
@@ -481,8 +526,7 @@ async def test_retention_deletes_old_conversations_with_everything_they_own(
     assert await store.load("rest:recent") is not None
     assert len(await store.events("rest:recent")) == 2
     assert await store.is_processed("rest", "m-rest:recent")
-    outbox = await db.sql("SELECT conversation_id FROM {p}outbox")
-    assert [r.conversation_id for r in outbox] == ["rest:recent"]
+    assert await db.outbox_conversations() == ["rest:recent"]
     assert [job.conversation_id for job in await store.jobs()] == ["rest:recent"]
     assert await store.get_value(constants.UNREACHABLE_NAMESPACE, "rest:old") is None
     assert await store.get_value(constants.UNREACHABLE_NAMESPACE, "rest:recent") == "{}"
@@ -494,7 +538,7 @@ async def test_retention_deletes_old_conversations_with_everything_they_own(
 
 
 async def test_scheduled_jobs_are_replaced_by_id_filtered_and_claimed_by_due_time(
-    store: SqlStore, db: Db
+    store: ConversationStore,
 ) -> None:
     def job(job_id: str, at: float, kind: str = "notice", cid: str | None = CID) -> ScheduledJob:
         return ScheduledJob(id=job_id, kind=kind, run_at=at, conversation_id=cid, data={"n": at})
@@ -513,8 +557,15 @@ async def test_scheduled_jobs_are_replaced_by_id_filtered_and_claimed_by_due_tim
     assert await store.delete_job("a", run_at=19.0) is False  # rescheduled for later: kept
     assert await store.delete_job("a", run_at=20.0) is True
     assert await store.delete_job("a") is False
-    await db.sql("UPDATE {p}scheduled_jobs SET data = 'not json' WHERE id = 'b'")
-    assert [j.id for j in await store.jobs()] == ["c"]  # an unreadable row is skipped
+
+
+async def test_a_scheduled_job_whose_row_is_unreadable_is_skipped(
+    sql_store: ConversationStore, sql_db: Db
+) -> None:
+    for job_id, at in (("b", 10.0), ("c", 40.0)):
+        await sql_store.save_job(ScheduledJob(id=job_id, kind="notice", run_at=at, data={"n": at}))
+    await sql_db.sql("UPDATE {p}scheduled_jobs SET data = 'not json' WHERE id = 'b'")
+    assert [j.id for j in await sql_store.jobs()] == ["c"]
 
 
 async def test_everything_survives_close_and_reopen(db: Db) -> None:
@@ -536,12 +587,12 @@ async def test_everything_survives_close_and_reopen(db: Db) -> None:
         await reopened.close()
 
 
-async def test_cache_is_bounded_and_written_through(db: Db) -> None:
-    store = await db.open(cache_size=1)
+async def test_cache_is_bounded_and_written_through(sql_db: Db) -> None:
+    store = await sql_db.open(cache_size=1)
     try:
         await store.save(new_state("rest:a"), [])
         await store.save(new_state("rest:b"), [])
-        await db.sql("UPDATE {p}conversations SET state = 'garbage'")
+        await sql_db.sql("UPDATE {p}conversations SET state = 'garbage'")
         assert await store.load("rest:b") is not None, "the latest save is served from memory"
         with pytest.raises(StoreError, match="rest:a"):
             await store.load("rest:a")
@@ -556,13 +607,13 @@ async def test_cache_is_bounded_and_written_through(db: Db) -> None:
     "stored", ["{not json", "[1, 2]", '{"conversation_id": "rest:alice", "colour": "red"}']
 )
 async def test_corrupted_state_row_raises_store_error_naming_the_conversation(
-    db: Db, stored: str
+    sql_db: Db, stored: str
 ) -> None:
-    store = await db.open()
+    store = await sql_db.open()
     await store.save(new_state(), [])
     await store.close()
-    await db.sql("UPDATE {p}conversations SET state = :s", s=stored)
-    reopened = await db.open()
+    await sql_db.sql("UPDATE {p}conversations SET state = :s", s=stored)
+    reopened = await sql_db.open()
     try:
         with pytest.raises(StoreError, match=r"conversation 'rest:alice': stored state"):
             await reopened.load(CID)
@@ -570,18 +621,22 @@ async def test_corrupted_state_row_raises_store_error_naming_the_conversation(
         await reopened.close()
 
 
-async def test_corrupted_event_row_raises_store_error_naming_it(store: SqlStore, db: Db) -> None:
+async def test_corrupted_event_row_raises_store_error_naming_it(
+    sql_store: ConversationStore, sql_db: Db
+) -> None:
     state = new_state()
     for text_ in ("one", "two"):  # two turns: two rows
         state.remember([user(text_)])
-        await store.save(state, [user(text_)])
-    await db.sql("UPDATE {p}events SET data = 'oops' WHERE seq = 2")
-    assert len(await store.events(CID, limit=1)) == 1
+        await sql_store.save(state, [user(text_)])
+    await sql_db.sql("UPDATE {p}events SET data = 'oops' WHERE seq = 2")
+    assert len(await sql_store.events(CID, limit=1)) == 1
     with pytest.raises(StoreError, match=r"'rest:alice': event 2 is unreadable"):
-        await store.events(CID)
+        await sql_store.events(CID)
 
 
-async def test_unstorable_turn_is_refused_before_anything_is_written(store: SqlStore) -> None:
+async def test_unstorable_turn_is_refused_before_anything_is_written(
+    store: ConversationStore,
+) -> None:
     state = new_state(slots={"when": object()})
     with pytest.raises(StoreError, match="rest:alice"):
         await store.save(state, [user("hi")])
@@ -597,7 +652,7 @@ async def test_unstorable_turn_is_refused_before_anything_is_written(store: SqlS
     await store.save(new_state(slots={"when": "today"}), [user("hi")])  # the store still works
 
 
-async def test_non_string_values_are_refused(store: SqlStore) -> None:
+async def test_non_string_values_are_refused(store: ConversationStore) -> None:
     with pytest.raises(StoreError, match="must be strings"):
         await store.put_value("ns", "k", 42)  # type: ignore[arg-type]
     assert await store.get_value("ns", "k") is None
@@ -669,7 +724,7 @@ async def test_missing_sqlite_directory_is_reported(tmp_path: Any) -> None:
         await open_store(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'kefu.db'}")
 
 
-async def test_a_turns_replies_are_marked_delivered_in_one_write(store: SqlStore) -> None:
+async def test_a_turns_replies_are_marked_delivered_in_one_write(store: ConversationStore) -> None:
     _, first = await turn(store, "rest:batch", "one")
     _, second = await turn(store, "rest:batch", "two")
     await store.mark_delivered(*first, *second)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -13,8 +13,9 @@ from starlette.applications import Starlette
 
 from bot.errors import PermanentDeliveryError, RejectedMessageError, TransientDeliveryError
 from bot.events import BotMessage, Button, UserMessage
-from bot.ports import ConversationStore
 from bot.settings import Settings
+from bot.testing.memory_store import MemoryStore
+from bot.testing.recording_core import RecordingCore
 from bot.testing.telegram_double import TelegramBotApiDouble
 from channels.telegram import TelegramChannel
 from channels.telegram_outbound import MAX_TEXT, split_text, utf16_len
@@ -23,46 +24,6 @@ from tests import telegram_updates as tg
 SECRET = "s3cret-token_for-tests"
 CUSTOMER_CHAT = tg.PRIVATE_CHAT["id"]
 CONVERSATION = f"telegram:{CUSTOMER_CHAT}"
-
-
-class MemoryStore:
-    """The two store methods the channel uses, kept in a dict."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], str] = {}
-
-    async def get_value(self, namespace: str, key: str) -> str | None:
-        return self.values.get((namespace, key))
-
-    async def put_value(self, namespace: str, key: str, value: str) -> None:
-        self.values[(namespace, key)] = value
-
-
-class Core:
-    """Stands in for the core: records messages and delivers canned replies via send()."""
-
-    def __init__(self, channel: TelegramChannel, *, replies: tuple[str, ...] = ("Hello!",)):
-        self.channel = channel
-        self.replies = replies
-        self.delay = 0.0
-        self.received: list[UserMessage] = []
-        self._news = asyncio.Event()
-
-    async def __call__(self, message: UserMessage) -> list[BotMessage]:
-        self.received.append(message)
-        self._news.set()
-        await asyncio.sleep(self.delay)
-        out = [BotMessage(conversation_id=message.conversation_id, text=t) for t in self.replies]
-        for reply in out:
-            await self.channel.send(reply)
-        return out
-
-    async def wait(self, count: int = 1) -> list[UserMessage]:
-        async with asyncio.timeout(5):
-            while len(self.received) < count:
-                self._news.clear()
-                await self._news.wait()
-        return self.received
 
 
 @pytest.fixture
@@ -79,7 +40,7 @@ def store() -> MemoryStore:
 def make_channel(api: TelegramBotApiDouble, store: MemoryStore, **kwargs: Any) -> TelegramChannel:
     return TelegramChannel(
         token=tg.TOKEN,
-        store=cast(ConversationStore, store),
+        store=store,
         api_base_url=api.base_url,
         **kwargs,
     )
@@ -93,8 +54,8 @@ async def channel(api: TelegramBotApiDouble, store: MemoryStore) -> AsyncIterato
 
 
 @pytest.fixture
-async def core(channel: TelegramChannel) -> Core:
-    handler = Core(channel)
+async def core(channel: TelegramChannel) -> RecordingCore:
+    handler = RecordingCore(channel)
     channel.attach(handler)
     await channel.start()
     return handler
@@ -117,7 +78,9 @@ async def post(
     return await client.post("/webhooks/telegram", content=body, headers=headers)
 
 
-async def deliver(client: httpx.AsyncClient, core: Core, *updates: dict[str, Any]) -> UserMessage:
+async def deliver(
+    client: httpx.AsyncClient, core: RecordingCore, *updates: dict[str, Any]
+) -> UserMessage:
     """Post ``updates`` to the webhook and return the one message the core received."""
     for update in updates:
         assert (await post(client, update)).status_code == 200
@@ -125,7 +88,7 @@ async def deliver(client: httpx.AsyncClient, core: Core, *updates: dict[str, Any
     return message
 
 
-async def sentinel(client: httpx.AsyncClient, core: Core, update: dict[str, Any]) -> None:
+async def sentinel(client: httpx.AsyncClient, core: RecordingCore, update: dict[str, Any]) -> None:
     """Post an update that must get through; earlier ones of its chat were handled before it."""
     assert (await post(client, update)).status_code == 200
     [message] = await core.wait()
@@ -135,7 +98,9 @@ async def sentinel(client: httpx.AsyncClient, core: Core, update: dict[str, Any]
 # --- inbound --------------------------------------------------------------------------------
 
 
-async def test_text_message_becomes_user_message(core: Core, client: httpx.AsyncClient) -> None:
+async def test_text_message_becomes_user_message(
+    core: RecordingCore, client: httpx.AsyncClient
+) -> None:
     message = await deliver(client, core, tg.message(1, "where is my order?"))
 
     assert message.channel == "telegram"
@@ -156,7 +121,7 @@ async def test_text_message_becomes_user_message(core: Core, client: httpx.Async
 
 @pytest.mark.parametrize("command", ["start", "help", "human"])
 async def test_commands_carry_their_name(
-    core: Core, client: httpx.AsyncClient, command: str
+    core: RecordingCore, client: httpx.AsyncClient, command: str
 ) -> None:
     message = await deliver(client, core, tg.message(2, f"/{command}"))
 
@@ -175,7 +140,7 @@ async def test_commands_carry_their_name(
     ],
 )
 async def test_media_become_attachments(
-    core: Core,
+    core: RecordingCore,
     client: httpx.AsyncClient,
     update: dict[str, Any],
     text: str,
@@ -188,7 +153,9 @@ async def test_media_become_attachments(
     assert message.text == text
 
 
-async def test_location_and_contact_carry_their_data(core: Core, client: httpx.AsyncClient) -> None:
+async def test_location_and_contact_carry_their_data(
+    core: RecordingCore, client: httpx.AsyncClient
+) -> None:
     await post(client, tg.location(8))
     await post(client, tg.contact(9))
     where, who = await core.wait(2)
@@ -199,21 +166,23 @@ async def test_location_and_contact_carry_their_data(core: Core, client: httpx.A
     assert who.attachments[0].data["phone_number"] == "+8613800138000"
 
 
-async def test_edited_message_is_marked(core: Core, client: httpx.AsyncClient) -> None:
+async def test_edited_message_is_marked(core: RecordingCore, client: httpx.AsyncClient) -> None:
     message = await deliver(client, core, tg.edited(10, "order 1234, not 1243"))
 
     assert message.text == "order 1234, not 1243"
     assert message.metadata["edited"] is True
 
 
-async def test_reply_carries_the_replied_text(core: Core, client: httpx.AsyncClient) -> None:
+async def test_reply_carries_the_replied_text(
+    core: RecordingCore, client: httpx.AsyncClient
+) -> None:
     earlier = tg.bot_message("Which order do you mean?")
     message = await deliver(client, core, tg.reply(11, "the red shoes", earlier))
 
     assert message.metadata["reply_to_text"] == "Which order do you mean?"
 
 
-async def test_huge_text_is_passed_through(core: Core, client: httpx.AsyncClient) -> None:
+async def test_huge_text_is_passed_through(core: RecordingCore, client: httpx.AsyncClient) -> None:
     text = "a" * 1_000_000
     message = await deliver(client, core, tg.message(12, text))
 
@@ -235,7 +204,7 @@ async def test_huge_text_is_passed_through(core: Core, client: httpx.AsyncClient
     ids=["mention", "command", "reply-to-bot"],
 )
 async def test_group_message_addressed_to_the_bot(
-    core: Core, client: httpx.AsyncClient, make: Callable[[int], dict[str, Any]]
+    core: RecordingCore, client: httpx.AsyncClient, make: Callable[[int], dict[str, Any]]
 ) -> None:
     message = await deliver(client, core, make(13))
 
@@ -244,7 +213,7 @@ async def test_group_message_addressed_to_the_bot(
     assert "@kefu_test_bot" not in message.text
 
 
-async def test_group_chatter_is_ignored(core: Core, client: httpx.AsyncClient) -> None:
+async def test_group_chatter_is_ignored(core: RecordingCore, client: httpx.AsyncClient) -> None:
     for update in (
         tg.message(14, "anyone else waiting for the sale?", chat=tg.GROUP_CHAT),
         tg.message(15, "/help@other_bot", chat=tg.GROUP_CHAT),
@@ -280,14 +249,14 @@ async def test_group_chatter_is_ignored(core: Core, client: httpx.AsyncClient) -
     ],
 )
 async def test_updates_without_a_customer_message_are_ignored(
-    core: Core, client: httpx.AsyncClient, update: dict[str, Any]
+    core: RecordingCore, client: httpx.AsyncClient, update: dict[str, Any]
 ) -> None:
     assert (await post(client, update)).status_code == 200
     await sentinel(client, core, tg.message(20, "hello"))
 
 
 async def test_redelivered_update_is_handled_once(
-    core: Core, client: httpx.AsyncClient, api: TelegramBotApiDouble
+    core: RecordingCore, client: httpx.AsyncClient, api: TelegramBotApiDouble
 ) -> None:
     update = tg.message(21, "hello")
     for _ in range(3):
@@ -303,7 +272,9 @@ async def test_redelivered_update_is_handled_once(
 # --- webhook --------------------------------------------------------------------------------
 
 
-async def test_start_registers_webhook_with_secret(core: Core, api: TelegramBotApiDouble) -> None:
+async def test_start_registers_webhook_with_secret(
+    core: RecordingCore, api: TelegramBotApiDouble
+) -> None:
     assert api.webhook == {
         "url": "https://shop.example/webhooks/telegram",
         "secret_token": SECRET,
@@ -314,7 +285,7 @@ async def test_start_registers_webhook_with_secret(core: Core, api: TelegramBotA
 
 @pytest.mark.parametrize("secret", [None, "", "wrong"])
 async def test_webhook_refuses_wrong_secret(
-    core: Core, client: httpx.AsyncClient, secret: str | None
+    core: RecordingCore, client: httpx.AsyncClient, secret: str | None
 ) -> None:
     response = await post(client, tg.message(23, "hello"), secret=secret)
 
@@ -327,7 +298,7 @@ async def test_webhook_refuses_wrong_secret(
     [b"not json", b"", [1, 2], {"message": {}}, {"update_id": "25"}, {"update_id": True}],
 )
 async def test_webhook_refuses_what_is_not_an_update(
-    core: Core, client: httpx.AsyncClient, body: Any
+    core: RecordingCore, client: httpx.AsyncClient, body: Any
 ) -> None:
     response = await post(client, body)
 
@@ -337,7 +308,7 @@ async def test_webhook_refuses_what_is_not_an_update(
 
 
 async def test_webhook_replies_reach_telegram(
-    core: Core, client: httpx.AsyncClient, api: TelegramBotApiDouble
+    core: RecordingCore, client: httpx.AsyncClient, api: TelegramBotApiDouble
 ) -> None:
     await deliver(client, core, tg.message(27, "hi"))
     [call] = await api.wait_for("sendMessage")
@@ -352,7 +323,7 @@ async def test_webhook_replies_reach_telegram(
 
 async def test_long_polling_end_to_end(api: TelegramBotApiDouble, store: MemoryStore) -> None:
     channel = make_channel(api, store, poll_timeout=1)
-    core = Core(channel, replies=("Your order ships tomorrow.",))
+    core = RecordingCore(channel, replies=("Your order ships tomorrow.",))
     channel.attach(core)
     await channel.start()
     try:
@@ -373,7 +344,7 @@ async def test_long_polling_backs_off_and_recovers(
     api: TelegramBotApiDouble, store: MemoryStore
 ) -> None:
     channel = make_channel(api, store, poll_timeout=1)
-    core = Core(channel)
+    core = RecordingCore(channel)
     channel.attach(core)
     api.fail_next("getUpdates", status=502)
     await channel.start()
@@ -390,7 +361,7 @@ async def test_long_polling_backs_off_and_recovers(
 
 
 async def test_long_text_is_split_and_preserved(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+    core: RecordingCore, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:
     paragraph = "Our return policy covers every item bought in the last 30 days. " * 20
     text = "\n\n".join([paragraph.strip()] * 8)
@@ -404,7 +375,7 @@ async def test_long_text_is_split_and_preserved(
 
 
 async def test_concurrent_sends_all_arrive(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+    core: RecordingCore, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:
     messages = [BotMessage(conversation_id=CONVERSATION, text=f"reply {i}") for i in range(60)]
     await asyncio.gather(*(channel.send(m) for m in messages))
@@ -431,7 +402,7 @@ def test_split_text_prefers_natural_boundaries() -> None:
 
 
 async def test_buttons_become_an_inline_keyboard(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+    core: RecordingCore, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:
     buttons = (Button("Yes", "/affirm"), Button("No", "/deny"), Button("Maybe", "/maybe"))
     await channel.send(BotMessage(conversation_id=CONVERSATION, text="Cancel it?", buttons=buttons))
@@ -442,7 +413,10 @@ async def test_buttons_become_an_inline_keyboard(
 
 
 async def test_long_callback_data_is_mapped_and_resolved(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble, client: httpx.AsyncClient
+    core: RecordingCore,
+    channel: TelegramChannel,
+    api: TelegramBotApiDouble,
+    client: httpx.AsyncClient,
 ) -> None:
     payload = '/SetSlots(order_id="ORD-2024-0000123", item="Blue wool scarf — 180 × 30 cm")'
     assert len(payload.encode()) > 64
@@ -467,7 +441,9 @@ async def test_long_callback_data_is_mapped_and_resolved(
     assert "reply_markup" not in sent
 
 
-async def test_short_callback_data_is_the_payload(core: Core, client: httpx.AsyncClient) -> None:
+async def test_short_callback_data_is_the_payload(
+    core: RecordingCore, client: httpx.AsyncClient
+) -> None:
     pressed_on = tg.bot_message("Track?", [[{"text": "Track order", "callback_data": "/track"}]])
     message = await deliver(client, core, tg.callback(41, "/track", pressed_on))
 
@@ -475,7 +451,7 @@ async def test_short_callback_data_is_the_payload(core: Core, client: httpx.Asyn
 
 
 async def test_image_is_sent_with_caption(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+    core: RecordingCore, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:
     await channel.send(
         BotMessage(
@@ -494,7 +470,7 @@ async def test_image_is_sent_with_caption(
 
 
 async def test_image_with_long_text_is_sent_before_it(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+    core: RecordingCore, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:
     text = "A long description. " * 100
     await channel.send(
@@ -508,7 +484,10 @@ async def test_image_with_long_text_is_sent_before_it(
 
 
 async def test_rate_limit_is_transient_with_retry_after(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble, monkeypatch: pytest.MonkeyPatch
+    core: RecordingCore,
+    channel: TelegramChannel,
+    api: TelegramBotApiDouble,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # PTB warns on every RetryAfter until a timedelta is opted in; the channel reads both forms.
     monkeypatch.setenv("PTB_TIMEDELTA", "true")
@@ -521,7 +500,7 @@ async def test_rate_limit_is_transient_with_retry_after(
 
 
 async def test_blocked_chat_is_permanent(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+    core: RecordingCore, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:
     api.block_chat(CUSTOMER_CHAT)
 
@@ -539,7 +518,7 @@ async def test_blocked_chat_is_permanent(
     ],
 )
 async def test_delivery_errors_are_classified(
-    core: Core,
+    core: RecordingCore,
     channel: TelegramChannel,
     api: TelegramBotApiDouble,
     status: int,
@@ -557,9 +536,7 @@ async def test_delivery_errors_are_classified(
 async def test_unreachable_api_is_transient(store: MemoryStore) -> None:
     async with TelegramBotApiDouble(token=tg.TOKEN) as gone:
         url = gone.base_url
-    channel = TelegramChannel(
-        token=tg.TOKEN, store=cast(ConversationStore, store), api_base_url=url
-    )
+    channel = TelegramChannel(token=tg.TOKEN, store=store, api_base_url=url)
     try:
         with pytest.raises(TransientDeliveryError):
             await channel.send(BotMessage(conversation_id=CONVERSATION, text="hi"))
@@ -567,7 +544,9 @@ async def test_unreachable_api_is_transient(store: MemoryStore) -> None:
         await channel.stop()
 
 
-async def test_foreign_conversation_is_permanent(core: Core, channel: TelegramChannel) -> None:
+async def test_foreign_conversation_is_permanent(
+    core: RecordingCore, channel: TelegramChannel
+) -> None:
     with pytest.raises(PermanentDeliveryError):
         await channel.send(BotMessage(conversation_id="rest:alice", text="hi"))
 
@@ -618,7 +597,11 @@ KINDS = [
 
 @pytest.mark.parametrize(("payload", "method"), KINDS, ids=[method for _, method in KINDS])
 async def test_custom_payload_becomes_its_bot_api_method(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble, payload: dict, method: str
+    core: RecordingCore,
+    channel: TelegramChannel,
+    api: TelegramBotApiDouble,
+    payload: dict,
+    method: str,
 ) -> None:
     await channel.send(BotMessage(conversation_id=CONVERSATION, custom=payload))
 
@@ -652,7 +635,11 @@ BUY = (Button(title="Buy", payload="/buy"),)
     ],
 )
 async def test_a_message_is_delivered_in_parts_one_per_call(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble, message: BotMessage, parts: int
+    core: RecordingCore,
+    channel: TelegramChannel,
+    api: TelegramBotApiDouble,
+    message: BotMessage,
+    parts: int,
 ) -> None:
     """Each part is one Bot API call, so the outbox can retry it alone; together they make
     the same calls as the message sent whole."""
@@ -674,7 +661,7 @@ async def test_a_message_is_delivered_in_parts_one_per_call(
 
 
 async def test_custom_payload_follows_the_message_text(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+    core: RecordingCore, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:
     custom = {"photo": SCARF, "caption": "Blue wool scarf", "reply_markup": KEYBOARD}
     await channel.send(BotMessage(conversation_id=CONVERSATION, text="Here it is", custom=custom))
@@ -685,7 +672,7 @@ async def test_custom_payload_follows_the_message_text(
 
 
 async def test_custom_text_is_split_with_the_keyboard_last(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+    core: RecordingCore, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:
     text = "\n\n".join(["Our return policy covers every item for 30 days. " * 30] * 8)
     custom = {"text": text, "reply_markup": KEYBOARD, "disable_notification": True}
@@ -699,7 +686,7 @@ async def test_custom_text_is_split_with_the_keyboard_last(
 
 
 async def test_formatted_custom_text_is_sent_whole(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+    core: RecordingCore, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:
     custom = {"text": "Order <b>ORD-1</b> has shipped", "parse_mode": "HTML"}
     await channel.send(BotMessage(conversation_id=CONVERSATION, custom=custom))
@@ -709,7 +696,7 @@ async def test_formatted_custom_text_is_sent_whole(
 
 
 async def test_custom_payload_cannot_message_another_chat(
-    core: Core,
+    core: RecordingCore,
     channel: TelegramChannel,
     api: TelegramBotApiDouble,
     caplog: pytest.LogCaptureFixture,
@@ -760,7 +747,7 @@ async def test_custom_payload_cannot_message_another_chat(
     ],
 )
 async def test_unusable_custom_payload_is_skipped_and_the_turn_goes_on(
-    core: Core,
+    core: RecordingCore,
     channel: TelegramChannel,
     api: TelegramBotApiDouble,
     caplog: pytest.LogCaptureFixture,
@@ -784,7 +771,7 @@ async def test_unusable_custom_payload_is_skipped_and_the_turn_goes_on(
 
 @pytest.mark.parametrize("where", ["image", "custom"])
 async def test_a_file_on_the_server_is_never_uploaded(
-    core: Core,
+    core: RecordingCore,
     channel: TelegramChannel,
     api: TelegramBotApiDouble,
     tmp_path: Path,
@@ -808,7 +795,7 @@ async def test_a_file_on_the_server_is_never_uploaded(
 
 
 async def test_custom_payload_the_api_rejects_is_permanent(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+    core: RecordingCore, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:
     api.fail_next(
         "sendDocument", status=400, description="Bad Request: wrong file identifier specified"
@@ -829,8 +816,7 @@ async def test_typing_shown_for_a_slow_turn(api: TelegramBotApiDouble, store: Me
     channel = make_channel(
         api, store, webhook_url="https://shop.example", webhook_secret=SECRET, typing_delay=0.05
     )
-    core = Core(channel)
-    core.delay = 0.3
+    core = RecordingCore(channel, delay=0.3)
     channel.attach(core)
     await channel.start()
     app = Starlette(routes=list(channel.routes()))
@@ -849,7 +835,7 @@ async def test_typing_shown_for_a_slow_turn(api: TelegramBotApiDouble, store: Me
 
 
 async def test_no_typing_for_a_quick_turn(
-    core: Core, client: httpx.AsyncClient, api: TelegramBotApiDouble
+    core: RecordingCore, client: httpx.AsyncClient, api: TelegramBotApiDouble
 ) -> None:
     await deliver(client, core, tg.message(51, "hi"))
     await api.wait_for("sendMessage")
@@ -862,14 +848,13 @@ async def test_no_typing_for_a_quick_turn(
 
 
 def test_from_settings(store: MemoryStore) -> None:
-    typed = cast(ConversationStore, store)
-    assert TelegramChannel.from_settings(Settings(), typed) is None
-    channel = TelegramChannel.from_settings(Settings(telegram_bot_token=tg.TOKEN), typed)
+    assert TelegramChannel.from_settings(Settings(), store) is None
+    channel = TelegramChannel.from_settings(Settings(telegram_bot_token=tg.TOKEN), store)
     assert isinstance(channel, TelegramChannel)
 
 
 async def test_double_accepts_uploads_and_form_bodies(
-    core: Core, channel: TelegramChannel, api: TelegramBotApiDouble
+    core: RecordingCore, channel: TelegramChannel, api: TelegramBotApiDouble
 ) -> None:
     await channel.bot.send_photo(CUSTOMER_CHAT, photo=b"\x89PNG fake image", caption="upload")
     async with httpx.AsyncClient(base_url=f"{api.base_url}/bot{tg.TOKEN}") as http:

@@ -50,6 +50,7 @@ class Sessions:
 
     @property
     def lifetime(self) -> int:
+        """Seconds a session cookie stays valid."""
         return int(self._lifetime)
 
     def _sign(self, text: str) -> str:

@@ -75,13 +75,16 @@ class Ticket:
 
     @property
     def is_open(self) -> bool:
+        """False once the ticket is resolved."""
         return self.status is not Status.RESOLVED
 
     def to_json(self) -> str:
+        """The ticket as JSON, for the store's small values."""
         return orjson.dumps(dataclasses.asdict(self)).decode()
 
     @classmethod
     def from_json(cls, raw: str) -> Ticket:
+        """The ticket :meth:`to_json` wrote; unknown keys are ignored."""
         data = orjson.loads(raw)
         names = {f.name for f in dataclasses.fields(cls)}
         ticket = cls(**{k: v for k, v in data.items() if k in names})
@@ -105,6 +108,7 @@ class TicketBook:
         self._tickets: OrderedDict[str, str] = OrderedDict()
 
     async def get(self, conversation_id: str) -> Ticket | None:
+        """The conversation's ticket (open or resolved), or None."""
         raw = self._tickets.get(conversation_id)
         if raw is None:
             raw = await self._store.get_value(_TICKETS, conversation_id)
@@ -128,6 +132,7 @@ class TicketBook:
             self._tickets.popitem(last=False)
 
     async def by_thread(self, thread: str) -> Ticket | None:
+        """The ticket whose Slack thread is ``thread``, or None."""
         conversation_id = self._threads.get(thread)
         if conversation_id is None:
             conversation_id = await self._store.get_value(_THREADS, thread)
@@ -139,6 +144,7 @@ class TicketBook:
         return await self.get(conversation_id)
 
     async def by_number(self, number: int) -> Ticket | None:
+        """The ticket with number ``number``, or None."""
         conversation_id = await self._store.get_value(_NUMBERS, str(number))
         return await self.get(conversation_id) if conversation_id is not None else None
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cached_property
 
 from bot.dialogue import commands as cmd
-from bot.dialogue.stack import collecting, top_user_frame, user_frames
+from bot.dialogue.stack import Frame, collecting, top_user_frame, user_frames
 from bot.dialogue.turn import Turn
 from bot.domain import SlotDefinition
 from bot.flows.conditions import compile_condition
-from bot.flows.model import CallStep, Flow
+from bot.flows.model import Flow
 from bot.interpreter import Parse, set_slots_of
 from bot.understanding.values import SlotValue, parse_slot_value
 
@@ -95,8 +96,8 @@ def _cancel_clause(clause: str) -> bool:
 def generate_commands(
     turn: Turn, parse: Parse, *, synonyms: Mapping[str, str], command: str | None = None
 ) -> list[cmd.Command]:
-    """The commands one message amounts to."""
-    stack = turn.state.stack
+    """The commands one message amounts to: those of the first rule in :data:`_RULES`
+    that has an opinion (the module's docstring gives their order), else a search."""
     if command == "human":
         return [cmd.HumanHandoff()]
     if parse.unknown_payload:
@@ -107,80 +108,176 @@ def generate_commands(
             for name, value in parse.set_slots.items()
             if name in turn.domain.slots
         ]
+    message = _Reading(turn, parse, synonyms)
+    for rule in _RULES:
+        commands = rule(message)
+        if commands is not None:
+            return commands
+    return [cmd.Search()]
 
-    phrase = normalize_phrase(parse.text)
-    pending = collecting(stack)
-    pending_slot = turn.domain.slots.get(str(pending.get("collect"))) if pending else None
-    answer = None
-    if pending and pending_slot:
-        answer = _answer(turn, parse, pending_slot, synonyms, question=str(pending.get("utter")))
 
-    if phrase in _HUMAN:
+class _Reading:
+    """One typed message read against the dialogue's state: what the rules below ask of it,
+    each part worked out once and only when a rule needs it."""
+
+    def __init__(self, turn: Turn, parse: Parse, synonyms: Mapping[str, str]) -> None:
+        self.turn = turn
+        self.parse = parse
+        self.synonyms = synonyms
+        stack = turn.state.stack
+        self.pending = collecting(stack)
+        collect = self.pending.get("collect") if self.pending is not None else None
+        self.pending_slot = turn.domain.slots.get(str(collect)) if self.pending else None
+        self.active = top_user_frame(stack)
+        self.confident = parse.intent is not None and parse.confidence >= DIGRESSION_CONFIDENCE
+
+    @cached_property
+    def typed_answer(self) -> SlotValue | None:
+        """The message read as the answer to the pending question, if it can be one."""
+        if self.pending is None or self.pending_slot is None:
+            return None
+        question = str(self.pending.get("utter"))
+        return _answer(self.turn, self.parse, self.pending_slot, self.synonyms, question=question)
+
+    @cached_property
+    def answer(self) -> SlotValue | None:
+        """:attr:`typed_answer`, unless the message rather corrects an earlier answer
+        ("actually my order is KF-2")."""
+        answer = self.typed_answer
+        if answer is not None and answer.source != "entity" and self.corrections:
+            return None
+        return answer
+
+    @cached_property
+    def candidates(self) -> list[Flow]:
+        """The customer's flows the message may start, best first."""
+        return _triggered_flows(self.turn, self.parse)
+
+    @cached_property
+    def new_flows(self) -> list[Flow]:
+        """:attr:`candidates` that are not on the stack already."""
+        stack = self.turn.state.stack
+        return [f for f in self.candidates if not any(fr["flow_id"] == f.id for fr in stack)]
+
+    @cached_property
+    def corrections(self) -> dict[str, object]:
+        """Slots the running flow collected that the message's entities change."""
+        return _corrections(self.turn, self.parse, self.active)
+
+    @cached_property
+    def small_talk(self) -> bool:
+        """The message's intent has a response of its own (``utter_<intent>``)."""
+        return _is_small_talk(self.turn, self.parse)
+
+    @cached_property
+    def question(self) -> bool:
+        """The message reads as a question rather than an answer."""
+        return looks_like_question(self.parse.text)
+
+
+def _human_or_cancel(m: _Reading) -> list[cmd.Command] | None:
+    """An explicit request for a person, or to stop the running task (a yes/no question's
+    "no" answers it instead)."""
+    if normalize_phrase(m.parse.text) in _HUMAN:
         return [cmd.HumanHandoff()]
     if (
-        is_cancel(parse.text)
-        and top_user_frame(stack) is not None
-        and not _is_bool_answer(pending_slot, answer)
+        is_cancel(m.parse.text)
+        and m.active is not None
+        and not _is_bool_answer(m.pending_slot, m.typed_answer)
     ):
         return [cmd.CancelFlow()]
+    return None
 
-    pattern = _pattern_trigger(turn, parse)
-    if pattern is not None:
-        return [cmd.StartPattern(pattern)]
 
-    candidates = _triggered_flows(turn, parse)
-    confident = parse.intent is not None and parse.confidence >= DIGRESSION_CONFIDENCE
-    active = top_user_frame(stack)
-    new_flows = [f for f in candidates if not any(fr["flow_id"] == f.id for fr in stack)]
+def _pattern(m: _Reading) -> list[cmd.Command] | None:
+    """A pattern's own ``nlu_trigger`` (restart, session start)."""
+    pattern = _pattern_trigger(m.turn, m.parse)
+    return [cmd.StartPattern(pattern)] if pattern is not None else None
 
-    corrections = _corrections(turn, parse, active)
-    if (
-        pending_slot is not None
-        and answer is not None
-        and answer.source != "entity"
-        and corrections
-    ):
-        answer = None  # "actually my order is KF-2": a correction, not the pending answer
-    if pending_slot is not None and answer is not None:
-        typed = (
-            pending_slot.type in ("bool", "float", "categorical")
-            or answer.source == "entity"
-            or _takes_any_text(pending_slot)
-        )
-        if typed or not (confident and (new_flows or _is_small_talk(turn, parse))):
-            return [
-                cmd.SetSlot(pending_slot.name, answer.value),
-                *_entity_slots(turn, parse, skip={pending_slot.name}),
-            ]
 
-    if corrections:
-        return [cmd.CorrectSlots(corrections)]
+def _answer_to_pending(m: _Reading) -> list[cmd.Command] | None:
+    """The answer to the pending question, unless a confident intent rather starts a flow or
+    is small talk (a typed or entity answer is an answer all the same)."""
+    slot, answer = m.pending_slot, m.answer
+    if slot is None or answer is None:
+        return None
+    typed = (
+        slot.type in ("bool", "float", "categorical")
+        or answer.source == "entity"
+        or _takes_any_text(slot)
+    )
+    if typed or not (m.confident and (m.new_flows or m.small_talk)):
+        return [
+            cmd.SetSlot(slot.name, answer.value),
+            *_entity_slots(m.turn, m.parse, skip={slot.name}),
+        ]
+    return None
 
-    if pending_slot is not None and answer is None and looks_like_question(parse.text):
-        # A question while the bot waits for an answer is more often a digression than a
-        # new task: answer it (the pending question is asked again), unless a flow is sure.
-        faq = _answer_intent(turn, parse)
-        if faq is not None and not (new_flows and parse.confidence >= SWITCH_CONFIDENCE):
-            return [cmd.ChitChat(intent=faq)]
 
-    if new_flows and pending_slot is not None and not confident:
-        new_flows = []  # an unsure guess does not drop the question the customer was asked
-    if new_flows:
-        if _needs_clarification(turn, parse, new_flows):
-            return [cmd.Clarify(tuple(f.id for f in new_flows[:3]))]
-        flow = new_flows[0]
-        return [cmd.StartFlow(flow.id), *_prefill(turn, parse, flow, synonyms)]
-    repeated = _entity_slots(turn, parse, skip=set())
-    if candidates and active is not None and (confident or repeated):
-        if repeated or pending_slot is None:
-            return repeated  # the customer repeated the running task
-        # "I don't have the order number": about the task, but no answer to the question
-        return [cmd.RejectValue(pending_slot.name, parse.text)]
-    if _is_small_talk(turn, parse):
-        return [cmd.ChitChat()]
-    if pending_slot is not None and (confident or not looks_like_question(parse.text)):
-        return [cmd.RejectValue(pending_slot.name, parse.text)]
-    return [cmd.Search()]
+def _correction(m: _Reading) -> list[cmd.Command] | None:
+    """A new value for a slot the running flow already collected."""
+    return [cmd.CorrectSlots(m.corrections)] if m.corrections else None
+
+
+def _digression(m: _Reading) -> list[cmd.Command] | None:
+    """A question while the bot waits for an answer is more often a digression than a new
+    task: answer it (the pending question is asked again), unless a flow is sure."""
+    if m.pending_slot is None or m.answer is not None or not m.question:
+        return None
+    faq = _answer_intent(m.turn, m.parse)
+    if faq is not None and not (m.new_flows and m.parse.confidence >= SWITCH_CONFIDENCE):
+        return [cmd.ChitChat(intent=faq)]
+    return None
+
+
+def _new_flow(m: _Reading) -> list[cmd.Command] | None:
+    """A flow to start (with what the message already answers), or which of several.
+
+    While a question is pending, an unsure guess does not drop it."""
+    flows = m.new_flows
+    if not flows or (m.pending_slot is not None and not m.confident):
+        return None
+    if _needs_clarification(m.turn, m.parse, flows):
+        return [cmd.Clarify(tuple(f.id for f in flows[:3]))]
+    return [cmd.StartFlow(flows[0].id), *_prefill(m.turn, m.parse, flows[0], m.synonyms)]
+
+
+def _running_task(m: _Reading) -> list[cmd.Command] | None:
+    """The customer asked again for the task that is running: the slots they filled with it,
+    or (no answer to the pending question in it) the question is not answered."""
+    repeated = _entity_slots(m.turn, m.parse, skip=set())
+    if not (m.candidates and m.active is not None and (m.confident or repeated)):
+        return None
+    if repeated or m.pending_slot is None:
+        return repeated
+    # "I don't have the order number": about the task, but no answer to the question
+    return [cmd.RejectValue(m.pending_slot.name, m.parse.text)]
+
+
+def _chitchat(m: _Reading) -> list[cmd.Command] | None:
+    """Small talk the domain has a response for."""
+    return [cmd.ChitChat()] if m.small_talk else None
+
+
+def _unfit_answer(m: _Reading) -> list[cmd.Command] | None:
+    """Words meant as the answer to the pending question that do not fit its slot."""
+    if m.pending_slot is not None and (m.confident or not m.question):
+        return [cmd.RejectValue(m.pending_slot.name, m.parse.text)]
+    return None
+
+
+_RULES: tuple[Callable[[_Reading], list[cmd.Command] | None], ...] = (
+    _human_or_cancel,
+    _pattern,
+    _answer_to_pending,
+    _correction,
+    _digression,
+    _new_flow,
+    _running_task,
+    _chitchat,
+    _unfit_answer,
+)
+"""The generator's rules in order of precedence; the first with commands wins."""
 
 
 _QUESTION_START = re.compile(
@@ -214,9 +311,11 @@ def looks_like_question(text: str) -> bool:
     return any(word in stripped for word in _QUESTION_WORDS)
 
 
-def _answer(  # type: ignore[no-untyped-def]
+def _answer(
     turn: Turn, parse: Parse, slot: SlotDefinition, synonyms: Mapping[str, str], *, question: str
-):
+) -> SlotValue | None:
+    """The message read as a value of ``slot``: a typed button title, else the parsed value
+    (an entity where the slot needs one)."""
     if not parse.text.strip():
         return None
     typed = _typed_button(turn, slot, parse.text, question)
@@ -254,8 +353,7 @@ def _needs_entity(slot: SlotDefinition) -> bool:
 def _takes_any_text(slot: SlotDefinition) -> bool:
     """A slot mapped only ``from_text`` (a message left for the team, a survey comment) takes
     whatever the customer writes, even words that sound like small talk or another task."""
-    kinds = {m.type for m in slot.mappings}
-    return kinds == {"from_text"}
+    return {m.type for m in slot.mappings} == {"from_text"}
 
 
 def _is_bool_answer(slot: SlotDefinition | None, answer: object) -> bool:
@@ -339,7 +437,7 @@ def _entity_slots(turn: Turn, parse: Parse, *, skip: set[str]) -> list[cmd.Comma
     for frame in turn.state.stack:
         flow = turn.flows.get(frame["flow_id"])
         if flow is not None:
-            wanted |= _collected(turn, flow, set())
+            wanted |= {s.collect for s in turn.flows.collect_steps_of(flow)}
     out: list[cmd.Command] = []
     for entity in parse.entities:
         for name in _slots_for_entity(turn, str(entity.get("entity"))):
@@ -353,7 +451,7 @@ def _prefill(
 ) -> list[cmd.Command]:
     """Slots the new flow will ask for that the message already answers ("a lamp under 200
     yuan": the budget), each value read as its slot's type."""
-    wanted = _collected(turn, flow, set())
+    wanted = {s.collect for s in turn.flows.collect_steps_of(flow)}
     out: list[cmd.Command] = []
     for entity in parse.entities:
         for name in _slots_for_entity(turn, str(entity.get("entity"))):
@@ -371,7 +469,7 @@ def _prefill(
     return out
 
 
-def _corrections(turn: Turn, parse: Parse, active: dict[str, object] | None) -> dict[str, object]:
+def _corrections(turn: Turn, parse: Parse, active: Frame | None) -> dict[str, object]:
     """Entities that change a slot the running flow already collected."""
     if active is None:
         return {}
@@ -380,7 +478,7 @@ def _corrections(turn: Turn, parse: Parse, active: dict[str, object] | None) -> 
     for frame in reversed(frames[: frames.index(active) + 1] if active in frames else [active]):
         flow = turn.flows.get(str(frame["flow_id"]))
         if flow is not None:
-            collected |= _collected(turn, flow, set())
+            collected |= {s.collect for s in turn.flows.collect_steps_of(flow)}
         if frame.get("frame_type") != "call":
             break  # a called flow's callers' slots can be corrected too; an interrupted flow's not
     slots = turn.slots()
@@ -391,13 +489,3 @@ def _corrections(turn: Turn, parse: Parse, active: dict[str, object] | None) -> 
             if name in collected and slots.get(name) is not None and slots.get(name) != value:
                 changes[name] = value
     return changes
-
-
-def _collected(turn: Turn, flow: Flow, seen: set[str]) -> set[str]:
-    seen.add(flow.id)
-    names = {s.collect for s in flow.collect_steps()}
-    for step in flow.steps:
-        child = turn.flows.get(step.call) if isinstance(step, CallStep) else None
-        if child is not None and child.id not in seen:
-            names |= _collected(turn, child, seen)
-    return names

@@ -1,17 +1,25 @@
-"""Actions the engine itself provides to patterns (``action_cancel_flow``...)."""
+"""Actions the engine itself provides to patterns (``action_cancel_flow``...), and their registry.
+
+:data:`REGISTRY` names every default action and its handler, explicitly: the executor runs a
+name from it (an unknown name is an error, never a silent no-op) and validation accepts a flow
+that names one. ``action_listen`` is the executor's own step and belongs to the names only.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import Any
 
 from bot import constants
+from bot.dialogue.control import FlowControl, StepOutcome
 from bot.dialogue.stack import Frame, is_user_frame, new_frame, remove_frames, top_user_frame
 from bot.dialogue.turn import Turn
-from bot.errors import LLMError
+from bot.errors import ActionError, LLMError
 from bot.events import (
     BotMessage,
     Button,
@@ -27,14 +35,14 @@ from bot.events import (
     UserMessage,
 )
 from bot.flows.conditions import compile_condition
-from bot.flows.model import DEFAULT_ACTIONS
 from bot.hours import BusinessHours
 from bot.ports import AnswerBackend, AnswerRequest, HandoffDesk
 
-if TYPE_CHECKING:
-    from bot.dialogue.executor import FlowExecutor
-
 log = logging.getLogger(__name__)
+
+ACTION_LISTEN = "action_listen"
+"""Wait for the customer: the executor's own step, a default action by name only."""
+CONTINUE = StepOutcome.CONTINUE
 
 _REJECTION_RESPONSES = {
     "bool": "utter_boolean_slot_rejection",
@@ -44,9 +52,7 @@ _REJECTION_RESPONSES = {
 
 
 class DefaultActions:
-    """Runs the engine's own actions. Each returns ``"listen"`` or ``"continue"``."""
-
-    names = DEFAULT_ACTIONS
+    """Runs the engine's own actions; each handler says how the executor goes on."""
 
     def __init__(
         self,
@@ -59,53 +65,68 @@ class DefaultActions:
         self.desk = desk
         self.hours = hours
 
-    async def run(self, name: str, turn: Turn, frame: Frame, executor: FlowExecutor) -> str:
-        handler = getattr(self, name, None)
+    async def run(self, name: str, turn: Turn, frame: Frame, control: FlowControl) -> StepOutcome:
+        """Run default action ``name`` for ``frame``; ``ActionError`` when there is none."""
+        handler = REGISTRY.get(name)
         if handler is None:
-            return "continue"
-        result = await handler(turn, frame, executor)
-        return str(result) if result else "continue"
+            raise ActionError(f"{name!r} is not one of the engine's default actions")
+        return await handler(self, turn, frame, control)
 
-    async def action_session_start(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_session_start(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         turn.emit(SessionStarted())
         if not turn.domain.session_config.carry_over_slots_to_new_session:
             turn.reset_all_slots()
+        return CONTINUE
 
-    async def action_restart(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_restart(self, turn: Turn, frame: Frame, control: FlowControl) -> StepOutcome:
         turn.state.stack[:] = [frame]
         turn.reset_all_slots()
         turn.emit(Restarted())
+        return CONTINUE
 
-    async def action_clean_stack(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_clean_stack(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         turn.state.stack[:] = [frame]
+        return CONTINUE
 
-    async def action_reset_routing(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_reset_routing(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         """Rasa's coexistence router reset; kefu has one dialogue manager, so nothing to reset."""
+        return CONTINUE
 
-    async def action_handoff_metric(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_handoff_metric(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         """Rasa counts handoffs with this action; kefu records ``HandoffRequested`` instead."""
+        return CONTINUE
 
-    async def action_hangup(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_hangup(self, turn: Turn, frame: Frame, control: FlowControl) -> StepOutcome:
         """End the conversation's running tasks; a text channel has no call to hang up."""
         turn.state.stack[:] = [frame]
+        return CONTINUE
 
     async def action_repeat_bot_messages(
-        self, turn: Turn, frame: Frame, executor: FlowExecutor
-    ) -> None:
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         """Say again what the bot said after the customer's previous message."""
         events = await turn.recent_events()
         users = [i for i, e in enumerate(events) if e.get("event") == "user"]
         if len(users) < 2:
-            return
+            return CONTINUE
         for event in events[users[-2] + 1 : users[-1]]:
             if event.get("event") == "bot":
                 fields = {k: v for k, v in event.items() if k not in ("event", "timestamp")}
                 message = BotMessage.from_dict(fields)
                 turn.say(replace(message, conversation_id=turn.state.conversation_id))
+        return CONTINUE
 
     async def action_run_slot_rejections(
-        self, turn: Turn, frame: Frame, executor: FlowExecutor
-    ) -> None:
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         """Reject a new value a ``rejections`` condition forbids, or an answer of the wrong type.
 
         It runs before the question is asked and after each of the customer's turns; a turn
@@ -126,18 +147,20 @@ class DefaultActions:
             if rejected_text is not None and definition is not None and not explained:
                 response = _REJECTION_RESPONSES.get(definition.type)
                 if response:
-                    executor.utter(turn, response, frame, value=rejected_text)
-            return
+                    control.utter(turn, response, frame, value=rejected_text)
+            return CONTINUE
         for rejection in frame.get("rejections") or ():
             if compile_condition(rejection["if"]).evaluate(turn.slots(), frame):
-                if rejection.get("utter"):
-                    executor.utter(turn, rejection["utter"], frame, value=value)
+                utter = rejection.get("utter")
+                if utter:
+                    control.utter(turn, utter, frame, value=value)
                 turn.set_slot(slot, None)
-                return
+                return CONTINUE
+        return CONTINUE
 
     async def action_collect_trouble(
-        self, turn: Turn, frame: Frame, executor: FlowExecutor
-    ) -> None:
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         """Change tack after turns that left the question unanswered, instead of asking it
         the same way again.
 
@@ -148,53 +171,51 @@ class DefaultActions:
         specific = f"utter_{frame.get('collect')}_trouble"
         name = specific if turn.domain.has_response(specific) else "utter_collect_trouble"
         trouble, question = (
-            executor.renderer.render(
-                response,
-                conversation_id=turn.state.conversation_id,
-                slots=turn.slots(),
-                language=turn.language,
-                channel=turn.channel,
-                context=executor.context_of(turn, frame),
-                rng=turn.rng,
-            )
+            control.render(turn, response, frame, rng=turn.rng)
             for response in (name, str(frame.get("utter") or ""))
         )
         if trouble is None:
-            return
+            return CONTINUE
         if question is not None and not trouble.buttons:
             trouble = dataclasses.replace(trouble, buttons=question.buttons)
         turn.say(trouble)
+        return CONTINUE
 
-    async def action_cancel_flow(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_cancel_flow(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         removed = remove_frames(turn.state.stack, set(frame.get("canceled_frames") or ()))
-        self.cancelled(turn, removed, executor)
+        self.cancelled(turn, removed, control)
+        return CONTINUE
 
     async def action_cancel_interrupted_flows(
-        self, turn: Turn, frame: Frame, executor: FlowExecutor
-    ) -> None:
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         stack = turn.state.stack
         ids = {f["frame_id"] for f in stack if is_user_frame(f)}
         ids |= {f["frame_id"] for f in stack if f.get("owner") in ids}
-        self.cancelled(turn, remove_frames(stack, ids), executor)
+        self.cancelled(turn, remove_frames(stack, ids), control)
+        return CONTINUE
 
-    def cancelled(self, turn: Turn, removed: list[Frame], executor: FlowExecutor) -> None:
+    def cancelled(self, turn: Turn, removed: list[Frame], control: FlowControl) -> None:
         for gone in removed:
             flow = turn.flows.get(gone["flow_id"])
             if is_user_frame(gone):
                 turn.emit(FlowCancelled(flow_id=gone["flow_id"], step_id=gone["step_id"]))
             if flow is not None:
-                executor.reset_flow_slots(turn, flow)
+                control.reset_flow_slots(turn, flow)
 
     async def action_continue_interrupted_flow(
-        self, turn: Turn, frame: Frame, executor: FlowExecutor
-    ) -> None:
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         resumed = top_user_frame(turn.state.stack[:-1])
         if resumed is not None:
             turn.emit(FlowResumed(flow_id=resumed["flow_id"], step_id=resumed["step_id"]))
+        return CONTINUE
 
     async def action_correct_flow_slot(
-        self, turn: Turn, frame: Frame, executor: FlowExecutor
-    ) -> None:
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         """Set the corrected slots and rewind the flow to where the first of them was asked."""
         corrected: dict[str, Any] = dict(frame.get("corrected_slots") or {})
         stack = turn.state.stack
@@ -212,8 +233,11 @@ class DefaultActions:
             stale |= {f["frame_id"] for f in above if f is not frame}
             remove_frames(stack, stale)
             break
+        return CONTINUE
 
-    async def action_clarify_flows(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_clarify_flows(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         buttons = []
         for flow_id in frame.get("clarification_options") or ():
             flow = turn.flows.get(flow_id)
@@ -225,14 +249,7 @@ class DefaultActions:
                     payload=f"/{flow.nlu_triggers[0].intent}",
                 )
             )
-        message = executor.renderer.render(
-            "utter_clarification_options_rasa",
-            conversation_id=turn.state.conversation_id,
-            slots=turn.slots(),
-            language=turn.language,
-            channel=turn.channel,
-            context=frame,
-        )
+        message = control.render(turn, "utter_clarification_options_rasa", frame, rng=None)
         text = message.text if message is not None else None
         turn.say(
             BotMessage(
@@ -242,28 +259,33 @@ class DefaultActions:
                 response="utter_clarification_options_rasa",
             )
         )
+        return CONTINUE
 
     async def action_trigger_chitchat(
-        self, turn: Turn, frame: Frame, executor: FlowExecutor
-    ) -> None:
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         chosen = frame.get("intent")  # the command generator's pick for a digression
         intent = chosen or (turn.parse.get("intent") or {}).get("name")
         # the message's own intent was not sure enough to count when a model decided
         decided_by_model = "commands" in turn.parse and not chosen
-        if intent and not decided_by_model and executor.utter(turn, f"utter_{intent}", frame):
-            return
-        if await self.answer(turn, "chitchat", executor):
-            return
-        executor.utter(turn, "utter_cannot_handle", frame)
+        if intent and not decided_by_model and control.utter(turn, f"utter_{intent}", frame):
+            return CONTINUE
+        if await self.answer(turn, "chitchat", control):
+            return CONTINUE
+        control.utter(turn, "utter_cannot_handle", frame)
+        return CONTINUE
 
-    async def action_trigger_search(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
-        if not await self.answer(turn, "search", executor):
+    async def action_trigger_search(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
+        if not await self.answer(turn, "search", control):
             turn.state.stack.append(
                 new_frame("pattern_cannot_handle", reason="cannot_handle_no_relevant_answer")
             )
             turn.emit(FlowStarted(flow_id="pattern_cannot_handle"))
+        return CONTINUE
 
-    async def answer(self, turn: Turn, kind: str, executor: FlowExecutor) -> bool:
+    async def answer(self, turn: Turn, kind: str, control: FlowControl) -> bool:
         """Ask the answer backend (knowledge base or LLM); True when it said something."""
         if self.answer_backend is None:
             return False
@@ -283,12 +305,12 @@ class DefaultActions:
             log.warning("answer backend failed for %s: %s", turn.state.conversation_id, err)
             return False
         if answer.handoff:
-            executor.push_pattern(
+            control.push_pattern(
                 turn, "pattern_human_handoff", reason="answer backend suggested a human"
             )
             return True
         if answer.start_flow and turn.flows.get(answer.start_flow) is not None:
-            executor.start_flow(turn, answer.start_flow)
+            control.start_flow(turn, answer.start_flow)
             return True
         if not answer.text:
             return False
@@ -304,23 +326,23 @@ class DefaultActions:
         return True
 
     async def action_human_handoff(
-        self, turn: Turn, frame: Frame, executor: FlowExecutor
-    ) -> str | None:
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         reason = str(frame.get("reason") or "customer asked for a human")
         accepted = self.desk is not None and await self.desk.request_handoff(
             conversation_id=turn.state.conversation_id, reason=reason, state=turn.state
         )
         if not accepted:
-            executor.utter(turn, "utter_human_handoff_not_available", frame)
-            return None
+            control.utter(turn, "utter_human_handoff_not_available", frame)
+            return CONTINUE
         turn.emit(HandoffRequested(reason=reason))
         now = time.time()
         if self.hours is not None and not self.hours.is_open(now):
             # Queued all the same; what the customer writes meanwhile reaches the ticket.
             opens_at = self.hours.describe_opening(now)
-            executor.utter(turn, "utter_human_handoff_closed", frame, opens_at=opens_at)
+            control.utter(turn, "utter_human_handoff_closed", frame, opens_at=opens_at)
         else:
-            executor.utter(turn, "utter_human_handoff_requested", frame)
+            control.utter(turn, "utter_human_handoff_requested", frame)
         turn.state.paused = True
         turn.emit(ConversationPaused())
         # The bot says nothing more on its own: the handoff ends here, and a task it
@@ -328,9 +350,11 @@ class DefaultActions:
         if frame in turn.state.stack:
             turn.state.stack.remove(frame)
         turn.emit(FlowCompleted(flow_id=str(frame["flow_id"]), step_id=str(frame["step_id"])))
-        return "listen"
+        return StepOutcome.LISTEN
 
-    async def action_leave_message(self, turn: Turn, frame: Frame, executor: FlowExecutor) -> None:
+    async def action_leave_message(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         """Pass the message a waiting customer left (``handoff_message``) to their ticket."""
         state = turn.state
         text = turn.slots().get("handoff_message")
@@ -348,19 +372,21 @@ class DefaultActions:
                 )
             )
         response = "utter_handoff_message_left" if left else "utter_human_handoff_not_available"
-        executor.utter(turn, response, frame)
+        control.utter(turn, response, frame)
+        return CONTINUE
 
     async def action_record_handoff_rating(
-        self, turn: Turn, frame: Frame, executor: FlowExecutor
-    ) -> None:
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         """Record the survey's rating (``handoff_rating``, 1 to 5) as a desk event."""
         score = survey_rating(turn.slots().get("handoff_rating"))
         if score is not None:
             turn.emit(CsatAnswered(score=score))
+        return CONTINUE
 
     async def action_record_handoff_comment(
-        self, turn: Turn, frame: Frame, executor: FlowExecutor
-    ) -> None:
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
         """Record the survey's comment with its rating (unless skipped); thank; forget both,
         so that the next survey asks again."""
         slots = turn.slots()
@@ -373,9 +399,10 @@ class DefaultActions:
             and comment.strip().lower() != SKIP_COMMENT
         ):
             turn.emit(CsatAnswered(score=score, comment=comment.strip()))
-        executor.utter(turn, "utter_handoff_survey_thanks", frame)
+        control.utter(turn, "utter_handoff_survey_thanks", frame)
         turn.set_slot("handoff_rating", None)
         turn.set_slot("handoff_comment", None)
+        return CONTINUE
 
 
 SKIP_COMMENT = "skip"
@@ -399,3 +426,37 @@ def _sentiment(parse: dict[str, Any]) -> float | None:
     if isinstance(value, dict):
         value = value.get("score")
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+DefaultAction = Callable[[DefaultActions, Turn, Frame, FlowControl], Awaitable[StepOutcome]]
+"""A default action's handler: the runner (its ports), the turn, the pattern's frame, and
+what it may ask of the executor."""
+
+REGISTRY: Mapping[str, DefaultAction] = MappingProxyType(
+    {
+        "action_session_start": DefaultActions.action_session_start,
+        "action_restart": DefaultActions.action_restart,
+        "action_run_slot_rejections": DefaultActions.action_run_slot_rejections,
+        "action_cancel_flow": DefaultActions.action_cancel_flow,
+        "action_correct_flow_slot": DefaultActions.action_correct_flow_slot,
+        "action_continue_interrupted_flow": DefaultActions.action_continue_interrupted_flow,
+        "action_cancel_interrupted_flows": DefaultActions.action_cancel_interrupted_flows,
+        "action_clarify_flows": DefaultActions.action_clarify_flows,
+        "action_collect_trouble": DefaultActions.action_collect_trouble,
+        "action_trigger_chitchat": DefaultActions.action_trigger_chitchat,
+        "action_trigger_search": DefaultActions.action_trigger_search,
+        "action_human_handoff": DefaultActions.action_human_handoff,
+        "action_clean_stack": DefaultActions.action_clean_stack,
+        "action_reset_routing": DefaultActions.action_reset_routing,
+        "action_hangup": DefaultActions.action_hangup,
+        "action_handoff_metric": DefaultActions.action_handoff_metric,
+        "action_repeat_bot_messages": DefaultActions.action_repeat_bot_messages,
+        "action_leave_message": DefaultActions.action_leave_message,
+        "action_record_handoff_rating": DefaultActions.action_record_handoff_rating,
+        "action_record_handoff_comment": DefaultActions.action_record_handoff_comment,
+    }
+)
+"""Every default action by name: the one list the executor and validation share."""
+
+DEFAULT_ACTION_NAMES = frozenset(REGISTRY) | {ACTION_LISTEN}
+"""Actions flows may name without declaring them in the domain."""

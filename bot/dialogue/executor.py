@@ -9,16 +9,19 @@ replaces the flow; a flow that ends resets the slots it collected (but ``persist
 from __future__ import annotations
 
 import logging
+import random
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Unpack
 
 from bot import constants
 from bot.dialogue import commands as cmd
-from bot.dialogue.default_actions import DefaultActions
+from bot.dialogue.control import StepOutcome
+from bot.dialogue.default_actions import ACTION_LISTEN, REGISTRY, DefaultActions
 from bot.dialogue.stack import (
     START,
     Frame,
+    PatternContext,
     collecting,
     frames_from,
     is_user_frame,
@@ -56,16 +59,20 @@ from bot.flows.model import (
 )
 from bot.ports import ActionRunner
 from bot.responses import ResponseRenderer
+from bot.tracker import tracker_for
 
 log = logging.getLogger(__name__)
 
 _TEMPLATE = re.compile(r"\{\{\s*context\.(\w+)\s*\}\}")
-LISTEN = "listen"
-CONTINUE = "continue"
+LISTEN = StepOutcome.LISTEN
+CONTINUE = StepOutcome.CONTINUE
 
 
 class FlowExecutor:
-    """Runs flows for one project. Stateless between turns: everything lives in the Turn."""
+    """Runs flows for one project. Stateless between turns: everything lives in the Turn.
+
+    It is the :class:`~bot.dialogue.control.FlowControl` the default actions it runs see.
+    """
 
     def __init__(
         self,
@@ -102,8 +109,10 @@ class FlowExecutor:
                     turn, "pattern_clarification", clarification_options=list(command.options)
                 )
             elif isinstance(command, cmd.ChitChat):
-                context = {"intent": command.intent} if command.intent else {}
-                self.push_pattern(turn, "pattern_chitchat", **context)
+                if command.intent:
+                    self.push_pattern(turn, "pattern_chitchat", intent=command.intent)
+                else:
+                    self.push_pattern(turn, "pattern_chitchat")
             elif isinstance(command, cmd.Search):
                 self.push_pattern(turn, "pattern_search")
             elif isinstance(command, cmd.CannotHandle):
@@ -116,6 +125,8 @@ class FlowExecutor:
                 self.push_pattern(turn, command.flow_id)
 
     def start_flow(self, turn: Turn, flow_id: str, *, frame_type: str | None = None) -> None:
+        """Start the customer's flow ``flow_id`` unless it is running or unknown; a flow
+        started over another interrupts it unless ``frame_type`` says otherwise."""
         stack = turn.state.stack
         if any(f["flow_id"] == flow_id for f in stack) or turn.flows.get(flow_id) is None:
             return
@@ -127,7 +138,8 @@ class FlowExecutor:
         stack.append(new_frame(flow_id, frame_type=frame_type))
         turn.emit(FlowStarted(flow_id=flow_id))
 
-    def push_pattern(self, turn: Turn, flow_id: str, **context: Any) -> None:
+    def push_pattern(self, turn: Turn, flow_id: str, **context: Unpack[PatternContext]) -> None:
+        """Push pattern ``flow_id`` with this context (ignored when the pattern is missing)."""
         if turn.flows.get(flow_id) is None:
             log.warning("pattern %s is missing; ignoring", flow_id)
             return
@@ -135,6 +147,7 @@ class FlowExecutor:
         turn.emit(FlowStarted(flow_id=flow_id))
 
     def push_cancel(self, turn: Turn) -> None:
+        """Push ``pattern_cancel_flow`` for the running flow (and the flows that called it)."""
         stack = turn.state.stack
         current = top_user_frame(stack)
         if current is None:
@@ -221,7 +234,8 @@ class FlowExecutor:
             target = END if isinstance(current, LinkStep) else flow.next_in_sequence(current)
         return None if target == END else flow.step(target)
 
-    async def run_step(self, turn: Turn, flow: Flow, frame: Frame, step: Step) -> str:
+    async def run_step(self, turn: Turn, flow: Flow, frame: Frame, step: Step) -> StepOutcome:
+        """Run one step of ``frame``'s flow."""
         if isinstance(step, CollectStep):
             return self.collect(turn, frame, step)
         if isinstance(step, ActionStep):
@@ -236,7 +250,8 @@ class FlowExecutor:
             self.start_flow(turn, step.call, frame_type="call")
         return CONTINUE
 
-    def collect(self, turn: Turn, frame: Frame, step: CollectStep) -> str:
+    def collect(self, turn: Turn, frame: Frame, step: CollectStep) -> StepOutcome:
+        """Ask for the step's slot (through ``pattern_collect_information``) unless it is filled."""
         slots = turn.slots()
         if step.ask_before_filling and slots.get(step.collect) is not None:
             turn.set_slot(step.collect, None)
@@ -296,34 +311,31 @@ class FlowExecutor:
     def reset_flow_slots(self, turn: Turn, flow: Flow) -> None:
         """Forget what the flow collected, except slots it persists; called flows' too."""
         keep = set(flow.persisted_slots)
-        for name in self.collected_slots(turn, flow, set()):
-            if name not in keep and turn.state.slots.get(name) is not None:
+        for step in turn.flows.collect_steps_of(flow):
+            name = step.collect
+            if not step.reset_after_flow_ends or name in keep:
+                continue
+            if turn.state.slots.get(name) is not None:
                 turn.set_slot(name, None)
-
-    def collected_slots(self, turn: Turn, flow: Flow, seen: set[str]) -> list[str]:
-        seen.add(flow.id)
-        names = [s.collect for s in flow.collect_steps() if s.reset_after_flow_ends]
-        for step in flow.steps:
-            child = turn.flows.get(step.call) if isinstance(step, CallStep) else None
-            if child is not None and child.id not in seen:
-                names.extend(self.collected_slots(turn, child, seen))
-        return names
 
     # --- actions ------------------------------------------------------------------------
 
     def resolve(self, text: str, frame: Frame) -> str:
         """Fill ``{{context.x}}`` placeholders (pattern flows name actions this way)."""
-        return _TEMPLATE.sub(lambda m: str(frame.get(m.group(1), "")), text)
+        context: Mapping[str, object] = frame
+        return _TEMPLATE.sub(lambda m: str(context.get(m.group(1), "")), text)
 
     def knows(self, name: str) -> bool:
+        """Whether the action runner has a custom action ``name``."""
         return self.action_runner is not None and self.action_runner.knows(name)
 
-    async def run_action(self, turn: Turn, name: str, frame: Frame) -> str:
-        if name == "action_listen":
+    async def run_action(self, turn: Turn, name: str, frame: Frame) -> StepOutcome:
+        """Run action ``name``: listen, a default action, a response or a custom action."""
+        if name == ACTION_LISTEN:
             turn.emit(ActionExecuted(name=name))
             return LISTEN
         turn.state.latest_action = name
-        if name in self.defaults.names:
+        if name in REGISTRY:
             turn.emit(ActionExecuted(name=name))
             return await self.defaults.run(name, turn, frame, self)
         if turn.domain.has_response(name):
@@ -345,20 +357,35 @@ class FlowExecutor:
             return {}
         owner_id = frame.get("owner")
         owner = next((f for f in turn.state.stack if f["frame_id"] == owner_id), None)
-        return {**(owner or {}), **frame}
+        context: dict[str, Any] = dict(owner) if owner is not None else {}
+        context.update(frame)
+        return context
 
-    def utter(self, turn: Turn, name: str, frame: Frame | None = None, **extra: Any) -> bool:
+    def render(
+        self,
+        turn: Turn,
+        name: str,
+        frame: Frame | None,
+        *,
+        rng: random.Random | None,
+        **extra: Any,
+    ) -> BotMessage | None:
+        """Response ``name`` rendered in ``frame``'s context, not said; None when missing."""
         context = self.context_of(turn, frame)
         context.update(extra)
-        message = self.renderer.render(
+        return self.renderer.render(
             name,
             conversation_id=turn.state.conversation_id,
             slots=turn.slots(),
             language=turn.language,
             channel=turn.channel,
             context=context,
-            rng=turn.rng,
+            rng=rng,
         )
+
+    def utter(self, turn: Turn, name: str, frame: Frame | None = None, **extra: Any) -> bool:
+        """Say response ``name`` in ``frame``'s context; False when the domain has none."""
+        message = self.render(turn, name, frame, rng=turn.rng, **extra)
         if message is None:
             log.warning("response %s is missing", name)
             return False
@@ -366,8 +393,7 @@ class FlowExecutor:
         return True
 
     async def run_custom(self, turn: Turn, name: str) -> None:
-        from bot.actions import tracker_for  # the runner's tracker shape lives with the runners
-
+        """Run custom action ``name`` through the action runner and apply what it returns."""
         assert self.action_runner is not None
         tracker = tracker_for(
             turn.state, events=await turn.recent_events(), domain_slots=turn.domain.slots

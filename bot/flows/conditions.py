@@ -46,6 +46,7 @@ class Condition:
 
     @property
     def is_valid(self) -> bool:
+        """False when the condition did not parse (``errors`` says why)."""
         return not self.errors
 
     def evaluate(self, slots: Mapping[str, Any], context: Mapping[str, Any] | None = None) -> bool:

@@ -117,6 +117,7 @@ class Flow:
 
     @property
     def readable_name(self) -> str:
+        """The flow's ``name``, else its id with spaces for underscores."""
         return self.name or self.id.replace("_", " ")
 
     def name_in(self, language: str | None) -> str:
@@ -130,6 +131,7 @@ class Flow:
         return self.readable_name
 
     def step(self, step_id: str) -> Step | None:
+        """The step with id ``step_id``, or None."""
         return self._index.get(step_id)
 
     def next_in_sequence(self, step: Step) -> str:
@@ -138,9 +140,11 @@ class Flow:
 
     @property
     def first_step(self) -> Step | None:
+        """The step the flow starts with; None for a flow without steps."""
         return self.steps[0] if self.steps else None
 
     def collect_steps(self) -> tuple[CollectStep, ...]:
+        """The flow's ``collect`` steps, in order."""
         return tuple(s for s in self.steps if isinstance(s, CollectStep))
 
     def __post_init__(self) -> None:
@@ -160,7 +164,25 @@ class FlowsList:
     flows: dict[str, Flow] = field(default_factory=dict)
 
     def get(self, flow_id: str) -> Flow | None:
+        """The flow with id ``flow_id`` (patterns included), or None."""
         return self.flows.get(flow_id)
+
+    def collect_steps_of(self, flow: Flow) -> list[CollectStep]:
+        """The collect steps of ``flow`` and of the flows it calls, directly or not (each
+        flow once, callers' steps before their callees')."""
+        steps: list[CollectStep] = []
+        seen: set[str] = set()
+
+        def visit(current: Flow) -> None:
+            seen.add(current.id)
+            steps.extend(current.collect_steps())
+            for step in current.steps:
+                child = self.get(step.call) if isinstance(step, CallStep) else None
+                if child is not None and child.id not in seen:
+                    visit(child)
+
+        visit(flow)
+        return steps
 
     def user_flows(self) -> list[Flow]:
         """Flows the customer can start: everything but patterns."""
@@ -171,31 +193,3 @@ class FlowsList:
 
     def __len__(self) -> int:
         return len(self.flows)
-
-
-DEFAULT_ACTIONS = frozenset(
-    {
-        "action_listen",
-        "action_session_start",
-        "action_restart",
-        "action_run_slot_rejections",
-        "action_cancel_flow",
-        "action_correct_flow_slot",
-        "action_continue_interrupted_flow",
-        "action_cancel_interrupted_flows",
-        "action_clarify_flows",
-        "action_collect_trouble",
-        "action_trigger_chitchat",
-        "action_trigger_search",
-        "action_human_handoff",
-        "action_clean_stack",
-        "action_reset_routing",
-        "action_hangup",
-        "action_handoff_metric",
-        "action_repeat_bot_messages",
-        "action_leave_message",
-        "action_record_handoff_rating",
-        "action_record_handoff_comment",
-    }
-)
-"""Actions the engine itself provides; flows may name them without declaring them."""

@@ -23,10 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bot.dialogue import commands as cmd
-from bot.dialogue.stack import collecting, top_user_frame
+from bot.dialogue.stack import Frame, collecting, top_user_frame
 from bot.domain import Domain, SlotDefinition
 from bot.flows.conditions import compile_condition
-from bot.flows.model import CallStep, Flow, FlowsList
+from bot.flows.model import Flow, FlowsList
 
 REPEAT_PATTERN = "pattern_repeat_bot_messages"
 SKIP_PATTERN = "pattern_skip_question"
@@ -140,7 +140,7 @@ def clean(
     flows: FlowsList,
     domain: Domain,
     slots: Mapping[str, Any],
-    stack: list[dict[str, Any]],
+    stack: list[Frame],
 ) -> list[cmd.Command]:
     """The commands that may run, in the order the executor wants them (see the module doc)."""
     on_stack = {str(f["flow_id"]) for f in stack}
@@ -258,13 +258,6 @@ def _add_start(
         starts.append(flow_id)
 
 
-def collected_slots(flows: FlowsList, flow: Flow, seen: set[str] | None = None) -> set[str]:
+def collected_slots(flows: FlowsList, flow: Flow) -> set[str]:
     """Slots ``flow`` collects, with those of the flows it calls."""
-    seen = set() if seen is None else seen
-    seen.add(flow.id)
-    names = {step.collect for step in flow.collect_steps()}
-    for step in flow.steps:
-        child = flows.get(step.call) if isinstance(step, CallStep) else None
-        if child is not None and child.id not in seen:
-            names |= collected_slots(flows, child, seen)
-    return names
+    return {step.collect for step in flows.collect_steps_of(flow)}

@@ -74,10 +74,12 @@ class Period:
 
     @property
     def containment(self) -> float | None:
+        """Settled conversations the bot handled alone, as a share."""
         return self.contained / self.settled if self.settled else None
 
     @property
     def handoff_rate(self) -> float | None:
+        """Conversations handed to an agent, as a share."""
         return self.handoffs / self.conversations if self.conversations else None
 
 
@@ -113,6 +115,7 @@ class Figures:
 
     @property
     def llm_failure_rate(self) -> float | None:
+        """LLM calls that failed, as a share; None without calls."""
         return self.llm_failures / self.llm_calls if self.llm_calls else None
 
     @property
@@ -122,6 +125,7 @@ class Figures:
 
     @property
     def handoff_rate(self) -> float | None:
+        """Conversations handed to an agent, as a share."""
         return self.handoffs / self.conversations if self.conversations else None
 
     @property
@@ -131,6 +135,7 @@ class Figures:
 
     @property
     def csat_average(self) -> float | None:
+        """The mean satisfaction score; None without answers."""
         total = sum(score * n for score, n in self.csat_distribution.items())
         return total / self.csat_answers if self.csat_answers else None
 

@@ -22,7 +22,7 @@ from typing import Any
 from bot import constants
 from bot.dialogue.turn import Turn
 from bot.events import BotMessage, Event, UnknownEvent, UserMessage
-from bot.ports import ConversationStore, ScheduledJob
+from bot.ports import ConversationRepository, ScheduledJob
 from bot.responses import ResponseRenderer
 from bot.scheduling.conversations import Conversations
 from bot.scheduling.scheduler import Scheduler
@@ -47,7 +47,10 @@ class Notices:
     """Sends notices and fires reminders through the conversation's turn."""
 
     def __init__(
-        self, conversations: Conversations, store: ConversationStore, renderer: ResponseRenderer
+        self,
+        conversations: Conversations,
+        store: ConversationRepository,
+        renderer: ResponseRenderer,
     ) -> None:
         self.conversations = conversations
         self.store = store

@@ -1,7 +1,7 @@
 """Retention: a daily job deletes conversations the customer left more than N days ago.
 
 A conversation goes with its events, outbox rows, claimed message ids, scheduled jobs and
-stored files (``ConversationStore.delete_conversations_before``); one active since the cutoff
+stored files (``RetentionStore.delete_conversations_before``); one active since the cutoff
 is kept whole.
 """
 
@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from bot import constants
-from bot.ports import ConversationStore, ScheduledJob
+from bot.ports import RetentionStore, ScheduledJob
 from bot.scheduling.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ JOB_ID = "retention"
 class Retention:
     """Deletes what is older than ``days``; runs daily at ``constants.RETENTION_HOUR_UTC``."""
 
-    def __init__(self, store: ConversationStore, *, days: float) -> None:
+    def __init__(self, store: RetentionStore, *, days: float) -> None:
         self.store = store
         self.days = days
 

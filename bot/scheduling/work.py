@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from bot.dialogue.default_actions import DefaultActions
 from bot.dialogue.executor import FlowExecutor
 from bot.domain import Domain
-from bot.ports import ConversationStore
+from bot.ports import ConversationRepository, JobStore, RetentionStore
 from bot.responses import ResponseRenderer
 from bot.scheduling import retention
 from bot.scheduling.conversations import Conversations
@@ -19,6 +21,11 @@ from bot.scheduling.tickets import DeskTickets
 from bot.settings import Settings
 
 
+class SchedulingStore(ConversationRepository, JobStore, RetentionStore, Protocol):
+    """What the scheduled work keeps in the store: its jobs, the conversations that notices and
+    reminders read, and retention's deletions."""
+
+
 class ScheduledWork:
     """Retention (when ``KEFU_RETENTION_DAYS`` is set), session expiry, notices, reminders;
     with a desk, the handoffs' waiting times and satisfaction surveys."""
@@ -26,7 +33,7 @@ class ScheduledWork:
     def __init__(
         self,
         conversations: Conversations,
-        store: ConversationStore,
+        store: SchedulingStore,
         *,
         settings: Settings,
         domain: Domain,

@@ -51,7 +51,9 @@ class Database(Protocol):
         """Run ``work`` outside any write transaction."""
         ...
 
-    async def dispose(self) -> None: ...
+    async def dispose(self) -> None:
+        """Release the connections (and the writer thread)."""
+        ...
 
 
 class SqliteDatabase:
@@ -74,16 +76,19 @@ class SqliteDatabase:
         self._in_memory = url.database in (None, "", ":memory:")
 
     async def write(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` in a write transaction on the writer thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, _in_transaction, self._write_engine, work)
 
     async def read(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` on a reading connection."""
         if self._in_memory:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._writer, _connected, self._engine, work)
         return _connected(self._engine, work)
 
     async def dispose(self) -> None:
+        """Release the connections and stop the writer thread."""
         await asyncio.get_running_loop().run_in_executor(self._writer, self._engine.dispose)
         self._writer.shutdown()
 
@@ -97,14 +102,17 @@ class PostgresDatabase:
         self._engine = create_async_engine(url)
 
     async def write(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` in a transaction; commit if it returns, roll back if it raises."""
         async with self._engine.begin() as conn:
             return await conn.run_sync(work)
 
     async def read(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` on a connection of the pool, outside any write transaction."""
         async with self._engine.connect() as conn:
             return await conn.run_sync(work)
 
     async def dispose(self) -> None:
+        """Release the connection pool."""
         await self._engine.dispose()
 
 

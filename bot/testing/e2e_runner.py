@@ -30,15 +30,21 @@ class TurnOutcome(Protocol):
     """What a turn returns: every event it appended, the user's message first."""
 
     @property
-    def events(self) -> Sequence[Event]: ...
+    def events(self) -> Sequence[Event]:
+        """Every event the turn appended, the user's message first."""
+        ...
 
 
 class ConversationAgent(Protocol):
     """The two agent calls a conversation test needs (``bot.turns.TurnRunner`` has them)."""
 
-    async def process(self, message: UserMessage, /) -> TurnOutcome: ...
+    async def process(self, message: UserMessage, /) -> TurnOutcome:
+        """Run one turn for ``message``."""
+        ...
 
-    async def set_slots(self, conversation_id: str, slots: dict[str, Any], /) -> None: ...
+    async def set_slots(self, conversation_id: str, slots: dict[str, Any], /) -> None:
+        """Set slots as a test's fixtures say, outside any turn."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class TestReport:
         return not self.failed and not self.problems
 
     def summary(self) -> str:
+        """``N passed, M failed``: the last line ``kefu test`` prints."""
         return f"{self.passed} passed, {self.failed} failed"
 
 

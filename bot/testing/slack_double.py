@@ -12,8 +12,10 @@ It serves ``auth.test``, ``chat.postMessage`` / ``update`` / ``postEphemeral``,
 (``files.getUploadURLExternal``, the upload URL, ``files.completeUploadExternal``), file
 downloads (``url_private``), ``response_url`` posts and Socket Mode (``apps.connections.open``
 and its WebSocket). It records every call and can answer 429 with ``Retry-After``
-(:meth:`rate_limit`) or be down altogether (:attr:`down`). The helpers at the bottom build
-Slack's own payload shapes and sign them as Slack signs them.
+(:meth:`rate_limit`), enforce Slack's pace of posts per channel (:attr:`post_interval`: a
+post that comes too soon after the previous one to that channel is answered 429 with
+``Retry-After``, as Slack answers a burst), or be down altogether (:attr:`down`). The helpers
+at the bottom build Slack's own payload shapes and sign them as Slack signs them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import time
 import uuid
 from collections import defaultdict, deque
@@ -52,6 +55,8 @@ __all__ = [
 ]
 
 WAIT_LIMIT = 10.0
+_POSTING_METHODS = {"chat.postMessage": "channel", "files.completeUploadExternal": "channel_id"}
+"""Methods that add a message to a channel, and the parameter that names the channel."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ class SlackApiDouble:
         team_id: str = "T0KEFU",
         members: dict[str, list[str]] | None = None,
         users: dict[str, dict[str, Any]] | None = None,
+        post_interval: float | None = None,
     ) -> None:
         self.token = token
         self.app_token = app_token
@@ -116,6 +122,12 @@ class SlackApiDouble:
         """Files the double serves at ``url_private`` (id → (name, data))."""
         self.down = False
         """While True every call fails as an unreachable Slack would (HTTP 503)."""
+        self.post_interval = post_interval
+        """When set, a post to a channel less than this many seconds after the previous post
+        there is refused with 429 and ``Retry-After`` (whole seconds, as Slack sends)."""
+        self.rate_limited: list[ApiCall] = []
+        """Calls answered 429, scripted by :meth:`rate_limit` or for coming too soon."""
+        self._last_post: dict[str, float] = {}
         self._limits: defaultdict[str, deque[int]] = defaultdict(deque)
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -138,6 +150,7 @@ class SlackApiDouble:
 
     @property
     def root(self) -> str:
+        """``http://127.0.0.1:<port>`` of the running double."""
         if self._port is None:
             raise RuntimeError("the Slack double is not running; use `async with`")
         return f"http://127.0.0.1:{self._port}"
@@ -188,6 +201,7 @@ class SlackApiDouble:
         }
 
     def calls_to(self, method: str) -> list[ApiCall]:
+        """The recorded calls of Web API method ``method``, oldest first."""
         return [call for call in self.calls if call.method == method]
 
     def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
@@ -247,8 +261,9 @@ class SlackApiDouble:
         self._news.set()
         if self.down:
             return JSONResponse({"ok": False, "error": "service_unavailable"}, status_code=503)
-        if self._limits[method]:
-            wait = self._limits[method].popleft()
+        wait = self._limits[method].popleft() if self._limits[method] else self._too_soon(params)
+        if wait is not None:
+            self.rate_limited.append(self.calls[-1])
             return JSONResponse(
                 {"ok": False, "error": "ratelimited"},
                 status_code=429,
@@ -257,6 +272,8 @@ class SlackApiDouble:
         expected = self.app_token if method == "apps.connections.open" else self.token
         if token != expected:
             return JSONResponse({"ok": False, "error": "invalid_auth"})
+        if method in _POSTING_METHODS and self.post_interval is not None:
+            self._last_post[str(params.get(_POSTING_METHODS[method]))] = time.monotonic()
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return JSONResponse({"ok": False, "error": "unknown_method"})
@@ -264,6 +281,17 @@ class SlackApiDouble:
         return JSONResponse(
             {"ok": True, **result} if "error" not in result else {"ok": False, **result}
         )
+
+    def _too_soon(self, params: dict[str, Any]) -> int | None:
+        """Seconds to wait (Retry-After) when this post comes too soon after the last one."""
+        method = self.calls[-1].method
+        if self.post_interval is None or method not in _POSTING_METHODS:
+            return None
+        last = self._last_post.get(str(params.get(_POSTING_METHODS[method])))
+        if last is None:
+            return None
+        left = last + self.post_interval - time.monotonic()
+        return max(1, math.ceil(left)) if left > 0 else None
 
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -100,6 +100,7 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
     def response(self) -> JSONResponse:
+        """The Bot API's error body for this failure."""
         body: dict[str, Any] = {
             "ok": False,
             "error_code": self.status,

@@ -122,7 +122,7 @@ class LinearModel:
     ) -> np.ndarray:
         """Column scores of a message: its sparse features `ids` with unit-length tf-idf
         `weights`, and its unit-length dense views (None: a view that is all zeros)."""
-        scores = self.bias + weights @ self.sparse[ids]
+        scores: np.ndarray = self.bias + weights @ self.sparse[ids]
         for vector, block in zip(views, self.dense, strict=True):
             if vector is not None:
                 scores += vector @ block

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 import onnxruntime
-from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers.implementations.bert_wordpiece import BertWordPieceTokenizer
 
 log = logging.getLogger(__name__)
 
