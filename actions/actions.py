@@ -63,10 +63,33 @@ def _order_referred_to(tracker: Tracker) -> str | None:
         return None
     verified = [o for o in str(tracker.get_slot("verified_order") or "").split(",") if o]
     text = str(message.get("text") or "")
-    # A suggestion button under an order's status ("Cancel it") is about that order too.
-    if verified and (_BACK_REFERENCE.search(text) or text.startswith("/")):
+    if not verified or _OTHER_ORDER.search(text):
+        return None
+    # A suggestion button under an order's status ("Cancel it") is about that order too, and
+    # so is the message right after the bot showed it ("but it never came, I want a refund").
+    if _BACK_REFERENCE.search(text) or text.startswith("/") or _just_verified(tracker):
         return verified[-1]
     return None
+
+
+_OTHER_ORDER = re.compile(
+    r"\b(?:another|other|different|second|new) (?:order|parcel|package|one)\b|"
+    r"另一个|另外一个|别的|其他订单|另一单",
+    re.IGNORECASE,
+)
+
+
+def _just_verified(tracker: Tracker) -> bool:
+    """Whether the bot's last turn verified an order: the customer is still on that order."""
+    users = 0
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            users += 1
+            if users == 2:
+                return False
+        elif users == 1 and event.get("event") == "slot" and event.get("name") == "verified_order":
+            return event.get("value") is not None
+    return False
 
 
 class ActionCarryOrder(Action):

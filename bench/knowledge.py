@@ -6,8 +6,9 @@ Each question in ``bench/knowledge_questions.yml`` names the section that answer
 (``file#heading``). Prints, per language, top-1 and top-3 (the right section first / among
 the first three) and how often the answerer would actually answer with the right section
 (it also has to clear its thresholds); ``--misses`` lists the questions ranked wrong.
-``--bm25`` ranks by words alone, without the sentence encoders. Asserts nothing; the last
-line is one JSON object.
+``--bm25`` ranks by words alone, without the sentence encoders. The ranking's settings are
+chosen on ``knowledge_questions.yml``; ``--questions bench/knowledge_questions_heldout.yml`` is
+a held-out set never used to choose them. Asserts nothing; the last line is one JSON object.
 """
 
 from __future__ import annotations

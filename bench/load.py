@@ -14,7 +14,8 @@ flow, one turn at a time: "where is my order" -> "KF-10001" -> "alice@example.co
 status and "anything else?") -> "thanks". Printed:
 
 1. saturation: completed turns/s with N concurrent conversations, for kefu and the baseline,
-   and their ratio;
+   and their ratio; with the CPU time each server spent per turn (all its threads, from
+   ``/proc``; a steadier figure than turns/s on a shared host);
 2. latency at a steady offered rate (open loop, spread over the N conversations), measured
    from each turn's scheduled send time so that a stall is not hidden (no coordinated omission);
 3. growth: one conversation driven for 1,000 sequential turns ("where is my order" /
@@ -297,6 +298,21 @@ async def wait_healthy(session: aiohttp.ClientSession, server: Server, patience:
     raise RuntimeError(f"{server.name} not healthy after {patience:.0f}s:\n{server.log_tail()}")
 
 
+def process_cpu_seconds(server: Server) -> float | None:
+    """CPU time (user + system) of every thread of a server this script started, from
+    ``/proc``; None elsewhere. On a shared host the CPU a turn costs is a steadier figure than
+    turns per second, which depend on the cores the other processes leave."""
+    if server.process is None:
+        return None
+    try:
+        with open(f"/proc/{server.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime are fields 14 and 15 of stat(5): the process's threads, all of them.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(server: Server) -> None:
     """Stop a server this script started: SIGTERM (graceful), then SIGKILL after 10 s."""
     process = server.process
@@ -364,12 +380,18 @@ async def _run(args: argparse.Namespace) -> None:
         for server in targets:
             # Warm-up: open the connections, fill caches; not counted.
             await closed_loop(session, server.webhook, n, args.warmup, f"w{run_id}")
+            cpu_before = process_cpu_seconds(server)
             rate, tally = await closed_loop(session, server.webhook, n, duration, f"s{run_id}")
+            cpu_after = process_cpu_seconds(server)
             rates[server.name] = rate
+            cpu = ""
+            if cpu_before is not None and cpu_after is not None and tally.completed:
+                per_turn = (cpu_after - cpu_before) / tally.completed * 1000
+                cpu = f"; CPU {per_turn:.2f} ms/turn"
             print(
                 f"   {server.name:<9}{rate:8.0f} turns/s  ({tally.completed} turns; "
                 f"p50 {_ms(percentile(tally.latencies, 0.5)).strip()}, "
-                f"p99 {_ms(percentile(tally.latencies, 0.99)).strip()})  {tally.problems()}"
+                f"p99 {_ms(percentile(tally.latencies, 0.99)).strip()}{cpu})  {tally.problems()}"
             )
         kefu_rate = rates["kefu"]
         print(

@@ -34,6 +34,10 @@ EXAMPLES = [
     ("change my delivery address", "change_address"),
     ("修改收货地址", "change_address"),
 ]
+SHORT_MESSAGES = {
+    "en": "where is my order, it was due yesterday",
+    "zh": "我的订单到哪了，昨天就该到了",
+}
 
 
 def _ms(action: Callable[[], object], rounds: int = 1) -> float:
@@ -58,6 +62,15 @@ def main() -> None:
         model.embed_one("warm up")
         took = _ms(partial(model.embed_one, mixed))
         print(f"encoder {language}, 560 kB message:         {took:8.1f} ms")
+        short = SHORT_MESSAGES[language]
+        started, cpu = time.perf_counter(), time.process_time()
+        for _ in range(20):
+            model.embed_one(short)
+        wall = (time.perf_counter() - started) / 20 * 1000
+        print(
+            f"encoder {language}, short message:         {wall:8.1f} ms "
+            f"(CPU of every thread: {(time.process_time() - cpu) / 20 * 1000:.1f} ms)"
+        )
 
     for name, text in (("latin", "a" * 1_000_000), ("han", "中" * 1_000_000)):
         took = _ms(partial(detect_language, text))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from bot import constants
 from bot.channel import Channel
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from bot.desk import FileSource
     from bot.llm.backend import LLM
     from bot.llm.client import LLMClient
+    from bot.scaling import Workers
     from bot.scheduling.work import ScheduledWork
     from bot.server import Hook
     from channels.terminal import TerminalChannel
@@ -216,18 +217,26 @@ class Server:
     routes: list[BaseRoute] = field(default_factory=list)
     on_startup: list[Hook] = field(default_factory=list)
     on_shutdown: list[Hook] = field(default_factory=list)
+    health: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    """What ``/health`` adds: the database and the leader, with several workers."""
 
 
 async def build(
-    project_dir: Path, settings: Settings, *, with_channels: bool = True
+    project_dir: Path,
+    settings: Settings,
+    *,
+    with_channels: bool = True,
+    workers: Workers | None = None,
 ) -> tuple[App, list[Channel]]:
     """The app and the server's channels: REST, web chat, Telegram (with its token), and
-    with ``SLACK_BOT_TOKEN`` the Slack desk. ``with_channels=False``: the app alone."""
+    with ``SLACK_BOT_TOKEN`` the Slack desk. ``with_channels=False``: the app alone.
+    ``workers``: one of several workers on PostgreSQL (``bot.scaling``), whose locks it takes."""
     from bot.project import load_project
+    from bot.scaling import store_options
     from bot.store import open_store
 
     project = load_project(project_dir)
-    store = await open_store(settings.database_url)
+    store = await open_store(settings.database_url, **store_options(settings))
     greeting = ResponseRenderer(project.domain).greeting
     channels = _channels(store, settings, greeting) if with_channels else []
     desk = None
@@ -239,7 +248,8 @@ async def build(
             channels=[c.name for c in channels if c.pushes],
             file_channels=[c.name for c in channels if c.sends_files],
         )
-    app = await App.create(project, settings=settings, store=store, desk=desk)
+    locks = workers.locks if workers is not None else None
+    app = await App.create(project, settings=settings, store=store, desk=desk, locks=locks)
     for channel in channels:
         app.add_channel(channel)
     if desk is not None:
@@ -257,23 +267,32 @@ async def build(
 async def build_server(project_dir: Path, settings: Settings) -> Server:
     """What ``kefu run`` serves: :func:`build`'s app and channels, the scheduler, the notify
     API and the operations pages, with the hooks that start and stop them in order."""
-    app, channels = await build(project_dir, settings)
+    from bot.scaling import open_workers
+
+    workers = open_workers(settings)  # PostgreSQL: one of several workers
+    app, channels = await build(project_dir, settings, workers=workers)
     llm = app.llm.client if app.llm is not None else None
     routes, on_startup, on_shutdown = operations(settings, channels, llm=llm)
-    work = scheduled_work(app)
+    work = scheduled_work(app, shared=workers is not None)
+    duties: tuple[Hook, Hook] = (work.start, work.shutdown)
+    if workers is not None:  # the leader alone runs the scheduler and polls
+        workers.wire(channels=channels, duties=[work])
+        duties = (workers.start, workers.close)
     return Server(
         app=app,
         channels=channels,
         work=work,
         routes=[*routes, *notify_api(app, work).routes()],
-        on_startup=[app.start, *on_startup, work.start],
-        on_shutdown=[work.shutdown, *on_shutdown, app.close],
+        on_startup=[app.start, *on_startup, duties[0]],
+        on_shutdown=[duties[1], *on_shutdown, app.close],
+        health=workers.health if workers is not None else None,
     )
 
 
-def scheduled_work(app: App) -> ScheduledWork:
+def scheduled_work(app: App, *, shared: bool = False) -> ScheduledWork:
     """The scheduler and kefu's jobs, reaching conversations through the turn runner (and,
-    with the Slack desk, its tickets: the handoffs' waiting times and surveys)."""
+    with the Slack desk, its tickets: the handoffs' waiting times and surveys); ``shared``:
+    other workers store jobs too, so the leader reads them often."""
     from bot.desk import Desk
     from bot.scheduling.work import ScheduledWork
 
@@ -284,6 +303,9 @@ def scheduled_work(app: App) -> ScheduledWork:
         settings=app.settings,
         domain=app.project.domain,
         desk=desk if isinstance(desk, Desk) else None,
+        sync_every=constants.SHARED_SCHEDULER_SYNC_SECONDS
+        if shared
+        else constants.SCHEDULER_SYNC_SECONDS,
     )
 
 

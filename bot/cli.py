@@ -137,6 +137,7 @@ async def run(project_dir: Path, settings: Settings, *, host: str, port: int) ->
     server = await build_server(project_dir, settings)
     app = create_app(
         channels=server.channels,
+        health=server.health,
         on_startup=server.on_startup,
         on_shutdown=server.on_shutdown,
         routes=server.routes,

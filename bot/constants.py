@@ -143,3 +143,25 @@ LEFT_MESSAGE_KEY = "left_message"
 """``UserMessage.metadata`` key of a message the customer left for the team (a flow took it)."""
 SURVEY_MISFIRE_GRACE = 6 * 3600
 """Seconds a satisfaction survey may still go out late (kefu was down); later it is dropped."""
+
+# --- several workers on one PostgreSQL (bot/store/advisory.py, bot/store/live.py) -----------
+DEFAULT_DB_POOL_SIZE = 5
+"""Connections the store keeps open per worker (SQLAlchemy ``pool_size``)."""
+DEFAULT_DB_MAX_OVERFLOW = 5
+"""Extra store connections a worker may open under load, closed when idle again."""
+DEFAULT_DB_LOCK_POOL_SIZE = 8
+"""Connections per worker that hold conversation locks: the turns a worker runs at once."""
+DEFAULT_DB_TIMEOUT = 10.0
+"""Seconds to connect, or to wait for a pooled connection, before a retryable failure."""
+DEFAULT_DB_LOCK_TIMEOUT = 30.0
+"""Seconds a turn waits for another worker's turn of the same conversation."""
+DEFAULT_LEADER_RETRY = 2.0
+"""Seconds between a follower's attempts to become the leader (and the leader's checks)."""
+LEADER_LOCK_KEY = (0x6B656675, 1)
+"""The session advisory lock (two-int key space, apart from conversation locks) of the leader."""
+DB_START_WAIT = 30.0
+"""Seconds ``kefu run`` waits at start for a PostgreSQL it cannot reach (one restarting)."""
+SHARED_SCHEDULER_SYNC_SECONDS = 5.0
+"""How often the leader reads the jobs that other workers stored (they only store them)."""
+LIVE_CHANNEL = "kefu_live"
+"""The PostgreSQL ``NOTIFY`` channel that carries live pushes between workers."""

@@ -20,7 +20,12 @@ from typing import Protocol
 
 from bot import constants
 from bot.channel import Channel
-from bot.errors import PermanentDeliveryError, RejectedMessageError, TransientDeliveryError
+from bot.errors import (
+    DatabaseUnavailableError,
+    PermanentDeliveryError,
+    RejectedMessageError,
+    TransientDeliveryError,
+)
 from bot.events import BotMessage
 from bot.ports import Delivery, KeyValueStore, OutboxStore
 
@@ -194,6 +199,8 @@ class Outbox:
             await asyncio.sleep(self.retry_interval)
             try:
                 await self.deliver_pending()
+            except DatabaseUnavailableError as err:  # known and passing: no traceback each time
+                log.warning("retrying deliveries: %s", err)
             except Exception:  # the loop must outlive a failing store or channel
                 log.exception("retrying deliveries failed")
 

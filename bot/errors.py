@@ -88,6 +88,15 @@ class ConcurrentUpdateError(StoreError, TransientError):
     """Another writer saved the conversation first; reload and run the turn again."""
 
 
+class DatabaseUnavailableError(StoreError, TransientError):
+    """The database cannot be reached for now (restarting, network cut, pool exhausted):
+    the caller answers with a retryable error (REST 503), the platform sends again."""
+
+
+class ConversationBusyError(TransientError):
+    """Another worker held the conversation longer than ``KEFU_DB_LOCK_TIMEOUT``: retry."""
+
+
 class DuplicateMessageError(StoreError):
     """This platform message id was already processed."""
 

@@ -11,6 +11,7 @@ return shipping?"). Section vectors are computed once and cached on disk by cont
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
@@ -52,13 +53,23 @@ _CJK_UNIGRAM_WEIGHT = 0.5
 """A Chinese character alone says less than a bigram; full weight would count words thrice."""
 _TITLE_REPEAT = 1
 """A section's own heading is the question it answers: its words count this many times more."""
-_HEADING_WEIGHT = 1.0
-"""Weight of the similarity to a section's heading beside the similarity to its whole text."""
+_VIEW_WEIGHTS = {"text": 1.0, "heading": 1.0, "sentence": 0.5, "pieces": 2.0}
+"""How much each view of a section counts: its heading and opening text together, its heading
+(the question it answers), its closest sentence (a detail deep in a long answer) and, with an
+encoder that gives them, its word pieces in context: each of the question's content words
+finds its closest piece of the section, and the similarities are averaged (late interaction,
+where one vector per text blurs the word that matters)."""
 _PASSAGE_CHARS = 400
 """A section's text is embedded up to here: its heading and first sentences carry its topic,
 and an encoder's cost grows faster than the length."""
-_BM25_WEIGHT = 0.02
-"""Weight of BM25 relevance (units of an unseen term) beside the sum of cosine similarities."""
+_MAX_SENTENCES = 12
+"""Sentences of a section embedded one by one (the rest are only in its text view)."""
+_MIN_SENTENCE_CHARS = 8
+_BM25_WEIGHT = 0.3
+"""Weight of BM25 relevance beside the similarities: both in standard deviations above the
+mean over the sections compared."""
+_VECTORS_FORMAT = "views-3"
+"""Part of the cache key: what the cached matrices hold."""
 _OTHER_LANGUAGE_WEIGHT = 0.5
 """Score factor for passages not in the query's language: kept, but ranked below."""
 
@@ -134,7 +145,8 @@ class Passage:
     source: str
     """The file, relative to the knowledge directory (``returns.zh.md``)."""
     score: float
-    """BM25 score, lowered for passages outside the query's language."""
+    """How well it ranked: its BM25 score (lowered outside the query's language); ranked by
+    meaning too, meaning and words combined in standard scores."""
     relevance: float = 0.0
     """``score`` in units of the weight of a term no section contains, comparable across bases
     of any size (raw BM25 grows with the number of sections)."""
@@ -168,18 +180,26 @@ class KnowledgeBase:
         ]
         count = len(documents)
         average = sum(map(len, documents)) / count if count else 0.0
-        self._postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for index, terms in enumerate(documents):
             norm = _K1 * (1 - _B + _B * len(terms) / average)
             for term, frequency in Counter(terms).items():
                 weight = frequency * (_K1 + 1) / (frequency + norm)
-                self._postings[term].append((index, weight))
+                postings[term].append((index, weight))
+        self._postings = {
+            term: (
+                np.array([index for index, _ in pairs], dtype=np.intp),
+                np.array([weight for _, weight in pairs], dtype=np.float64),
+            )
+            for term, pairs in postings.items()
+        }
         self._idf = {
             term: math.log((count - len(p) + 0.5) / (len(p) + 0.5) + 1)
-            for term, p in self._postings.items()
+            for term, p in postings.items()
         }
         # The weight of a term no section contains: the most any one term can weigh.
         self._unseen_idf = math.log((count + 0.5) / 0.5 + 1)
+        self._languages = np.array([s.language for s in sections], dtype=object)
 
     def __len__(self) -> int:
         return len(self._sections)
@@ -205,17 +225,82 @@ class KnowledgeBase:
                     sections.extend(_read_sections(file, file.relative_to(path).as_posix()))
         return cls(sections)
 
-    def search(self, query: str, *, language: str | None = None, limit: int = 3) -> list[Passage]:
-        """The best ``limit`` sections for ``query``, best first; only sections that match at all.
+    def search(
+        self,
+        query: str,
+        *,
+        language: str | None = None,
+        limit: int = 3,
+        min_relevance: float = 0.0,
+        min_coverage: float = 0.0,
+    ) -> list[Passage]:
+        """The best ``limit`` sections for ``query``, best first.
 
-        Passages in ``language`` (default: the query's own) rank above others.
+        Passages in ``language`` (default: the query's own) rank above others. Only a question
+        the base knows is ranked: some section must share its words and clear
+        ``min_relevance`` and ``min_coverage`` (see :class:`Passage`), else nothing is returned
+        and no sentence encoder runs (most turns are not questions about the shop). Ranked by
+        words alone, only the sections that clear both are returned; ranked by meaning too
+        (:meth:`with_vectors`), every section competes.
         """
+        wanted = base_language(language) if language else detect_language(query)
+        lexical = self._lexical(query, wanted)
+        if lexical is None:
+            return []
+        relevance, coverage = lexical
+        known = _known(relevance, coverage, min_relevance, min_coverage)
+        if not known.any():
+            return []
+        if self._vectors is None:
+            scores = relevance * self._unseen_idf
+            candidates = np.flatnonzero(known)
+            # Best first; among equal scores, the earlier section (a stable sort on -score).
+            order = candidates[np.argsort(-scores[candidates], kind="stable")][:limit]
+        else:
+            # Meaning and words, each in standard scores over the sections in the question's
+            # language, which rank first; sections in other languages follow, by their words.
+            same = self._languages == wanted
+            similarity = self._vectors.similarity(query, wanted)
+            words = _standard(relevance, same) if same.any() else relevance
+            scores = np.where(same, similarity + _BM25_WEIGHT * words, relevance)
+            order = np.lexsort((-scores, ~same))[:limit]
+        return [
+            Passage(
+                title=self._sections[index].title,
+                text=self._sections[index].text,
+                source=self._sections[index].source,
+                score=float(scores[index]),
+                relevance=float(relevance[index]),
+                coverage=float(coverage[index]),
+                language=self._sections[index].language,
+            )
+            for index in order
+        ]
+
+    def knows(
+        self,
+        query: str,
+        *,
+        language: str | None = None,
+        min_relevance: float = 0.0,
+        min_coverage: float = 0.0,
+    ) -> bool:
+        """Whether :meth:`search` with these thresholds finds anything: words only, no encoder."""
+        wanted = base_language(language) if language else detect_language(query)
+        lexical = self._lexical(query, wanted)
+        if lexical is None:
+            return False
+        relevance, coverage = lexical
+        return bool(_known(relevance, coverage, min_relevance, min_coverage).any())
+
+    def _lexical(self, query: str, wanted: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """BM25 of every section: relevance (lowered outside language ``wanted``) and
+        coverage; None when ``query`` has no term that counts."""
         terms = set(tokenize(query))
         if not terms or not self._sections:
-            return []
-        wanted = base_language(language) if language else detect_language(query)
-        scores: dict[int, float] = defaultdict(float)
-        matched: dict[int, float] = defaultdict(float)
+            return None
+        scores = np.zeros(len(self._sections))
+        matched = np.zeros(len(self._sections))
         total = 0.0
         for term in terms:
             chinese = _CJK_CHAR.match(term) is not None
@@ -229,33 +314,13 @@ class KnowledgeBase:
                 continue
             idf *= factor
             total += idf
-            for index, weight in self._postings[term]:
-                scores[index] += idf * weight
-                matched[index] += idf
-        similarity = self._vectors.similarity(query, wanted) if self._vectors else None
-        if similarity is not None and scores:  # a question the base knows: rank every section
-            scores = {index: scores.get(index, 0.0) for index in range(len(self._sections))}
-        ranked: list[Passage] = []
-        for index, score in scores.items():
-            section = self._sections[index]
-            factor = 1.0 if section.language == wanted else _OTHER_LANGUAGE_WEIGHT
-            relevance = score * factor / self._unseen_idf
-            hybrid = score * factor
-            if similarity is not None:
-                hybrid = (similarity[index] + _BM25_WEIGHT * relevance) * factor
-            ranked.append(
-                Passage(
-                    title=section.title,
-                    text=section.text,
-                    source=section.source,
-                    score=hybrid,
-                    relevance=relevance,
-                    coverage=matched[index] / total,
-                    language=section.language,
-                )
-            )
-        ranked.sort(key=lambda p: p.score, reverse=True)
-        return ranked[:limit]
+            indices, weights = self._postings[term]
+            scores[indices] += idf * weights
+            matched[indices] += idf
+        if total == 0.0:
+            return None
+        factors = np.where(self._languages == wanted, 1.0, _OTHER_LANGUAGE_WEIGHT)
+        return scores * factors / self._unseen_idf, matched / total
 
     @property
     def ranks_by_meaning(self) -> bool:
@@ -267,8 +332,56 @@ class KnowledgeBase:
     ) -> SectionVectors:
         """Rank with sentence encoders too; their section vectors are computed on first use
         (or ahead, with the returned index's ``prepare``)."""
-        self._vectors = SectionVectors(self._sections, embedders, cache_dir=cache_dir)
+        self._vectors = SectionVectors(
+            self._sections,
+            embedders,
+            cache_dir=cache_dir,
+            translations=_translations(self._sections),
+        )
         return self._vectors
+
+
+def _translations(sections: Sequence[_Section]) -> np.ndarray:
+    """For each section, its translation's index, or -1: the section at the same position of
+    the same file in another language (``returns.md`` and ``returns.zh.md``) when both files
+    have as many sections; with several translations, the first file's."""
+    files: dict[str, list[int]] = defaultdict(list)
+    for index, section in enumerate(sections):
+        files[section.source].append(index)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for source in files:
+        groups[_without_language(source)].append(source)
+    twins = np.full(len(sections), -1, dtype=np.intp)
+    for sources in groups.values():
+        for source in sources:
+            for other in sources:
+                mine, theirs = files[source], files[other]
+                if (
+                    other == source
+                    or len(mine) != len(theirs)
+                    or sections[mine[0]].language == sections[theirs[0]].language
+                ):
+                    continue
+                for index, twin in zip(mine, theirs, strict=True):
+                    if twins[index] < 0:
+                        twins[index] = twin
+    return twins
+
+
+def _without_language(source: str) -> str:
+    """``returns.md`` for ``returns.zh.md`` (and for itself)."""
+    folder, _, name = source.rpartition("/")
+    parts = name.split(".")
+    if len(parts) >= 3 and _LANGUAGE_SUFFIX.match(parts[-2]):
+        parts.pop(-2)
+    return f"{folder}/{'.'.join(parts)}" if folder else ".".join(parts)
+
+
+def _known(
+    relevance: np.ndarray, coverage: np.ndarray, min_relevance: float, min_coverage: float
+) -> np.ndarray:
+    """Which sections share the question's words enough to count as knowing the answer."""
+    return (relevance > 0) & (relevance >= min_relevance) & (coverage >= min_coverage)
 
 
 @dataclass(frozen=True)
@@ -281,18 +394,29 @@ class Embedder:
     query: Callable[[str], np.ndarray]
     passage: Callable[[str], np.ndarray]
     languages: frozenset[str] | None = None
-    """Languages of the sections it ranks; None: every language."""
+    """Languages of the questions it embeds and of the sections it ranks; None: every language."""
+    also_reads: frozenset[str] = frozenset()
+    """Further languages it embeds sections in, only as translations of the sections it ranks."""
+    pieces: Callable[[str], tuple[np.ndarray, np.ndarray, list[str]]] | None = None
+    """For a symmetric encoder that has them: in one pass, a text's vector, the unit vectors
+    of its word pieces in context and the pieces (see ``_VIEW_WEIGHTS``)."""
 
 
 def default_embedders() -> list[Embedder]:
-    """kefu's encoders, as the classifier uses them: MiniLM for English sections (about 2 ms a
-    question), multilingual-e5-small for Chinese ones (asymmetric: ``passage:`` prefix).
-    Sections in other languages are ranked by BM25 alone."""
-    from bot.understanding.encoder import E5Encoder, encoder
+    """kefu's encoders, as the classifier uses them: MiniLM for English questions (about 2 ms
+    a question), multilingual-e5-small for Chinese ones (asymmetric: ``passage:`` prefix),
+    which also reads the English versions of Chinese sections. Sections in other languages
+    are ranked by BM25 alone."""
+    from bot.understanding.encoder import E5Encoder, MiniLMEncoder, encoder
 
     def e5() -> E5Encoder:
         model = encoder("zh")
         assert isinstance(model, E5Encoder)
+        return model
+
+    def minilm() -> MiniLMEncoder:
+        model = encoder("en")
+        assert isinstance(model, MiniLMEncoder)
         return model
 
     return [
@@ -301,66 +425,96 @@ def default_embedders() -> list[Embedder]:
             query=lambda text: encoder("en").embed_one(text),
             passage=lambda text: encoder("en").embed_one(text),
             languages=frozenset({"en"}),
+            pieces=lambda text: minilm().embed_with_pieces(text),
         ),
         Embedder(
             name="multilingual-e5-small-q4",
             query=lambda text: e5().embed_one(text),
             passage=lambda text: e5().embed_passage(text[:_PASSAGE_CHARS]),
             languages=frozenset({"zh"}),
+            also_reads=frozenset({"en"}),
         ),
     ]
 
 
 class SectionVectors:
-    """Sentence-encoder vectors of each section's heading and whole text.
+    """Sentence-encoder vectors of several views of each section: its heading with its opening
+    text, its heading alone, and each of its sentences.
 
-    ``similarity(question)`` sums, over the encoders that cover a section's language, the
-    cosine of the question with the section's text and (weighted) with its heading. The
-    vectors are computed on first use and cached in ``cache_dir`` under a hash of the
-    sections and the encoders, so a restart or a second process does not pay again.
+    ``similarity(question, language)`` asks the encoders of ``language``; for each view it
+    turns the cosines into standard scores over the sections compared (encoders and views
+    differ in how closely their cosines crowd), then adds the views up. A section translated
+    into another language the encoder also reads (``Embedder.also_reads``; the same file in
+    another language, with as many sections) adds its translation's views as well: two
+    wordings of the same answer miss the question less often than one. The vectors are
+    computed on first use and cached in ``cache_dir`` under a hash of the sections and the
+    encoders, so a restart or a second process does not pay again.
     """
 
     def __init__(
-        self, sections: Sequence[_Section], embedders: Sequence[Embedder], *, cache_dir: Path | None
+        self,
+        sections: Sequence[_Section],
+        embedders: Sequence[Embedder],
+        *,
+        cache_dir: Path | None,
+        translations: np.ndarray | None = None,
     ) -> None:
         self._sections = list(sections)
         self._embedders = list(embedders)
         self._cache_dir = cache_dir
-        self._matrices: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        count = len(self._sections)
+        self._translations = (
+            translations if translations is not None else np.full(count, -1, dtype=np.intp)
+        )
+        self._languages = np.array([s.language for s in self._sections], dtype=object)
+        self._views: list[_Views] | None = None
         self._lock = threading.Lock()
 
     def similarity(self, question: str, language: str) -> np.ndarray:
         """One score per section, higher is closer; only encoders of ``language`` are asked
-        (sections in other languages score 0)."""
-        total = np.zeros(len(self._sections), dtype=np.float32)
-        for embedder, (texts, headings, covered) in zip(self._embedders, self._load(), strict=True):
-            if not covered.any() or (
-                embedder.languages is not None and language not in embedder.languages
-            ):
+        and only sections in ``language`` are scored (the others score 0)."""
+        total = np.zeros(len(self._sections))
+        candidates = self._languages == language
+        twins = self._translations
+        has_twin = twins >= 0
+        for embedder, views in zip(self._embedders, self._load(), strict=True):
+            if embedder.languages is not None and language not in embedder.languages:
                 continue
-            vector = embedder.query(question)
-            scores = texts @ vector + _HEADING_WEIGHT * (headings @ vector)
-            total += np.where(covered, scores, 0.0).astype(np.float32)
+            direct = candidates & views.covered
+            translated = candidates & has_twin & views.covered[np.where(has_twin, twins, 0)]
+            if not direct.any():
+                continue
+            if embedder.pieces is None:
+                vector, pieces = embedder.query(question), None
+            else:
+                vector, vectors, words = embedder.pieces(question)
+                pieces = _content_pieces(vectors, words)
+            partial = np.zeros(len(self._sections))
+            for name, scores in views.scores(vector.astype(np.float32)).items():
+                weight = _VIEW_WEIGHTS[name]
+                partial += weight * _standard(scores, direct)
+                if translated.any():
+                    partial += weight * _standard(scores[np.where(has_twin, twins, 0)], translated)
+            if pieces is not None and len(pieces) and len(views.piece_owners):
+                interaction = views.interaction(pieces, np.flatnonzero(direct))
+                partial += _VIEW_WEIGHTS["pieces"] * _standard(interaction, direct)
+            total += partial
         return total
 
     def prepare(self) -> None:
         """Compute (or read from the cache) every section's vectors now, not on first use."""
         self._load()
 
-    def _load(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _load(self) -> list[_Views]:
         with self._lock:
-            if self._matrices is None:
-                self._matrices = [self._matrices_of(e) for e in self._embedders]
-            return self._matrices
+            if self._views is None:
+                self._views = [self._views_of(e) for e in self._embedders]
+            return self._views
 
-    def _matrices_of(self, embedder: Embedder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        covered = np.array(
-            [embedder.languages is None or s.language in embedder.languages for s in self._sections]
-        )
-        if not covered.any():
-            empty = np.zeros((len(self._sections), 0), dtype=np.float32)
-            return empty, empty, covered
-        key = hashlib.sha256(embedder.name.encode())
+    def _views_of(self, embedder: Embedder) -> _Views:
+        reads = None if embedder.languages is None else embedder.languages | embedder.also_reads
+        covered = np.array([reads is None or s.language in reads for s in self._sections])
+        key = hashlib.sha256(f"{_VECTORS_FORMAT}\0{embedder.name}".encode())
         for section, wanted in zip(self._sections, covered, strict=True):
             key.update(f"{wanted}\0{section.title}\0{section.text}\0".encode())
         cached = (
@@ -369,24 +523,136 @@ class SectionVectors:
         if cached is not None and cached.exists():
             try:
                 with np.load(cached) as data:
-                    return data["texts"], data["headings"], covered
+                    return _Views(
+                        covered,
+                        data["texts"],
+                        data["headings"],
+                        data["sentences"],
+                        data["owners"],
+                        data["pieces"],
+                        data["piece_owners"],
+                    )
             except (OSError, ValueError, KeyError) as exc:
                 logger.warning("recomputing knowledge vectors (cache unreadable: %s)", exc)
-        dim = len(embedder.query(""))
-        texts = np.zeros((len(self._sections), dim), dtype=np.float32)
-        headings = np.zeros_like(texts)
-        for row, section in enumerate(self._sections):
-            if covered[row]:
-                heading = _last_heading(section.title)
-                texts[row] = embedder.passage(f"{heading}\n{reflow(section.text)}")
-                headings[row] = embedder.passage(heading)
+        views = self._compute(embedder, covered)
         if cached is not None:
             try:
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(cached, texts=texts, headings=headings)
+                np.savez(
+                    cached,
+                    texts=views.texts,
+                    headings=views.headings,
+                    sentences=views.sentences,
+                    owners=views.owners,
+                    pieces=views.pieces,
+                    piece_owners=views.piece_owners,
+                )
             except OSError as exc:
                 logger.warning("cannot cache knowledge vectors in %s: %s", cached.parent, exc)
-        return texts, headings, covered
+        return views
+
+    def _compute(self, embedder: Embedder, covered: np.ndarray) -> _Views:
+        dim = len(embedder.query("")) if covered.any() else 0
+        texts = np.zeros((len(self._sections), dim), dtype=np.float32)
+        headings = np.zeros_like(texts)
+        sentences: list[np.ndarray] = []
+        owners: list[int] = []
+        pieces: list[np.ndarray] = [np.zeros((0, dim), dtype=np.float32)]
+        piece_owners: list[int] = []
+        for row, section in enumerate(self._sections):
+            if not covered[row]:
+                continue
+            heading = _last_heading(section.title)
+            body = reflow(section.text)
+            if embedder.pieces is None:
+                texts[row] = embedder.passage(f"{heading}\n{body}")
+            else:
+                texts[row], vectors, _ = embedder.pieces(f"{heading}\n{body}")
+                pieces.append(vectors)
+                piece_owners.extend([row] * len(vectors))
+            headings[row] = embedder.passage(heading)
+            for sentence in _sentences(body)[:_MAX_SENTENCES]:
+                sentences.append(embedder.passage(sentence))
+                owners.append(row)
+        return _Views(
+            covered,
+            texts,
+            headings,
+            np.array(sentences, dtype=np.float32).reshape(len(sentences), dim),
+            np.array(owners, dtype=np.intp),
+            np.concatenate(pieces).astype(np.float32),
+            np.array(piece_owners, dtype=np.intp),
+        )
+
+
+@dataclass(frozen=True)
+class _Views:
+    """One encoder's vectors of the sections it reads (rows of the others are zero)."""
+
+    covered: np.ndarray
+    texts: np.ndarray
+    headings: np.ndarray
+    sentences: np.ndarray
+    owners: np.ndarray
+    """The section of each row of ``sentences``."""
+    pieces: np.ndarray
+    """Word-piece vectors of the sections' texts (none when the encoder has no pieces)."""
+    piece_owners: np.ndarray
+    """The section of each row of ``pieces``, in order."""
+
+    def scores(self, vector: np.ndarray) -> dict[str, np.ndarray]:
+        """Cosine of the question's ``vector`` with each view, one per section (a section's best
+        sentence)."""
+        closest = np.full(len(self.texts), -1.0)
+        np.maximum.at(closest, self.owners, self.sentences @ vector)
+        return {
+            "text": (self.texts @ vector).astype(np.float64),
+            "heading": (self.headings @ vector).astype(np.float64),
+            "sentence": np.where(closest > -1.0, closest, 0.0),
+        }
+
+    def interaction(self, pieces: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Late interaction of the question's word ``pieces`` with the sections ``rows``: each
+        piece's best cosine in the section, averaged. Other sections get the lowest of these.
+        One small product per section: a single large one would wake BLAS's thread pool, whose
+        threads spin on the other core."""
+        starts = np.searchsorted(self.piece_owners, rows, side="left")
+        ends = np.searchsorted(self.piece_owners, rows, side="right")
+        result = np.zeros(len(self.texts))
+        found = [
+            (row, float((pieces @ self.pieces[start:end].T).max(axis=1).mean()))
+            for row, start, end in zip(rows, starts, ends, strict=True)
+            if end > start
+        ]
+        if found:
+            result[:] = min(value for _, value in found)
+            for row, value in found:
+                result[row] = value
+        return result
+
+
+def _standard(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``scores`` as standard scores over the entries of ``mask`` (0 elsewhere)."""
+    chosen = scores[mask]
+    spread = float(chosen.std()) or 1.0
+    return np.where(mask, (scores - float(chosen.mean())) / spread, 0.0)
+
+
+def _content_pieces(vectors: np.ndarray, pieces: list[str]) -> np.ndarray:
+    """The vectors of a question's content words: whole-word pieces that are no stop words
+    (all of them when none is)."""
+    keep = [
+        row
+        for row, piece in enumerate(pieces)
+        if piece.isalnum() and piece not in _STOPWORDS and not piece.startswith("##")
+    ]
+    return vectors[keep] if keep else vectors
+
+
+def _sentences(text: str) -> list[str]:
+    """The sentences of a reflowed section: list items and sentence ends split it."""
+    parts = (part.strip() for part in _SENTENCE_END.split(text))
+    return [part for part in parts if len(part) >= _MIN_SENTENCE_CHARS]
 
 
 def _read_sections(file: Path, source: str) -> list[_Section]:
@@ -527,15 +793,26 @@ class KnowledgeAnswerer:
         ``Answer(text=None)``."""
         if request.kind not in ("search", "cannot_handle"):
             return Answer(text=None)
-        search = self.knowledge.search
-        passages = await asyncio.to_thread(
-            search, request.text, language=request.language, limit=len(self.knowledge)
+        search = functools.partial(
+            self.knowledge.search,
+            request.text,
+            language=request.language,
+            limit=1,
+            min_relevance=self.min_relevance,
+            min_coverage=self.min_coverage,
         )
-        if not any(self._known(passage) for passage in passages):
+        # Words first, on the loop (tens of microseconds): a turn that is no question the base
+        # knows never reaches a sentence encoder. A known one is ranked in a worker thread,
+        # where the encoder's inference runs beside the other conversations.
+        if not self.knowledge.knows(
+            request.text,
+            language=request.language,
+            min_relevance=self.min_relevance,
+            min_coverage=self.min_coverage,
+        ):
             return Answer(text=None)
-        known = passages if self.knowledge.ranks_by_meaning else filter(self._known, passages)
-        best = next(iter(known))
+        passages = await asyncio.to_thread(search) if self.knowledge.ranks_by_meaning else search()
+        if not passages:
+            return Answer(text=None)
+        best = passages[0]
         return Answer(text=excerpt(reflow(best.text)), sources=(best.reference,))
-
-    def _known(self, passage: Passage) -> bool:
-        return passage.relevance >= self.min_relevance and passage.coverage >= self.min_coverage

@@ -64,6 +64,16 @@ class Settings:
     """When staff answer handoffs; None: always."""
     containment_window: float = constants.DEFAULT_CONTAINMENT_WINDOW
     metrics_token: str | None = None
+    db_pool_size: int = constants.DEFAULT_DB_POOL_SIZE
+    db_max_overflow: int = constants.DEFAULT_DB_MAX_OVERFLOW
+    db_lock_pool_size: int = constants.DEFAULT_DB_LOCK_POOL_SIZE
+    """PostgreSQL connections per worker holding conversation locks (turns run at once)."""
+    db_timeout: float = constants.DEFAULT_DB_TIMEOUT
+    """Seconds to connect or wait for a pooled connection before a retryable failure."""
+    db_lock_timeout: float = constants.DEFAULT_DB_LOCK_TIMEOUT
+    """Seconds a turn waits for another worker's turn of the same conversation."""
+    leader_retry: float = constants.DEFAULT_LEADER_RETRY
+    """Seconds between a follower's attempts to take over as the leader."""
     cache_dir: Path | None = field(default_factory=lambda: _cache_dir(os.environ))
     """Where trained models and knowledge vectors are kept (``KEFU_CACHE_DIR``, read from the
     environment for settings built in code too); None: the project's ``.kefu/models``."""
@@ -124,6 +134,16 @@ class Settings:
                 "KEFU_CONTAINMENT_WINDOW", constants.DEFAULT_CONTAINMENT_WINDOW
             ),
             metrics_token=reader.text("KEFU_METRICS_TOKEN"),
+            db_pool_size=reader.positive("KEFU_DB_POOL_SIZE", constants.DEFAULT_DB_POOL_SIZE),
+            db_max_overflow=reader.count("KEFU_DB_MAX_OVERFLOW", constants.DEFAULT_DB_MAX_OVERFLOW),
+            db_lock_pool_size=reader.positive(
+                "KEFU_DB_LOCK_POOL_SIZE", constants.DEFAULT_DB_LOCK_POOL_SIZE
+            ),
+            db_timeout=reader.seconds("KEFU_DB_TIMEOUT", constants.DEFAULT_DB_TIMEOUT),
+            db_lock_timeout=reader.seconds(
+                "KEFU_DB_LOCK_TIMEOUT", constants.DEFAULT_DB_LOCK_TIMEOUT
+            ),
+            leader_retry=reader.seconds("KEFU_LEADER_RETRY", constants.DEFAULT_LEADER_RETRY),
             cache_dir=_cache_dir(source) or _cache_dir(os.environ),
         )
 
@@ -217,6 +237,19 @@ class _Reader:
         value = self.integer(name, default)
         if value < 0:
             raise SettingsError(f"{name} must not be negative, got {value}")
+        return value
+
+    def positive(self, name: str, default: int) -> int:
+        value = self.integer(name, default)
+        if value < 1:
+            raise SettingsError(f"{name} must be at least 1, got {value}")
+        return value
+
+    def seconds(self, name: str, default: float) -> float:
+        """A duration that must be more than zero (a zero timeout would fail every call)."""
+        value = self.number(name, default)
+        if value <= 0:
+            raise SettingsError(f"{name} must be more than 0 seconds, got {value}")
         return value
 
     def id_set(self, name: str) -> frozenset[str]:

@@ -23,7 +23,7 @@ from bot.delivery import Outbox
 from bot.dialogue import trust
 from bot.dialogue.manager import DialogueManager
 from bot.dialogue.turn import Turn
-from bot.errors import ConcurrentUpdateError, DuplicateMessageError
+from bot.errors import ConcurrentUpdateError, DatabaseUnavailableError, DuplicateMessageError
 from bot.events import BotMessage, Event, SlotSet, UserMessage
 from bot.inbound import message_key, sanitize
 from bot.locks import ConversationLocks
@@ -131,6 +131,8 @@ class TurnRunner:
             turn = self._turn(state)
             try:
                 await self.dialogue.respond(turn, message, trusted=trusted)
+            except DatabaseUnavailableError:  # nothing can be saved: the caller retries
+                raise
             except Exception:  # a bug must cost the customer one answer, not the conversation
                 log.exception("turn failed in %s", cid)
                 state = await self.store.load(cid) or _new_state(message)

@@ -138,6 +138,8 @@ class TelegramChannel(Channel):
         self._tasks: set[asyncio.Task[None]] = set()
         self._chat_tails: dict[int, asyncio.Task[None]] = {}
         self._recent: OrderedDict[int, None] = OrderedDict()
+        self.poll_on_start = True
+        """False when the leader among several workers polls (``start_polling``)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, store: KeyValueStore) -> TelegramChannel | None:
@@ -181,17 +183,39 @@ class TelegramChannel(Channel):
                 self._webhook_url, secret_token=self._secret, allowed_updates=ALLOWED_UPDATES
             )
             logger.info("telegram webhook registered at %s", self._webhook_url)
-        else:
-            await self.bot.delete_webhook()
-            self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
-            logger.info("telegram long polling started as @%s", self.bot.username)
+        elif self.poll_on_start:
+            await self.start_polling()
 
-    async def stop(self) -> None:
-        """Stop polling, let in-flight updates finish briefly, confirm offsets, close HTTP."""
+    @property
+    def polls(self) -> bool:
+        """Whether updates come by long polling (no webhook URL): one poller per bot."""
+        return self._webhook_url is None
+
+    @property
+    def polling(self) -> bool:
+        """Whether this channel is long polling now."""
+        return self._poller is not None
+
+    async def start_polling(self) -> None:
+        """Begin long polling (at start, or when this worker becomes the leader)."""
+        if self._poller is not None:
+            return
+        await self._ready()
+        await self.bot.delete_webhook()
+        self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
+        logger.info("telegram long polling started as @%s", self.bot.username)
+
+    async def stop_polling(self) -> None:
+        """Stop long polling (this worker is no longer the leader); updates already fetched
+        finish, and the next poller, here or elsewhere, goes on from the confirmed offset."""
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.wait({self._poller})
             self._poller = None
+
+    async def stop(self) -> None:
+        """Stop polling, let in-flight updates finish briefly, confirm offsets, close HTTP."""
+        await self.stop_polling()
         if self._tasks:
             _, late = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
             for task in late:

@@ -13,7 +13,8 @@ about its visitor is trusted. With the same id as ``Authorization: Bearer``, the
 to ``GET /webchat/events`` (server-sent events: an agent's replies and files during a
 handoff), sends a picture or PDF with ``POST /webchat/files`` and fetches a file of its
 conversation with ``GET /webchat/files/<id>``. Live pushes reach the browsers connected to
-this process; the store keeps them all.
+this process, or, relayed (:meth:`WebChatChannel.relay_through`), those connected to any
+worker; the store keeps them all.
 """
 
 from __future__ import annotations
@@ -89,6 +90,14 @@ class WebChatStore(EventLog, KeyValueStore, Protocol):
     values for the files customers send."""
 
 
+class LivePushes(Protocol):
+    """Pushes that reach every worker (``bot.store.live.PostgresLive``)."""
+
+    async def publish(self, topic: str, item: dict[str, Any]) -> None: ...
+
+    def subscribe(self, receiver: Callable[[str, dict[str, Any]], None]) -> None: ...
+
+
 class _Asset:
     def __init__(self, name: str) -> None:
         self.body = (resources.files("channels") / "static" / name).read_bytes()
@@ -117,6 +126,13 @@ class WebChatChannel(Channel):
         self._store = store
         self._greeting = greeting
         self._listeners: defaultdict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._live: LivePushes | None = None
+
+    def relay_through(self, live: LivePushes) -> None:
+        """Send live pushes through ``live``, so that a stream held by another worker gets
+        them; what ``live`` brings from any worker is shown on this worker's streams."""
+        self._live = live
+        live.subscribe(self._show)
 
     def routes(self) -> Sequence[BaseRoute]:
         """The page, its assets and the web chat's API routes."""
@@ -146,11 +162,18 @@ class WebChatChannel(Channel):
     async def send(self, message: BotMessage) -> None:
         """Push a message to the conversation's open streams (the store already keeps it)."""
         item = _shown(message)
-        for queue in list(self._listeners.get(message.conversation_id, ())):
+        if self._live is not None:
+            await self._live.publish(message.conversation_id, item)
+        else:
+            self._show(message.conversation_id, item)
+
+    def _show(self, conversation_id: str, item: dict[str, Any]) -> None:
+        """Put ``item`` on the streams this process holds for the conversation."""
+        for queue in list(self._listeners.get(conversation_id, ())):
             try:
                 queue.put_nowait(item)
             except asyncio.QueueFull:  # a stalled browser: it reloads the history on reconnect
-                self._listeners[message.conversation_id].discard(queue)
+                self._listeners[conversation_id].discard(queue)
 
     # --- endpoints -----------------------------------------------------------------------
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,6 +53,38 @@ def test_a_huge_message_is_embedded(language: str) -> None:
     text = "我的订单到哪了 where is my order " * 20_000  # its timing: bench/timings.py
     vector = encoder(language).embed_one(text)
     assert vector.shape == (ENCODER_DIM,) and np.isfinite(vector).all()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_the_chinese_encoder_computes_in_the_calling_thread_only() -> None:
+    # A team of OpenMP threads spins at every barrier while a partner waits for a core.
+    script = (
+        "import os\n"
+        "from bot.understanding.encoder import encoder\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "encoder('zh').embed(['我的订单到哪了', '怎么退货'] * 8)\n"
+        "print(before, len(os.listdir('/proc/self/task')), os.environ.get('OMP_NUM_THREADS'))\n"
+    )
+    environment = {**os.environ, "OMP_NUM_THREADS": "4"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, check=True
+    )
+    before, after, variable = result.stdout.split()
+    assert after == before  # no OpenMP worker threads were started
+    assert variable == "4"  # the process's own setting is left as it was
+
+
+def test_word_pieces_come_with_the_message_vector() -> None:
+    model = encoder("en")
+    assert isinstance(model, encoder_module.MiniLMEncoder)
+
+    vector, pieces, words = model.embed_with_pieces("who covers the postage")
+
+    assert np.allclose(vector, model.embed_one("who covers the postage"))
+    assert words == ["who", "covers", "the", "postage"]
+    assert pieces.shape == (4, ENCODER_DIM)
+    assert np.allclose(np.linalg.norm(pieces, axis=1), 1.0, atol=1e-5)
+    assert model.embed_with_pieces("")[1].shape == (0, ENCODER_DIM)
 
 
 def test_unknown_language_is_refused() -> None:

@@ -187,7 +187,7 @@ def test_parse_bool_english(text: str, expected: bool | None) -> None:
         ("不用了，谢谢", False),
         ("不知道", None),
         ("是不是", None),
-        ("好的，不用了", None),
+        ("好的，不用了", False),  # "OK, no need": the last word answers
         ("ok", True),
     ],
 )
@@ -357,3 +357,20 @@ def test_detect_language_defaults_to_english() -> None:
 )
 def test_detect_language_reads_a_huge_text(text: str) -> None:
     assert detect_language(text) == ("zh" if text.startswith("中") else "en")
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("hmm no, on second thought keep it", "en", False),
+        ("yes... actually no, leave it", "en", False),
+        ("no wait, yes please", "en", True),
+        ("想了想还是留着吧，不取消了", "zh", False),
+        ("不对，是的", "zh", True),
+        ("maybe", "en", None),
+    ],
+)
+def test_the_last_clause_that_answers_decides(
+    text: str, language: str, expected: bool | None
+) -> None:
+    assert parse_bool(text, language) is expected

@@ -571,3 +571,51 @@ def test_parse_flows_never_raises_on_odd_values() -> None:
     assert "an nlu_trigger needs an intent name" in messages
     assert "'persisted_slots' must be a list of slot names" in messages
     assert [f.id for f in flows] == ["f"]
+
+
+# --- suggestions (kefu) -----------------------------------------------------------------
+
+
+def test_suggestions_are_parsed_with_their_translations() -> None:
+    flows = _ok(
+        """
+        flows:
+          track:
+            description: Track.
+            suggestions:
+              - title: "It hasn't arrived"
+                payload: "/get_refund"
+                translation:
+                  zh: "还没收到"
+            steps:
+              - action: utter_x
+        """
+    )
+    [suggestion] = flows["track"].suggestions
+    assert (suggestion.title, suggestion.payload) == ("It hasn't arrived", "/get_refund")
+    assert suggestion.title_in("zh-CN") == "还没收到"
+    assert suggestion.title_in("en") == "It hasn't arrived"
+
+
+@pytest.mark.parametrize(
+    "suggestions",
+    [
+        '[{title: "A", payload: "get_refund"}]',
+        '[{title: "A"}]',
+        '[{title: "A", payload: "/a", translation: "B"}]',
+        "[" + ", ".join('{title: "A", payload: "/a"}' for _ in range(4)) + "]",
+        '"/a"',
+    ],
+)
+def test_bad_suggestions_are_problems(suggestions: str) -> None:
+    problem = _one_problem(
+        f"""
+        flows:
+          track:
+            description: Track.
+            suggestions: {suggestions}
+            steps:
+              - action: utter_x
+        """
+    )
+    assert "suggestion" in problem.message

@@ -349,6 +349,63 @@ def test_section_vectors_are_cached_by_content(knowledge_dir: Path, tmp_path: Pa
         [counting.as_embedder()], cache_dir=cache
     ).prepare()
 
-    assert computed > 0  # every English section's text and heading
-    assert counting.passages == 2 * computed + 2 * 1  # cached once; the change recomputes all
+    assert computed > 0  # every English section's text, heading and sentences
+    # Cached once; the change recomputes all (the new section: text, heading, one sentence).
+    assert counting.passages == 2 * computed + 3
     assert len(list(cache.glob("knowledge-*.npz"))) == 2
+
+
+FAQ_EN = """# FAQ
+
+## Can I pay on delivery?
+
+No, cash on delivery is not offered; pay online with a card or a wallet.
+
+## Do you gift-wrap?
+
+Yes, tick "gift wrap" at checkout; it costs 5 yuan.
+"""
+
+FAQ_ZH = """# 常见问题
+
+## 可以货到付款吗？
+
+不支持货到付款，请用银行卡或钱包在线支付。
+
+## 可以包装成礼物吗？
+
+可以，结账时勾选“礼品包装”，每单 5 元。
+"""
+
+
+def test_a_translated_section_lends_its_wording(tmp_path: Path) -> None:
+    root = tmp_path / "knowledge"
+    root.mkdir()
+    (root / "faq.md").write_text(FAQ_EN)
+    (root / "faq.zh.md").write_text(FAQ_ZH)
+    (root / "notes.zh.md").write_text("# 备注\n\n## 营业时间\n\n每天 9 点到 21 点。\n")
+    [chinese] = [e for e in default_embedders() if e.languages == {"zh"}]
+    embedded: list[str] = []
+
+    def passage(text: str) -> np.ndarray:
+        embedded.append(text)
+        return chinese.passage(text)
+
+    recording = Embedder(
+        name=chinese.name,
+        query=chinese.query,
+        passage=passage,
+        languages=chinese.languages,
+        also_reads=chinese.also_reads,
+    )
+    base = KnowledgeBase.from_directory(root)
+    vectors = base.with_vectors([recording], cache_dir=None)
+    question = "送货上门的时候给现金行吗"
+    scores = vectors.similarity(question, "zh")
+    alone = KnowledgeBase.from_directory(root).with_vectors([recording], cache_dir=None)
+    alone._translations[:] = -1  # the same sections with no translation known
+
+    assert "Can I pay on delivery?" in embedded  # English sections are read as translations
+    assert not np.allclose(scores, alone.similarity(question, "zh"))
+    [best] = base.search(question + "，货到付款", limit=1)
+    assert best.reference == "faq.zh.md#常见问题 › 可以货到付款吗？"

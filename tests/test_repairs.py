@@ -86,6 +86,11 @@ flows:
     description: Track a parcel.
     nlu_trigger:
       - intent: track
+    suggestions:
+      - title: "Buy more"
+        payload: "/buy"
+        translation:
+          zh: "再买点"
     steps:
       - action: utter_tracked
 """
@@ -199,6 +204,39 @@ async def test_never_mind_phrasings_cancel_the_flow(agent: App, text: str) -> No
     result = await chat.send(text)
 
     assert [e.flow_id for e in result.events if isinstance(e, FlowCancelled)] == ["buy"]
+
+
+@pytest.mark.parametrize(
+    "text", ["stop, I'll sort it out later", "不用了，谢谢，我自己再看看", "算了，回头再说"]
+)
+async def test_stopping_for_now_cancels_the_flow(agent: App, text: str) -> None:
+    chat = Chat(agent)
+    await chat.send("/buy")
+
+    result = await chat.send(text)
+
+    assert [e.flow_id for e in result.events if isinstance(e, FlowCancelled)] == ["buy"]
+
+
+async def test_a_done_flow_suggests_its_next_questions_in_the_conversation_language(
+    agent: App,
+) -> None:
+    english, chinese = Chat(agent), Chat(agent)
+    await chinese.send("你好")
+
+    [tracked_en] = (await english.send("/track")).messages[:1]
+    tracked_zh = (await chinese.send("/track")).messages
+
+    assert tracked_en.text == "On its way."
+    assert [(b.title, b.payload) for b in tracked_en.buttons] == [("Buy more", "/buy")]
+    assert tracked_zh[0].text == "正在配送。"
+    assert [(b.title, b.payload) for b in tracked_zh[0].buttons] == [("再买点", "/buy")]
+    assert all(not m.buttons for m in tracked_zh[1:])  # only under the flow's own answer
+
+
+@pytest.mark.parametrize("text", ["later", "I'll do it myself later", "以后再说"])
+async def test_putting_off_alone_is_not_a_stop(text: str) -> None:
+    assert not is_cancel(text)
 
 
 @pytest.mark.parametrize("text", ["no", "cancel my order", "算了吧我还是自己查", "取消订单"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from functools import cached_property
 
 from bot.dialogue import commands as cmd
@@ -29,6 +30,9 @@ SWITCH_CONFIDENCE = 0.8
 """A question asked during a pending question starts a new flow only this confidently."""
 ANSWER_INTENT_CONFIDENCE = 0.25
 """How likely an answerable intent must be for a question during a pending one to get it."""
+SURE_ANSWER_CONFIDENCE = 0.5
+"""Below this, a question during a pending one goes to the knowledge base rather than to the
+response of an intent it only loosely resembles."""
 CLARIFY_MARGIN = 0.08
 """Two flows whose intents score closer than this, both unsure, make the bot ask which."""
 
@@ -44,6 +48,13 @@ _CANCEL_FILLERS = {
     "好", "好吧", "哦", "嗯", "那", "那就", "还是", "谢谢",
 }  # fmt: skip
 """Words that may stand beside a cancel phrase ("ok never mind", "嗯，算了，不改了")."""
+_LATER = re.compile(
+    r"\b(?:later|another time|some other time|tomorrow|myself|on my own)\b|"
+    r"回头|以后|改天|晚点|再说|自己再?看看|自己来|自己处理",
+    re.IGNORECASE,
+)
+"""A clause that puts the task off ("I'll sort it out later", "我自己再看看"): beside a stop
+phrase it only says why the customer stops."""
 _CJK_PHRASES = sorted(
     (p for p in _CANCEL | _CANCEL_FILLERS if not p.isascii()), key=len, reverse=True
 )
@@ -67,7 +78,8 @@ def is_cancel(text: str) -> bool:
     """Whether ``text`` only says to stop: every clause a stop phrase or a filler word."""
     clauses = [_without_fillers(normalize_phrase(c)) for c in _CLAUSE.split(text.lower())]
     clauses = [c for c in clauses if c]
-    return bool(clauses) and all(_cancel_clause(c) for c in clauses)
+    stops = [c for c in clauses if _cancel_clause(c)]
+    return bool(stops) and all(c in stops or _LATER.search(c) for c in clauses)
 
 
 def _without_fillers(clause: str) -> str:
@@ -108,6 +120,8 @@ def generate_commands(
             for name, value in parse.set_slots.items()
             if name in turn.domain.slots
         ]
+    if collecting(turn.state.stack) is None:
+        parse = _entity_led(turn, parse)
     message = _Reading(turn, parse, synonyms)
     for rule in _RULES:
         commands = rule(message)
@@ -226,6 +240,8 @@ def _digression(m: _Reading) -> list[cmd.Command] | None:
         return None
     faq = _answer_intent(m.turn, m.parse)
     if faq is not None and not (m.new_flows and m.parse.confidence >= SWITCH_CONFIDENCE):
+        if dict(m.parse.ranking).get(faq, 0.0) < SURE_ANSWER_CONFIDENCE and not m.new_flows:
+            return [cmd.Search()]  # a loose match: the knowledge base's own sections answer
         return [cmd.ChitChat(intent=faq)]
     return None
 
@@ -450,9 +466,17 @@ def _prefill(
     turn: Turn, parse: Parse, flow: Flow, synonyms: Mapping[str, str]
 ) -> list[cmd.Command]:
     """Slots the new flow will ask for that the message already answers ("a lamp under 200
-    yuan": the budget), each value read as its slot's type."""
+    yuan": the budget; "charged twice": the kind of payment problem), each value read as its
+    slot's type; a choice only when the message names exactly one of the slot's values."""
     wanted = {s.collect for s in turn.flows.collect_steps_of(flow)}
     out: list[cmd.Command] = []
+    for name in sorted(wanted):
+        slot = turn.domain.slots.get(name)
+        if slot is None or slot.type != "categorical" or turn.slots().get(name) is not None:
+            continue
+        choice = parse_slot_value(slot, parse.text, [], language=parse.language, synonyms=synonyms)
+        if choice is not None:
+            out.append(cmd.SetSlot(name, choice.value))
     for entity in parse.entities:
         for name in _slots_for_entity(turn, str(entity.get("entity"))):
             if name not in wanted:
@@ -467,6 +491,52 @@ def _prefill(
             if value is not None:
                 out.append(cmd.SetSlot(name, value.value))
     return out
+
+
+ENTITY_LED_CONFIDENCE = 0.05
+"""How likely an intent must still be for an entity in the message to make it the one meant."""
+
+
+def _entity_led(turn: Turn, parse: Parse) -> Parse:
+    """A message naming something a task needs ("when does KF-10001 get here?") is about that
+    task, not the general question its words resemble: with no flow chosen, the intent of the
+    flow that collects the entity's slot wins, taken from the buttons of the response that
+    answers the first intent ("Where is my order?" under the delivery times), else from the
+    ranking."""
+    if parse.from_payload or not parse.entities or _flow_intent(turn, parse.intent):
+        return parse
+    slots = {n for e in parse.entities for n in _slots_for_entity(turn, str(e.get("entity")))}
+    if not slots:
+        return parse
+    suggested = [
+        payload[1:]
+        for variation in turn.domain.responses.get(f"utter_{parse.intent}", ())
+        for payload in (b.payload for b in variation.buttons)
+        if payload.startswith("/") and not payload.startswith("/SetSlots")
+    ]
+    ranked = [i for i, c in parse.ranking if c >= ENTITY_LED_CONFIDENCE and i != parse.intent]
+    for intent in (*suggested, *ranked):
+        flow = _flow_intent(turn, intent)
+        if flow is not None and {s.collect for s in turn.flows.collect_steps_of(flow)} & slots:
+            confidence = max(parse.confidence, DIGRESSION_CONFIDENCE)
+            rest = tuple((i, c) for i, c in parse.ranking if i != intent)
+            return replace(
+                parse, intent=intent, confidence=confidence, ranking=((intent, confidence), *rest)
+            )
+    return parse
+
+
+def _flow_intent(turn: Turn, intent: str | None) -> Flow | None:
+    """The user flow ``intent`` starts (its guard holding), if any."""
+    if intent is None:
+        return None
+    slots = turn.slots()
+    for flow in turn.flows.user_flows():
+        if any(t.intent == intent for t in flow.nlu_triggers) and (
+            flow.guard is None or compile_condition(flow.guard).evaluate(slots)
+        ):
+            return flow
+    return None
 
 
 def _corrections(turn: Turn, parse: Parse, active: Frame | None) -> dict[str, object]:

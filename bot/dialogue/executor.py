@@ -8,6 +8,7 @@ replaces the flow; a flow that ends resets the slots it collected (but ``persist
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
@@ -287,6 +288,7 @@ class FlowExecutor:
             self.reset_flow_slots(turn, flow)
         if linked or quiet or frame.get("frame_type") == "call":
             return
+        self.suggest(turn, flow)
         remaining = user_frames(stack)
         if remaining and frame.get("frame_type") == "interrupt":
             interrupted = remaining[-1]
@@ -307,6 +309,19 @@ class FlowExecutor:
             self.push_pattern(
                 turn, "pattern_completed", previous_flow_name=flow.name_in(turn.language)
             )
+
+    def suggest(self, turn: Turn, flow: Flow) -> None:
+        """The flow's suggested next questions as quick replies under its last message, in
+        the conversation's language, unless that message brings buttons of its own."""
+        if not flow.suggestions or not turn.messages or turn.messages[-1].buttons:
+            return
+        last = turn.messages[-1]
+        buttons = tuple(
+            Button(title=s.title_in(turn.language), payload=s.payload) for s in flow.suggestions
+        )
+        suggested = dataclasses.replace(last, buttons=buttons)
+        turn.messages[-1] = suggested
+        turn.events = [suggested if e is last else e for e in turn.events]
 
     def reset_flow_slots(self, turn: Turn, flow: Flow) -> None:
         """Forget what the flow collected, except slots it persists; called flows' too."""

@@ -96,6 +96,25 @@ class NluTrigger:
     min_confidence: float = 0.0
 
 
+@dataclass(frozen=True)
+class Suggestion:
+    """A suggested next question shown as a quick reply when its flow is done: a button's
+    title (translated per language) and the payload it sends."""
+
+    title: str
+    payload: str
+    translation: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def title_in(self, language: str | None) -> str:
+        """The title in ``language`` (``zh``, ``zh-CN``), else the written one."""
+        if language:
+            base = language.replace("_", "-").split("-")[0].lower()
+            for code in (language, base):
+                if code in self.translation:
+                    return self.translation[code]
+        return self.title
+
+
 @dataclass(frozen=True, kw_only=True)
 class Flow:
     """A flow: its properties and its (flattened) steps, first step first."""
@@ -111,6 +130,8 @@ class Flow:
     file: str | None = None
     line: int | None = None
     is_pattern: bool = False
+    suggestions: tuple[Suggestion, ...] = ()
+    """kefu: suggested next questions (at most three) offered when the flow is done."""
     translation: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
     """Rasa's per-language flow properties: ``{"zh": {"name": "查询订单"}}`` (kefu also reads a
     ``description`` there, for routing messages in that language)."""

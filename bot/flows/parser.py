@@ -26,9 +26,12 @@ from bot.flows.model import (
     Rejection,
     SetSlotsStep,
     Step,
+    Suggestion,
 )
 from bot.yamlio import line_of
 
+MAX_SUGGESTIONS = 3
+"""Quick replies a flow may suggest when it is done."""
 _STEP_KINDS = ("collect", "action", "set_slots", "link", "call", "noop")
 _COMMON_KEYS = {"id", "next", "description", "metadata"}
 _KIND_KEYS: dict[str, set[str]] = {
@@ -108,6 +111,9 @@ class _FlowBuilder:
             guard=guard if isinstance(guard, str | bool) else None,
             nlu_triggers=self.parse_triggers(body.get("nlu_trigger"), line_of(body, "nlu_trigger")),
             persisted_slots=self.parse_names(body.get("persisted_slots"), "persisted_slots"),
+            suggestions=self.parse_suggestions(
+                body.get("suggestions"), line_of(body, "suggestions")
+            ),
             steps=tuple(self.steps),
             file=self.file,
             line=self.line,
@@ -119,6 +125,38 @@ class _FlowBuilder:
         flow._sequence_next.update(self.sequence_next)
         self.check_reachable(flow)
         return flow
+
+    def parse_suggestions(self, raw: Any, line: int | None) -> tuple[Suggestion, ...]:
+        """kefu's ``suggestions``: up to three ``{title, payload, translation: {lang: title}}``."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or len(raw) > MAX_SUGGESTIONS:
+            self.problem(line, f"'suggestions' must be a list of at most {MAX_SUGGESTIONS}")
+            return ()
+        out: list[Suggestion] = []
+        for item in raw:
+            translation = item.get("translation") if isinstance(item, Mapping) else None
+            if (
+                not isinstance(item, Mapping)
+                or not isinstance(item.get("title"), str)
+                or not isinstance(item.get("payload"), str)
+                or not str(item["payload"]).startswith("/")
+                or not isinstance(translation or {}, Mapping)
+            ):
+                self.problem(
+                    line_of(item) or line,
+                    "a suggestion needs a 'title', a '/...' 'payload' and may have a "
+                    "'translation' mapping languages to titles",
+                )
+                continue
+            out.append(
+                Suggestion(
+                    title=item["title"],
+                    payload=item["payload"],
+                    translation={str(k): str(v) for k, v in (translation or {}).items()},
+                )
+            )
+        return tuple(out)
 
     def parse_translation(self, raw: Any, line: int | None) -> dict[str, dict[str, str]]:
         """``{language: {name: ..., description: ...}}``: text values only."""

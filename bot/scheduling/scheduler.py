@@ -119,11 +119,16 @@ class Scheduler:
         await asyncio.sleep(0)  # apscheduler shuts down on the loop's next step
 
     async def schedule(self, job: ScheduledJob) -> None:
-        """Store ``job`` (replacing one with its id) and fire it at ``job.run_at``."""
+        """Store ``job`` (replacing one with its id) and fire it at ``job.run_at``.
+
+        While not running (a worker that is not the leader) the job is only stored: the
+        scheduler that runs takes it up at its next sync, this one at its start.
+        """
         if job.kind not in self._kinds:
             raise ValueError(f"no handler for scheduled jobs of kind {job.kind!r}")
         await self._store.save_job(job)
-        self._add(job)
+        if self.running:
+            self._add(job)
 
     async def ensure(self, job: ScheduledJob) -> None:
         """Schedule ``job`` unless a job with its id is stored (keeps an overdue run due)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from bot import constants
 from bot.dialogue.default_actions import DefaultActions
 from bot.dialogue.executor import FlowExecutor
 from bot.domain import Domain
@@ -28,7 +29,11 @@ class SchedulingStore(ConversationRepository, JobStore, RetentionStore, Protocol
 
 class ScheduledWork:
     """Retention (when ``KEFU_RETENTION_DAYS`` is set), session expiry, notices, reminders;
-    with a desk, the handoffs' waiting times and satisfaction surveys."""
+    with a desk, the handoffs' waiting times and satisfaction surveys.
+
+    ``sync_every``: seconds between reads of the jobs table for jobs stored elsewhere (by
+    workers that are not the leader, on PostgreSQL).
+    """
 
     def __init__(
         self,
@@ -38,8 +43,9 @@ class ScheduledWork:
         settings: Settings,
         domain: Domain,
         desk: DeskTickets | None = None,
+        sync_every: float = constants.SCHEDULER_SYNC_SECONDS,
     ) -> None:
-        self.scheduler = Scheduler(store)
+        self.scheduler = Scheduler(store, sync_every=sync_every)
         self.handoffs: HandoffTimers | None = None
         self.surveys: Surveys | None = None
         if desk is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import create_engine, event
@@ -12,6 +13,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bot import constants
 from bot.errors import StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -36,6 +38,18 @@ def database_url(url: str) -> URL:
         shown = parsed.render_as_string(hide_password=True)
         raise StoreError(f"unsupported database URL {shown!r}: use sqlite:/// or postgresql://")
     return parsed.set(drivername=_DRIVERS[backend])
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolOptions:
+    """The PostgreSQL connection pool of a store (SQLite has no pool to size)."""
+
+    size: int = constants.DEFAULT_DB_POOL_SIZE
+    max_overflow: int = constants.DEFAULT_DB_MAX_OVERFLOW
+    timeout: float = constants.DEFAULT_DB_TIMEOUT
+    """Seconds to connect, or to wait for a free connection, before failing retryably."""
+    start_wait: float = 0.0
+    """Seconds the store's start-up waits for a server it cannot reach (one restarting)."""
 
 
 class Database(Protocol):
@@ -94,12 +108,24 @@ class SqliteDatabase:
 
 
 class PostgresDatabase:
-    """PostgreSQL through asyncpg; the work runs in SQLAlchemy's greenlet bridge."""
+    """PostgreSQL through asyncpg; the work runs in SQLAlchemy's greenlet bridge.
+
+    Each connection is pinged as it leaves the pool (``pool_pre_ping``), so after a server
+    restart the dead ones are replaced instead of failing a turn each.
+    """
 
     dialect = "postgresql"
 
-    def __init__(self, url: URL) -> None:
-        self._engine = create_async_engine(url)
+    def __init__(self, url: URL, pool: PoolOptions | None = None) -> None:
+        pool = pool or PoolOptions()
+        self._engine = create_async_engine(
+            url,
+            pool_size=pool.size,
+            max_overflow=pool.max_overflow,
+            pool_timeout=pool.timeout,
+            pool_pre_ping=True,
+            connect_args={"timeout": pool.timeout},
+        )
 
     async def write(self, work: Callable[[Connection], _T]) -> _T:
         """Run ``work`` in a transaction; commit if it returns, roll back if it raises."""
@@ -143,6 +169,8 @@ def _sqlite_on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def open_database(url: URL) -> Database:
+def open_database(url: URL, pool: PoolOptions | None = None) -> Database:
     """The database behind ``url`` (already mapped by :func:`database_url`)."""
-    return SqliteDatabase(url) if url.get_backend_name() == "sqlite" else PostgresDatabase(url)
+    if url.get_backend_name() == "sqlite":
+        return SqliteDatabase(url)
+    return PostgresDatabase(url, pool)

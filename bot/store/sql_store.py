@@ -22,15 +22,29 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from bot import constants
 from bot.conflicts import ConflictBackoff
-from bot.errors import ConcurrentUpdateError, DuplicateMessageError, KefuError, StoreError
+from bot.errors import (
+    ConcurrentUpdateError,
+    DatabaseUnavailableError,
+    DuplicateMessageError,
+    KefuError,
+    StoreError,
+)
 from bot.events import BotMessage, Event, UserMessage, event_from_dict
 from bot.ports import PendingDelivery, ScheduledJob, StoredEvent
 from bot.state import ConversationState
-from bot.store.engines import Database, database_url, open_database
+from bot.store.engines import Database, PoolOptions, database_url, open_database
+from bot.store.pg_connections import is_connection_error
 from bot.store.schema import Tables
 
 __all__ = ["SqlStore", "open_store"]
@@ -113,6 +127,8 @@ class SqlStore:
 
     ``group_commit=False`` commits each write in its own transaction (for comparison, and for
     tools that write rarely). ``table_prefix`` names the tables ``<prefix>conversations`` etc.
+    ``cache_size=0`` reads every state from the database: for workers that share it, where
+    another worker may have saved the conversation since. ``pool`` sizes PostgreSQL's pool.
     Call :meth:`initialize` (or use :func:`open_store`) before use.
     """
 
@@ -123,15 +139,17 @@ class SqlStore:
         cache_size: int = DEFAULT_CACHE_SIZE,
         group_commit: bool = True,
         table_prefix: str = "",
+        pool: PoolOptions | None = None,
     ) -> None:
         if table_prefix and not _PREFIX.fullmatch(table_prefix):
             raise StoreError(f"invalid table prefix {table_prefix!r}: use letters, digits and _")
         db_url = database_url(url)
         self._shown_url = db_url.render_as_string(hide_password=True)
         try:
-            self._db: Database = open_database(db_url)
+            self._db: Database = open_database(db_url, pool)
         except (ArgumentError, ImportError) as exc:
             raise StoreError(f"cannot use database {self._shown_url!r}: {exc}") from exc
+        self._start_wait = pool.start_wait if pool is not None else 0.0
         self._t = t = Tables(table_prefix)
         conv = t.conversations
         self._update_conversation = (
@@ -163,9 +181,14 @@ class SqlStore:
         self._closed = False
 
     async def initialize(self) -> None:
-        """Create the tables and indexes that are missing; existing data is left alone."""
+        """Create the tables and indexes that are missing; existing data is left alone.
+
+        A server that cannot be reached (restarting, say, while a worker starts) is tried
+        again for the pool's ``start_wait`` seconds before start-up fails.
+        """
         self._check_open()
         backoff = ConflictBackoff(deadline=_SCHEMA_RETRY_DEADLINE)
+        reachable = ConflictBackoff(deadline=self._start_wait)
         while True:
             try:
                 await self._db.write(self._create_tables)
@@ -175,10 +198,22 @@ class SqlStore:
                 # another process switches a new file to WAL: that process is done soon.
                 if "database is locked" in str(exc) and await backoff.wait():
                     continue
+                if await self._unreachable_for_now(exc, reachable):
+                    continue
                 raise StoreError(f"cannot open database {self._shown_url!r}: {exc.orig}") from exc
             except (SQLAlchemyError, OSError) as exc:
+                if await self._unreachable_for_now(exc, reachable):
+                    continue
                 reason = getattr(exc, "orig", None) or exc
                 raise StoreError(f"cannot open database {self._shown_url!r}: {reason}") from exc
+
+    async def _unreachable_for_now(self, exc: Exception, backoff: ConflictBackoff) -> bool:
+        """Whether to try again: the server is unreachable and the deadline not passed."""
+        if not _unreachable(exc):
+            return False
+        if not backoff.attempts:
+            log.warning("database %s unreachable; trying again for a while", self._shown_url)
+        return await backoff.wait()
 
     def _create_tables(self, conn: Connection) -> None:
         """``create_all`` under a lock, so that processes starting together do not race.
@@ -617,7 +652,7 @@ class SqlStore:
     async def _read(self, work: Callable[[Connection], _T]) -> _T:
         try:
             return await self._db.read(work)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise _store_error(exc) from exc
 
     async def _write(self, payload: _Payload) -> Any:
@@ -629,7 +664,7 @@ class SqlStore:
             return await job.future
         try:
             [(result, error)] = await self._db.write(lambda conn: self._run(conn, [payload]))
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise _store_error(exc) from exc
         if error is not None:
             raise error
@@ -695,10 +730,15 @@ async def open_store(
     cache_size: int = DEFAULT_CACHE_SIZE,
     group_commit: bool = True,
     table_prefix: str = "",
+    pool: PoolOptions | None = None,
 ) -> SqlStore:
     """A ready store: constructed, tables created."""
     store = SqlStore(
-        url, cache_size=cache_size, group_commit=group_commit, table_prefix=table_prefix
+        url,
+        cache_size=cache_size,
+        group_commit=group_commit,
+        table_prefix=table_prefix,
+        pool=pool,
     )
     try:
         await store.initialize()
@@ -786,11 +826,30 @@ def _store_error(exc: Exception) -> KefuError:
     """Keep kefu's own errors; turn a database failure into ``StoreError``.
 
     A unique key violated means another process wrote the same row first (two first turns of
-    one conversation, say): ``ConcurrentUpdateError``, for the turn to run again.
+    one conversation, say): ``ConcurrentUpdateError``, for the turn to run again. A server
+    that cannot be reached (restarting, the network cut, no free connection in time):
+    ``DatabaseUnavailableError``, for the caller to answer retryably.
     """
     if isinstance(exc, KefuError):
         return exc
     if isinstance(exc, IntegrityError):
         return ConcurrentUpdateError("another writer saved the same rows first")
+    if _unreachable(exc):
+        reason = getattr(exc, "orig", None) or exc
+        return DatabaseUnavailableError(f"database unavailable: {type(reason).__name__}")
     reason = getattr(exc, "orig", None) or exc
     return StoreError(f"database error: {type(reason).__name__}: {reason}")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc``, or what it wraps, says the server could not be reached."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # SQLAlchemy's wrapper, the adapter's, the driver's
+        if seen is None:
+            return False
+        if isinstance(seen, PoolTimeoutError) or is_connection_error(seen):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False

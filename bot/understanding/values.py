@@ -50,7 +50,7 @@ _BOOL_PHRASES = {
         "absolutely not|definitely not|certainly not|not correct|not right|not ok|"
         "not okay|negative|👎|❌",
         unclear="maybe|perhaps|not sure|unsure|don't know|dont know|do not know|idk|"
-        "possibly|probably|it depends|depends|kind of|sort of|hmm|not sure yet",
+        "possibly|probably|it depends|depends|kind of|sort of|not sure yet",
     ),
     "zh": _answers(
         yes="是|是的|是啊|对|对的|对啊|没错|好|好的|好啊|好吧|行|可以|嗯|嗯嗯|恩|要|需要|"
@@ -88,16 +88,27 @@ def parse_bool(text: str, language: str) -> bool | None:
     The phrases of ``language`` are tried first, then the other languages' (a Chinese
     customer may well type "ok").
     """
-    normalized = _normalize(text)
+    answers = [_clause_bool(clause, language) for clause in _BOOL_CLAUSE.split(_normalize(text))]
+    said = [answer for answer in answers if answer is not None]
+    if not said:
+        return None
+    # "hmm no, on second thought keep it", "想了想，不取消了": the customer's last word counts
+    return said[-1] if isinstance(said[-1], bool) else None
+
+
+_BOOL_CLAUSE = re.compile(r"[,，;；。!！\n]+|\s+(?:but|actually)\s+|但是|不过|还是")
+
+
+def _clause_bool(clause: str, language: str) -> bool | str | None:
+    """One clause's answer: True, False, unclear, or None when it says neither."""
     order = [language, *(lang for lang in _BOOL_PATTERNS if lang != language)]
     for lang in order:
         pattern = _BOOL_PATTERNS.get(lang)
         if pattern is None:
             continue
-        found = {_BOOL_PHRASES[lang][m.group()] for m in pattern.finditer(normalized)}
+        found = {_BOOL_PHRASES[lang][m.group()] for m in pattern.finditer(clause)}
         if found:
-            answer = found.pop() if len(found) == 1 else _UNCLEAR
-            return answer if isinstance(answer, bool) else None
+            return found.pop() if len(found) == 1 else _UNCLEAR
     return None
 
 
