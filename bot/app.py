@@ -309,15 +309,19 @@ async def build_server(project_dir: Path, settings: Settings) -> Server:
 
 
 def scheduled_work(app: App, *, shared: bool = False) -> ScheduledWork:
-    """The scheduler and kefu's jobs, reaching conversations through the turn runner;
-    ``shared``: other workers store jobs too, so the leader reads them often."""
+    """The scheduler and kefu's jobs, reaching conversations through the turn runner (and,
+    with the Slack desk, its tickets: the handoffs' waiting times and surveys); ``shared``:
+    other workers store jobs too, so the leader reads them often."""
+    from bot.desk import Desk
     from bot.scheduling.work import ScheduledWork
 
+    desk = app.dialogue.desk
     return ScheduledWork(
         app.turns,
         app.store,
         settings=app.settings,
         domain=app.project.domain,
+        desk=desk if isinstance(desk, Desk) else None,
         sync_every=constants.SHARED_SCHEDULER_SYNC_SECONDS
         if shared
         else constants.SCHEDULER_SYNC_SECONDS,

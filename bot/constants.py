@@ -140,6 +140,15 @@ LLM_ROUTING_MODES = ("unsure", "always")
 """When the LLM is asked for commands: when understanding is unsure or no flow matches
 (default), or on every typed message (Rasa CALM's way)."""
 
+HANDOFF_LEAVE_MESSAGE = "/handoff_leave_message"
+"""The button payload with which a customer waiting for a person chooses to leave a message."""
+HANDOFF_BACK_TO_BOT = "/handoff_back_to_bot"
+"""The button payload with which a customer waiting for a person goes back to the bot."""
+LEFT_MESSAGE_KEY = "left_message"
+"""``UserMessage.metadata`` key of a message the customer left for the team (a flow took it)."""
+SURVEY_MISFIRE_GRACE = 6 * 3600
+"""Seconds a satisfaction survey may still go out late (kefu was down); later it is dropped."""
+
 # --- several workers on one PostgreSQL (bot/store/advisory.py, bot/store/live.py) -----------
 DEFAULT_DB_POOL_SIZE = 5
 """Connections the store keeps open per worker (SQLAlchemy ``pool_size``)."""

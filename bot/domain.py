@@ -20,12 +20,15 @@ BUILTIN_INTENTS = frozenset(
         "silence_timeout",
         "restart",
         "human_handoff",
+        "handoff_leave_message",
+        "handoff_back_to_bot",
         "back",
         "out_of_scope",
         "nlu_fallback",
     }
 )
-"""Intents Rasa provides without declaration: flows may name them and buttons send them."""
+"""Intents Rasa provides without declaration, and kefu's own (a waiting customer's choices
+``handoff_leave_message`` / ``handoff_back_to_bot``): flows may name them and buttons send them."""
 
 
 @dataclass(frozen=True)

@@ -291,7 +291,8 @@ class HandoffDesk(Protocol):
 
     async def forward(self, message: UserMessage) -> bool:
         """Pass a customer's message to the agents of the paused conversation; False when no
-        open handoff holds it (the bot then takes the conversation back)."""
+        open handoff holds it, or when it is the waiting customer's choice to leave a message
+        or go back to the bot (the bot then takes the conversation back)."""
         ...
 
 

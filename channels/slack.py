@@ -38,7 +38,7 @@ from bot.desk import Desk, FileRef
 from bot.errors import KefuError, PermanentDeliveryError
 from bot.events import BotMessage
 from bot.settings import Settings
-from channels.slack_board import CLAIM, REOPEN, RESOLVE, SlackBoard
+from channels.slack_board import CLAIM, REOPEN, RESOLVE, RESOLVE_NO_SURVEY, SlackBoard
 from channels.slack_markup import to_plain_text
 
 __all__ = ["EVENTS_PATH", "SlackDeskChannel"]
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 _RELAYED_SUBTYPES = {None, "file_share", "thread_broadcast"}
+NO_SURVEY = "--no-survey"
+"""``/kefu resolve --no-survey``: hand back without asking the customer to rate it."""
 _TICKET = re.compile(r"^#?(\d+)$")
 _MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 
@@ -89,7 +91,7 @@ class SlackDeskChannel(Channel):
             raise_error_for_unhandled_request=False,
         )
         self.app.event("message")(self._on_message)
-        for action_id in (CLAIM, RESOLVE, REOPEN):
+        for action_id in (CLAIM, RESOLVE, RESOLVE_NO_SURVEY, REOPEN):
             self.app.action(action_id)(self._on_button)
         self.app.command("/kefu")(self._on_command)
         self._http = AsyncSlackRequestHandler(self.app)
@@ -175,8 +177,11 @@ class SlackDeskChannel(Channel):
         if container.get("channel_id") != self.handoff_channel or not thread or not user:
             return
         action = ((body.get("actions") or [{}])[0]).get("action_id")
-        move = {CLAIM: self.desk.claim, RESOLVE: self.desk.resolve, REOPEN: self.desk.reopen}
-        notice = await move[action](thread=str(thread), user=user)
+        if action == RESOLVE_NO_SURVEY:
+            notice = await self.desk.resolve(thread=str(thread), user=user, survey=False)
+        else:
+            move = {CLAIM: self.desk.claim, RESOLVE: self.desk.resolve, REOPEN: self.desk.reopen}
+            notice = await move[action](thread=str(thread), user=user)
         if notice:
             await self._tell(user, notice)
 
@@ -188,8 +193,11 @@ class SlackDeskChannel(Channel):
         words = str(command.get("text") or "").split()
         name = words[0].lower() if words else "queue"
         number = target = argument = None
+        survey = True
         for word in words[1:]:
-            if match := _TICKET.match(word):
+            if word.lower() == NO_SURVEY:
+                survey = False
+            elif match := _TICKET.match(word):
                 number = int(match.group(1))
             elif match := _MENTION.match(word):
                 target = match.group(1)
@@ -202,6 +210,7 @@ class SlackDeskChannel(Channel):
             target=target,
             thread=command.get("thread_ts"),
             argument=argument,
+            survey=survey,
         )
         try:
             await respond(text=reply, response_type="ephemeral")

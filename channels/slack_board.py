@@ -19,15 +19,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import constants
 from bot.desk import FileRef, Status, Ticket
+from bot.desk.board import Mention
 from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from bot.files import FileBlob
 from channels.slack_markup import escape
 from channels.slack_pace import ChannelPacer
 
-__all__ = ["SlackBoard", "ticket_blocks"]
+__all__ = ["CLAIM", "REOPEN", "RESOLVE", "RESOLVE_NO_SURVEY", "SlackBoard", "ticket_blocks"]
 
 CLAIM = "kefu_claim"
 RESOLVE = "kefu_resolve"
+RESOLVE_NO_SURVEY = "kefu_resolve_no_survey"
 REOPEN = "kefu_reopen"
 _MEMBERS_TTL = 60.0
 T = TypeVar("T")
@@ -83,11 +85,24 @@ class SlackBoard:
         *,
         from_customer: bool = False,
         files: Sequence[FileBlob] = (),
+        mention: Mention | None = None,
     ) -> None:
         """Post ``text`` in the ticket's thread."""
         assert ticket.thread is not None
         line = f"*{escape(ticket.customer)}:* {escape(text)}" if from_customer else escape(text)
+        if mention == "agent" and ticket.agent:
+            line = f"<@{ticket.agent}> {line}"
         async with self.pacer.turn(self.channel):
+            if mention == "channel":
+                await _call(
+                    self.client.chat_postMessage(
+                        channel=self.channel,
+                        thread_ts=ticket.thread,
+                        reply_broadcast=True,  # seen in the channel, not only in the thread
+                        text=f"<!here> {line}",
+                    )
+                )
+                return
             if files:
                 await _call(
                     self.client.files_upload_v2(
@@ -210,10 +225,24 @@ def _state(ticket: Ticket) -> str:
         took = ""
         if ticket.resolved_at is not None:
             took = f" after {max(int((ticket.resolved_at - ticket.opened_at) // 60), 0)} min"
-        return f"resolved by {ticket.resolved_by}{took}"
+        if ticket.withdrawn:
+            return f"closed: the customer went back to the bot{took}"
+        survey = "" if ticket.survey else ", without a survey"
+        return f"resolved by {ticket.resolved_by}{took}{survey}"
     if ticket.agent_name:
         return f"{ticket.agent_name} has it"
+    if ticket.with_bot:
+        return "waiting for an agent · the customer left a message"
     return "waiting for an agent"
+
+
+def _survey(ticket: Ticket) -> str | None:
+    """The survey's answer as the ticket shows it, when there is one."""
+    if ticket.csat is None:
+        return None
+    stars = "★" * ticket.csat + "☆" * (5 - ticket.csat)
+    comment = f" · “{escape(ticket.csat_comment)}”" if ticket.csat_comment else ""
+    return f"*Survey:* {ticket.csat}/5 {stars}{comment}"
 
 
 def ticket_blocks(ticket: Ticket) -> list[dict[str, Any]]:
@@ -233,6 +262,9 @@ def ticket_blocks(ticket: Ticket) -> list[dict[str, Any]]:
     status = _state(ticket)
     if ticket.unreachable:
         status += " · :warning: the customer can no longer be reached"
+    survey = _survey(ticket)
+    if survey:
+        status += "\n" + survey
     blocks: list[dict[str, Any]] = [
         {
             "type": "section",
@@ -252,6 +284,7 @@ def ticket_blocks(ticket: Ticket) -> list[dict[str, Any]]:
         if ticket.agent is None:
             buttons.append(_button("Claim", CLAIM, style="primary"))
         buttons.append(_button("Resolve", RESOLVE))
+        buttons.append(_button("Resolve without survey", RESOLVE_NO_SURVEY))
     blocks.append({"type": "actions", "block_id": "ticket_actions", "elements": buttons})
     blocks.append(
         {

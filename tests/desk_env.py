@@ -11,16 +11,17 @@ import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bot.app import App, build
+from bot.app import App, build, scheduled_work
 from bot.desk import Desk, Ticket
 from bot.events import Event
+from bot.scheduling.work import ScheduledWork
 from bot.server import create_app, running
 from bot.settings import Settings
 from bot.testing import slack_double as sd
@@ -63,6 +64,8 @@ class DeskShop:
     telegram: TelegramBotApiDouble
     http: httpx.AsyncClient
     db_path: Path
+    work: ScheduledWork | None = None
+    """The scheduler and its jobs, when the shop was started with them."""
     update_ids: Iterator[int] = field(default_factory=lambda: _UPDATE_IDS)
 
     # --- Slack, signed --------------------------------------------------------------------
@@ -198,16 +201,31 @@ async def desk_shop(
     sentiment: float | None = None,
     llm_base_url: str | None = None,
     desk_language: str = "en",
+    scheduled: bool = False,
+    doubles: tuple[SlackApiDouble, TelegramBotApiDouble] | None = None,
+    database_url: str | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[DeskShop]:
-    """The reference shop with Telegram (webhook mode) and the Slack desk, running; with
-    ``llm_base_url`` an OpenAI-compatible LLM (the double) behind it and the desk's copilot."""
+    """The reference shop with Telegram (webhook mode) and the Slack desk, running.
+
+    ``llm_base_url``: an OpenAI-compatible LLM (the double) behind it and the desk's copilot.
+    ``scheduled``: with the scheduler and its jobs, as ``kefu run`` starts them (the test
+    fires due jobs itself). ``doubles``: Slack and Telegram doubles that outlive the shop, to
+    restart kefu against them. ``overrides``: more settings.
+    """
     db_path = tmp_path / "kefu.db"
-    async with (
-        SlackApiDouble(members={DESK: [AGENT, SECOND_AGENT]}, users=USERS) as slack,
-        TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME) as telegram,
-    ):
+    async with AsyncExitStack() as stack:
+        if doubles is None:
+            slack = await stack.enter_async_context(
+                SlackApiDouble(members={DESK: [AGENT, SECOND_AGENT]}, users=USERS)
+            )
+            telegram = await stack.enter_async_context(
+                TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME)
+            )
+        else:
+            slack, telegram = doubles
         settings = Settings(
-            database_url=f"sqlite+aiosqlite:///{db_path}",
+            database_url=database_url or f"sqlite+aiosqlite:///{db_path}",
             telegram_bot_token=tg.TOKEN,
             telegram_webhook_url="https://shop.example",
             telegram_webhook_secret=TELEGRAM_SECRET,
@@ -224,9 +242,17 @@ async def desk_shop(
             openai_base_url=llm_base_url,
             llm_model="desk-model" if llm_base_url else None,
             llm_timeout=3.0,
+            **overrides,
         )
         agent, channels = await build(ROOT, settings)
         slack_channel = next(c for c in channels if isinstance(c, SlackDeskChannel))
-        app = create_app(channels=channels, on_shutdown=[agent.close])
+        work = scheduled_work(agent) if scheduled else None
+        app = create_app(
+            channels=channels,
+            on_startup=[work.start] if work is not None else [],
+            on_shutdown=[*([work.shutdown] if work is not None else []), agent.close],
+        )
         async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
-            yield DeskShop(agent, slack_channel.desk, slack_channel, slack, telegram, http, db_path)
+            yield DeskShop(
+                agent, slack_channel.desk, slack_channel, slack, telegram, http, db_path, work
+            )

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from bot.desk import HandoffTriggers, Status, Ticket
+from bot.dialogue.default_actions import survey_rating
 from bot.errors import SettingsError
 from bot.events import ConversationPaused, FlowStarted, HandoffRequested
 from bot.server import create_app, running
 from bot.settings import Settings
 from bot.state import ConversationState
 from bot.testing.recording_core import RecordingCore
+from channels.slack_board import RESOLVE_NO_SURVEY, ticket_blocks
 from channels.slack_markup import escape, mentioned_users, to_plain_text
 from channels.webchat import WebChatChannel
 
@@ -171,6 +174,39 @@ def test_ticket_survives_the_store_as_json() -> None:
     )
     again = Ticket.from_json(ticket.to_json())
     assert again == ticket and again.status is Status.ACTIVE
+
+
+def test_the_ticket_shows_the_survey_and_how_it_ended() -> None:
+    ticket = Ticket(
+        conversation_id="telegram:1",
+        number=3,
+        channel="telegram",
+        customer="Alice <b>",
+        language="en",
+        reason="customer asked for a human",
+        opened_at=0.0,
+    )
+    shown = json.dumps(ticket_blocks(ticket))
+    assert RESOLVE_NO_SURVEY in shown and "waiting for an agent" in shown
+    ticket.with_bot = True
+    assert "the customer left a message" in json.dumps(ticket_blocks(ticket))
+    ticket.status, ticket.resolved_at, ticket.resolved_by = Status.RESOLVED, 600.0, "Dana Lee"
+    ticket.csat, ticket.csat_comment = 2, "slow <reply>"
+    shown = json.dumps(ticket_blocks(ticket), ensure_ascii=False)
+    assert "resolved by Dana Lee after 10 min" in shown and "without a survey" not in shown
+    assert "2/5 ★★☆☆☆" in shown and "slow &lt;reply&gt;" in shown
+    ticket.survey = False
+    assert "without a survey" in json.dumps(ticket_blocks(ticket))
+    ticket.withdrawn = True
+    assert "the customer went back to the bot" in json.dumps(ticket_blocks(ticket))
+
+
+@pytest.mark.parametrize(
+    ("value", "score"),
+    [(4, 4), (5.0, 5), ("3", 3), (0, None), (6, None), (2.5, None), (True, None), ("x", None)],
+)
+def test_a_survey_rating_is_a_whole_number_from_1_to_5(value: object, score: int | None) -> None:
+    assert survey_rating(value) == score
 
 
 @pytest.fixture

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from bot.events import Attachment
 from bot.files import FileBlob
 
 if TYPE_CHECKING:
     from bot.desk.tickets import Ticket
+
+Mention = Literal["channel", "agent"]
+"""Whom a desk line calls: every agent in the handoff channel, or the ticket's agent."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,11 @@ class DeskBoard(Protocol):
         *,
         from_customer: bool = False,
         files: Sequence[FileBlob] = (),
+        mention: Mention | None = None,
     ) -> None:
-        """Post in the ticket's thread: what the customer wrote, or a line from the desk."""
+        """Post in the ticket's thread: what the customer wrote, or a line from the desk;
+        ``mention="channel"`` raises it for every agent (shown in the channel too),
+        ``mention="agent"`` calls the agent who has the ticket."""
         ...
 
     async def tell(self, user: str, text: str, *, thread: str | None = None) -> None:

@@ -7,6 +7,9 @@ and keeps them in the store while the board is down. The agents' workspace adapt
 :meth:`Desk.on_reply`, :meth:`Desk.claim`, :meth:`Desk.command`... with plain values; what the
 customer must hear goes through ``ConversationControl.intervene`` (the bot's own outbox).
 Each returns the private notice for the acting agent, if any.
+
+What happens to a ticket is told to its watchers (:meth:`Desk.watch`): scheduled work sets and
+cancels the handoff's timers there (waiting time, the agent's idle reminder, the survey).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bot import constants
@@ -41,7 +44,7 @@ from bot.state import ConversationState
 if TYPE_CHECKING:
     from bot.desk.copilot import DeskCopilot
 
-__all__ = ["Desk"]
+__all__ = ["BACK_TO_BOT", "LEAVE_MESSAGE", "Desk", "TicketWatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,13 @@ _NOTE_PREFIX = "note:"
 _FILE_KINDS = frozenset({"image", "document", "audio", "video"})
 _HIDDEN_SLOTS = frozenset({"continue_interrupted_flow_confirmation", "language"})
 Utter = tuple[str, Mapping[str, Any]]
+TicketWatcher = Callable[[Ticket, str], Awaitable[None]]
+"""Told of a ticket after each change, with its name: ``opened``, ``claim``, ``resolve``,
+``reopen``, ``release``, ``transfer``, ``withdraw`` (the customer went back to the bot) or
+``with_bot`` (the customer chose to leave a message)."""
+
+LEAVE_MESSAGE = constants.HANDOFF_LEAVE_MESSAGE
+BACK_TO_BOT = constants.HANDOFF_BACK_TO_BOT
 
 
 class Desk:
@@ -95,6 +105,7 @@ class Desk:
         self._flushers: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._stopping = False
+        self._watchers: list[TicketWatcher] = []
 
     def connect(
         self,
@@ -108,6 +119,14 @@ class Desk:
         self._board = board
         self._conversations = conversations
         self._copilot = copilot
+
+    def watch(self, watcher: TicketWatcher) -> None:
+        """Tell ``watcher`` of every change to a ticket (after it is saved)."""
+        self._watchers.append(watcher)
+
+    async def ticket(self, conversation_id: str) -> Ticket | None:
+        """The conversation's latest ticket, if it ever had one."""
+        return await self._book.get(conversation_id)
 
     def add_file_source(self, channel: str, source: FileSource) -> None:
         """Let the desk fetch files customers send on ``channel`` to post them in threads."""
@@ -147,33 +166,115 @@ class Desk:
             async with self._index_lock:
                 number = await self._book.new_number(conversation_id)
                 await self._book.set_open(conversation_id, True)
-            await self._book.put(
-                _new_ticket(state, number=number, reason=reason, now=self._clock())
-            )
+            ticket = _new_ticket(state, number=number, reason=reason, now=self._clock())
+            await self._book.put(ticket)
         self._kick(conversation_id)
+        await self._tell_watchers(ticket, "opened")
         return True
 
     async def forward(self, message: UserMessage) -> bool:
         """Queue a customer's message (and its files) for the ticket's thread; False when
         the conversation has no open ticket."""
+        choice = message.payload if message.payload in (LEAVE_MESSAGE, BACK_TO_BOT) else None
         async with self._lock(message.conversation_id):
             ticket = await self._book.get(message.conversation_id)
             if ticket is None or not ticket.is_open:
                 log.warning("no open ticket for %s: the bot answers", message.conversation_id)
                 return False
-            text = message.text or message.payload or ""
-            ticket.outbox.append(
-                {
-                    "kind": "customer",
-                    "text": text,
-                    "attachments": [dataclasses.asdict(a) for a in message.attachments],
-                }
-            )
-            ticket.said("Customer", text)
-            if text and self._copilot is not None and self._copilot.translates(ticket.language):
-                ticket.outbox.append({"kind": "translation", "text": text})
+            if choice is not None and ticket.agent is None:
+                # The payload counts only where trusted (an offered button, or kefu's own
+                # plain intent typed): bot.dialogue.trust. A claimed ticket takes it as words.
+                move = self._stop_waiting(ticket, withdraw=choice == BACK_TO_BOT)
+                if move == "withdraw":
+                    async with self._index_lock:
+                        await self._book.set_open(ticket.conversation_id, False)
+            else:
+                move = None
+                text = message.text or message.payload or ""
+                if message.metadata.get(constants.LEFT_MESSAGE_KEY):
+                    text = f"(left a message) {text}"
+                ticket.outbox.append(
+                    {
+                        "kind": "customer",
+                        "text": text,
+                        "attachments": [dataclasses.asdict(a) for a in message.attachments],
+                    }
+                )
+                ticket.said("Customer", text)
+                copilot = self._copilot
+                if text and copilot is not None and copilot.translates(ticket.language):
+                    ticket.outbox.append({"kind": "translation", "text": text})
+                ticket.last_activity_at = self._clock()
             await self._book.put(ticket)
         self._kick(message.conversation_id)
+        if move is not None:
+            await self._tell_watchers(ticket, move)
+            return False  # the bot takes the conversation (back)
+        return True
+
+    def _stop_waiting(self, ticket: Ticket, *, withdraw: bool) -> str:
+        """The waiting customer pressed "leave a message" or "back to the bot"."""
+        if withdraw:
+            ticket.status = Status.RESOLVED
+            ticket.withdrawn = True
+            ticket.survey = False
+            ticket.resolved_at = self._clock()
+            ticket.resolved_by = "the customer"
+            line = "The customer stopped waiting and went back to the bot."
+        else:
+            ticket.with_bot = True
+            line = (
+                "The customer chose to leave a message (the bot takes it; it follows here). "
+                "Claim the ticket to talk to them."
+            )
+        ticket.outbox += [{"kind": "line", "text": line}, {"kind": "show"}]
+        return "withdraw" if withdraw else "with_bot"
+
+    async def escalate(
+        self, conversation_id: str, *, number: int, text: str, mention: bool = True
+    ) -> bool:
+        """Say ``text`` in ticket ``number``'s thread, if it still waits for an agent;
+        ``mention``: raised for every agent in the channel."""
+        return await self._line(
+            conversation_id, number, text, mention="channel" if mention else None, waiting=True
+        )
+
+    async def remind_agent(self, conversation_id: str, *, number: int, text: str) -> bool:
+        """Call the agent who has ticket ``number`` in its thread, if they still have it."""
+        return await self._line(conversation_id, number, text, mention="agent", waiting=False)
+
+    async def record_survey(
+        self, conversation_id: str, *, score: int, comment: str | None = None
+    ) -> None:
+        """Show the customer's survey answer on their latest (resolved) ticket."""
+        async with self._lock(conversation_id):
+            ticket = await self._book.get(conversation_id)
+            if ticket is None or ticket.is_open:
+                return
+            ticket.csat = score
+            if comment:
+                ticket.csat_comment = comment
+            said = (
+                f"Survey comment from the customer: {comment}"
+                if comment
+                else f"Survey: the customer rated this handoff {score}/5."
+            )
+            ticket.outbox += [{"kind": "line", "text": said}, {"kind": "show"}]
+            await self._book.put(ticket)
+        self._kick(conversation_id)
+
+    async def _line(
+        self, cid: str, number: int, text: str, *, mention: str | None, waiting: bool
+    ) -> bool:
+        async with self._lock(cid):
+            ticket = await self._book.get(cid)
+            if ticket is None or ticket.number != number or not ticket.is_open:
+                return False
+            if (ticket.agent is None) is not waiting:
+                return False
+            ticket.outbox.append({"kind": "line", "text": text, "mention": mention})
+            await self._book.put(ticket)
+        self._kick(cid)
         return True
 
     # --- the agents' side ----------------------------------------------------------------
@@ -205,6 +306,8 @@ class Desk:
         utter: list[Utter] = []
         notice: str | None = None
         translate_to: str | None = None
+        claimed = False
+        pause: bool | None = None
         async with self._lock(cid):
             ticket = await self._book.get(cid)
             if ticket is None or ticket.thread != thread:
@@ -224,7 +327,10 @@ class Desk:
                     self._assign(ticket, user, name)
                     events.append(AgentJoined(agent=name))
                     utter.append(("utter_human_agent_joined", {"agent_name": _first(name)}))
-                    await self._book.put(ticket)
+                    claimed = True
+                    pause = self._take_back(ticket)
+                ticket.last_activity_at = self._clock()
+                await self._book.put(ticket)
                 attachments: list[Attachment] = []
                 if files and ticket.channel in self._file_channels:
                     attachments, notice = await self._keep(cid, files)
@@ -247,7 +353,9 @@ class Desk:
                 events, sent = translated
         # Outside the desk's lock: a customer's turn holds the conversation's lock while it
         # takes the desk's (forward), so taking them the other way round could deadlock.
-        result = await self._record(cid, events=events, utter=utter, key=(thread, message_id))
+        result = await self._record(
+            cid, events=events, utter=utter, pause=pause, key=(thread, message_id)
+        )
         if result is None or result.duplicate:
             return None
         for text in sent:  # the thread keeps what the customer received
@@ -255,15 +363,18 @@ class Desk:
         await self._after_delivery(cid, result)
         if utter:
             await self._show(cid)
+        if claimed:
+            await self._tell_watchers(ticket, "claim")
         return notice
 
     async def claim(self, *, thread: str, user: str) -> str | None:
         """The Claim button: assign the ticket to ``user``."""
         return await self._act(thread, user, "claim")
 
-    async def resolve(self, *, thread: str, user: str) -> str | None:
-        """The Resolve button: hand the conversation back to the bot."""
-        return await self._act(thread, user, "resolve")
+    async def resolve(self, *, thread: str, user: str, survey: bool = True) -> str | None:
+        """The Resolve button: hand the conversation back to the bot; ``survey=False``: the
+        customer is not asked to rate it."""
+        return await self._act(thread, user, "resolve", survey=survey)
 
     async def reopen(self, *, thread: str, user: str) -> str | None:
         """The Reopen button on a resolved ticket: the agent takes the conversation again."""
@@ -278,10 +389,11 @@ class Desk:
         target: str | None = None,
         thread: str | None = None,
         argument: str | None = None,
+        survey: bool = True,
     ) -> str:
-        """``/kefu queue | resolve | release | reopen | transfer @someone | translate on|off
-        | suggest`` (on ticket ``number``, the thread's ticket, or the agent's only claimed
-        one)."""
+        """``/kefu queue | resolve [--no-survey] | release | reopen | transfer @someone |
+        translate on|off | suggest`` (on ticket ``number``, the thread's ticket, or the agent's
+        only claimed one)."""
         if not await self._may_act(user):
             return NOT_AGENT
         if name == "queue":
@@ -292,9 +404,9 @@ class Desk:
             )
         if name not in {"resolve", "release", "reopen", "transfer", "claim"}:
             return (
-                "Usage: `/kefu queue`, `/kefu resolve|release|reopen [#ticket]`, "
-                "`/kefu transfer [#ticket] @someone`, `/kefu translate on|off [#ticket]`, "
-                "`/kefu suggest [#ticket]`."
+                "Usage: `/kefu queue`, `/kefu resolve [#ticket] [--no-survey]`, "
+                "`/kefu release|reopen [#ticket]`, `/kefu transfer [#ticket] @someone`, "
+                "`/kefu translate on|off [#ticket]`, `/kefu suggest [#ticket]`."
             )
         if name == "transfer" and not target:
             return "Usage: `/kefu transfer [#ticket] @someone`."
@@ -302,7 +414,8 @@ class Desk:
         if isinstance(ticket, str):
             return ticket
         assert ticket.thread is not None
-        return await self._act(ticket.thread, user, name, target=target) or "Done."
+        moved = await self._act(ticket.thread, user, name, target=target, survey=survey)
+        return moved or "Done."
 
     async def queue(self) -> str:
         """Waiting and active tickets, oldest first, with how long they have waited."""
@@ -425,7 +538,13 @@ class Desk:
     # --- agents' moves -------------------------------------------------------------------
 
     async def _act(
-        self, thread: str, user: str, move: str, *, target: str | None = None
+        self,
+        thread: str,
+        user: str,
+        move: str,
+        *,
+        target: str | None = None,
+        survey: bool = True,
     ) -> str | None:
         found = await self._book.by_thread(thread)
         if found is None:
@@ -445,6 +564,8 @@ class Desk:
             if isinstance(change, str):
                 return change
             events, utter, pause = change
+            if move == "resolve":
+                ticket.survey = survey
             await self._book.put(ticket)
             if move in {"resolve", "reopen"}:
                 async with self._index_lock:
@@ -452,6 +573,7 @@ class Desk:
         await self._apply(cid, events=events, utter=utter, pause=pause)
         if target is not None and move == "transfer":
             await self._quietly(self._tell(target, f"You now have kefu ticket #{ticket.number}."))
+        await self._tell_watchers(ticket, move)
         return None
 
     def _move(
@@ -488,7 +610,7 @@ class Desk:
             return (
                 [AgentJoined(agent=name)],
                 [("utter_human_agent_joined", {"agent_name": _first(name)})],
-                None,
+                self._take_back(ticket),
             )
         if ticket.agent not in (None, user):
             return f"{ticket.agent_name} has this conversation; only they can do that."
@@ -511,14 +633,30 @@ class Desk:
         return (
             events,
             [("utter_human_agent_transferred", {"agent_name": _first(target_name)})],
-            None,
+            self._take_back(ticket),
         )
+
+    @staticmethod
+    def _take_back(ticket: Ticket) -> bool | None:
+        """An agent takes a ticket whose customer talks to the bot meanwhile (they left a
+        message): the conversation is theirs again (paused); else nothing changes."""
+        if not ticket.with_bot:
+            return None
+        ticket.with_bot = False
+        return True
 
     def _assign(self, ticket: Ticket, user: str, name: str) -> None:
         ticket.agent = user
         ticket.agent_name = name
         ticket.status = Status.ACTIVE
-        ticket.claimed_at = self._clock()
+        ticket.claimed_at = ticket.last_activity_at = self._clock()
+
+    async def _tell_watchers(self, ticket: Ticket, move: str) -> None:
+        for watcher in self._watchers:
+            try:
+                await watcher(ticket, move)
+            except Exception:  # a timer failing must not undo an agent's move
+                log.exception("a ticket watcher failed on %s of #%s", move, ticket.number)
 
     async def _apply(
         self,
@@ -662,7 +800,15 @@ class Desk:
         if item["kind"] == "ticket":
             return await self._board.post_ticket(ticket)
         if item["kind"] == "line":
-            await self._board.post_in_thread(ticket, str(item["text"]))
+            mention = item.get("mention")
+            await self._board.post_in_thread(
+                ticket,
+                str(item["text"]),
+                mention="channel" if mention == "channel" else "agent" if mention else None,
+            )
+            return None
+        if item["kind"] == "show":
+            await self._board.update_ticket(ticket)
             return None
         if item["kind"] == "translation":
             if self._copilot is not None:

@@ -59,11 +59,25 @@ class Ticket:
     window: list[tuple[str, str]] = field(default_factory=list)
     """What customer and agents said since the handoff, as ``(speaker, text)``, the latest
     :data:`~bot.constants.DESK_WINDOW_TURNS` (the copilot drafts from it)."""
+    with_bot: bool = False
+    """The customer stopped waiting (to leave a message): the bot answers them meanwhile,
+    and the agent who claims the ticket takes the conversation back."""
+    withdrawn: bool = False
+    """The customer stopped waiting and went back to the bot: closed without an agent."""
+    last_activity_at: float | None = None
+    """When the customer or the agent last wrote (the agent's idle reminder counts from it)."""
+    survey: bool = True
+    """Whether the customer is asked to rate the handoff once it is resolved."""
+    csat: int | None = None
+    """The customer's rating (1 to 5) from the satisfaction survey."""
+    csat_comment: str | None = None
     outbox: list[dict[str, Any]] = field(default_factory=list)
     """What waits to be posted, oldest first: ``{"kind": "customer", "text", "attachments"}``
-    or ``{"kind": "line", "text"}`` or ``{"kind": "translation", "text"}`` (the copilot's
-    translation of a customer's message, posted after it); the ticket itself is posted
-    first when ``thread`` is None."""
+    or ``{"kind": "line", "text"}`` (a line from the desk; ``"mention"``: ``"channel"`` to raise
+    it for every agent, ``"agent"`` to remind the one who has it) or ``{"kind": "translation",
+    "text"}`` (the copilot's translation of a customer's message, posted after it) or
+    ``{"kind": "show"}`` (the ticket's message shows its new state); the ticket itself is
+    posted first when ``thread`` is None."""
 
     def said(self, speaker: str, text: str) -> None:
         """Keep ``text`` in the window (bounded), for the copilot."""

@@ -215,7 +215,11 @@ def _answer_to_pending(m: _Reading) -> list[cmd.Command] | None:
     slot, answer = m.pending_slot, m.answer
     if slot is None or answer is None:
         return None
-    typed = slot.type in ("bool", "float", "categorical") or answer.source == "entity"
+    typed = (
+        slot.type in ("bool", "float", "categorical")
+        or answer.source == "entity"
+        or _takes_any_text(slot)
+    )
     if typed or not (m.confident and (m.new_flows or m.small_talk)):
         return [
             cmd.SetSlot(slot.name, answer.value),
@@ -360,6 +364,12 @@ def _needs_entity(slot: SlotDefinition) -> bool:
     """A slot filled only from an entity (an order number) does not take free text."""
     kinds = {m.type for m in slot.mappings}
     return "from_entity" in kinds and not kinds & {"from_text", "from_llm"}
+
+
+def _takes_any_text(slot: SlotDefinition) -> bool:
+    """A slot mapped only ``from_text`` (a message left for the team, a survey comment) takes
+    whatever the customer writes, even words that sound like small talk or another task."""
+    return {m.type for m in slot.mappings} == {"from_text"}
 
 
 def _is_bool_answer(slot: SlotDefinition | None, answer: object) -> bool:

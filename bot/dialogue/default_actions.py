@@ -24,6 +24,7 @@ from bot.events import (
     BotMessage,
     Button,
     ConversationPaused,
+    CsatAnswered,
     FlowCancelled,
     FlowCompleted,
     FlowResumed,
@@ -31,6 +32,7 @@ from bot.events import (
     HandoffRequested,
     Restarted,
     SessionStarted,
+    UserMessage,
 )
 from bot.flows.conditions import compile_condition
 from bot.hours import BusinessHours
@@ -376,6 +378,73 @@ class DefaultActions:
         turn.emit(FlowCompleted(flow_id=str(frame["flow_id"]), step_id=str(frame["step_id"])))
         return StepOutcome.LISTEN
 
+    async def action_leave_message(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
+        """Pass the message a waiting customer left (``handoff_message``) to their ticket."""
+        state = turn.state
+        text = turn.slots().get("handoff_message")
+        turn.set_slot("handoff_message", None)
+        left = False
+        if isinstance(text, str) and text.strip() and self.desk is not None:
+            left = await self.desk.forward(
+                UserMessage(
+                    channel=state.channel,
+                    conversation_id=state.conversation_id,
+                    sender_id=state.sender_id,
+                    text=text.strip(),
+                    language=state.language,
+                    metadata={constants.LEFT_MESSAGE_KEY: True},
+                )
+            )
+        response = "utter_handoff_message_left" if left else "utter_human_handoff_not_available"
+        control.utter(turn, response, frame)
+        return CONTINUE
+
+    async def action_record_handoff_rating(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
+        """Record the survey's rating (``handoff_rating``, 1 to 5) as a desk event."""
+        score = survey_rating(turn.slots().get("handoff_rating"))
+        if score is not None:
+            turn.emit(CsatAnswered(score=score))
+        return CONTINUE
+
+    async def action_record_handoff_comment(
+        self, turn: Turn, frame: Frame, control: FlowControl
+    ) -> StepOutcome:
+        """Record the survey's comment with its rating (unless skipped); thank; forget both,
+        so that the next survey asks again."""
+        slots = turn.slots()
+        score = survey_rating(slots.get("handoff_rating"))
+        comment = slots.get("handoff_comment")
+        if (
+            score is not None
+            and isinstance(comment, str)
+            and comment.strip()
+            and comment.strip().lower() != SKIP_COMMENT
+        ):
+            turn.emit(CsatAnswered(score=score, comment=comment.strip()))
+        control.utter(turn, "utter_handoff_survey_thanks", frame)
+        turn.set_slot("handoff_rating", None)
+        turn.set_slot("handoff_comment", None)
+        return CONTINUE
+
+
+SKIP_COMMENT = "skip"
+"""The survey comment of the Skip button (typing it skips too)."""
+
+
+def survey_rating(value: Any) -> int | None:
+    """A survey rating 1 to 5 from the slot's value, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        score = float(value)
+    except ValueError:
+        return None
+    return int(score) if score.is_integer() and 1 <= score <= 5 else None
+
 
 def _sentiment(parse: dict[str, Any]) -> float | None:
     """The message's sentiment score (-1 to 1), when understanding put one on it."""
@@ -409,6 +478,9 @@ REGISTRY: Mapping[str, DefaultAction] = MappingProxyType(
         "action_hangup": DefaultActions.action_hangup,
         "action_handoff_metric": DefaultActions.action_handoff_metric,
         "action_repeat_bot_messages": DefaultActions.action_repeat_bot_messages,
+        "action_leave_message": DefaultActions.action_leave_message,
+        "action_record_handoff_rating": DefaultActions.action_record_handoff_rating,
+        "action_record_handoff_comment": DefaultActions.action_record_handoff_comment,
     }
 )
 """Every default action by name: the one list the executor and validation share."""

@@ -5,15 +5,20 @@ from __future__ import annotations
 from typing import Protocol
 
 from bot import constants
+from bot.dialogue.default_actions import DefaultActions
+from bot.dialogue.executor import FlowExecutor
 from bot.domain import Domain
 from bot.ports import ConversationRepository, JobStore, RetentionStore
 from bot.responses import ResponseRenderer
 from bot.scheduling import retention
 from bot.scheduling.conversations import Conversations
+from bot.scheduling.handoffs import HandoffTimers
 from bot.scheduling.notices import Notices
 from bot.scheduling.retention import Retention
 from bot.scheduling.scheduler import Scheduler
 from bot.scheduling.sessions import SessionExpiry
+from bot.scheduling.surveys import Surveys
+from bot.scheduling.tickets import DeskTickets
 from bot.settings import Settings
 
 
@@ -23,7 +28,8 @@ class SchedulingStore(ConversationRepository, JobStore, RetentionStore, Protocol
 
 
 class ScheduledWork:
-    """Retention (when ``KEFU_RETENTION_DAYS`` is set), session expiry, notices, reminders.
+    """Retention (when ``KEFU_RETENTION_DAYS`` is set), session expiry, notices, reminders;
+    with a desk, the handoffs' waiting times and satisfaction surveys.
 
     ``sync_every``: seconds between reads of the jobs table for jobs stored elsewhere (by
     workers that are not the leader, on PostgreSQL).
@@ -36,9 +42,31 @@ class ScheduledWork:
         *,
         settings: Settings,
         domain: Domain,
+        desk: DeskTickets | None = None,
         sync_every: float = constants.SCHEDULER_SYNC_SECONDS,
     ) -> None:
         self.scheduler = Scheduler(store, sync_every=sync_every)
+        self.handoffs: HandoffTimers | None = None
+        self.surveys: Surveys | None = None
+        if desk is not None:
+            # The jobs' own executor speaks responses and starts the survey's flow; it is
+            # stateless, like the turn runner's (everything lives in the conversation's state).
+            executor = FlowExecutor(
+                renderer=ResponseRenderer(domain),
+                action_runner=None,
+                defaults=DefaultActions(answer_backend=None),
+            )
+            self.handoffs = HandoffTimers(
+                conversations,
+                desk,
+                executor,
+                sla=settings.handoff_sla,
+                max_wait=settings.handoff_max_wait,
+                hours=settings.business_hours,
+            )
+            self.surveys = Surveys(conversations, desk, executor, delay=settings.csat_delay)
+            self.handoffs.install(self.scheduler)
+            self.surveys.install(self.scheduler)
         self.retention = (
             Retention(store, days=settings.retention_days)
             if settings.retention_days is not None

@@ -318,7 +318,11 @@ class SlackApiDouble:
             "user": self.bot_user_id,
             "bot_id": self.bot_id,
             "ts": self._new_ts(),
-            **{k: v for k, v in params.items() if k in {"text", "blocks", "thread_ts"}},
+            **{
+                k: v
+                for k, v in params.items()
+                if k in {"text", "blocks", "thread_ts", "reply_broadcast"}
+            },
             "channel": channel,
         }
         self.messages.append(message)
