@@ -43,6 +43,8 @@ SLACK_RATE_LIMIT_RETRIES = 3
 SLACK_POST_INTERVAL = 1.0
 """Seconds between two posts to one Slack channel (Slack allows about one a second)."""
 DESK_FLUSH_DELAYS = (1.0, 5.0, 15.0, 30.0, 60.0)
+DESK_NEW_TICKET_WAIT = 5.0
+"""Seconds a press on a just-posted ticket waits for the ticket's thread to be recorded."""
 """Seconds between attempts to post what waits for Slack (the last delay then repeats)."""
 DESK_TRANSCRIPT_TURNS = 6
 DESK_WINDOW_TURNS = 12

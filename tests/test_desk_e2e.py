@@ -558,3 +558,26 @@ async def test_web_chat_customer_gets_agent_messages_live(tmp_path: Path) -> Non
         assert await say("yes")
         events = await s.events(f"webchat:{token}")
         assert any(isinstance(e, UserMessage) and e.text == "yes" for e in events)
+
+
+async def test_two_waiting_customers_each_claimed_through_their_own_ticket(
+    tmp_path: Path,
+) -> None:
+    other = CHAT + 1
+    async with desk_shop(tmp_path) as s:
+        first = await hand_off(s)
+        await s.tg_send(other, "where is my order")
+        await s.tg_replies(other, 1)
+        await s.tg_send(
+            other, "/human", entities=[{"type": "bot_command", "offset": 0, "length": 6}]
+        )
+        assert "connecting you" in (await s.tg_replies(other, 2))[-1]
+        second = str((await s.ticket(2))["ts"])
+        assert second != first
+
+        await s.press(second, CLAIM)
+        assert "Dana from our team" in (await s.tg_replies(other, 3))[-1]
+        await s.press(first, CLAIM, user=SECOND_AGENT)
+        assert "Sam from our team" in (await s.tg_replies(CHAT, 3))[-1]
+        assert (await s.ticket_record(CONVERSATION)).agent == SECOND_AGENT
+        assert not s.ephemerals_to(AGENT) and not s.ephemerals_to(SECOND_AGENT)

@@ -96,6 +96,8 @@ class Desk:
         self._files = StoredFiles(store)
         self._clock = clock
         self._delays = tuple(flush_delays)
+        self._tickets_posting = 0
+        """Tickets posted whose thread is not recorded yet: a press on one waits for it."""
         self._board: DeskBoard | None = None
         self._conversations: ConversationControl | None = None
         self._copilot: DeskCopilot | None = None
@@ -546,7 +548,7 @@ class Desk:
         target: str | None = None,
         survey: bool = True,
     ) -> str | None:
-        found = await self._book.by_thread(thread)
+        found = await self._ticket_of(thread)
         if found is None:
             return UNKNOWN_THREAD
         cid = found.conversation_id
@@ -769,31 +771,48 @@ class Desk:
             if ticket is None or (ticket.thread is not None and not ticket.outbox):
                 return
             item = ticket.outbox[0] if ticket.thread is not None else {"kind": "ticket"}
+            new_ticket = item["kind"] == "ticket"
+            self._tickets_posting += new_ticket
             try:
                 posted = await self._post(ticket, item)
             except TransientError as err:
+                self._tickets_posting -= new_ticket
                 delay = self._delays[min(failures, len(self._delays) - 1)]
                 failures += 1
                 log.warning("the board is unavailable (%s); posting again in %.0f s", err, delay)
                 await asyncio.sleep(max(delay, err.retry_after or 0.0))
                 continue
             except PermanentError as err:
-                if item["kind"] == "ticket":  # a setup problem (bad channel): keep trying slowly
+                self._tickets_posting -= new_ticket
+                if new_ticket:  # a setup problem (bad channel): keep trying slowly
                     log.error("ticket for %s cannot be posted: %s", cid, err)
                     await asyncio.sleep(self._delays[-1])
                     continue
                 log.error("a message for ticket %s was refused: %s", cid, err)
                 posted = None
             failures = 0
-            async with self._lock(cid):
-                ticket = await self._book.get(cid)
-                if ticket is None:
-                    return
-                if item["kind"] == "ticket":
-                    ticket.thread = posted
-                elif ticket.outbox:
-                    ticket.outbox.pop(0)
-                await self._book.put(ticket, new_thread=item["kind"] == "ticket")
+            try:
+                async with self._lock(cid):
+                    ticket = await self._book.get(cid)
+                    if ticket is None:
+                        return
+                    if new_ticket:
+                        ticket.thread = posted
+                    elif ticket.outbox:
+                        ticket.outbox.pop(0)
+                    await self._book.put(ticket, new_thread=new_ticket)
+            finally:
+                self._tickets_posting -= new_ticket
+
+    async def _ticket_of(self, thread: str) -> Ticket | None:
+        """The ticket of ``thread``; Slack may deliver a press on a new ticket before its
+        post's answer (and so its thread) reached the desk: then wait for it, briefly."""
+        found = await self._book.by_thread(thread)
+        deadline = time.monotonic() + constants.DESK_NEW_TICKET_WAIT
+        while found is None and self._tickets_posting and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            found = await self._book.by_thread(thread)
+        return found
 
     async def _post(self, ticket: Ticket, item: dict[str, Any]) -> str | None:
         assert self._board is not None
