@@ -54,6 +54,7 @@ from bot.reporting.figures import Bucket, Figures, Query, compute, percentile
 from bot.reporting.usage import LLMUsage
 from bot.store.engines import Database, database_url, open_database
 from bot.store.schema import Tables
+from bot.store.sql_store import lock_schema
 
 __all__ = ["ConversationRow", "HandoffTimes", "Reporting"]
 
@@ -213,10 +214,16 @@ class Reporting:
     async def initialize(self) -> None:
         """Create the reporting tables that are missing; rebuild them when their layout changed."""
         try:
-            await self._db.write(self.metadata.create_all)
-            await self._db.write(self._check_version)
+            await self._db.write(self._create_tables)
         except Exception as exc:
             raise StoreError(f"cannot create the reporting tables: {exc}") from exc
+
+    def _create_tables(self, conn: Connection) -> None:
+        """Create what is missing and check the layout, under the store's schema lock (workers
+        starting together on PostgreSQL would race on ``CREATE TABLE``)."""
+        lock_schema(conn)
+        self.metadata.create_all(conn)
+        self._check_version(conn)
 
     def _check_version(self, conn: Connection) -> None:
         """Empty the tables and rewind the cursor when they were kept by another layout."""

@@ -221,8 +221,7 @@ class SqlStore:
         SQLite's write transaction is that lock already; PostgreSQL takes an advisory lock
         for the transaction (``CREATE TABLE`` alone would fail on the type both create).
         """
-        if self._db.dialect == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+        lock_schema(conn)
         self._t.metadata.create_all(conn)
 
     # --- conversations ------------------------------------------------------------------
@@ -853,3 +852,11 @@ def _unreachable(exc: BaseException) -> bool:
             return True
         seen = getattr(seen, "orig", None) or seen.__cause__
     return False
+
+
+def lock_schema(conn: Connection) -> None:
+    """Hold, for ``conn``'s transaction, the lock under which kefu creates tables: processes
+    starting together on PostgreSQL would otherwise race on ``CREATE TABLE`` (SQLite's write
+    transaction is that lock already)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
