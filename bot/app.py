@@ -243,6 +243,8 @@ async def build(
     store = await open_store(settings.database_url, **store_options(settings))
     greeting = ResponseRenderer(project.domain).greeting
     channels = _channels(store, settings, greeting) if with_channels else []
+    # The desk changes a ticket under its conversation's lock: the turn runner's own.
+    locks: ConversationLocks = workers.locks if workers is not None else LocalLocks()
     desk = None
     if with_channels and settings.slack_bot_token:
         from bot.desk import Desk
@@ -251,8 +253,9 @@ async def build(
             store=store,
             channels=[c.name for c in channels if c.pushes],
             file_channels=[c.name for c in channels if c.sends_files],
+            locks=locks,
+            shared=workers is not None,
         )
-    locks = workers.locks if workers is not None else None
     app = await App.create(project, settings=settings, store=store, desk=desk, locks=locks)
     for channel in channels:
         app.add_channel(channel)

@@ -43,15 +43,21 @@ SLACK_RATE_LIMIT_RETRIES = 3
 SLACK_POST_INTERVAL = 1.0
 """Seconds between two posts to one Slack channel (Slack allows about one a second)."""
 DESK_FLUSH_DELAYS = (1.0, 5.0, 15.0, 30.0, 60.0)
+"""Seconds between attempts to post what waits for Slack (the last delay then repeats)."""
+DESK_FLUSH_LEASE = 120.0
+"""Seconds a worker's claim on posting one ticket's waiting messages lasts (renewed at each
+post): another worker leaves them to it meanwhile, and takes over once it lapses (the
+worker died). Longer than the longest retry delay plus a paced post."""
 DESK_NEW_TICKET_WAIT = 5.0
 """Seconds a press on a just-posted ticket waits for the ticket's thread to be recorded."""
-"""Seconds between attempts to post what waits for Slack (the last delay then repeats)."""
+DESK_NEW_TICKET_POLL = 0.05
+"""Seconds between looks for a just-posted ticket's thread while a press waits for it."""
 DESK_TRANSCRIPT_TURNS = 6
+"""How many of the last utterances a ticket shows."""
 DESK_WINDOW_TURNS = 12
 """Messages since the handoff a ticket keeps for the copilot's drafts (the latest ones)."""
 DESK_COPILOT_MAX_CHARS = 1500
 """A translation or drafted reply is cut to this many characters."""
-"""How many of the last utterances a ticket shows."""
 DESK_THREAD_CACHE = 10_000
 """How many thread → conversation links the desk keeps in memory (the store has them all)."""
 MAX_FILE_BYTES = 10_000_000
@@ -109,8 +115,18 @@ NOTICE_MISFIRE_GRACE = 3600
 UNREACHABLE_NAMESPACE = "unreachable"
 """Key-value namespace: conversation id → why the platform refused its chat for good (blocked,
 gone) and since when, as JSON ``{"reason", "at"}``; read by ``/api/notify``."""
-CONVERSATION_NAMESPACES = (UNREACHABLE_NAMESPACE,)
+DESK_TICKET_NAMESPACE = "desk.ticket"
+"""Key-value namespace: conversation id → its latest handoff ticket (JSON, with the transcript)."""
+DESK_OPEN_NAMESPACE = "desk.open"
+"""Key-value namespace: conversation id → its open ticket's number (one row per open ticket)."""
+DESK_THREAD_NAMESPACE = "desk.thread"
+"""Key-value namespace: a ticket's Slack thread (message ts) → its conversation id."""
+DESK_NUMBER_NAMESPACE = "desk.number"
+"""Key-value namespace: a ticket number → its conversation id."""
+CONVERSATION_NAMESPACES = (UNREACHABLE_NAMESPACE, DESK_TICKET_NAMESPACE, DESK_OPEN_NAMESPACE)
 """Key-value namespaces keyed by conversation id: retention deletes their rows with it."""
+CONVERSATION_VALUE_NAMESPACES = (DESK_THREAD_NAMESPACE, DESK_NUMBER_NAMESPACE)
+"""Key-value namespaces whose value is a conversation id: retention deletes their rows with it."""
 FILE_NAMESPACE = "file"
 """Key-value namespace of stored files (``bot.files``): file id → JSON whose first key is the
 owning conversation (``{"owner": ...}``); retention deletes a deleted conversation's files."""

@@ -169,18 +169,37 @@ class KeyValueStore(Protocol):
         ...
 
 
+class SharedValues(KeyValueStore, Protocol):
+    """Small values that several workers change at once: each operation is one atomic
+    statement, so no worker overwrites another's (the desk's ticket numbers and open list)."""
+
+    async def increment(self, namespace: str, key: str) -> int:
+        """Add one to the counter under ``(namespace, key)`` (missing: 0) and return the new
+        value; two callers never get the same one."""
+        ...
+
+    async def delete_value(self, namespace: str, key: str) -> None:
+        """Remove the value under ``(namespace, key)``, if any."""
+        ...
+
+    async def values(self, namespace: str) -> dict[str, str]:
+        """Every key of ``namespace`` with its value (for small namespaces)."""
+        ...
+
+
 class RetentionStore(Protocol):
     """Forgetting conversations nobody needs any more (``KEFU_RETENTION_DAYS``)."""
 
     async def delete_conversations_before(self, cutoff: float) -> int:
         """Delete conversations last active before ``cutoff`` (retention) with their events,
         outbox rows, claimed message ids, scheduled jobs, stored files and the small values
-        kept under its id (``constants.CONVERSATION_NAMESPACES``); return how many."""
+        kept under its id (``constants.CONVERSATION_NAMESPACES``) or naming it
+        (``constants.CONVERSATION_VALUE_NAMESPACES``); return how many."""
         ...
 
 
 class ConversationStore(
-    ConversationRepository, OutboxStore, KeyValueStore, RetentionStore, JobStore, Protocol
+    ConversationRepository, OutboxStore, SharedValues, RetentionStore, JobStore, Protocol
 ):
     """Everything kept in the conversations' database, as one object implements it
     (``bot.store.SqlStore``, ``bot.testing.memory_store.MemoryStore``).

@@ -21,6 +21,7 @@ import httpx
 from bot.app import App, build, scheduled_work
 from bot.desk import Desk, Ticket
 from bot.events import Event
+from bot.scaling import open_workers
 from bot.scheduling.work import ScheduledWork
 from bot.server import create_app, running
 from bot.settings import Settings
@@ -204,6 +205,7 @@ async def desk_shop(
     scheduled: bool = False,
     doubles: tuple[SlackApiDouble, TelegramBotApiDouble] | None = None,
     database_url: str | None = None,
+    workers: bool = False,
     **overrides: Any,
 ) -> AsyncIterator[DeskShop]:
     """The reference shop with Telegram (webhook mode) and the Slack desk, running.
@@ -211,7 +213,9 @@ async def desk_shop(
     ``llm_base_url``: an OpenAI-compatible LLM (the double) behind it and the desk's copilot.
     ``scheduled``: with the scheduler and its jobs, as ``kefu run`` starts them (the test
     fires due jobs itself). ``doubles``: Slack and Telegram doubles that outlive the shop, to
-    restart kefu against them. ``overrides``: more settings.
+    restart kefu against them. ``workers``: one of several workers on ``database_url``
+    (PostgreSQL), with their shared locks, as ``kefu run`` wires them there. ``overrides``:
+    more settings.
     """
     db_path = tmp_path / "kefu.db"
     async with AsyncExitStack() as stack:
@@ -244,13 +248,21 @@ async def desk_shop(
             llm_timeout=3.0,
             **overrides,
         )
-        agent, channels = await build(ROOT, settings)
+        shared = open_workers(settings) if workers else None
+        agent, channels = await build(ROOT, settings, workers=shared)
         slack_channel = next(c for c in channels if isinstance(c, SlackDeskChannel))
         work = scheduled_work(agent) if scheduled else None
         app = create_app(
             channels=channels,
-            on_startup=[work.start] if work is not None else [],
-            on_shutdown=[*([work.shutdown] if work is not None else []), agent.close],
+            on_startup=[
+                *([shared.connections.open] if shared is not None else []),
+                *([work.start] if work is not None else []),
+            ],
+            on_shutdown=[
+                *([work.shutdown] if work is not None else []),
+                *([shared.connections.close] if shared is not None else []),
+                agent.close,
+            ],
         )
         async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
             yield DeskShop(

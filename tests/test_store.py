@@ -498,6 +498,28 @@ async def test_key_values(store: ConversationStore) -> None:
     assert await store.get_value("slack:threads", "abc") == "1700000000.000100"
 
 
+async def test_shared_values_count_atomically_list_and_delete(
+    store: ConversationStore, db: Db
+) -> None:
+    other = await db.open()  # another worker on the same database
+    try:
+        counts = await asyncio.gather(
+            *(s.increment("counter", "ticket") for s in [store, other] * 10)
+        )
+        assert sorted(counts) == list(range(1, 21))
+        assert await store.get_value("counter", "ticket") == "20"
+        await store.put_value("open", "telegram:1", "3")
+        await other.put_value("open", "telegram:2", "4")
+        await store.put_value("closed", "telegram:3", "5")
+        assert await other.values("open") == {"telegram:1": "3", "telegram:2": "4"}
+        await other.delete_value("open", "telegram:1")
+        await other.delete_value("open", "telegram:1")  # gone already: nothing to do
+        assert await store.values("open") == {"telegram:2": "4"}
+        assert await store.values("nothing") == {}
+    finally:
+        await other.close()
+
+
 async def test_retention_deletes_old_conversations_with_everything_they_own(
     store: ConversationStore, db: Db
 ) -> None:
@@ -511,7 +533,10 @@ async def test_retention_deletes_old_conversations_with_everything_they_own(
             message_key=("rest", f"m-{cid}"),
         )
         await store.save_job(ScheduledJob(id=f"j-{cid}", kind="k", run_at=1.0, conversation_id=cid))
-        await store.put_value(constants.UNREACHABLE_NAMESPACE, cid, "{}")
+        for namespace in constants.CONVERSATION_NAMESPACES:
+            await store.put_value(namespace, cid, f"{namespace} of {cid}")
+        for namespace in constants.CONVERSATION_VALUE_NAMESPACES:
+            await store.put_value(namespace, f"{namespace}/{cid}", cid)
     await store.put_value("callbacks", "rest:old", "kept: not a conversation's namespace")
     files = StoredFiles(store)
     old_file = await files.put(FileBlob("a.png", "image/png", b"old"), owner="rest:old")
@@ -528,9 +553,13 @@ async def test_retention_deletes_old_conversations_with_everything_they_own(
     assert await store.is_processed("rest", "m-rest:recent")
     assert await db.outbox_conversations() == ["rest:recent"]
     assert [job.conversation_id for job in await store.jobs()] == ["rest:recent"]
-    assert await store.get_value(constants.UNREACHABLE_NAMESPACE, "rest:old") is None
-    assert await store.get_value(constants.UNREACHABLE_NAMESPACE, "rest:recent") == "{}"
     assert await store.get_value("callbacks", "rest:old") is not None
+    for namespace in constants.CONVERSATION_NAMESPACES:  # the desk's tickets among them
+        assert await store.get_value(namespace, "rest:old") is None
+        assert await store.get_value(namespace, "rest:recent") == f"{namespace} of rest:recent"
+    for namespace in constants.CONVERSATION_VALUE_NAMESPACES:  # threads and ticket numbers
+        assert await store.get_value(namespace, f"{namespace}/rest:older") is None
+        assert await store.get_value(namespace, f"{namespace}/rest:recent") == "rest:recent"
     with pytest.raises(PermanentDeliveryError):
         await files.get(old_file)
     assert (await files.get(kept_file)).data == b"new"

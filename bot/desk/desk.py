@@ -8,6 +8,15 @@ and keeps them in the store while the board is down. The agents' workspace adapt
 customer must hear goes through ``ConversationControl.intervene`` (the bot's own outbox).
 Each returns the private notice for the acting agent, if any.
 
+Every change to a ticket happens under its conversation's lock (the turn runner's
+``ConversationLocks``), the same lock a customer's turn holds: with several workers on
+PostgreSQL that lock is PostgreSQL's, so a ticket posted through one worker and claimed
+through another is read fresh and changed by one of them at a time; two agents pressing Claim
+on two workers get one claim and one notice. With several workers (``shared``) one worker at a
+time posts a ticket's waiting messages: it claims them in the ticket (``poster``) for
+``DESK_FLUSH_LEASE`` seconds, renewed at each post; another worker looks again once the claim
+lapses, so a worker that dies leaves nothing unposted and nothing is posted twice meanwhile.
+
 What happens to a ticket is told to its watchers (:meth:`Desk.watch`): scheduled work sets and
 cancels the handoff's timers there (waiting time, the agent's idle reminder, the survey).
 """
@@ -19,6 +28,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +48,8 @@ from bot.events import (
     UserMessage,
 )
 from bot.files import FileBlob, StoredFiles
-from bot.ports import ConversationControl, Delivery, Intervention, KeyValueStore
+from bot.locks import ConversationLocks, LocalLocks
+from bot.ports import ConversationControl, Delivery, Intervention, SharedValues
 from bot.state import ConversationState
 
 if TYPE_CHECKING:
@@ -79,18 +90,28 @@ BACK_TO_BOT = constants.HANDOFF_BACK_TO_BOT
 
 
 class Desk:
-    """Implements ``HandoffDesk``; build it, then :meth:`connect` the board and the turns."""
+    """Implements ``HandoffDesk``; build it, then :meth:`connect` the board and the turns.
+
+    ``locks`` must be the turn runner's (a ticket changes under its conversation's lock);
+    ``shared``: one of several workers on one database (no ticket cache, one poster at a time).
+    """
 
     def __init__(
         self,
         *,
-        store: KeyValueStore,
+        store: SharedValues,
         channels: Collection[str],
         file_channels: Collection[str] = (),
+        locks: ConversationLocks | None = None,
+        shared: bool = False,
         clock: Callable[[], float] = time.time,
         flush_delays: Sequence[float] = constants.DESK_FLUSH_DELAYS,
     ) -> None:
-        self._book = TicketBook(store)
+        self._book = TicketBook(store, cache=not shared)
+        self._locks = locks or LocalLocks()
+        self._shared = shared
+        self._worker = uuid.uuid4().hex
+        """This desk's name in a ticket's ``poster`` (several workers)."""
         self._channels = frozenset(channels)
         self._file_channels = frozenset(file_channels)
         self._files = StoredFiles(store)
@@ -102,9 +123,9 @@ class Desk:
         self._conversations: ConversationControl | None = None
         self._copilot: DeskCopilot | None = None
         self._sources: dict[str, FileSource] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._index_lock = asyncio.Lock()
         self._flushers: dict[str, asyncio.Task[None]] = {}
+        self._later: dict[str, asyncio.TimerHandle] = {}
+        """Tickets another worker posts for: looked at again when its claim lapses."""
         self._again: set[str] = set()
         self._stopping = False
         self._watchers: list[TicketWatcher] = []
@@ -137,20 +158,29 @@ class Desk:
     async def start(self) -> None:
         """Resume posting whatever waited for the board when kefu last stopped."""
         self._stopping = False
+        await self._book.upgrade()
         for conversation_id in await self._book.open_ids():
             ticket = await self._book.get(conversation_id)
             if ticket is not None and (ticket.thread is None or ticket.outbox):
                 self._kick(conversation_id)
 
     async def stop(self) -> None:
-        """Stop the flushers; what they had not posted stays in the store."""
+        """Stop the flushers; what they had not posted stays in the store (and another
+        worker takes it up at once)."""
         self._stopping = True
-        tasks = list(self._flushers.values())
-        for task in tasks:
+        for handle in self._later.values():
+            handle.cancel()
+        self._later.clear()
+        flushing = dict(self._flushers)
+        for task in flushing.values():
             task.cancel()
-        for task in tasks:
+        for cid, task in flushing.items():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if self._shared:
+                with contextlib.suppress(KefuError):
+                    async with self._lock(cid):
+                        await self._let_go(await self._book.get(cid))
 
     # --- the customer's side (HandoffDesk) ----------------------------------------------
 
@@ -158,56 +188,52 @@ class Desk:
         self, *, conversation_id: str, reason: str, state: ConversationState
     ) -> bool:
         """Open a ticket for the conversation (or keep the open one); False when the desk
-        cannot serve the conversation's channel."""
+        cannot serve the conversation's channel. The caller holds the conversation's lock."""
         if self._board is None or state.channel not in self._channels:
             return False
-        async with self._lock(conversation_id):
-            current = await self._book.get(conversation_id)
-            if current is not None and current.is_open:
-                return True
-            async with self._index_lock:
-                number = await self._book.new_number(conversation_id)
-                await self._book.set_open(conversation_id, True)
-            ticket = _new_ticket(state, number=number, reason=reason, now=self._clock())
-            await self._book.put(ticket)
+        current = await self._book.get(conversation_id)
+        if current is not None and current.is_open:
+            return True
+        number = await self._book.new_number(conversation_id)
+        ticket = _new_ticket(state, number=number, reason=reason, now=self._clock())
+        await self._book.put(ticket)
+        await self._book.set_open(ticket)
         self._kick(conversation_id)
         await self._tell_watchers(ticket, "opened")
         return True
 
     async def forward(self, message: UserMessage) -> bool:
         """Queue a customer's message (and its files) for the ticket's thread; False when
-        the conversation has no open ticket."""
+        the conversation has no open ticket. The caller holds the conversation's lock."""
         choice = message.payload if message.payload in (LEAVE_MESSAGE, BACK_TO_BOT) else None
-        async with self._lock(message.conversation_id):
-            ticket = await self._book.get(message.conversation_id)
-            if ticket is None or not ticket.is_open:
-                log.warning("no open ticket for %s: the bot answers", message.conversation_id)
-                return False
-            if choice is not None and ticket.agent is None:
-                # The payload counts only where trusted (an offered button, or kefu's own
-                # plain intent typed): bot.dialogue.trust. A claimed ticket takes it as words.
-                move = self._stop_waiting(ticket, withdraw=choice == BACK_TO_BOT)
-                if move == "withdraw":
-                    async with self._index_lock:
-                        await self._book.set_open(ticket.conversation_id, False)
-            else:
-                move = None
-                text = message.text or message.payload or ""
-                if message.metadata.get(constants.LEFT_MESSAGE_KEY):
-                    text = f"(left a message) {text}"
-                ticket.outbox.append(
-                    {
-                        "kind": "customer",
-                        "text": text,
-                        "attachments": [dataclasses.asdict(a) for a in message.attachments],
-                    }
-                )
-                ticket.said("Customer", text)
-                copilot = self._copilot
-                if text and copilot is not None and copilot.translates(ticket.language):
-                    ticket.outbox.append({"kind": "translation", "text": text})
-                ticket.last_activity_at = self._clock()
-            await self._book.put(ticket)
+        ticket = await self._book.get(message.conversation_id)
+        if ticket is None or not ticket.is_open:
+            log.warning("no open ticket for %s: the bot answers", message.conversation_id)
+            return False
+        if choice is not None and ticket.agent is None:
+            # The payload counts only where trusted (an offered button, or kefu's own
+            # plain intent typed): bot.dialogue.trust. A claimed ticket takes it as words.
+            move: str | None = self._stop_waiting(ticket, withdraw=choice == BACK_TO_BOT)
+        else:
+            move = None
+            text = message.text or message.payload or ""
+            if message.metadata.get(constants.LEFT_MESSAGE_KEY):
+                text = f"(left a message) {text}"
+            ticket.outbox.append(
+                {
+                    "kind": "customer",
+                    "text": text,
+                    "attachments": [dataclasses.asdict(a) for a in message.attachments],
+                }
+            )
+            ticket.said("Customer", text)
+            copilot = self._copilot
+            if text and copilot is not None and copilot.translates(ticket.language):
+                ticket.outbox.append({"kind": "translation", "text": text})
+            ticket.last_activity_at = self._clock()
+        await self._book.put(ticket)
+        if move == "withdraw":
+            await self._book.set_open(ticket)
         self._kick(message.conversation_id)
         if move is not None:
             await self._tell_watchers(ticket, move)
@@ -570,8 +596,7 @@ class Desk:
                 ticket.survey = survey
             await self._book.put(ticket)
             if move in {"resolve", "reopen"}:
-                async with self._index_lock:
-                    await self._book.set_open(cid, ticket.is_open)
+                await self._book.set_open(ticket)
         await self._apply(cid, events=events, utter=utter, pause=pause)
         if target is not None and move == "transfer":
             await self._quietly(self._tell(target, f"You now have kefu ticket #{ticket.number}."))
@@ -744,6 +769,9 @@ class Desk:
     def _kick(self, cid: str) -> None:
         if self._stopping:
             return  # posted after the next start, from the store
+        later = self._later.pop(cid, None)
+        if later is not None:
+            later.cancel()
         task = self._flushers.get(cid)
         if task is not None and not task.done():
             self._again.add(cid)
@@ -768,8 +796,14 @@ class Desk:
             self._again.discard(cid)
             async with self._lock(cid):
                 ticket = await self._book.get(cid)
-            if ticket is None or (ticket.thread is not None and not ticket.outbox):
-                return
+                if ticket is None:
+                    return
+                if ticket.thread is None or ticket.outbox:
+                    if not await self._may_post(ticket):
+                        return  # another worker posts them
+                else:
+                    await self._let_go(ticket)
+                    return
             item = ticket.outbox[0] if ticket.thread is not None else {"kind": "ticket"}
             new_ticket = item["kind"] == "ticket"
             self._tickets_posting += new_ticket
@@ -796,6 +830,9 @@ class Desk:
                     ticket = await self._book.get(cid)
                     if ticket is None:
                         return
+                    if self._shared and ticket.poster != self._worker:
+                        log.warning("ticket %s: another worker took over its posts", cid)
+                        return  # its claim lapsed: what was just posted may show twice
                     if new_ticket:
                         ticket.thread = posted
                     elif ticket.outbox:
@@ -804,13 +841,41 @@ class Desk:
             finally:
                 self._tickets_posting -= new_ticket
 
+    async def _may_post(self, ticket: Ticket) -> bool:
+        """Whether this worker posts the ticket's waiting messages now; several workers:
+        claims them for :data:`~bot.constants.DESK_FLUSH_LEASE` seconds unless another
+        worker's claim runs (then looks again when it lapses). Under the ticket's lock."""
+        if not self._shared:
+            return True
+        now = self._clock()
+        until = ticket.poster_until or 0.0
+        if ticket.poster not in (None, self._worker) and until > now:
+            cid = ticket.conversation_id
+            delay = until - now + constants.DESK_NEW_TICKET_POLL
+            self._later[cid] = asyncio.get_running_loop().call_later(delay, self._kick, cid)
+            return False
+        if ticket.poster != self._worker or until - now < constants.DESK_FLUSH_LEASE / 2:
+            ticket.poster = self._worker
+            ticket.poster_until = now + constants.DESK_FLUSH_LEASE
+            await self._book.put(ticket)
+        return True
+
+    async def _let_go(self, ticket: Ticket | None) -> None:
+        """Give up this worker's claim on posting the ticket's messages (none wait, or it
+        stops). Under the ticket's lock."""
+        if ticket is not None and self._shared and ticket.poster == self._worker:
+            ticket.poster = ticket.poster_until = None
+            await self._book.put(ticket)
+
     async def _ticket_of(self, thread: str) -> Ticket | None:
         """The ticket of ``thread``; Slack may deliver a press on a new ticket before its
         post's answer (and so its thread) reached the desk: then wait for it, briefly."""
         found = await self._book.by_thread(thread)
         deadline = time.monotonic() + constants.DESK_NEW_TICKET_WAIT
-        while found is None and self._tickets_posting and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        # Several workers: the one posting it may be another, so any unknown thread waits.
+        posting = self._shared or self._tickets_posting
+        while found is None and posting and time.monotonic() < deadline:
+            await asyncio.sleep(constants.DESK_NEW_TICKET_POLL)
             found = await self._book.by_thread(thread)
         return found
 
@@ -865,11 +930,10 @@ class Desk:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _lock(self, cid: str) -> asyncio.Lock:
-        lock = self._locks.get(cid)
-        if lock is None:
-            lock = self._locks[cid] = asyncio.Lock()
-        return lock
+    def _lock(self, cid: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The conversation's lock: never taken by a path the customer's turn calls (it
+        holds it already), and never held while the conversation is changed (intervene)."""
+        return self._locks.hold(cid)
 
     async def _may_act(self, user: str) -> bool:
         assert self._board is not None

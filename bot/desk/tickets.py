@@ -2,8 +2,11 @@
 
 One record per conversation (its latest handoff) holds the ticket's status, agent, Slack
 thread and what still waits to be posted (Slack down: the customer's messages are kept here,
-in order). The desk runs in one process, which writes every ticket through this book: it
-keeps the tickets it read or wrote in memory, so relaying a message reads no database.
+in order). The caller changes a ticket under the conversation's lock (``ConversationLocks``:
+one process's, or PostgreSQL's across workers). Ticket numbers come from one atomic counter
+in the database and each open ticket is a row of its own, so workers never overwrite each
+other's. With one process the book keeps the tickets it read or wrote in memory, so relaying
+a message reads no database; with several workers it reads every ticket from the store.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import orjson
 
 from bot import constants
-from bot.ports import KeyValueStore
+from bot.ports import SharedValues
 
 
 class Status(StrEnum):
@@ -71,6 +74,10 @@ class Ticket:
     csat: int | None = None
     """The customer's rating (1 to 5) from the satisfaction survey."""
     csat_comment: str | None = None
+    poster: str | None = None
+    """The worker posting what waits in the outbox (several workers: one at a time)."""
+    poster_until: float | None = None
+    """When that worker's claim lapses unless it renews it (it died: another takes over)."""
     outbox: list[dict[str, Any]] = field(default_factory=list)
     """What waits to be posted, oldest first: ``{"kind": "customer", "text", "attachments"}``
     or ``{"kind": "line", "text"}`` (a line from the desk; ``"mention"``: ``"channel"`` to raise
@@ -106,17 +113,25 @@ class Ticket:
         return ticket
 
 
-_TICKETS = "desk.ticket"
-_THREADS = "desk.thread"
-_NUMBERS = "desk.number"
-_INDEX = "desk.index"
+_TICKETS = constants.DESK_TICKET_NAMESPACE
+_THREADS = constants.DESK_THREAD_NAMESPACE
+_NUMBERS = constants.DESK_NUMBER_NAMESPACE
+_OPEN = constants.DESK_OPEN_NAMESPACE
+_COUNTER = ("desk.counter", "ticket")
+_OLD_INDEX = ("desk.index", "all")
+"""Where one process kept the last number and the open list, before workers shared the desk."""
 
 
 class TicketBook:
-    """Reads and writes tickets; the caller serialises writes per conversation."""
+    """Reads and writes tickets; the caller serialises writes per conversation.
 
-    def __init__(self, store: KeyValueStore) -> None:
+    ``cache``: keep tickets in memory (one process owns the desk); off when several workers
+    share the store, where another worker may have changed the ticket since.
+    """
+
+    def __init__(self, store: SharedValues, *, cache: bool = True) -> None:
         self._store = store
+        self._cache = cache
         self._threads: dict[str, str] = {}
         self._tickets: OrderedDict[str, str] = OrderedDict()
 
@@ -139,6 +154,8 @@ class TicketBook:
         self._remember(ticket.conversation_id, raw)
 
     def _remember(self, conversation_id: str, raw: str) -> None:
+        if not self._cache:
+            return
         self._tickets[conversation_id] = raw
         self._tickets.move_to_end(conversation_id)
         if len(self._tickets) > constants.DESK_TICKET_CACHE:
@@ -151,6 +168,8 @@ class TicketBook:
             conversation_id = await self._store.get_value(_THREADS, thread)
             if conversation_id is None:
                 return None
+            # A thread names one conversation for good (a new handoff gets a new thread):
+            # safe to keep with several workers too.
             if len(self._threads) >= constants.DESK_THREAD_CACHE:
                 self._threads.pop(next(iter(self._threads)))
             self._threads[thread] = conversation_id
@@ -162,27 +181,33 @@ class TicketBook:
         return await self.get(conversation_id) if conversation_id is not None else None
 
     async def new_number(self, conversation_id: str) -> int:
-        """The next ticket number (the caller holds the desk-wide lock)."""
-        index = await self._index()
-        number = int(index.get("last_number", 0)) + 1
-        index["last_number"] = number
-        await self._store.put_value(_INDEX, "all", orjson.dumps(index).decode())
+        """The next ticket number, unique across workers (one atomic increment)."""
+        number = await self._store.increment(*_COUNTER)
         await self._store.put_value(_NUMBERS, str(number), conversation_id)
         return number
 
     async def open_ids(self) -> list[str]:
         """The conversations with an open ticket, oldest first."""
-        return [str(c) for c in (await self._index()).get("open", [])]
+        rows = await self._store.values(_OPEN)
+        return sorted(rows, key=lambda cid: int(rows[cid]))
 
-    async def set_open(self, conversation_id: str, is_open: bool) -> None:
-        """Add a conversation to the open list or take it off (the caller holds the lock)."""
-        index = await self._index()
-        ids = [c for c in index.get("open", []) if c != conversation_id]
-        if is_open:
-            ids.append(conversation_id)
-        index["open"] = ids
-        await self._store.put_value(_INDEX, "all", orjson.dumps(index).decode())
+    async def set_open(self, ticket: Ticket) -> None:
+        """Put the ticket on the open list or take it off, as its status says."""
+        if ticket.is_open:
+            await self._store.put_value(_OPEN, ticket.conversation_id, str(ticket.number))
+        else:
+            await self._store.delete_value(_OPEN, ticket.conversation_id)
 
-    async def _index(self) -> dict[str, Any]:
-        raw = await self._store.get_value(_INDEX, "all")
-        return dict(orjson.loads(raw)) if raw is not None else {}
+    async def upgrade(self) -> None:
+        """Take over the one-process index of an earlier kefu (its numbering and open list)."""
+        raw = await self._store.get_value(*_OLD_INDEX)
+        if raw is None:
+            return
+        index = orjson.loads(raw)
+        if await self._store.get_value(*_COUNTER) is None:  # numbering goes on from there
+            await self._store.put_value(*_COUNTER, str(int(index.get("last_number", 0))))
+        for cid in index.get("open", []):
+            ticket = await self.get(str(cid))
+            if ticket is not None:
+                await self.set_open(ticket)
+        await self._store.delete_value(*_OLD_INDEX)

@@ -13,7 +13,10 @@ from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import (
+    Integer,
+    Text,
     bindparam,
+    cast,
     delete,
     or_,
     select,
@@ -435,9 +438,16 @@ class SqlStore:
             chunk = ids[start : start + _DELETE_CHUNK]
             for table in (t.events, t.outbox, t.processed, t.jobs):
                 conn.execute(delete(table).where(table.c.conversation_id.in_(chunk)))
+            kv = t.kv
             conn.execute(
-                delete(t.kv).where(
-                    t.kv.c.namespace.in_(constants.CONVERSATION_NAMESPACES), t.kv.c.key.in_(chunk)
+                delete(kv).where(
+                    kv.c.namespace.in_(constants.CONVERSATION_NAMESPACES), kv.c.key.in_(chunk)
+                )
+            )
+            conn.execute(
+                delete(kv).where(
+                    kv.c.namespace.in_(constants.CONVERSATION_VALUE_NAMESPACES),
+                    kv.c.value.in_(chunk),
                 )
             )
             owned = [  # a stored file's JSON starts with its owner (bot.files)
@@ -629,6 +639,45 @@ class SqlStore:
             conn.execute(stmt)
 
         await self._write(work)
+
+    async def increment(self, namespace: str, key: str) -> int:
+        """Add one to the counter under ``(namespace, key)`` in one statement; the new value."""
+        self._check_open()
+        kv = self._t.kv
+        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
+        row = insert(kv).values(namespace=namespace, key=key, value="1", updated_at=time.time())
+        stmt = row.on_conflict_do_update(
+            index_elements=["namespace", "key"],
+            set_={
+                "value": cast(cast(kv.c.value, Integer) + 1, Text),
+                "updated_at": row.excluded.updated_at,
+            },
+        ).returning(kv.c.value)
+
+        def work(conn: Connection) -> int:
+            return int(conn.execute(stmt).scalar_one())
+
+        value: int = await self._write(work)
+        return value
+
+    async def delete_value(self, namespace: str, key: str) -> None:
+        """Remove the value under ``(namespace, key)``, if any."""
+        self._check_open()
+        kv = self._t.kv
+        stmt = delete(kv).where(kv.c.namespace == namespace, kv.c.key == key)
+
+        def work(conn: Connection) -> None:
+            conn.execute(stmt)
+
+        await self._write(work)
+
+    async def values(self, namespace: str) -> dict[str, str]:
+        """Every key of ``namespace`` with its value."""
+        self._check_open()
+        kv = self._t.kv
+        query = select(kv.c.key, kv.c.value).where(kv.c.namespace == namespace)
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return {row.key: row.value for row in rows}
 
     # --- lifecycle ----------------------------------------------------------------------
 

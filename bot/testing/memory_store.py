@@ -311,6 +311,23 @@ class MemoryStore:
         await self._enter()
         self.database.values[(namespace, key)] = value
 
+    async def increment(self, namespace: str, key: str) -> int:
+        """Add one to the counter under ``(namespace, key)``; the new value."""
+        await self._enter()
+        value = int(self.database.values.get((namespace, key), "0")) + 1
+        self.database.values[(namespace, key)] = str(value)
+        return value
+
+    async def delete_value(self, namespace: str, key: str) -> None:
+        """Remove the value under ``(namespace, key)``, if any."""
+        await self._enter()
+        self.database.values.pop((namespace, key), None)
+
+    async def values(self, namespace: str) -> dict[str, str]:
+        """Every key of ``namespace`` with its value."""
+        await self._enter()
+        return {k: v for (n, k), v in self.database.values.items() if n == namespace}
+
     # --- lifecycle ----------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -340,6 +357,8 @@ def _owned(namespace: str, key: str, value: str, conversations: set[str]) -> boo
     """True for a small value kept for one of ``conversations`` (retention deletes it)."""
     if namespace in constants.CONVERSATION_NAMESPACES:
         return key in conversations
+    if namespace in constants.CONVERSATION_VALUE_NAMESPACES:
+        return value in conversations
     if namespace == constants.FILE_NAMESPACE:  # a stored file names its owner (bot.files)
         try:
             owner = orjson.loads(value).get("owner")

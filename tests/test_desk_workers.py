@@ -1,0 +1,150 @@
+"""The Slack desk on two workers sharing one PostgreSQL database, as ``kefu run`` wires them.
+
+Telegram webhooks and Slack events land on either worker: a ticket posted through one is
+claimed and answered through the other, two agents claiming at once on the two get one claim,
+ticket numbers stay unique, and what waited while Slack was down is posted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from bot.desk import Status
+from bot.events import AgentJoined, AgentMessage
+from bot.testing import slack_double as sd
+from bot.testing.slack_double import SlackApiDouble
+from bot.testing.telegram_double import TelegramBotApiDouble
+from channels.slack_board import CLAIM
+from tests import telegram_updates as tg
+from tests.desk_env import AGENT, DESK, SECOND_AGENT, USERS, DeskShop, desk_shop, until
+
+CHAT = 5550123
+CONVERSATION = f"telegram:{CHAT}"
+
+
+@asynccontextmanager
+async def two_workers(tmp_path: Path, url: str) -> AsyncIterator[tuple[DeskShop, DeskShop]]:
+    """Two workers (each its own store, locks and desk) on the database at ``url``."""
+    async with (
+        SlackApiDouble(members={DESK: [AGENT, SECOND_AGENT]}, users=USERS) as slack,
+        TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME) as telegram,
+    ):
+        doubles = (slack, telegram)
+        async with (
+            desk_shop(tmp_path / "a", doubles=doubles, database_url=url, workers=True) as a,
+            desk_shop(tmp_path / "b", doubles=doubles, database_url=url, workers=True) as b,
+        ):
+            yield a, b
+
+
+async def customer_hands_off(s: DeskShop, chat: int) -> None:
+    await s.tg_send(chat, "human")
+    await until(lambda: any("connecting you" in text for text in s.tg_sent(chat)))
+
+
+async def test_a_ticket_posted_through_one_worker_is_worked_through_the_other(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with two_workers(tmp_path, fresh_postgres_url) as (a, b):
+        await customer_hands_off(a, CHAT)
+        ts = str((await a.ticket())["ts"])
+        await b.tg_send(CHAT, "my parcel is two weeks late")  # the webhook lands on B
+        assert await a.thread_has(ts, 1) == ["*Alice Smith:* my parcel is two weeks late"]
+
+        await b.press(ts, CLAIM)  # the press lands on B, which never posted the ticket
+        assert "Dana from our team" in (await a.tg_replies(CHAT, 2))[-1]
+        await until(lambda: "Dana Lee has it" in a.ticket_text(ts))
+
+        reply = await b.reply(ts, "Found it: it leaves today")
+        assert (await a.tg_replies(CHAT, 3))[-1] == "Found it: it leaves today"
+        await a.slack_post(sd.event_callback(reply), retry=1)  # Slack's retry lands on A
+        await a.reply(ts, "Anything else?")
+        assert (await a.tg_replies(CHAT, 4))[-1] == "Anything else?"
+        await a.tg_send(CHAT, "no thanks")
+        assert (await b.thread_has(ts, 2))[-1] == "*Alice Smith:* no thanks"
+        await asyncio.sleep(0.3)
+        assert len(a.tg_sent(CHAT)) == 4  # each agent reply reached the customer once
+        assert len(a.tickets()) == 1 and len(a.thread(ts)) == 2
+        events = await b.events(CONVERSATION)
+        assert [e.text for e in events if isinstance(e, AgentMessage)] == [
+            "Found it: it leaves today",
+            "Anything else?",
+        ]
+        record = await b.ticket_record(CONVERSATION)
+        assert (record.status, record.agent, record.poster) == (Status.ACTIVE, AGENT, None)
+
+
+async def test_concurrent_handoffs_get_unique_numbers_and_concurrent_claims_one_winner(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with two_workers(tmp_path, fresh_postgres_url) as (a, b):
+        chats = [CHAT + n for n in range(6)]
+        await asyncio.gather(*(customer_hands_off((a, b)[n % 2], c) for n, c in enumerate(chats)))
+        await a.ticket(len(chats))
+        records = [await a.ticket_record(f"telegram:{c}") for c in chats]
+        assert sorted(r.number for r in records) == list(range(1, len(chats) + 1))
+        assert sorted(str(r.thread) for r in records) == sorted(t["ts"] for t in a.tickets())
+        queue = await b.command("queue")
+        assert all(f"#{n} · waiting" in queue for n in range(1, len(chats) + 1))
+
+        # Dana presses Claim through A while Sam presses it through B, on every ticket.
+        await asyncio.gather(
+            *(
+                press
+                for r in records
+                for press in (
+                    a.press(str(r.thread), CLAIM, user=AGENT),
+                    b.press(str(r.thread), CLAIM, user=SECOND_AGENT),
+                )
+            )
+        )
+        await until(lambda: len(a.ephemerals_to(AGENT) + a.ephemerals_to(SECOND_AGENT)) >= 6)
+        told = a.ephemerals_to(AGENT) + a.ephemerals_to(SECOND_AGENT)
+        assert len(told) == len(chats)
+        assert all("has this conversation already" in notice for notice in told)
+        for chat, record in zip(chats, records, strict=True):
+            replies = await a.tg_replies(chat, 2)
+            joined = [
+                e for e in await a.events(record.conversation_id) if isinstance(e, AgentJoined)
+            ]
+            assert len(joined) == 1
+            assert sum("from our team" in text for text in replies) == 1
+            winner = await b.ticket_record(record.conversation_id)
+            assert winner.agent in (AGENT, SECOND_AGENT)
+            assert USERS[str(winner.agent)]["profile"]["real_name"].split()[0] in replies[-1]
+
+
+async def test_what_waited_for_slack_is_posted_once_by_one_worker(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with two_workers(tmp_path, fresh_postgres_url) as (a, b):
+        a.slack.down = True
+        await customer_hands_off(a, CHAT)
+        for n, text in enumerate(("first", "second", "third", "fourth")):
+            await (a, b)[n % 2].tg_send(CHAT, text)
+            await until(lambda n=n: _queued(b, n + 1))  # (a webhook is answered before its turn)
+        a.slack.down = False
+        ts = str((await b.ticket())["ts"])
+        thread = await a.thread_has(ts, 4)
+        await asyncio.sleep(1.5)  # a second poster would have posted again by now
+        assert len(a.tickets()) == 1
+        assert (
+            a.thread(ts)
+            == thread
+            == [f"*Alice Smith:* {text}" for text in ("first", "second", "third", "fourth")]
+        )
+        record = await b.ticket_record(CONVERSATION)
+        assert (record.outbox, record.poster) == ([], None)
+
+
+async def _queued(s: DeskShop, count: int) -> bool:
+    return len((await s.ticket_record(CONVERSATION)).outbox) == count
