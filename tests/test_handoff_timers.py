@@ -357,6 +357,35 @@ async def test_outside_business_hours_the_customer_hears_when_staff_are_back_and
         assert DELAYED not in s.tg_sent(CHAT)
 
 
+async def test_a_claim_drops_the_message_the_customer_was_asked_to_leave(
+    tmp_path: Path,
+    doubles: tuple[SlackApiDouble, TelegramBotApiDouble],
+    clock: time_machine.Coordinates,
+) -> None:
+    hours = BusinessHours.parse("mon-fri 10:00-18:00", timezone="UTC")
+    async with shop(tmp_path, doubles, business_hours=hours) as s:
+        await s.tg_send(CHAT, "where is my order")  # a task the handoff interrupts
+        asked = (await s.tg_replies(CHAT, 1))[-1]
+        await s.tg_send(CHAT, "human")
+        await s.tg_replies(CHAT, 2)
+        ts = str((await s.ticket())["ts"])
+        await press(s, "Leave a message")
+        assert (await s.tg_replies(CHAT, 3))[-1] == "Please write your message for our team."
+        await s.press(ts, CLAIM)  # before the customer wrote it: she talks to Dana now
+        assert "Dana from our team" in (await s.tg_replies(CHAT, 4))[-1]
+        await s.tg_send(CHAT, "it never arrived")
+        await thread_line(s, ts, "*Alice Smith:* it never arrived")
+        await s.press(ts, RESOLVE_NO_SURVEY)
+        await until(lambda: "Shall we go back" in s.tg_sent(CHAT)[-1])
+        await s.tg_send(CHAT, "yes")
+        await until(lambda: s.tg_sent(CHAT)[-1] == asked)  # the task goes on, nothing stale
+        sent = s.tg_sent(CHAT)
+        assert sent.count("Please write your message for our team.") == 1
+        state = await s.agent.store.load(CONVERSATION)
+        assert state is not None
+        assert [f["flow_id"] for f in state.stack if "leave_message" in f["flow_id"]] == []
+
+
 # --- the satisfaction survey -----------------------------------------------------------------
 
 
@@ -503,17 +532,29 @@ async def test_an_agent_resolves_without_a_survey(
         assert "kefu_reopen" in shown and "without a survey" in shown
 
 
-async def test_a_handoff_job_whose_conversation_retention_deleted_is_dropped(
+async def test_retention_deletes_the_tickets_and_drops_the_handoff_jobs(
     tmp_path: Path,
     doubles: tuple[SlackApiDouble, TelegramBotApiDouble],
     clock: time_machine.Coordinates,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger=handoffs.__name__)
-    async with shop(tmp_path, doubles) as s:
+    async with shop(tmp_path, doubles, retention_days=30) as s:
         ts = await hand_off(s)
+        await s.tg_send(CHAT, "my address is 12 Elm Street")
+        await s.thread_has(ts, 1)
         sent = len(s.tg_sent(CHAT))
-        assert await s.agent.store.delete_conversations_before(T0 + 1) == 1
+        assert s.work is not None and s.work.retention is not None
+        assert await s.work.retention.delete_expired(T0 + 30 * 86400 + 1) == 1
+        # The ticket (its transcript), its thread, its number and its place in the queue go.
+        store = s.agent.store
+        for namespace in ("desk.ticket", "desk.thread", "desk.number", "desk.open"):
+            assert await store.values(namespace) == {}, namespace
+        assert await s.desk.ticket(CONVERSATION) is None
+        assert "No one is waiting" in await s.command("queue")
+        await s.press(ts, CLAIM)  # the old thread is nobody's now, and stays deleted
+        assert "not an open kefu handoff" in (await s.ephemeral(AGENT, 1))[0]
+        assert await store.values("desk.ticket") == {}
         clock.shift(MAX_WAIT)
         await run_due(s)
         assert len(s.tg_sent(CHAT)) == sent

@@ -22,16 +22,13 @@ from bot import constants
 from bot.dialogue.language import base_language
 from bot.errors import LLMError
 from bot.knowledge import KnowledgeBase, Passage, excerpt
+from bot.llm.grounding import LANGUAGE_NAMES, grounding_passages
 from bot.llm.prompts import PromptTemplates
 from bot.privacy import Redactor, personal_slot_values
 
 __all__ = ["ChatModel", "DeskCopilot"]
 
 log = logging.getLogger(__name__)
-
-LANGUAGE_NAMES = {"en": "English", "zh": "Simplified Chinese (简体中文)"}
-"""Names the prompts give languages; other codes are named by their code."""
-_MIN_PASSAGE_RELEVANCE = 0.3
 
 
 class _Said(Protocol):
@@ -154,22 +151,7 @@ class DeskCopilot:
         if self.knowledge is None or not query.strip():
             return []
         # Ranking by meaning runs a sentence encoder: off the event loop.
-        found = await asyncio.to_thread(
-            self.knowledge.search, query, language=language, limit=constants.LLM_PASSAGES
-        )
-        return [
-            Passage(
-                title=p.title,
-                text=p.text[: constants.LLM_PASSAGE_CHARS],
-                source=p.source,
-                score=p.score,
-                relevance=p.relevance,
-                coverage=p.coverage,
-                language=p.language,
-            )
-            for p in found
-            if p.relevance >= _MIN_PASSAGE_RELEVANCE
-        ]
+        return await asyncio.to_thread(grounding_passages, self.knowledge, query, language=language)
 
 
 def _name(language: str) -> str:

@@ -125,6 +125,7 @@ class Desk:
         self._sources: dict[str, FileSource] = {}
         self._flushers: dict[str, asyncio.Task[None]] = {}
         self._later: dict[str, asyncio.TimerHandle] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         """Tickets another worker posts for: looked at again when its claim lapses."""
         self._again: set[str] = set()
         self._stopping = False
@@ -151,23 +152,49 @@ class Desk:
         """The conversation's latest ticket, if it ever had one."""
         return await self._book.get(conversation_id)
 
+    def forget_cached(self) -> None:
+        """Drop the tickets kept in memory: retention deleted conversations, and their
+        tickets with them, in the store."""
+        self._book.forget_cached()
+
     def add_file_source(self, channel: str, source: FileSource) -> None:
         """Let the desk fetch files customers send on ``channel`` to post them in threads."""
         self._sources[channel] = source
 
     async def start(self) -> None:
-        """Resume posting whatever waited for the board when kefu last stopped."""
+        """Resume posting whatever waited for the board when kefu last stopped; with several
+        workers, look again every ``DESK_FLUSH_LEASE`` seconds for what a worker that died
+        left unposted."""
         self._stopping = False
         await self._book.upgrade()
+        await self._resume()
+        if self._shared and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="kefu-desk-sweep")
+
+    async def _resume(self) -> None:
+        """Kick the flusher of every open ticket with something waiting to be posted."""
         for conversation_id in await self._book.open_ids():
             ticket = await self._book.get(conversation_id)
             if ticket is not None and (ticket.thread is None or ticket.outbox):
                 self._kick(conversation_id)
 
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(constants.DESK_FLUSH_LEASE)
+            try:
+                await self._resume()
+            except KefuError as err:  # the database is away: next time
+                log.warning("looking for tickets left unposted failed: %s", err)
+
     async def stop(self) -> None:
         """Stop the flushers; what they had not posted stays in the store (and another
         worker takes it up at once)."""
         self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         for handle in self._later.values():
             handle.cancel()
         self._later.clear()

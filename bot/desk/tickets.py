@@ -161,6 +161,11 @@ class TicketBook:
         if len(self._tickets) > constants.DESK_TICKET_CACHE:
             self._tickets.popitem(last=False)
 
+    def forget_cached(self) -> None:
+        """Drop every ticket and thread kept in memory; the store answers from now on."""
+        self._tickets.clear()
+        self._threads.clear()
+
     async def by_thread(self, thread: str) -> Ticket | None:
         """The ticket whose Slack thread is ``thread``, or None."""
         conversation_id = self._threads.get(thread)

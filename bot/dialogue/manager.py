@@ -24,7 +24,7 @@ from bot.dialogue.executor import FlowExecutor
 from bot.dialogue.language import initial_language, set_language
 from bot.dialogue.platform_commands import command_payload, restarts_session
 from bot.dialogue.session import starts_session
-from bot.dialogue.stack import top_user_frame
+from bot.dialogue.stack import remove_frames, top_user_frame
 from bot.dialogue.turn import Turn
 from bot.events import (
     AgentMessage,
@@ -41,6 +41,10 @@ from bot.state import ConversationState
 from bot.understanding.language import conversation_language
 
 __all__ = ["DialogueManager"]
+
+LEAVE_MESSAGE_PATTERN = "pattern_handoff_leave_message"
+"""The pattern that takes a message for the team from a customer who stopped waiting."""
+LEAVE_MESSAGE_SLOT = "handoff_message"
 
 
 class DialogueManager:
@@ -176,6 +180,7 @@ class DialogueManager:
         if pause is True:
             state.paused = True
             turn.emit(ConversationPaused())
+            _drop_leave_message(turn)
         for event in events:
             turn.emit(event)  # masked like every event a turn emits
         recorded = list(turn.events)
@@ -213,6 +218,18 @@ class DialogueManager:
             previous_flow_name="pattern_human_handoff",
         )
         await self.executor.advance(turn)
+
+
+def _drop_leave_message(turn: Turn) -> None:
+    """An agent took the conversation from the bot while the customer was asked for a message
+    to leave for the team: that question is moot now (they talk to the agent), and must not
+    come back when the agent hands the conversation back."""
+    stack = turn.state.stack
+    ids = {f["frame_id"] for f in stack if f.get("flow_id") == LEAVE_MESSAGE_PATTERN}
+    ids |= {f["frame_id"] for f in stack if f.get("owner") in ids}
+    if ids:
+        remove_frames(stack, ids)
+        turn.set_slot(LEAVE_MESSAGE_SLOT, None)
 
 
 def _agent_messages(conversation_id: str, event: AgentMessage) -> list[BotMessage]:

@@ -27,6 +27,7 @@ from bot.events import BotMessage
 from bot.knowledge import KnowledgeBase, Passage, excerpt
 from bot.llm import guard
 from bot.llm.client import LLMClient
+from bot.llm.grounding import LANGUAGE_NAMES, grounding_passages
 from bot.llm.prompts import PromptTemplates
 from bot.ports import Answer, AnswerBackend, AnswerRequest
 from bot.privacy import Redactor, personal_slot_values
@@ -42,10 +43,8 @@ UTTER_UNAVAILABLE = "utter_llm_unavailable"
 UTTER_REFUSE = "utter_llm_refuse"
 """The reply to an attempt to change or reveal the assistant's instructions."""
 
-LANGUAGE_NAMES = {"en": "English", "zh": "Simplified Chinese (简体中文)"}
 UPSET_BELOW = -0.3
 """A sentiment score (-1 to 1) below this makes the answer calm and apologetic."""
-_MIN_PASSAGE_RELEVANCE = 0.3
 _APPROVED_LINE = re.compile(
     r"^\W*(?:(response)\s+[`'\"]?(?P<response>[\w-]+)|(passage)\s*\[?(?P<passage>\d+)\]?|(?P<none>none))\W*$",
     re.IGNORECASE,
@@ -227,22 +226,7 @@ class LLMAnswerer:
     def _passages(self, request: AnswerRequest) -> list[Passage]:
         if self.knowledge is None or request.kind == "chitchat":
             return []
-        found = self.knowledge.search(
-            request.text, language=request.language, limit=constants.LLM_PASSAGES
-        )
-        return [
-            Passage(
-                title=p.title,
-                text=p.text[: constants.LLM_PASSAGE_CHARS],
-                source=p.source,
-                score=p.score,
-                relevance=p.relevance,
-                coverage=p.coverage,
-                language=p.language,
-            )
-            for p in found
-            if p.relevance >= _MIN_PASSAGE_RELEVANCE
-        ]
+        return grounding_passages(self.knowledge, request.text, language=request.language)
 
     async def _fallback(self, request: AnswerRequest) -> Answer:
         if self.offline is not None:

@@ -1,14 +1,16 @@
 """Retention: a daily job deletes conversations the customer left more than N days ago.
 
-A conversation goes with its events, outbox rows, claimed message ids, scheduled jobs and
-stored files (``RetentionStore.delete_conversations_before``); one active since the cutoff
-is kept whole.
+A conversation goes with its events, outbox rows, claimed message ids, scheduled jobs,
+stored files and its handoff tickets (``RetentionStore.delete_conversations_before``); one
+active since the cutoff is kept whole. What parts keep in memory of deleted conversations
+(the desk's tickets) is dropped after each run (``forget``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from bot import constants
@@ -24,9 +26,17 @@ JOB_ID = "retention"
 class Retention:
     """Deletes what is older than ``days``; runs daily at ``constants.RETENTION_HOUR_UTC``."""
 
-    def __init__(self, store: RetentionStore, *, days: float) -> None:
+    def __init__(
+        self,
+        store: RetentionStore,
+        *,
+        days: float,
+        forget: Sequence[Callable[[], None]] = (),
+    ) -> None:
         self.store = store
         self.days = days
+        self.forget = list(forget)
+        """Called after each deletion: drop what is cached of conversations (they may be gone)."""
 
     def install(self, scheduler: Scheduler) -> None:
         """Register the daily retention job."""
@@ -47,7 +57,10 @@ class Retention:
 
     async def delete_expired(self, now: float) -> int:
         """Delete the conversations last active more than ``days`` before ``now``."""
-        return await self.store.delete_conversations_before(now - self.days * 86400)
+        deleted = await self.store.delete_conversations_before(now - self.days * 86400)
+        for forget in self.forget:
+            forget()
+        return deleted
 
 
 def next_run(now: float) -> float:

@@ -29,6 +29,10 @@ class DeskTickets(Protocol):
         """Call the agent who has the ticket, in its thread."""
         ...
 
+    def forget_cached(self) -> None:
+        """Drop the tickets kept in memory (retention deleted conversations in the store)."""
+        ...
+
     async def record_survey(
         self, conversation_id: str, *, score: int, comment: str | None = None
     ) -> None:

@@ -68,7 +68,11 @@ class ScheduledWork:
             self.handoffs.install(self.scheduler)
             self.surveys.install(self.scheduler)
         self.retention = (
-            Retention(store, days=settings.retention_days)
+            Retention(
+                store,
+                days=settings.retention_days,
+                forget=[desk.forget_cached] if desk is not None else [],
+            )
             if settings.retention_days is not None
             else None
         )
