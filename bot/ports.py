@@ -178,6 +178,11 @@ class SharedValues(KeyValueStore, Protocol):
         value; two callers never get the same one."""
         ...
 
+    async def update_value(self, namespace: str, key: str, value: str) -> bool:
+        """Replace the value under ``(namespace, key)`` only if there is one; False when there
+        is none (deleted meanwhile: it stays deleted)."""
+        ...
+
     async def delete_value(self, namespace: str, key: str) -> None:
         """Remove the value under ``(namespace, key)``, if any."""
         ...

@@ -88,6 +88,11 @@ async def test_concurrent_handoffs_get_unique_numbers_and_concurrent_claims_one_
         chats = [CHAT + n for n in range(6)]
         await asyncio.gather(*(customer_hands_off((a, b)[n % 2], c) for n, c in enumerate(chats)))
         await a.ticket(len(chats))
+
+        async def threads_recorded() -> bool:
+            return all([(await a.ticket_record(f"telegram:{c}")).thread for c in chats])
+
+        await until(threads_recorded)
         records = [await a.ticket_record(f"telegram:{c}") for c in chats]
         assert sorted(r.number for r in records) == list(range(1, len(chats) + 1))
         assert sorted(str(r.thread) for r in records) == sorted(t["ts"] for t in a.tickets())

@@ -516,6 +516,9 @@ async def test_shared_values_count_atomically_list_and_delete(
         await other.delete_value("open", "telegram:1")  # gone already: nothing to do
         assert await store.values("open") == {"telegram:2": "4"}
         assert await store.values("nothing") == {}
+        assert await other.update_value("open", "telegram:2", "6") is True
+        assert await other.update_value("open", "telegram:1", "7") is False  # stays deleted
+        assert await store.values("open") == {"telegram:2": "6"}
     finally:
         await other.close()
 

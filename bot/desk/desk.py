@@ -223,7 +223,7 @@ class Desk:
             return True
         number = await self._book.new_number(conversation_id)
         ticket = _new_ticket(state, number=number, reason=reason, now=self._clock())
-        await self._book.put(ticket)
+        await self._book.put(ticket, new=True)
         await self._book.set_open(ticket)
         self._kick(conversation_id)
         await self._tell_watchers(ticket, "opened")
@@ -258,8 +258,7 @@ class Desk:
             if text and copilot is not None and copilot.translates(ticket.language):
                 ticket.outbox.append({"kind": "translation", "text": text})
             ticket.last_activity_at = self._clock()
-        await self._book.put(ticket)
-        if move == "withdraw":
+        if await self._book.put(ticket) and move == "withdraw":
             await self._book.set_open(ticket)
         self._kick(message.conversation_id)
         if move is not None:
@@ -621,8 +620,7 @@ class Desk:
             events, utter, pause = change
             if move == "resolve":
                 ticket.survey = survey
-            await self._book.put(ticket)
-            if move in {"resolve", "reopen"}:
+            if await self._book.put(ticket) and move in {"resolve", "reopen"}:
                 await self._book.set_open(ticket)
         await self._apply(cid, events=events, utter=utter, pause=pause)
         if target is not None and move == "transfer":

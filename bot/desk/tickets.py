@@ -145,13 +145,20 @@ class TicketBook:
             self._remember(conversation_id, raw)
         return Ticket.from_json(raw)
 
-    async def put(self, ticket: Ticket, *, new_thread: bool = False) -> None:
-        """Save the ticket; ``new_thread`` when its message was just posted (indexes it)."""
+    async def put(self, ticket: Ticket, *, new: bool = False, new_thread: bool = False) -> bool:
+        """Save the ticket: ``new`` when it was just opened, else only while it is still
+        stored (retention may have deleted it meanwhile: it stays deleted, and False);
+        ``new_thread`` when its message was just posted (indexes it)."""
+        cid, raw = ticket.conversation_id, ticket.to_json()
+        if new:
+            await self._store.put_value(_TICKETS, cid, raw)
+        elif not await self._store.update_value(_TICKETS, cid, raw):
+            self._tickets.pop(cid, None)
+            return False
         if new_thread and ticket.thread is not None:
-            await self._store.put_value(_THREADS, ticket.thread, ticket.conversation_id)
-        raw = ticket.to_json()
-        await self._store.put_value(_TICKETS, ticket.conversation_id, raw)
-        self._remember(ticket.conversation_id, raw)
+            await self._store.put_value(_THREADS, ticket.thread, cid)
+        self._remember(cid, raw)
+        return True
 
     def _remember(self, conversation_id: str, raw: str) -> None:
         if not self._cache:
@@ -197,7 +204,8 @@ class TicketBook:
         return sorted(rows, key=lambda cid: int(rows[cid]))
 
     async def set_open(self, ticket: Ticket) -> None:
-        """Put the ticket on the open list or take it off, as its status says."""
+        """Put the ticket on the open list or take it off, as its status says (after
+        :meth:`put` saved it)."""
         if ticket.is_open:
             await self._store.put_value(_OPEN, ticket.conversation_id, str(ticket.number))
         else:

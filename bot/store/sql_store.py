@@ -660,6 +660,24 @@ class SqlStore:
         value: int = await self._write(work)
         return value
 
+    async def update_value(self, namespace: str, key: str, value: str) -> bool:
+        """Replace the value under ``(namespace, key)`` only if there is one."""
+        self._check_open()
+        if not isinstance(value, str):
+            raise StoreError(f"value must be a string: {namespace!r}/{key!r}")
+        kv = self._t.kv
+        stmt = (
+            update(kv)
+            .where(kv.c.namespace == namespace, kv.c.key == key)
+            .values(value=value, updated_at=time.time())
+        )
+
+        def work(conn: Connection) -> bool:
+            return bool(conn.execute(stmt).rowcount)
+
+        updated: bool = await self._write(work)
+        return updated
+
     async def delete_value(self, namespace: str, key: str) -> None:
         """Remove the value under ``(namespace, key)``, if any."""
         self._check_open()

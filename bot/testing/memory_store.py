@@ -318,6 +318,16 @@ class MemoryStore:
         self.database.values[(namespace, key)] = str(value)
         return value
 
+    async def update_value(self, namespace: str, key: str, value: str) -> bool:
+        """Replace the value under ``(namespace, key)`` only if there is one."""
+        if not isinstance(value, str):
+            raise StoreError(f"value must be a string: {namespace!r}/{key!r}")
+        await self._enter()
+        if (namespace, key) not in self.database.values:
+            return False
+        self.database.values[(namespace, key)] = value
+        return True
+
     async def delete_value(self, namespace: str, key: str) -> None:
         """Remove the value under ``(namespace, key)``, if any."""
         await self._enter()
