@@ -8,6 +8,7 @@ ticket numbers stay unique, and what waited while Slack was down is posted once.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -75,8 +76,9 @@ async def test_a_ticket_posted_through_one_worker_is_worked_through_the_other(
             "Found it: it leaves today",
             "Anything else?",
         ]
-        record = await b.ticket_record(CONVERSATION)
-        assert (record.status, record.agent, record.poster) == (Status.ACTIVE, AGENT, None)
+        await until(lambda: _settled(b))  # the poster gave its claim up
+        assert (await b.ticket_record(CONVERSATION)).status is Status.ACTIVE
+        assert (await b.ticket_record(CONVERSATION)).agent == AGENT
 
 
 async def test_concurrent_handoffs_get_unique_numbers_and_concurrent_claims_one_winner(
@@ -147,9 +149,40 @@ async def test_what_waited_for_slack_is_posted_once_by_one_worker(
             == thread
             == [f"*Alice Smith:* {text}" for text in ("first", "second", "third", "fourth")]
         )
-        record = await b.ticket_record(CONVERSATION)
-        assert (record.outbox, record.poster) == ([], None)
+        await until(lambda: _settled(b))
+
+
+async def test_the_claim_of_a_worker_that_died_lapses_and_another_worker_posts(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with two_workers(tmp_path, fresh_postgres_url) as (a, b):
+        a.slack.down = True
+        await customer_hands_off(a, CHAT)
+        await a.tg_send(CHAT, "are you there?")
+        await until(lambda: _queued(a, 1))
+        # Worker A dies while it posts them: its claim stays in the ticket, for a second more.
+        await a.desk.stop()
+        ticket = await a.ticket_record(CONVERSATION)
+        ticket.poster, ticket.poster_until = "a-worker-that-died", time.time() + 1.0
+        await a.agent.store.put_value("desk.ticket", CONVERSATION, ticket.to_json())
+        a.slack.down = False
+        await b.tg_send(CHAT, "hello?")  # B has something to post too: it waits for the claim
+        await until(lambda: _queued(b, 2))
+        await asyncio.sleep(0.3)
+        assert b.tickets() == []
+        ts = str((await b.ticket())["ts"])  # the claim lapsed: B posts everything, in order
+        thread = await b.thread_has(ts, 2)
+        assert thread == ["*Alice Smith:* are you there?", "*Alice Smith:* hello?"]
+        await until(lambda: _settled(b))  # then B gave its claim up
 
 
 async def _queued(s: DeskShop, count: int) -> bool:
     return len((await s.ticket_record(CONVERSATION)).outbox) == count
+
+
+async def _settled(s: DeskShop) -> bool:
+    """Nothing waits to be posted and no worker claims the ticket's posts."""
+    record = await s.ticket_record(CONVERSATION)
+    return record.thread is not None and (record.outbox, record.poster) == ([], None)
