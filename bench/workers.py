@@ -18,7 +18,8 @@ point is that nothing collapses, and what a worker costs.
 
 ``--soak MINUTES`` drives N workers on PostgreSQL at ``--rate`` turns/s (open loop) for that
 long, printing every minute the turns answered, the errors and each worker's resident memory
-(``/proc/<pid>/status``): flat memory means no leak. Prints figures and asserts nothing.
+(``/proc/<pid>/status``), and at the end how much each grew since minute 1 (minute 0 is
+before any load): flat memory means no leak. Prints figures and asserts nothing.
 """
 
 from __future__ import annotations
@@ -185,13 +186,13 @@ async def _soak(args: argparse.Namespace, logs: Path) -> None:
             started = time.monotonic()
             turn = 0
             next_report = started
+            readings: list[list[float]] = []
             print(f"soak: {count} workers, {args.rate} turns/s for {args.soak} min")
             while time.monotonic() - started < args.soak * 60:
                 now = time.monotonic()
                 if now >= next_report:
-                    rss = "  ".join(
-                        f"w{i} {_rss_mib(cluster.pid(i)):6.1f} MiB" for i in range(count)
-                    )
+                    readings.append([_rss_mib(cluster.pid(i)) for i in range(count)])
+                    rss = "  ".join(f"w{i} {mib:6.1f} MiB" for i, mib in enumerate(readings[-1]))
                     minute = round((now - started) / 60)
                     print(
                         f"min {minute:3d}  answered {len(tally.latencies):7d}  "
@@ -206,7 +207,14 @@ async def _soak(args: argparse.Namespace, logs: Path) -> None:
                 turn += 1
                 await asyncio.sleep(max(0.0, started + turn / args.rate - time.monotonic()))
             await asyncio.gather(*pending)
+            readings.append([_rss_mib(cluster.pid(i)) for i in range(count)])
         print(tally.line(f"soak, {count} workers", time.monotonic() - started))
+        if len(readings) > 2:  # minute 0 is before any load: growth counts from minute 1
+            growth = "  ".join(
+                f"w{i} {end - begin:+6.1f} MiB"
+                for i, (begin, end) in enumerate(zip(readings[1], readings[-1], strict=True))
+            )
+            print(f"memory from minute 1 to the end: {growth}")
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from tests.rest_load import Load, check_action_runs, check_stored, converse, unt
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = REPO / "tests" / "projects" / "workers"
 WORKERS = 2
-CONVERSATIONS = 60
+CONVERSATIONS = 40
 TURNS = 5
 CONCURRENT = 24
 DOWN_SECONDS = 2.0

@@ -5,7 +5,8 @@ the conversation's advisory lock on a connection of its own (``PgConnections``) 
 it loads the state until after its write committed, so no other worker's turn of that
 conversation runs in between; no turn conflicts, none runs twice, no custom action runs
 twice. Within a worker an asyncio lock comes first, so a worker's turns of one conversation
-queue in memory and hold one connection between them, not one each.
+queue in memory and hold one connection between them, not one each. Once the lock is taken, one
+query on its connection tells the store whether its cached state is current (``StateCheck``).
 
 :class:`Leadership` makes one worker the leader, by a session advisory lock, for the work that
 must run once: the scheduler and Telegram long polling. Followers try again every
