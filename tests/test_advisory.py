@@ -23,6 +23,7 @@ from bot.store.advisory import Leadership, PostgresLocks, lock_key
 from bot.store.engines import PoolOptions
 from bot.store.live import PostgresLive
 from bot.store.pg_connections import PgConnections, plain_dsn
+from bot.testing.private_postgres import PrivatePostgres
 from bot.testing.tcp_proxy import TcpProxy
 from bot.testing.telegram_double import TelegramBotApiDouble
 from channels.telegram import TelegramChannel
@@ -383,3 +384,35 @@ async def test_a_workers_cached_state_serves_only_once_its_lock_found_it_current
         await admin.close()
         for store in stores:
             await store.close()
+
+
+async def test_a_server_out_of_connection_slots_answers_retryably(
+    private_postgres: PrivatePostgres,
+) -> None:
+    """ "Too many clients" is a busy server, not a broken turn: retryable (REST answers 503)."""
+    admin = await asyncpg.connect(private_postgres.url)
+    await admin.execute("ALTER SYSTEM SET max_connections = 20")
+    await admin.close()
+    await private_postgres.stop()
+    await private_postgres.start()
+    store = await open_store(private_postgres.url, pool=PoolOptions(size=1, max_overflow=1))
+    pool = _pool(private_postgres.url)
+    await pool.open()
+    fillers: list[asyncpg.Connection] = []
+    try:
+        with pytest.raises(asyncpg.exceptions.TooManyConnectionsError):
+            while len(fillers) < 25:
+                fillers.append(await asyncpg.connect(private_postgres.url))
+        with pytest.raises(DatabaseUnavailableError):
+            async with PostgresLocks(pool).hold("rest:alice"):
+                pass
+        with pytest.raises(DatabaseUnavailableError):  # its one connection busy, it needs two
+            await asyncio.gather(store.load("rest:alice"), store.load("rest:bob"))
+        await fillers.pop().close()
+        async with PostgresLocks(pool).hold("rest:alice"):  # a slot free again
+            pass
+    finally:
+        for filler in fillers:
+            await filler.close()
+        await pool.close()
+        await store.close()

@@ -133,11 +133,13 @@ class PrivatePostgres:
         """Stop the server if it runs and delete its folder."""
         if self._folder is None:
             return
-        folder, data = self._folder, self._folder / "data"
-        if (data / "postmaster.pid").exists():
-            await self._pg_ctl("stop", "-m", "immediate")
-        self._folder = None
-        shutil.rmtree(folder, ignore_errors=True)
+        folder = self._folder
+        try:
+            if (folder / "data" / "postmaster.pid").exists():
+                await self._pg_ctl("stop", "-m", "immediate")
+        finally:
+            self._folder = None
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _require(self) -> Path:
         if self._folder is None:
