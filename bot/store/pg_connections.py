@@ -31,7 +31,6 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,  # the connection was closed under us
     asyncpg.PostgresConnectionError,  # class 08
     asyncpg.exceptions.OperatorInterventionError,  # 57P: shutting down, starting up
-    asyncpg.exceptions.TooManyConnectionsError,  # 53300: every connection slot taken, for now
     asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by a dying server
     asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, out of memory
 )
