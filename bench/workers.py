@@ -200,6 +200,7 @@ async def _soak(args: argparse.Namespace, logs: Path) -> None:
         connector = aiohttp.TCPConnector(limit=256)
         async with aiohttp.ClientSession(connector=connector) as http:
             pending: set[asyncio.Task[None]] = set()
+            cpu_before = _cpu_seconds(cluster, count)
             started = time.monotonic()
             turn = 0
             next_report = started
@@ -225,6 +226,7 @@ async def _soak(args: argparse.Namespace, logs: Path) -> None:
                 await asyncio.sleep(max(0.0, started + turn / args.rate - time.monotonic()))
             await asyncio.gather(*pending)
             readings.append([_rss_mib(cluster.pid(i)) for i in range(count)])
+            tally.cpu_seconds = _cpu_seconds(cluster, count) - cpu_before
         print(tally.line(f"soak, {count} workers", time.monotonic() - started))
         if len(readings) > 2:  # minute 0 is before any load: growth counts from minute 1
             growth = "  ".join(
