@@ -256,6 +256,8 @@ async def build(
             locks=locks,
             shared=workers is not None,
         )
+    if workers is not None:
+        workers.check_states(store)
     app = await App.create(project, settings=settings, store=store, desk=desk, locks=locks)
     for channel in channels:
         app.add_channel(channel)
