@@ -11,7 +11,9 @@ that kefu server only and has no baseline to compare with.
 
 Each conversation (a distinct sender id) loops through the reference shop's order-tracking
 flow, one turn at a time: "where is my order" -> "KF-10001" -> "alice@example.com" (the order's
-status and "anything else?") -> "thanks". Printed:
+status and "anything else?") -> "thanks". With ``--distinct`` (phases 1 and 2) the free-text
+turns are signed with a name that changes every turn ("where is my order? Sam Okafor writing",
+"thanks, Sam Okafor"), so that no message is served from the caches of recent messages. Printed:
 
 1. saturation: completed turns/s with N concurrent conversations, for kefu and the baseline,
    and their ratio; with the CPU time each server spent per turn (all its threads, from
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -49,6 +52,72 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK = "/webhooks/rest/webhook"
 PURCHASE_TURNS = ("where is my order", "KF-10001", "alice@example.com", "thanks")
 GROWTH_TURNS = ("where is my order", "KF-10001", "cancel")
+SIGNED = {"where is my order": "where is my order? {name} writing", "thanks": "thanks, {name}"}
+"""With ``--distinct``, the free-text turns signed by a name no recent message had."""
+FIRST_NAMES = [
+    "Sam",
+    "Maria",
+    "Li",
+    "Ana",
+    "Tom",
+    "Mei",
+    "Omar",
+    "Eva",
+    "Raj",
+    "Ines",
+    "Ken",
+    "Zoe",
+    "Ali",
+    "Nora",
+    "Ivan",
+    "Lea",
+    "Hugo",
+    "Aya",
+    "Ben",
+    "Rosa",
+    "Yuki",
+    "Tariq",
+    "Elif",
+    "Noah",
+    "Sara",
+    "Jon",
+    "Lina",
+    "Marco",
+    "Hana",
+    "Paul",
+]
+LAST_NAMES = [
+    "Okafor",
+    "Silva",
+    "Chen",
+    "Novak",
+    "Berg",
+    "Haddad",
+    "Costa",
+    "Meyer",
+    "Ito",
+    "Kowalski",
+    "Rossi",
+    "Dubois",
+    "Khan",
+    "Larsen",
+    "Moreau",
+    "Tanaka",
+    "Ortiz",
+    "Fischer",
+    "Nguyen",
+    "Bauer",
+    "Petrov",
+    "Santos",
+    "Wong",
+    "Keller",
+    "Jensen",
+    "Murphy",
+    "Alves",
+    "Weber",
+    "Sato",
+    "Brown",
+]
 GROWTH_WINDOW = 20
 
 GOAL_TURNS_PER_S = 1000.0
@@ -113,7 +182,13 @@ async def _turn(
 
 
 async def closed_loop(
-    session: aiohttp.ClientSession, url: str, conversations: int, duration: float, prefix: str
+    session: aiohttp.ClientSession,
+    url: str,
+    conversations: int,
+    duration: float,
+    prefix: str,
+    *,
+    distinct: bool = False,
 ) -> tuple[float, Tally]:
     """Each conversation sends its next turn as soon as the previous one is answered.
 
@@ -123,12 +198,13 @@ async def closed_loop(
     tally = Tally()
     started = time.perf_counter()
     deadline = started + duration
+    serials = itertools.count()
 
     async def conversation(index: int) -> None:
         sender = f"{prefix}-{index}"
         turn = 0
         while time.perf_counter() < deadline:
-            text = PURCHASE_TURNS[turn % len(PURCHASE_TURNS)]
+            text = purchase_turn(turn, next(serials), distinct=distinct)
             await _turn(session, url, sender, text, tally, time.perf_counter())
             turn += 1
 
@@ -143,6 +219,8 @@ async def open_loop(
     rate: float,
     duration: float,
     prefix: str,
+    *,
+    distinct: bool = False,
 ) -> tuple[float, Tally]:
     """Offer ``rate`` turns/s in total, each conversation on its own fixed schedule.
 
@@ -155,6 +233,7 @@ async def open_loop(
     period = conversations / rate
     started = time.perf_counter() + 0.05
     deadline = started + duration
+    serials = itertools.count()
 
     async def conversation(index: int) -> None:
         sender = f"{prefix}-{index}"
@@ -164,7 +243,7 @@ async def open_loop(
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            text = PURCHASE_TURNS[turn % len(PURCHASE_TURNS)]
+            text = purchase_turn(turn, next(serials), distinct=distinct)
             await _turn(session, url, sender, text, tally, due)
             turn += 1
             due += period
@@ -192,6 +271,17 @@ async def growth(
     last = statistics.median(tally.latencies[-window:]) if tally.latencies else float("nan")
     middle = tally.latencies[100 : 100 + window]
     return first, statistics.median(middle) if middle else float("nan"), last, tally
+
+
+def purchase_turn(turn: int, serial: int, *, distinct: bool) -> str:
+    """The purchase flow's ``turn``-th message; with ``distinct``, its free-text turns signed
+    with the ``serial``-th name (900 names, so recent messages never repeat)."""
+    text = PURCHASE_TURNS[turn % len(PURCHASE_TURNS)]
+    if not distinct or text not in SIGNED:
+        return text
+    first = FIRST_NAMES[serial % len(FIRST_NAMES)]
+    last = LAST_NAMES[serial // len(FIRST_NAMES) % len(LAST_NAMES)]
+    return SIGNED[text].format(name=f"{first} {last}")
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -379,9 +469,13 @@ async def _run(args: argparse.Namespace) -> None:
         rates: dict[str, float] = {}
         for server in targets:
             # Warm-up: open the connections, fill caches; not counted.
-            await closed_loop(session, server.webhook, n, args.warmup, f"w{run_id}")
+            await closed_loop(
+                session, server.webhook, n, args.warmup, f"w{run_id}", distinct=args.distinct
+            )
             cpu_before = process_cpu_seconds(server)
-            rate, tally = await closed_loop(session, server.webhook, n, duration, f"s{run_id}")
+            rate, tally = await closed_loop(
+                session, server.webhook, n, duration, f"s{run_id}", distinct=args.distinct
+            )
             cpu_after = process_cpu_seconds(server)
             rates[server.name] = rate
             cpu = ""
@@ -412,7 +506,13 @@ async def _run(args: argparse.Namespace) -> None:
         p99s: dict[str, float] = {}
         for server in targets:
             achieved, tally = await open_loop(
-                session, server.webhook, n, args.rate, duration, f"l{run_id}"
+                session,
+                server.webhook,
+                n,
+                args.rate,
+                duration,
+                f"l{run_id}",
+                distinct=args.distinct,
             )
             p99s[server.name] = percentile(tally.latencies, 0.99)
             print(
@@ -453,6 +553,12 @@ def main() -> None:
     parser.add_argument("--growth-turns", type=int, default=1000)
     parser.add_argument("--project", default=str(REPO_ROOT), help="kefu project to serve")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--distinct",
+        action="store_true",
+        help="sign the free-text turns with a different name each time (as real customers "
+        "write): no recent message repeats, so the encoders' caches do not answer for them",
+    )
     args = parser.parse_args()
     args.project = Path(args.project).resolve()
     asyncio.run(_run(args))
