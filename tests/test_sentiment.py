@@ -128,6 +128,9 @@ def test_the_encoder_reads_only_messages_the_first_stage_is_unsure_of() -> None:
     assert not english.negates_affect("Nothing arrived and the box was bad.")
     analyzer().score("Not bad at all, I'd order again.", "en")  # word order matters here
     assert english.encoder_reads == before + 1
+    for code in ("KF-20417", "bob@example.org", "+44 20 7946 0958"):
+        assert analyzer().score(code, "en") == 0.0  # nothing said, and nothing to encode
+    assert english.encoder_reads == before + 1
 
 
 def test_the_static_embedding_of_a_classified_message_is_reused() -> None:

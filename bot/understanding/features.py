@@ -28,6 +28,17 @@ _TOKEN = re.compile(rf"[{CJK}{_EMOJI}]|[^\W_{CJK}]+")
 _CJK_CHAR = re.compile(rf"[{CJK}]")
 _EMOJI_CHAR = re.compile(rf"[{_EMOJI}]")
 _CHAR_NGRAMS = (2, 3, 4)
+_WORD = re.compile(rf"[{CJK}]|[^\W\d_{CJK}]{{2,}}")
+_NOT_WORDS = re.compile(rf"\S*(?:@|https?://|www\.)\S*|[^\s{CJK}]*\d[^\s{CJK}]*")
+"""E-mail addresses, links, and codes and numbers (anything with a digit)."""
+
+
+def has_words(text: str) -> bool:
+    """Whether a message has a word (two letters or more, or a Han character) besides
+    e-mail addresses, links, order numbers and other codes.
+
+    A sentence encoder adds nothing to those, and they are half of the turns in a flow."""
+    return _WORD.search(_NOT_WORDS.sub(" ", text[:MAX_CHARS])) is not None
 
 
 def normalize(text: str) -> str:

@@ -12,7 +12,9 @@ sentence embedding read through a logistic regression taught by kefu's own label
 messages, weighs the parts. Two stages: first the static embedding the intent classifier has
 already made of the message (WordLlama: nothing more to compute); only when that stage is near
 the boundary (``CASCADE_BAND``) or the message negates an affect word, the MiniLM encoder
-(about 2 ms a message, shared with the rest of the turn through its cache). The encoder reads
+(about 2 ms a message, shared with the rest of the turn through its cache); a message of
+codes, numbers and addresses alone that the first stage is unsure of scores 0 (the encoder has
+nothing to read in it either: half of a flow's turns). The encoder reads
 about a third of the airline tweets ``bench/sentiment.py`` scores; callers on an event loop
 still run the scorer in a thread.
 
@@ -36,7 +38,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from vaderSentiment.vaderSentiment import NEGATE, SentimentIntensityAnalyzer
 
 from bot.understanding.encoder import encoder
-from bot.understanding.features import embedder, normalize
+from bot.understanding.features import embedder, has_words, normalize
 
 __all__ = [
     "CASCADE_BAND",
@@ -303,6 +305,8 @@ class EnglishScorer:
         first = self._first.log_odds(static_vectors([text])[0], shape)
         if abs(first - EN_BOUNDARY) >= CASCADE_BAND and not self.negates_affect(text):
             return first
+        if not has_words(normalize(text)):
+            return EN_BOUNDARY  # codes, numbers, addresses: nothing to read, so neutral (0)
         self.encoder_reads += 1
         return self._second.log_odds(encoder("en").embed_one(_clean(text)), shape)
 
