@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.errors import EncoderDeferredError
 from bot.understanding import encoder as encoder_module
-from bot.understanding.encoder import ENCODER_DIM, encoder
+from bot.understanding.encoder import ENCODER_DIM, cached_only, encoder
 
 
 def similarity(language: str, a: str, b: str) -> float:
@@ -152,3 +153,16 @@ def test_texts_with_the_same_word_pieces_share_one_inference(
     assert not vector.flags.writeable
     model.embed_one("Has my refund for order 7732 been approved?")
     assert len(runs) == 2
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_cached_only_answers_from_the_cache_or_defers(language: str) -> None:
+    model = encoder(language)
+    seen = model.embed_one("我想换一个收货地址 please")
+    with cached_only():
+        assert np.array_equal(model.embed_one("我想换一个收货地址 please"), seen)
+        with pytest.raises(EncoderDeferredError):
+            model.embed_one("我想取消刚才的订单 please")
+        with pytest.raises(EncoderDeferredError):
+            model.embed(["anything"])
+    assert model.embed_one("我想取消刚才的订单 please").shape == (ENCODER_DIM,)

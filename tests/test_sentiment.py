@@ -136,3 +136,17 @@ def test_the_encoder_reads_only_messages_the_first_stage_is_unsure_of() -> None:
 def test_the_static_embedding_of_a_classified_message_is_reused() -> None:
     text = normalize("My parcel is lost and nobody helps me!")
     assert embedder().embed_one(text) is embedder().embed_one(text)
+
+
+def test_a_message_is_parsed_on_the_spot_unless_an_encoder_must_read_it() -> None:
+    interpreter = Interpreter(
+        classifier=None, extractor=EntityExtractor([], {}), intents=set(), sentiment=analyzer()
+    )
+    clear = "Thank you so much, the parcel came this morning!"
+    quick = interpreter.parse_if_quick(clear, language="en")
+    assert quick == interpreter.parse(clear, language="en")
+    negated = "Not bad at all, the courier was even early for once."
+    assert interpreter.parse_if_quick(negated, language="en") is None  # MiniLM must read it
+    parsed = interpreter.parse(negated, language="en")  # in a thread, in a server
+    assert interpreter.parse_if_quick(negated, language="en") == parsed  # now it is known
+    assert interpreter.parse_if_quick("thanks " * 100, language="en") is None  # long

@@ -16,12 +16,15 @@ with) ships inside kefu. Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
 import logging
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +33,7 @@ import numpy as np
 import onnxruntime
 from tokenizers.implementations.bert_wordpiece import BertWordPieceTokenizer
 
+from bot.errors import EncoderDeferredError
 from bot.understanding.recent import RecentVectors
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,28 @@ _SOURCE_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2
 _KEPT_LAYERS = 64
 """MiniLM keeps the last layer of this many recent messages (a short message's is about 30 KB,
 a message of `MAX_TOKENS` pieces 200 KB)."""
+
+
+_CACHED_ONLY: ContextVar[bool] = ContextVar("kefu_encoders_cached_only", default=False)
+_LOADED: set[str] = set()
+
+
+@contextlib.contextmanager
+def cached_only() -> Iterator[None]:
+    """Within this block the encoders answer from their caches of recent messages only, and
+    raise `EncoderDeferredError` where they would compute (or load): a caller on an event loop
+    tries a message the cheap way first, and moves to a thread only when it needs an encoder."""
+    token = _CACHED_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CACHED_ONLY.reset(token)
+
+
+def _compute() -> None:
+    """Stop here inside `cached_only`."""
+    if _CACHED_ONLY.get():
+        raise EncoderDeferredError("a sentence encoder must compute: not on this thread")
 
 
 class Encoder(Protocol):
@@ -116,6 +142,7 @@ class MiniLMEncoder:
         known = self._layers.get(key)
         if known is not None:
             return known
+        _compute()
         return self._layers.put(key, (self._run(ids), list(encoding.tokens)))
 
     def _run(self, ids: np.ndarray) -> np.ndarray:
@@ -132,6 +159,7 @@ class MiniLMEncoder:
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed messages one by one, exactly as `embed_one` does at inference (a padded batch
         would quantise its activations differently): float32 array (len(texts), dim)."""
+        _compute()
         result = np.zeros((len(texts), ENCODER_DIM), dtype=np.float32)
         for row, text in enumerate(texts):
             ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
@@ -161,12 +189,14 @@ class E5Encoder:
         known = self._recent.get(text)
         if known is not None:
             return known
+        _compute()
         with self._lock:
             vector = np.asarray(self._model.query(text[:MAX_CHARS]), dtype=np.float32)
         return self._recent.put(text, vector)
 
     def embed_passage(self, text: str) -> np.ndarray:
         """Embed a passage to be searched ("passage: " prefix), up to the model's 512 tokens."""
+        _compute()
         with self._lock:
             return np.asarray(self._model.passage(text), dtype=np.float32)
 
@@ -174,6 +204,7 @@ class E5Encoder:
         """Embed messages (one batch): float32 array (len(texts), dim)."""
         if not texts:
             return np.zeros((0, ENCODER_DIM), dtype=np.float32)
+        _compute()
         with self._lock:
             vectors = self._model.query([text[:MAX_CHARS] for text in texts])
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), ENCODER_DIM)
@@ -205,14 +236,22 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return result
 
 
-@cache
 def encoder(language: str) -> Encoder:
     """The process-wide encoder for `language`, one of `LANGUAGES`.
 
     Loading takes about a second; MiniLM's very first load converts it (a few seconds)."""
+    if language not in _LOADED:
+        _compute()
+    return _encoder(language)
+
+
+@cache
+def _encoder(language: str) -> Encoder:
     if language not in LANGUAGES:
         raise ValueError(f"no encoder for language {language!r}")
-    return E5Encoder() if language == "zh" else MiniLMEncoder(_cache_folder())
+    model = E5Encoder() if language == "zh" else MiniLMEncoder(_cache_folder())
+    _LOADED.add(language)
+    return model
 
 
 def _cache_folder() -> Path:

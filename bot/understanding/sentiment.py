@@ -307,8 +307,9 @@ class EnglishScorer:
             return first
         if not has_words(normalize(text)):
             return EN_BOUNDARY  # codes, numbers, addresses: nothing to read, so neutral (0)
+        vector = encoder("en").embed_one(_clean(text))
         self.encoder_reads += 1
-        return self._second.log_odds(encoder("en").embed_one(_clean(text)), shape)
+        return self._second.log_odds(vector, shape)
 
     def negates_affect(self, text: str) -> bool:
         """Whether a negator comes shortly before one of VADER's affect words."""
