@@ -14,9 +14,9 @@ already made of the message (WordLlama: nothing more to compute); only when that
 the boundary (``CASCADE_BAND``) or the message negates an affect word, the MiniLM encoder
 (about 2 ms a message, shared with the rest of the turn through its cache); a message of
 codes, numbers and addresses alone that the first stage is unsure of scores 0 (the encoder has
-nothing to read in it either: half of a flow's turns). The encoder reads
-about a third of the airline tweets ``bench/sentiment.py`` scores; callers on an event loop
-still run the scorer in a thread.
+nothing to read in it either: half of a flow's turns). The encoder reads about a third of the
+airline tweets ``bench/sentiment.py`` scores; a caller on an event loop moves to a thread only
+for those (``bot.understanding.encoder.cached_only``).
 
 Nothing here was trained on the public sentiment data sets (their licences forbid shipping
 such a model); each language's boundary between "negative" and "not" (one number each) was
