@@ -53,7 +53,7 @@ _CJK_UNIGRAM_WEIGHT = 0.5
 """A Chinese character alone says less than a bigram; full weight would count words thrice."""
 _TITLE_REPEAT = 1
 """A section's own heading is the question it answers: its words count this many times more."""
-_VIEW_WEIGHTS = {"text": 1.0, "question": 1.0, "sentence": 0.5, "pieces": 2.0}
+_VIEW_WEIGHTS = {"text": 1.0, "question": 2.0, "sentence": 0.5, "pieces": 1.0}
 """How much each view of a section counts: its heading and opening text together, its heading
 (the question it answers), its closest sentence (a detail deep in a long answer) and, with an
 encoder that gives them, its word pieces in context: each of the question's content words
@@ -65,7 +65,7 @@ and an encoder's cost grows faster than the length."""
 _MAX_SENTENCES = 12
 """Sentences of a section embedded one by one (the rest are only in its text view)."""
 _MIN_SENTENCE_CHARS = 8
-_BM25_WEIGHT = 0.3
+_BM25_WEIGHT = 0.6
 """Weight of BM25 relevance beside the similarities: both in standard deviations above the
 mean over the sections compared."""
 _VECTORS_FORMAT = "views-4"
