@@ -6,6 +6,17 @@ because a wrong policy quoted with confidence is worse than "I don't know". Whic
 answers is then ranked with kefu's sentence encoders as well (when given: ``SectionVectors``),
 since customers rarely use the words of the heading ("who covers the postage" for "Who pays for
 return shipping?"). Section vectors are computed once and cached on disk by content.
+
+A section's heading is the question it answers; its author can list other wordings of that
+question in an HTML comment, which is never quoted (no comment is)::
+
+    ## Do I need an account to order?
+    <!-- questions:
+    - Can I order as a guest?
+    - Do I have to register before buying?
+    -->
+
+They count as the section's words for BM25 and as its "closest question" view.
 """
 
 from __future__ import annotations
@@ -54,8 +65,9 @@ _CJK_UNIGRAM_WEIGHT = 0.5
 _TITLE_REPEAT = 1
 """A section's own heading is the question it answers: its words count this many times more."""
 _VIEW_WEIGHTS = {"text": 1.0, "question": 2.0, "sentence": 0.5, "pieces": 1.0}
-"""How much each view of a section counts: its heading and opening text together, its heading
-(the question it answers), its closest sentence (a detail deep in a long answer) and, with an
+"""How much each view of a section counts: its heading and opening text together, its closest
+question (its heading, or one of its author's other wordings: a customer's question is closest
+to another question), its closest sentence (a detail deep in a long answer) and, with an
 encoder that gives them, its word pieces in context: each of the question's content words
 finds its closest piece of the section, and the similarities are averaged (late interaction,
 where one vector per text blurs the word that matters)."""
@@ -446,7 +458,7 @@ def default_embedders() -> list[Embedder]:
 
 class SectionVectors:
     """Sentence-encoder vectors of several views of each section: its heading with its opening
-    text, its heading alone, and each of its sentences.
+    text, its questions (its heading and its author's other wordings), and each of its sentences.
 
     ``similarity(question, language)`` asks the encoders of ``language``; for each view it
     turns the cosines into standard scores over the sections compared (encoders and views
