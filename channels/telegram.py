@@ -211,6 +211,8 @@ class TelegramChannel(Channel):
             return
         await self._ready()
         await self.bot.delete_webhook()
+        # From what Telegram holds unconfirmed: another poller may have gone on meanwhile.
+        self._offset, self._fetched = None, {}
         self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
         logger.info("telegram long polling started as @%s", self.bot.username)
 
