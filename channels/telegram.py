@@ -235,8 +235,8 @@ class TelegramChannel(Channel):
                 await asyncio.wait(late)
         self._advance()
         if self._offset is not None:
-            # Tells Telegram the updates handled were handled, so a restart skips them (and
-            # only them: one whose turn was not saved comes again).
+            # Confirms the updates handled, so a restart skips them (and only them: one whose
+            # turn was not saved comes again).
             await self._quietly(self.bot.get_updates(offset=self._offset, timeout=0, limit=1))
         await self.bot.shutdown()
 
@@ -393,8 +393,7 @@ class TelegramChannel(Channel):
                 if not isinstance(update_id, int) or not _is_update_id(update_id):
                     logger.warning("telegram getUpdates returned something that is not an update")
                     continue
-                known = self._fetched.get(update_id)
-                if update_id in self._fetched and (known is None or not _failed(known)):
+                if update_id in self._fetched:
                     continue  # running, or done while an older one still runs
                 self._fetched[update_id] = self._read_and_accept(data)
             running = [task for task in self._fetched.values() if task and not task.done()]

@@ -1,11 +1,11 @@
-"""Acknowledged means saved: Telegram webhooks and Slack events while PostgreSQL is cut off.
+"""Acknowledged means saved: Telegram webhooks and Slack requests while PostgreSQL is cut off.
 
 kefu runs as ``kefu run`` runs it (Telegram webhook, the Slack desk) on PostgreSQL reached
 through a TCP proxy the test cuts and restores: to kefu, a real network fault. While the
-database is away, a Telegram update gets a 503 and a Slack event a 503, so that each platform
-sends it again; once it is back, the redelivery is answered once, and every later
-redelivery, to this worker or another one on the same database, is recognised and answers
-nothing more.
+database is away, a Telegram update, a Slack event and an agent's button press each get a
+503, so that the platform sends it again (the agent presses again); once the database is
+back, the redelivery is answered once, and every later redelivery, to this worker or to
+another one on the same database, is recognised and answers nothing more.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from bot.events import AgentMessage
 from bot.testing import slack_double as sd
 from bot.testing.tcp_proxy import TcpProxy
 from channels.slack_board import CLAIM
-from tests.desk_env import AGENT, DESK, DeskShop, desk_shop
+from tests.desk_env import AGENT, DESK, DeskShop, desk_shop, until
 
 CHAT = 5550777
 CONVERSATION = f"telegram:{CHAT}"
@@ -71,8 +71,17 @@ async def test_nothing_acknowledged_is_lost_and_nothing_is_answered_twice(
             # relays it once.
             await s.tg_send(CHAT, "/human")
             ticket = str((await s.ticket())["ts"])
-            await s.press(ticket, CLAIM)
-            await s.tg_replies(CHAT, 3)
+
+            async def thread_recorded() -> bool:
+                return (await s.ticket_record(CONVERSATION)).thread == ticket
+
+            await until(thread_recorded)
+            claim = sd.block_action(user=AGENT, channel=DESK, message_ts=ticket, action_id=CLAIM)
+            proxy.cut()
+            assert (await s.slack_post(claim)).status_code == 503  # the agent sees it failed
+            proxy.restore()
+            await accepted(lambda: s.slack_post(claim))  # and presses again
+            assert "Dana from our team" in s.tg_sent(CHAT)[-1]
             event = sd.thread_reply(
                 channel=DESK, user=AGENT, text="Your parcel left today", thread_ts=ticket
             )
