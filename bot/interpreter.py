@@ -19,9 +19,11 @@ from bot.domain import BUILTIN_INTENTS
 from bot.edge import parse_json
 from bot.errors import BadRequestError
 from bot.understanding.classifier import IntentClassifier
+from bot.understanding.code_switch import in_chinese
 from bot.understanding.entities import EntityExtractor
 from bot.understanding.flow_router import FlowRouter
 from bot.understanding.language import detect_language
+from bot.understanding.spelling import SpellingCorrector
 from bot.understanding.training_data import TrainingData
 
 if TYPE_CHECKING:
@@ -90,12 +92,14 @@ class Interpreter:
         intents: set[str],
         router: FlowRouter | None = None,
         sentiment: SentimentScorer | None = None,
+        speller: SpellingCorrector | None = None,
     ) -> None:
         self.classifier = classifier
         self.extractor = extractor
         self.intents = intents | BUILTIN_INTENTS
         self.router = router
         self.sentiment = sentiment
+        self.speller = speller
 
     @classmethod
     def train(
@@ -112,7 +116,8 @@ class Interpreter:
         """Train (or load from ``cache_dir``, keyed by content hash) the project's models;
         ``flows`` that no trained intent starts get the description router, where the
         knowledge base's ``(question, language)`` pairs compete with them. ``sentiment``
-        scores every message that has text."""
+        scores every message that has text. The classifier reads messages with typos
+        corrected towards the examples' words."""
         examples = [(e.text, e.intent) for e in nlu.examples]
         classifier = None
         if len({intent for _, intent in examples}) >= 1 and examples:
@@ -136,6 +141,7 @@ class Interpreter:
             intents=set(intents) | set(nlu.intents),
             router=router,
             sentiment=sentiment,
+            speller=SpellingCorrector.from_texts(text for text, _ in examples) if examples else None,
         )
 
     def may_be_slow(self, text: str) -> bool:
@@ -160,10 +166,11 @@ class Interpreter:
         entities = tuple(self.extractor.extract(text)) if text else ()
         if not text.strip():
             return Parse(text=text, language=lang, intent=None, confidence=0.0, entities=entities)
-        prediction = self.classifier.predict(text) if self.classifier is not None else None
+        read = self.wording(text)
+        prediction = self.classifier.predict(read) if self.classifier is not None else None
         flows: tuple[tuple[str, float], ...] = ()
         if self.router is not None and (prediction is None or prediction.intent is None):
-            routed = self.router.route(text, language=lang)
+            routed = self.router.route(read, language=lang)
             flows = () if routed.out_of_scope else routed.ranking
         return Parse(
             text=text,
@@ -175,6 +182,12 @@ class Interpreter:
             flows=flows,
             sentiment=self.sentiment.score(text, lang) if self.sentiment is not None else None,
         )
+
+    def wording(self, text: str) -> str:
+        """What the models read of a message: typos corrected, English shop words in a
+        Chinese message put in Chinese (entities and slot values keep the original)."""
+        corrected = self.speller.correct(text) if self.speller is not None else text
+        return in_chinese(corrected)
 
     def parse_payload(self, payload: str, *, text: str, language: str) -> Parse | None:
         """Parse ``/intent{...}`` or ``/SetSlots(...)``; None when it is not a payload at all."""
