@@ -119,8 +119,9 @@ class ActionOpenParcelClaim(Action):
                 "with {carrier} and e-mail you within 2 working days. If it can't be found, we "
                 "send you a replacement or refund you in full, as you prefer; you don't need to "
                 "start a return.",
-                "已为订单 {order} 发起丢件查询，编号 {ref}。我们会联系{carrier}核查，并在 2 个工作日"
-                "内通过邮件回复您。如果包裹确实丢失，我们将为您补发或全额退款，由您选择，无需申请退货。",
+                "已为订单 {order} 发起丢件查询，编号 {ref}。我们会联系{carrier}核查，"
+                "并在 2 个工作日内通过邮件回复您。如果包裹确实丢失，我们将为您补发或全额退款，"
+                "由您选择，无需申请退货。",
                 ref=reference,
                 order=order.id,
                 carrier=carrier_name(order.carrier, lang),

@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 
 _INTENT_PAYLOAD = re.compile(r"^/(?P<intent>[\w.-]+)(?P<entities>\{.*\})?\s*$", re.DOTALL)
 _SET_SLOTS_PAYLOAD = re.compile(r"^/SetSlots\((?P<body>.*)\)\s*$", re.DOTALL)
+_CLAUSE_BREAK = re.compile(
+    r"[,，.。!！?？;；\n]+|\b(?:and also|also|btw|by the way|plus)\b|另外|还有|顺便问一?下|顺便",
+    re.IGNORECASE,
+)
+MAX_CLAUSES = 4
+"""Messages of more clauses are read as a whole only (each clause costs a classification)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,10 @@ class Parse:
     """Flows the description router matched (best first) when no intent did."""
     sentiment: float | None = None
     """How the customer feels in the message, -1 to 1; None for a button press or no text."""
+    clauses: tuple[tuple[str, str, float], ...] = ()
+    """``(clause, intent, confidence)`` for each clause of a message of several whose best
+    intent as a whole starts no flow ("the earphones crackle, I want to return them, who
+    pays the postage?"): a task asked for in one clause is not lost to a question in another."""
 
     @classmethod
     def refused(cls, text: str, *, language: str) -> Parse:
@@ -93,6 +103,7 @@ class Interpreter:
         router: FlowRouter | None = None,
         sentiment: SentimentScorer | None = None,
         speller: SpellingCorrector | None = None,
+        task_intents: frozenset[str] = frozenset(),
     ) -> None:
         self.classifier = classifier
         self.extractor = extractor
@@ -100,6 +111,8 @@ class Interpreter:
         self.router = router
         self.sentiment = sentiment
         self.speller = speller
+        self.task_intents = task_intents
+        """Intents that start a flow: a message whose best intent is one is not split."""
 
     @classmethod
     def train(
@@ -118,6 +131,7 @@ class Interpreter:
         knowledge base's ``(question, language)`` pairs compete with them. ``sentiment``
         scores every message that has text. The classifier reads messages with typos
         corrected towards the examples' words."""
+        flows = list(flows)
         examples = [(e.text, e.intent) for e in nlu.examples]
         classifier = None
         if len({intent for _, intent in examples}) >= 1 and examples:
@@ -127,6 +141,7 @@ class Interpreter:
         by_intent: dict[str, list[str]] = {}
         for text, intent in examples:
             by_intent.setdefault(intent, []).append(text)
+        speller = SpellingCorrector.from_texts(text for text, _ in examples) if examples else None
         router = FlowRouter.for_flows(
             flows,
             trained_intents=set(by_intent) if classifier is not None else set(),
@@ -141,7 +156,10 @@ class Interpreter:
             intents=set(intents) | set(nlu.intents),
             router=router,
             sentiment=sentiment,
-            speller=SpellingCorrector.from_texts(text for text, _ in examples) if examples else None,
+            speller=speller,
+            task_intents=frozenset(
+                t.intent for f in flows if not f.is_pattern for t in f.nlu_triggers if t.intent
+            ),
         )
 
     def may_be_slow(self, text: str) -> bool:
@@ -172,6 +190,9 @@ class Interpreter:
         if self.router is not None and (prediction is None or prediction.intent is None):
             routed = self.router.route(read, language=lang)
             flows = () if routed.out_of_scope else routed.ranking
+        clauses: tuple[tuple[str, str, float], ...] = ()
+        if prediction is not None and prediction.intent not in self.task_intents:
+            clauses = self._clauses(text)
         return Parse(
             text=text,
             language=lang,
@@ -181,7 +202,22 @@ class Interpreter:
             entities=entities,
             flows=flows,
             sentiment=self.sentiment.score(text, lang) if self.sentiment is not None else None,
+            clauses=clauses,
         )
+
+    def _clauses(self, text: str) -> tuple[tuple[str, str, float], ...]:
+        """Each clause's best intent, for a message of two to :data:`MAX_CLAUSES` clauses."""
+        if self.classifier is None:
+            return ()
+        parts = [p.strip() for p in _CLAUSE_BREAK.split(text) if p and p.strip()]
+        if not 2 <= len(parts) <= MAX_CLAUSES:
+            return ()
+        read: list[tuple[str, str, float]] = []
+        for part in parts:
+            prediction = self.classifier.predict(self.wording(part))
+            if prediction.intent is not None:
+                read.append((part, prediction.intent, prediction.confidence))
+        return tuple(read)
 
     def wording(self, text: str) -> str:
         """What the models read of a message: typos corrected, English shop words in a

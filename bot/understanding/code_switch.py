@@ -25,7 +25,8 @@ def _glossary() -> tuple[re.Pattern[str], dict[str, str]]:
         if line.strip() and not line.startswith("#"):
             english, chinese = line.split("\t")
             terms[english.strip().lower()] = chinese.strip()
-    alternatives = "|".join(re.escape(t).replace(r"\ ", r"\s+") for t in sorted(terms, key=len)[::-1])
+    longest_first = sorted(terms, key=len, reverse=True)
+    alternatives = "|".join(re.escape(t).replace(r"\ ", r"\s+") for t in longest_first)
     pattern = re.compile(rf"(?<![A-Za-z])({alternatives})(?:e?s)?(?![A-Za-z])", re.IGNORECASE)
     return pattern, terms
 

@@ -1,12 +1,13 @@
 """Typo correction for the intent classifier: customers write "wnat to retrun my pakage".
 
-A Latin word that neither the project's training examples nor the English dictionary (the
-WordPiece vocabulary the MiniLM encoder ships with) know is replaced by the training word
-closest to it: one edit away for words of four to six letters, two for longer ones (a swap
-of neighbouring letters counts as one edit), the most frequent when several are as close.
-Only what the classifier reads is corrected; entities, slot values and the stored message
-keep the customer's own words. Candidates come from a symmetric-delete index (SymSpell), so
-a message costs a few set look-ups per unknown word.
+A Latin word that the English dictionary (the WordPiece vocabulary the MiniLM encoder ships
+with) does not know, and that the project's training examples use at most once (examples may
+keep a typo on purpose), is replaced by the more frequent training word closest to it: one
+edit away for words of four to six letters, two for longer ones (a swap of neighbouring
+letters counts as one edit), the most frequent when several are as close. Only what the
+classifier reads is corrected; entities, slot values and the stored message keep the
+customer's own words. Candidates come from a symmetric-delete index (SymSpell), so a message
+costs a few set look-ups per unknown word.
 """
 
 from __future__ import annotations
@@ -81,16 +82,15 @@ class SpellingCorrector:
     def correct_word(self, word: str) -> str:
         """The training word ``word`` was probably meant as, or ``word`` itself."""
         lowered = word.lower()
-        if (
-            len(lowered) < MIN_LENGTH
-            or lowered in self._frequencies
-            or lowered in self._dictionary
-        ):
+        seen = self._frequencies[lowered]
+        if len(lowered) < MIN_LENGTH or seen > 1 or lowered in self._dictionary:
             return word
         limit = _allowed(len(lowered))
         best: tuple[int, int, str] | None = None
         for deleted in _deletes(lowered, limit):
             for candidate in self._index.get(deleted, ()):
+                if self._frequencies[candidate] <= seen:
+                    continue  # a typo kept once in the examples ("cancle") is no target
                 distance = edit_distance(lowered, candidate)
                 if distance > limit:
                     continue
