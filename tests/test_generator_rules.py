@@ -172,3 +172,20 @@ def test_actually_with_only_a_number_still_answers_the_question(project: Project
     turn = turn_for(project, asking="refund")
     answer = parse("actually it's KF-10003", [("track", 0.85)], order="KF-10003")
     assert generate_commands(turn, answer, synonyms={}) == [cmd.SetSlot("order_id", "KF-10003")]
+
+
+def test_a_clause_that_only_states_something_does_not_start_a_task(project: Project) -> None:
+    thanks = parse(
+        "it arrived yesterday, thanks",
+        [("refund_policy", 0.45), ("track", 0.2)],
+        clauses=(("it arrived yesterday", "track", 0.47), ("thanks", "refund_policy", 0.99)),
+    )
+    assert started(generate_commands(turn_for(project), thanks, synonyms={})) == []
+
+
+@pytest.mark.parametrize("text", ["我要找人工处理", "I want to talk to a real person please"])
+def test_a_request_for_a_person_wins_over_a_yes_no_answer(project: Project, text: str) -> None:
+    turn = turn_for(project, asking="refund")
+    assert generate_commands(turn, parse(text, [("refund", 0.3)]), synonyms={}) == [
+        cmd.HumanHandoff()
+    ]

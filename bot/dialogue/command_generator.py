@@ -36,7 +36,9 @@ response of an intent it only loosely resembles."""
 CLARIFY_MARGIN = 0.08
 """Two flows whose intents score closer than this, both unsure, make the bot ask which."""
 CLAUSE_TASK_CONFIDENCE = 0.35
-"""How likely one clause's flow intent must be to start that flow beside a question."""
+"""How likely the flow intent of one clause that asks for something ("I want to…") must be
+to start that flow beside a question (a clause that only states something: SWITCH_CONFIDENCE,
+so that "it arrived yesterday, thanks" stays a thank-you)."""
 REQUEST_TASK_CONFIDENCE = 0.25
 """How likely a flow's intent must be, behind a question's, for a request to start the flow."""
 ENTITY_TASK_CONFIDENCE = 0.15
@@ -94,6 +96,13 @@ _HUMAN = {
     "speak to a person", "human please", "agent please", "operator", "live agent",
     "人工", "转人工", "人工客服", "真人", "找人工", "转人工客服", "我要人工", "人工服务",
 }  # fmt: skip
+_HUMAN_WANTED = re.compile(
+    r"\b(?:a human|a real person|an actual person|a person|an? (?:live |real )?agent|"
+    r"someone real|a real human|an operator)\b|人工|真人",
+    re.IGNORECASE,
+)
+"""A person named in a request ("I want to talk to a real person", "我要找人工处理"): the
+request wins over a yes/no answer or a flow that its other words resemble."""
 _PUNCTUATION = re.compile(r"[\s\W_]+", re.UNICODE)
 
 
@@ -232,9 +241,10 @@ class _Reading:
 
 
 def _human_or_cancel(m: _Reading) -> list[cmd.Command] | None:
-    """An explicit request for a person, or to stop the running task (a yes/no question's
-    "no" answers it instead)."""
-    if normalize_phrase(m.parse.text) in _HUMAN:
+    """An explicit request for a person (alone, or named in a request), or to stop the
+    running task (a yes/no question's "no" answers it instead)."""
+    text = m.parse.text
+    if normalize_phrase(text) in _HUMAN or (_HUMAN_WANTED.search(text) and _REQUEST.search(text)):
         return [cmd.HumanHandoff()]
     if (
         is_cancel(m.parse.text)
@@ -290,14 +300,16 @@ def _digression(m: _Reading) -> list[cmd.Command] | None:
 
 def _task_in_clause(m: _Reading) -> list[cmd.Command] | None:
     """A message of several clauses whose whole reads as a question or small talk, one clause
-    of which asks for a task ("the earphones crackle, I want to return them, who pays the
-    postage?"): the task starts, and a clause's question is answered first."""
+    of which asks for a task or confidently names one ("the earphones crackle, I want to
+    return them, who pays the postage?"): the task starts, and a clause's question is answered
+    first."""
     if m.pending_slot is not None or m.active is not None or not m.parse.clauses:
         return None
     tasks = [
         (intent, confidence)
-        for _, intent, confidence in m.parse.clauses
-        if confidence >= CLAUSE_TASK_CONFIDENCE and _flow_intent(m.turn, intent) is not None
+        for clause, intent, confidence in m.parse.clauses
+        if _flow_intent(m.turn, intent) is not None
+        and confidence >= (CLAUSE_TASK_CONFIDENCE if _REQUEST.search(clause) else SWITCH_CONFIDENCE)
     ]
     if not tasks:
         return None
