@@ -50,6 +50,11 @@ _REQUEST = re.compile(
     re.IGNORECASE,
 )
 """Words that make a message a request ("I want to…", "我要…") rather than a question."""
+_ASKING = re.compile(
+    r"\b(?:know|ask|find out|understand|learn)\b|想知道|想了解|想问|了解一下|问一下|问问",
+    re.IGNORECASE,
+)
+"""A request to be told something ("I'd like to know…", "我想了解…") is a question."""
 _CHANGE_OF_MIND = re.compile(
     r"^\W*(?:(?:hmm+|um+|oh|well|wait|sorry)\W+)*(?:actually|no|nope|nah|instead|scratch that)\b|"
     r"\binstead\b|\bon second thought\b|其实|不对|我是想|换成|改成",
@@ -645,6 +650,7 @@ def _requested(turn: Turn, parse: Parse) -> Parse:
         or not _answers(turn, first)
         or _flow_intent(turn, second) is None
         or not _REQUEST.search(parse.text)
+        or _ASKING.search(parse.text)
     ):
         return parse
     return _with_intent(parse, second)
