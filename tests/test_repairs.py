@@ -215,6 +215,8 @@ async def test_never_mind_phrasings_cancel_the_flow(agent: App, text: str) -> No
         "ugh, forget it, not worth the hassle",
         "actually nvm, the old one is fine",
         "哎，算了算了，太麻烦了",
+        "nah forget it, just browsing",
+        "oh forget about it, my accountant will sort it",
     ],
 )
 async def test_stopping_for_now_cancels_the_flow(agent: App, text: str) -> None:

@@ -83,7 +83,8 @@ _LATER = re.compile(
     r"\b(?:later|another time|some other time|tomorrow|myself|on my own|not worth|"
     r"(?:don t|do not|no longer) need|is fine|are fine|it s fine|as it is|i ll keep|keep it|"
     r"too much (?:hassle|trouble|effort)|not important|doesn t matter|"
-    r"(?:will|ll|can) (?:sort|do|handle|deal with|take care of|figure out) (?:it|that|this))\b|"
+    r"(?:will|ll|can) (?:sort|do|handle|deal with|take care of|figure out) (?:it|that|this)|"
+    r"(?:just )?(?:browsing|looking|looking around|checking))\b|随便看看|只是看看|"
     r"回头|以后|改天|晚点|再说|自己再?看看|自己来|自己处理|没必要|不值得|太麻烦|就这样|先这样|"
     r"挺好|不用改|保持原样|留着|不重要|无所谓",
     re.IGNORECASE,

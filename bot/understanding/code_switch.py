@@ -17,7 +17,7 @@ from bot.understanding.language import detect_language
 
 @cache
 def _glossary() -> tuple[re.Pattern[str], dict[str, str]]:
-    """The glossary's terms (longest first, with plural endings) as one pattern, and each
+    """The glossary's terms (longest first, with their endings) as one pattern, and each
     lower-cased term's Chinese word."""
     path = importlib.resources.files(__package__) / "data" / "code_switch_zh.tsv"
     terms: dict[str, str] = {}
@@ -27,7 +27,7 @@ def _glossary() -> tuple[re.Pattern[str], dict[str, str]]:
             terms[english.strip().lower()] = chinese.strip()
     longest_first = sorted(terms, key=len, reverse=True)
     alternatives = "|".join(re.escape(t).replace(r"\ ", r"\s+") for t in longest_first)
-    pattern = re.compile(rf"(?<![A-Za-z])({alternatives})(?:e?s)?(?![A-Za-z])", re.IGNORECASE)
+    pattern = re.compile(rf"(?<![A-Za-z])({alternatives})(?:e?s|e?d)?(?![A-Za-z])", re.IGNORECASE)
     return pattern, terms
 
 
