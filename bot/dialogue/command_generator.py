@@ -2,9 +2,12 @@
 
 The order of precedence: button payloads; explicit requests to stop or to reach a human;
 the answer to a pending question; a correction of an earlier answer; a question asked
-instead of that answer (answered, then the question is asked again); a flow to start (while a
-question is pending, only a confident one); small talk; and last a question for the knowledge
-base (or the LLM, when one is plugged in).
+instead of that answer (answered, then the question is asked again); a task asked for in one
+clause of a message that reads as a question as a whole; a flow to start (while a question is
+pending, only a confident one); small talk; and last a question for the knowledge base (or
+the LLM, when one is plugged in). Before the rules, a message that names what a task needs (an
+order number) or asks for a task ("I want to…") is read as that task where the classifier
+finds it likely.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ _CANCEL = {
     "取消", "算了", "不用了", "不要了", "停止", "退出", "取消吧", "算了吧", "不办了",
     "不改了", "不查了", "不退了", "不弄了", "不需要了", "没事了", "先不用了", "不用麻烦了",
     "nvm", "never mind then", "forget that", "don t worry about it", "no worries", "scrap that",
-    "drop it", "not needed", "cancel it", "算了算了", "不用了不用了", "不搞了", "不办了吧",
+    "drop it", "not needed", "算了算了", "不用了不用了", "不搞了", "不办了吧",
     "先不弄了", "先不改了", "不要弄了", "别弄了", "算啦",
 }  # fmt: skip
 _CANCEL_FILLERS = {
@@ -312,15 +315,14 @@ def _task_in_clause(m: _Reading) -> list[cmd.Command] | None:
     if m.pending_slot is not None or m.active is not None or not m.parse.clauses:
         return None
     tasks = [
-        (intent, confidence)
+        (confidence, flow)
         for clause, intent, confidence in m.parse.clauses
-        if _flow_intent(m.turn, intent) is not None
+        if (flow := _flow_intent(m.turn, intent)) is not None
         and confidence >= (CLAUSE_TASK_CONFIDENCE if _REQUEST.search(clause) else SWITCH_CONFIDENCE)
     ]
     if not tasks:
         return None
-    flow = _flow_intent(m.turn, max(tasks, key=lambda t: t[1])[0])
-    assert flow is not None
+    flow = max(tasks, key=lambda task: task[0])[1]
     answers = [
         intent
         for _, intent, confidence in m.parse.clauses
