@@ -191,3 +191,15 @@ def test_a_request_for_a_person_wins_over_a_yes_no_answer(project: Project, text
     assert generate_commands(turn, parse(text, [("refund", 0.3)]), synonyms={}) == [
         cmd.HumanHandoff()
     ]
+
+
+def test_a_question_about_the_pending_question_is_no_new_task(project: Project) -> None:
+    turn = turn_for(project, asking="refund")
+    where = parse("where do I find the order number?", [("track", 0.9)])
+    switch = parse("I want to track my order instead", [("track", 0.9)])
+    assert generate_commands(turn, where, synonyms={}) == [
+        cmd.RejectValue("order_id", "where do I find the order number?")
+    ]
+    assert started(generate_commands(turn_for(project, asking="refund"), switch, synonyms={})) == [
+        "track"
+    ]

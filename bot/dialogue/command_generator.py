@@ -49,7 +49,8 @@ ENTITY_TASK_CONFIDENCE = 0.15
 _REQUEST = re.compile(
     r"\b(?:i|we)\s*(?:'d|would)\s+like\b|\b(?:i|we)\s+(?:just\s+|only\s+|really\s+)?"
     r"(?:want|wanna|need|wish)\b|"
-    r"\b(?:please|pls|plz|help me)\b|我要|我想|帮我|给我|请帮|麻烦|我需要",
+    r"\b(?:please|pls|plz|help me|get me|connect me|put me through|transfer me|"
+    r"let me (?:talk|speak))\b|我要|我想|帮我|给我|请帮|麻烦|我需要",
     re.IGNORECASE,
 )
 """Words that make a message a request ("I want to…", "我要…") rather than a question."""
@@ -87,7 +88,8 @@ _LATER = re.compile(
     r"(?:don t|do not|no longer) need|is fine|are fine|it s fine|as it is|i ll keep|keep it|"
     r"too much (?:hassle|trouble|effort)|not important|doesn t matter|"
     r"(?:will|ll|can) (?:sort|do|handle|deal with|take care of|figure out) (?:it|that|this)|"
-    r"(?:just )?(?:browsing|looking|looking around|checking))\b|随便看看|只是看看|"
+    r"(?:just )?(?:browsing|looking|looking around|checking)|i ll just|i will just)\b|"
+    r"随便看看|只是看看|我直接|"
     r"回头|以后|改天|晚点|再说|自己再?看看|自己来|自己处理|没必要|不值得|太麻烦|就这样|先这样|"
     r"挺好|不用改|保持原样|留着|不重要|无所谓",
     re.IGNORECASE,
@@ -342,9 +344,26 @@ def _new_flow(m: _Reading) -> list[cmd.Command] | None:
     flows = m.new_flows
     if not flows or (m.pending_slot is not None and not m.confident):
         return None
+    if _about_the_question(m, flows[0]):
+        return [cmd.RejectValue(m.pending_slot.name, m.parse.text)]
     if _needs_clarification(m.turn, m.parse, flows):
         return [cmd.Clarify(tuple(f.id for f in flows[:3]))]
     return [cmd.StartFlow(flows[0].id), *_prefill(m.turn, m.parse, flows[0], m.synonyms)]
+
+
+def _about_the_question(m: _Reading, flow: Flow) -> bool:
+    """A question about the pending question rather than a new task ("where do I find the
+    order number?" while asked for it, read as tracking an order): the flow it resembles
+    would ask for the very slot pending, and the message asks nothing new of it."""
+    if m.pending_slot is None:
+        return False
+    collects = {s.collect for s in m.turn.flows.collect_steps_of(flow)}
+    return (
+        m.pending_slot.name in collects
+        and m.question
+        and not m.parse.entities
+        and not _REQUEST.search(m.parse.text)
+    )
 
 
 def _running_task(m: _Reading) -> list[cmd.Command] | None:
