@@ -344,22 +344,20 @@ def _new_flow(m: _Reading) -> list[cmd.Command] | None:
     flows = m.new_flows
     if not flows or (m.pending_slot is not None and not m.confident):
         return None
-    if _about_the_question(m, flows[0]):
+    if m.pending_slot is not None and _about_the_question(m, m.pending_slot, flows[0]):
         return [cmd.RejectValue(m.pending_slot.name, m.parse.text)]
     if _needs_clarification(m.turn, m.parse, flows):
         return [cmd.Clarify(tuple(f.id for f in flows[:3]))]
     return [cmd.StartFlow(flows[0].id), *_prefill(m.turn, m.parse, flows[0], m.synonyms)]
 
 
-def _about_the_question(m: _Reading, flow: Flow) -> bool:
+def _about_the_question(m: _Reading, pending: SlotDefinition, flow: Flow) -> bool:
     """A question about the pending question rather than a new task ("where do I find the
     order number?" while asked for it, read as tracking an order): the flow it resembles
     would ask for the very slot pending, and the message asks nothing new of it."""
-    if m.pending_slot is None:
-        return False
     collects = {s.collect for s in m.turn.flows.collect_steps_of(flow)}
     return (
-        m.pending_slot.name in collects
+        pending.name in collects
         and m.question
         and not m.parse.entities
         and not _REQUEST.search(m.parse.text)
