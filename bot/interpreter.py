@@ -33,9 +33,12 @@ if TYPE_CHECKING:
 _INTENT_PAYLOAD = re.compile(r"^/(?P<intent>[\w.-]+)(?P<entities>\{.*\})?\s*$", re.DOTALL)
 _SET_SLOTS_PAYLOAD = re.compile(r"^/SetSlots\((?P<body>.*)\)\s*$", re.DOTALL)
 _CLAUSE_BREAK = re.compile(
-    r"[,，.。!！?？;；\n]+|\b(?:and also|also|btw|by the way|plus)\b|另外|还有|顺便问一?下|顺便",
+    r"[,.!?;]+(?=\s|$)|[，。！？；\n]+|\b(?:and also|also|btw|by the way|plus)\b|"
+    r"另外|还有|顺便问一?下|顺便",
     re.IGNORECASE,
 )
+"""Where clauses meet; a dot or comma inside a token (an e-mail address, 1,299) is none."""
+_WORDS = re.compile(r"[^\W\d_]{2,}|[\u4e00-\u9fff]")
 MAX_CLAUSES = 4
 """Messages of more clauses are read as a whole only (each clause costs a classification)."""
 
@@ -209,7 +212,7 @@ class Interpreter:
         """Each clause's best intent, for a message of two to :data:`MAX_CLAUSES` clauses."""
         if self.classifier is None:
             return ()
-        parts = [p.strip() for p in _CLAUSE_BREAK.split(text) if p and p.strip()]
+        parts = [p.strip() for p in _CLAUSE_BREAK.split(text) if p and _WORDS.search(p)]
         if not 2 <= len(parts) <= MAX_CLAUSES:
             return ()
         read: list[tuple[str, str, float]] = []
