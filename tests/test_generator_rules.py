@@ -185,7 +185,14 @@ def test_a_clause_that_only_states_something_does_not_start_a_task(project: Proj
     assert started(generate_commands(turn_for(project), thanks, synonyms={})) == []
 
 
-@pytest.mark.parametrize("text", ["我要找人工处理", "I want to talk to a real person please"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "我要找人工处理",
+        "I want to talk to a real person please",
+        "could I please be connected to a customer service representative?",
+    ],
+)
 def test_a_request_for_a_person_wins_over_a_yes_no_answer(project: Project, text: str) -> None:
     turn = turn_for(project, asking="refund")
     assert generate_commands(turn, parse(text, [("refund", 0.3)]), synonyms={}) == [

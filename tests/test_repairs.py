@@ -217,6 +217,8 @@ async def test_never_mind_phrasings_cancel_the_flow(agent: App, text: str) -> No
         "哎，算了算了，太麻烦了",
         "nah forget it, just browsing",
         "oh forget about it, my accountant will sort it",
+        "actually forget it, my bank sorted it out",
+        "算了，已经解决了",
     ],
 )
 async def test_stopping_for_now_cancels_the_flow(agent: App, text: str) -> None:

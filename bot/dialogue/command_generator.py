@@ -88,8 +88,9 @@ _LATER = re.compile(
     r"(?:don t|do not|no longer) need|is fine|are fine|it s fine|as it is|i ll keep|keep it|"
     r"too much (?:hassle|trouble|effort)|not important|doesn t matter|"
     r"(?:will|ll|can) (?:sort|do|handle|deal with|take care of|figure out) (?:it|that|this)|"
-    r"(?:just )?(?:browsing|looking|looking around|checking)|i ll just|i will just)\b|"
-    r"随便看看|只是看看|我直接|"
+    r"(?:just )?(?:browsing|looking|looking around|checking)|i ll just|i will just|"
+    r"sorted|resolved|solved|fixed|found it)\b|"
+    r"随便看看|只是看看|我直接|解决了|搞定了|弄好了|找到了|"
     r"回头|以后|改天|晚点|再说|自己再?看看|自己来|自己处理|没必要|不值得|太麻烦|就这样|先这样|"
     r"挺好|不用改|保持原样|留着|不重要|无所谓",
     re.IGNORECASE,
@@ -109,7 +110,9 @@ _HUMAN = {
 }  # fmt: skip
 _HUMAN_WANTED = re.compile(
     r"\b(?:a human|a real person|an actual person|a person|an? (?:live |real )?agent|"
-    r"someone real|a real human|an operator)\b|人工|真人",
+    r"someone real|a real human|an operator|(?:an? )?(?:customer service |support |sales )?"
+    r"(?:representative|rep)|a member of (?:staff|your team|the team)|"
+    r"someone from (?:your|the) (?:team|support))\b|人工|真人|客服专员|工作人员",
     re.IGNORECASE,
 )
 """A person named in a request ("I want to talk to a real person", "我要找人工处理"): the
