@@ -210,3 +210,11 @@ def test_a_question_about_the_pending_question_is_no_new_task(project: Project) 
     assert started(generate_commands(turn_for(project, asking="refund"), switch, synonyms={})) == [
         "track"
     ]
+
+
+def test_a_question_nothing_covers_during_a_question_goes_to_the_knowledge_base(
+    project: Project,
+) -> None:
+    turn = turn_for(project, asking="refund")
+    warranty = parse("is there a warranty on kettles?", [("product_question", 0.7)])
+    assert generate_commands(turn, warranty, synonyms={}) == [cmd.Search()]

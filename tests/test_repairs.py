@@ -219,6 +219,7 @@ async def test_never_mind_phrasings_cancel_the_flow(agent: App, text: str) -> No
         "oh forget about it, my accountant will sort it",
         "actually forget it, my bank sorted it out",
         "算了，已经解决了",
+        "算了不用推荐了，我自己逛逛",
     ],
 )
 async def test_stopping_for_now_cancels_the_flow(agent: App, text: str) -> None:
@@ -260,6 +261,8 @@ async def test_putting_off_alone_is_not_a_stop(text: str) -> None:
         "取消订单",
         "never mind, my order is KF-10002",
         "forget it, where is my refund",
+        "不行了",
+        "他不在家了",
     ],
 )
 async def test_a_sentence_that_only_mentions_stopping_is_not_a_stop(text: str) -> None:

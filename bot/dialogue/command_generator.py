@@ -76,6 +76,10 @@ _CANCEL = {
     "drop it", "not needed", "算了算了", "不用了不用了", "不搞了", "不办了吧",
     "先不弄了", "先不改了", "不要弄了", "别弄了", "算啦",
 }  # fmt: skip
+_CJK_STOP = re.compile(
+    r"(?:不用|不要|不想|不需要|先不|别|不(?![行对好是在能会够]))再?[\u4e00-\u9fff]{1,3}了吧?"
+)
+"""Chinese says "no more X" with any verb: 不用推荐了, 不查了, 别弄了 (a whole clause)."""
 _CANCEL_FILLERS = {
     "ok", "okay", "oh", "ah", "hmm", "well", "actually", "please", "thanks", "no", "nah",
     "好", "好吧", "哦", "嗯", "那", "那就", "还是", "谢谢",
@@ -91,7 +95,8 @@ _LATER = re.compile(
     r"(?:just )?(?:browsing|looking|looking around|checking)|i ll just|i will just|"
     r"sorted|resolved|solved|fixed|found it)\b|"
     r"随便看看|只是看看|我直接|解决了|搞定了|弄好了|找到了|"
-    r"回头|以后|改天|晚点|再说|自己再?看看|自己来|自己处理|没必要|不值得|太麻烦|就这样|先这样|"
+    r"回头|以后|改天|晚点|再说|自己再?(?:看看|逛逛)|随便逛逛|自己来|自己处理|没必要|不值得|太麻烦|"
+    r"就这样|先这样|"
     r"挺好|不用改|保持原样|留着|不重要|无所谓",
     re.IGNORECASE,
 )
@@ -150,9 +155,12 @@ def _cancel_clause(clause: str) -> bool:
     rest, found = clause, False
     while rest and not rest.isascii():  # 算了不改了: stop phrases and fillers back to back
         prefix = next((p for p in _CJK_PHRASES if rest.startswith(p)), None)
-        if prefix is None:
+        stop = _CJK_STOP.match(rest) if prefix is None or prefix not in _CANCEL else None
+        if stop is not None:
+            prefix = stop.group()
+        elif prefix is None:
             return False
-        found = found or prefix in _CANCEL
+        found = found or prefix in _CANCEL or stop is not None
         rest = rest[len(prefix) :].strip()
     return found and not rest
 
@@ -301,7 +309,9 @@ def _correction(m: _Reading) -> list[cmd.Command] | None:
 
 def _digression(m: _Reading) -> list[cmd.Command] | None:
     """A question while the bot waits for an answer is more often a digression than a new
-    task: answer it (the pending question is asked again), unless a flow is sure."""
+    task: answer it (the pending question is asked again), unless a flow is sure. A question
+    that no response, no flow and no running task covers ("is there a warranty on kettles?"
+    read as a product question) is for the knowledge base."""
     if m.pending_slot is None or m.answer is not None or not m.question:
         return None
     faq = _answer_intent(m.turn, m.parse)
@@ -309,6 +319,8 @@ def _digression(m: _Reading) -> list[cmd.Command] | None:
         if dict(m.parse.ranking).get(faq, 0.0) < SURE_ANSWER_CONFIDENCE and not m.new_flows:
             return [cmd.Search()]  # a loose match: the knowledge base's own sections answer
         return [cmd.ChitChat(intent=faq)]
+    if faq is None and not m.candidates and not m.small_talk and m.parse.intent is not None:
+        return [cmd.Search()]
     return None
 
 
