@@ -220,6 +220,7 @@ async def test_never_mind_phrasings_cancel_the_flow(agent: App, text: str) -> No
         "actually forget it, my bank sorted it out",
         "算了，已经解决了",
         "算了不用推荐了，我自己逛逛",
+        "scrap that, I'll be home anyway",
     ],
 )
 async def test_stopping_for_now_cancels_the_flow(agent: App, text: str) -> None:

@@ -93,7 +93,7 @@ _LATER = re.compile(
     r"too much (?:hassle|trouble|effort)|not important|doesn t matter|"
     r"(?:will|ll|can) (?:sort|do|handle|deal with|take care of|figure out) (?:it|that|this)|"
     r"(?:just )?(?:browsing|looking|looking around|checking)|i ll just|i will just|"
-    r"sorted|resolved|solved|fixed|found it)\b|"
+    r"sorted|resolved|solved|fixed|found it|anyway|anyways)\b|"
     r"随便看看|只是看看|我直接|解决了|搞定了|弄好了|找到了|"
     r"回头|以后|改天|晚点|再说|自己再?(?:看看|逛逛)|随便逛逛|自己来|自己处理|没必要|不值得|太麻烦|"
     r"就这样|先这样|"
