@@ -12,13 +12,15 @@ the round-robin proxy of ``bot.testing.tcp_proxy``, a warm-up, then ``--turns`` 
 ``--conversations`` concurrent conversations (each sends its next message when answered: a
 closed loop, so the figure is the saturation throughput). The project's turn runs one custom
 action (the workers test project's ``action_count``). Printed per configuration: turns/s, p50
-and p99 latency, errors; then each PostgreSQL configuration's throughput as a ratio of one
+and p99 latency, the workers' CPU time per turn (steadier than throughput on a busy machine),
+errors; then each PostgreSQL configuration's throughput as a ratio of one
 PostgreSQL worker's. On a machine with two cores, more workers cannot add throughput: the
 point is that nothing collapses, and what a worker costs.
 
 ``--soak MINUTES`` drives N workers on PostgreSQL at ``--rate`` turns/s (open loop) for that
 long, printing every minute the turns answered, the errors and each worker's resident memory
-(``/proc/<pid>/status``): flat memory means no leak. Prints figures and asserts nothing.
+(``/proc/<pid>/status``), and at the end how much each grew since minute 1 (minute 0 is
+before any load): flat memory means no leak. Prints figures and asserts nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import os
 import statistics
 import sys
 import tempfile
@@ -59,14 +62,17 @@ class Tally:
 
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    cpu_seconds: float = 0.0
+    """CPU time the workers spent meanwhile (user and system)."""
 
     def line(self, name: str, seconds: float) -> str:
         ordered = sorted(self.latencies) or [0.0]
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        cpu = self.cpu_seconds * 1000 / max(1, len(self.latencies))
         return (
             f"{name:<22} {len(self.latencies) / seconds:8.1f} turns/s   "
             f"p50 {statistics.median(ordered) * 1000:7.1f} ms   p99 {p99 * 1000:7.1f} ms   "
-            f"errors {self.errors}"
+            f"worker CPU {cpu:5.1f} ms/turn   errors {self.errors}"
         )
 
 
@@ -154,7 +160,9 @@ async def _measure(args: argparse.Namespace, logs: Path) -> None:
                 url = await stack.enter_async_context(_postgres_database(server))
             cluster = await stack.enter_async_context(_cluster(args.project, url, count, directory))
             await _closed_loop(cluster.url, args.conversations, WARM_UP_TURNS)
+            cpu_before = _cpu_seconds(cluster, count)
             tally, seconds = await _closed_loop(cluster.url, args.conversations, args.turns)
+            tally.cpu_seconds = _cpu_seconds(cluster, count) - cpu_before
         print(tally.line(name, seconds), flush=True)
         if server is not None:
             throughput[count] = len(tally.latencies) / seconds
@@ -163,6 +171,16 @@ async def _measure(args: argparse.Namespace, logs: Path) -> None:
             f"{n} workers {rate / throughput[1]:.2f}x" for n, rate in throughput.items() if n > 1
         )
         print(f"throughput against one PostgreSQL worker: {ratios}")
+
+
+def _cpu_seconds(cluster: WorkerCluster, count: int) -> float:
+    """User and system CPU seconds the workers used so far (``/proc/<pid>/stat``): less
+    distorted by other processes on the machine than throughput."""
+    ticks = 0
+    for index in range(count):
+        fields = Path(f"/proc/{cluster.pid(index)}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mib(pid: int) -> float:
@@ -182,16 +200,17 @@ async def _soak(args: argparse.Namespace, logs: Path) -> None:
         connector = aiohttp.TCPConnector(limit=256)
         async with aiohttp.ClientSession(connector=connector) as http:
             pending: set[asyncio.Task[None]] = set()
+            cpu_before = _cpu_seconds(cluster, count)
             started = time.monotonic()
             turn = 0
             next_report = started
+            readings: list[list[float]] = []
             print(f"soak: {count} workers, {args.rate} turns/s for {args.soak} min")
             while time.monotonic() - started < args.soak * 60:
                 now = time.monotonic()
                 if now >= next_report:
-                    rss = "  ".join(
-                        f"w{i} {_rss_mib(cluster.pid(i)):6.1f} MiB" for i in range(count)
-                    )
+                    readings.append([_rss_mib(cluster.pid(i)) for i in range(count)])
+                    rss = "  ".join(f"w{i} {mib:6.1f} MiB" for i, mib in enumerate(readings[-1]))
                     minute = round((now - started) / 60)
                     print(
                         f"min {minute:3d}  answered {len(tally.latencies):7d}  "
@@ -206,7 +225,15 @@ async def _soak(args: argparse.Namespace, logs: Path) -> None:
                 turn += 1
                 await asyncio.sleep(max(0.0, started + turn / args.rate - time.monotonic()))
             await asyncio.gather(*pending)
+            readings.append([_rss_mib(cluster.pid(i)) for i in range(count)])
+            tally.cpu_seconds = _cpu_seconds(cluster, count) - cpu_before
         print(tally.line(f"soak, {count} workers", time.monotonic() - started))
+        if len(readings) > 2:  # minute 0 is before any load: growth counts from minute 1
+            growth = "  ".join(
+                f"w{i} {end - begin:+6.1f} MiB"
+                for i, (begin, end) in enumerate(zip(readings[1], readings[-1], strict=True))
+            )
+            print(f"memory from minute 1 to the end: {growth}")
 
 
 def main() -> None:

@@ -252,7 +252,10 @@ async def build(
             channels=[c.name for c in channels if c.pushes],
             file_channels=[c.name for c in channels if c.sends_files],
         )
-    locks = workers.locks if workers is not None else None
+    locks = None
+    if workers is not None:
+        workers.check_states(store)
+        locks = workers.locks
     app = await App.create(project, settings=settings, store=store, desk=desk, locks=locks)
     for channel in channels:
         app.add_channel(channel)

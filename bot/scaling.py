@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bot import constants
 from bot.settings import Settings
-from bot.store.advisory import Leadership, PostgresLocks
+from bot.store.advisory import Leadership, PostgresLocks, StateCheck
 from bot.store.engines import PoolOptions, database_url
 from bot.store.live import PostgresLive
 from bot.store.pg_connections import PgConnections
@@ -61,7 +61,8 @@ def is_shared(settings: Settings) -> bool:
 
 def store_options(settings: Settings) -> dict[str, Any]:
     """``open_store`` keywords: on PostgreSQL the pool's size and timeout from the settings,
-    and no state cache (another worker may have saved the conversation since)."""
+    and a state cache shared with other workers (a cached state serves a turn once the
+    conversation's lock found it current: :meth:`Workers.check_states`)."""
     if not is_shared(settings):
         return {}
     pool = PoolOptions(
@@ -70,7 +71,7 @@ def store_options(settings: Settings) -> dict[str, Any]:
         timeout=settings.db_timeout,
         start_wait=constants.DB_START_WAIT,
     )
-    return {"pool": pool, "cache_size": 0}
+    return {"pool": pool, "shared": True}
 
 
 class Workers:
@@ -88,6 +89,11 @@ class Workers:
             self.connections.dsn, retry=settings.leader_retry, timeout=settings.db_timeout
         )
         self.live = PostgresLive(self.connections, retry=settings.leader_retry)
+
+    def check_states(self, store: StateCheck) -> None:
+        """Check ``store``'s cached states under each conversation's lock: a turn after
+        another worker's runs on that worker's state."""
+        self.locks.states = store
 
     def lead(self, start: Hook, stop: Hook) -> None:
         """A duty for the leader only: ``start`` on election, ``stop`` on losing it."""

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from bot.privacy import install_log_redaction
+from bot.testing.private_postgres import PrivatePostgres
 from tests import card_watch
 
 _CACHE_DIR = tempfile.mkdtemp(prefix="kefu-test-cache-")
@@ -68,3 +69,18 @@ async def fresh_postgres_url(postgres_url: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def private_postgres() -> AsyncIterator[PrivatePostgres]:
+    """A PostgreSQL server of the test's own, to stop and restart (never the shared one); the
+    test is skipped, saying why, where one cannot run."""
+    reason = PrivatePostgres.missing()
+    if reason is not None:
+        pytest.skip(f"a private PostgreSQL server cannot run here: {reason}")
+    server = PrivatePostgres()
+    try:
+        await server.create()
+        yield server
+    finally:
+        await server.destroy()

@@ -18,11 +18,12 @@ from bot.events import BotMessage, UserMessage
 from bot.scaling import Workers
 from bot.settings import Settings
 from bot.state import ConversationState
-from bot.store import open_store
+from bot.store import SqlStore, open_store
 from bot.store.advisory import Leadership, PostgresLocks, lock_key
 from bot.store.engines import PoolOptions
 from bot.store.live import PostgresLive
 from bot.store.pg_connections import PgConnections, plain_dsn
+from bot.testing.private_postgres import PrivatePostgres
 from bot.testing.tcp_proxy import TcpProxy
 from bot.testing.telegram_double import TelegramBotApiDouble
 from channels.telegram import TelegramChannel
@@ -334,3 +335,84 @@ async def test_telegram_long_polling_runs_on_the_leader_only_and_moves_with_it(
                 await workers[index].close()
                 await channels[index].stop()
             await store.close()
+
+
+async def test_a_workers_cached_state_serves_only_once_its_lock_found_it_current(
+    fresh_postgres_url: str, pools: list[PgConnections]
+) -> None:
+    """Each worker keeps the states it saved; under the conversation's lock a turn gets the
+    state the last worker saved, whichever it was, and only then its own copy."""
+    stores = [await open_store(fresh_postgres_url, shared=True) for _ in pools]
+    first, second = (
+        PostgresLocks(pool, states=store) for pool, store in zip(pools, stores, strict=True)
+    )
+    cid = "rest:alice"
+    message = UserMessage(channel="rest", conversation_id=cid, sender_id="alice", text="n")
+
+    async def count(store: SqlStore, of: str = cid) -> int | None:
+        state = await store.load(of)
+        return None if state is None else int(state.slots["count"])
+
+    async def turn(locks: PostgresLocks, store: SqlStore, number: int) -> None:
+        async with locks.hold(cid):
+            state = await store.load(cid) or ConversationState(
+                conversation_id=cid, channel="rest", sender_id="alice"
+            )
+            assert state.slots.get("count", 0) == number - 1, "a stale state"
+            state.slots["count"] = number
+            await store.save(state, [message])
+
+    admin = await asyncpg.connect(plain_dsn(fresh_postgres_url))
+    try:
+        await turn(second, stores[1], 1)
+        await turn(first, stores[0], 2)
+        await turn(second, stores[1], 3)  # its own copy says 1: the lock found 2 stored
+        await turn(first, stores[0], 4)
+        # Under the lock, a copy of the stored version serves from memory: the row, changed
+        # behind kefu's back without a new version, goes unread.
+        await admin.execute(
+            "UPDATE conversations SET state = jsonb_set(state::jsonb, '{slots,count}', '40')"
+        )
+        async with first.hold(cid):
+            assert await count(stores[0]) == 4
+        async with second.hold(cid):  # its copy is older (3): it reads the row
+            assert await count(stores[1]) == 40
+        assert await count(stores[0]) == 40  # outside the lock: what is stored
+        async with first.hold("rest:bob"):  # none stored: known without another read
+            assert await count(stores[0], "rest:bob") is None
+    finally:
+        await admin.close()
+        for store in stores:
+            await store.close()
+
+
+async def test_a_server_out_of_connection_slots_answers_retryably(
+    private_postgres: PrivatePostgres,
+) -> None:
+    """ "Too many clients" is a busy server, not a broken turn: retryable (REST answers 503)."""
+    admin = await asyncpg.connect(private_postgres.url)
+    await admin.execute("ALTER SYSTEM SET max_connections = 20")
+    await admin.close()
+    await private_postgres.stop()
+    await private_postgres.start()
+    store = await open_store(private_postgres.url, pool=PoolOptions(size=1, max_overflow=1))
+    pool = _pool(private_postgres.url)
+    await pool.open()
+    fillers: list[asyncpg.Connection] = []
+    try:
+        with pytest.raises(asyncpg.exceptions.TooManyConnectionsError):
+            while len(fillers) < 25:
+                fillers.append(await asyncpg.connect(private_postgres.url))
+        with pytest.raises(DatabaseUnavailableError):
+            async with PostgresLocks(pool).hold("rest:alice"):
+                pass
+        with pytest.raises(DatabaseUnavailableError):  # its one connection busy, it needs two
+            await asyncio.gather(store.load("rest:alice"), store.load("rest:bob"))
+        await fillers.pop().close()
+        async with PostgresLocks(pool).hold("rest:alice"):  # a slot free again
+            pass
+    finally:
+        for filler in fillers:
+            await filler.close()
+        await pool.close()
+        await store.close()

@@ -22,19 +22,26 @@ import asyncio
 import json
 import time
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from sqlalchemy.engine import make_url
 
-from bot.events import BotMessage, UserMessage
+from bot.events import BotMessage
 from bot.store import open_store
 from bot.testing.cluster import WorkerCluster
 from bot.testing.tcp_proxy import TcpProxy
+from tests.rest_load import (
+    WAIT,
+    Load,
+    action_runs,
+    check_action_runs,
+    check_stored,
+    converse,
+    send,
+    until,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = REPO / "tests" / "projects" / "workers"
@@ -47,64 +54,6 @@ BURSTS = 10
 BURST_SIZE = 6
 NOTICES = 8
 TOKEN = "workers-test-token"
-WAIT = 60.0
-"""Seconds the test waits for something that should take a few."""
-MAX_ATTEMPTS = 60
-
-
-@dataclass
-class Load:
-    """What the clients sent and were answered."""
-
-    sent: dict[str, list[str]] = field(default_factory=dict)
-    answers: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-    retried: set[tuple[str, str]] = field(default_factory=set)
-    failures: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def answered(self) -> int:
-        return len(self.answers)
-
-
-async def _send(http: aiohttp.ClientSession, url: str, sender: str, text: str, load: Load) -> None:
-    """Send one message until answered, retrying with the same id as REST clients are told."""
-    body = {"sender": sender, "message": text, "message_id": text}
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
-            async with http.post(f"{url}/webhooks/rest/webhook", json=body) as response:
-                if response.status == 200:
-                    replies = await response.json()
-                    load.answers[(sender, text)] = [r.get("text") for r in replies]
-                    if attempt > 1:
-                        load.retried.add((sender, text))
-                    return
-                assert response.status == 503, (response.status, await response.text())
-                load.failures["503"] += 1
-                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            load.failures[type(exc).__name__] += 1
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{sender}: {text!r} was never answered")
-
-
-async def _converse(
-    http: aiohttp.ClientSession, url: str, sender: str, load: Load, gate: asyncio.Semaphore
-) -> None:
-    async with gate:
-        texts = [f"count {sender}-{turn}" for turn in range(TURNS)]
-        load.sent[sender] = texts
-        for text in texts:
-            await _send(http, url, sender, text, load)
-
-
-async def _until(check: Any, what: str) -> float:
-    """Wait for ``check()`` to hold; the seconds it took."""
-    started = time.monotonic()
-    for _ in range(int(WAIT / 0.1)):
-        if await check():
-            return time.monotonic() - started
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {WAIT} s: {what}")
 
 
 async def _stream_gets(http: aiohttp.ClientSession, url: str, sender: str, text: str) -> None:
@@ -127,14 +76,6 @@ async def _notices(database_url: str, conversation_id: str) -> bool:
     said = [e for e in events if isinstance(e.event, BotMessage) and e.event.text == "later"]
     assert len(said) <= 1, f"the notice was sent {len(said)} times to {conversation_id}"
     return len(said) == 1
-
-
-def _actions(path: Path) -> Counter[tuple[str, str]]:
-    """How many times the test action ran, per (conversation, message)."""
-    if not path.exists():
-        return Counter()
-    lines = path.read_text().splitlines()
-    return Counter(tuple(line.split("\t", 1)) for line in lines)  # type: ignore[misc]
 
 
 async def test_four_workers_through_a_kill_a_takeover_and_a_database_cut(
@@ -171,7 +112,7 @@ async def test_four_workers_through_a_kill_a_takeover_and_a_database_cut(
             async def one_leader() -> bool:
                 return len(await cluster.leaders(http)) == 1
 
-            await _until(one_leader, "one leader among the workers")
+            await until(one_leader, "one leader among the workers")
             [leader] = await cluster.leaders(http)
             holder, sender_worker = [i for i in range(WORKERS) if i != leader][:2]
 
@@ -200,8 +141,8 @@ async def test_four_workers_through_a_kill_a_takeover_and_a_database_cut(
                 sender = f"burst{burst}"
                 texts = [f"count {sender}-{n}" for n in range(BURST_SIZE)]
                 bursts.sent[sender] = texts
-                await asyncio.gather(*(_send(http, cluster.url, sender, t, bursts) for t in texts))
-            burst_runs = _actions(action_log)
+                await asyncio.gather(*(send(http, cluster.url, sender, t, bursts) for t in texts))
+            burst_runs = action_runs(action_log)
             for sender, texts in bursts.sent.items():
                 for text in texts:
                     assert burst_runs[(f"rest:{sender}", text)] == 1, (sender, text)
@@ -228,14 +169,14 @@ async def test_four_workers_through_a_kill_a_takeover_and_a_database_cut(
             gate = asyncio.Semaphore(CONCURRENT)
             senders = [f"c{n:04d}" for n in range(CONVERSATIONS)]
             traffic = asyncio.gather(
-                *(_converse(http, cluster.url, s, load, gate) for s in senders)
+                *(converse(http, cluster.url, s, load, gate, turns=TURNS) for s in senders)
             )
             total = CONVERSATIONS * TURNS
 
             async def answered(share: float) -> bool:
                 return load.answered >= share * total or traffic.done()
 
-            await _until(lambda: answered(0.2), "a fifth of the load answered")
+            await until(lambda: answered(0.2), "a fifth of the load answered")
             cluster.kill(leader)
             killed_at = time.monotonic()
             cluster.launch(leader)  # back soon, as a supervisor would start it again
@@ -243,18 +184,18 @@ async def test_four_workers_through_a_kill_a_takeover_and_a_database_cut(
             async def another_leader() -> bool:
                 return bool([i for i in await cluster.leaders(http) if i != leader])
 
-            await _until(another_leader, "another worker took over as the leader")
+            await until(another_leader, "another worker took over as the leader")
             takeover = time.monotonic() - killed_at
-            await _until(lambda: answered(0.5), "half the load answered")
+            await until(lambda: answered(0.5), "half the load answered")
             database.cut()
             await asyncio.sleep(3.0)
             database.restore()
             await asyncio.wait_for(traffic, timeout=300)
             await cluster.wait_healthy(http, leader)
-            await _until(one_leader, "one leader again after the database came back")
+            await until(one_leader, "one leader again after the database came back")
             # Each notice sent once, by whichever worker led when it fell due.
             for visitor_id in visitors:
-                await _until(
+                await until(
                     lambda cid=f"webchat:{visitor_id}": _notices(fresh_postgres_url, cid),
                     f"the notice to {visitor_id} sent",
                 )
@@ -267,36 +208,7 @@ async def test_four_workers_through_a_kill_a_takeover_and_a_database_cut(
         f"retried messages: {len(load.retried)}; failed attempts: {dict(load.failures)}"
     )
 
-    # Every message answered with its own answer, stored once, in order, answer right after.
-    for (sender, text), replies in load.answers.items():
-        assert replies == [f"counted {text}"], (sender, text, replies)
-    assert load.answered == total
-    runs = _actions(action_log)
-    store = await open_store(fresh_postgres_url)
-    try:
-        for sender, texts in {**bursts.sent, **load.sent}.items():
-            stored = [e.event for e in await store.events(f"rest:{sender}")]
-            said = [
-                (type(e).__name__, e.text)
-                for e in stored
-                if isinstance(e, UserMessage | BotMessage)
-            ]
-            if sender in load.sent:  # sent one after the other: in that order
-                expected = [("UserMessage", t) for t in texts]
-                assert [s for s in said if s[0] == "UserMessage"] == expected, sender
-            assert sorted(t for kind, t in said if kind == "UserMessage") == sorted(texts)
-            for position in range(0, len(said), 2):  # each message, then its answer
-                kind, text = said[position]
-                assert kind == "UserMessage"
-                assert said[position + 1] == ("BotMessage", f"counted {text}"), (sender, said)
-        # Each custom action ran once per message; a retried one at most once more.
-        doubled = 0
-        for sender, texts in load.sent.items():
-            for text in texts:
-                count = runs[(f"rest:{sender}", text)]
-                retried = (sender, text) in load.retried
-                assert count == 1 or (retried and count == 2), (sender, text, count)
-                doubled += count - 1
-        print(f"actions run twice (first attempt died before its commit): {doubled}")
-    finally:
-        await store.close()
+    await check_stored(fresh_postgres_url, bursts, in_order=set())
+    await check_stored(fresh_postgres_url, load, in_order=set(load.sent))
+    doubled = check_action_runs(action_log, load)
+    print(f"actions run twice (first attempt died before its commit): {doubled}")

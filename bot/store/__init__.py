@@ -4,7 +4,9 @@ Three things keep a turn's storage cost tiny:
 
 - Loads are served from a bounded write-through cache of the latest saved state, so a turn
   rarely reads the database. The version check in ``save`` stays the source of truth: a stale
-  entry (another process wrote) costs one ``ConcurrentUpdateError`` and is evicted.
+  entry (another process wrote) costs one ``ConcurrentUpdateError`` and is evicted. Workers
+  sharing PostgreSQL (``shared``) use an entry only once the conversation's lock found it
+  current (``bot.store.advisory``), so a turn never runs on a stale state there.
 - Writes go through one writer task that commits everything queued meanwhile in a single
   transaction (group commit), and the turns of a batch are written with a handful of statements
   in all, not a handful each. Stale versions and duplicate message ids are found by reading

@@ -5,7 +5,8 @@ the conversation's advisory lock on a connection of its own (``PgConnections``) 
 it loads the state until after its write committed, so no other worker's turn of that
 conversation runs in between; no turn conflicts, none runs twice, no custom action runs
 twice. Within a worker an asyncio lock comes first, so a worker's turns of one conversation
-queue in memory and hold one connection between them, not one each.
+queue in memory and hold one connection between them, not one each. Once the lock is taken, one
+query on its connection tells the store whether its cached state is current (``StateCheck``).
 
 :class:`Leadership` makes one worker the leader, by a session advisory lock, for the work that
 must run once: the scheduler and Telegram long polling. Followers try again every
@@ -21,16 +22,18 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import asyncpg
 
 from bot import constants
 from bot.errors import ConversationBusyError
 from bot.locks import LocalLocks
+from bot.store.kept_connection import KeptConnection
 from bot.store.pg_connections import PgConnections, is_connection_error, unavailable
 
-__all__ = ["Leadership", "PostgresLocks", "lock_key"]
+__all__ = ["Leadership", "PostgresLocks", "StateCheck", "lock_key"]
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +47,60 @@ def lock_key(conversation_id: str) -> int:
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
+class StateCheck(Protocol):
+    """A store whose cached conversation states are checked under their lock (``SqlStore``
+    with ``shared``): once the lock is taken, one query on the lock's connection."""
+
+    def check_query(self, conversation_id: str) -> tuple[str, list[Any]]:
+        """The query and its arguments."""
+        ...
+
+    def checked(self, conversation_id: str, row: Mapping[str, Any] | None) -> None:
+        """What the query found (its row; None when it found none)."""
+        ...
+
+    def released(self, conversation_id: str) -> None:
+        """The lock is about to be released."""
+        ...
+
+
 class PostgresLocks:
     """``ConversationLocks`` across workers: this worker's lock, then PostgreSQL's.
 
     A hold waits at most the pool's ``lock_timeout`` for another worker's turn, then raises
     ``ConversationBusyError``; a database that cannot be reached raises
     ``DatabaseUnavailableError``; both are retryable (REST answers 503).
+
+    ``states``: the store whose cached states each hold checks once the lock is taken, so that
+    a turn runs on what another worker saved, not on this worker's older copy.
     """
 
-    def __init__(self, connections: PgConnections, *, local: LocalLocks | None = None) -> None:
+    def __init__(
+        self,
+        connections: PgConnections,
+        *,
+        local: LocalLocks | None = None,
+        states: StateCheck | None = None,
+    ) -> None:
         self._connections = connections
         self._local = local or LocalLocks()
+        self.states = states
 
     @contextlib.asynccontextmanager
     async def hold(self, conversation_id: str) -> AsyncIterator[None]:
         """Hold ``conversation_id`` in this worker and in the database for the block."""
         async with self._local.hold(conversation_id):
             key = lock_key(conversation_id)
+            states = self.states
             for attempt in (1, 2):  # a pooled connection may have died with a restarted server
                 async with self._connections.connection() as connection:
                     try:
                         await connection.execute("SELECT pg_advisory_lock($1)", key)
+                        if states is not None:
+                            query, args = states.check_query(conversation_id)
+                            row = await connection.fetchrow(
+                                query, *args, timeout=self._connections.timeout
+                            )
                     except asyncpg.exceptions.LockNotAvailableError:
                         raise ConversationBusyError(
                             f"conversation {conversation_id!r} is busy in another worker"
@@ -75,8 +111,15 @@ class PostgresLocks:
                         if attempt == 2:
                             raise unavailable(exc) from exc
                         continue  # the dead connection is dropped on release: take another
-                    yield
-                    return  # the release's reset unlocks (bot.store.pg_connections)
+                    if states is None:
+                        yield
+                        return  # the release's reset unlocks (bot.store.pg_connections)
+                    states.checked(conversation_id, row)
+                    try:
+                        yield
+                    finally:
+                        states.released(conversation_id)
+                    return
 
 
 class Leadership:
@@ -101,7 +144,9 @@ class Leadership:
         self._timeout = timeout
         self._on_elected = list(on_elected)
         self._on_deposed = list(on_deposed)
-        self._task: asyncio.Task[None] | None = None
+        self._kept = KeptConnection(
+            "leadership", connect=self._connect, use=self._lead, lost=self._step_down, retry=retry
+        )
         self._holding = False
         self.is_leader = False
         """Whether this worker is the leader now (its duties started)."""
@@ -115,41 +160,23 @@ class Leadership:
 
     async def start(self) -> None:
         """Begin trying to become the leader, in the background."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._campaign(), name="kefu-leadership")
+        await self._kept.start()
 
     async def stop(self) -> None:
         """Stop the duties if leading, then let the lock go (another worker takes over)."""
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._kept.stop()
 
-    async def _campaign(self) -> None:
-        while True:
-            connection: asyncpg.Connection | None = None
-            try:
-                connection = await asyncpg.connect(
-                    self._dsn,
-                    timeout=self._timeout,
-                    server_settings={
-                        "application_name": "kefu-leader",
-                        "tcp_keepalives_idle": "10",
-                        "tcp_keepalives_interval": "5",
-                        "tcp_keepalives_count": "3",
-                    },
-                )
-                await self._lead(connection)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("leadership: %s: %s; trying again", type(exc).__name__, exc)
-            finally:
-                await self._step_down()
-                if connection is not None:
-                    connection.terminate()  # the lock goes with the session
-            await asyncio.sleep(self._retry)
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=self._timeout,
+            server_settings={
+                "application_name": "kefu-leader",
+                "tcp_keepalives_idle": "10",
+                "tcp_keepalives_interval": "5",
+                "tcp_keepalives_count": "3",
+            },
+        )
 
     async def _lead(self, connection: asyncpg.Connection) -> None:
         """Wait for the lock, run the duties, and keep checking the session while leading."""

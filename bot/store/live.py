@@ -32,6 +32,7 @@ import orjson
 
 from bot import constants
 from bot.errors import TransientDeliveryError
+from bot.store.kept_connection import KeptConnection
 from bot.store.pg_connections import PgConnections, is_connection_error
 
 __all__ = ["PostgresLive", "Receiver"]
@@ -57,7 +58,9 @@ class PostgresLive:
         self._channel = constants.LIVE_CHANNEL
         self._receivers: list[Receiver] = []
         self._partial: OrderedDict[str, list[str | None]] = OrderedDict()
-        self._task: asyncio.Task[None] | None = None
+        self._kept = KeptConnection(
+            "live pushes", connect=self._connect, use=self._receive, lost=self._lost, retry=retry
+        )
         self.listening = asyncio.Event()
         """Set while this worker receives pushes."""
 
@@ -93,36 +96,21 @@ class PostgresLive:
 
     async def start(self) -> None:
         """Listen in the background, reconnecting after a failure."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._listen(), name="kefu-live")
+        await self._kept.start()
 
     async def stop(self) -> None:
         """Stop listening."""
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._kept.stop()
 
-    async def _listen(self) -> None:
-        while True:
-            connection: asyncpg.Connection | None = None
-            try:
-                connection = await asyncpg.connect(
-                    self._connections.dsn,
-                    timeout=self._connections.timeout,
-                    server_settings={"application_name": "kefu-live"},
-                )
-                await self._receive(connection)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("live pushes: %s: %s; reconnecting", type(exc).__name__, exc)
-            finally:
-                self.listening.clear()
-                if connection is not None:
-                    connection.terminate()
-            await asyncio.sleep(self._retry)
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self._connections.dsn,
+            timeout=self._connections.timeout,
+            server_settings={"application_name": "kefu-live"},
+        )
+
+    async def _lost(self) -> None:
+        self.listening.clear()
 
     async def _receive(self, connection: asyncpg.Connection) -> None:
         """Listen on ``connection`` until it fails; a silent network cut shows as a failed

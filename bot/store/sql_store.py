@@ -8,7 +8,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -67,22 +67,28 @@ _Work = Callable[[Connection], Any]
 
 
 class _StateCache:
-    """LRU of conversation id → the state's JSON as last saved, re-parsed on every hit."""
+    """LRU of conversation id → (the state's JSON as last saved, its version), re-parsed on
+    every hit."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._entries: OrderedDict[str, str] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[str, int]] = OrderedDict()
 
-    def get(self, conversation_id: str) -> str | None:
-        text = self._entries.get(conversation_id)
-        if text is not None:
+    def get(self, conversation_id: str) -> tuple[str, int] | None:
+        entry = self._entries.get(conversation_id)
+        if entry is not None:
             self._entries.move_to_end(conversation_id)
-        return text
+        return entry
 
-    def put(self, conversation_id: str, text: str) -> None:
+    def version(self, conversation_id: str) -> int | None:
+        """The cached state's version, without counting as a use."""
+        entry = self._entries.get(conversation_id)
+        return None if entry is None else entry[1]
+
+    def put(self, conversation_id: str, text: str, version: int) -> None:
         if self._size <= 0:
             return
-        self._entries[conversation_id] = text
+        self._entries[conversation_id] = (text, version)
         self._entries.move_to_end(conversation_id)
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)
@@ -127,9 +133,11 @@ class SqlStore:
 
     ``group_commit=False`` commits each write in its own transaction (for comparison, and for
     tools that write rarely). ``table_prefix`` names the tables ``<prefix>conversations`` etc.
-    ``cache_size=0`` reads every state from the database: for workers that share it, where
-    another worker may have saved the conversation since. ``pool`` sizes PostgreSQL's pool.
-    Call :meth:`initialize` (or use :func:`open_store`) before use.
+    ``cache_size=0`` reads every state from the database. ``shared``: other processes write
+    to this database too (workers on PostgreSQL), so a cached state serves a load only once
+    the conversation's lock found it current (:meth:`check_query`, :meth:`checked`), until the
+    lock is released. ``pool`` sizes PostgreSQL's pool. Call :meth:`initialize` (or use
+    :func:`open_store`) before use.
     """
 
     def __init__(
@@ -140,6 +148,7 @@ class SqlStore:
         group_commit: bool = True,
         table_prefix: str = "",
         pool: PoolOptions | None = None,
+        shared: bool = False,
     ) -> None:
         if table_prefix and not _PREFIX.fullmatch(table_prefix):
             raise StoreError(f"invalid table prefix {table_prefix!r}: use letters, digits and _")
@@ -175,6 +184,14 @@ class SqlStore:
         self._delete_job = delete(jobs).where(jobs.c.id == bindparam("job_id"))
         self._delete_due_job = self._delete_job.where(jobs.c.run_at <= bindparam("run_at"))
         self._cache = _StateCache(cache_size)
+        self._shared = shared
+        self._current: dict[str, int | None] = {}
+        """Shared: the stored version (None: no conversation) of each conversation whose lock
+        is held now, as found when it was taken and updated by the saves since."""
+        self._check_sql = (
+            f"SELECT version, CASE WHEN version = $2 THEN NULL ELSE state END AS state"
+            f' FROM "{conv.name}" WHERE id = $1'  # quoted: the name as create_all made it
+        )
         self._group_commit = group_commit
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -227,18 +244,46 @@ class SqlStore:
     # --- conversations ------------------------------------------------------------------
 
     async def load(self, conversation_id: str) -> ConversationState | None:
-        """The latest saved state, from the cache when it has it; None for a new conversation."""
+        """The latest saved state, from the cache when it has it (shared: when the lock found
+        it current); None for a new conversation."""
         self._check_open()
-        text = self._cache.get(conversation_id)
-        if text is not None:
-            return _parse_state(conversation_id, text, None)
+        cached = self._cache.get(conversation_id)
+        if self._shared:
+            if conversation_id in self._current and self._current[conversation_id] is None:
+                return None  # the lock found no stored state
+            if cached is not None and cached[1] != self._current.get(conversation_id):
+                cached = None  # not found current under the lock
+        if cached is not None:
+            return _parse_state(conversation_id, *cached)
         query, params = self._t.select_state, {"conversation_id": conversation_id}
         row = await self._read(lambda conn: conn.execute(query, params).first())
         if row is None:
             return None
-        state = _parse_state(conversation_id, row.state, row.version)
-        self._cache.put(conversation_id, _dumps(_state_dict(state, state.version)))
-        return state
+        self._cache.put(conversation_id, row.state, row.version)
+        return _parse_state(conversation_id, row.state, row.version)
+
+    def check_query(self, conversation_id: str) -> tuple[str, list[Any]]:
+        """Shared: the query (asyncpg's, with its arguments) the conversation's lock runs on
+        its own connection once taken, for :meth:`checked`: the stored version, and the
+        stored state unless the cached one is of that version."""
+        cached = self._cache.version(conversation_id)
+        return self._check_sql, [conversation_id, -1 if cached is None else cached]
+
+    def checked(self, conversation_id: str, row: Mapping[str, Any] | None) -> None:
+        """Shared: what :meth:`check_query` found under the conversation's lock. Loads are
+        served from memory until :meth:`released`: the cached state when current, else the
+        state found (no conversation, when no row)."""
+        if row is None:
+            self._cache.evict(conversation_id)
+            self._current[conversation_id] = None
+            return
+        if row["state"] is not None:
+            self._cache.put(conversation_id, row["state"], row["version"])
+        self._current[conversation_id] = row["version"]
+
+    def released(self, conversation_id: str) -> None:
+        """Shared: the conversation's lock is released; another process may write it now."""
+        self._current.pop(conversation_id, None)
 
     async def save(
         self,
@@ -256,10 +301,12 @@ class SqlStore:
             ids: list[int] = await self._write(turn)
         except BaseException:
             # Failed, or cancelled with an unknown outcome: the next load asks the database.
-            self._cache.evict(turn.conversation_id)
+            self._evict(turn.conversation_id)
             raise
         state.version += 1
-        self._cache.put(turn.conversation_id, turn.state_text)
+        self._cache.put(turn.conversation_id, turn.state_text, state.version)
+        if turn.conversation_id in self._current:  # saved under the lock: still current
+            self._current[turn.conversation_id] = state.version
         return ids
 
     def _save_turns(self, conn: Connection, turns: list[_Turn]) -> list[_Outcome]:
@@ -422,7 +469,7 @@ class SqlStore:
         self._check_open()
         ids: list[str] = await self._write(lambda conn: self._delete_before(conn, cutoff))
         for cid in ids:
-            self._cache.evict(cid)
+            self._evict(cid)
         return len(ids)
 
     def _delete_before(self, conn: Connection, cutoff: float) -> list[str]:
@@ -642,6 +689,10 @@ class SqlStore:
             await self._writer
         await self._db.dispose()
 
+    def _evict(self, conversation_id: str) -> None:
+        self._cache.evict(conversation_id)
+        self._current.pop(conversation_id, None)
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("the conversation store is closed")
@@ -730,6 +781,7 @@ async def open_store(
     group_commit: bool = True,
     table_prefix: str = "",
     pool: PoolOptions | None = None,
+    shared: bool = False,
 ) -> SqlStore:
     """A ready store: constructed, tables created."""
     store = SqlStore(
@@ -738,6 +790,7 @@ async def open_store(
         group_commit=group_commit,
         table_prefix=table_prefix,
         pool=pool,
+        shared=shared,
     )
     try:
         await store.initialize()

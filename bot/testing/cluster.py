@@ -102,6 +102,10 @@ class WorkerCluster:
         process.send_signal(signal.SIGKILL)
         process.wait()
 
+    def running(self, index: int) -> bool:
+        """Whether worker ``index``'s process has not exited."""
+        return self._processes[index].poll() is None
+
     def pid(self, index: int) -> int:
         """Worker ``index``'s process id."""
         return self._processes[index].pid
