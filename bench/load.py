@@ -51,6 +51,9 @@ PURCHASE_TURNS = ("where is my order", "KF-10001", "alice@example.com", "thanks"
 GROWTH_TURNS = ("where is my order", "KF-10001", "cancel")
 GROWTH_WINDOW = 20
 
+_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+"""Message ids of letters only: a run of digits may read as a card number, which is refused."""
+
 GOAL_TURNS_PER_S = 1000.0
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 25.0
@@ -102,7 +105,7 @@ async def _turn(
     """
     message = {"sender": sender, "message": text}
     if ids:
-        message["message_id"] = uuid.uuid4().hex
+        message["message_id"] = uuid.uuid4().hex.translate(_LETTERS)
     try:
         async with session.post(url, json=message) as response:
             body = await response.read()
