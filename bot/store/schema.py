@@ -60,6 +60,20 @@ class Tables:
             Column("processed_at", Double, nullable=False),
             Index(f"{prefix}ix_processed_messages_conversation_id", "conversation_id"),
         )
+        # The action journal (bot.journal): each custom action's result the moment it returns,
+        # under the message key its turn will claim; that turn's save deletes the rows.
+        self.journal = Table(
+            f"{prefix}action_journal",
+            md,
+            Column("channel", String(), primary_key=True),
+            Column("message_id", String(), primary_key=True),
+            Column("step", Integer, primary_key=True, autoincrement=False),
+            Column("conversation_id", String(), nullable=False),
+            Column("action", String(), nullable=False),
+            Column("result", Text, nullable=False),
+            Column("recorded_at", Double, nullable=False),
+            Index(f"{prefix}ix_action_journal_conversation_id", "conversation_id"),
+        )
         self.outbox = Table(
             f"{prefix}outbox",
             md,
@@ -123,6 +137,17 @@ class Tables:
                 bindparam("keys", expanding=True)
             )
         )
+        journal = self.journal
+        journal_key = (
+            journal.c.channel == bindparam("channel"),
+            journal.c.message_id == bindparam("message_id"),
+        )
+        self.select_journal = (
+            select(journal.c.step, journal.c.action, journal.c.result)
+            .where(*journal_key)
+            .order_by(journal.c.step)
+        )
+        self.delete_journal = journal.delete().where(*journal_key)
         self.select_processed = select(processed.c.channel).where(
             processed.c.channel == bindparam("channel"),
             processed.c.message_id == bindparam("message_id"),

@@ -41,7 +41,7 @@ from bot.errors import (
     StoreError,
 )
 from bot.events import BotMessage, Event, UserMessage, event_from_dict
-from bot.ports import PendingDelivery, ScheduledJob, StoredEvent
+from bot.ports import ActionResult, PendingDelivery, RecordedAction, ScheduledJob, StoredEvent
 from bot.state import ConversationState
 from bot.store.engines import Database, PoolOptions, database_url, open_database
 from bot.store.pg_connections import is_connection_error
@@ -106,6 +106,8 @@ class _Turn:
     event_count: int
     outbox: list[str]
     message_key: tuple[str, str] | None
+    journaled: bool
+    """Delete the action journal kept under ``message_key`` in the same write."""
     now: float
     outbox_due_at: float
 
@@ -248,10 +250,11 @@ class SqlStore:
         outbox: Sequence[BotMessage] = (),
         outbox_due_at: float | None = None,
         message_key: tuple[str, str] | None = None,
+        journaled: bool = False,
     ) -> list[int]:
         """Persist a turn atomically; bump ``state.version``; return the outbox ids."""
         self._check_open()
-        turn = _prepare(state, events, outbox, message_key, outbox_due_at)
+        turn = _prepare(state, events, outbox, message_key, outbox_due_at, journaled=journaled)
         try:
             ids: list[int] = await self._write(turn)
         except BaseException:
@@ -283,6 +286,7 @@ class SqlStore:
             claimed = {(row.channel, row.message_id) for row in rows}
         outcomes: list[_Outcome] = []
         claims: list[dict[str, Any]] = []
+        forgotten: list[dict[str, Any]] = []
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         event_rows: list[dict[str, Any]] = []
@@ -311,6 +315,8 @@ class SqlStore:
                         "processed_at": turn.now,
                     }
                 )
+                if turn.journaled:
+                    forgotten.append({"channel": channel, "message_id": message_id})
             new_seq = last_seq + turn.event_count
             stored[cid] = (version + 1, new_seq)
             if version == 0:
@@ -365,6 +371,7 @@ class SqlStore:
             (t.insert_conversation, inserts),
             (self._update_conversation, updates),
             (t.insert_events, event_rows),
+            (t.delete_journal, forgotten),
         ):
             if params:
                 conn.execute(statement, params)
@@ -381,6 +388,52 @@ class SqlStore:
         self._check_open()
         query, params = self._t.select_processed, {"channel": channel, "message_id": message_id}
         return await self._read(lambda conn: conn.execute(query, params).first() is not None)
+
+    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction]:
+        """What the turns of message ``(channel, message_id)`` recorded and did not save."""
+        self._check_open()
+        query, params = self._t.select_journal, {"channel": channel, "message_id": message_id}
+        rows = await self._read(lambda conn: conn.execute(query, params).all())
+        recorded = []
+        for step, action, result in rows:
+            try:
+                data = orjson.loads(result)
+                stored = ActionResult(events=data["events"], responses=data["responses"])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise StoreError(f"journaled action {action!r} is unreadable: {exc}") from exc
+            recorded.append(RecordedAction(step=step, name=action, result=stored))
+        return recorded
+
+    async def record_action(
+        self, channel: str, message_id: str, *, conversation_id: str, action: RecordedAction
+    ) -> None:
+        """Write ``action`` durably now (group-committed with the writes queued meanwhile),
+        replacing what an earlier attempt recorded at its step."""
+        self._check_open()
+        try:
+            result = _dumps({"events": action.result.events, "responses": action.result.responses})
+        except TypeError as exc:
+            raise StoreError(f"action {action.name!r}: its result is not JSON: {exc}") from exc
+        row = {
+            "channel": channel,
+            "message_id": message_id,
+            "step": action.step,
+            "conversation_id": conversation_id,
+            "action": action.name,
+            "result": result,
+            "recorded_at": time.time(),
+        }
+        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
+        stmt = insert(self._t.journal).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["channel", "message_id", "step"],
+            set_={"action": stmt.excluded.action, "result": stmt.excluded.result},
+        )
+
+        def work(conn: Connection) -> None:
+            conn.execute(stmt)
+
+        await self._write(work)
 
     async def events(
         self, conversation_id: str, *, after: int = 0, limit: int | None = None
@@ -433,7 +486,7 @@ class SqlStore:
         ids = list(conn.execute(query).scalars())
         for start in range(0, len(ids), _DELETE_CHUNK):
             chunk = ids[start : start + _DELETE_CHUNK]
-            for table in (t.events, t.outbox, t.processed, t.jobs):
+            for table in (t.events, t.outbox, t.processed, t.journal, t.jobs):
                 conn.execute(delete(table).where(table.c.conversation_id.in_(chunk)))
             conn.execute(
                 delete(t.kv).where(
@@ -769,6 +822,8 @@ def _prepare(
     outbox: Sequence[BotMessage],
     message_key: tuple[str, str] | None,
     outbox_due_at: float | None = None,
+    *,
+    journaled: bool = False,
 ) -> _Turn:
     cid, now = state.conversation_id, time.time()
     if message_key is not None and not (
@@ -789,6 +844,7 @@ def _prepare(
             event_count=len(events),
             outbox=[_dumps(m.to_dict()) for m in outbox],
             message_key=message_key,
+            journaled=journaled and message_key is not None,
             now=now,
             outbox_due_at=now if outbox_due_at is None else outbox_due_at,
         )

@@ -1,0 +1,75 @@
+"""The action journal: a custom action runs once per customer message, even across a crash.
+
+A turn that ran a custom action and died before its save (the worker was killed, the database
+went away) is run again when the client sends the same message (same id) again, on any worker.
+Each action's result is therefore written to the store the moment the action returns, under
+the message's key and the action's step in the turn; the turn run again replays that result
+instead of calling the action, and the turn's save drops the journal in the same write (from
+then on the claimed message id answers a retry, :mod:`bot.turns`).
+
+What stays open is the window between the action's return and the journal's write: a crash
+there runs the action again. Each call carries an idempotency key, the same on every attempt,
+with which an action (or its action server) can recognise the repeat (``bot.ports.ActionRunner``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+from bot.ports import ActionJournalStore, ActionResult, RecordedAction
+
+__all__ = ["ActionCall", "TurnJournal"]
+
+ActionCall = Callable[[str], Awaitable[ActionResult]]
+"""Runs one custom action with the idempotency key it is given."""
+
+
+class TurnJournal:
+    """The journal of one customer message's turn, over every attempt at it.
+
+    ``key`` is the message key the turn claims (``bot.inbound.message_key``). The records are
+    read from the store once, at the first custom action of the first attempt that runs one
+    (most turns run none and never read), and kept for the attempts after it.
+    """
+
+    def __init__(self, store: ActionJournalStore, key: tuple[str, str], conversation_id: str):
+        self._store = store
+        self._key = key
+        self._conversation_id = conversation_id
+        self._recorded: dict[int, RecordedAction] | None = None
+        self._step = 0
+
+    @property
+    def used(self) -> bool:
+        """Whether any attempt ran or replayed a custom action (the save then drops the records)."""
+        return self._recorded is not None
+
+    def begin(self) -> TurnJournal:
+        """Start an attempt: its first custom action is step 0 again."""
+        self._step = 0
+        return self
+
+    async def run(self, name: str, call: ActionCall) -> ActionResult:
+        """The result of this turn's next custom action ``name``: the one recorded at this
+        step when it is the same action, else ``call``'s, recorded before it is returned."""
+        step, self._step = self._step, self._step + 1
+        if self._recorded is None:
+            stored = await self._store.recorded_actions(*self._key)
+            self._recorded = {action.step: action for action in stored}
+        recorded = self._recorded.get(step)
+        if recorded is not None and recorded.name == name:
+            return recorded.result
+        result = await call(self.idempotency_key(step, name))
+        action = RecordedAction(step=step, name=name, result=result)
+        await self._store.record_action(
+            *self._key, conversation_id=self._conversation_id, action=action
+        )
+        self._recorded[step] = action
+        return result
+
+    def idempotency_key(self, step: int, name: str) -> str:
+        """The key of custom action ``name`` at ``step``: the same on every attempt."""
+        channel, message_id = self._key
+        text = "\0".join((channel, message_id, str(step), name))
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
