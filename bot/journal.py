@@ -7,19 +7,27 @@ the message's key and the action's step in the turn; the turn run again replays 
 instead of calling the action, and the turn's save drops the journal in the same write (from
 then on the claimed message id answers a retry, :mod:`bot.turns`).
 
-What stays open is the window between the action's return and the journal's write: a crash
-there runs the action again. Each call carries an idempotency key, the same on every attempt,
-with which an action (or its action server) can recognise the repeat (``bot.ports.ActionRunner``).
+A database that is unreachable for a moment when the record is due is waited for
+(``constants.JOURNAL_WRITE_DEADLINE``). What stays open is the window between the action's
+return and the journal's write: a crash there runs the action again. Each call carries an
+idempotency key, the same on every attempt, with which an action (or its action server) can
+recognise the repeat (``bot.ports.ActionRunner``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 
+from bot import constants
+from bot.conflicts import ConflictBackoff
+from bot.errors import DatabaseUnavailableError
 from bot.ports import ActionJournalStore, ActionResult, RecordedAction
 
 __all__ = ["ActionCall", "TurnJournal"]
+
+log = logging.getLogger(__name__)
 
 ActionCall = Callable[[str], Awaitable[ActionResult]]
 """Runs one custom action with the idempotency key it is given."""
@@ -62,11 +70,24 @@ class TurnJournal:
             return recorded.result
         result = await call(self.idempotency_key(step, name))
         action = RecordedAction(step=step, name=name, result=result)
-        await self._store.record_action(
-            *self._key, conversation_id=self._conversation_id, action=action
-        )
+        await self._record(action)
         self._recorded[step] = action
         return result
+
+    async def _record(self, action: RecordedAction) -> None:
+        """Write ``action``'s record, waiting out a database that is away for a moment (the
+        action ran: its record is worth the wait); past the deadline the error goes up."""
+        backoff = ConflictBackoff(deadline=constants.JOURNAL_WRITE_DEADLINE)
+        while True:
+            try:
+                await self._store.record_action(
+                    *self._key, conversation_id=self._conversation_id, action=action
+                )
+                return
+            except DatabaseUnavailableError:
+                if not await backoff.wait():
+                    raise
+                log.warning("recording action %s again: the database is unreachable", action.name)
 
     def idempotency_key(self, step: int, name: str) -> str:
         """The key of custom action ``name`` at ``step``: the same on every attempt."""

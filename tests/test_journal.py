@@ -92,6 +92,38 @@ async def test_a_turn_run_again_replays_its_recorded_actions(
         await app.close()
 
 
+class _UnreachableForOneRecord(SqlStore):
+    """A store whose first journal write finds the database unreachable."""
+
+    failed = False
+
+    async def record_action(self, *args: Any, **kwargs: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise DatabaseUnavailableError("database unavailable: ConnectionResetError")
+        await super().record_action(*args, **kwargs)
+
+
+async def test_a_record_the_database_refused_for_a_moment_is_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "actions.log"
+    monkeypatch.setenv("KEFU_TEST_ACTION_LOG", str(log))
+    store = _UnreachableForOneRecord(f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
+    await store.initialize()
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
+    app = await App.create(load_project(PROJECT), settings=settings, store=store)
+    message = UserMessage(
+        channel="rest", conversation_id="rest:bo", sender_id="bo", text="pay 3", message_id="m3"
+    )
+    try:
+        result = await app.turns.process(message)
+    finally:
+        await app.close()
+    assert store.failed and [m.text for m in result.messages] == ["charged pay 3", "receipt pay 3"]
+    assert [run[0] for run in _runs(log)] == ["action_charge", "action_receipt"]
+
+
 async def _post(url: str, body: dict[str, str]) -> list[str | None]:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as http,

@@ -10,10 +10,12 @@ scheduled before the kill fall due after it and are sent once, by the new leader
 
 Every message that a client saw answered is stored exactly once, in order, with its answer
 right after it; a client that got no answer (its worker died, the database was away) sends
-the same message (same id) again, as REST clients are told to. A custom action runs once per
-message; a message whose first attempt failed mid-turn may have run it on that attempt too
-(the turn never committed: at least once, as with any crash before a commit), and the test
-says how many did.
+the same message (same id) again, as REST clients are told to. A custom action is called once
+per message, its result journaled (``bot.journal``) so that a retried turn replays it: a
+message's action is called again only when its worker died between the action's return and
+the journal's record, and then with the same idempotency key, by which the action keeps its
+effect to once. Every message's effect happens exactly once, retried messages' too; the test
+says how many calls were made again.
 """
 
 from __future__ import annotations
@@ -129,12 +131,21 @@ async def _notices(database_url: str, conversation_id: str) -> bool:
     return len(said) == 1
 
 
-def _actions(path: Path) -> Counter[tuple[str, str]]:
-    """How many times the test action ran, per (conversation, message)."""
-    if not path.exists():
-        return Counter()
-    lines = path.read_text().splitlines()
-    return Counter(tuple(line.split("\t", 1)) for line in lines)  # type: ignore[misc]
+def _actions(path: Path) -> dict[tuple[str, str], list[str]]:
+    """The idempotency key of each call of the test action, per (conversation, message)."""
+    calls: dict[tuple[str, str], list[str]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            conversation, text, key = line.split("\t")
+            calls.setdefault((conversation, text), []).append(key)
+    return calls
+
+
+def _effects(path: Path) -> Counter[tuple[str, str]]:
+    """How many times the test action had its effect, per (conversation, message)."""
+    folder = path.with_name(f"{path.name}.effects")
+    done = [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.exists() else []
+    return Counter(tuple(p.read_text().split("\t")) for p in done)  # type: ignore[misc]
 
 
 async def test_four_workers_through_a_kill_a_takeover_and_a_database_cut(
@@ -204,7 +215,7 @@ async def test_four_workers_through_a_kill_a_takeover_and_a_database_cut(
             burst_runs = _actions(action_log)
             for sender, texts in bursts.sent.items():
                 for text in texts:
-                    assert burst_runs[(f"rest:{sender}", text)] == 1, (sender, text)
+                    assert len(burst_runs[(f"rest:{sender}", text)]) == 1, (sender, text)
             assert not bursts.retried and not bursts.failures  # no conflict, no re-run, no 503
 
             # --- notices due after the leader's death --------------------------------------
@@ -271,7 +282,7 @@ async def test_four_workers_through_a_kill_a_takeover_and_a_database_cut(
     for (sender, text), replies in load.answers.items():
         assert replies == [f"counted {text}"], (sender, text, replies)
     assert load.answered == total
-    runs = _actions(action_log)
+    calls, effects = _actions(action_log), _effects(action_log)
     store = await open_store(fresh_postgres_url)
     try:
         for sender, texts in {**bursts.sent, **load.sent}.items():
@@ -289,14 +300,24 @@ async def test_four_workers_through_a_kill_a_takeover_and_a_database_cut(
                 kind, text = said[position]
                 assert kind == "UserMessage"
                 assert said[position + 1] == ("BotMessage", f"counted {text}"), (sender, said)
-        # Each custom action ran once per message; a retried one at most once more.
-        doubled = 0
-        for sender, texts in load.sent.items():
+        # Each message's action had its effect exactly once, retried messages' too. It was
+        # called once, or (its worker died between the call and the journal's record) again
+        # with the same idempotency key.
+        called_again = 0
+        for sender, texts in {**bursts.sent, **load.sent}.items():
             for text in texts:
-                count = runs[(f"rest:{sender}", text)]
+                message = (f"rest:{sender}", text)
+                assert effects[message] == 1, (message, effects[message])
+                keys = calls[message]
                 retried = (sender, text) in load.retried
-                assert count == 1 or (retried and count == 2), (sender, text, count)
-                doubled += count - 1
-        print(f"actions run twice (first attempt died before its commit): {doubled}")
+                assert len(keys) == 1 or (retried and len(set(keys)) == 1), (message, keys)
+                called_again += len(keys) - 1
+        assert sum(effects.values()) == sum(
+            len(t) for t in (*bursts.sent.values(), *load.sent.values())
+        )
+        print(
+            f"retried messages whose action was called again with its idempotency key: "
+            f"{called_again}"
+        )
     finally:
         await store.close()
