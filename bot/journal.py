@@ -2,20 +2,23 @@
 
 A turn that ran a custom action and died before its save (the worker was killed, the database
 went away) is run again when the client sends the same message (same id) again, on any worker.
-Each action's result is therefore written to the store the moment the action returns, under
-the message's key and the action's step in the turn; the turn run again replays that result
-instead of calling the action, and the turn's save drops the journal in the same write (from
-then on the claimed message id answers a retry, :mod:`bot.turns`).
+Each action's result is therefore written to the store as soon as the action returns (in the
+store's next group commit), under the message's key and the action's step in the turn; the
+turn run again replays that result instead of calling the action, and the turn's save drops
+the journal in the same write (from then on the claimed message id answers a retry,
+:mod:`bot.turns`).
 
 A database that is unreachable for a moment when the record is due is waited for
 (``constants.JOURNAL_WRITE_DEADLINE``). What stays open is the window between the action's
-return and the journal's write: a crash there runs the action again. Each call carries an
+return and its record's commit (a few milliseconds; the turn goes on meanwhile): a crash
+there runs the action again. Each call carries an
 idempotency key, the same on every attempt, with which an action (or its action server) can
 recognise the repeat (``bot.ports.ActionRunner``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -39,6 +42,12 @@ class TurnJournal:
     ``key`` is the message key the turn claims (``bot.inbound.message_key``). The records are
     read from the store once, at the first custom action of the first attempt that runs one
     (most turns run none and never read), and kept for the attempts after it.
+
+    A record is queued for the store's next group commit the moment its action returns, and
+    the turn goes on without waiting for it: the turn's save, queued after it, commits with it
+    or after it, so a turn that nothing interrupts pays no transaction of its own for its
+    records (the store skips a record whose message its turn has claimed). :meth:`settle`
+    waits for the records, before a failed turn's error reaches the client, who retries.
     """
 
     def __init__(self, store: ActionJournalStore, key: tuple[str, str], conversation_id: str):
@@ -46,6 +55,7 @@ class TurnJournal:
         self._key = key
         self._conversation_id = conversation_id
         self._recorded: dict[int, RecordedAction] | None = None
+        self._writes: list[asyncio.Task[None]] = []
         self._step = 0
 
     @property
@@ -60,7 +70,7 @@ class TurnJournal:
 
     async def run(self, name: str, call: ActionCall) -> ActionResult:
         """The result of this turn's next custom action ``name``: the one recorded at this
-        step when it is the same action, else ``call``'s, recorded before it is returned."""
+        step when it is the same action, else ``call``'s, its record queued."""
         step, self._step = self._step, self._step + 1
         if self._recorded is None:
             stored = await self._store.recorded_actions(*self._key)
@@ -70,9 +80,24 @@ class TurnJournal:
             return recorded.result
         result = await call(self.idempotency_key(step, name))
         action = RecordedAction(step=step, name=name, result=result)
-        await self._record(action)
         self._recorded[step] = action
+        write = asyncio.create_task(self._record(action), name=f"journal record of {name}")
+        self._writes.append(write)
         return result
+
+    async def settle(self) -> None:
+        """Wait until every queued record is written, or given up on (logged): a record that
+        could not be written costs a retried turn that action's second call."""
+        writes, self._writes = self._writes, []
+        for write, outcome in zip(
+            writes, await asyncio.gather(*writes, return_exceptions=True), strict=True
+        ):
+            if isinstance(outcome, BaseException):
+                log.warning(
+                    "an action's journal record was not written (%s): %s",
+                    write.get_name(),
+                    type(outcome).__name__,
+                )
 
     async def _record(self, action: RecordedAction) -> None:
         """Write ``action``'s record, waiting out a database that is away for a moment (the

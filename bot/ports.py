@@ -123,8 +123,8 @@ class ActionJournalStore(Protocol):
     async def record_action(
         self, channel: str, message_id: str, *, conversation_id: str, action: RecordedAction
     ) -> None:
-        """Write ``action`` durably now, in a write of its own, replacing what an earlier
-        attempt recorded at its step."""
+        """Write ``action`` durably, replacing what an earlier attempt recorded at its step;
+        once the message's turn was saved (its ``message_key`` claimed), nothing is written."""
         ...
 
 

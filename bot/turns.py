@@ -152,7 +152,11 @@ class TurnRunner:
             return _Draft(state, turn, outbox, count_before, journaled=journaled)
 
         async with self.locks.hold(cid):
-            saved = await self._commit(cid, key, attempt)
+            try:
+                saved = await self._commit(cid, key, attempt)
+            finally:
+                if journal is not None:  # its records land before a retry can look for them
+                    await journal.settle()
         if not isinstance(saved, _Saved):  # a platform's retry of a message seen before
             return await self._replay(message)
         await self.outbox.deliver(message.channel, saved.items)

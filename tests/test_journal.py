@@ -169,13 +169,24 @@ async def _kill_between_two_actions(url: str, tmp_path: Path) -> None:
         },
     )
     body = {"sender": "ann", "message": "pay 1", "message_id": "m1"}
+    key = message_key(
+        UserMessage(
+            channel="rest", conversation_id="rest:ann", sender_id="ann", text="", message_id="m1"
+        )
+    )
+    assert key is not None
+    store = await open_store(url)
     try:
         async with aiohttp.ClientSession() as http:
             await cluster.start(http)
         hold.touch()
         first = asyncio.create_task(_post(cluster.worker_url(0), body))
         await _until(lambda: len(_runs(log)) == 2, "action_receipt started")
-        cluster.kill(0)  # action_charge returned and was journaled; the turn was not saved
+        for _ in range(int(WAIT / 0.02)):  # action_charge's record committed (milliseconds)
+            if await store.recorded_actions(*key):
+                break
+            await asyncio.sleep(0.02)
+        cluster.kill(0)  # inside action_receipt: the turn was not saved
         with pytest.raises(aiohttp.ClientError):
             await first
         hold.unlink()
@@ -187,31 +198,19 @@ async def _kill_between_two_actions(url: str, tmp_path: Path) -> None:
             "charged pay 1",
             "receipt pay 1",
         ]
-    finally:
-        await cluster.stop()
-    runs = _runs(log)
-    assert Counter(run[0] for run in runs) == {"action_charge": 1, "action_receipt": 2}
-    # action_receipt was cut off inside its call (the window the journal cannot close): run
-    # again, with the same idempotency key, by which an action can tell.
-    receipts = [run for run in runs if run[0] == "action_receipt"]
-    assert receipts[0] == receipts[1] and receipts[0][3] != "None"
-    store = await open_store(url)
-    try:
+        runs = _runs(log)
         said = [
             e.event.text
             for e in await store.events("rest:ann")
             if isinstance(e.event, UserMessage | BotMessage)
         ]
         assert said == ["pay 1", "charged pay 1", "receipt pay 1"]
-        key = message_key(
-            UserMessage(
-                channel="rest",
-                conversation_id="rest:ann",
-                sender_id="ann",
-                text="",
-                message_id="m1",
-            )
-        )
-        assert key is not None and await store.recorded_actions(*key) == []
+        assert await store.recorded_actions(*key) == []
     finally:
+        await cluster.stop()
         await store.close()
+    assert Counter(run[0] for run in runs) == {"action_charge": 1, "action_receipt": 2}
+    # action_receipt was cut off inside its call (the window the journal cannot close): run
+    # again, with the same idempotency key, by which an action can tell.
+    receipts = [run for run in runs if run[0] == "action_receipt"]
+    assert receipts[0] == receipts[1] and receipts[0][3] != "None"

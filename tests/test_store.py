@@ -414,6 +414,8 @@ async def test_the_action_journal_keeps_results_until_its_turn_is_saved(
     )
     assert await store.recorded_actions("rest", "m2") == []  # dropped in the turn's write
     assert await store.recorded_actions("rest", "m1") == [charged, second]
+    await store.record_action("rest", "m2", conversation_id=CID, action=first)
+    assert await store.recorded_actions("rest", "m2") == []  # its turn was saved: not written
 
 
 @pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "one-by-one"])

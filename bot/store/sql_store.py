@@ -173,6 +173,11 @@ class SqlStore:
             index_elements=["id"],
             set_={c.name: upsert.excluded[c.name] for c in t.jobs.columns if c.name != "id"},
         )
+        journal = dialect_insert(t.journal)
+        self._upsert_journal = journal.on_conflict_do_update(
+            index_elements=["channel", "message_id", "step"],
+            set_={"action": journal.excluded.action, "result": journal.excluded.result},
+        )
         jobs = t.jobs
         self._delete_job = delete(jobs).where(jobs.c.id == bindparam("job_id"))
         self._delete_due_job = self._delete_job.where(jobs.c.run_at <= bindparam("run_at"))
@@ -407,8 +412,9 @@ class SqlStore:
     async def record_action(
         self, channel: str, message_id: str, *, conversation_id: str, action: RecordedAction
     ) -> None:
-        """Write ``action`` durably now (group-committed with the writes queued meanwhile),
-        replacing what an earlier attempt recorded at its step."""
+        """Write ``action`` durably (group-committed with the writes queued meanwhile),
+        replacing what an earlier attempt recorded at its step; not once the message's turn
+        was saved (committed in the same batch, say): nothing would read it."""
         self._check_open()
         try:
             result = _dumps({"events": action.result.events, "responses": action.result.responses})
@@ -423,15 +429,12 @@ class SqlStore:
             "result": result,
             "recorded_at": time.time(),
         }
-        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
-        stmt = insert(self._t.journal).values(row)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["channel", "message_id", "step"],
-            set_={"action": stmt.excluded.action, "result": stmt.excluded.result},
-        )
+        claimed, key = self._t.select_processed, {"channel": channel, "message_id": message_id}
+        upsert = self._upsert_journal
 
         def work(conn: Connection) -> None:
-            conn.execute(stmt)
+            if conn.execute(claimed, key).first() is None:
+                conn.execute(upsert, row)
 
         await self._write(work)
 
