@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -18,6 +19,7 @@ import bot.events
 from bot import constants
 from bot.errors import (
     ConcurrentUpdateError,
+    DatabaseUnavailableError,
     DuplicateMessageError,
     PermanentDeliveryError,
     StoreError,
@@ -54,6 +56,7 @@ from bot.files import FileBlob, StoredFiles
 from bot.ports import ActionResult, ConversationStore, RecordedAction, ScheduledJob
 from bot.state import ConversationState
 from bot.store import SqlStore, database_url, open_store
+from bot.store.pg_connections import plain_dsn
 from bot.testing.memory_store import MemoryDatabase, MemoryStore
 
 TABLES = (
@@ -748,6 +751,24 @@ async def test_unreachable_database_names_it_without_the_password() -> None:
     with pytest.raises(StoreError, match=r"127\.0\.0\.1:1") as error:
         await open_store("postgresql://kefu:s3cret@127.0.0.1:1/kefu")
     assert "s3cret" not in str(error.value)
+
+
+async def test_a_server_out_of_connections_is_unavailable_not_broken(postgres_url: str) -> None:
+    """PostgreSQL's "too many clients" (SQLSTATE 53300) passes: retryable, REST answers 503."""
+    admin = await asyncpg.connect(plain_dsn(postgres_url))
+    try:
+        await admin.execute("DROP ROLE IF EXISTS kefu_no_connections")
+        await admin.execute("CREATE ROLE kefu_no_connections LOGIN CONNECTION LIMIT 0")
+        limited = make_url(database_url(postgres_url)).set(username="kefu_no_connections")
+        store = SqlStore(limited.render_as_string(hide_password=False))
+        try:
+            with pytest.raises(DatabaseUnavailableError, match="TooManyConnectionsError"):
+                await store.load(CID)
+        finally:
+            await store.close()
+    finally:
+        await admin.execute("DROP ROLE kefu_no_connections")
+        await admin.close()
 
 
 async def test_in_memory_sqlite_works() -> None:

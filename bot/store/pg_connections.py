@@ -32,6 +32,7 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # class 08
     asyncpg.exceptions.OperatorInterventionError,  # 57P: shutting down, starting up
     asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by a dying server
+    asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, out of memory
 )
 
 

@@ -893,8 +893,7 @@ def _store_error(exc: Exception) -> KefuError:
     if isinstance(exc, IntegrityError):
         return ConcurrentUpdateError("another writer saved the same rows first")
     if _unreachable(exc):
-        reason = getattr(exc, "orig", None) or exc
-        return DatabaseUnavailableError(f"database unavailable: {type(reason).__name__}")
+        return DatabaseUnavailableError(f"database unavailable: {type(_root_cause(exc)).__name__}")
     reason = getattr(exc, "orig", None) or exc
     return StoreError(f"database error: {type(reason).__name__}: {reason}")
 
@@ -911,6 +910,16 @@ def _unreachable(exc: BaseException) -> bool:
             return True
         seen = getattr(seen, "orig", None) or seen.__cause__
     return False
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The driver's own error under SQLAlchemy's and the adapter's wrappers (it names the cause)."""
+    for _ in range(5):
+        inner = getattr(exc, "orig", None) or exc.__cause__
+        if inner is None:
+            break
+        exc = inner
+    return exc
 
 
 def lock_schema(conn: Connection) -> None:
