@@ -1,9 +1,10 @@
 """The action journal (``bot.journal``): a custom action runs once per customer message, also
 when the turn that ran it died before its save and the client sends the message again.
 
-In-process, a save that fails once stands in for the crash; then real ``kefu run`` workers are
-killed with SIGKILL while the second action of the turn holds (the first one returned), and the
-retry goes to the same worker started again (SQLite) or to another worker (PostgreSQL).
+In-process, a save that fails once stands in for the crash; then a real ``kefu run`` worker is
+killed with SIGKILL while the second action of the turn holds (the first one returned and its
+record was committed), and the client's retry goes to a second worker, on SQLite (standing in
+for the killed one started again) and on PostgreSQL.
 """
 
 from __future__ import annotations
