@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from bot.app import App
-from bot.errors import DatabaseUnavailableError
+from bot.errors import ConcurrentUpdateError, DatabaseUnavailableError
 from bot.events import BotMessage, UserMessage
 from bot.inbound import message_key
 from bot.project import load_project
@@ -122,6 +122,38 @@ async def test_a_record_the_database_refused_for_a_moment_is_written_again(
     finally:
         await app.close()
     assert store.failed and [m.text for m in result.messages] == ["charged pay 3", "receipt pay 3"]
+    assert [run[0] for run in _runs(log)] == ["action_charge", "action_receipt"]
+
+
+class _LosesItsFirstRace(SqlStore):
+    """A store whose first turn save finds that another process saved the conversation first."""
+
+    lost = False
+
+    async def save(self, *args: Any, **kwargs: Any) -> list[int]:
+        if not self.lost:
+            self.lost = True
+            raise ConcurrentUpdateError("another process saved this conversation first")
+        return await super().save(*args, **kwargs)
+
+
+async def test_a_turn_run_again_on_the_fresh_state_replays_its_actions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "actions.log"
+    monkeypatch.setenv("KEFU_TEST_ACTION_LOG", str(log))
+    store = _LosesItsFirstRace(f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
+    await store.initialize()
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
+    app = await App.create(load_project(PROJECT), settings=settings, store=store)
+    message = UserMessage(
+        channel="rest", conversation_id="rest:cy", sender_id="cy", text="pay 4", message_id="m4"
+    )
+    try:
+        result = await app.turns.process(message)
+    finally:
+        await app.close()
+    assert store.lost and [m.text for m in result.messages] == ["charged pay 4", "receipt pay 4"]
     assert [run[0] for run in _runs(log)] == ["action_charge", "action_receipt"]
 
 
