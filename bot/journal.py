@@ -46,7 +46,7 @@ class TurnJournal:
     A record is queued for the store's next group commit the moment its action returns, and
     the turn goes on without waiting for it: the turn's save, queued after it, commits with it
     or after it, so a turn that nothing interrupts pays no transaction of its own for its
-    records (the store skips a record whose message its turn has claimed). :meth:`settle`
+    records (in one batch, its save drops them again). :meth:`settle`
     waits for the records, before a failed turn's error reaches the client, who retries.
     """
 

@@ -124,8 +124,9 @@ class ActionJournalStore(Protocol):
     async def record_action(
         self, channel: str, message_id: str, *, conversation_id: str, action: RecordedAction
     ) -> None:
-        """Write ``action`` durably, replacing what an earlier attempt recorded at its step;
-        once the message's turn was saved (its ``message_key`` claimed), nothing is written."""
+        """Write ``action`` durably, replacing what an earlier attempt recorded at its step.
+        A record that arrives after its message's turn was saved is never read (retention
+        deletes it with its conversation)."""
         ...
 
 

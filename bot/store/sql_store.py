@@ -112,7 +112,15 @@ class _Turn:
     outbox_due_at: float
 
 
-_Payload = _Turn | _Work
+@dataclasses.dataclass(frozen=True)
+class _Record:
+    """One action journal record (``record_action``): a batch upserts its records in one
+    statement, before its turns, whose saves drop the records of the messages they claim."""
+
+    row: dict[str, Any]
+
+
+_Payload = _Turn | _Record | _Work
 _Outcome = tuple[Any, Exception | None]
 
 
@@ -423,8 +431,8 @@ class SqlStore:
         self, channel: str, message_id: str, *, conversation_id: str, action: RecordedAction
     ) -> None:
         """Write ``action`` durably (group-committed with the writes queued meanwhile),
-        replacing what an earlier attempt recorded at its step; not once the message's turn
-        was saved (committed in the same batch, say): nothing would read it."""
+        replacing what an earlier attempt recorded at its step. In the batch of the turn that
+        claims its message, the turn's save drops it again: the batch writes nothing for it."""
         self._check_open()
         try:
             result = _dumps({"events": action.result.events, "responses": action.result.responses})
@@ -439,14 +447,7 @@ class SqlStore:
             "result": result,
             "recorded_at": time.time(),
         }
-        claimed, key = self._t.select_processed, {"channel": channel, "message_id": message_id}
-        upsert = self._upsert_journal
-
-        def work(conn: Connection) -> None:
-            if conn.execute(claimed, key).first() is None:
-                conn.execute(upsert, row)
-
-        await self._write(work)
+        await self._write(_Record(row))
 
     async def events(
         self, conversation_id: str, *, after: int = 0, limit: int | None = None
@@ -774,9 +775,20 @@ class SqlStore:
             return [(None, exc)] * len(payloads)
 
     def _run(self, conn: Connection, payloads: list[_Payload]) -> list[_Outcome]:
+        records = [p.row for p in payloads if isinstance(p, _Record)]
+        if records:
+            conn.execute(self._upsert_journal, records)
         turns = [p for p in payloads if isinstance(p, _Turn)]
         saved = iter(self._save_turns(conn, turns) if turns else ())
-        return [next(saved) if isinstance(p, _Turn) else (p(conn), None) for p in payloads]
+        outcomes: list[_Outcome] = []
+        for payload in payloads:
+            if isinstance(payload, _Turn):
+                outcomes.append(next(saved))
+            elif isinstance(payload, _Record):
+                outcomes.append((None, None))
+            else:  # in the order it came, after the batch's records and turns
+                outcomes.append((payload(conn), None))
+        return outcomes
 
     def _run_isolated(self, conn: Connection, payloads: list[_Payload]) -> list[_Outcome]:
         outcomes: list[_Outcome] = []

@@ -186,8 +186,7 @@ class MemoryStore:
     async def record_action(
         self, channel: str, message_id: str, *, conversation_id: str, action: RecordedAction
     ) -> None:
-        """Write ``action`` now, replacing what an earlier attempt recorded at its step; not
-        once the message's turn was saved."""
+        """Write ``action`` now, replacing what an earlier attempt recorded at its step."""
         result = action.result
         try:
             text = _dumps(
@@ -196,8 +195,6 @@ class MemoryStore:
         except TypeError as exc:
             raise StoreError(f"action {action.name!r}: its result is not JSON: {exc}") from exc
         await self._enter()
-        if (channel, message_id) in self.database.processed:
-            return
         steps = self.database.journal.setdefault((channel, message_id), {})
         steps[action.step] = (conversation_id, text)
 
