@@ -402,21 +402,11 @@ class SqlStore:
         query, params = self._t.select_processed, {"channel": channel, "message_id": message_id}
         return await self._read(lambda conn: conn.execute(query, params).first() is not None)
 
-    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction] | None:
-        """What the turns of message ``(channel, message_id)`` recorded and did not save;
-        None once its turn was saved. One read: the turn's dedupe check and its journal."""
+    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction]:
+        """What the turns of message ``(channel, message_id)`` recorded and did not save."""
         self._check_open()
-        claimed, journal = self._t.select_processed, self._t.select_journal
-        params = {"channel": channel, "message_id": message_id}
-
-        def work(conn: Connection) -> list[Any] | None:
-            if conn.execute(claimed, params).first() is not None:
-                return None
-            return list(conn.execute(journal, params).all())
-
-        rows = await self._read(work)
-        if rows is None:
-            return None
+        query, params = self._t.select_journal, {"channel": channel, "message_id": message_id}
+        rows = await self._read(lambda conn: conn.execute(query, params).all())
         recorded = []
         for step, action, result in rows:
             try:
