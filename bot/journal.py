@@ -46,8 +46,8 @@ class TurnJournal:
     A record is queued for the store's next group commit the moment its action returns, and
     the turn goes on without waiting for it: the turn's save, queued after it, commits with it
     or after it, so a turn that nothing interrupts pays no transaction of its own for its
-    records (in one batch, its save drops them again). :meth:`settle` waits for the records,
-    before a failed turn's error reaches the client, who retries.
+    records (in the batch of its save, they are left out). :meth:`settle` waits for the
+    records, before a failed turn's error reaches the client, who retries.
     """
 
     def __init__(self, store: ActionJournalStore, key: tuple[str, str], conversation_id: str):
@@ -56,12 +56,17 @@ class TurnJournal:
         self._conversation_id = conversation_id
         self._recorded: dict[int, RecordedAction] | None = None
         self._writes: list[asyncio.Task[None]] = []
+        self._preloaded = False
         self._step = 0
 
     @property
-    def used(self) -> bool:
-        """Whether any attempt ran or replayed a custom action (the save then drops the records)."""
-        return self._recorded is not None
+    def stored(self) -> bool:
+        """Whether records of this message may be in the store (read from it, or written
+        already), which the turn's save then drops. One still queued is left out of the
+        batch that saves the turn; one committed in between stays, never read again."""
+        return bool(self._recorded) and (
+            self._preloaded or any(write.done() for write in self._writes)
+        )
 
     def begin(self) -> TurnJournal:
         """Start an attempt: its first custom action is step 0 again."""
@@ -75,6 +80,7 @@ class TurnJournal:
         if self._recorded is None:
             stored = await self._store.recorded_actions(*self._key)
             self._recorded = {action.step: action for action in stored}
+            self._preloaded = bool(stored)
         recorded = self._recorded.get(step)
         if recorded is not None and recorded.name == name:
             return recorded.result

@@ -148,7 +148,7 @@ class TurnRunner:
                 self.dialogue.failed(turn, message)
             trust.remember_offers(state, turn.messages)
             outbox = self.outbox.replies(message.channel, turn.messages)
-            journaled = journal is not None and journal.used
+            journaled = journal is not None and journal.stored
             return _Draft(state, turn, outbox, count_before, journaled=journaled)
 
         async with self.locks.hold(cid):

@@ -115,7 +115,7 @@ class _Turn:
 @dataclasses.dataclass(frozen=True)
 class _Record:
     """One action journal record (``record_action``): a batch upserts its records in one
-    statement, before its turns, whose saves drop the records of the messages they claim."""
+    statement, after its turns, leaving out those whose message a turn of the batch claimed."""
 
     row: dict[str, Any]
 
@@ -422,7 +422,7 @@ class SqlStore:
     ) -> None:
         """Write ``action`` durably (group-committed with the writes queued meanwhile),
         replacing what an earlier attempt recorded at its step. In the batch of the turn that
-        claims its message, the turn's save drops it again: the batch writes nothing for it."""
+        claims its message, it is left out: nothing would read it."""
         self._check_open()
         try:
             result = _dumps({"events": action.result.events, "responses": action.result.responses})
@@ -765,11 +765,22 @@ class SqlStore:
             return [(None, exc)] * len(payloads)
 
     def _run(self, conn: Connection, payloads: list[_Payload]) -> list[_Outcome]:
-        records = [p.row for p in payloads if isinstance(p, _Record)]
+        turns = [p for p in payloads if isinstance(p, _Turn)]
+        outcomes_of_turns = self._save_turns(conn, turns) if turns else []
+        # A record whose message a turn of this batch claims would never be read: not written.
+        claimed = {
+            turn.message_key
+            for turn, (_, error) in zip(turns, outcomes_of_turns, strict=True)
+            if error is None
+        }
+        records = [
+            p.row
+            for p in payloads
+            if isinstance(p, _Record) and (p.row["channel"], p.row["message_id"]) not in claimed
+        ]
         if records:
             conn.execute(self._upsert_journal, records)
-        turns = [p for p in payloads if isinstance(p, _Turn)]
-        saved = iter(self._save_turns(conn, turns) if turns else ())
+        saved = iter(outcomes_of_turns)
         outcomes: list[_Outcome] = []
         for payload in payloads:
             if isinstance(payload, _Turn):
