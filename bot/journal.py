@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from bot import constants
 from bot.conflicts import ConflictBackoff
@@ -39,9 +39,9 @@ ActionCall = Callable[[str], Awaitable[ActionResult]]
 class TurnJournal:
     """The journal of one customer message's turn, over every attempt at it.
 
-    ``key`` is the message key the turn claims (``bot.inbound.message_key``). The records are
-    read from the store once, at the first custom action of the first attempt that runs one
-    (most turns run none and never read), and kept for the attempts after it.
+    ``key`` is the message key the turn claims (``bot.inbound.message_key``); ``recorded`` is
+    what earlier turns of the message recorded, read with the dedupe check before the first
+    attempt (one read for both), and kept for the attempts after it.
 
     A record is queued for the store's next group commit the moment its action returns, and
     the turn goes on without waiting for it: the turn's save, queued after it, commits with it
@@ -50,13 +50,19 @@ class TurnJournal:
     records, before a failed turn's error reaches the client, who retries.
     """
 
-    def __init__(self, store: ActionJournalStore, key: tuple[str, str], conversation_id: str):
+    def __init__(
+        self,
+        store: ActionJournalStore,
+        key: tuple[str, str],
+        conversation_id: str,
+        recorded: Sequence[RecordedAction] = (),
+    ) -> None:
         self._store = store
         self._key = key
         self._conversation_id = conversation_id
-        self._recorded: dict[int, RecordedAction] | None = None
+        self._recorded = {action.step: action for action in recorded}
         self._writes: list[asyncio.Task[None]] = []
-        self._preloaded = False
+        self._preloaded = bool(recorded)
         self._step = 0
 
     @property
@@ -77,10 +83,6 @@ class TurnJournal:
         """The result of this turn's next custom action ``name``: the one recorded at this
         step when it is the same action, else ``call``'s, its record queued."""
         step, self._step = self._step, self._step + 1
-        if self._recorded is None:
-            stored = await self._store.recorded_actions(*self._key)
-            self._recorded = {action.step: action for action in stored}
-            self._preloaded = bool(stored)
         recorded = self._recorded.get(step)
         if recorded is not None and recorded.name == name:
             return recorded.result

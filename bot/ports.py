@@ -116,8 +116,9 @@ class ActionJournalStore(Protocol):
     """Custom actions' results, each written the moment it returns, under the customer
     message's key (the ``message_key`` its turn claims), until that turn is saved."""
 
-    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction]:
-        """What the turns of message ``(channel, message_id)`` recorded and did not save."""
+    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction] | None:
+        """What the turns of message ``(channel, message_id)`` recorded and did not save, in
+        step order; None once a turn of it was saved (its key claimed, as ``is_processed``)."""
         ...
 
     async def record_action(

@@ -130,7 +130,7 @@ class TurnRunner:
         message = sanitize(message)
         cid = message.conversation_id
         key = message_key(message)
-        journal = TurnJournal(self.store, key, cid) if key else None
+        journal: TurnJournal | None = None
 
         async def attempt() -> _Draft:
             state = await self.store.load(cid) or _new_state(message)
@@ -152,11 +152,18 @@ class TurnRunner:
             return _Draft(state, turn, outbox, count_before, journaled=journaled)
 
         async with self.locks.hold(cid):
-            try:
-                saved = await self._commit(cid, key, attempt)
-            finally:
-                if journal is not None:  # its records land before a retry can look for them
-                    await journal.settle()
+            # The dedupe check, and what earlier turns of the message journaled, in one read.
+            recorded = await self.store.recorded_actions(*key) if key else []
+            if recorded is None:
+                saved: _Saved | _Duplicate | None = _DUPLICATE
+            else:
+                if key:
+                    journal = TurnJournal(self.store, key, cid, recorded)
+                try:
+                    saved = await self._commit(cid, key, attempt, checked=True)
+                finally:
+                    if journal is not None:  # its records land before a retry looks for them
+                        await journal.settle()
         if not isinstance(saved, _Saved):  # a platform's retry of a message seen before
             return await self._replay(message)
         await self.outbox.deliver(message.channel, saved.items)
@@ -278,12 +285,18 @@ class TurnRunner:
     # --- the one save loop --------------------------------------------------------------
 
     async def _commit(
-        self, conversation_id: str, key: tuple[str, str] | None, attempt: _Attempt
+        self,
+        conversation_id: str,
+        key: tuple[str, str] | None,
+        attempt: _Attempt,
+        *,
+        checked: bool = False,
     ) -> _Saved | _Duplicate | None:
-        """Dedupe on ``key``, then run ``attempt`` and save what it computed in one write,
-        again on the fresh state while another process saved first. The caller holds the
-        conversation's lock. None: the conversation is unknown (``attempt`` said so)."""
-        if key and await self.store.is_processed(*key):
+        """Dedupe on ``key`` (unless the caller ``checked`` it), then run ``attempt`` and save
+        what it computed in one write, again on the fresh state while another process saved
+        first. The caller holds the conversation's lock. None: the conversation is unknown
+        (``attempt`` said so)."""
+        if key and not checked and await self.store.is_processed(*key):
             return _DUPLICATE
         backoff = ConflictBackoff()
         while True:

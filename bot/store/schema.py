@@ -14,8 +14,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
+    literal_column,
     select,
     tuple_,
+    union_all,
 )
 
 
@@ -142,11 +144,19 @@ class Tables:
             journal.c.channel == bindparam("channel"),
             journal.c.message_id == bindparam("message_id"),
         )
-        self.select_journal = (
-            select(journal.c.step, journal.c.action, journal.c.result)
-            .where(*journal_key)
-            .order_by(journal.c.step)
-        )
+        # A turn's dedupe check and its journal in one statement: a claimed message comes
+        # first, as step -1 (bot.journal reads the journal only while it is not claimed).
+        self.select_journal = union_all(
+            select(
+                literal_column("-1").label("step"),
+                literal_column("''").label("action"),
+                literal_column("''").label("result"),
+            ).where(
+                processed.c.channel == bindparam("channel"),
+                processed.c.message_id == bindparam("message_id"),
+            ),
+            select(journal.c.step, journal.c.action, journal.c.result).where(*journal_key),
+        ).order_by("step")
         self.delete_journal = journal.delete().where(*journal_key)
         self.select_processed = select(processed.c.channel).where(
             processed.c.channel == bindparam("channel"),

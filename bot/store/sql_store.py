@@ -402,11 +402,14 @@ class SqlStore:
         query, params = self._t.select_processed, {"channel": channel, "message_id": message_id}
         return await self._read(lambda conn: conn.execute(query, params).first() is not None)
 
-    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction]:
-        """What the turns of message ``(channel, message_id)`` recorded and did not save."""
+    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction] | None:
+        """What the turns of message ``(channel, message_id)`` recorded and did not save;
+        None once its turn was saved. One read: the turn's dedupe check and its journal."""
         self._check_open()
         query, params = self._t.select_journal, {"channel": channel, "message_id": message_id}
         rows = await self._read(lambda conn: conn.execute(query, params).all())
+        if rows and rows[0].step == -1:  # claimed
+            return None
         recorded = []
         for step, action, result in rows:
             try:

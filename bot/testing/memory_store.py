@@ -169,9 +169,12 @@ class MemoryStore:
         await self._enter()
         return (channel, message_id) in self.database.processed
 
-    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction]:
-        """What the turns of message ``(channel, message_id)`` recorded and did not save."""
+    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction] | None:
+        """What the turns of message ``(channel, message_id)`` recorded and did not save;
+        None once its turn was saved."""
         await self._enter()
+        if (channel, message_id) in self.database.processed:
+            return None
         steps = self.database.journal.get((channel, message_id), {})
         recorded = []
         for step, (_, text) in sorted(steps.items()):
