@@ -1,7 +1,7 @@
 """End-to-end load on the REST channel: throughput, latency under a steady rate, growth per turn.
 
     python bench/load.py [--url URL] [--conversations 100] [--duration 10] [--rate 200]
-                         [--project DIR] [--growth-turns 1000]
+                         [--project DIR] [--growth-turns 1000] [--message-ids]
 
 Without ``--url`` it starts kefu (``kefu run --project <repo root> --port <free port>``, with
 ``KEFU_DATABASE_URL`` pointing at a fresh SQLite file) and the baseline (``bench/baseline_app.py``:
@@ -120,6 +120,9 @@ LAST_NAMES = [
 ]
 GROWTH_WINDOW = 20
 
+_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+"""Message ids of letters only: a run of digits may read as a card number, which is refused."""
+
 GOAL_TURNS_PER_S = 1000.0
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 25.0
@@ -155,11 +158,25 @@ class Tally:
 
 
 async def _turn(
-    session: aiohttp.ClientSession, url: str, sender: str, text: str, tally: Tally, since: float
+    session: aiohttp.ClientSession,
+    url: str,
+    sender: str,
+    text: str,
+    tally: Tally,
+    since: float,
+    *,
+    ids: bool,
 ) -> None:
-    """Send one message and wait for its answer; record latency from ``since`` (perf_counter)."""
+    """Send one message and wait for its answer; record latency from ``since`` (perf_counter).
+
+    With ``ids`` the message carries a fresh ``message_id``, as a REST client that retries
+    (README) sends it: kefu then claims the id and journals the turn's custom actions.
+    """
+    message = {"sender": sender, "message": text}
+    if ids:
+        message["message_id"] = uuid.uuid4().hex.translate(_LETTERS)
     try:
-        async with session.post(url, json={"sender": sender, "message": text}) as response:
+        async with session.post(url, json=message) as response:
             body = await response.read()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -189,6 +206,7 @@ async def closed_loop(
     prefix: str,
     *,
     distinct: bool = False,
+    ids: bool = False,
 ) -> tuple[float, Tally]:
     """Each conversation sends its next turn as soon as the previous one is answered.
 
@@ -205,7 +223,7 @@ async def closed_loop(
         turn = 0
         while time.perf_counter() < deadline:
             text = purchase_turn(turn, next(serials), distinct=distinct)
-            await _turn(session, url, sender, text, tally, time.perf_counter())
+            await _turn(session, url, sender, text, tally, time.perf_counter(), ids=ids)
             turn += 1
 
     await asyncio.gather(*(conversation(i) for i in range(conversations)))
@@ -221,6 +239,7 @@ async def open_loop(
     prefix: str,
     *,
     distinct: bool = False,
+    ids: bool = False,
 ) -> tuple[float, Tally]:
     """Offer ``rate`` turns/s in total, each conversation on its own fixed schedule.
 
@@ -244,7 +263,7 @@ async def open_loop(
             if delay > 0:
                 await asyncio.sleep(delay)
             text = purchase_turn(turn, next(serials), distinct=distinct)
-            await _turn(session, url, sender, text, tally, due)
+            await _turn(session, url, sender, text, tally, due, ids=ids)
             turn += 1
             due += period
 
@@ -253,7 +272,7 @@ async def open_loop(
 
 
 async def growth(
-    session: aiohttp.ClientSession, url: str, turns: int, prefix: str
+    session: aiohttp.ClientSession, url: str, turns: int, prefix: str, *, ids: bool
 ) -> tuple[float, float, float, Tally]:
     """One conversation, ``turns`` sequential turns.
 
@@ -265,7 +284,7 @@ async def growth(
     sender = f"{prefix}-0"
     for turn in range(turns):
         text = GROWTH_TURNS[turn % len(GROWTH_TURNS)]
-        await _turn(session, url, sender, text, tally, time.perf_counter())
+        await _turn(session, url, sender, text, tally, time.perf_counter(), ids=ids)
     window = min(GROWTH_WINDOW, max(1, len(tally.latencies) // 2))
     first = statistics.median(tally.latencies[:window]) if tally.latencies else float("nan")
     last = statistics.median(tally.latencies[-window:]) if tally.latencies else float("nan")
@@ -454,7 +473,7 @@ async def _run(args: argparse.Namespace) -> None:
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
     timeout = aiohttp.ClientTimeout(total=60)
     run_id = uuid.uuid4().hex[:6]
-    n, duration = args.conversations, args.duration
+    n, duration, ids = args.conversations, args.duration, args.message_ids
     async with (
         aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
         servers(args, session) as (kefu, baseline),
@@ -462,7 +481,8 @@ async def _run(args: argparse.Namespace) -> None:
         targets = [s for s in (kefu, baseline) if s is not None]
         print(
             f"client: aiohttp {aiohttp.__version__}, pid {os.getpid()}; "
-            f"{n} conversations, {duration:g}s per phase, {os.cpu_count()} CPUs\n"
+            f"{n} conversations, {duration:g}s per phase, {os.cpu_count()} CPUs"
+            f"{'; every message with a message_id' if ids else ''}\n"
         )
 
         print(f"1. saturation: {n} concurrent conversations, closed loop, {duration:g}s")
@@ -470,11 +490,17 @@ async def _run(args: argparse.Namespace) -> None:
         for server in targets:
             # Warm-up: open the connections, fill caches; not counted.
             await closed_loop(
-                session, server.webhook, n, args.warmup, f"w{run_id}", distinct=args.distinct
+                session,
+                server.webhook,
+                n,
+                args.warmup,
+                f"w{run_id}",
+                distinct=args.distinct,
+                ids=ids,
             )
             cpu_before = process_cpu_seconds(server)
             rate, tally = await closed_loop(
-                session, server.webhook, n, duration, f"s{run_id}", distinct=args.distinct
+                session, server.webhook, n, duration, f"s{run_id}", distinct=args.distinct, ids=ids
             )
             cpu_after = process_cpu_seconds(server)
             rates[server.name] = rate
@@ -513,6 +539,7 @@ async def _run(args: argparse.Namespace) -> None:
                 duration,
                 f"l{run_id}",
                 distinct=args.distinct,
+                ids=ids,
             )
             p99s[server.name] = percentile(tally.latencies, 0.99)
             print(
@@ -528,7 +555,7 @@ async def _run(args: argparse.Namespace) -> None:
 
         print(f"\n3. growth: one kefu conversation, {args.growth_turns} sequential turns")
         first, middle, last, tally = await growth(
-            session, kefu.webhook, args.growth_turns, f"g{run_id}"
+            session, kefu.webhook, args.growth_turns, f"g{run_id}", ids=ids
         )
         ratio = last / first
         print(
@@ -558,6 +585,11 @@ def main() -> None:
         action="store_true",
         help="sign the free-text turns with a different name each time (as real customers "
         "write): no recent message repeats, so the encoders' caches do not answer for them",
+    )
+    parser.add_argument(
+        "--message-ids",
+        action="store_true",
+        help="send a message_id with every message (dedupe and the action journal at work)",
     )
     args = parser.parse_args()
     args.project = Path(args.project).resolve()
