@@ -26,6 +26,26 @@ _STATUS_TEXT = {
 }
 
 
+_CARRIERS_ZH = {
+    "SF Express": "顺丰速运",
+    "JD Logistics": "京东物流",
+    "YTO Express": "圆通速递",
+    "China Post": "中国邮政",
+    "ZTO Express": "中通快递",
+    "STO Express": "申通快递",
+    "Yunda Express": "韵达快递",
+    "EMS": "EMS",
+}
+"""Carriers as Chinese customers know them; a carrier missing here keeps its own name."""
+
+
+def carrier_name(carrier: str | None, lang: str) -> str:
+    """The carrier's name in ``lang`` ("-" when the order has none yet)."""
+    if not carrier:
+        return "-"
+    return _CARRIERS_ZH.get(carrier, carrier) if lang == "zh" else carrier
+
+
 def language(tracker: Tracker) -> str:
     """The conversation's language, ``en`` or ``zh``."""
     return "zh" if str(tracker.get_slot("language") or "en").startswith("zh") else "en"
@@ -41,7 +61,7 @@ def describe(order: Order, lang: str) -> str:
     texts = _STATUS_TEXT[lang]
     status = texts.get(order.status, order.status).format(
         eta=order.eta or "-",
-        carrier=order.carrier or "-",
+        carrier=carrier_name(order.carrier, lang),
         tracking=order.tracking_number or "-",
         delivered=order.delivered_date.isoformat() if order.delivered_date else "-",
     )

@@ -134,6 +134,8 @@ class ShopService(Protocol):
 
     def record_payment_issue(self, problem: str, details: str, order_id: str | None) -> str: ...
 
+    def record_parcel_claim(self, order_id: str) -> str: ...
+
     def record_review(self, rating: float, comment: str | None) -> str: ...
 
     def subscribe(self, email: str) -> bool: ...
@@ -169,6 +171,7 @@ class DemoShop:
         ]
         self._complaints: dict[str, str] = {}
         self._payment_issues: dict[str, tuple[str, str, str | None]] = {}
+        self._parcel_claims: dict[str, str] = {}
         self._reviews: dict[str, tuple[float, str | None]] = {}
         self._subscribers: set[str] = set()
         self._counter = itertools.count(1)
@@ -289,6 +292,18 @@ class DemoShop:
         with self._lock:
             reference = self._reference("PY")
             self._payment_issues[reference] = (problem, details, order_id)
+            return reference
+
+    def record_parcel_claim(self, order_id: str) -> str:
+        """Open a lost-parcel claim with the carrier; the reference of the open claim if the
+        order already has one."""
+        wanted = normalize_order_id(order_id)
+        with self._lock:
+            for reference, claimed in self._parcel_claims.items():
+                if claimed == wanted:
+                    return reference
+            reference = self._reference("LP")
+            self._parcel_claims[reference] = wanted
             return reference
 
     def record_review(self, rating: float, comment: str | None) -> str:

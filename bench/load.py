@@ -1,7 +1,7 @@
 """End-to-end load on the REST channel: throughput, latency under a steady rate, growth per turn.
 
     python bench/load.py [--url URL] [--conversations 100] [--duration 10] [--rate 200]
-                         [--project DIR] [--growth-turns 1000]
+                         [--project DIR] [--growth-turns 1000] [--message-ids]
 
 Without ``--url`` it starts kefu (``kefu run --project <repo root> --port <free port>``, with
 ``KEFU_DATABASE_URL`` pointing at a fresh SQLite file) and the baseline (``bench/baseline_app.py``:
@@ -11,7 +11,9 @@ that kefu server only and has no baseline to compare with.
 
 Each conversation (a distinct sender id) loops through the reference shop's order-tracking
 flow, one turn at a time: "where is my order" -> "KF-10001" -> "alice@example.com" (the order's
-status and "anything else?") -> "thanks". Printed:
+status and "anything else?") -> "thanks". With ``--distinct`` (phases 1 and 2) the free-text
+turns are signed with a name that changes every turn ("where is my order? Sam Okafor writing",
+"thanks, Sam Okafor"), so that no message is served from the caches of recent messages. Printed:
 
 1. saturation: completed turns/s with N concurrent conversations, for kefu and the baseline,
    and their ratio; with the CPU time each server spent per turn (all its threads, from
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -49,7 +52,76 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK = "/webhooks/rest/webhook"
 PURCHASE_TURNS = ("where is my order", "KF-10001", "alice@example.com", "thanks")
 GROWTH_TURNS = ("where is my order", "KF-10001", "cancel")
+SIGNED = {"where is my order": "where is my order? {name} writing", "thanks": "thanks, {name}"}
+"""With ``--distinct``, the free-text turns signed by a name no recent message had."""
+FIRST_NAMES = [
+    "Sam",
+    "Maria",
+    "Li",
+    "Ana",
+    "Tom",
+    "Mei",
+    "Omar",
+    "Eva",
+    "Raj",
+    "Ines",
+    "Ken",
+    "Zoe",
+    "Ali",
+    "Nora",
+    "Ivan",
+    "Lea",
+    "Hugo",
+    "Aya",
+    "Ben",
+    "Rosa",
+    "Yuki",
+    "Tariq",
+    "Elif",
+    "Noah",
+    "Sara",
+    "Jon",
+    "Lina",
+    "Marco",
+    "Hana",
+    "Paul",
+]
+LAST_NAMES = [
+    "Okafor",
+    "Silva",
+    "Chen",
+    "Novak",
+    "Berg",
+    "Haddad",
+    "Costa",
+    "Meyer",
+    "Ito",
+    "Kowalski",
+    "Rossi",
+    "Dubois",
+    "Khan",
+    "Larsen",
+    "Moreau",
+    "Tanaka",
+    "Ortiz",
+    "Fischer",
+    "Nguyen",
+    "Bauer",
+    "Petrov",
+    "Santos",
+    "Wong",
+    "Keller",
+    "Jensen",
+    "Murphy",
+    "Alves",
+    "Weber",
+    "Sato",
+    "Brown",
+]
 GROWTH_WINDOW = 20
+
+_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+"""Message ids of letters only: a run of digits may read as a card number, which is refused."""
 
 GOAL_TURNS_PER_S = 1000.0
 GOAL_RATIO = 0.5
@@ -86,11 +158,25 @@ class Tally:
 
 
 async def _turn(
-    session: aiohttp.ClientSession, url: str, sender: str, text: str, tally: Tally, since: float
+    session: aiohttp.ClientSession,
+    url: str,
+    sender: str,
+    text: str,
+    tally: Tally,
+    since: float,
+    *,
+    ids: bool,
 ) -> None:
-    """Send one message and wait for its answer; record latency from ``since`` (perf_counter)."""
+    """Send one message and wait for its answer; record latency from ``since`` (perf_counter).
+
+    With ``ids`` the message carries a fresh ``message_id``, as a REST client that retries
+    (README) sends it: kefu then claims the id and journals the turn's custom actions.
+    """
+    message = {"sender": sender, "message": text}
+    if ids:
+        message["message_id"] = uuid.uuid4().hex.translate(_LETTERS)
     try:
-        async with session.post(url, json={"sender": sender, "message": text}) as response:
+        async with session.post(url, json=message) as response:
             body = await response.read()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -113,7 +199,14 @@ async def _turn(
 
 
 async def closed_loop(
-    session: aiohttp.ClientSession, url: str, conversations: int, duration: float, prefix: str
+    session: aiohttp.ClientSession,
+    url: str,
+    conversations: int,
+    duration: float,
+    prefix: str,
+    *,
+    distinct: bool = False,
+    ids: bool = False,
 ) -> tuple[float, Tally]:
     """Each conversation sends its next turn as soon as the previous one is answered.
 
@@ -123,13 +216,14 @@ async def closed_loop(
     tally = Tally()
     started = time.perf_counter()
     deadline = started + duration
+    serials = itertools.count()
 
     async def conversation(index: int) -> None:
         sender = f"{prefix}-{index}"
         turn = 0
         while time.perf_counter() < deadline:
-            text = PURCHASE_TURNS[turn % len(PURCHASE_TURNS)]
-            await _turn(session, url, sender, text, tally, time.perf_counter())
+            text = purchase_turn(turn, next(serials), distinct=distinct)
+            await _turn(session, url, sender, text, tally, time.perf_counter(), ids=ids)
             turn += 1
 
     await asyncio.gather(*(conversation(i) for i in range(conversations)))
@@ -143,6 +237,9 @@ async def open_loop(
     rate: float,
     duration: float,
     prefix: str,
+    *,
+    distinct: bool = False,
+    ids: bool = False,
 ) -> tuple[float, Tally]:
     """Offer ``rate`` turns/s in total, each conversation on its own fixed schedule.
 
@@ -155,6 +252,7 @@ async def open_loop(
     period = conversations / rate
     started = time.perf_counter() + 0.05
     deadline = started + duration
+    serials = itertools.count()
 
     async def conversation(index: int) -> None:
         sender = f"{prefix}-{index}"
@@ -164,8 +262,8 @@ async def open_loop(
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            text = PURCHASE_TURNS[turn % len(PURCHASE_TURNS)]
-            await _turn(session, url, sender, text, tally, due)
+            text = purchase_turn(turn, next(serials), distinct=distinct)
+            await _turn(session, url, sender, text, tally, due, ids=ids)
             turn += 1
             due += period
 
@@ -174,7 +272,7 @@ async def open_loop(
 
 
 async def growth(
-    session: aiohttp.ClientSession, url: str, turns: int, prefix: str
+    session: aiohttp.ClientSession, url: str, turns: int, prefix: str, *, ids: bool
 ) -> tuple[float, float, float, Tally]:
     """One conversation, ``turns`` sequential turns.
 
@@ -186,12 +284,23 @@ async def growth(
     sender = f"{prefix}-0"
     for turn in range(turns):
         text = GROWTH_TURNS[turn % len(GROWTH_TURNS)]
-        await _turn(session, url, sender, text, tally, time.perf_counter())
+        await _turn(session, url, sender, text, tally, time.perf_counter(), ids=ids)
     window = min(GROWTH_WINDOW, max(1, len(tally.latencies) // 2))
     first = statistics.median(tally.latencies[:window]) if tally.latencies else float("nan")
     last = statistics.median(tally.latencies[-window:]) if tally.latencies else float("nan")
     middle = tally.latencies[100 : 100 + window]
     return first, statistics.median(middle) if middle else float("nan"), last, tally
+
+
+def purchase_turn(turn: int, serial: int, *, distinct: bool) -> str:
+    """The purchase flow's ``turn``-th message; with ``distinct``, its free-text turns signed
+    with the ``serial``-th name (900 names, so recent messages never repeat)."""
+    text = PURCHASE_TURNS[turn % len(PURCHASE_TURNS)]
+    if not distinct or text not in SIGNED:
+        return text
+    first = FIRST_NAMES[serial % len(FIRST_NAMES)]
+    last = LAST_NAMES[serial // len(FIRST_NAMES) % len(LAST_NAMES)]
+    return SIGNED[text].format(name=f"{first} {last}")
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -364,7 +473,7 @@ async def _run(args: argparse.Namespace) -> None:
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
     timeout = aiohttp.ClientTimeout(total=60)
     run_id = uuid.uuid4().hex[:6]
-    n, duration = args.conversations, args.duration
+    n, duration, ids = args.conversations, args.duration, args.message_ids
     async with (
         aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
         servers(args, session) as (kefu, baseline),
@@ -372,16 +481,27 @@ async def _run(args: argparse.Namespace) -> None:
         targets = [s for s in (kefu, baseline) if s is not None]
         print(
             f"client: aiohttp {aiohttp.__version__}, pid {os.getpid()}; "
-            f"{n} conversations, {duration:g}s per phase, {os.cpu_count()} CPUs\n"
+            f"{n} conversations, {duration:g}s per phase, {os.cpu_count()} CPUs"
+            f"{'; every message with a message_id' if ids else ''}\n"
         )
 
         print(f"1. saturation: {n} concurrent conversations, closed loop, {duration:g}s")
         rates: dict[str, float] = {}
         for server in targets:
             # Warm-up: open the connections, fill caches; not counted.
-            await closed_loop(session, server.webhook, n, args.warmup, f"w{run_id}")
+            await closed_loop(
+                session,
+                server.webhook,
+                n,
+                args.warmup,
+                f"w{run_id}",
+                distinct=args.distinct,
+                ids=ids,
+            )
             cpu_before = process_cpu_seconds(server)
-            rate, tally = await closed_loop(session, server.webhook, n, duration, f"s{run_id}")
+            rate, tally = await closed_loop(
+                session, server.webhook, n, duration, f"s{run_id}", distinct=args.distinct, ids=ids
+            )
             cpu_after = process_cpu_seconds(server)
             rates[server.name] = rate
             cpu = ""
@@ -412,7 +532,14 @@ async def _run(args: argparse.Namespace) -> None:
         p99s: dict[str, float] = {}
         for server in targets:
             achieved, tally = await open_loop(
-                session, server.webhook, n, args.rate, duration, f"l{run_id}"
+                session,
+                server.webhook,
+                n,
+                args.rate,
+                duration,
+                f"l{run_id}",
+                distinct=args.distinct,
+                ids=ids,
             )
             p99s[server.name] = percentile(tally.latencies, 0.99)
             print(
@@ -428,7 +555,7 @@ async def _run(args: argparse.Namespace) -> None:
 
         print(f"\n3. growth: one kefu conversation, {args.growth_turns} sequential turns")
         first, middle, last, tally = await growth(
-            session, kefu.webhook, args.growth_turns, f"g{run_id}"
+            session, kefu.webhook, args.growth_turns, f"g{run_id}", ids=ids
         )
         ratio = last / first
         print(
@@ -453,6 +580,17 @@ def main() -> None:
     parser.add_argument("--growth-turns", type=int, default=1000)
     parser.add_argument("--project", default=str(REPO_ROOT), help="kefu project to serve")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--distinct",
+        action="store_true",
+        help="sign the free-text turns with a different name each time (as real customers "
+        "write): no recent message repeats, so the encoders' caches do not answer for them",
+    )
+    parser.add_argument(
+        "--message-ids",
+        action="store_true",
+        help="send a message_id with every message (dedupe and the action journal at work)",
+    )
     args = parser.parse_args()
     args.project = Path(args.project).resolve()
     asyncio.run(_run(args))

@@ -5,7 +5,8 @@
 CSV has a header with columns ``text`` and ``label``; a label is ``0``/``1`` (0 = negative,
 as in the Chinese review sets) or ``negative``/``neutral``/``positive`` (as in the airline
 tweets). A message is predicted negative when its score is below ``NEGATIVE_BELOW``. Prints
-accuracy and macro-F1 of "negative or not", the confusion counts, milliseconds per message,
+accuracy and macro-F1 of "negative or not", the confusion counts, the share of messages the
+English cascade's second stage (the MiniLM encoder) read, milliseconds per message,
 and how accuracy would move with the boundary (information only: the boundary is a constant
 of bot/understanding/sentiment.py). Asserts nothing; the last line is one JSON object.
 """
@@ -63,6 +64,8 @@ def main() -> None:
     started = time.perf_counter()
     scorer.prepare()
     prepare_s = time.perf_counter() - started
+    english = scorer.english()
+    encoder_reads = english.encoder_reads
     scores: list[float] = []
     timings: list[float] = []
     for text, _ in rows:
@@ -70,6 +73,7 @@ def main() -> None:
         t0 = time.perf_counter()
         scores.append(scorer.score(text, language))
         timings.append((time.perf_counter() - t0) * 1000)
+    encoded = english.encoder_reads - encoder_reads
     truth = [negative for _, negative in rows]
     predicted = [score < NEGATIVE_BELOW for score in scores]
     tp = sum(p and t for p, t in zip(predicted, truth, strict=True))
@@ -86,6 +90,7 @@ def main() -> None:
     print(f"predicted negative and negative {tp}, not negative {fp}")
     print(f"predicted not negative and not negative {tn}, negative {fn}")
     print(f"accuracy {accuracy:.4f}  macro-F1 {macro_f1:.4f}  (negative below {NEGATIVE_BELOW})")
+    print(f"read by the encoder (English second stage): {encoded} ({encoded / n:.1%})")
     print(f"ms per message: mean {sum(timings) / n:.3f}  p50 {p50:.3f}  p99 {p99:.3f}")
     print(f"preparing the scorer took {prepare_s:.2f} s")
     for boundary in (-0.2, -0.1, -0.05, 0.05, 0.1, 0.2):
@@ -98,8 +103,10 @@ def main() -> None:
                 "n": n,
                 "accuracy": round(accuracy, 4),
                 "macro_f1": round(macro_f1, 4),
+                "encoder_share": round(encoded / n, 4),
                 "ms_per_message_p50": round(p50, 3),
                 "ms_per_message_p99": round(p99, 3),
+                "ms_per_message_mean": round(sum(timings) / n, 3),
             }
         )
     )

@@ -52,11 +52,21 @@ REMOTE_ACTION_PREFIXES = ("action_", "validate_")
 """Names a remote runner assumes the server has while it has no listing (Rasa's convention)."""
 
 
-def action_call(name: str, *, tracker: dict[str, Any], domain: dict[str, Any]) -> dict[str, Any]:
+def action_call(
+    name: str,
+    *,
+    tracker: dict[str, Any],
+    domain: dict[str, Any],
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
     """The request body Rasa posts to an action server to run ``name``.
 
-    ``version`` is the installed rasa-sdk's, so the SDK's version check stays quiet.
+    ``version`` is the installed rasa-sdk's, so the SDK's version check stays quiet. An
+    ``idempotency_key`` goes into the tracker's ``latest_message``, where the action reads it.
     """
+    if idempotency_key is not None:
+        latest = {**(tracker.get("latest_message") or {}), "idempotency_key": idempotency_key}
+        tracker = {**tracker, "latest_message": latest}
     return {
         "next_action": name,
         "sender_id": tracker.get("sender_id"),
@@ -200,13 +210,18 @@ class InProcessActionRunner:
         return name in self._executor.actions
 
     async def run(
-        self, name: str, *, tracker: dict[str, Any], domain: dict[str, Any]
+        self,
+        name: str,
+        *,
+        tracker: dict[str, Any],
+        domain: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> ActionResult:
         """Run ``name`` through ``ActionExecutor.run``; raise ``ActionError`` on any failure."""
         function = self._executor.actions.get(name)
         if function is None:
             raise ActionError(f"unknown custom action '{name}' (not in package '{self.package}')")
-        call = action_call(name, tracker=tracker, domain=domain)
+        call = action_call(name, tracker=tracker, domain=domain, idempotency_key=idempotency_key)
         deadline = asyncio.timeout(self.timeout)
         try:
             async with deadline:
@@ -351,18 +366,26 @@ class RemoteActionRunner:
         return names or None
 
     async def run(
-        self, name: str, *, tracker: dict[str, Any], domain: dict[str, Any]
+        self,
+        name: str,
+        *,
+        tracker: dict[str, Any],
+        domain: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> ActionResult:
-        """POST the action call; map every HTTP, network and format failure to ``ActionError``."""
+        """POST the action call (with an ``Idempotency-Key`` header when given a key); map
+        every HTTP, network and format failure to ``ActionError``."""
         await self.load_action_names()
+        call = action_call(name, tracker=tracker, domain=domain, idempotency_key=idempotency_key)
         try:
-            data = json.dumps(action_call(name, tracker=tracker, domain=domain))
+            data = json.dumps(call)
         except (TypeError, ValueError) as exc:
             raise ActionError(f"cannot send '{name}': its tracker is not JSON: {exc}") from exc
+        headers = {"Content-Type": "application/json"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         try:
-            async with self._client().post(
-                self.url, data=data, headers={"Content-Type": "application/json"}
-            ) as response:
+            async with self._client().post(self.url, data=data, headers=headers) as response:
                 status = response.status
                 text = await response.text()
         except TimeoutError:

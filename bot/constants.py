@@ -78,6 +78,9 @@ CONFLICT_RETRY_DEADLINE = 30.0
 """Seconds a turn keeps retrying when other processes keep saving its conversation first."""
 CONFLICT_RETRY_DELAYS = (0.005, 0.5)
 """First and largest wait between those retries (doubling, with full jitter)."""
+JOURNAL_WRITE_DEADLINE = 15.0
+"""Seconds a custom action's journal record is retried while the database is unreachable: the
+action ran, and without its record a retried turn would run it again (``bot.journal``)."""
 
 TRACKER_EVENTS = 30
 """How many of the latest events a custom action sees as rasa-sdk's ``tracker.events``."""

@@ -101,5 +101,10 @@ class DuplicateMessageError(StoreError):
     """This platform message id was already processed."""
 
 
+class EncoderDeferredError(KefuError):
+    """A sentence encoder would have had to compute where the caller asked for cached answers
+    only (``bot.understanding.encoder.cached_only``): do the work in a thread instead."""
+
+
 class BadRequestError(PermanentError):
     """An inbound payload is malformed; the message is safe to show to the sender."""

@@ -87,7 +87,7 @@ class Event:
     @classmethod
     def from_dict(cls: type[E], data: dict[str, Any]) -> E:
         """The record of a :meth:`to_dict` dict; keys it does not have are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = _field_names(cls)
         return cls(**{k: _from_json(cls, k, v) for k, v in data.items() if k in names})
 
 

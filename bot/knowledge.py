@@ -6,6 +6,17 @@ because a wrong policy quoted with confidence is worse than "I don't know". Whic
 answers is then ranked with kefu's sentence encoders as well (when given: ``SectionVectors``),
 since customers rarely use the words of the heading ("who covers the postage" for "Who pays for
 return shipping?"). Section vectors are computed once and cached on disk by content.
+
+A section's heading is the question it answers; its author can list other wordings of that
+question in an HTML comment, which is never quoted (no comment is)::
+
+    ## Do I need an account to order?
+    <!-- questions:
+    - Can I order as a guest?
+    - Do I have to register before buying?
+    -->
+
+They count as the section's words for BM25 and as its "closest question" view.
 """
 
 from __future__ import annotations
@@ -53,9 +64,10 @@ _CJK_UNIGRAM_WEIGHT = 0.5
 """A Chinese character alone says less than a bigram; full weight would count words thrice."""
 _TITLE_REPEAT = 1
 """A section's own heading is the question it answers: its words count this many times more."""
-_VIEW_WEIGHTS = {"text": 1.0, "heading": 1.0, "sentence": 0.5, "pieces": 2.0}
-"""How much each view of a section counts: its heading and opening text together, its heading
-(the question it answers), its closest sentence (a detail deep in a long answer) and, with an
+_VIEW_WEIGHTS = {"text": 1.0, "question": 2.0, "sentence": 0.5, "pieces": 1.0}
+"""How much each view of a section counts: its heading and opening text together, its closest
+question (its heading, or one of its author's other wordings: a customer's question is closest
+to another question), its closest sentence (a detail deep in a long answer) and, with an
 encoder that gives them, its word pieces in context: each of the question's content words
 finds its closest piece of the section, and the similarities are averaged (late interaction,
 where one vector per text blurs the word that matters)."""
@@ -65,10 +77,10 @@ and an encoder's cost grows faster than the length."""
 _MAX_SENTENCES = 12
 """Sentences of a section embedded one by one (the rest are only in its text view)."""
 _MIN_SENTENCE_CHARS = 8
-_BM25_WEIGHT = 0.3
+_BM25_WEIGHT = 0.6
 """Weight of BM25 relevance beside the similarities: both in standard deviations above the
 mean over the sections compared."""
-_VECTORS_FORMAT = "views-3"
+_VECTORS_FORMAT = "views-4"
 """Part of the cache key: what the cached matrices hold."""
 _OTHER_LANGUAGE_WEIGHT = 0.5
 """Score factor for passages not in the query's language: kept, but ranked below."""
@@ -117,7 +129,8 @@ def tokenize(text: str) -> list[str]:
 
 
 def _stem(word: str) -> str:
-    """Fold plurals and -ed/-ing forms together (refunds, refunded → refund; shipping → ship)."""
+    """Fold plurals and -ed/-ing forms together (refunds, refunded → refund; shipping → ship;
+    erase, erased, erasing → eras)."""
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
     if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
@@ -128,7 +141,8 @@ def _stem(word: str) -> str:
             if len(stem) > 3 and stem[-1] == stem[-2] and stem[-1] not in "lsz":
                 stem = stem[:-1]
             return stem
-    return word
+    # A silent e goes as -ed and -ing take it away (charge, charged, charging → charg).
+    return word[:-1] if len(word) > 3 and word.endswith("e") and word[-2] != "e" else word
 
 
 def _last_heading(title: str) -> str:
@@ -166,6 +180,9 @@ class _Section:
     text: str
     source: str
     language: str
+    questions: tuple[str, ...] = ()
+    """Other wordings of the question the section answers, written by the knowledge's author
+    (``<!-- questions: ... -->``), besides its heading."""
 
 
 class KnowledgeBase:
@@ -175,7 +192,9 @@ class KnowledgeBase:
         self._sections = sections
         self._vectors: SectionVectors | None = None
         documents = [
-            tokenize(" ".join([_last_heading(s.title)] * _TITLE_REPEAT + [s.title, s.text]))
+            tokenize(
+                " ".join([_last_heading(s.title)] * _TITLE_REPEAT + [s.title, s.text, *s.questions])
+            )
             for s in sections
         ]
         count = len(documents)
@@ -439,7 +458,7 @@ def default_embedders() -> list[Embedder]:
 
 class SectionVectors:
     """Sentence-encoder vectors of several views of each section: its heading with its opening
-    text, its heading alone, and each of its sentences.
+    text, its questions (its heading and its author's other wordings), and each of its sentences.
 
     ``similarity(question, language)`` asks the encoders of ``language``; for each view it
     turns the cosines into standard scores over the sections compared (encoders and views
@@ -517,6 +536,7 @@ class SectionVectors:
         key = hashlib.sha256(f"{_VECTORS_FORMAT}\0{embedder.name}".encode())
         for section, wanted in zip(self._sections, covered, strict=True):
             key.update(f"{wanted}\0{section.title}\0{section.text}\0".encode())
+            key.update("".join(f"{question}\0" for question in section.questions).encode())
         cached = (
             self._cache_dir / f"knowledge-{key.hexdigest()[:24]}.npz" if self._cache_dir else None
         )
@@ -526,7 +546,8 @@ class SectionVectors:
                     return _Views(
                         covered,
                         data["texts"],
-                        data["headings"],
+                        data["questions"],
+                        data["question_owners"],
                         data["sentences"],
                         data["owners"],
                         data["pieces"],
@@ -541,7 +562,8 @@ class SectionVectors:
                 np.savez(
                     cached,
                     texts=views.texts,
-                    headings=views.headings,
+                    questions=views.questions,
+                    question_owners=views.question_owners,
                     sentences=views.sentences,
                     owners=views.owners,
                     pieces=views.pieces,
@@ -554,7 +576,8 @@ class SectionVectors:
     def _compute(self, embedder: Embedder, covered: np.ndarray) -> _Views:
         dim = len(embedder.query("")) if covered.any() else 0
         texts = np.zeros((len(self._sections), dim), dtype=np.float32)
-        headings = np.zeros_like(texts)
+        questions: list[np.ndarray] = []
+        question_owners: list[int] = []
         sentences: list[np.ndarray] = []
         owners: list[int] = []
         pieces: list[np.ndarray] = [np.zeros((0, dim), dtype=np.float32)]
@@ -570,14 +593,17 @@ class SectionVectors:
                 texts[row], vectors, _ = embedder.pieces(f"{heading}\n{body}")
                 pieces.append(vectors)
                 piece_owners.extend([row] * len(vectors))
-            headings[row] = embedder.passage(heading)
+            for question in (heading, *section.questions):
+                questions.append(embedder.passage(question))
+                question_owners.append(row)
             for sentence in _sentences(body)[:_MAX_SENTENCES]:
                 sentences.append(embedder.passage(sentence))
                 owners.append(row)
         return _Views(
             covered,
             texts,
-            headings,
+            np.array(questions, dtype=np.float32).reshape(len(questions), dim),
+            np.array(question_owners, dtype=np.intp),
             np.array(sentences, dtype=np.float32).reshape(len(sentences), dim),
             np.array(owners, dtype=np.intp),
             np.concatenate(pieces).astype(np.float32),
@@ -591,7 +617,10 @@ class _Views:
 
     covered: np.ndarray
     texts: np.ndarray
-    headings: np.ndarray
+    questions: np.ndarray
+    """The questions each section answers: its heading, and its author's other wordings."""
+    question_owners: np.ndarray
+    """The section of each row of ``questions``."""
     sentences: np.ndarray
     owners: np.ndarray
     """The section of each row of ``sentences``."""
@@ -601,14 +630,12 @@ class _Views:
     """The section of each row of ``pieces``, in order."""
 
     def scores(self, vector: np.ndarray) -> dict[str, np.ndarray]:
-        """Cosine of the question's ``vector`` with each view, one per section (a section's best
-        sentence)."""
-        closest = np.full(len(self.texts), -1.0)
-        np.maximum.at(closest, self.owners, self.sentences @ vector)
+        """Cosine of the question's ``vector`` with each view, one per section (a section's
+        closest question and closest sentence)."""
         return {
             "text": (self.texts @ vector).astype(np.float64),
-            "heading": (self.headings @ vector).astype(np.float64),
-            "sentence": np.where(closest > -1.0, closest, 0.0),
+            "question": _closest(self.questions @ vector, self.question_owners, len(self.texts)),
+            "sentence": _closest(self.sentences @ vector, self.owners, len(self.texts)),
         }
 
     def interaction(self, pieces: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -629,6 +656,14 @@ class _Views:
             for row, value in found:
                 result[row] = value
         return result
+
+
+def _closest(cosines: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
+    """Each of ``count`` sections' highest of ``cosines`` (rows owned by ``owners``), 0 for
+    a section with none."""
+    closest = np.full(count, -1.0)
+    np.maximum.at(closest, owners, cosines)
+    return np.where(closest > -1.0, closest, 0.0)
 
 
 def _standard(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -668,10 +703,34 @@ def _read_sections(file: Path, source: str) -> list[_Section]:
     declared = declared or _suffix_language(file)
     fallback_title = file.name.split(".")[0].replace("_", " ").replace("-", " ")
     sections = []
-    for title, section_text in _split_sections(body, fallback_title):
+    for title, raw_text in _split_sections(body, fallback_title):
+        section_text, questions = _author_questions(raw_text)
+        if not section_text:
+            continue
         language = declared or detect_language(f"{title} {section_text}")
-        sections.append(_Section(title, section_text, source, language))
+        sections.append(_Section(title, section_text, source, language, questions))
     return sections
+
+
+_COMMENT = re.compile(r"<!--(.*?)-->", re.DOTALL)
+_QUESTIONS_LABEL = re.compile(r"^\s*questions\s*:", re.IGNORECASE)
+
+
+def _author_questions(text: str) -> tuple[str, tuple[str, ...]]:
+    """A section's text without its HTML comments (notes for authors, never for customers),
+    and the questions listed in a ``<!-- questions: ... -->`` comment, one a line (a list
+    marker is dropped), or separated by ``|`` on one line."""
+    questions: list[str] = []
+    for comment in _COMMENT.findall(text):
+        label = _QUESTIONS_LABEL.match(comment)
+        if label is None:
+            continue
+        for line in comment[label.end() :].replace("|", "\n").split("\n"):
+            question = _LIST_ITEM.sub("", line).strip()
+            if question:
+                questions.append(question)
+    stripped = re.sub(r"\n{3,}", "\n\n", _COMMENT.sub("", text)).strip()
+    return stripped, tuple(questions)
 
 
 def _front_matter(text: str) -> tuple[str | None, str]:

@@ -94,13 +94,50 @@ class EventLog(Protocol):
         ...
 
 
-class ConversationRepository(EventLog, Protocol):
+@dataclass(frozen=True)
+class ActionResult:
+    """What a custom action returned: events (rasa-sdk dicts) and responses to utter."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RecordedAction:
+    """A custom action's result in the action journal (``bot.journal``): the ``step``-th custom
+    action its message's turn ran, by name."""
+
+    step: int
+    name: str
+    result: ActionResult
+
+
+class ActionJournalStore(Protocol):
+    """Custom actions' results, each written the moment it returns, under the customer
+    message's key (the ``message_key`` its turn claims), until that turn is saved."""
+
+    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction] | None:
+        """What the turns of message ``(channel, message_id)`` recorded and did not save, in
+        step order; None once a turn of it was saved (its key claimed, as ``is_processed``)."""
+        ...
+
+    async def record_action(
+        self, channel: str, message_id: str, *, conversation_id: str, action: RecordedAction
+    ) -> None:
+        """Write ``action`` durably, replacing what an earlier attempt recorded at its step.
+        A record that arrives after its message's turn was saved is never read (retention
+        deletes it with its conversation)."""
+        ...
+
+
+class ConversationRepository(EventLog, ActionJournalStore, Protocol):
     """Conversations: the current state of each, and its event log, written one turn at a time.
 
     ``save`` is atomic: the state, the new events, the outbox entries and the claimed platform
     message id are written together or not at all. It raises ``ConcurrentUpdateError`` when the
     stored version is not ``state.version`` (another writer won) and ``DuplicateMessageError``
-    when ``message_key`` was claimed before.
+    when ``message_key`` was claimed before. A ``journaled`` save drops, in the same write,
+    the action journal kept under ``message_key``: the claimed key answers a retry from now on.
     """
 
     async def load(self, conversation_id: str) -> ConversationState | None:
@@ -115,6 +152,7 @@ class ConversationRepository(EventLog, Protocol):
         outbox: Sequence[BotMessage] = (),
         outbox_due_at: float | None = None,
         message_key: tuple[str, str] | None = None,
+        journaled: bool = False,
     ) -> list[int]:
         """Persist a turn; bump ``state.version``; return the outbox ids of ``outbox``.
 
@@ -197,8 +235,8 @@ class RetentionStore(Protocol):
 
     async def delete_conversations_before(self, cutoff: float) -> int:
         """Delete conversations last active before ``cutoff`` (retention) with their events,
-        outbox rows, claimed message ids, scheduled jobs, stored files and the small values
-        kept under its id (``constants.CONVERSATION_NAMESPACES``) or naming it
+        outbox rows, claimed message ids, journaled actions, scheduled jobs, stored files and
+        the small values kept under its id (``constants.CONVERSATION_NAMESPACES``) or naming it
         (``constants.CONVERSATION_VALUE_NAMESPACES``); return how many."""
         ...
 
@@ -218,14 +256,6 @@ class ConversationStore(
         ...
 
 
-@dataclass(frozen=True)
-class ActionResult:
-    """What a custom action returned: events (rasa-sdk dicts) and responses to utter."""
-
-    events: list[dict[str, Any]] = field(default_factory=list)
-    responses: list[dict[str, Any]] = field(default_factory=list)
-
-
 class ActionRunner(Protocol):
     """Runs custom actions: in-process through rasa-sdk, or on a remote rasa-sdk server."""
 
@@ -234,9 +264,20 @@ class ActionRunner(Protocol):
         ...
 
     async def run(
-        self, name: str, *, tracker: dict[str, Any], domain: dict[str, Any]
+        self,
+        name: str,
+        *,
+        tracker: dict[str, Any],
+        domain: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> ActionResult:
-        """Run ``name``; raise ``ActionError`` when it fails for any reason."""
+        """Run ``name``; raise ``ActionError`` when it fails for any reason.
+
+        ``idempotency_key`` is the same for every attempt at this call (this action, at this
+        step of the turn of one customer message): the action sees it as
+        ``tracker.latest_message["idempotency_key"]``, an action server also as the
+        ``Idempotency-Key`` header, to recognise a call made again.
+        """
         ...
 
     async def start(self) -> None:

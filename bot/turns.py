@@ -5,7 +5,9 @@ A customer's message (:meth:`TurnRunner.process`), a scheduled job's change
 from outside (:meth:`TurnRunner.set_slots`) all take the conversation's lock, skip what was
 applied before (a platform's retry), load the current state (not the history), let the dialogue
 compute new events, and save state, events and outbox in one write, running again on the fresh
-state when another process saved first. Sending is :mod:`bot.delivery`'s job.
+state when another process saved first. Sending is :mod:`bot.delivery`'s job. A customer
+message's custom actions go through its action journal (:mod:`bot.journal`): run once, even
+when the turn is run again after a crash before its save.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from bot.dialogue.turn import Turn
 from bot.errors import ConcurrentUpdateError, DatabaseUnavailableError, DuplicateMessageError
 from bot.events import BotMessage, Event, SlotSet, UserMessage
 from bot.inbound import message_key, sanitize
+from bot.journal import TurnJournal
 from bot.locks import ConversationLocks
 from bot.ports import ConversationRepository, Intervention
 from bot.privacy import redact
@@ -62,6 +65,8 @@ class _Draft:
     count_before: int
     messages: list[BotMessage] = field(default_factory=list)
     """What the change says to the customer (``turn.messages`` unless the change says else)."""
+    journaled: bool = False
+    """The message's action journal holds records (``bot.journal``): the save drops them."""
 
 
 @dataclass
@@ -124,11 +129,14 @@ class TurnRunner:
         """
         message = sanitize(message)
         cid = message.conversation_id
+        key = message_key(message)
+        journal: TurnJournal | None = None
 
         async def attempt() -> _Draft:
             state = await self.store.load(cid) or _new_state(message)
             count_before = state.event_count
             turn = self._turn(state)
+            turn.journal = journal.begin() if journal else None
             try:
                 await self.dialogue.respond(turn, message, trusted=trusted)
             except DatabaseUnavailableError:  # nothing can be saved: the caller retries
@@ -140,10 +148,22 @@ class TurnRunner:
                 self.dialogue.failed(turn, message)
             trust.remember_offers(state, turn.messages)
             outbox = self.outbox.replies(message.channel, turn.messages)
-            return _Draft(state, turn, outbox, count_before)
+            journaled = journal is not None and journal.stored
+            return _Draft(state, turn, outbox, count_before, journaled=journaled)
 
         async with self.locks.hold(cid):
-            saved = await self._commit(cid, message_key(message), attempt)
+            # The dedupe check, and what earlier turns of the message journaled, in one read.
+            recorded = await self.store.recorded_actions(*key) if key else []
+            if recorded is None:
+                saved: _Saved | _Duplicate | None = _DUPLICATE
+            else:
+                if key:
+                    journal = TurnJournal(self.store, key, cid, recorded)
+                try:
+                    saved = await self._commit(cid, key, attempt, checked=True)
+                finally:
+                    if journal is not None:  # its records land before a retry looks for them
+                        await journal.settle()
         if not isinstance(saved, _Saved):  # a platform's retry of a message seen before
             return await self._replay(message)
         await self.outbox.deliver(message.channel, saved.items)
@@ -265,12 +285,18 @@ class TurnRunner:
     # --- the one save loop --------------------------------------------------------------
 
     async def _commit(
-        self, conversation_id: str, key: tuple[str, str] | None, attempt: _Attempt
+        self,
+        conversation_id: str,
+        key: tuple[str, str] | None,
+        attempt: _Attempt,
+        *,
+        checked: bool = False,
     ) -> _Saved | _Duplicate | None:
-        """Dedupe on ``key``, then run ``attempt`` and save what it computed in one write,
-        again on the fresh state while another process saved first. The caller holds the
-        conversation's lock. None: the conversation is unknown (``attempt`` said so)."""
-        if key and await self.store.is_processed(*key):
+        """Dedupe on ``key`` (unless the caller ``checked`` it), then run ``attempt`` and save
+        what it computed in one write, again on the fresh state while another process saved
+        first. The caller holds the conversation's lock. None: the conversation is unknown
+        (``attempt`` said so)."""
+        if key and not checked and await self.store.is_processed(*key):
             return _DUPLICATE
         backoff = ConflictBackoff()
         while True:
@@ -284,6 +310,7 @@ class TurnRunner:
                     outbox=draft.outbox,
                     outbox_due_at=time.time() + constants.DELIVERY_LEASE,
                     message_key=key,
+                    journaled=draft.journaled,
                 )
             except ConcurrentUpdateError:  # another process saved first: run on its state
                 if not await backoff.wait():

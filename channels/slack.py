@@ -3,8 +3,16 @@
 Over HTTP, ``POST /slack/events`` takes events, interactivity (the ticket's buttons) and the
 ``/kefu`` slash command; bolt checks Slack's v0 signature with ``SLACK_SIGNING_SECRET`` and
 refuses (401) a forged one or one more than five minutes off. With ``SLACK_APP_TOKEN`` the
-same listeners run over Socket Mode instead, so a shop needs no public address. Every request
-is acknowledged at once and handled after (Slack wants an answer within 3 seconds).
+same listeners run over Socket Mode instead, so a shop needs no public address.
+
+A request is acknowledged once it is handled (bolt's ``process_before_response``): an agent's
+reply is recorded in the conversation and queued for the customer before Slack hears 200.
+When that fails (the database is away), Slack gets an error instead (503 for a failure that
+passes, 500 for a bug; over Socket Mode, no acknowledgement): it sends an event again, and
+shows an agent's press or command as failed, for them to try again. Slack's retries, and a
+reply that Slack sent again because its handling took longer than Slack's 3 seconds (a
+translated reply, files), are recognised by the desk through the store, on any worker: the
+customer gets each reply once.
 
 The adapter only translates: Slack payloads become the desk's calls with plain values
 (markup turned into plain text), and the desk's private notices become ephemeral messages.
@@ -23,6 +31,7 @@ from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -35,7 +44,7 @@ from starlette.routing import BaseRoute, Route
 from bot import constants
 from bot.channel import Channel
 from bot.desk import Desk, FileRef
-from bot.errors import KefuError, PermanentDeliveryError
+from bot.errors import KefuError, PermanentDeliveryError, TransientError
 from bot.events import BotMessage
 from bot.settings import Settings
 from channels.slack_board import CLAIM, REOPEN, RESOLVE, RESOLVE_NO_SURVEY, SlackBoard
@@ -87,9 +96,10 @@ class SlackDeskChannel(Channel):
         self.app = AsyncApp(
             client=self.client,
             signing_secret=signing_secret,
-            process_before_response=False,
+            process_before_response=True,
             raise_error_for_unhandled_request=False,
         )
+        self.app.error(self._on_error)
         self.app.event("message")(self._on_message)
         for action_id in (CLAIM, RESOLVE, RESOLVE_NO_SURVEY, REOPEN):
             self.app.action(action_id)(self._on_button)
@@ -144,7 +154,15 @@ class SlackDeskChannel(Channel):
             return JSONResponse({"error": "the body is not valid JSON"}, status_code=400)
         return response
 
-    # --- listeners (each already acknowledged, or acknowledging first) -----------------
+    async def _on_error(self, error: Exception) -> BoltResponse:
+        """A listener failed: Slack hears an error (and sends an event again)."""
+        if isinstance(error, TransientError):
+            log.warning("a Slack request was not handled for now: %s", error)
+            return BoltResponse(status=503, body="")
+        log.error("handling a Slack request failed", exc_info=error)
+        return BoltResponse(status=500, body="")
+
+    # --- listeners: Slack hears their ack() only once they return ------------------------
 
     async def _on_message(self, event: dict[str, Any]) -> None:
         if (

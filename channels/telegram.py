@@ -5,6 +5,12 @@ chat, in order, while different chats run concurrently; the core delivers replie
 :meth:`TelegramChannel.send`. Replies go out as plain text (no ``parse_mode``), so no
 character a response or an LLM writes can make Telegram reject a message; only a response's
 ``custom`` payload may ask for formatting.
+
+An update is acknowledged only once its turn is saved: the webhook answers after the turn (503
+when the database is away for now, and Telegram sends the update again), and long polling
+confirms an offset only past updates whose turns were saved. A redelivered update runs no
+second turn: the store keeps the update ids it saw (``bot.inbound.message_key``), for every
+worker.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import logging
 import mimetypes
 import re
 import warnings
-from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from datetime import timedelta
 from functools import partial
@@ -47,6 +52,7 @@ from bot.errors import (
     PermanentDeliveryError,
     RejectedMessageError,
     TransientDeliveryError,
+    TransientError,
 )
 from bot.events import Attachment, BotMessage, UserMessage
 from bot.files import FileBlob, StoredFiles
@@ -87,7 +93,8 @@ TYPING_DELAY = 0.3
 """Handlers quicker than this answer before a typing indicator would even show."""
 TYPING_REPEAT = 4.5
 """Telegram shows ``typing`` for about 5 seconds."""
-RECENT_UPDATES = 2048
+RETRY_AFTER_SECONDS = 1
+"""What a 503 to Telegram suggests (Telegram keeps its own pace of redelivery)."""
 STOP_GRACE = 5.0
 """Seconds stop() lets in-flight updates finish before cancelling them."""
 BUTTONS_ONLY_TEXT = "…"
@@ -135,9 +142,11 @@ class TelegramChannel(Channel):
         self._ready_lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
         self._offset: int | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._chat_tails: dict[int, asyncio.Task[None]] = {}
-        self._recent: OrderedDict[int, None] = OrderedDict()
+        """The next ``getUpdates`` offset: every update below it was handled."""
+        self._fetched: dict[int, asyncio.Task[bool] | None] = {}
+        """Updates polled at or past the offset: their turn (None: nothing to run)."""
+        self._inflight: dict[int, asyncio.Task[bool]] = {}
+        self._chat_tails: dict[int, asyncio.Task[bool]] = {}
         self.poll_on_start = True
         """False when the leader among several workers polls (``start_polling``)."""
 
@@ -202,6 +211,8 @@ class TelegramChannel(Channel):
             return
         await self._ready()
         await self.bot.delete_webhook()
+        # From what Telegram holds unconfirmed: another poller may have gone on meanwhile.
+        self._offset, self._fetched = None, {}
         self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
         logger.info("telegram long polling started as @%s", self.bot.username)
 
@@ -216,14 +227,16 @@ class TelegramChannel(Channel):
     async def stop(self) -> None:
         """Stop polling, let in-flight updates finish briefly, confirm offsets, close HTTP."""
         await self.stop_polling()
-        if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
+        if self._inflight:
+            _, late = await asyncio.wait(set(self._inflight.values()), timeout=STOP_GRACE)
             for task in late:
                 task.cancel()
             if late:
                 await asyncio.wait(late)
+        self._advance()
         if self._offset is not None:
-            # Tells Telegram the updates already fetched were handled, so a restart skips them.
+            # Confirms the updates handled, so a restart skips them (and only them: one whose
+            # turn was not saved comes again).
             await self._quietly(self.bot.get_updates(offset=self._offset, timeout=0, limit=1))
         await self.bot.shutdown()
 
@@ -330,19 +343,28 @@ class TelegramChannel(Channel):
         if not isinstance(data, dict) or not _is_update_id(data.get("update_id")):
             logger.warning("telegram webhook body is not an update")
             return JSONResponse({"error": "body is not a Telegram update"}, status_code=400)
-        self._read_and_accept(data)
+        task = self._read_and_accept(data)
+        if task is not None:
+            # Waited for, not awaited: Telegram hanging up must not cancel the turn.
+            await asyncio.wait({task})
+            if task.cancelled() or not task.result():
+                return JSONResponse(
+                    {"error": "not handled for now: send it again"},
+                    status_code=503,
+                    headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+                )
         return JSONResponse({"ok": True})
 
-    def _read_and_accept(self, data: dict[str, Any]) -> None:
-        """Queue the update in ``data``; one kefu cannot read is logged (why, not what) and
-        dropped: answering an error would make Telegram redeliver it again and again."""
+    def _read_and_accept(self, data: dict[str, Any]) -> asyncio.Task[bool] | None:
+        """Start handling the update in ``data``: its task, None when there is nothing to
+        run. One kefu cannot read is logged (why, not what) and dropped: answering an error
+        would make Telegram redeliver it again and again."""
         try:
             update = read_update(data, self.bot)
         except UnreadableUpdateError as exc:
             logger.warning("telegram update %s ignored: %s", data["update_id"], exc)
-            return
-        if update is not None:
-            self._accept(update)
+            return None
+        return self._accept(update) if update is not None else None
 
     async def _poll(self) -> None:
         delay = 0.0
@@ -366,48 +388,85 @@ class TelegramChannel(Channel):
                 )
                 await asyncio.sleep(delay)
                 continue
-            delay = 0.0
             for data in batch:
                 update_id = data.get("update_id") if isinstance(data, dict) else None
                 if not isinstance(update_id, int) or not _is_update_id(update_id):
                     logger.warning("telegram getUpdates returned something that is not an update")
                     continue
-                self._offset = max(self._offset or 0, update_id + 1)
-                self._read_and_accept(data)
+                if update_id in self._fetched:
+                    continue  # running, or done while an older one still runs
+                self._fetched[update_id] = self._read_and_accept(data)
+            running = [task for task in self._fetched.values() if task and not task.done()]
+            if running:  # getUpdates would hand them back at once: wait for one to end
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            if self._advance():
+                delay = min(max(delay * 2, 1.0), MAX_POLL_BACKOFF)
+                logger.warning("telegram updates will be fetched again in %.0f s", delay)
+                await asyncio.sleep(delay)
+            else:
+                delay = 0.0
 
-    def _accept(self, update: Update) -> None:
-        """Queue an update behind earlier ones of its chat; drop one seen recently."""
-        if update.update_id in self._recent:
-            logger.info("telegram update %s delivered again; dropped", update.update_id)
-            return
-        self._recent[update.update_id] = None
-        if len(self._recent) > RECENT_UPDATES:
-            self._recent.popitem(last=False)
+    def _advance(self) -> bool:
+        """Move the polling offset past the updates handled, oldest first, up to the first
+        one still running or failed; True when one failed (it is fetched and run again)."""
+        failed = blocked = False
+        for update_id in sorted(self._fetched):
+            task = self._fetched[update_id]
+            if task is not None and not task.done():
+                blocked = True
+            elif task is not None and _failed(task):
+                del self._fetched[update_id]
+                failed = blocked = True
+            elif not blocked:
+                del self._fetched[update_id]
+                self._offset = update_id + 1
+        return failed
+
+    def _accept(self, update: Update) -> asyncio.Task[bool] | None:
+        """Queue an update behind earlier ones of its chat: the task that handles it, or
+        the one handling it already (Telegram sent it again meanwhile)."""
+        running = self._inflight.get(update.update_id)
+        if running is not None:
+            logger.info("telegram update %s delivered again while it runs", update.update_id)
+            return running
         chat = update.effective_chat
         if chat is None:
-            return
+            return None
         previous = self._chat_tails.get(chat.id)
         task = asyncio.create_task(self._process(update, chat.id, previous))
-        self._tasks.add(task)
+        self._inflight[update.update_id] = task
         self._chat_tails[chat.id] = task
-        task.add_done_callback(partial(self._forget, chat.id))
+        task.add_done_callback(partial(self._forget, update.update_id, chat.id))
+        return task
 
-    def _forget(self, chat_id: int, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def _forget(self, update_id: int, chat_id: int, task: asyncio.Task[bool]) -> None:
+        if self._inflight.get(update_id) is task:
+            del self._inflight[update_id]
         if self._chat_tails.get(chat_id) is task:
             del self._chat_tails[chat_id]
 
     async def _process(
-        self, update: Update, chat_id: int, previous: asyncio.Task[None] | None
-    ) -> None:
+        self, update: Update, chat_id: int, previous: asyncio.Task[bool] | None
+    ) -> bool:
+        """Handle one update after the previous one of its chat: True once it is done with
+        (its turn saved, or nothing to do); False when it failed for now (the database is
+        away) and must come again. Any other failure would fail again: logged, done with."""
         if previous is not None:
             await asyncio.wait({previous})
         try:
             message = await self._translate(update)
             if message is not None:
                 await self._handle(message, chat_id)
+        except TransientError as exc:
+            logger.warning(
+                "telegram update %s not handled for now (%s): it comes again",
+                update.update_id,
+                type(exc).__name__,
+            )
+            return False
         except Exception:
             logger.exception("telegram update %s failed", update.update_id)
+        return True
 
     async def _translate(self, update: Update) -> UserMessage | None:
         query = update.callback_query
@@ -459,6 +518,11 @@ class TelegramChannel(Channel):
 def _full_webhook_url(url: str) -> str:
     """``https://shop.example`` means the webhook route on that host."""
     return url.rstrip("/") + WEBHOOK_PATH if urlsplit(url).path in ("", "/") else url
+
+
+def _failed(task: asyncio.Task[bool]) -> bool:
+    """Whether a finished update's task left it to come again."""
+    return task.cancelled() or not task.result()
 
 
 def _is_update_id(value: object) -> bool:

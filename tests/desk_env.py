@@ -158,17 +158,24 @@ class DeskShop:
     # --- a Telegram customer --------------------------------------------------------------
 
     async def tg_send(self, chat: int, text: str | None = None, **content: Any) -> None:
-        update = tg.message(
+        response = await self.tg_post(self.tg_update(chat, text, **content))
+        assert response.status_code == 200
+
+    def tg_update(self, chat: int, text: str | None = None, **content: Any) -> dict[str, Any]:
+        """A new update: the customer in ``chat`` writes ``text``."""
+        return tg.message(
             next(self.update_ids),
             text,
             chat={"id": chat, "type": "private", "first_name": "Alice"},
             sender={**tg.CUSTOMER, "id": chat, "first_name": "Alice", "last_name": "Smith"},
             **content,
         )
-        response = await self.http.post(
+
+    async def tg_post(self, update: dict[str, Any]) -> httpx.Response:
+        """Deliver ``update`` to the webhook as Telegram does (again, for a redelivery)."""
+        return await self.http.post(
             WEBHOOK_PATH, json=update, headers={SECRET_HEADER: TELEGRAM_SECRET}
         )
-        assert response.status_code == 200
 
     def tg_sent(self, chat: int) -> list[str]:
         return [

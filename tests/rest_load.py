@@ -3,8 +3,9 @@
 (same id) until it is answered, as REST clients are told to; then what the store holds is
 checked against what was sent and answered.
 
-The workers test project's action answers ``counted <message>`` and records each run in a file
-(``KEFU_TEST_ACTION_LOG``), which :func:`action_runs` counts.
+The workers test project's action answers ``counted <message>``, records each call with its
+idempotency key in a file (``KEFU_TEST_ACTION_LOG``) and has its effect once per key
+(:func:`check_action_runs`).
 """
 
 from __future__ import annotations
@@ -94,12 +95,21 @@ async def until(check: Callable[[], Awaitable[bool]], what: str) -> float:
     raise AssertionError(f"not within {WAIT} s: {what}")
 
 
-def action_runs(path: Path) -> Counter[tuple[str, str]]:
-    """How many times the test action ran, per (conversation, message)."""
-    if not path.exists():
-        return Counter()
-    lines = path.read_text().splitlines()
-    return Counter(tuple(line.split("\t", 1)) for line in lines)  # type: ignore[misc]
+def action_calls(path: Path) -> dict[tuple[str, str], list[str]]:
+    """The idempotency key of each call of the test action, per (conversation, message)."""
+    calls: dict[tuple[str, str], list[str]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            conversation, text, key = line.split("\t")
+            calls.setdefault((conversation, text), []).append(key)
+    return calls
+
+
+def action_effects(path: Path) -> Counter[tuple[str, str]]:
+    """How many times the test action had its effect, per (conversation, message)."""
+    folder = path.with_name(f"{path.name}.effects")
+    done = [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.exists() else []
+    return Counter(tuple(p.read_text().split("\t")) for p in done)  # type: ignore[misc]
 
 
 async def check_stored(database_url: str, load: Load, *, in_order: set[str]) -> None:
@@ -129,15 +139,21 @@ async def check_stored(database_url: str, load: Load, *, in_order: set[str]) -> 
         await store.close()
 
 
-def check_action_runs(path: Path, load: Load) -> int:
-    """Each custom action ran once per message, a retried one at most once more (its first
-    attempt died before its commit); how many ran twice."""
-    runs = action_runs(path)
-    doubled = 0
-    for sender, texts in load.sent.items():
-        for text in texts:
-            count = runs[(f"rest:{sender}", text)]
-            retried = (sender, text) in load.retried
-            assert count == 1 or (retried and count == 2), (sender, text, count)
-            doubled += count - 1
-    return doubled
+def check_action_runs(path: Path, *loads: Load) -> int:
+    """Each message's action had its effect exactly once, retried messages' too: it was called
+    once, or (its worker died between the call and the journal's record) again with the same
+    idempotency key, by which the action kept its effect to once. Returns how many calls were
+    made again."""
+    calls, effects = action_calls(path), action_effects(path)
+    called_again = 0
+    for load in loads:
+        for sender, texts in load.sent.items():
+            for text in texts:
+                message = (f"rest:{sender}", text)
+                assert effects[message] == 1, (message, effects[message])
+                keys = calls[message]
+                retried = (sender, text) in load.retried
+                assert len(keys) == 1 or (retried and len(set(keys)) == 1), (message, keys)
+                called_again += len(keys) - 1
+    assert sum(effects.values()) == sum(len(t) for load in loads for t in load.sent.values())
+    return called_again

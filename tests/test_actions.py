@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from rasa_sdk import Tracker
 
 from bot.actions import InProcessActionRunner, RemoteActionRunner, create_action_runner
@@ -227,6 +228,42 @@ async def test_remote_knows_the_listed_actions(remote: RemoteActionRunner) -> No
     assert "action_echo" in names
     assert remote.knows("action_echo")
     assert not remote.knows("action_anything")
+
+
+async def test_the_idempotency_key_reaches_the_action(runner: ActionRunner) -> None:
+    tracker = _tracker()
+    keyed = await runner.run("action_say_key", tracker=tracker, domain=DOMAIN, idempotency_key="k1")
+    plain = await runner.run("action_say_key", tracker=tracker, domain=DOMAIN)
+
+    assert [r["text"] for r in keyed.responses + plain.responses] == ["k1", "None"]
+    assert "idempotency_key" not in tracker["latest_message"]  # the caller's tracker is its own
+
+
+async def test_an_action_server_gets_the_idempotency_key_as_a_header() -> None:
+    seen: list[str | None] = []
+
+    async def webhook(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Idempotency-Key"))
+        return web.json_response({"events": [], "responses": []})
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response([{"name": "action_echo"}])
+
+    app = web.Application()
+    app.router.add_post("/webhook", webhook)
+    app.router.add_get("/actions", listing)
+    server = web.AppRunner(app)
+    await server.setup()
+    port = _free_port()
+    await web.TCPSite(server, "127.0.0.1", port).start()
+    runner = RemoteActionRunner(f"http://127.0.0.1:{port}/webhook", timeout=2)
+    try:
+        await runner.run("action_echo", tracker=_tracker(), domain=DOMAIN, idempotency_key="k2")
+        await runner.run("action_echo", tracker=_tracker(), domain=DOMAIN)
+    finally:
+        await runner.close()
+        await server.cleanup()
+    assert seen == ["k2", None]
 
 
 async def test_server_down() -> None:

@@ -11,7 +11,7 @@ import pytest
 from bot.understanding import classifier as classifier_module
 from bot.understanding.classifier import FORMAT_VERSION, IntentClassifier, IntentPrediction
 from bot.understanding.encoder import encoder
-from bot.understanding.features import embedder, normalize
+from bot.understanding.features import embedder, has_words, normalize
 
 EXAMPLES = [
     ("where is my order", "track_order"),
@@ -274,7 +274,7 @@ def test_a_fast_only_classifier_never_loads_an_encoder(
     ],
 )
 def test_only_words_are_worth_an_encoder(text: str, words: bool) -> None:
-    assert classifier_module._has_words(normalize(text)) is words
+    assert has_words(normalize(text)) is words
 
 
 def test_an_order_number_never_reaches_the_encoder(

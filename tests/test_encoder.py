@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.errors import EncoderDeferredError
 from bot.understanding import encoder as encoder_module
-from bot.understanding.encoder import ENCODER_DIM, encoder
+from bot.understanding.encoder import ENCODER_DIM, cached_only, encoder
 
 
 def similarity(language: str, a: str, b: str) -> float:
@@ -127,3 +128,41 @@ def test_the_chinese_encoder_serves_threads_one_at_a_time() -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(encoder("zh").embed_one, texts))
     assert all(np.array_equal(a, b) for a, b in zip(results, expected, strict=True))
+
+
+def test_texts_with_the_same_word_pieces_share_one_inference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = encoder("en")
+    assert isinstance(model, encoder_module.MiniLMEncoder)
+    session = model._session
+    runs: list[int] = []
+    original = session.run
+
+    def counted(*args: object, **kwargs: object) -> object:
+        runs.append(1)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session, "run", counted)
+    typed = "Has my refund for order 7731 been approved?"
+    vector = model.embed_one(typed.lower())  # as the classifier reads it
+    assert np.array_equal(model.embed_one(typed), vector)  # as the router reads it
+    same, pieces, words = model.embed_with_pieces(f"  {typed} ")  # knowledge retrieval
+    assert np.array_equal(same, vector) and len(pieces) == len(words)
+    assert len(runs) == 1
+    assert not vector.flags.writeable
+    model.embed_one("Has my refund for order 7732 been approved?")
+    assert len(runs) == 2
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_cached_only_answers_from_the_cache_or_defers(language: str) -> None:
+    model = encoder(language)
+    seen = model.embed_one("我想换一个收货地址 please")
+    with cached_only():
+        assert np.array_equal(model.embed_one("我想换一个收货地址 please"), seen)
+        with pytest.raises(EncoderDeferredError):
+            model.embed_one("我想取消刚才的订单 please")
+        with pytest.raises(EncoderDeferredError):
+            model.embed(["anything"])
+    assert model.embed_one("我想取消刚才的订单 please").shape == (ENCODER_DIM,)

@@ -258,6 +258,7 @@ def test_tokens() -> None:
         "delivery",
     ]
     assert tokenize("退款时间") == ["退", "款", "时", "间", "退款", "款时", "时间"]
+    assert tokenize("erase erased erasing fee") == ["eras", "eras", "eras", "fee"]
 
 
 async def test_fifty_sections_rank_the_numbered_one(tmp_path: Path) -> None:
@@ -409,3 +410,59 @@ def test_a_translated_section_lends_its_wording(tmp_path: Path) -> None:
     assert not np.allclose(scores, alone.similarity(question, "zh"))
     [best] = base.search(question + "，货到付款", limit=1)
     assert best.reference == "faq.zh.md#常见问题 › 可以货到付款吗？"
+
+
+PAYMENT_EN = """# Payment
+
+## Can I pay on delivery?
+<!-- questions:
+- Do you offer COD?
+- Can I hand the courier cash?
+-->
+<!-- Checked with the carriers in May. -->
+No, pay online with a card or a wallet.
+
+## Do you gift-wrap?
+<!-- questions: Can you wrap it as a present? | Is there a gift box? -->
+Yes, tick "gift wrap" at checkout; it costs 5 yuan.
+
+## Which cards do you take?
+Visa, Mastercard and UnionPay cards.
+
+## Notes
+<!-- questions: Nothing but a comment here -->
+"""
+
+
+def test_an_authors_questions_are_searched_and_never_quoted(tmp_path: Path) -> None:
+    (tmp_path / "payment.md").write_text(PAYMENT_EN)
+    base = KnowledgeBase.from_directory(tmp_path)
+
+    # "COD" is only in the author's questions; a section that is only a comment is none.
+    [cod] = base.search("COD", limit=1)
+    [gift] = base.search("is there a gift box", limit=1)
+
+    assert len(base) == 3
+    assert cod.reference == "payment.md#Payment › Can I pay on delivery?"
+    assert cod.text == "No, pay online with a card or a wallet."
+    assert gift.text == 'Yes, tick "gift wrap" at checkout; it costs 5 yuan.'
+
+
+def test_an_authors_question_is_a_view_of_its_section(tmp_path: Path) -> None:
+    with_questions, without = tmp_path / "with", tmp_path / "without"
+    with_questions.mkdir()
+    without.mkdir()
+    (with_questions / "payment.md").write_text(PAYMENT_EN)
+    (without / "payment.md").write_text(PAYMENT_EN.replace("<!-- questions", "<!-- notes"))
+    [english] = [e for e in default_embedders() if e.languages == {"en"}]
+    question = "Can I hand the courier cash?"
+
+    scores = [
+        KnowledgeBase.from_directory(root)
+        .with_vectors([english], cache_dir=None)
+        .similarity(question, "en")
+        for root in (with_questions, without)
+    ]
+
+    # The first section's own question is now one of its wordings: it gains on the others.
+    assert scores[0][0] - scores[0][1:].max() > scores[1][0] - scores[1][1:].max()

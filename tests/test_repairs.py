@@ -207,7 +207,21 @@ async def test_never_mind_phrasings_cancel_the_flow(agent: App, text: str) -> No
 
 
 @pytest.mark.parametrize(
-    "text", ["stop, I'll sort it out later", "不用了，谢谢，我自己再看看", "算了，回头再说"]
+    "text",
+    [
+        "stop, I'll sort it out later",
+        "不用了，谢谢，我自己再看看",
+        "算了，回头再说",
+        "ugh, forget it, not worth the hassle",
+        "actually nvm, the old one is fine",
+        "哎，算了算了，太麻烦了",
+        "nah forget it, just browsing",
+        "oh forget about it, my accountant will sort it",
+        "actually forget it, my bank sorted it out",
+        "算了，已经解决了",
+        "算了不用推荐了，我自己逛逛",
+        "scrap that, I'll be home anyway",
+    ],
 )
 async def test_stopping_for_now_cancels_the_flow(agent: App, text: str) -> None:
     chat = Chat(agent)
@@ -239,7 +253,19 @@ async def test_putting_off_alone_is_not_a_stop(text: str) -> None:
     assert not is_cancel(text)
 
 
-@pytest.mark.parametrize("text", ["no", "cancel my order", "算了吧我还是自己查", "取消订单"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no",
+        "cancel my order",
+        "算了吧我还是自己查",
+        "取消订单",
+        "never mind, my order is KF-10002",
+        "forget it, where is my refund",
+        "不行了",
+        "他不在家了",
+    ],
+)
 async def test_a_sentence_that_only_mentions_stopping_is_not_a_stop(text: str) -> None:
     assert not is_cancel(text)
 

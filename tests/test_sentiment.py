@@ -7,6 +7,7 @@ import pytest
 
 from bot.interpreter import Interpreter
 from bot.understanding.entities import EntityExtractor
+from bot.understanding.features import embedder, normalize
 from bot.understanding.sentiment import NEGATIVE_BELOW, ChineseLexicon, analyzer
 
 NEGATIVE = [
@@ -115,3 +116,37 @@ def test_every_parsed_message_carries_its_score_but_a_button_press_does_not() ->
     assert pressed.sentiment is None and "sentiment" not in pressed.to_rasa()
     plain = Interpreter(classifier=None, extractor=EntityExtractor([], {}), intents=set())
     assert "sentiment" not in plain.parse("hello", language="en").to_rasa()
+
+
+def test_the_encoder_reads_only_messages_the_first_stage_is_unsure_of() -> None:
+    english = analyzer().english()
+    before = english.encoder_reads
+    for text in ("Great service, thank you!", "I've been on hold for an hour, this is ridiculous."):
+        analyzer().score(text, "en")
+    assert english.encoder_reads == before  # clear either way: the static embedding decides
+    assert english.negates_affect("Not bad at all, I'd order again.")
+    assert not english.negates_affect("Nothing arrived and the box was bad.")
+    analyzer().score("Not bad at all, I'd order again.", "en")  # word order matters here
+    assert english.encoder_reads == before + 1
+    for code in ("KF-20417", "bob@example.org", "+44 20 7946 0958"):
+        assert analyzer().score(code, "en") == 0.0  # nothing said, and nothing to encode
+    assert english.encoder_reads == before + 1
+
+
+def test_the_static_embedding_of_a_classified_message_is_reused() -> None:
+    text = normalize("My parcel is lost and nobody helps me!")
+    assert embedder().embed_one(text) is embedder().embed_one(text)
+
+
+def test_a_message_is_parsed_on_the_spot_unless_an_encoder_must_read_it() -> None:
+    interpreter = Interpreter(
+        classifier=None, extractor=EntityExtractor([], {}), intents=set(), sentiment=analyzer()
+    )
+    clear = "Thank you so much, the parcel came this morning!"
+    quick = interpreter.parse_if_quick(clear, language="en")
+    assert quick == interpreter.parse(clear, language="en")
+    negated = "Not bad at all, the courier was even early for once."
+    assert interpreter.parse_if_quick(negated, language="en") is None  # MiniLM must read it
+    parsed = interpreter.parse(negated, language="en")  # in a thread, in a server
+    assert interpreter.parse_if_quick(negated, language="en") == parsed  # now it is known
+    assert interpreter.parse_if_quick("thanks " * 100, language="en") is None  # long

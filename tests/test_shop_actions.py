@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 import actions.actions as order_actions
 import actions.feedback as feedback_actions
+import actions.parcels as parcel_actions
 import actions.refunds as refund_actions
 import actions.shop as shop_module
 from actions.actions import (
@@ -22,6 +24,7 @@ from actions.actions import (
     ValidatePaymentDetails,
 )
 from actions.feedback import ActionRecommendProducts, ActionRecordPaymentIssue
+from actions.parcels import ActionCheckParcel, ActionOpenParcelClaim, parcel_state
 from actions.refunds import ActionRefundStatus
 from actions.shop import DemoShop, ShopError, normalize_order_id
 
@@ -31,7 +34,7 @@ def demo(monkeypatch: pytest.MonkeyPatch) -> DemoShop:
     """A fresh demo shop that the actions use for this test only."""
     fresh = DemoShop()
     # module objects, not dotted names: other tests load other projects' ``actions`` packages
-    for module in (shop_module, order_actions, refund_actions, feedback_actions):
+    for module in (shop_module, order_actions, refund_actions, feedback_actions, parcel_actions):
         monkeypatch.setattr(module, "shop", lambda: fresh)
     return fresh
 
@@ -207,3 +210,46 @@ def test_recommendations_fall_back_to_the_cheapest(demo: DemoShop) -> None:
         ActionRecommendProducts(), product_category="sports", budget=50.0, language="zh"
     )
     assert "瑜伽垫" in messages[0]["text"]
+
+
+# --- parcels that never came ---------------------------------------------------------------------
+
+
+def test_parcel_state_by_status_and_expected_date() -> None:
+    shop = DemoShop()
+    states = {
+        order_id: parcel_state(order, shop.today())
+        for order_id in ("KF-10003", "KF-10001", "KF-10002", "KF-10004")
+        if (order := shop.find_order(order_id)) is not None
+    }
+    assert states == {
+        "KF-10003": "delivered",
+        "KF-10001": "on_the_way",
+        "KF-10002": "not_shipped",
+        "KF-10004": "cancelled",
+    }
+    shipped = shop.find_order("KF-10001")
+    assert shipped is not None and shipped.eta is not None
+    later = date.fromisoformat(shipped.eta) + timedelta(days=1)
+    assert parcel_state(shipped, later) == "late"
+
+
+def test_a_delivered_parcel_shows_its_tracking_in_chinese(demo: DemoShop) -> None:
+    events, messages = run(
+        ActionCheckParcel(), order_id="KF-10013", verified_order="KF-10013", language="zh"
+    )
+    assert slots_of(events) == {"parcel_state": "delivered"}
+    assert "顺丰速运" in messages[0]["text"] and "SF2223334445" in messages[0]["text"]
+
+
+def test_a_parcel_claim_is_opened_once_per_order(demo: DemoShop) -> None:
+    first, said = run(ActionOpenParcelClaim(), order_id="KF-10003", verified_order="KF-10003")
+    again, _ = run(ActionOpenParcelClaim(), order_id="KF-10003", verified_order="KF-10003")
+    reference = slots_of(first)["parcel_claim_reference"]
+    assert reference.startswith("LP-") and slots_of(again)["parcel_claim_reference"] == reference
+    assert "China Post" in said[0]["text"] and "refund you in full" in said[0]["text"]
+
+
+def test_no_claim_for_an_order_not_verified(demo: DemoShop) -> None:
+    events, said = run(ActionOpenParcelClaim(), order_id="KF-10003")
+    assert events == [] and "human" in said[0]["text"]

@@ -53,13 +53,21 @@ from bot.events import (
     UserMessage,
 )
 from bot.files import FileBlob, StoredFiles
-from bot.ports import ConversationStore, ScheduledJob
+from bot.ports import ActionResult, ConversationStore, RecordedAction, ScheduledJob
 from bot.state import ConversationState
 from bot.store import SqlStore, database_url, open_store
 from bot.store.pg_connections import plain_dsn
 from bot.testing.memory_store import MemoryDatabase, MemoryStore
 
-TABLES = ("conversations", "events", "processed_messages", "outbox", "kv", "scheduled_jobs")
+TABLES = (
+    "conversations",
+    "events",
+    "processed_messages",
+    "action_journal",
+    "outbox",
+    "kv",
+    "scheduled_jobs",
+)
 CID = "rest:alice"
 
 
@@ -91,6 +99,14 @@ class Db:
                 return list(result.all()) if result.returns_rows else []
         finally:
             await engine.dispose()
+
+    async def journal_rows(self, message_id: str) -> int:
+        """How many action journal records the REST message ``message_id`` has, read or not."""
+        if self.memory is not None:
+            return len(self.memory.journal.get(("rest", message_id), {}))
+        query = "SELECT COUNT(*) FROM {p}action_journal WHERE message_id = :m"
+        [(count,)] = await self.sql(query, m=message_id)
+        return int(count)
 
     async def outbox_conversations(self) -> list[str]:
         """The conversation of every outbox entry, whatever its status."""
@@ -383,6 +399,35 @@ async def test_duplicate_message_is_refused_and_writes_nothing(store: Conversati
     assert loaded is not None and loaded.version == 1
 
 
+async def test_the_action_journal_keeps_results_until_its_turn_is_saved(
+    store: ConversationStore, db: Db
+) -> None:
+    charged = RecordedAction(
+        step=0,
+        name="action_charge",
+        result=ActionResult(
+            events=[{"event": "slot", "name": "paid", "value": {"sum": 12.5}}],
+            responses=[{"text": "charged 支付"}],
+        ),
+    )
+    first = RecordedAction(step=1, name="action_receipt", result=ActionResult())
+    second = RecordedAction(step=1, name="action_refund", result=ActionResult(responses=[{}]))
+    for action in (charged, first, second):  # a later attempt's step replaces an earlier one's
+        await store.record_action("rest", "m1", conversation_id=CID, action=action)
+    await store.record_action("rest", "m2", conversation_id=CID, action=first)
+    assert await store.recorded_actions("rest", "m1") == [charged, second]
+    assert await store.recorded_actions("telegram", "m1") == []
+    state = new_state()
+    await store.save(state, [user("hi", message_id="m1")], message_key=("rest", "m1"))
+    assert await store.recorded_actions("rest", "m1") is None  # saved: its journal is not read
+    assert await db.journal_rows("m1") == 2  # the save was not journaled: the records stay
+    await store.save(
+        state, [user("hi", message_id="m2")], message_key=("rest", "m2"), journaled=True
+    )
+    assert await store.recorded_actions("rest", "m2") is None  # saved
+    assert await db.journal_rows("m2") == 0  # and its records dropped in the same write
+
+
 @pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "one-by-one"])
 async def test_concurrent_saves_on_many_conversations_all_land(
     sql_db: Db, group_commit: bool
@@ -543,6 +588,8 @@ async def test_retention_deletes_old_conversations_with_everything_they_own(
             await store.put_value(namespace, cid, f"{namespace} of {cid}")
         for namespace in constants.CONVERSATION_VALUE_NAMESPACES:
             await store.put_value(namespace, f"{namespace}/{cid}", cid)
+        charged = RecordedAction(step=0, name="action_charge", result=ActionResult())
+        await store.record_action("rest", f"n-{cid}", conversation_id=cid, action=charged)
     await store.put_value("callbacks", "rest:old", "kept: not a conversation's namespace")
     files = StoredFiles(store)
     old_file = await files.put(FileBlob("a.png", "image/png", b"old"), owner="rest:old")
@@ -554,9 +601,11 @@ async def test_retention_deletes_old_conversations_with_everything_they_own(
         assert await store.events(cid) == []
         assert not await store.is_processed("rest", f"m-{cid}")
         assert await store.turn_events(cid, f"m-{cid}") == []
+        assert await store.recorded_actions("rest", f"n-{cid}") == []
     assert await store.load("rest:recent") is not None
     assert len(await store.events("rest:recent")) == 2
     assert await store.is_processed("rest", "m-rest:recent")
+    assert len(await store.recorded_actions("rest", "n-rest:recent")) == 1
     assert await db.outbox_conversations() == ["rest:recent"]
     assert [job.conversation_id for job in await store.jobs()] == ["rest:recent"]
     assert await store.get_value("callbacks", "rest:old") is not None

@@ -11,7 +11,12 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from bot.errors import PermanentDeliveryError, RejectedMessageError, TransientDeliveryError
+from bot.errors import (
+    DatabaseUnavailableError,
+    PermanentDeliveryError,
+    RejectedMessageError,
+    TransientDeliveryError,
+)
 from bot.events import BotMessage, Button, UserMessage
 from bot.settings import Settings
 from bot.testing.memory_store import MemoryStore
@@ -255,18 +260,26 @@ async def test_updates_without_a_customer_message_are_ignored(
     await sentinel(client, core, tg.message(20, "hello"))
 
 
-async def test_redelivered_update_is_handled_once(
-    core: RecordingCore, client: httpx.AsyncClient, api: TelegramBotApiDouble
+async def test_an_update_sent_again_while_it_runs_is_handled_once(
+    api: TelegramBotApiDouble, store: MemoryStore
 ) -> None:
+    channel = make_channel(api, store, webhook_url="https://shop.example", webhook_secret=SECRET)
+    core = RecordingCore(channel, delay=0.2)
+    channel.attach(core)
+    await channel.start()
+    app = Starlette(routes=list(channel.routes()))
     update = tg.message(21, "hello")
-    for _ in range(3):
-        assert (await post(client, update)).status_code == 200
-    assert (await post(client, tg.message(22, "again"))).status_code == 200
-    await core.wait(2)
-    await api.wait_for("sendMessage", 2)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://k"
+        ) as c:
+            answers = await asyncio.gather(*(post(c, update) for _ in range(3)))
+    finally:
+        await channel.stop()
 
-    assert [m.message_id for m in core.received] == ["21", "22"]
-    assert len(api.calls_to("sendMessage")) == 2
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [m.message_id for m in core.received] == ["21"]
+    assert len(api.calls_to("sendMessage")) == 1
 
 
 # --- webhook --------------------------------------------------------------------------------
@@ -318,6 +331,42 @@ async def test_webhook_replies_reach_telegram(
     assert "parse_mode" not in call.params
 
 
+async def test_webhook_answers_once_the_turn_is_done(
+    core: RecordingCore, client: httpx.AsyncClient, api: TelegramBotApiDouble
+) -> None:
+    core.delay = 0.2
+    response = await post(client, tg.message(28, "hi"))
+
+    assert response.status_code == 200
+    assert [m.message_id for m in core.received] == ["28"]
+    assert len(api.calls_to("sendMessage")) == 1  # the turn's reply went before the answer
+
+
+async def test_webhook_answers_503_while_the_database_is_away_then_takes_it_again(
+    core: RecordingCore, client: httpx.AsyncClient, api: TelegramBotApiDouble
+) -> None:
+    update = tg.message(29, "hi")
+    core.error = DatabaseUnavailableError("database unavailable: ConnectionRefusedError")
+    refused = await post(client, update)
+    core.error = None
+    accepted = await post(client, update)
+
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert accepted.status_code == 200
+    assert [m.message_id for m in core.received] == ["29", "29"]
+    assert len(api.calls_to("sendMessage")) == 1
+
+
+async def test_webhook_acknowledges_an_update_that_would_fail_again(
+    core: RecordingCore, client: httpx.AsyncClient
+) -> None:
+    core.error = RuntimeError("a bug")
+    response = await post(client, tg.message(33, "hi"))
+
+    assert response.status_code == 200  # Telegram sending it again would fail again
+    assert [m.message_id for m in core.received] == ["33"]
+
+
 # --- long polling ---------------------------------------------------------------------------
 
 
@@ -355,6 +404,30 @@ async def test_long_polling_backs_off_and_recovers(
         await channel.stop()
 
     assert len(api.calls_to("getUpdates")) >= 2
+
+
+async def test_long_polling_confirms_only_updates_whose_turn_was_saved(
+    api: TelegramBotApiDouble, store: MemoryStore
+) -> None:
+    channel = make_channel(api, store, poll_timeout=1)
+    core = RecordingCore(channel)
+    core.error = DatabaseUnavailableError("database unavailable: ConnectionRefusedError")
+    channel.attach(core)
+    await channel.start()
+    try:
+        api.queue_update(tg.message(34, "hello"))
+        await core.wait(1)
+        core.error = None
+        await core.wait(2)  # the same update, fetched again after the failure
+        await api.wait_for("sendMessage")
+    finally:
+        await channel.stop()
+
+    assert [m.message_id for m in core.received] == ["34", "34"]
+    offsets = [call.params.get("offset") for call in api.calls_to("getUpdates")]
+    past = offsets.index(35)  # the first call that confirms the update
+    assert past >= 2 and set(offsets[:past]) <= {None, 34}  # not while its turn was unsaved
+    assert len(api.calls_to("sendMessage")) == 1
 
 
 # --- outbound -------------------------------------------------------------------------------

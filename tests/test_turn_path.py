@@ -186,7 +186,14 @@ class _RecordingRunner:
     def knows(self, name: str) -> bool:
         return False
 
-    async def run(self, name: str, *, tracker: dict[str, Any], domain: dict[str, Any]) -> Any:
+    async def run(
+        self,
+        name: str,
+        *,
+        tracker: dict[str, Any],
+        domain: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> Any:
         return ActionResult()
 
     async def start(self) -> None:

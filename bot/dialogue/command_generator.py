@@ -2,9 +2,12 @@
 
 The order of precedence: button payloads; explicit requests to stop or to reach a human;
 the answer to a pending question; a correction of an earlier answer; a question asked
-instead of that answer (answered, then the question is asked again); a flow to start (while a
-question is pending, only a confident one); small talk; and last a question for the knowledge
-base (or the LLM, when one is plugged in).
+instead of that answer (answered, then the question is asked again); a task asked for in one
+clause of a message that reads as a question as a whole; a flow to start (while a question is
+pending, only a confident one); small talk; and last a question for the knowledge base (or
+the LLM, when one is plugged in). Before the rules, a message that names what a task needs (an
+order number) or asks for a task ("I want to…") is read as that task where the classifier
+finds it likely.
 """
 
 from __future__ import annotations
@@ -35,6 +38,33 @@ SURE_ANSWER_CONFIDENCE = 0.5
 response of an intent it only loosely resembles."""
 CLARIFY_MARGIN = 0.08
 """Two flows whose intents score closer than this, both unsure, make the bot ask which."""
+CLAUSE_TASK_CONFIDENCE = 0.35
+"""How likely the flow intent of one clause that asks for something ("I want to…") must be
+to start that flow beside a question (a clause that only states something: SWITCH_CONFIDENCE,
+so that "it arrived yesterday, thanks" stays a thank-you)."""
+REQUEST_TASK_CONFIDENCE = 0.25
+"""How likely a flow's intent must be, behind a question's, for a request to start the flow."""
+ENTITY_TASK_CONFIDENCE = 0.15
+"""How likely a runner-up flow's intent must be for the entity it collects to choose it."""
+_REQUEST = re.compile(
+    r"\b(?:i|we)\s*(?:'d|would)\s+like\b|\b(?:i|we)\s+(?:just\s+|only\s+|really\s+)?"
+    r"(?:want|wanna|need|wish)\b|"
+    r"\b(?:please|pls|plz|help me|get me|connect me|put me through|transfer me|"
+    r"let me (?:talk|speak))\b|我要|我想|帮我|给我|请帮|麻烦|我需要",
+    re.IGNORECASE,
+)
+"""Words that make a message a request ("I want to…", "我要…") rather than a question."""
+_ASKING = re.compile(
+    r"\b(?:know|ask|find out|understand|learn)\b|想知道|想了解|想问|了解一下|问一下|问问",
+    re.IGNORECASE,
+)
+"""A request to be told something ("I'd like to know…", "我想了解…") is a question."""
+_CHANGE_OF_MIND = re.compile(
+    r"^\W*(?:(?:hmm+|um+|oh|well|wait|sorry)\W+)*(?:actually|no|nope|nah|instead|scratch that)\b|"
+    r"\binstead\b|\bon second thought\b|其实|不对|我是想|换成|改成",
+    re.IGNORECASE,
+)
+"""Words that take back the request being served."""
 
 _CANCEL = {
     "cancel", "stop", "never mind", "nevermind", "forget it", "quit", "abort", "cancel that",
@@ -42,19 +72,37 @@ _CANCEL = {
     "leave it", "skip it", "no need", "not anymore", "let s stop", "let s forget it",
     "取消", "算了", "不用了", "不要了", "停止", "退出", "取消吧", "算了吧", "不办了",
     "不改了", "不查了", "不退了", "不弄了", "不需要了", "没事了", "先不用了", "不用麻烦了",
+    "nvm", "never mind then", "forget that", "don t worry about it", "no worries", "scrap that",
+    "drop it", "not needed", "算了算了", "不用了不用了", "不搞了", "不办了吧",
+    "先不弄了", "先不改了", "不要弄了", "别弄了", "算啦",
 }  # fmt: skip
+_CJK_STOP = re.compile(
+    r"(?:不用|不要|不想|不需要|先不|别|不(?![行对好是在能会够]))再?[\u4e00-\u9fff]{1,3}了吧?"
+)
+"""Chinese says "no more X" with any verb: 不用推荐了, 不查了, 别弄了 (a whole clause)."""
 _CANCEL_FILLERS = {
     "ok", "okay", "oh", "ah", "hmm", "well", "actually", "please", "thanks", "no", "nah",
     "好", "好吧", "哦", "嗯", "那", "那就", "还是", "谢谢",
+    "ugh", "meh", "oops", "hm", "erm", "um", "sorry", "just", "then",
+    "唉", "哎", "哎呀", "呃", "额", "啊", "哈", "呀",
 }  # fmt: skip
 """Words that may stand beside a cancel phrase ("ok never mind", "嗯，算了，不改了")."""
 _LATER = re.compile(
-    r"\b(?:later|another time|some other time|tomorrow|myself|on my own)\b|"
-    r"回头|以后|改天|晚点|再说|自己再?看看|自己来|自己处理",
+    r"\b(?:later|another time|some other time|tomorrow|myself|on my own|not worth|"
+    r"(?:don t|do not|no longer) need|is fine|are fine|it s fine|as it is|i ll keep|keep it|"
+    r"too much (?:hassle|trouble|effort)|not important|doesn t matter|"
+    r"(?:will|ll|can) (?:sort|do|handle|deal with|take care of|figure out) (?:it|that|this)|"
+    r"(?:just )?(?:browsing|looking|looking around|checking)|i ll just|i will just|"
+    r"sorted|resolved|solved|fixed|found it|anyway|anyways)\b|"
+    r"随便看看|只是看看|我直接|解决了|搞定了|弄好了|找到了|"
+    r"回头|以后|改天|晚点|再说|自己再?(?:看看|逛逛)|随便逛逛|自己来|自己处理|没必要|不值得|太麻烦|"
+    r"就这样|先这样|"
+    r"挺好|不用改|保持原样|留着|不重要|无所谓",
     re.IGNORECASE,
 )
-"""A clause that puts the task off ("I'll sort it out later", "我自己再看看"): beside a stop
-phrase it only says why the customer stops."""
+"""A clause that puts the task off or says why it is not needed ("I'll sort it out later",
+"the old one is fine", "我自己再看看"): beside a stop phrase it only says why the customer
+stops."""
 _CJK_PHRASES = sorted(
     (p for p in _CANCEL | _CANCEL_FILLERS if not p.isascii()), key=len, reverse=True
 )
@@ -65,6 +113,15 @@ _HUMAN = {
     "speak to a person", "human please", "agent please", "operator", "live agent",
     "人工", "转人工", "人工客服", "真人", "找人工", "转人工客服", "我要人工", "人工服务",
 }  # fmt: skip
+_HUMAN_WANTED = re.compile(
+    r"\b(?:a human|a real person|an actual person|a person|an? (?:live |real )?agent|"
+    r"someone real|a real human|an operator|(?:an? )?(?:customer service |support |sales )?"
+    r"(?:representative|rep)|a member of (?:staff|your team|the team)|"
+    r"someone from (?:your|the) (?:team|support))\b|人工|真人|客服专员|工作人员",
+    re.IGNORECASE,
+)
+"""A person named in a request ("I want to talk to a real person", "我要找人工处理"): the
+request wins over a yes/no answer or a flow that its other words resemble."""
 _PUNCTUATION = re.compile(r"[\s\W_]+", re.UNICODE)
 
 
@@ -98,9 +155,12 @@ def _cancel_clause(clause: str) -> bool:
     rest, found = clause, False
     while rest and not rest.isascii():  # 算了不改了: stop phrases and fillers back to back
         prefix = next((p for p in _CJK_PHRASES if rest.startswith(p)), None)
-        if prefix is None:
+        stop = _CJK_STOP.match(rest) if prefix is None or prefix not in _CANCEL else None
+        if stop is not None:
+            prefix = stop.group()
+        elif prefix is None:
             return False
-        found = found or prefix in _CANCEL
+        found = found or prefix in _CANCEL or stop is not None
         rest = rest[len(prefix) :].strip()
     return found and not rest
 
@@ -121,7 +181,7 @@ def generate_commands(
             if name in turn.domain.slots
         ]
     if collecting(turn.state.stack) is None:
-        parse = _entity_led(turn, parse)
+        parse = _requested(turn, _entity_led(turn, parse))
     message = _Reading(turn, parse, synonyms)
     for rule in _RULES:
         commands = rule(message)
@@ -184,15 +244,29 @@ class _Reading:
         return _is_small_talk(self.turn, self.parse)
 
     @cached_property
+    def changes_mind(self) -> bool:
+        """The customer takes back what they asked for and asks for another task, confidently
+        ("actually no, I just want to know where KF-2 is"): what the message names goes with
+        that task, not to the pending question ("actually it's KF-2" still answers it)."""
+        text = self.parse.text
+        return bool(
+            self.confident
+            and self.new_flows
+            and _CHANGE_OF_MIND.search(text)
+            and _REQUEST.search(text)
+        )
+
+    @cached_property
     def question(self) -> bool:
         """The message reads as a question rather than an answer."""
         return looks_like_question(self.parse.text)
 
 
 def _human_or_cancel(m: _Reading) -> list[cmd.Command] | None:
-    """An explicit request for a person, or to stop the running task (a yes/no question's
-    "no" answers it instead)."""
-    if normalize_phrase(m.parse.text) in _HUMAN:
+    """An explicit request for a person (alone, or named in a request), or to stop the
+    running task (a yes/no question's "no" answers it instead)."""
+    text = m.parse.text
+    if normalize_phrase(text) in _HUMAN or (_HUMAN_WANTED.search(text) and _REQUEST.search(text)):
         return [cmd.HumanHandoff()]
     if (
         is_cancel(m.parse.text)
@@ -213,7 +287,7 @@ def _answer_to_pending(m: _Reading) -> list[cmd.Command] | None:
     """The answer to the pending question, unless a confident intent rather starts a flow or
     is small talk (a typed or entity answer is an answer all the same)."""
     slot, answer = m.pending_slot, m.answer
-    if slot is None or answer is None:
+    if slot is None or answer is None or m.changes_mind:
         return None
     typed = (
         slot.type in ("bool", "float", "categorical")
@@ -235,7 +309,9 @@ def _correction(m: _Reading) -> list[cmd.Command] | None:
 
 def _digression(m: _Reading) -> list[cmd.Command] | None:
     """A question while the bot waits for an answer is more often a digression than a new
-    task: answer it (the pending question is asked again), unless a flow is sure."""
+    task: answer it (the pending question is asked again), unless a flow is sure. A question
+    that no response, no flow and no running task covers ("is there a warranty on kettles?"
+    read as a product question) is for the knowledge base."""
     if m.pending_slot is None or m.answer is not None or not m.question:
         return None
     faq = _answer_intent(m.turn, m.parse)
@@ -243,7 +319,37 @@ def _digression(m: _Reading) -> list[cmd.Command] | None:
         if dict(m.parse.ranking).get(faq, 0.0) < SURE_ANSWER_CONFIDENCE and not m.new_flows:
             return [cmd.Search()]  # a loose match: the knowledge base's own sections answer
         return [cmd.ChitChat(intent=faq)]
+    if faq is None and not m.candidates and not m.small_talk and m.parse.intent is not None:
+        return [cmd.Search()]
     return None
+
+
+def _task_in_clause(m: _Reading) -> list[cmd.Command] | None:
+    """A message of several clauses whose whole reads as a question or small talk, one clause
+    of which asks for a task or confidently names one ("the earphones crackle, I want to
+    return them, who pays the postage?"): the task starts, and a clause's question is answered
+    first."""
+    if m.pending_slot is not None or m.active is not None or not m.parse.clauses:
+        return None
+    tasks = [
+        (confidence, flow)
+        for clause, intent, confidence in m.parse.clauses
+        if (flow := _flow_intent(m.turn, intent)) is not None
+        and confidence >= (CLAUSE_TASK_CONFIDENCE if _REQUEST.search(clause) else SWITCH_CONFIDENCE)
+    ]
+    if not tasks:
+        return None
+    flow = max(tasks, key=lambda task: task[0])[1]
+    answers = [
+        intent
+        for _, intent, confidence in m.parse.clauses
+        if confidence >= SURE_ANSWER_CONFIDENCE and _answers(m.turn, intent)
+    ]
+    commands: list[cmd.Command] = [
+        cmd.StartFlow(flow.id),
+        *_prefill(m.turn, m.parse, flow, m.synonyms),
+    ]
+    return [*commands, cmd.ChitChat(intent=answers[0])] if answers else commands
 
 
 def _new_flow(m: _Reading) -> list[cmd.Command] | None:
@@ -253,9 +359,24 @@ def _new_flow(m: _Reading) -> list[cmd.Command] | None:
     flows = m.new_flows
     if not flows or (m.pending_slot is not None and not m.confident):
         return None
+    if m.pending_slot is not None and _about_the_question(m, m.pending_slot, flows[0]):
+        return [cmd.RejectValue(m.pending_slot.name, m.parse.text)]
     if _needs_clarification(m.turn, m.parse, flows):
         return [cmd.Clarify(tuple(f.id for f in flows[:3]))]
     return [cmd.StartFlow(flows[0].id), *_prefill(m.turn, m.parse, flows[0], m.synonyms)]
+
+
+def _about_the_question(m: _Reading, pending: SlotDefinition, flow: Flow) -> bool:
+    """A question about the pending question rather than a new task ("where do I find the
+    order number?" while asked for it, read as tracking an order): the flow it resembles
+    would ask for the very slot pending, and the message asks nothing new of it."""
+    collects = {s.collect for s in m.turn.flows.collect_steps_of(flow)}
+    return (
+        pending.name in collects
+        and m.question
+        and not m.parse.entities
+        and not _REQUEST.search(m.parse.text)
+    )
 
 
 def _running_task(m: _Reading) -> list[cmd.Command] | None:
@@ -288,6 +409,7 @@ _RULES: tuple[Callable[[_Reading], list[cmd.Command] | None], ...] = (
     _answer_to_pending,
     _correction,
     _digression,
+    _task_in_clause,
     _new_flow,
     _running_task,
     _chitchat,
@@ -314,6 +436,11 @@ _QUESTION_WORDS = (
     "能不能",
     "可不可以",
     "是否",
+    "多久",
+    "多长时间",
+    "谁",
+    "啥",
+    "咋",
 )
 
 
@@ -502,12 +629,21 @@ def _entity_led(turn: Turn, parse: Parse) -> Parse:
     task, not the general question its words resemble: with no flow chosen, the intent of the
     flow that collects the entity's slot wins, taken from the buttons of the response that
     answers the first intent ("Where is my order?" under the delivery times), else from the
-    ranking."""
-    if parse.from_payload or not parse.entities or _flow_intent(turn, parse.intent):
+    ranking. A flow chosen that collects none of it ("STILL no refund, order KF-10006!" read
+    as a complaint) gives way to a likely runner-up that does."""
+    if parse.from_payload or not parse.entities:
         return parse
     slots = {n for e in parse.entities for n in _slots_for_entity(turn, str(e.get("entity")))}
     if not slots:
         return parse
+    chosen = _flow_intent(turn, parse.intent)
+    if chosen is not None:
+        if {s.collect for s in turn.flows.collect_steps_of(chosen)} & slots:
+            return parse
+        ranked = [
+            i for i, c in parse.ranking[:3] if c >= ENTITY_TASK_CONFIDENCE and i != parse.intent
+        ]
+        return _promoted(turn, parse, ranked, slots)
     suggested = [
         payload[1:]
         for variation in turn.domain.responses.get(f"utter_{parse.intent}", ())
@@ -515,15 +651,49 @@ def _entity_led(turn: Turn, parse: Parse) -> Parse:
         if payload.startswith("/") and not payload.startswith("/SetSlots")
     ]
     ranked = [i for i, c in parse.ranking if c >= ENTITY_LED_CONFIDENCE and i != parse.intent]
-    for intent in (*suggested, *ranked):
+    return _promoted(turn, parse, [*suggested, *ranked], slots)
+
+
+def _promoted(turn: Turn, parse: Parse, intents: list[str], slots: set[str]) -> Parse:
+    """``parse`` with the first of ``intents`` whose flow collects one of ``slots`` made its
+    intent (at least :data:`DIGRESSION_CONFIDENCE` sure), or unchanged."""
+    for intent in intents:
         flow = _flow_intent(turn, intent)
         if flow is not None and {s.collect for s in turn.flows.collect_steps_of(flow)} & slots:
-            confidence = max(parse.confidence, DIGRESSION_CONFIDENCE)
-            rest = tuple((i, c) for i, c in parse.ranking if i != intent)
-            return replace(
-                parse, intent=intent, confidence=confidence, ranking=((intent, confidence), *rest)
-            )
+            return _with_intent(parse, intent)
     return parse
+
+
+def _with_intent(parse: Parse, intent: str) -> Parse:
+    confidence = max(parse.confidence, DIGRESSION_CONFIDENCE)
+    rest = tuple((i, c) for i, c in parse.ranking if i != intent)
+    return replace(
+        parse, intent=intent, confidence=confidence, ranking=((intent, confidence), *rest)
+    )
+
+
+def _requested(turn: Turn, parse: Parse) -> Parse:
+    """A request ("I want to return something", "我要退货") whose words also resemble a
+    policy question is the task: when the first intent is answered by a response and the
+    second starts a flow, likely enough, the second wins, unless the message is a question."""
+    if parse.from_payload or len(parse.ranking) < 2 or looks_like_question(parse.text):
+        return parse
+    (first, _), (second, confidence) = parse.ranking[0], parse.ranking[1]
+    if (
+        parse.intent != first
+        or confidence < REQUEST_TASK_CONFIDENCE
+        or not _answers(turn, first)
+        or _flow_intent(turn, second) is None
+        or not _REQUEST.search(parse.text)
+        or _ASKING.search(parse.text)
+    ):
+        return parse
+    return _with_intent(parse, second)
+
+
+def _answers(turn: Turn, intent: str) -> bool:
+    """Whether a response answers ``intent`` (``utter_<intent>``) and no flow starts on it."""
+    return turn.domain.has_response(f"utter_{intent}") and _flow_intent(turn, intent) is None
 
 
 def _flow_intent(turn: Turn, intent: str | None) -> Flow | None:

@@ -58,7 +58,7 @@ from bot.flows.model import (
     SetSlotsStep,
     Step,
 )
-from bot.ports import ActionRunner
+from bot.ports import ActionResult, ActionRunner
 from bot.responses import ResponseRenderer
 from bot.tracker import tracker_for
 
@@ -409,12 +409,19 @@ class FlowExecutor:
 
     async def run_custom(self, turn: Turn, name: str) -> None:
         """Run custom action ``name`` through the action runner and apply what it returns."""
-        assert self.action_runner is not None
-        tracker = tracker_for(
-            turn.state, events=await turn.recent_events(), domain_slots=turn.domain.slots
-        )
-        tracker["slots"] = turn.slots()
-        result = await self.action_runner.run(name, tracker=tracker, domain=turn.domain.raw)
+        runner = self.action_runner
+        assert runner is not None
+
+        async def call(idempotency_key: str | None) -> ActionResult:
+            tracker = tracker_for(
+                turn.state, events=await turn.recent_events(), domain_slots=turn.domain.slots
+            )
+            tracker["slots"] = turn.slots()
+            return await runner.run(
+                name, tracker=tracker, domain=turn.domain.raw, idempotency_key=idempotency_key
+            )
+
+        result = await (turn.journal.run(name, call) if turn.journal else call(None))
         turn.emit(ActionExecuted(name=name))
         for response in result.responses:
             self.utter_response(turn, response)

@@ -133,7 +133,7 @@ class DialogueManager:
 
         A platform command (Telegram's /help) means its intent, like a button would. Only a
         payload the bot offered (or a plain /intent) counts: ``bot.dialogue.trust``. Parsing
-        that may be slow runs in a thread, so other conversations go on meanwhile.
+        that needs a sentence encoder runs in a thread, so other conversations go on meanwhile.
         """
         language = initial_language(
             state.language, message.language, self.project.domain.default_language
@@ -147,6 +147,11 @@ class DialogueManager:
         if trust.typed_payload_refused(sent, payload, text=message.text):
             return Parse.refused(message.text, language=language), payload
         if payload is None and self.interpreter.may_be_slow(message.text):
+            # Most messages need no encoder (or one that just read them): a thread hop would
+            # cost more than the parse.
+            quick = self.interpreter.parse_if_quick(message.text, language=language)
+            if quick is not None:
+                return quick, payload
             return await asyncio.to_thread(parse_message), payload
         return parse_message(), payload
 

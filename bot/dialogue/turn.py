@@ -10,6 +10,7 @@ from typing import Any
 from bot.domain import Domain
 from bot.events import AllSlotsReset, BotMessage, Event, SlotSet
 from bot.flows.model import FlowsList
+from bot.journal import TurnJournal
 from bot.privacy import redact, redact_bot_message
 from bot.state import ConversationState
 
@@ -31,6 +32,8 @@ class Turn:
     rng: random.Random = field(default_factory=random.Random)
     earlier_events: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
     """Loads the conversation's latest stored events, for actions that read ``tracker.events``."""
+    journal: TurnJournal | None = None
+    """Where the turn of a customer message with an id records its custom actions' results."""
     llm_deadline: float | None = None
     """``time.monotonic()`` instant by which this turn's LLM calls must be done (set by the
     first one, so a turn asking twice still answers within the LLM timeout)."""

@@ -14,8 +14,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
+    literal_column,
     select,
     tuple_,
+    union_all,
 )
 
 
@@ -59,6 +61,20 @@ class Tables:
             Column("conversation_id", String(), nullable=False),
             Column("processed_at", Double, nullable=False),
             Index(f"{prefix}ix_processed_messages_conversation_id", "conversation_id"),
+        )
+        # The action journal (bot.journal): each custom action's result the moment it returns,
+        # under the message key its turn will claim; that turn's save deletes the rows.
+        self.journal = Table(
+            f"{prefix}action_journal",
+            md,
+            Column("channel", String(), primary_key=True),
+            Column("message_id", String(), primary_key=True),
+            Column("step", Integer, primary_key=True, autoincrement=False),
+            Column("conversation_id", String(), nullable=False),
+            Column("action", String(), nullable=False),
+            Column("result", Text, nullable=False),
+            Column("recorded_at", Double, nullable=False),
+            Index(f"{prefix}ix_action_journal_conversation_id", "conversation_id"),
         )
         self.outbox = Table(
             f"{prefix}outbox",
@@ -123,6 +139,25 @@ class Tables:
                 bindparam("keys", expanding=True)
             )
         )
+        journal = self.journal
+        journal_key = (
+            journal.c.channel == bindparam("channel"),
+            journal.c.message_id == bindparam("message_id"),
+        )
+        # A turn's dedupe check and its journal in one statement: a claimed message comes
+        # first, as step -1 (bot.journal reads the journal only while it is not claimed).
+        self.select_journal = union_all(
+            select(
+                literal_column("-1").label("step"),
+                literal_column("''").label("action"),
+                literal_column("''").label("result"),
+            ).where(
+                processed.c.channel == bindparam("channel"),
+                processed.c.message_id == bindparam("message_id"),
+            ),
+            select(journal.c.step, journal.c.action, journal.c.result).where(*journal_key),
+        ).order_by("step")
+        self.delete_journal = journal.delete().where(*journal_key)
         self.select_processed = select(processed.c.channel).where(
             processed.c.channel == bindparam("channel"),
             processed.c.message_id == bindparam("message_id"),

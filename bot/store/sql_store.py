@@ -44,7 +44,7 @@ from bot.errors import (
     StoreError,
 )
 from bot.events import BotMessage, Event, UserMessage, event_from_dict
-from bot.ports import PendingDelivery, ScheduledJob, StoredEvent
+from bot.ports import ActionResult, PendingDelivery, RecordedAction, ScheduledJob, StoredEvent
 from bot.state import ConversationState
 from bot.store.engines import Database, PoolOptions, database_url, open_database
 from bot.store.pg_connections import is_connection_error
@@ -115,11 +115,21 @@ class _Turn:
     event_count: int
     outbox: list[str]
     message_key: tuple[str, str] | None
+    journaled: bool
+    """Delete the action journal kept under ``message_key`` in the same write."""
     now: float
     outbox_due_at: float
 
 
-_Payload = _Turn | _Work
+@dataclasses.dataclass(frozen=True)
+class _Record:
+    """One action journal record (``record_action``): a batch upserts its records in one
+    statement, after its turns, leaving out those whose message a turn of the batch claimed."""
+
+    row: dict[str, Any]
+
+
+_Payload = _Turn | _Record | _Work
 _Outcome = tuple[Any, Exception | None]
 
 
@@ -182,6 +192,11 @@ class SqlStore:
         self._upsert_job = upsert.on_conflict_do_update(
             index_elements=["id"],
             set_={c.name: upsert.excluded[c.name] for c in t.jobs.columns if c.name != "id"},
+        )
+        journal = dialect_insert(t.journal)
+        self._upsert_journal = journal.on_conflict_do_update(
+            index_elements=["channel", "message_id", "step"],
+            set_={"action": journal.excluded.action, "result": journal.excluded.result},
         )
         jobs = t.jobs
         self._delete_job = delete(jobs).where(jobs.c.id == bindparam("job_id"))
@@ -296,10 +311,11 @@ class SqlStore:
         outbox: Sequence[BotMessage] = (),
         outbox_due_at: float | None = None,
         message_key: tuple[str, str] | None = None,
+        journaled: bool = False,
     ) -> list[int]:
         """Persist a turn atomically; bump ``state.version``; return the outbox ids."""
         self._check_open()
-        turn = _prepare(state, events, outbox, message_key, outbox_due_at)
+        turn = _prepare(state, events, outbox, message_key, outbox_due_at, journaled=journaled)
         try:
             ids: list[int] = await self._write(turn)
         except BaseException:
@@ -333,6 +349,7 @@ class SqlStore:
             claimed = {(row.channel, row.message_id) for row in rows}
         outcomes: list[_Outcome] = []
         claims: list[dict[str, Any]] = []
+        forgotten: list[dict[str, Any]] = []
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         event_rows: list[dict[str, Any]] = []
@@ -361,6 +378,8 @@ class SqlStore:
                         "processed_at": turn.now,
                     }
                 )
+                if turn.journaled:
+                    forgotten.append({"channel": channel, "message_id": message_id})
             new_seq = last_seq + turn.event_count
             stored[cid] = (version + 1, new_seq)
             if version == 0:
@@ -415,6 +434,7 @@ class SqlStore:
             (t.insert_conversation, inserts),
             (self._update_conversation, updates),
             (t.insert_events, event_rows),
+            (t.delete_journal, forgotten),
         ):
             if params:
                 conn.execute(statement, params)
@@ -431,6 +451,46 @@ class SqlStore:
         self._check_open()
         query, params = self._t.select_processed, {"channel": channel, "message_id": message_id}
         return await self._read(lambda conn: conn.execute(query, params).first() is not None)
+
+    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction] | None:
+        """What the turns of message ``(channel, message_id)`` recorded and did not save;
+        None once its turn was saved. One read: the turn's dedupe check and its journal."""
+        self._check_open()
+        query, params = self._t.select_journal, {"channel": channel, "message_id": message_id}
+        rows = await self._read(lambda conn: conn.execute(query, params).all())
+        if rows and rows[0].step == -1:  # claimed
+            return None
+        recorded = []
+        for step, action, result in rows:
+            try:
+                data = orjson.loads(result)
+                stored = ActionResult(events=data["events"], responses=data["responses"])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise StoreError(f"journaled action {action!r} is unreadable: {exc}") from exc
+            recorded.append(RecordedAction(step=step, name=action, result=stored))
+        return recorded
+
+    async def record_action(
+        self, channel: str, message_id: str, *, conversation_id: str, action: RecordedAction
+    ) -> None:
+        """Write ``action`` durably (group-committed with the writes queued meanwhile),
+        replacing what an earlier attempt recorded at its step. In the batch of the turn that
+        claims its message, it is left out: nothing would read it."""
+        self._check_open()
+        try:
+            result = _dumps({"events": action.result.events, "responses": action.result.responses})
+        except TypeError as exc:
+            raise StoreError(f"action {action.name!r}: its result is not JSON: {exc}") from exc
+        row = {
+            "channel": channel,
+            "message_id": message_id,
+            "step": action.step,
+            "conversation_id": conversation_id,
+            "action": action.name,
+            "result": result,
+            "recorded_at": time.time(),
+        }
+        await self._write(_Record(row))
 
     async def events(
         self, conversation_id: str, *, after: int = 0, limit: int | None = None
@@ -483,7 +543,7 @@ class SqlStore:
         ids = list(conn.execute(query).scalars())
         for start in range(0, len(ids), _DELETE_CHUNK):
             chunk = ids[start : start + _DELETE_CHUNK]
-            for table in (t.events, t.outbox, t.processed, t.jobs):
+            for table in (t.events, t.outbox, t.processed, t.journal, t.jobs):
                 conn.execute(delete(table).where(table.c.conversation_id.in_(chunk)))
             kv = t.kv
             conn.execute(
@@ -827,8 +887,30 @@ class SqlStore:
 
     def _run(self, conn: Connection, payloads: list[_Payload]) -> list[_Outcome]:
         turns = [p for p in payloads if isinstance(p, _Turn)]
-        saved = iter(self._save_turns(conn, turns) if turns else ())
-        return [next(saved) if isinstance(p, _Turn) else (p(conn), None) for p in payloads]
+        outcomes_of_turns = self._save_turns(conn, turns) if turns else []
+        # A record whose message a turn of this batch claims would never be read: not written.
+        claimed = {
+            turn.message_key
+            for turn, (_, error) in zip(turns, outcomes_of_turns, strict=True)
+            if error is None
+        }
+        records = [
+            p.row
+            for p in payloads
+            if isinstance(p, _Record) and (p.row["channel"], p.row["message_id"]) not in claimed
+        ]
+        if records:
+            conn.execute(self._upsert_journal, records)
+        saved = iter(outcomes_of_turns)
+        outcomes: list[_Outcome] = []
+        for payload in payloads:
+            if isinstance(payload, _Turn):
+                outcomes.append(next(saved))
+            elif isinstance(payload, _Record):
+                outcomes.append((None, None))
+            else:  # in the order it came, after the batch's records and turns
+                outcomes.append((payload(conn), None))
+        return outcomes
 
     def _run_isolated(self, conn: Connection, payloads: list[_Payload]) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
@@ -889,6 +971,8 @@ def _prepare(
     outbox: Sequence[BotMessage],
     message_key: tuple[str, str] | None,
     outbox_due_at: float | None = None,
+    *,
+    journaled: bool = False,
 ) -> _Turn:
     cid, now = state.conversation_id, time.time()
     if message_key is not None and not (
@@ -909,6 +993,7 @@ def _prepare(
             event_count=len(events),
             outbox=[_dumps(m.to_dict()) for m in outbox],
             message_key=message_key,
+            journaled=journaled and message_key is not None,
             now=now,
             outbox_due_at=now if outbox_due_at is None else outbox_due_at,
         )

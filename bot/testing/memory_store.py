@@ -30,7 +30,7 @@ import orjson
 from bot import constants
 from bot.errors import ConcurrentUpdateError, DuplicateMessageError, StoreError
 from bot.events import BotMessage, Event, UserMessage, event_from_dict
-from bot.ports import PendingDelivery, ScheduledJob, StoredEvent
+from bot.ports import ActionResult, PendingDelivery, RecordedAction, ScheduledJob, StoredEvent
 from bot.state import ConversationState
 
 __all__ = ["MemoryDatabase", "MemoryStore"]
@@ -65,6 +65,10 @@ class MemoryDatabase:
     conversations: dict[str, _Conversation] = dataclasses.field(default_factory=dict)
     processed: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     """Claimed (channel, platform message id) → the conversation that claimed it."""
+    journal: dict[tuple[str, str], dict[int, tuple[str, str]]] = dataclasses.field(
+        default_factory=dict
+    )
+    """Message key → step → (conversation, the recorded action's JSON): the action journal."""
     outbox: dict[int, _Entry] = dataclasses.field(default_factory=dict)
     values: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     jobs: dict[str, ScheduledJob] = dataclasses.field(default_factory=dict)
@@ -109,6 +113,7 @@ class MemoryStore:
         outbox: Sequence[BotMessage] = (),
         outbox_due_at: float | None = None,
         message_key: tuple[str, str] | None = None,
+        journaled: bool = False,
     ) -> list[int]:
         """Persist a turn atomically; bump ``state.version``; return the outbox ids."""
         cid, now = state.conversation_id, time.time()
@@ -143,6 +148,8 @@ class MemoryStore:
             stored = db.conversations[cid] = _Conversation(state_text, 0, 0.0)
         if message_key is not None:
             db.processed[message_key] = cid
+            if journaled:
+                db.journal.pop(message_key, None)
         if events:
             stored.turns.append((stored.last_seq + 1, len(events), events_text))
             stored.last_seq += len(events)
@@ -161,6 +168,35 @@ class MemoryStore:
         """True when ``message_id`` on ``channel`` was claimed by a saved turn."""
         await self._enter()
         return (channel, message_id) in self.database.processed
+
+    async def recorded_actions(self, channel: str, message_id: str) -> list[RecordedAction] | None:
+        """What the turns of message ``(channel, message_id)`` recorded and did not save;
+        None once its turn was saved."""
+        await self._enter()
+        if (channel, message_id) in self.database.processed:
+            return None
+        steps = self.database.journal.get((channel, message_id), {})
+        recorded = []
+        for step, (_, text) in sorted(steps.items()):
+            data = orjson.loads(text)
+            result = ActionResult(events=data["events"], responses=data["responses"])
+            recorded.append(RecordedAction(step=step, name=data["name"], result=result))
+        return recorded
+
+    async def record_action(
+        self, channel: str, message_id: str, *, conversation_id: str, action: RecordedAction
+    ) -> None:
+        """Write ``action`` now, replacing what an earlier attempt recorded at its step."""
+        result = action.result
+        try:
+            text = _dumps(
+                {"name": action.name, "events": result.events, "responses": result.responses}
+            )
+        except TypeError as exc:
+            raise StoreError(f"action {action.name!r}: its result is not JSON: {exc}") from exc
+        await self._enter()
+        steps = self.database.journal.setdefault((channel, message_id), {})
+        steps[action.step] = (conversation_id, text)
 
     async def events(
         self, conversation_id: str, *, after: int = 0, limit: int | None = None
@@ -197,6 +233,12 @@ class MemoryStore:
         for cid in gone:
             del db.conversations[cid]
         db.processed = {key: cid for key, cid in db.processed.items() if cid not in gone}
+        for key, steps in list(db.journal.items()):
+            kept = {step: row for step, row in steps.items() if row[0] not in gone}
+            if kept:
+                db.journal[key] = kept
+            else:
+                del db.journal[key]
         db.outbox = {i: e for i, e in db.outbox.items() if e.conversation_id not in gone}
         db.jobs = {i: j for i, j in db.jobs.items() if j.conversation_id not in gone}
         db.values = {

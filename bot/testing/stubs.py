@@ -32,7 +32,12 @@ class StubbingActionRunner:
         return name in self._names or (self._inner is not None and self._inner.knows(name))
 
     async def run(
-        self, name: str, *, tracker: dict[str, Any], domain: dict[str, Any]
+        self,
+        name: str,
+        *,
+        tracker: dict[str, Any],
+        domain: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> ActionResult:
         """The conversation's stub for ``name``, else the wrapped runner's result."""
         stub = self._stubs.get(str(tracker.get("sender_id")), {}).get(name)
@@ -42,7 +47,9 @@ class StubbingActionRunner:
             )
         if self._inner is None:
             raise ActionError(f"unknown custom action '{name}' (no actions package, no stub)")
-        return await self._inner.run(name, tracker=tracker, domain=domain)
+        return await self._inner.run(
+            name, tracker=tracker, domain=domain, idempotency_key=idempotency_key
+        )
 
     async def start(self) -> None:
         """Start the wrapped runner (a remote one learns its actions up front)."""

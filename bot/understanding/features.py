@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import wordllama  # type: ignore[import-untyped]
 
+from bot.understanding.recent import RecentVectors
+
 MAX_CHARS = 1000
 """Longer messages are cut to this many characters before any work is done."""
 
@@ -26,6 +28,17 @@ _TOKEN = re.compile(rf"[{CJK}{_EMOJI}]|[^\W_{CJK}]+")
 _CJK_CHAR = re.compile(rf"[{CJK}]")
 _EMOJI_CHAR = re.compile(rf"[{_EMOJI}]")
 _CHAR_NGRAMS = (2, 3, 4)
+_WORD = re.compile(rf"[{CJK}]|[^\W\d_{CJK}]{{2,}}")
+_NOT_WORDS = re.compile(rf"\S*(?:@|https?://|www\.)\S*|[^\s{CJK}]*\d[^\s{CJK}]*")
+"""E-mail addresses, links, and codes and numbers (anything with a digit)."""
+
+
+def has_words(text: str) -> bool:
+    """Whether a message has a word (two letters or more, or a Han character) besides
+    e-mail addresses, links, order numbers and other codes.
+
+    A sentence encoder adds nothing to those, and they are half of the turns in a flow."""
+    return _WORD.search(_NOT_WORDS.sub(" ", text[:MAX_CHARS])) is not None
 
 
 def normalize(text: str) -> str:
@@ -71,6 +84,7 @@ class SentenceEmbedder:
     def __init__(self) -> None:
         folder = Path(wordllama.__file__).parent
         self._model = wordllama.WordLlama.load(cache_dir=folder, disable_download=True)
+        self._recent: RecentVectors[np.ndarray] = RecentVectors(64)
 
     @property
     def dim(self) -> int:
@@ -79,13 +93,17 @@ class SentenceEmbedder:
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one normalised text, as ``embed([text])[0]`` but without the batch overhead
-        (the classifier embeds every incoming message)."""
+        (the classifier and sentiment embed every incoming message: the second costs nothing);
+        read-only."""
+        known = self._recent.get(text)
+        if known is not None:
+            return known
         ids = self._model.tokenizer.encode(text, add_special_tokens=False).ids
         if not ids:
-            return np.zeros(self.dim, dtype=np.float32)
+            return self._recent.put(text, np.zeros(self.dim, dtype=np.float32))
         vector: np.ndarray = self._model.embedding[ids].mean(axis=0, dtype=np.float32)
         length = float(np.sqrt(vector @ vector))
-        return vector / length if length else vector
+        return self._recent.put(text, vector / length if length else vector)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed normalised texts: a float32 array of shape (len(texts), dim)."""

@@ -48,7 +48,8 @@ _BOOL_PHRASES = {
         no="no|n|nope|nah|not really|no thanks|no thank you|never|not at all|wrong|"
         "incorrect|false|don't|dont|do not|not now|not yet|no way|of course not|"
         "absolutely not|definitely not|certainly not|not correct|not right|not ok|"
-        "not okay|negative|👎|❌",
+        "not okay|negative|not for now|not just yet|later|maybe later|let me check|"
+        "i'll check|i will check|let me look|i'll look|i'll wait|i will wait|👎|❌",
         unclear="maybe|perhaps|not sure|unsure|don't know|dont know|do not know|idk|"
         "possibly|probably|it depends|depends|kind of|sort of|not sure yet",
     ),
@@ -56,7 +57,7 @@ _BOOL_PHRASES = {
         yes="是|是的|是啊|对|对的|对啊|没错|好|好的|好啊|好吧|行|可以|嗯|嗯嗯|恩|要|需要|"
         "确定|确认|当然|没问题|同意|有|愿意|想|不错",
         no="不|不是|不要|没有|没|算了|不用|不用了|不需要|不对|不行|不可以|不好|否|别|"
-        "不想|拒绝|错|错了|不同意|不愿意|免了",
+        "不想|拒绝|错|错了|不同意|不愿意|免了|先不|我先找找|我先看看|先等等|晚点再说",
         unclear="不知道|不确定|不清楚|也许|可能|大概|或许|看情况|随便|再说|考虑一下|想想|"
         "是不是|对不对|好不好|要不要|行不行|可不可以|可以吗|是吗|对吗|好吗|不一定|对不起",
     ),

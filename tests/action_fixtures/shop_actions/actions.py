@@ -117,3 +117,16 @@ class ActionSlowSync(Action):
     ) -> list[dict[str, Any]]:
         time.sleep(float(tracker.get_slot("delay") or 0))
         return []
+
+
+class ActionSayKey(Action):
+    """Says the idempotency key its call carries (``tracker.latest_message``)."""
+
+    def name(self) -> str:
+        return "action_say_key"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text=str(tracker.latest_message.get("idempotency_key")))
+        return []

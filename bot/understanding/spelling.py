@@ -1,0 +1,115 @@
+"""Typo correction for the intent classifier: customers write "wnat to retrun my pakage".
+
+A Latin word that the English dictionary (the WordPiece vocabulary the MiniLM encoder ships
+with) does not know, and that the project's training examples use at most once (examples may
+keep a typo on purpose), is replaced by the more frequent training word closest to it: one
+edit away for words of four to six letters, two for longer ones (a swap of neighbouring
+letters counts as one edit), the most frequent when several are as close. Only what the
+classifier reads is corrected; entities, slot values and the stored message keep the
+customer's own words. Candidates come from a symmetric-delete index (SymSpell), so a message
+costs a few set look-ups per unknown word.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from collections import Counter
+from collections.abc import Iterable
+from functools import cache
+
+MIN_LENGTH = 4
+"""Shorter words are left alone: too many real words are one edit apart ("pls", "ok")."""
+LONG_WORD = 7
+"""Words this long may be two edits away from the word meant; shorter ones one."""
+
+_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+_LATIN_TOKEN = re.compile(r"[A-Za-z0-9@._'-]+")
+
+
+@cache
+def english_words() -> frozenset[str]:
+    """Whole English words of the BERT uncased vocabulary (no word pieces, no markers)."""
+    path = importlib.resources.files(__package__) / "data" / "bert_vocab.txt"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return frozenset(w for w in lines if w.isascii() and w.isalpha() and w.islower())
+
+
+def _deletes(word: str, distance: int) -> set[str]:
+    """``word`` with up to ``distance`` letters deleted (``word`` itself included)."""
+    found = {word}
+    frontier = {word}
+    for _ in range(distance):
+        frontier = {w[:i] + w[i + 1 :] for w in frontier for i in range(len(w))}
+        found |= frontier
+    return found
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance: insertions, deletions, substitutions and swaps of
+    neighbouring letters each count one."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[len(b)]
+
+
+class SpellingCorrector:
+    """Corrects unknown words towards the words of a set of training texts."""
+
+    def __init__(self, frequencies: Counter[str], *, dictionary: frozenset[str]) -> None:
+        self._frequencies = frequencies
+        self._dictionary = dictionary
+        self._index: dict[str, set[str]] = {}
+        for word in frequencies:
+            if len(word) >= MIN_LENGTH - 1:
+                for deleted in _deletes(word, 2):
+                    self._index.setdefault(deleted, set()).add(word)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> SpellingCorrector:
+        """A corrector towards the Latin words of ``texts`` (the intent examples)."""
+        frequencies = Counter(w.lower() for text in texts for w in _WORD.findall(text))
+        return cls(frequencies, dictionary=english_words())
+
+    def correct_word(self, word: str) -> str:
+        """The training word ``word`` was probably meant as, or ``word`` itself."""
+        lowered = word.lower()
+        seen = self._frequencies[lowered]
+        if len(lowered) < MIN_LENGTH or seen > 1 or lowered in self._dictionary:
+            return word
+        limit = _allowed(len(lowered))
+        best: tuple[int, int, str] | None = None
+        for deleted in _deletes(lowered, limit):
+            for candidate in self._index.get(deleted, ()):
+                if self._frequencies[candidate] <= seen:
+                    continue  # a typo kept once in the examples ("cancle") is no target
+                distance = edit_distance(lowered, candidate)
+                if distance > limit:
+                    continue
+                key = (distance, -self._frequencies[candidate], candidate)
+                if best is None or key < best:
+                    best = key
+        return best[2] if best is not None else word
+
+    def correct(self, text: str) -> str:
+        """``text`` with its unknown words corrected; codes, numbers and addresses (any token
+        with a digit, ``@`` or a dot inside) are left as they are."""
+
+        def fix(match: re.Match[str]) -> str:
+            token = match.group(0)
+            return self.correct_word(token) if token.isalpha() else token
+
+        return _LATIN_TOKEN.sub(fix, text)
+
+
+def _allowed(length: int) -> int:
+    """Edits allowed for a word of ``length`` letters."""
+    return 2 if length >= LONG_WORD else 1
