@@ -86,6 +86,10 @@ _OTHER_LANGUAGE_WEIGHT = 0.5
 """Score factor for passages not in the query's language: kept, but ranked below."""
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_ADDRESS = re.compile(
+    r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+|(?:https?://|www\.)[\x21-\x7e]+", re.IGNORECASE
+)
+"""E-mail addresses and links: values a customer gives, never words of a shop question."""
 _TOKEN = re.compile(rf"[a-z0-9]+(?:'[a-z]+)?|[{_CJK}]+")
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -109,13 +113,14 @@ _CJK_STOP_BIGRAMS = frozenset(_CJK_STOP_BIGRAM_LIST.split())
 
 
 def tokenize(text: str) -> list[str]:
-    """Search terms of ``text``: stemmed Latin words, Chinese character unigrams and bigrams.
+    """Search terms of ``text``: stemmed Latin words, Chinese character unigrams and bigrams
+    (e-mail addresses and links left out).
 
-    Chinese has no spaces; overlapping bigrams find words without a segmenter, and unigrams
-    keep recall when a paraphrase shares single characters only.
+        Chinese has no spaces; overlapping bigrams find words without a segmenter, and unigrams
+        keep recall when a paraphrase shares single characters only.
     """
     terms: list[str] = []
-    for match in _TOKEN.finditer(text.lower()):
+    for match in _TOKEN.finditer(_ADDRESS.sub(" ", text.lower())):
         word = match.group()
         if _CJK_CHAR.match(word):
             terms.extend(c for c in word if c not in _CJK_STOP_CHARS)

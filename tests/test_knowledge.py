@@ -19,6 +19,8 @@ from bot.knowledge import (
 )
 from bot.ports import AnswerRequest
 
+REPO = Path(__file__).resolve().parent.parent
+
 RETURNS_EN = """# Returns
 
 You can return most items within 30 days of delivery.
@@ -466,3 +468,14 @@ def test_an_authors_question_is_a_view_of_its_section(tmp_path: Path) -> None:
 
     # The first section's own question is now one of its wordings: it gains on the others.
     assert scores[0][0] - scores[0][1:].max() > scores[1][0] - scores[1][1:].max()
+
+
+def test_addresses_and_links_are_no_search_words() -> None:
+    """A customer's e-mail address (the answer to a question) is no shop question."""
+    assert tokenize("alice@example.com") == []
+    assert tokenize("see https://shop.example/returns now") == ["see", "now"]
+    assert tokenize("发邮件至support@kefu-shop.example，或拨打电话") == tokenize(
+        "发邮件至，或拨打电话"
+    )
+    base = KnowledgeBase.from_directory(REPO / "knowledge")
+    assert not base.knows("alice@example.com", language="en", min_relevance=0.9, min_coverage=0.2)
