@@ -54,6 +54,17 @@ def test_known_words_codes_and_short_words_stay(speller: SpellingCorrector, text
     assert speller.correct(text) == text
 
 
+@pytest.mark.parametrize("mashed", ["zzkj fffq wert", "qwzx vbnm plok", "xkcdq zzkj wnat"])
+def test_keyboard_mashing_is_not_corrected_into_words(
+    speller: SpellingCorrector, mashed: str
+) -> None:
+    assert speller.correct(mashed) == mashed
+
+
+def test_a_name_the_examples_lack_does_not_stop_a_correction(speller: SpellingCorrector) -> None:
+    assert speller.correct("Xqorvan wnat a refnud") == "Xqorvan want a refund"
+
+
 def test_the_most_frequent_of_equally_close_words_wins() -> None:
     speller = SpellingCorrector(Counter({"parcel": 5, "parcem": 1}), dictionary=frozenset())
     assert speller.correct_word("parcek") == "parcel"

@@ -81,6 +81,12 @@ class SpellingCorrector:
 
     def correct_word(self, word: str) -> str:
         """The training word ``word`` was probably meant as, or ``word`` itself."""
+        meant = self._meant(word)
+        return word if meant is None else meant
+
+    def _meant(self, word: str) -> str | None:
+        """The training word ``word`` was probably meant as; ``word`` itself when it is known
+        or too short to tell; None when it is unknown and no training word is close."""
         lowered = word.lower()
         seen = self._frequencies[lowered]
         if len(lowered) < MIN_LENGTH or seen > 1 or lowered in self._dictionary:
@@ -97,17 +103,30 @@ class SpellingCorrector:
                 key = (distance, -self._frequencies[candidate], candidate)
                 if best is None or key < best:
                     best = key
-        return best[2] if best is not None else word
+        return best[2] if best is not None else None
 
     def correct(self, text: str) -> str:
         """``text`` with its unknown words corrected; codes, numbers and addresses (any token
-        with a digit, ``@`` or a dot inside) are left as they are."""
+        with a digit, ``@`` or a dot inside) are left as they are.
 
-        def fix(match: re.Match[str]) -> str:
-            token = match.group(0)
-            return self.correct_word(token) if token.isalpha() else token
-
-        return _LATIN_TOKEN.sub(fix, text)
+        A message with more unknown words that resemble nothing than words it could correct
+        is keyboard mashing, not typing with typos ("zzkj fffq wert"): it is left as it is,
+        for the classifier to find nothing in it rather than the word "went".
+        """
+        tokens = [(m, m.group(0)) for m in _LATIN_TOKEN.finditer(text)]
+        meant = {token: self._meant(token) for _, token in tokens if token.isalpha()}
+        corrected = sum(1 for token, word in meant.items() if word not in (None, token))
+        unknown = sum(1 for word in meant.values() if word is None)
+        if corrected == 0 or unknown > corrected:
+            return text
+        pieces: list[str] = []
+        end = 0
+        for match, token in tokens:
+            pieces.append(text[end : match.start()])
+            pieces.append(meant.get(token) or token)
+            end = match.end()
+        pieces.append(text[end:])
+        return "".join(pieces)
 
 
 def _allowed(length: int) -> int:
