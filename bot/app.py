@@ -164,7 +164,11 @@ class App:
         )
         outbox = Outbox(store)
         turns = TurnRunner(
-            project, store=store, locks=locks or LocalLocks(), dialogue=dialogue, outbox=outbox
+            project,
+            store=store,
+            locks=locks if locks is not None else LocalLocks(),  # an idle one is falsy
+            dialogue=dialogue,
+            outbox=outbox,
         )
         return cls(
             project,

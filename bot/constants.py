@@ -56,6 +56,12 @@ DESK_TRANSCRIPT_TURNS = 6
 """How many of the last utterances a ticket shows."""
 DESK_WINDOW_TURNS = 12
 """Messages since the handoff a ticket keeps for the copilot's drafts (the latest ones)."""
+DESK_FORWARDED_IDS = 50
+"""Ids of a ticket's latest forwarded customer messages it keeps, to recognise a turn run
+again (the platform redelivered a message whose turn failed to save)."""
+DESK_RECORD_DELAYS = (0.2, 1.0, 5.0, 15.0)
+"""Seconds between tries to record what the desk posted while the store is away: the post
+itself is never made again, so the record is tried until the store is back."""
 DESK_COPILOT_MAX_CHARS = 1500
 """A translation or drafted reply is cut to this many characters."""
 DESK_THREAD_CACHE = 10_000

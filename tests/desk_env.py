@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,8 @@ USERS = {
     OUTSIDER: {"id": OUTSIDER, "name": "guest", "profile": {"real_name": "Guest User"}},
 }
 WAIT = 15.0
+REDELIVERIES = 20
+"""How many times a test delivers a request refused with 503 before it gives up."""
 _UPDATE_IDS = itertools.count(1)
 """Telegram update (and message) ids, unique across the shops a test restarts."""
 
@@ -185,6 +187,17 @@ class DeskShop:
     async def tg_replies(self, chat: int, count: int) -> list[str]:
         await until(lambda: len(self.tg_sent(chat)) >= count)
         return self.tg_sent(chat)
+
+
+async def accepted(post: Callable[[], Awaitable[httpx.Response]]) -> int:
+    """Deliver until acknowledged, as a platform redelivers; the refusals (each a 503)."""
+    for refusals in range(REDELIVERIES):
+        response = await post()
+        if response.status_code == 200:
+            return refusals
+        assert response.status_code == 503, (response.status_code, response.text)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not acknowledged after {REDELIVERIES} deliveries")
 
 
 async def until(check: Callable[[], Any], limit: float = WAIT) -> None:

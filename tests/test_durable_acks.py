@@ -11,32 +11,18 @@ another one on the same database, is recognised and answers nothing more.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
 from sqlalchemy.engine import make_url
 
 from bot.events import AgentMessage
 from bot.testing import slack_double as sd
 from bot.testing.tcp_proxy import TcpProxy
 from channels.slack_board import CLAIM
-from tests.desk_env import AGENT, DESK, DeskShop, desk_shop, until
+from tests.desk_env import AGENT, DESK, REDELIVERIES, DeskShop, accepted, desk_shop, until
 
 CHAT = 5550777
 CONVERSATION = f"telegram:{CHAT}"
-REDELIVERIES = 20
-
-
-async def accepted(post: Callable[[], Awaitable[httpx.Response]]) -> int:
-    """Deliver until acknowledged, as a platform redelivers; the refusals (each a 503)."""
-    for refusals in range(REDELIVERIES):
-        response = await post()
-        if response.status_code == 200:
-            return refusals
-        assert response.status_code == 503, (response.status_code, response.text)
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not acknowledged after {REDELIVERIES} deliveries")
 
 
 async def settled(s: DeskShop) -> list[str]:

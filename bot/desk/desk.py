@@ -108,7 +108,7 @@ class Desk:
         flush_delays: Sequence[float] = constants.DESK_FLUSH_DELAYS,
     ) -> None:
         self._book = TicketBook(store, cache=not shared)
-        self._locks = locks or LocalLocks()
+        self._locks = locks if locks is not None else LocalLocks()  # an idle one is falsy
         self._shared = shared
         self._worker = uuid.uuid4().hex
         """This desk's name in a ticket's ``poster`` (several workers)."""
@@ -237,6 +237,10 @@ class Desk:
         if ticket is None or not ticket.is_open:
             log.warning("no open ticket for %s: the bot answers", message.conversation_id)
             return False
+        if message.message_id and message.message_id in ticket.forwarded:
+            return True  # the turn runs again (its save failed): queued the first time
+        if choice == LEAVE_MESSAGE and ticket.with_bot:
+            return False  # chosen before (the turn runs again): the bot has it already
         if choice is not None and ticket.agent is None:
             # The payload counts only where trusted (an offered button, or kefu's own
             # plain intent typed): bot.dialogue.trust. A claimed ticket takes it as words.
@@ -254,6 +258,9 @@ class Desk:
                 }
             )
             ticket.said("Customer", text)
+            if message.message_id:
+                ticket.forwarded.append(message.message_id)
+                del ticket.forwarded[: -constants.DESK_FORWARDED_IDS]
             copilot = self._copilot
             if text and copilot is not None and copilot.translates(ticket.language):
                 ticket.outbox.append({"kind": "translation", "text": text})
@@ -346,7 +353,8 @@ class Desk:
         (with the files they attached, where the customer's channel takes files).
 
         The Slack message is recorded in the conversation with what it did, once: a retried
-        event does nothing the second time.
+        event does nothing the second time, or completes what failed the first (a claim
+        saved in the ticket whose join was not recorded in the conversation).
         """
         found = await self._book.by_thread(thread)
         if found is None:
@@ -379,10 +387,15 @@ class Desk:
             else:
                 if ticket.agent is None:
                     self._assign(ticket, user, name)
+                    ticket.joined_by = message_id
+                    ticket.join_pause = self._take_back(ticket)
+                # Slack's retry of the claiming reply (the join failed to be recorded, or
+                # was: then the conversation recognises the message) joins again.
+                if ticket.joined_by == message_id and ticket.agent == user:
                     events.append(AgentJoined(agent=name))
                     utter.append(("utter_human_agent_joined", {"agent_name": _first(name)}))
                     claimed = True
-                    pause = self._take_back(ticket)
+                    pause = ticket.join_pause
                 ticket.last_activity_at = self._clock()
                 await self._book.put(ticket)
                 attachments: list[Attachment] = []
@@ -815,20 +828,24 @@ class Desk:
             self._kick(cid)
 
     async def _flush(self, cid: str) -> None:
-        """Post the ticket, then what waits in its outbox, oldest first, until none is left."""
-        failures = 0
+        """Post the ticket, then what waits in its outbox, oldest first, until none is left.
+
+        A store that is away is waited for (:data:`~bot.constants.DESK_RECORD_DELAYS`, the
+        last repeating), before a post as after it: what was posted is recorded before
+        anything else is posted, and never posted again (a thread whose record was lost would
+        leave the ticket orphaned in Slack and post a second one)."""
+        failures = store_failures = 0
         while True:
             self._again.discard(cid)
-            async with self._lock(cid):
-                ticket = await self._book.get(cid)
-                if ticket is None:
-                    return
-                if ticket.thread is None or ticket.outbox:
-                    if not await self._may_post(ticket):
-                        return  # another worker posts them
-                else:
-                    await self._let_go(ticket)
-                    return
+            try:
+                ticket = await self._next_post(cid)
+            except TransientError as err:
+                await self._wait_for_store(cid, err, store_failures)
+                store_failures += 1
+                continue
+            store_failures = 0
+            if ticket is None:
+                return
             item = ticket.outbox[0] if ticket.thread is not None else {"kind": "ticket"}
             new_ticket = item["kind"] == "ticket"
             self._tickets_posting += new_ticket
@@ -851,20 +868,54 @@ class Desk:
                 posted = None
             failures = 0
             try:
-                async with self._lock(cid):
-                    ticket = await self._book.get(cid)
-                    if ticket is None:
-                        return
-                    if self._shared and ticket.poster != self._worker:
-                        log.warning("ticket %s: another worker took over its posts", cid)
-                        return  # its claim lapsed: what was just posted may show twice
-                    if new_ticket:
-                        ticket.thread = posted
-                    elif ticket.outbox:
-                        ticket.outbox.pop(0)
-                    await self._book.put(ticket, new_thread=new_ticket)
+                if not await self._posted(cid, new_ticket=new_ticket, posted=posted):
+                    return
             finally:
                 self._tickets_posting -= new_ticket
+
+    async def _next_post(self, cid: str) -> Ticket | None:
+        """The ticket, when something of it waits to be posted and this worker posts it."""
+        async with self._lock(cid):
+            ticket = await self._book.get(cid)
+            if ticket is None:
+                return None
+            if ticket.thread is None or ticket.outbox:
+                return ticket if await self._may_post(ticket) else None
+            await self._let_go(ticket)
+            return None
+
+    async def _posted(self, cid: str, *, new_ticket: bool, posted: str | None) -> bool:
+        """Record what was just posted (the ticket's thread, or its oldest waiting item
+        gone), waiting for a store that is away; False when the flusher stops (the ticket is
+        gone, or another worker took over its posts)."""
+        failures = 0
+        while True:
+            try:
+                return await self._note_posted(cid, new_ticket=new_ticket, posted=posted)
+            except TransientError as err:
+                await self._wait_for_store(cid, err, failures)
+                failures += 1
+
+    async def _note_posted(self, cid: str, *, new_ticket: bool, posted: str | None) -> bool:
+        async with self._lock(cid):
+            ticket = await self._book.get(cid)
+            if ticket is None:
+                return False
+            if self._shared and ticket.poster != self._worker:
+                log.warning("ticket %s: another worker took over its posts", cid)
+                return False  # its claim lapsed: what was just posted may show twice
+            if new_ticket:
+                ticket.thread = posted
+            elif ticket.outbox:
+                ticket.outbox.pop(0)
+            await self._book.put(ticket, new_thread=new_ticket)
+        return True
+
+    async def _wait_for_store(self, cid: str, err: TransientError, failures: int) -> None:
+        delays = constants.DESK_RECORD_DELAYS
+        delay = delays[min(failures, len(delays) - 1)]
+        log.warning("ticket %s: the store is unavailable (%s); again in %.1f s", cid, err, delay)
+        await asyncio.sleep(delay)
 
     async def _may_post(self, ticket: Ticket) -> bool:
         """Whether this worker posts the ticket's waiting messages now; several workers:

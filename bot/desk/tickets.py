@@ -51,6 +51,11 @@ class Ticket:
     """The Slack user id of the agent who has it."""
     agent_name: str | None = None
     claimed_at: float | None = None
+    joined_by: str | None = None
+    """The id of the agent's Slack message that claimed the ticket by replying: Slack's retry
+    of that message (its join was not recorded in the conversation) joins again."""
+    join_pause: bool | None = None
+    """What that join does to the bot (True: pauses it, the customer had left a message)."""
     resolved_at: float | None = None
     resolved_by: str | None = None
     thread: str | None = None
@@ -74,6 +79,9 @@ class Ticket:
     csat: int | None = None
     """The customer's rating (1 to 5) from the satisfaction survey."""
     csat_comment: str | None = None
+    forwarded: list[str] = field(default_factory=list)
+    """The platform ids of the customer's latest messages queued for the thread (the last
+    :data:`~bot.constants.DESK_FORWARDED_IDS`): a turn run again does not queue one twice."""
     poster: str | None = None
     """The worker posting what waits in the outbox (several workers: one at a time)."""
     poster_until: float | None = None

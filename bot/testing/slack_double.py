@@ -14,7 +14,8 @@ downloads (``url_private``), ``response_url`` posts and Socket Mode (``apps.conn
 and its WebSocket). It records every call and can answer 429 with ``Retry-After``
 (:meth:`rate_limit`), enforce Slack's pace of posts per channel (:attr:`post_interval`: a
 post that comes too soon after the previous one to that channel is answered 429 with
-``Retry-After``, as Slack answers a burst), or be down altogether (:attr:`down`). The helpers
+``Retry-After``, as Slack answers a burst), or be down altogether (:attr:`down`); a test acts
+at the moment a call arrives through :attr:`on_call` (cuts the database link). The helpers
 at the bottom build Slack's own payload shapes and sign them as Slack signs them.
 """
 
@@ -30,6 +31,7 @@ import math
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -122,6 +124,9 @@ class SlackApiDouble:
         """Files the double serves at ``url_private`` (id → (name, data))."""
         self.down = False
         """While True every call fails as an unreachable Slack would (HTTP 503)."""
+        self.on_call: Callable[[str], None] | None = None
+        """Called with each Web API method (``chat.postMessage``...; ``files.download`` for a
+        file's ``url_private``) as the call arrives, before it is answered."""
         self.post_interval = post_interval
         """When set, a post to a channel less than this many seconds after the previous post
         there is refused with 429 and ``Retry-After`` (whole seconds, as Slack sends)."""
@@ -259,6 +264,8 @@ class SlackApiDouble:
         token = auth.removeprefix("Bearer ").strip() or params.get("token")
         self.calls.append(ApiCall(method, params, token))
         self._news.set()
+        if self.on_call is not None:
+            self.on_call(method)
         if self.down:
             return JSONResponse({"ok": False, "error": "service_unavailable"}, status_code=503)
         wait = self._limits[method].popleft() if self._limits[method] else self._too_soon(params)
@@ -393,6 +400,8 @@ class SlackApiDouble:
         return Response(f"OK - {len(uploaded.data)}", status_code=200)
 
     async def _download(self, request: Request) -> Response:
+        if self.on_call is not None:
+            self.on_call("files.download")
         hosted = self.hosted.get(request.path_params["file_id"])
         if request.headers.get("authorization") != f"Bearer {self.token}" or hosted is None:
             return Response("not found", status_code=404)

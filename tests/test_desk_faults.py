@@ -1,0 +1,141 @@
+"""The desk through faults: nothing posted or claimed is lost, nothing is posted twice.
+
+kefu runs as ``kefu run`` runs it, on PostgreSQL reached through a TCP proxy the test cuts at
+the moment that matters (the Slack double tells it when a call arrives): right after a ticket
+is posted, and while an agent's claiming reply is handled. A customer's turn run again (its
+save failed, the platform redelivered the message) forwards the message to the thread once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from bot.errors import DatabaseUnavailableError
+from bot.events import AgentJoined, UserMessage
+from bot.testing import slack_double as sd
+from bot.testing.tcp_proxy import TcpProxy
+from channels.slack_board import CLAIM
+from tests.desk_env import AGENT, DESK, DeskShop, accepted, desk_shop, until
+
+CHAT = 5550888
+CONVERSATION = f"telegram:{CHAT}"
+
+
+@asynccontextmanager
+async def proxied_shop(tmp_path: Path, url: str) -> AsyncIterator[tuple[DeskShop, TcpProxy]]:
+    """The shop on the PostgreSQL database at ``url``, through a proxy to cut."""
+    server = make_url(url)
+    proxy = TcpProxy([(server.host or "127.0.0.1", server.port or 5432)])
+    await proxy.start()
+    proxied = server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    try:
+        async with desk_shop(tmp_path, database_url=proxied, db_timeout=2.0) as s:
+            yield s, proxy
+    finally:
+        await proxy.close()
+
+
+async def thread_of(s: DeskShop) -> str | None:
+    """The ticket's recorded thread; None while none is (or the store is away)."""
+    try:
+        return (await s.ticket_record(CONVERSATION)).thread
+    except DatabaseUnavailableError:
+        return None
+
+
+async def test_a_posted_tickets_thread_is_recorded_once_the_store_is_back(
+    tmp_path: Path, fresh_postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.desk.desk")
+    async with proxied_shop(tmp_path, fresh_postgres_url) as (s, proxy):
+
+        def cut_once_posted(method: str) -> None:
+            if method == "chat.postMessage" and not s.tickets():
+                proxy.cut()  # Slack has the ticket; its thread is not recorded yet
+
+        s.slack.on_call = cut_once_posted
+        human = s.tg_update(CHAT, "human")
+        handed_off = asyncio.create_task(accepted(lambda: s.tg_post(human)))
+        ts = str((await s.ticket())["ts"])
+        await until(lambda: "the store is unavailable" in caplog.text)
+        s.slack.on_call = None
+        proxy.restore()
+        await handed_off
+
+        async def recorded() -> bool:
+            return await thread_of(s) == ts
+
+        await until(recorded)
+        later = s.tg_update(CHAT, "is anyone there?")
+        await accepted(lambda: s.tg_post(later))
+        assert await s.thread_has(ts, 1) == ["*Alice Smith:* is anyone there?"]
+        await s.press(ts, CLAIM)
+        assert "Dana from our team" in (await s.tg_replies(CHAT, 2))[-1]
+        assert len(s.tickets()) == 1  # no second ticket, no "unknown thread"
+        assert s.ephemerals_to(AGENT) == []
+
+
+async def test_slacks_retry_of_a_claiming_reply_completes_the_join(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    async with proxied_shop(tmp_path, fresh_postgres_url) as (s, proxy):
+        await accepted(lambda: s.tg_post(s.tg_update(CHAT, "human")))
+        ts = str((await s.ticket())["ts"])
+
+        async def recorded() -> bool:
+            return await thread_of(s) == ts
+
+        await until(recorded)
+
+        def cut_on_download(method: str) -> None:
+            if method == "files.download":
+                proxy.cut()  # the claim is saved in the ticket; the join is not recorded
+
+        s.slack.on_call = cut_on_download
+        label = s.slack.host_file("label.pdf", b"%PDF-1.4 label", mimetype="application/pdf")
+        event = sd.file_share(
+            channel=DESK, user=AGENT, text="here is your label", thread_ts=ts, files=[label]
+        )
+        assert (await s.slack_post(sd.event_callback(event))).status_code == 503
+        s.slack.on_call = None
+        proxy.restore()
+        retries = iter(range(1, 21))
+        await accepted(lambda: s.slack_post(sd.event_callback(event), retry=next(retries)))
+        (document,) = await s.telegram.wait_for("sendDocument")
+        joining, text, file = s.tg_sent(CHAT)[1:]  # after "connecting you"
+        assert "Dana from our team" in joining and (text, file) == ("here is your label", "")
+        assert document.params["document"].data == b"%PDF-1.4 label"
+        joined = [e for e in await s.events(CONVERSATION) if isinstance(e, AgentJoined)]
+        assert len(joined) == 1
+        assert (await s.ticket_record(CONVERSATION)).agent == AGENT
+
+
+async def test_a_turn_run_again_forwards_the_customers_message_once(tmp_path: Path) -> None:
+    async with desk_shop(tmp_path) as s:
+        await s.tg_send(CHAT, "human")
+        ts = str((await s.ticket())["ts"])
+        message = UserMessage(
+            channel="telegram",
+            conversation_id=CONVERSATION,
+            sender_id=str(CHAT),
+            text="my parcel is late",
+            message_id="4711",
+        )
+        for _ in range(2):  # the turn, then the turn again after its save failed
+            async with s.agent.turns.locks.hold(CONVERSATION):
+                assert await s.desk.forward(message)
+        assert await s.thread_has(ts, 1) == ["*Alice Smith:* my parcel is late"]
+        await s.tg_send(CHAT, "hello?")
+        thread = await s.thread_has(ts, 2)
+        assert thread == ["*Alice Smith:* my parcel is late", "*Alice Smith:* hello?"]
+        assert (await s.ticket_record(CONVERSATION)).window == [
+            ("Customer", "my parcel is late"),
+            ("Customer", "hello?"),
+        ]
