@@ -50,6 +50,8 @@ post): another worker leaves them to it meanwhile, and takes over once it lapses
 worker died). Longer than the longest retry delay plus a paced post."""
 DESK_NEW_TICKET_WAIT = 5.0
 """Seconds a press on a just-posted ticket waits for the ticket's thread to be recorded."""
+DESK_NUMBER_WAIT = 2.0
+"""Seconds a command naming a ticket (``/kefu translate on #7``) waits for it to be posted."""
 DESK_NEW_TICKET_POLL = 0.05
 """Seconds between looks for a just-posted ticket's thread while a press waits for it."""
 DESK_TRANSCRIPT_TURNS = 6

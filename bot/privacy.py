@@ -38,8 +38,9 @@ __all__ = [
     "redact_user_message",
 ]
 
-_CARD_CANDIDATE = re.compile(r"(?<![\d-])(?<!\d\.)\d(?:[ -]?\d){12,18}(?![\d-])")
-"""13 to 19 digits, not part of a longer number nor a decimal fraction (0.7624881267547607)."""
+_CARD_CANDIDATE = re.compile(r"(?<![\dA-Za-z-])(?<!\d\.)\d(?:[ -]?\d){12,18}(?![\dA-Za-z-])")
+"""13 to 19 digits, not part of a longer number, a decimal fraction (0.7624881267547607) nor
+a Latin identifier (the hex of ``549423961608470d8b0c…``)."""
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _PHONE = re.compile(
     r"(?<![\dA-Za-z+])(?:"

@@ -45,6 +45,7 @@ def test_card_numbers_are_masked(text: str, expected: str) -> None:
         "tracking SF1234567890",
         "2026-11-22 12:00",
         "confidence 0.7624881267547607",  # a Luhn-valid fraction is no card
+        "notice:549423961608470d8b0cc232f81b8bff",  # Luhn-valid digits inside a hex id
         "",
     ],
 )

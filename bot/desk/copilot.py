@@ -25,6 +25,7 @@ from bot.knowledge import KnowledgeBase, Passage, excerpt
 from bot.llm.grounding import LANGUAGE_NAMES, grounding_passages
 from bot.llm.prompts import PromptTemplates
 from bot.privacy import Redactor, personal_slot_values
+from bot.understanding.language import detect_language
 
 __all__ = ["ChatModel", "DeskCopilot"]
 
@@ -119,7 +120,9 @@ class DeskCopilot:
             for speaker, text in history[-constants.LLM_HISTORY_TURNS :]
         ]
         asked = next((text for speaker, text in reversed(history) if speaker == "Customer"), "")
-        passages = await self._passages(asked, language)
+        # The customer's question finds passages in the customer's language; the draft is
+        # written in ``language`` (the desk's, with translation on).
+        passages = await self._passages(asked, detect_language(asked))
         facts = {
             name: redactor.redact(str(value))[: constants.LLM_SLOT_CHARS]
             for name, value in slots.items()

@@ -788,8 +788,8 @@ class Desk:
             if ticket is not None:
                 return ticket
         if number is not None:
-            ticket = await self._book.by_number(number)
-            if ticket is None or ticket.number != number or ticket.thread is None:
+            ticket = await self._numbered(number)
+            if ticket is None:
                 return f"There is no ticket #{number} (or it was replaced by a newer one)."
             return ticket
         mine = []
@@ -942,6 +942,21 @@ class Desk:
         if ticket is not None and self._shared and ticket.poster == self._worker:
             ticket.poster = ticket.poster_until = None
             await self._book.put(ticket)
+
+    async def _numbered(self, number: int) -> Ticket | None:
+        """The posted ticket numbered ``number``. An agent may name a ticket the moment it
+        shows in Slack, before the post's answer (its thread) reached the desk: a ticket still
+        being posted is waited for, briefly (a slash command is answered within 3 seconds)."""
+        deadline = time.monotonic() + constants.DESK_NUMBER_WAIT
+        while True:
+            ticket = await self._book.by_number(number)
+            if ticket is None or ticket.number != number:
+                return None
+            if ticket.thread is not None:
+                return ticket
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(constants.DESK_NEW_TICKET_POLL)
 
     async def _ticket_of(self, thread: str) -> Ticket | None:
         """The ticket of ``thread``; Slack may deliver a press on a new ticket before its
