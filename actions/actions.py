@@ -16,7 +16,16 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import describe, language, masked, money, remember_verified, say, verified_order
+from actions.common import (
+    describe,
+    language,
+    masked,
+    money,
+    remember_verified,
+    say,
+    verified_order,
+    verified_order_record,
+)
 from actions.shop import ShopError, shop
 
 MAX_ORDER_ATTEMPTS = 2
@@ -300,8 +309,7 @@ class ActionGetInvoice(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> Events:
         lang = language(tracker)
-        order_id = verified_order(tracker)
-        order = shop().find_order(order_id) if order_id else None
+        order = verified_order_record(tracker)
         if order is None:
             _refused(dispatcher, lang, str(tracker.get_slot("order_id")), "not_verified")
             return []

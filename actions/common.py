@@ -7,7 +7,7 @@ from typing import Any
 from rasa_sdk import Tracker
 from rasa_sdk.events import SlotSet
 
-from actions.shop import Order, normalize_order_id
+from actions.shop import Order, normalize_order_id, shop
 from bot.privacy import mask_card_numbers
 
 _STATUS_TEXT = {
@@ -78,6 +78,12 @@ def verified_order(tracker: Tracker) -> str | None:
         return None
     wanted = normalize_order_id(str(order_id))
     return wanted if wanted in str(verified).split(",") else None
+
+
+def verified_order_record(tracker: Tracker) -> Order | None:
+    """The shop's record of the order this conversation verified, or None."""
+    order_id = verified_order(tracker)
+    return shop().find_order(order_id) if order_id else None
 
 
 def remember_verified(tracker: Tracker, order: Order, contact: str | None) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import carrier_name, language, say, verified_order
+from actions.common import carrier_name, language, say, verified_order_record
 from actions.shop import Order, shop
 
 Events = list[dict[str, Any]]
@@ -68,8 +68,7 @@ class ActionCheckParcel(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> Events:
         lang = language(tracker)
-        order_id = verified_order(tracker)
-        order = shop().find_order(order_id) if order_id else None
+        order = verified_order_record(tracker)
         if order is None:
             return [SlotSet("parcel_state", None)]
         state = parcel_state(order, shop().today())
@@ -99,8 +98,7 @@ class ActionOpenParcelClaim(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> Events:
         lang = language(tracker)
-        order_id = verified_order(tracker)
-        order = shop().find_order(order_id) if order_id else None
+        order = verified_order_record(tracker)
         if order is None:
             dispatcher.utter_message(
                 text=say(
