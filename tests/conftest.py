@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from bot.privacy import install_log_redaction
 from bot.testing.private_postgres import PrivatePostgres
+from bot.understanding import classifier as classifier_module
 from tests import card_watch
 
 _CACHE_DIR = tempfile.mkdtemp(prefix="kefu-test-cache-")
@@ -26,6 +28,17 @@ def pytest_configure(config: pytest.Config) -> None:
     # Trained models and knowledge vectors go to one folder for the session, not to the
     # repository's .kefu/ (``KEFU_CACHE_DIR`` is read for settings built in code too).
     os.environ["KEFU_CACHE_DIR"] = _CACHE_DIR
+    # That folder keeps every classifier the session trains: the suite's many small test
+    # projects would otherwise push the reference shop's out (it keeps `CACHE_KEEP`), and
+    # each test after that would train it again (about a minute). Other folders are pruned
+    # as ever (tests/test_classifier.py checks it); the folder goes at the session's end.
+    pruned = classifier_module._prune
+
+    def prune_outside_the_session_cache(folder: Path, *, keep: int) -> None:
+        if folder.resolve() != Path(_CACHE_DIR).resolve():
+            pruned(folder, keep=keep)
+
+    classifier_module._prune = prune_outside_the_session_cache
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

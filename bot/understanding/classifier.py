@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from collections import Counter
@@ -53,6 +54,8 @@ FORMAT_VERSION = 3
 
 CACHE_KEEP = 4
 """How many trained classifiers a cache folder keeps (the most recently used)."""
+_CACHED_NAME = re.compile(r"[0-9a-f]{64}")
+"""A cached classifier's file name (without .npz): the SHA-256 of what it was trained on."""
 
 RANKING_SIZE = 10
 """How many intents a prediction ranks."""
@@ -413,8 +416,13 @@ class IntentClassifier:
 
 
 def _prune(folder: Path, *, keep: int) -> None:
-    """Delete all but the `keep` most recently used classifiers in `folder`."""
-    saved = sorted(folder.glob("*.npz"), key=lambda path: path.stat().st_mtime, reverse=True)
+    """Delete all but the `keep` most recently used classifiers in `folder` (files named by
+    their content hash; what else is cached there, such as knowledge vectors, stays)."""
+    saved = sorted(
+        (path for path in folder.glob("*.npz") if _CACHED_NAME.fullmatch(path.stem)),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
     for path in saved[keep:]:
         path.unlink(missing_ok=True)
 
