@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.privacy import install_log_redaction
 from bot.testing.private_postgres import PrivatePostgres
-from bot.understanding import classifier as classifier_module
 from tests import card_watch
 
 _CACHE_DIR = tempfile.mkdtemp(prefix="kefu-test-cache-")
@@ -30,17 +29,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # Trained models and knowledge vectors go to one folder for the session, not to the
     # repository's .kefu/ (``KEFU_CACHE_DIR`` is read for settings built in code too).
     os.environ["KEFU_CACHE_DIR"] = _CACHE_DIR
-    # That folder keeps every classifier the session trains: the suite's many small test
-    # projects would otherwise push the reference shop's out (it keeps `CACHE_KEEP`), and
-    # each test after that would train it again (about a minute). Other folders are pruned
-    # as ever (tests/test_classifier.py checks it); the folder goes at the session's end.
-    pruned = classifier_module._prune
-
-    def prune_outside_the_session_cache(folder: Path, *, keep: int) -> None:
-        if folder.resolve() != Path(_CACHE_DIR).resolve():
-            pruned(folder, keep=keep)
-
-    classifier_module._prune = prune_outside_the_session_cache
+    # ... and keeps every classifier the session trains (in the test processes and in the
+    # `kefu run` workers they start): the many small test projects would otherwise push the
+    # reference shop's out of the `KEFU_CACHE_KEEP` used last, and each test after that would
+    # train it again (about a minute). The folder goes at the session's end.
+    os.environ["KEFU_CACHE_KEEP"] = "1000"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

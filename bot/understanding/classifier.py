@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.svm import LinearSVC
 
+from bot import constants
 from bot.understanding.encoder import ENCODER_DIM, ENCODER_MODEL, LANGUAGES, encoder
 from bot.understanding.features import (
     EMBEDDING_MODEL,
@@ -52,8 +53,8 @@ FORMAT_VERSION = 3
 3: a second (cascade) model over the n-grams, the static embedding and the encoder.
 """
 
-CACHE_KEEP = 4
-"""How many trained classifiers a cache folder keeps (the most recently used)."""
+CACHE_KEEP = constants.DEFAULT_CACHE_KEEP
+"""How many trained classifiers a cache folder keeps by default (the most recently used)."""
 _CACHED_NAME = re.compile(r"[0-9a-f]{64}")
 """A cached classifier's file name (without .npz): the SHA-256 of what it was trained on."""
 
@@ -258,11 +259,12 @@ class IntentClassifier:
         *,
         out_of_scope_examples: Sequence[str] = (),
         cache_dir: Path,
+        keep: int = CACHE_KEEP,
     ) -> IntentClassifier:
         """Load from cache_dir/<content hash>.npz if present, else train and save there.
 
-        The folder keeps the `CACHE_KEEP` classifiers used last: editing examples back and
-        forth stays instant, and old files do not pile up."""
+        The folder keeps the ``keep`` classifiers used last: editing examples back and forth
+        stays instant, and old files do not pile up."""
         content = json.dumps(
             [
                 FORMAT_VERSION,
@@ -288,7 +290,7 @@ class IntentClassifier:
         log.info("trained in %.1f s", time.perf_counter() - started)
         try:
             classifier.save(path)
-            _prune(cache_dir, keep=CACHE_KEEP)
+            _prune(cache_dir, keep=keep)
         except OSError as exc:  # a read-only project still starts; it just trains every time
             log.warning("cannot cache the intent classifier in %s: %s", cache_dir, exc)
         return classifier
