@@ -73,10 +73,14 @@ NO_LLM = (
     "No LLM is configured for kefu (KEFU_LLM_MODEL), so the desk has no translations "
     "or drafted replies."
 )
+ALREADY_YOURS = "You already have this conversation."
 TRANSLATION_LABEL = ":globe_with_meridians: _translation:_"
 SENT_LABEL = ":globe_with_meridians: _sent to the customer:_"
 DRAFT_LABEL = "Suggested reply (edit it, then send it yourself):"
 _NOTE_PREFIX = "note:"
+_CLAIM_KEY = "claim-"
+"""``Ticket.joined_by`` of a ticket claimed with the button (or ``/kefu claim``): the claim's
+key in the conversation, under which its join is recorded once."""
 _FILE_KINDS = frozenset({"image", "document", "audio", "video"})
 _HIDDEN_SLOTS = frozenset({"continue_interrupted_flow_confirmation", "language"})
 Utter = tuple[str, Mapping[str, Any]]
@@ -305,22 +309,25 @@ class Desk:
         return await self._line(conversation_id, number, text, mention="agent", waiting=False)
 
     async def record_survey(
-        self, conversation_id: str, *, score: int, comment: str | None = None
+        self, conversation_id: str, *, score: int | None = None, comment: str | None = None
     ) -> None:
-        """Show the customer's survey answer on their latest (resolved) ticket."""
+        """Show the customer's survey answer (the score, then the comment if any) on their
+        latest (resolved) ticket."""
+        if score is None and not comment:
+            return
         async with self._lock(conversation_id):
             ticket = await self._book.get(conversation_id)
             if ticket is None or ticket.is_open:
                 return
-            ticket.csat = score
+            said = []
+            if score is not None:
+                ticket.csat = score
+                said.append(f"Survey: the customer rated this handoff {score}/5.")
             if comment:
                 ticket.csat_comment = comment
-            said = (
-                f"Survey comment from the customer: {comment}"
-                if comment
-                else f"Survey: the customer rated this handoff {score}/5."
-            )
-            ticket.outbox += [{"kind": "line", "text": said}, {"kind": "show"}]
+                said.append(f"Survey comment from the customer: {comment}")
+            ticket.outbox += [{"kind": "line", "text": line} for line in said]
+            ticket.outbox.append({"kind": "show"})
             await self._book.put(ticket)
         self._kick(conversation_id)
 
@@ -407,8 +414,9 @@ class Desk:
                     events.append(
                         AgentMessage(agent=name, text=body, attachments=tuple(attachments))
                     )
-                    ticket.said("Agent", body)
-                    await self._book.put(ticket)
+                    if message_id not in ticket.said_ids:  # else Slack's retry of the reply
+                        ticket.said("Agent", body, message_id=message_id)
+                        await self._book.put(ticket)
                     if body and ticket.translate_replies and self._copilot is not None:
                         translate_to = ticket.language
         sent: list[str] = []
@@ -623,6 +631,7 @@ class Desk:
         target_name = await self._name(target) if target else None
         if target is not None and not await self._may_act(target):
             return f"{target_name} is not a member of the handoff channel."
+        key: tuple[str, str] | None = None
         async with self._lock(cid):
             ticket = await self._book.get(cid)
             if ticket is None or ticket.thread != thread:
@@ -633,9 +642,22 @@ class Desk:
             events, utter, pause = change
             if move == "resolve":
                 ticket.survey = survey
+            if move == "claim":
+                # The join is recorded in the conversation under the claim's own key: a
+                # press again (the first failed after the claim was saved) records it then.
+                assert ticket.joined_by is not None
+                key = (thread, ticket.joined_by)
             if await self._book.put(ticket) and move in {"resolve", "reopen"}:
                 await self._book.set_open(ticket)
-        await self._apply(cid, events=events, utter=utter, pause=pause)
+        if key is not None:
+            result = await self._record(cid, events=events, utter=utter, pause=pause, key=key)
+            if result is not None and result.duplicate:
+                return ALREADY_YOURS  # the join was recorded: a press again does nothing
+            if result is not None:
+                await self._after_delivery(cid, result)
+            await self._show(cid)
+        else:
+            await self._apply(cid, events=events, utter=utter, pause=pause)
         if target is not None and move == "transfer":
             await self._quietly(self._tell(target, f"You now have kefu ticket #{ticket.number}."))
         await self._tell_watchers(ticket, move)
@@ -665,17 +687,22 @@ class Desk:
         if ticket.status is Status.RESOLVED:
             return "This handoff is already resolved."
         if move == "claim":
-            if ticket.agent == user:
-                return "You already have this conversation."
-            if ticket.agent is not None:
+            if ticket.agent == user and not (ticket.joined_by or "").startswith(_CLAIM_KEY):
+                return ALREADY_YOURS  # claimed by a reply, a transfer or a reopen
+            if ticket.agent not in (None, user):
                 return (
                     f"{ticket.agent_name} has this conversation already; ask them to transfer it."
                 )
-            self._assign(ticket, user, name)
+            if ticket.agent is None:
+                self._assign(ticket, user, name)
+                ticket.joined_by = f"{_CLAIM_KEY}{uuid.uuid4().hex}"
+                ticket.join_pause = self._take_back(ticket)
+            # Else this agent claimed it before: its join is recorded again under the same
+            # key, which does nothing when the first press recorded it.
             return (
                 [AgentJoined(agent=name)],
                 [("utter_human_agent_joined", {"agent_name": _first(name)})],
-                self._take_back(ticket),
+                ticket.join_pause,
             )
         if ticket.agent not in (None, user):
             return f"{ticket.agent_name} has this conversation; only they can do that."
@@ -711,7 +738,9 @@ class Desk:
         return True
 
     def _assign(self, ticket: Ticket, user: str, name: str) -> None:
+        """Give the ticket to ``user``; the caller records how they joined (``joined_by``)."""
         ticket.agent = user
+        ticket.joined_by = ticket.join_pause = None
         ticket.agent_name = name
         ticket.status = Status.ACTIVE
         ticket.claimed_at = ticket.last_activity_at = self._clock()
