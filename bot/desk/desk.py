@@ -132,6 +132,8 @@ class Desk:
         self._sweeper: asyncio.Task[None] | None = None
         """Tickets another worker posts for: looked at again when its claim lapses."""
         self._again: set[str] = set()
+        self._replying: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        """Agents' replies being handled, by (thread, Slack ts): whether each succeeded."""
         self._stopping = False
         self._watchers: list[TicketWatcher] = []
 
@@ -361,8 +363,39 @@ class Desk:
 
         The Slack message is recorded in the conversation with what it did, once: a retried
         event does nothing the second time, or completes what failed the first (a claim
-        saved in the ticket whose join was not recorded in the conversation).
+        saved in the ticket whose join was not recorded in the conversation). Slack's retry
+        of a reply still being handled here (a translation takes longer than Slack waits)
+        waits for it, and does nothing when it succeeded (no second translation).
         """
+        key = (thread, message_id)
+        earlier = self._replying.get(key)
+        if earlier is not None and await asyncio.shield(earlier):
+            return None
+        handled = asyncio.get_running_loop().create_future()
+        self._replying[key] = handled
+        try:
+            notice = await self._on_reply(
+                thread=thread, user=user, text=text, message_id=message_id, files=files
+            )
+        except BaseException:
+            handled.set_result(False)
+            raise
+        else:
+            handled.set_result(True)
+        finally:
+            if self._replying.get(key) is handled:
+                del self._replying[key]
+        return notice
+
+    async def _on_reply(
+        self,
+        *,
+        thread: str,
+        user: str,
+        text: str,
+        message_id: str,
+        files: Sequence[FileRef],
+    ) -> str | None:
         found = await self._book.by_thread(thread)
         if found is None:
             return UNKNOWN_THREAD
@@ -867,19 +900,20 @@ class Desk:
         while True:
             self._again.discard(cid)
             try:
-                ticket = await self._next_post(cid)
+                next_post = await self._next_post(cid)
             except TransientError as err:
                 await self._wait_for_store(cid, err, store_failures)
                 store_failures += 1
                 continue
             store_failures = 0
-            if ticket is None:
+            if next_post is None:
                 return
+            ticket, look = next_post
             item = ticket.outbox[0] if ticket.thread is not None else {"kind": "ticket"}
             new_ticket = item["kind"] == "ticket"
             self._tickets_posting += new_ticket
             try:
-                posted = await self._post(ticket, item)
+                posted = await self._post(ticket, item, look=look)
             except TransientError as err:
                 self._tickets_posting -= new_ticket
                 delay = self._delays[min(failures, len(self._delays) - 1)]
@@ -902,14 +936,22 @@ class Desk:
             finally:
                 self._tickets_posting -= new_ticket
 
-    async def _next_post(self, cid: str) -> Ticket | None:
-        """The ticket, when something of it waits to be posted and this worker posts it."""
+    async def _next_post(self, cid: str) -> tuple[Ticket, bool] | None:
+        """The ticket, when something of it waits to be posted and this worker posts it;
+        with whether to look for its message first (the ticket may be posted already: a
+        post was tried, and its answer never recorded)."""
         async with self._lock(cid):
             ticket = await self._book.get(cid)
             if ticket is None:
                 return None
             if ticket.thread is None or ticket.outbox:
-                return ticket if await self._may_post(ticket) else None
+                if not await self._may_post(ticket):
+                    return None
+                look = ticket.thread is None and ticket.post_tried
+                if ticket.thread is None and not ticket.post_tried:
+                    ticket.post_tried = True  # before the post: whoever posts next looks
+                    await self._book.put(ticket)
+                return ticket, look
             await self._let_go(ticket)
             return None
 
@@ -999,9 +1041,14 @@ class Desk:
             found = await self._book.by_thread(thread)
         return found
 
-    async def _post(self, ticket: Ticket, item: dict[str, Any]) -> str | None:
+    async def _post(self, ticket: Ticket, item: dict[str, Any], *, look: bool) -> str | None:
         assert self._board is not None
         if item["kind"] == "ticket":
+            if look:  # posted before (by a worker that died, or lost its claim meanwhile)?
+                found = await self._board.find_ticket(ticket)
+                if found is not None:
+                    log.warning("ticket #%s was posted already: its thread is kept", ticket.number)
+                    return found
             return await self._board.post_ticket(ticket)
         if item["kind"] == "line":
             mention = item.get("mention")

@@ -62,6 +62,9 @@ class Ticket:
     resolved_by: str | None = None
     thread: str | None = None
     """The ticket message's id (Slack ts); None until it was posted."""
+    post_tried: bool = False
+    """A post of the ticket was tried: while ``thread`` is None, it may be in Slack all the
+    same (the post's answer was never recorded), so the next post looks for it first."""
     unreachable: bool = False
     """The customer's chat is gone (they blocked the bot)."""
     translate_replies: bool = False
