@@ -16,6 +16,9 @@ on two workers get one claim and one notice. With several workers (``shared``) o
 time posts a ticket's waiting messages: it claims them in the ticket (``poster``) for
 ``DESK_FLUSH_LEASE`` seconds, renewed at each post; another worker looks again once the claim
 lapses, so a worker that dies leaves nothing unposted and nothing is posted twice meanwhile.
+A ticket whose post was tried but never recorded (the worker died, or the database stayed
+away past the claim) is looked for on the board before it is posted again (Slack: by the
+message metadata naming it) and its thread kept.
 
 What happens to a ticket is told to its watchers (:meth:`Desk.watch`): scheduled work sets and
 cancels the handoff's timers there (waiting time, the agent's idle reminder, the survey).
@@ -974,7 +977,9 @@ class Desk:
                 return False
             if self._shared and ticket.poster != self._worker:
                 log.warning("ticket %s: another worker took over its posts", cid)
-                return False  # its claim lapsed: what was just posted may show twice
+                # Its claim lapsed: a ticket is found again by the worker that took over;
+                # a message just posted in its thread may show twice.
+                return False
             if new_ticket:
                 ticket.thread = posted
             elif ticket.outbox:
