@@ -44,6 +44,9 @@ _CLAUSE_BREAK = re.compile(
 """Where clauses meet; a dot or comma inside a token (an e-mail address, 1,299) is none."""
 _WORDS = re.compile(r"[^\W\d_]{2,}|[\u4e00-\u9fff]")
 MAX_CLAUSES = 4
+_ASIDE = re.compile(r"[?？]|\b(?:also|btw|by the way)\b|另外|顺便|还有", re.IGNORECASE)
+"""A task's message with one of these may ask a question beside it ("… and also do you ship
+to Hong Kong?"): its clauses are read too."""
 """Messages of more clauses are read as a whole only (each clause costs a classification)."""
 
 
@@ -210,7 +213,9 @@ class Interpreter:
             routed = self.router.route(read, language=lang)
             flows = () if routed.out_of_scope else routed.ranking
         clauses: tuple[tuple[str, str, float], ...] = ()
-        if prediction is not None and prediction.intent not in self.task_intents:
+        if prediction is not None and (
+            prediction.intent not in self.task_intents or _ASIDE.search(text)
+        ):
             clauses = self._clauses(text)
         return Parse(
             text=text,
