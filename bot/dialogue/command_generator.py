@@ -203,9 +203,11 @@ def generate_commands(
             for name, value in parse.set_slots.items()
             if name in turn.domain.slots
         ]
+    classified = parse.intent
     if collecting(turn.state.stack) is None:
-        parse = _requested(turn, _entity_led(turn, parse))
+        parse = _asked(turn, _requested(turn, _entity_led(turn, parse)))
     message = _Reading(turn, parse, synonyms)
+    message.classified = classified
     for rule in _RULES:
         commands = rule(message)
         if commands is not None:
@@ -227,6 +229,8 @@ class _Reading:
         self.pending_slot = turn.domain.slots.get(str(collect)) if self.pending else None
         self.active = top_user_frame(stack)
         self.confident = parse.intent is not None and parse.confidence >= DIGRESSION_CONFIDENCE
+        self.classified = parse.intent
+        """The classifier's own intent, before the rules that read a request or an entity."""
 
     @cached_property
     def typed_answer(self) -> SlotValue | None:
@@ -354,7 +358,7 @@ def _task_in_clause(m: _Reading) -> list[cmd.Command] | None:
     first."""
     if m.pending_slot is not None or m.active is not None or not m.parse.clauses:
         return None
-    if _starts_a_flow(m.turn, m.parse.intent):
+    if _starts_a_flow(m.turn, m.classified):
         return None  # the whole message asks for a task: _new_flow starts it
     tasks = [
         (confidence, flow)
@@ -479,7 +483,7 @@ def _running_task(m: _Reading) -> list[cmd.Command] | None:
 
 def _chitchat(m: _Reading) -> list[cmd.Command] | None:
     """Small talk the domain has a response for."""
-    return [cmd.ChitChat()] if m.small_talk else None
+    return [cmd.ChitChat(intent=m.parse.intent)] if m.small_talk else None
 
 
 def _unfit_answer(m: _Reading) -> list[cmd.Command] | None:
@@ -828,6 +832,31 @@ def _requested(turn: Turn, parse: Parse) -> Parse:
     if len(offered) == 1:
         return _with_intent(parse, offered[0])
     if confidence < REQUEST_TASK_CONFIDENCE or _flow_intent(turn, second) is None:
+        return parse
+    return _with_intent(parse, second)
+
+
+def _asked(turn: Turn, parse: Parse) -> Parse:
+    """A question that reads as a task and as a policy question alike ("refund 要多久到账啊":
+    checking one's refund, or how long refunds take): when the policy's answer offers that
+    task as its next step (a button), the answer comes first and the customer may press it."""
+    if (
+        parse.from_payload
+        or len(parse.ranking) < 2
+        or parse.entities
+        or not looks_like_question(parse.text)
+        or _REQUEST.search(parse.text)
+        or _POLITE_REQUEST.search(parse.text)
+    ):
+        return parse
+    (first, p_first), (second, p_second) = parse.ranking[0], parse.ranking[1]
+    if (
+        parse.intent != first
+        or p_first - p_second >= CLARIFY_MARGIN
+        or _flow_intent(turn, first) is None
+        or not _answers(turn, second)
+        or first not in _suggested_intents(turn, second)
+    ):
         return parse
     return _with_intent(parse, second)
 
