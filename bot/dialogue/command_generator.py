@@ -12,6 +12,7 @@ finds it likely.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -63,8 +64,8 @@ _POLITE_REQUEST = re.compile(
 """A request asked as a question ("could you send me the invoice?", "这个订单的发票能发我一下
 吗"): a request all the same."""
 _ASKING = re.compile(
-    r"\b(?:know|ask|find out|understand|learn|tell|explain)\b|想知道|想了解|想问|了解一下|问一下|问问|"
-    r"告诉我|介绍",
+    r"\b(?:know|ask|find out|understand|learn|tell|explain)\b|"
+    r"想知道|想了解|想问|了解一下|问一下|问问|告诉我|介绍",
     re.IGNORECASE,
 )
 """A request to be told something ("I'd like to know…", "我想了解…") is a question."""
@@ -450,7 +451,7 @@ def _phrases(text: str) -> set[str]:
     """English word pairs and Chinese three-character runs of a text."""
     text = _TEMPLATE.sub(" ", text.lower())
     words = re.findall(r"[a-z]+", text)
-    out = {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}
+    out = {f"{a} {b}" for a, b in itertools.pairwise(words)}
     for run in re.findall(r"[\u4e00-\u9fff]{3,}", text):
         out |= {run[i : i + 3] for i in range(len(run) - 2)}
     return out
@@ -483,7 +484,10 @@ def _running_task(m: _Reading) -> list[cmd.Command] | None:
 
 def _chitchat(m: _Reading) -> list[cmd.Command] | None:
     """Small talk the domain has a response for."""
-    return [cmd.ChitChat(intent=m.parse.intent)] if m.small_talk else None
+    if not m.small_talk:
+        return None
+    # an intent the rules chose over the classifier's ("refund 要多久到账啊") is named
+    return [cmd.ChitChat(intent=m.parse.intent if m.parse.intent != m.classified else None)]
 
 
 def _unfit_answer(m: _Reading) -> list[cmd.Command] | None:
@@ -616,13 +620,13 @@ def _question_verbs(turn: Turn, question: str) -> frozenset[str]:
 
 
 def _sets_true(payload: str) -> bool:
-    values = set_slots_of(payload)
-    return bool(values) and list(values.values()) == [True]
+    values = set_slots_of(payload) or {}
+    return list(values.values()) == [True]
 
 
 def _sets_false(payload: str) -> bool:
-    values = set_slots_of(payload)
-    return bool(values) and list(values.values()) == [False]
+    values = set_slots_of(payload) or {}
+    return list(values.values()) == [False]
 
 
 def _needs_entity(slot: SlotDefinition) -> bool:

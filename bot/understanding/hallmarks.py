@@ -69,8 +69,7 @@ class Hallmarks:
         return frozenset(
             word
             for word, count in self._counts[key].items()
-            if count / size >= HALLMARK_SHARE
-            and self._share(language, rival, word) <= RIVAL_SHARE
+            if count / size >= HALLMARK_SHARE and self._share(language, rival, word) <= RIVAL_SHARE
         )
 
     def rerank(

@@ -94,8 +94,9 @@ def parse_bool(text: str, language: str, *, echo: Iterable[str] = ()) -> bool | 
     """
     echoed = _echo_pattern(tuple(sorted(echo)))
     answers = [
-        _echo_bool(clause, echoed) if echoed is not None and echoed.search(clause) else
-        _clause_bool(clause, language)
+        _echo_bool(clause, echoed)
+        if echoed is not None and echoed.search(clause)
+        else _clause_bool(clause, language)
         for clause in _BOOL_CLAUSE.split(_normalize(text))
     ]
     said = [answer for answer in answers if answer is not None]
