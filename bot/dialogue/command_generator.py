@@ -108,7 +108,7 @@ _LATER = re.compile(
     r"随便看看|只是看看|我直接|解决了|搞定了|弄好了|找到了|"
     r"回头|以后|改天|晚点|再说|自己再?(?:看看|逛逛)|随便逛逛|自己来|自己处理|没必要|不值得|太麻烦|"
     r"就这样|先这样|"
-    r"挺好|不用改|保持原样|留着|不重要|无所谓|没错|没问题|是对的",
+    r"挺好|不用改|保持原样|留着|不重要|无所谓|没错|没问题|是对的|我?(?:搞|弄|看)错了",
     re.IGNORECASE,
 )
 """A clause that puts the task off or says why it is not needed ("I'll sort it out later",
@@ -117,6 +117,8 @@ stops."""
 _CJK_PHRASES = sorted(
     (p for p in _CANCEL | _CANCEL_FILLERS if not p.isascii()), key=len, reverse=True
 )
+_REFUSALS = {"no", "nah", "nope", "no thanks", "不", "不了", "不要", "不用"}
+"""A refusal that, beside a reason to stop ("nah, it's fine"), stops too."""
 _CJK_FILLERS = sorted((p for p in _CANCEL_FILLERS if not p.isascii()), key=len, reverse=True)
 _CLAUSE = re.compile(r"[,，.。!！?？;；、\n]+|\s+(?:and|then)\s+")
 _HUMAN = {
@@ -145,10 +147,12 @@ def normalize_phrase(text: str) -> str:
 
 def is_cancel(text: str) -> bool:
     """Whether ``text`` only says to stop: every clause a stop phrase or a filler word."""
-    clauses = [_without_fillers(normalize_phrase(c)) for c in _CLAUSE.split(text.lower())]
-    clauses = [c for c in clauses if c]
+    said = [normalize_phrase(c) for c in _CLAUSE.split(text.lower())]
+    clauses = [c for c in map(_without_fillers, said) if c]
     stops = [c for c in clauses if _cancel_clause(c)]
-    return bool(stops) and all(c in stops or _LATER.search(c) for c in clauses)
+    if not stops and any(c in _REFUSALS for c in said):
+        stops = [c for c in clauses if _LATER.search(c)]  # "nah, it's fine, I'll keep it"
+    return bool(stops) and all(c in stops or c in _REFUSALS or _LATER.search(c) for c in clauses)
 
 
 def _without_fillers(clause: str) -> str:

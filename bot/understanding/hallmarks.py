@@ -8,8 +8,9 @@ examples say what tells the two apart: almost every ``track_refund`` example nam
 are close, such a *hallmark* decides between them: an intent whose examples nearly always
 name one of its hallmarks is not the intent of a message that names none of them, and a
 message naming the runner-up's hallmark (which the first intent's examples never use) is the
-runner-up's. Words are English words of three letters or more and Chinese character pairs;
-a Chinese message is read with the glossary's English shop words in Chinese.
+runner-up's. Words are English words of three letters or more, Chinese characters (退 names a
+refund in "退的钱" as well as in 退款) and character pairs; a Chinese message is read with the
+glossary's English shop words in Chinese.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from bot.understanding.language import detect_language
 
 HALLMARK_SHARE = 0.6
 """A hallmark is in at least this share of an intent's examples (of one language) ..."""
+NEEDED_SHARE = 0.85
+"""... and one so common there (this share) that a message without it is hardly the intent's."""
 RIVAL_SHARE = 0.05
 """... and in at most this share of the rival intent's."""
 MIN_EXAMPLES = 8
@@ -37,11 +40,12 @@ _HAN_RUN = re.compile("[\u4e00-\u9fff]+")
 
 
 def words_of(text: str) -> frozenset[str]:
-    """The English words (three letters or more) and Chinese character pairs of ``text``."""
+    """The English words (three letters or more), Chinese characters and character pairs of
+    ``text``."""
     read = in_chinese(text).lower()
     found = set(_WORD.findall(read))
     for run in _HAN_RUN.findall(read):
-        found |= {run[i : i + 2] for i in range(len(run) - 1)}
+        found |= set(run) | {run[i : i + 2] for i in range(len(run) - 1)}
     return frozenset(found)
 
 
@@ -60,8 +64,10 @@ class Hallmarks:
         size = self._sizes[(language, intent)]
         return self._counts[(language, intent)][word] / size if size else 0.0
 
-    def of(self, language: str, intent: str, rival: str) -> frozenset[str]:
-        """Words in most of ``intent``'s examples and hardly any of ``rival``'s."""
+    def of(
+        self, language: str, intent: str, rival: str, *, share: float = HALLMARK_SHARE
+    ) -> frozenset[str]:
+        """Words in ``share`` of ``intent``'s examples and hardly any of ``rival``'s."""
         key = (language, intent)
         if self._sizes[key] < MIN_EXAMPLES or self._sizes[(language, rival)] < MIN_EXAMPLES:
             return frozenset()
@@ -69,7 +75,7 @@ class Hallmarks:
         return frozenset(
             word
             for word, count in self._counts[key].items()
-            if count / size >= HALLMARK_SHARE and self._share(language, rival, word) <= RIVAL_SHARE
+            if count / size >= share and self._share(language, rival, word) <= RIVAL_SHARE
         )
 
     def rerank(
@@ -85,8 +91,10 @@ class Hallmarks:
         marks_first = self.of(language, first, second)
         marks_second = self.of(language, second, first)
         first_named, second_named = bool(marks_first & said), bool(marks_second & said)
-        first_lacks = bool(marks_first) and not first_named
-        second_lacks = bool(marks_second) and not second_named
+        needed_first = self.of(language, first, second, share=NEEDED_SHARE)
+        needed_second = self.of(language, second, first, share=NEEDED_SHARE)
+        first_lacks = bool(needed_first) and not needed_first & said
+        second_lacks = bool(needed_second) and not needed_second & said
         if (first_lacks and not second_lacks) or (second_named and not first_named):
             winner, loser = (second, p_second), (first, p_first)
         elif (second_lacks and not first_lacks) or (first_named and not second_named):
