@@ -246,6 +246,15 @@ class _Reading:
         return _answer(self.turn, self.parse, self.pending_slot, self.synonyms, question=question)
 
     @cached_property
+    def typed_title(self) -> bool:
+        """The message is the title of one of the pending question's buttons ("No, keep
+        it"): an answer, even in words that would otherwise stop the flow."""
+        if self.pending is None or self.pending_slot is None:
+            return False
+        question = str(self.pending.get("utter"))
+        return _typed_button(self.turn, self.pending_slot, self.parse.text, question) is not None
+
+    @cached_property
     def answer(self) -> SlotValue | None:
         """:attr:`typed_answer`, unless the message rather corrects an earlier answer
         ("actually my order is KF-2")."""
@@ -304,6 +313,7 @@ def _human_or_cancel(m: _Reading) -> list[cmd.Command] | None:
         is_cancel(m.parse.text)
         and m.active is not None
         and not _is_bool_answer(m.pending_slot, m.typed_answer)
+        and not m.typed_title
     ):
         return [cmd.CancelFlow()]
     return None
