@@ -38,6 +38,7 @@ import yaml
 
 from bot.dialogue.language import base_language
 from bot.ports import Answer, AnswerRequest
+from bot.understanding.chat_text import ChatText
 from bot.understanding.language import detect_language
 
 __all__ = [
@@ -86,10 +87,13 @@ _OTHER_LANGUAGE_WEIGHT = 0.5
 """Score factor for passages not in the query's language: kept, but ranked below."""
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_ADDRESS = re.compile(
-    r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+|(?:https?://|www\.)[\x21-\x7e]+", re.IGNORECASE
+_VALUE = re.compile(
+    r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+|(?:https?://|www\.)[\x21-\x7e]+"
+    r"|(?<![a-z0-9])[a-z]{1,4}-?\d{3,}(?![a-z0-9])|\d[\d -]{4,}\d",
+    re.IGNORECASE,
 )
-"""E-mail addresses and links: values a customer gives, never words of a shop question."""
+"""E-mail addresses, links, order numbers and codes (KF-20417), phone and tracking numbers:
+values a customer gives, never words of a shop question."""
 _TOKEN = re.compile(rf"[a-z0-9]+(?:'[a-z]+)?|[{_CJK}]+")
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -103,29 +107,43 @@ _STOPWORD_LIST = """a an the and or but if of to in on at by for with from about
     its they them their this that these those there here what which who whom whose when where
     why how any some all no not just also very too please hi hello thanks thank get got want
     know tell let s t long until much many way need"""
-_STOPWORDS = frozenset(_STOPWORD_LIST.split())
+_CHAT_WORD_LIST = """hey hiya dear ok okay pls plz thx ty u ur guys lol idk btw um hmm so
+    now still already anyway anymore actually ago really quick question wondering wonder something
+    anything im ive id youre theyre theres thats whats hows wheres whos
+    dont doesnt didnt isnt arent wasnt werent hasnt havent hadnt wont wouldnt couldnt shouldnt
+    cant cannot don doesn didn isn aren wasn weren hasn haven hadn won wouldn couldn shouldn"""
+"""Greetings, thanks and fillers of chat, and contractions typed with or without their
+apostrophe ("don't" is read as "don"): none says what a question is about."""
+_STOPWORDS = frozenset(_STOPWORD_LIST.split()) | frozenset(_CHAT_WORD_LIST.split())
 _CJK_STOP_CHARS = frozenset(
     "的了吗呢吧啊呀么我你您他她它们是在有和与或就都也还要会能可以请问一个这那么什怎样如何"
+    "谢哦嗯哈啦呃哎嘛哇喔啥好"
 )
 _CJK_STOP_BIGRAM_LIST = """什么 怎么 怎样 如何 可以 请问 我们 你们 他们 一个
-    这个 那个 为什 是不 不是 我的 你的 有没 没有"""
+    这个 那个 为什 是不 不是 我的 你的 有没 没有 你好 您好 谢谢 麻烦 在吗 给我 帮我"""
 _CJK_STOP_BIGRAMS = frozenset(_CJK_STOP_BIGRAM_LIST.split())
 
 
 def tokenize(text: str) -> list[str]:
     """Search terms of ``text``: stemmed Latin words, Chinese character unigrams and bigrams
-    (e-mail addresses and links left out).
+    (values such as e-mail addresses, links and order numbers left out).
 
         Chinese has no spaces; overlapping bigrams find words without a segmenter, and unigrams
         keep recall when a paraphrase shares single characters only.
     """
     terms: list[str] = []
-    for match in _TOKEN.finditer(_ADDRESS.sub(" ", text.lower())):
+    for match in _TOKEN.finditer(_VALUE.sub(" ", text.lower())):
         word = match.group()
         if _CJK_CHAR.match(word):
             terms.extend(c for c in word if c not in _CJK_STOP_CHARS)
             bigrams = (word[i : i + 2] for i in range(len(word) - 1))
-            terms.extend(b for b in bigrams if b not in _CJK_STOP_BIGRAMS)
+            # Two function characters side by side (有什, 么好) make no word of the shop's.
+            terms.extend(
+                b
+                for b in bigrams
+                if b not in _CJK_STOP_BIGRAMS
+                and not (b[0] in _CJK_STOP_CHARS and b[1] in _CJK_STOP_CHARS)
+            )
         else:
             word = word.split("'")[0]
             if word not in _STOPWORDS:
@@ -224,6 +242,11 @@ class KnowledgeBase:
         # The weight of a term no section contains: the most any one term can weigh.
         self._unseen_idf = math.log((count + 0.5) / 0.5 + 1)
         self._languages = np.array([s.language for s in sections], dtype=object)
+        self._chat_text = ChatText(
+            text
+            for section in sections
+            for text in (section.title, section.text, *section.questions)
+        )
 
     def __len__(self) -> int:
         return len(self._sections)
@@ -268,6 +291,7 @@ class KnowledgeBase:
         (:meth:`with_vectors`), every section competes.
         """
         wanted = base_language(language) if language else detect_language(query)
+        query = self.prepare(query)
         lexical = self._lexical(query, wanted)
         if lexical is None:
             return []
@@ -311,11 +335,17 @@ class KnowledgeBase:
     ) -> bool:
         """Whether :meth:`search` with these thresholds finds anything: words only, no encoder."""
         wanted = base_language(language) if language else detect_language(query)
-        lexical = self._lexical(query, wanted)
+        lexical = self._lexical(self.prepare(query), wanted)
         if lexical is None:
             return False
         relevance, coverage = lexical
         return bool(_known(relevance, coverage, min_relevance, min_coverage).any())
+
+    def prepare(self, query: str) -> str:
+        """What :meth:`search` and :meth:`knows` read of a chat message: typos corrected
+        towards the base's own words, English shop words of a Chinese message in Chinese
+        (:class:`~bot.understanding.chat_text.ChatText`)."""
+        return self._chat_text.prepare(query)
 
     def _lexical(self, query: str, wanted: str) -> tuple[np.ndarray, np.ndarray] | None:
         """BM25 of every section: relevance (lowered outside language ``wanted``) and
@@ -331,9 +361,10 @@ class KnowledgeBase:
             factor = _CJK_UNIGRAM_WEIGHT if chinese and len(term) == 1 else 1.0
             idf = self._idf.get(term)
             if idf is None:
-                # A Chinese bigram the base lacks is usually just two words side by side;
-                # an unknown word or character means the question is about something else.
-                if not chinese or len(term) == 1:
+                # A Chinese bigram the base lacks is usually just two words side by side, and a
+                # number the base lacks a value (an amount, a date); an unknown word or
+                # character means the question is about something else.
+                if (not chinese or len(term) == 1) and not term[0].isdigit():
                     total += self._unseen_idf * factor
                 continue
             idf *= factor

@@ -64,9 +64,12 @@ def edit_distance(a: str, b: str) -> int:
 class SpellingCorrector:
     """Corrects unknown words towards the words of a set of training texts."""
 
-    def __init__(self, frequencies: Counter[str], *, dictionary: frozenset[str]) -> None:
+    def __init__(
+        self, frequencies: Counter[str], *, dictionary: frozenset[str], known_from: int = 2
+    ) -> None:
         self._frequencies = frequencies
         self._dictionary = dictionary
+        self._known_from = known_from
         self._index: dict[str, set[str]] = {}
         for word in frequencies:
             if len(word) >= MIN_LENGTH - 1:
@@ -74,10 +77,12 @@ class SpellingCorrector:
                     self._index.setdefault(deleted, set()).add(word)
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> SpellingCorrector:
-        """A corrector towards the Latin words of ``texts`` (the intent examples)."""
+    def from_texts(cls, texts: Iterable[str], *, known_from: int = 2) -> SpellingCorrector:
+        """A corrector towards the Latin words of ``texts``: the intent examples, where a word
+        is taken as written from ``known_from`` uses on (one use may be a typo kept on
+        purpose), or edited texts such as the knowledge base's (``known_from=1``)."""
         frequencies = Counter(w.lower() for text in texts for w in _WORD.findall(text))
-        return cls(frequencies, dictionary=english_words())
+        return cls(frequencies, dictionary=english_words(), known_from=known_from)
 
     def correct_word(self, word: str) -> str:
         """The training word ``word`` was probably meant as, or ``word`` itself."""
@@ -89,7 +94,7 @@ class SpellingCorrector:
         or too short to tell; None when it is unknown and no training word is close."""
         lowered = word.lower()
         seen = self._frequencies[lowered]
-        if len(lowered) < MIN_LENGTH or seen > 1 or lowered in self._dictionary:
+        if len(lowered) < MIN_LENGTH or seen >= self._known_from or lowered in self._dictionary:
             return word
         limit = _allowed(len(lowered))
         best: tuple[int, int, str] | None = None

@@ -1,0 +1,58 @@
+"""A chat message as a search reads it: typos towards a text collection's own words.
+
+Customers type "whats the adress for my retrun", "我的帐号以经被锁了", "refund 要多久". Before
+a message is matched against texts (the knowledge base's sections), :class:`ChatText`:
+
+- puts Chinese homophone typos right from a short list of variants that are never meant
+  (帐号 → 账号, 以经 → 已经, 收获地址 → 收货地址);
+- corrects Latin words neither the texts nor the English dictionary know towards the texts'
+  words (the intent classifier's :class:`~bot.understanding.spelling.SpellingCorrector`,
+  built from the texts instead of the training examples; keyboard mashing is left alone);
+- puts English shop words of a Chinese message in Chinese (:func:`in_chinese`).
+
+Only what the search reads changes; the customer's message is kept as typed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from bot.understanding.code_switch import in_chinese
+from bot.understanding.spelling import SpellingCorrector
+
+__all__ = ["ChatText", "chinese_variants"]
+
+_CHINESE_VARIANTS = {
+    "帐": "账",  # 帐号, 帐户, 帐单: the shop's texts write 账
+    "以经": "已经",
+    "己经": "已经",
+    "以被": "已被",
+    "以付": "已付",
+    "以发": "已发",
+    "以退": "已退",
+    "定单": "订单",
+    "收获地址": "收货地址",
+    "登陆": "登录",
+    "发漂": "发票",
+}
+"""Wrong characters Chinese input methods offer for the right ones (same sound), in words
+where the wrong one is never meant."""
+_VARIANT = re.compile("|".join(sorted(map(re.escape, _CHINESE_VARIANTS), key=len, reverse=True)))
+
+
+def chinese_variants(text: str) -> str:
+    """``text`` with the homophone typos of :data:`_CHINESE_VARIANTS` put right."""
+    return _VARIANT.sub(lambda m: _CHINESE_VARIANTS[m.group()], text)
+
+
+class ChatText:
+    """Prepares chat messages for matching against ``texts``."""
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        self._speller = SpellingCorrector.from_texts(texts, known_from=1)
+
+    def prepare(self, text: str) -> str:
+        """``text`` with its typos corrected towards the texts' words and, in a Chinese
+        message, English shop words in Chinese."""
+        return in_chinese(self._speller.correct(chinese_variants(text)))
