@@ -38,7 +38,7 @@ import yaml
 
 from bot.dialogue.language import base_language
 from bot.ports import Answer, AnswerRequest
-from bot.understanding.chat_text import ChatText
+from bot.understanding.chat_text import ChatText, question_clauses
 from bot.understanding.language import detect_language
 
 __all__ = [
@@ -291,14 +291,10 @@ class KnowledgeBase:
         (:meth:`with_vectors`), every section competes.
         """
         wanted = base_language(language) if language else detect_language(query)
-        query = self.prepare(query)
-        lexical = self._lexical(query, wanted)
-        if lexical is None:
+        read = self._read(query, wanted, min_relevance, min_coverage)
+        if read is None or not read[3].any():
             return []
-        relevance, coverage = lexical
-        known = _known(relevance, coverage, min_relevance, min_coverage)
-        if not known.any():
-            return []
+        query, relevance, coverage, known = read
         if self._vectors is None:
             scores = relevance * self._unseen_idf
             candidates = np.flatnonzero(known)
@@ -335,17 +331,34 @@ class KnowledgeBase:
     ) -> bool:
         """Whether :meth:`search` with these thresholds finds anything: words only, no encoder."""
         wanted = base_language(language) if language else detect_language(query)
-        lexical = self._lexical(self.prepare(query), wanted)
-        if lexical is None:
-            return False
-        relevance, coverage = lexical
-        return bool(_known(relevance, coverage, min_relevance, min_coverage).any())
+        read = self._read(query, wanted, min_relevance, min_coverage)
+        return read is not None and bool(read[3].any())
 
     def prepare(self, query: str) -> str:
         """What :meth:`search` and :meth:`knows` read of a chat message: typos corrected
         towards the base's own words, English shop words of a Chinese message in Chinese
         (:class:`~bot.understanding.chat_text.ChatText`)."""
         return self._chat_text.prepare(query)
+
+    def _read(
+        self, query: str, wanted: str, min_relevance: float, min_coverage: float
+    ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray] | None:
+        """What is searched for: the prepared message, or, when the base does not know the
+        message as a whole, its first question clause it knows (a question inside greetings
+        and background); with its BM25 relevance and coverage and the sections that know it."""
+        text = self.prepare(query)
+        lexical = self._lexical(text, wanted)
+        if lexical is not None:
+            known = _known(*lexical, min_relevance, min_coverage)
+            if known.any():
+                return text, *lexical, known
+        for clause in question_clauses(text):
+            found = self._lexical(clause, wanted)
+            if found is not None:
+                known = _known(*found, min_relevance, min_coverage)
+                if known.any():
+                    return clause, *found, known
+        return None if lexical is None else (text, *lexical, np.zeros(len(self), dtype=bool))
 
     def _lexical(self, query: str, wanted: str) -> tuple[np.ndarray, np.ndarray] | None:
         """BM25 of every section: relevance (lowered outside language ``wanted``) and

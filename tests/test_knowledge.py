@@ -470,10 +470,12 @@ def test_an_authors_question_is_a_view_of_its_section(tmp_path: Path) -> None:
     assert scores[0][0] - scores[0][1:].max() > scores[1][0] - scores[1][1:].max()
 
 
-def test_addresses_and_links_are_no_search_words() -> None:
-    """A customer's e-mail address (the answer to a question) is no shop question."""
+def test_addresses_links_and_order_numbers_are_no_search_words() -> None:
+    """A customer's e-mail address (the answer to a question) is no shop question, and an
+    order number inside a question no word of it."""
     assert tokenize("alice@example.com") == []
-    assert tokenize("see https://shop.example/returns now") == ["see", "now"]
+    assert tokenize("see https://shop.example/returns today") == ["see", "today"]
+    assert tokenize("refund for KF-20417 or kf20417, call 400-123-4567") == ["refund", "call"]
     assert tokenize("发邮件至support@kefu-shop.example，或拨打电话") == tokenize(
         "发邮件至，或拨打电话"
     )

@@ -21,29 +21,54 @@ from collections.abc import Iterable
 from bot.understanding.code_switch import in_chinese
 from bot.understanding.spelling import SpellingCorrector
 
-__all__ = ["ChatText", "chinese_variants"]
+__all__ = ["ChatText", "chinese_variants", "question_clauses"]
 
 _CHINESE_VARIANTS = {
     "帐": "账",  # 帐号, 帐户, 帐单: the shop's texts write 账
-    "以经": "已经",
     "己经": "已经",
-    "以被": "已被",
-    "以付": "已付",
-    "以发": "已发",
-    "以退": "已退",
     "定单": "订单",
     "收获地址": "收货地址",
     "登陆": "登录",
-    "发漂": "发票",
 }
 """Wrong characters Chinese input methods offer for the right ones (same sound), in words
 where the wrong one is never meant."""
-_VARIANT = re.compile("|".join(sorted(map(re.escape, _CHINESE_VARIANTS), key=len, reverse=True)))
+_VARIANT = re.compile(
+    "|".join(sorted(map(re.escape, _CHINESE_VARIANTS), key=len, reverse=True))
+    + "|(?<![可所难予加用足得])以(?=[经被])"
+)
+"""The variants, and 以 for 已 before 经 or 被 (以经, 以被注册) outside a word of its own
+(可以, 所以)."""
 
 
 def chinese_variants(text: str) -> str:
     """``text`` with the homophone typos of :data:`_CHINESE_VARIANTS` put right."""
-    return _VARIANT.sub(lambda m: _CHINESE_VARIANTS[m.group()], text)
+    return _VARIANT.sub(lambda m: _CHINESE_VARIANTS.get(m.group(), "已"), text)
+
+
+_CLAUSE_END = re.compile(r"(?<=[.!?;,。！？；，、])\s*|\s*\n\s*|(?<=[a-z])\s+-+\s+", re.IGNORECASE)
+_QUESTION_START = re.compile(
+    r"^(?:(?:so|and|but|also|anyway|ok|okay|well|then|oh|btw|just)\b[\s,]*)*"
+    r"(?:how|what|whats|when|where|why|who|which|can|could|do|does|did|is|are|was|will|would|"
+    r"should|may|might|have|has|shall|am|any|is there|are there)\b",
+    re.IGNORECASE,
+)
+_CHINESE_QUESTION = re.compile("吗|么|多久|多少|几|哪|是否|能不能|可不可以|有没有|如何|咋|呢")
+
+
+def question_clauses(text: str) -> list[str]:
+    """The clauses of a message of several that ask something ("…, can I still change the
+    address?"): a question mark, a question word first, or a Chinese question word."""
+    clauses = [c.strip() for c in _CLAUSE_END.split(text)]
+    clauses = [c for c in clauses if c]
+    if len(clauses) < 2:
+        return []
+    return [
+        clause
+        for clause in clauses
+        if clause.endswith(("?", "？"))
+        or _QUESTION_START.match(clause)
+        or _CHINESE_QUESTION.search(clause)
+    ]
 
 
 class ChatText:

@@ -23,6 +23,8 @@ MIN_LENGTH = 4
 LONG_WORD = 7
 """Words this long may be two edits away from the word meant; shorter ones one."""
 
+_SUFFIXES = ("s", "es", "ed", "d", "ing", "er", "ers", "ly", "able")
+"""Endings of English words that the dictionary of whole words often lacks in one form."""
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _LATIN_TOKEN = re.compile(r"[A-Za-z0-9@._'-]+")
 
@@ -94,7 +96,12 @@ class SpellingCorrector:
         or too short to tell; None when it is unknown and no training word is close."""
         lowered = word.lower()
         seen = self._frequencies[lowered]
-        if len(lowered) < MIN_LENGTH or seen >= self._known_from or lowered in self._dictionary:
+        if (
+            len(lowered) < MIN_LENGTH
+            or seen >= self._known_from
+            or lowered in self._dictionary
+            or self._inflected(lowered)
+        ):
             return word
         limit = _allowed(len(lowered))
         best: tuple[int, int, str] | None = None
@@ -109,6 +116,20 @@ class SpellingCorrector:
                 if best is None or key < best:
                     best = key
         return best[2] if best is not None else None
+
+    def _inflected(self, word: str) -> bool:
+        """Whether ``word`` is a known word with an inflection the dictionary lacks ("debited",
+        "refundable"): no typo to correct into another word ("deleted")."""
+        for suffix in _SUFFIXES:
+            stem = word.removesuffix(suffix)
+            if suffix == "d" and not stem.endswith("e"):
+                continue  # "registerd" is a typo, "charged" a word
+            if stem != word and len(stem) >= MIN_LENGTH - 1:
+                if stem in self._dictionary or self._frequencies[stem] >= self._known_from:
+                    return True
+                if stem + "e" in self._dictionary:  # charged, charging
+                    return True
+        return False
 
     def correct(self, text: str) -> str:
         """``text`` with its unknown words corrected; codes, numbers and addresses (any token
