@@ -15,6 +15,7 @@ Only what the search reads changes; the customer's message is kept as typed.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -23,6 +24,10 @@ from bot.understanding.spelling import SpellingCorrector
 
 __all__ = ["ChatText", "chinese_variants", "question_clauses"]
 
+_CACHED = 512
+"""Messages whose preparation is kept."""
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile("[A-Za-z]")
 _CHINESE_VARIANTS = {
     "帐": "账",  # 帐号, 帐户, 帐单: the shop's texts write 账
     "己经": "已经",
@@ -76,8 +81,18 @@ class ChatText:
 
     def __init__(self, texts: Iterable[str]) -> None:
         self._speller = SpellingCorrector.from_texts(texts, known_from=1)
+        # The answerer reads a known question twice (is it known? then, ranked); chats repeat.
+        self._prepared = functools.lru_cache(maxsize=_CACHED)(self._prepare)
 
     def prepare(self, text: str) -> str:
         """``text`` with its typos corrected towards the texts' words and, in a Chinese
         message, English shop words in Chinese."""
-        return in_chinese(self._speller.correct(chinese_variants(text)))
+        return self._prepared(text)
+
+    def _prepare(self, text: str) -> str:
+        if _CJK.search(text) is not None:
+            text = chinese_variants(text)
+            if _LATIN.search(text) is None:
+                return text
+            return in_chinese(self._speller.correct(text))
+        return self._speller.correct(text)
