@@ -38,6 +38,7 @@ import yaml
 
 from bot.dialogue.language import base_language
 from bot.ports import Answer, AnswerRequest
+from bot.understanding.chat_text import VALUES as _VALUE
 from bot.understanding.chat_text import ChatText, question_clauses
 from bot.understanding.language import detect_language
 
@@ -87,13 +88,6 @@ _OTHER_LANGUAGE_WEIGHT = 0.5
 """Score factor for passages not in the query's language: kept, but ranked below."""
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_VALUE = re.compile(
-    r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+|(?:https?://|www\.)[\x21-\x7e]+"
-    r"|(?<![a-z0-9])[a-z]{1,4}-?\d{3,}(?![a-z0-9])|\d[\d -]{4,}\d",
-    re.IGNORECASE,
-)
-"""E-mail addresses, links, order numbers and codes (KF-20417), phone and tracking numbers:
-values a customer gives, never words of a shop question."""
 _TOKEN = re.compile(rf"[a-z0-9]+(?:'[a-z]+)?|[{_CJK}]+")
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")

@@ -481,3 +481,85 @@ def test_addresses_links_and_order_numbers_are_no_search_words() -> None:
     )
     base = KnowledgeBase.from_directory(REPO / "knowledge")
     assert not base.knows("alice@example.com", language="en", min_relevance=0.9, min_coverage=0.2)
+
+
+@pytest.fixture(scope="module")
+def shop() -> KnowledgeBase:
+    """The reference shop's knowledge, words only (no encoder)."""
+    return KnowledgeBase.from_directory(REPO / "knowledge")
+
+
+def _knows(base: KnowledgeBase, question: str) -> bool:
+    return base.knows(question, min_relevance=0.9, min_coverage=0.2)
+
+
+@pytest.mark.parametrize(
+    ("typed", "read"),
+    [
+        ("whats the adress i send my retrun to", "whats the address i send my return to"),
+        (
+            "lost my reciept, can i still get a warrenty repair",
+            "lost my receipt, can i still get a warranty repair",
+        ),
+        ("will my card be debited immediately", "will my card be debited immediately"),
+        ("zzkj fffq wert", "zzkj fffq wert"),  # keyboard mashing is no typing with typos
+        ("我的帐号以经被锁了", "我的账号已经被锁了"),
+        ("手机号以被注册了，可以发到美国吗", "手机号已被注册了，可以发到美国吗"),
+        ("付款的时候visa一直被decline", "付款的时候visa一直被拒"),
+        ("newsletter怎么退订", "新闻邮件怎么退订"),
+        ("Hi there, do you ship to Australia? Thanks a lot!", "do you ship to Australia?"),
+        ("亲，在吗？退款要多久，谢谢", "退款要多久"),
+    ],
+)
+def test_a_chat_message_is_read_as_meant(shop: KnowledgeBase, typed: str, read: str) -> None:
+    """Typos towards the base's own words (an inflected word the dictionary lacks is no
+    typo), Chinese homophone typos, English shop words of a Chinese message, greetings and
+    thanks: the search reads the question as the customer meant it."""
+    assert shop.prepare(typed) == read
+
+
+@pytest.mark.parametrize(
+    ("question", "section"),
+    [
+        ("whats the adress i send my retrun to", "How do I return an item?"),
+        ("returned the shoes 2 weeks ago and the money still isnt on my visa statement", None),
+        (
+            "Hi, good afternoon. I ordered a lamp and a blanket for my grandmother's birthday "
+            "last Tuesday, she lives in Chengdu. Anyway, can I still change the delivery address?",
+            "Can I change the delivery address?",
+        ),
+        ("my order KF-55120 hasnt moved for days where is it", None),
+        ("帐号不想用了，怎么彻底删掉", None),
+    ],
+)
+def test_chat_style_questions_are_known(
+    shop: KnowledgeBase, question: str, section: str | None
+) -> None:
+    """Typos, contractions typed without their apostrophe, order numbers, and a question
+    after a story: the base knows the question (and, for a rambling message, ranks by its
+    question clause)."""
+    assert _knows(shop, question)
+    if section is not None:
+        [best] = shop.search(question, limit=1, min_relevance=0.9, min_coverage=0.2)
+        assert best.title.endswith(section)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "who won the football match yesterday",  # "won" is no "won't"
+        "tell me something funny",
+        "how do i cook rice in a pan",
+        "附近有什么好吃的餐厅",
+        "给我讲个笑话吧",
+        "KF-20417",
+        "my number is 138 0013 8000",
+        "thanks, bye",
+    ],
+)
+def test_chat_words_do_not_make_an_unrelated_message_known(
+    shop: KnowledgeBase, message: str
+) -> None:
+    """Fillers, contractions, function characters and values (order and phone numbers) are no
+    words of a question: an off-topic message or a value typed as an answer stays unknown."""
+    assert not _knows(shop, message)

@@ -22,7 +22,26 @@ from collections.abc import Iterable
 from bot.understanding.code_switch import in_chinese
 from bot.understanding.spelling import SpellingCorrector
 
-__all__ = ["ChatText", "chinese_variants", "question_clauses"]
+__all__ = ["VALUES", "ChatText", "chinese_variants", "question_clauses"]
+
+VALUES = re.compile(
+    r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+|(?:https?://|www\.)[\x21-\x7e]+"
+    r"|(?<![a-z0-9])[a-z]{1,4}-?\d{3,}(?![a-z0-9])|\d[\d -]{4,}\d",
+    re.IGNORECASE,
+)
+"""E-mail addresses, links, order numbers and codes (KF-20417), phone and tracking numbers:
+values a customer gives, never words of a question about the shop."""
+_GREETING = re.compile(
+    r"^(?:\s*(?:hi|hello|hey|hiya|dear\s+\w+|good\s+(?:morning|afternoon|evening|day)"
+    r"|你好|您好|亲亲?|在吗|在不在|哈喽|嗨)"
+    r"(?:\s+(?:there|team|all|everyone|guys|kefu))?[\s,.!?:;~，。！？：；～]*)+",
+    re.IGNORECASE,
+)
+_THANKS = re.compile(
+    r"(?:[\s,.!~，。！～]*(?:thanks|thank\s+you|thx|ty|cheers|many\s+thanks|谢谢|多谢|感谢|谢啦|辛苦了)"
+    r"(?:\s+(?:a\s+lot|so\s+much|very\s+much|in\s+advance|again))?[你您]?[\s,.!~，。！～]*)+$",
+    re.IGNORECASE,
+)
 
 _CACHED = 512
 """Messages whose preparation is kept."""
@@ -90,6 +109,8 @@ class ChatText:
         return self._prepared(text)
 
     def _prepare(self, text: str) -> str:
+        text = _THANKS.sub("", _GREETING.sub("", text))
+        text = " ".join(text.split()) if "  " in text else text.strip()
         if _CJK.search(text) is not None:
             text = chinese_variants(text)
             if _LATIN.search(text) is None:
