@@ -37,6 +37,8 @@ _GREETING = re.compile(
     r"(?:\s+(?:there|team|all|everyone|guys|kefu))?[\s,.!?:;~，。！？：；～]*)+",
     re.IGNORECASE,
 )
+_THANKING = re.compile(r"thank|thx|cheers|\bty\b|谢|辛苦", re.IGNORECASE)
+"""A quick look for thanks before :data:`_THANKS`, which tries every position of a message."""
 _THANKS = re.compile(
     r"(?:[\s,.!~，。！～]*(?:thanks|thank\s+you|thx|ty|cheers|many\s+thanks|谢谢|多谢|感谢|谢啦|辛苦了)"
     r"(?:\s+(?:a\s+lot|so\s+much|very\s+much|in\s+advance|again))?[你您]?[\s,.!~，。！～]*)+$",
@@ -109,7 +111,9 @@ class ChatText:
         return self._prepared(text)
 
     def _prepare(self, text: str) -> str:
-        text = _THANKS.sub("", _GREETING.sub("", text))
+        text = _GREETING.sub("", text)
+        if _THANKING.search(text) is not None:
+            text = _THANKS.sub("", text)
         text = " ".join(text.split()) if "  " in text else text.strip()
         if _CJK.search(text) is not None:
             text = chinese_variants(text)

@@ -105,8 +105,12 @@ class SpellingCorrector:
             return word
         limit = _allowed(len(lowered))
         best: tuple[int, int, str] | None = None
+        tried: set[str] = set()
         for deleted in _deletes(lowered, limit):
             for candidate in self._index.get(deleted, ()):
+                if candidate in tried or abs(len(candidate) - len(lowered)) > limit:
+                    continue  # the same word through another deletion, or too long or short
+                tried.add(candidate)
                 if self._frequencies[candidate] <= seen:
                     continue  # a typo kept once in the examples ("cancle") is no target
                 distance = edit_distance(lowered, candidate)
