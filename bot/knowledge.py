@@ -126,7 +126,8 @@ def tokenize(text: str) -> list[str]:
         keep recall when a paraphrase shares single characters only.
     """
     terms: list[str] = []
-    for match in _TOKEN.finditer(_VALUE.sub(" ", text.lower())):
+    # "email" as the shop writes it ("e-mail"); an address or an order number is no word.
+    for match in _TOKEN.finditer(_VALUE.sub(" ", text.lower()).replace("email", "e-mail")):
         word = match.group()
         if _CJK_CHAR.match(word):
             terms.extend(c for c in word if c not in _CJK_STOP_CHARS)
