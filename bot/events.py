@@ -27,6 +27,7 @@ __all__ = [
     "ConversationPaused",
     "ConversationResumed",
     "CsatAnswered",
+    "CsatCommented",
     "Event",
     "FlowCancelled",
     "FlowCompleted",
@@ -396,11 +397,22 @@ class HandoffResolved(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class CsatAnswered(Event):
-    """The customer's satisfaction score after a handoff, with an optional comment."""
+    """The customer's satisfaction score after a handoff: one per answered survey.
+
+    ``comment`` is only read from conversations stored before :class:`CsatCommented`: the
+    survey then saved the score, and again the score with the comment."""
 
     event: ClassVar[str] = "csat_answer"
     score: int
     comment: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CsatCommented(Event):
+    """What the customer added to their survey answer (after its :class:`CsatAnswered`)."""
+
+    event: ClassVar[str] = "csat_comment"
+    comment: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -440,6 +452,7 @@ _REGISTRY: dict[str, type[Event]] = {
         AgentNote,
         HandoffResolved,
         CsatAnswered,
+        CsatCommented,
     )
 }
 

@@ -122,6 +122,14 @@ class TurnJournal:
                     raise
                 log.warning("recording action %s again: the database is unreachable", action.name)
 
+    def derived_id(self, name: str) -> str:
+        """A stable id for what ``name`` (a default action) derives from this turn's message,
+        the same on every run of the turn: what it hands on (a message left for the desk) is
+        recognised when the turn runs again."""
+        channel, message_id = self._key
+        text = "\0".join((channel, message_id, "derived", name))
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
     def idempotency_key(self, step: int, name: str) -> str:
         """The key of custom action ``name`` at ``step``: the same on every attempt."""
         channel, message_id = self._key

@@ -25,13 +25,27 @@ from bot.files import FileBlob
 from channels.slack_markup import escape
 from channels.slack_pace import ChannelPacer
 
-__all__ = ["CLAIM", "REOPEN", "RESOLVE", "RESOLVE_NO_SURVEY", "SlackBoard", "ticket_blocks"]
+__all__ = [
+    "CLAIM",
+    "REOPEN",
+    "RESOLVE",
+    "RESOLVE_NO_SURVEY",
+    "TICKET_EVENT",
+    "SlackBoard",
+    "ticket_blocks",
+]
 
 CLAIM = "kefu_claim"
 RESOLVE = "kefu_resolve"
 RESOLVE_NO_SURVEY = "kefu_resolve_no_survey"
 REOPEN = "kefu_reopen"
 _MEMBERS_TTL = 60.0
+TICKET_EVENT = "kefu_ticket"
+"""The Slack message metadata ``event_type`` of a ticket (its payload names the conversation
+and the ticket's number)."""
+_FIND_MARGIN = 600.0
+"""Seconds before a ticket opened that its message is looked for (clocks differ)."""
+_FIND_PAGES = 10
 T = TypeVar("T")
 
 
@@ -56,14 +70,53 @@ class SlackBoard:
         self._names: dict[str, str] = {}
 
     async def post_ticket(self, ticket: Ticket) -> str:
-        """Post a new ticket in the handoff channel; its message ts (the thread)."""
+        """Post a new ticket in the handoff channel; its message ts (the thread). The message
+        carries Slack message metadata naming the ticket, for :meth:`find_ticket`."""
         async with self.pacer.turn(self.channel):
             response = await _call(
                 self.client.chat_postMessage(
-                    channel=self.channel, text=_summary(ticket), blocks=ticket_blocks(ticket)
+                    channel=self.channel,
+                    text=_summary(ticket),
+                    blocks=ticket_blocks(ticket),
+                    metadata={
+                        "event_type": TICKET_EVENT,
+                        "event_payload": {
+                            "conversation_id": ticket.conversation_id,
+                            "number": ticket.number,
+                        },
+                    },
                 )
             )
         return str(response["ts"])
+
+    async def find_ticket(self, ticket: Ticket) -> str | None:
+        """The ts of the ticket's message in the channel, by its metadata, if it was posted
+        (``conversations.history`` since shortly before the ticket opened, newest first)."""
+        oldest = f"{max(ticket.opened_at - _FIND_MARGIN, 0.0):.6f}"
+        cursor: str | None = None
+        for _ in range(_FIND_PAGES):
+            page = await _call(
+                self.client.conversations_history(
+                    channel=self.channel,
+                    oldest=oldest,
+                    include_all_metadata=True,
+                    limit=200,
+                    cursor=cursor,
+                )
+            )
+            for message in page.get("messages") or ():
+                metadata = message.get("metadata") or {}
+                payload = metadata.get("event_payload") or {}
+                if (
+                    metadata.get("event_type") == TICKET_EVENT
+                    and payload.get("conversation_id") == ticket.conversation_id
+                    and payload.get("number") == ticket.number
+                ):
+                    return str(message["ts"])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return None
 
     async def update_ticket(self, ticket: Ticket) -> None:
         """Show the ticket's current state in its channel message."""

@@ -25,7 +25,15 @@ import pytest_asyncio
 import yaml
 
 from bot.app import App, operations
-from bot.events import AgentJoined, AgentMessage, CsatAnswered, Event, HandoffResolved, UserMessage
+from bot.events import (
+    AgentJoined,
+    AgentMessage,
+    CsatAnswered,
+    CsatCommented,
+    Event,
+    HandoffResolved,
+    UserMessage,
+)
 from bot.project import load_project
 from bot.server import create_app, running
 from bot.settings import Settings
@@ -127,6 +135,9 @@ async def desk_session(
     ]
     if csat is not None:
         events.append(CsatAnswered(score=csat, timestamp=start + claim + handling + 5))
+        events.append(
+            CsatCommented(comment="mail zoe@example.com", timestamp=start + claim + handling + 9)
+        )
     await save_desk_events(agent, conversation_id, events)
 
 
@@ -281,7 +292,8 @@ async def test_conversation_search_and_transcript_are_masked(shop: Shop) -> None
         assert "&lt;email&gt;" in transcript.text
         assert "flow_completed track_order" in transcript.text
         carol = await http.get("/dashboard/conversations/rest:carol")
-        assert "handoff requested" in carol.text and "CSAT 5" in carol.text
+        assert "handoff requested" in carol.text and carol.text.count("CSAT 5") == 1
+        assert "CSAT comment: mail &lt;email&gt;" in carol.text
         assert "zoe@example.com" not in carol.text
         missing = await http.get("/dashboard/conversations/rest:nobody")
         assert missing.status_code == 404

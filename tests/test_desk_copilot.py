@@ -6,6 +6,7 @@ double (the real ``openai`` client on 127.0.0.1), in English and Chinese.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import pytest_asyncio
 
 from bot.desk.desk import DRAFT_LABEL, NO_LLM, SENT_LABEL, TRANSLATION_LABEL
 from bot.events import AgentMessage
+from bot.testing import slack_double as sd
 from bot.testing.openai_double import OpenAIDouble, RecordedRequest, Reply
-from tests.desk_env import DeskShop, desk_shop, until
+from tests.desk_env import AGENT, DESK, DeskShop, desk_shop, until
 
 CHAT = 5550177
 CONVERSATION = f"telegram:{CHAT}"
@@ -26,6 +28,8 @@ class Model:
 
     def __init__(self) -> None:
         self.failing = False
+        self.delay = 0.0
+        """Seconds a translation takes."""
 
     def __call__(self, request: RecordedRequest) -> Reply:
         system = request.system_text
@@ -33,8 +37,8 @@ class Model:
             return Reply(status=500)
         if "You translate messages" in system:
             if "into English" in system:
-                return Reply(text=f"EN: {request.user_text}")
-            return Reply(text=f"中文：{request.user_text}")
+                return Reply(text=f"EN: {request.user_text}", delay=self.delay)
+            return Reply(text=f"中文：{request.user_text}", delay=self.delay)
         if "drafting a reply for a human support agent" in system:
             return Reply(text=DRAFT)
         return Reply(text="NOT_SURE")
@@ -65,7 +69,7 @@ async def chinese_handoff(s: DeskShop) -> str:
 async def test_chinese_customer_gets_translations_both_ways_and_a_draft(
     tmp_path: Path, llm: tuple[OpenAIDouble, Model]
 ) -> None:
-    server, _ = llm
+    server, model = llm
     async with desk_shop(tmp_path, llm_base_url=server.base_url) as s:
         ts = await chinese_handoff(s)
         await s.tg_send(CHAT, "我的包裹两周了还没到，邮箱是 mei@example.com")
@@ -90,15 +94,30 @@ async def test_chinese_customer_gets_translations_both_ways_and_a_draft(
         agent_said = [e for e in await s.events(CONVERSATION) if isinstance(e, AgentMessage)]
         assert [e.text for e in agent_said] == ["中文：Your parcel ships within 24 hours."]
 
+        # A slow translation: Slack sends the reply again while it is being handled. The
+        # customer gets it once, and the model is asked once.
+        model.delay = 1.0
+        asked = len(jobs(server, "You translate messages"))
+        slow = sd.thread_reply(channel=DESK, user=AGENT, text="Anything else?", thread_ts=ts)
+        first = asyncio.create_task(s.slack_post(sd.event_callback(slow)))
+        await until(lambda: len(jobs(server, "You translate messages")) > asked)
+        assert (await s.slack_post(sd.event_callback(slow), retry=1)).status_code == 200
+        assert (await first).status_code == 200
+        model.delay = 0.0
+        assert (await s.tg_replies(CHAT, sent + 3))[-1] == "中文：Anything else?"
+        assert (await s.thread_has(ts, 4))[3] == f"{SENT_LABEL} 中文：Anything else?"
+        assert len(jobs(server, "You translate messages")) == asked + 1
+
         # A drafted reply: grounded in the knowledge base and the conversation, redacted.
         assert "suggested reply is in the thread of #1" in await s.command("suggest #1")
-        thread = await s.thread_has(ts, 4)
-        assert thread[3] == f"{DRAFT_LABEL}\n{DRAFT}"
+        thread = await s.thread_has(ts, 5)
+        assert thread[4] == f"{DRAFT_LABEL}\n{DRAFT}"
         drafted = jobs(server, "drafting a reply")[-1].system_text
         assert "我的包裹两周了还没到" in drafted and "[EMAIL_1]" in drafted
         assert "mei@example.com" not in drafted
         assert "The shop's passages:\n[1]" in drafted  # knowledge passages went along
         assert "Agent: Your parcel ships within 24 hours." in drafted
+        assert drafted.count("Agent: Anything else?") == 1  # in the window once
         assert "in English" in drafted  # translation on: drafted in the desk's language
 
         # Translation off: the agent's words go out as written.

@@ -3,40 +3,54 @@
 kefu runs as ``kefu run`` runs it, on PostgreSQL reached through a TCP proxy the test cuts at
 the moment that matters (the Slack double tells it when a call arrives): right after a ticket
 is posted, and while an agent's claiming reply is handled. A customer's turn run again (its
-save failed, the platform redelivered the message) forwards the message to the thread once.
+save failed, the platform redelivered the message) forwards the message to the thread once. A
+Claim pressed again after its join failed to be recorded joins then, once; a reply Slack sends
+again is in the copilot's window once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
 
+from bot.desk.desk import ALREADY_YOURS
 from bot.errors import DatabaseUnavailableError
-from bot.events import AgentJoined, UserMessage
+from bot.events import AgentJoined, AgentMessage, UserMessage
+from bot.ports import Intervention
 from bot.testing import slack_double as sd
+from bot.testing.slack_double import SlackApiDouble
 from bot.testing.tcp_proxy import TcpProxy
+from bot.testing.telegram_double import TelegramBotApiDouble
 from channels.slack_board import CLAIM
-from tests.desk_env import AGENT, DESK, DeskShop, accepted, desk_shop, until
+from tests import telegram_updates as tg
+from tests.desk_env import AGENT, DESK, USERS, DeskShop, accepted, desk_shop, until
 
 CHAT = 5550888
 CONVERSATION = f"telegram:{CHAT}"
 
 
 @asynccontextmanager
-async def proxied_shop(tmp_path: Path, url: str) -> AsyncIterator[tuple[DeskShop, TcpProxy]]:
-    """The shop on the PostgreSQL database at ``url``, through a proxy to cut."""
+async def proxied_shop(
+    tmp_path: Path,
+    url: str,
+    doubles: tuple[SlackApiDouble, TelegramBotApiDouble] | None = None,
+) -> AsyncIterator[tuple[DeskShop, TcpProxy]]:
+    """The shop on the PostgreSQL database at ``url``, through a proxy to cut; ``doubles``:
+    Slack and Telegram doubles that outlive the shop (to restart it)."""
     server = make_url(url)
     proxy = TcpProxy([(server.host or "127.0.0.1", server.port or 5432)])
     await proxy.start()
     proxied = server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     try:
-        async with desk_shop(tmp_path, database_url=proxied, db_timeout=2.0) as s:
+        async with desk_shop(tmp_path, database_url=proxied, db_timeout=2.0, doubles=doubles) as s:
             yield s, proxy
     finally:
         await proxy.close()
@@ -80,6 +94,48 @@ async def test_a_posted_tickets_thread_is_recorded_once_the_store_is_back(
         assert "Dana from our team" in (await s.tg_replies(CHAT, 2))[-1]
         assert len(s.tickets()) == 1  # no second ticket, no "unknown thread"
         assert s.ephemerals_to(AGENT) == []
+
+
+async def test_a_ticket_posted_just_before_kefu_died_keeps_its_thread_after_the_restart(
+    tmp_path: Path, fresh_postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.desk.desk")
+    async with (
+        SlackApiDouble(members={DESK: [AGENT]}, users=USERS) as slack,
+        TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME) as telegram,
+    ):
+        async with proxied_shop(tmp_path, fresh_postgres_url, (slack, telegram)) as (s, proxy):
+
+            def cut_once_posted(method: str) -> None:
+                if method == "chat.postMessage" and not s.tickets():
+                    proxy.cut()  # Slack has the ticket; its thread is not recorded yet
+
+            s.slack.on_call = cut_once_posted
+            human = s.tg_update(CHAT, "human")
+            handing_off = asyncio.create_task(accepted(lambda: s.tg_post(human)))
+            ts = str((await s.ticket())["ts"])
+            await until(lambda: "the store is unavailable" in caplog.text)
+            s.slack.on_call = None
+            handing_off.cancel()  # kefu stops (dies) before the store is back
+            with contextlib.suppress(asyncio.CancelledError):
+                await handing_off
+        async with proxied_shop(tmp_path, fresh_postgres_url, (slack, telegram)) as (s, _):
+            await accepted(lambda: s.tg_post(human))  # Telegram sends it again
+
+            async def recorded() -> bool:
+                return await thread_of(s) == ts
+
+            await until(recorded)  # found in the channel by its metadata, not posted again
+            assert len(s.tickets()) == 1
+            assert [
+                c.params.get("include_all_metadata")
+                for c in slack.calls_to("conversations.history")
+            ] == ["1"]
+            await accepted(lambda: s.tg_post(s.tg_update(CHAT, "is anyone there?")))
+            assert await s.thread_has(ts, 1) == ["*Alice Smith:* is anyone there?"]
+            await s.press(ts, CLAIM)
+            assert "Dana from our team" in (await s.tg_replies(CHAT, 2))[-1]
+            assert len(s.tickets()) == 1 and s.ephemerals_to(AGENT) == []
 
 
 async def test_slacks_retry_of_a_claiming_reply_completes_the_join(
@@ -139,3 +195,46 @@ async def test_a_turn_run_again_forwards_the_customers_message_once(tmp_path: Pa
             ("Customer", "my parcel is late"),
             ("Customer", "hello?"),
         ]
+
+
+async def test_a_claim_pressed_again_after_its_join_failed_joins_the_customer_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk_shop(tmp_path) as s:
+        await s.tg_send(CHAT, "human")
+        ts = str((await s.ticket())["ts"])
+        turns = s.agent.turns  # the desk's way into the conversation
+        real = turns.intervene
+        failures: list[str] = []
+
+        async def fails_once(conversation_id: str, **change: Any) -> Intervention:
+            if not failures:  # the claim is saved in the ticket; the database goes away
+                failures.append(conversation_id)
+                raise DatabaseUnavailableError("the database went away")
+            return await real(conversation_id, **change)
+
+        monkeypatch.setattr(turns, "intervene", fails_once)
+        pressed = sd.block_action(user=AGENT, channel=DESK, message_ts=ts, action_id=CLAIM)
+        assert (await s.slack_post(pressed)).status_code == 503  # Slack shows it failed
+        assert failures == [CONVERSATION]
+        assert (await s.ticket_record(CONVERSATION)).agent == AGENT
+        await s.press(ts, CLAIM)  # Dana presses again: the customer hears she joined
+        assert "Dana from our team" in (await s.tg_replies(CHAT, 2))[-1]
+        await until(lambda: "Dana Lee has it" in s.ticket_text(ts))
+        await s.press(ts, CLAIM)  # and once more: nothing more reaches the customer
+        assert await s.ephemeral(AGENT, 1) == [ALREADY_YOURS]
+        assert sum("from our team" in text for text in s.tg_sent(CHAT)) == 1
+        joined = [e for e in await s.events(CONVERSATION) if isinstance(e, AgentJoined)]
+        assert [e.agent for e in joined] == ["Dana Lee"]
+        # Her replies reach the customer as usual; Slack's retry of one is in the copilot's
+        # window (and the conversation) once.
+        reply = await s.reply(ts, "Let me look at your order")
+        assert (await s.tg_replies(CHAT, 3))[-1] == "Let me look at your order"
+        assert (await s.slack_post(sd.event_callback(reply), retry=1)).status_code == 200
+        await s.reply(ts, "note: checking the courier")
+        assert (await s.ticket_record(CONVERSATION)).window == [
+            ("Agent", "Let me look at your order")
+        ]
+        assert len(s.tg_sent(CHAT)) == 3
+        relayed = [e for e in await s.events(CONVERSATION) if isinstance(e, AgentMessage)]
+        assert [e.text for e in relayed] == ["Let me look at your order"]

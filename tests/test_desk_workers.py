@@ -178,6 +178,35 @@ async def test_the_claim_of_a_worker_that_died_lapses_and_another_worker_posts(
         await until(lambda: _settled(b))  # then B gave its claim up
 
 
+async def test_a_ticket_posted_by_a_worker_whose_claim_lapsed_is_not_posted_again(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with two_workers(tmp_path, fresh_postgres_url) as (a, b):
+        a.slack.down = True
+        await customer_hands_off(a, CHAT)
+        await until(lambda: len(a.slack.calls_to("chat.postMessage")) > 0)  # A tried
+        await a.desk.stop()
+        a.slack.down = False
+        # A's post reached Slack, but A never recorded it (the database stayed away longer
+        # than its claim on the ticket's posts, DESK_FLUSH_LEASE): its claim lapses.
+        ticket = await a.ticket_record(CONVERSATION)
+        assert ticket.post_tried and ticket.thread is None
+        ts = await a.slack_channel.board.post_ticket(ticket)
+        ticket.poster, ticket.poster_until = "a-worker-that-died", time.time() + 1.0
+        await a.agent.store.put_value("desk.ticket", CONVERSATION, ticket.to_json())
+        await b.tg_send(CHAT, "hello?")  # B takes over once the claim lapsed
+
+        async def adopted() -> bool:
+            return (await b.ticket_record(CONVERSATION)).thread == ts
+
+        await until(adopted)  # found in the channel's history by its metadata
+        assert await b.thread_has(ts, 1) == ["*Alice Smith:* hello?"]
+        assert len(b.tickets()) == 1
+        await until(lambda: _settled(b))
+
+
 async def _queued(s: DeskShop, count: int) -> bool:
     return len((await s.ticket_record(CONVERSATION)).outbox) == count
 

@@ -21,7 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.desk import Status
-from bot.events import CsatAnswered, HandoffResolved
+from bot.errors import DatabaseUnavailableError
+from bot.events import CsatAnswered, CsatCommented, HandoffResolved
 from bot.hours import BusinessHours
 from bot.reporting import Query, Reporting
 from bot.scheduling import handoffs, surveys
@@ -37,6 +38,7 @@ from tests.desk_env import (
     TELEGRAM_SECRET,
     USERS,
     DeskShop,
+    accepted,
     desk_shop,
     until,
 )
@@ -356,6 +358,43 @@ async def test_outside_business_hours_the_customer_hears_when_staff_are_back_and
         assert DELAYED not in s.tg_sent(CHAT)
 
 
+async def test_a_message_left_for_the_team_reaches_the_thread_once_when_its_turn_runs_again(
+    tmp_path: Path,
+    doubles: tuple[SlackApiDouble, TelegramBotApiDouble],
+    clock: time_machine.Coordinates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hours = BusinessHours.parse("mon-fri 10:00-18:00", timezone="UTC")
+    async with shop(tmp_path, doubles, business_hours=hours) as s:
+        ts = await hand_off(s)
+        sent = len(s.tg_sent(CHAT))
+        await press(s, "Leave a message")
+        assert (await s.tg_replies(CHAT, sent + 1))[-1] == "Please write your message for our team."
+        store = s.agent.turns.store
+        real = store.save
+        failures: list[str] = []
+
+        async def fails_once(*args: Any, **kwargs: Any) -> Any:
+            if not failures:  # the turn handed the message on, then its save failed
+                failures.append("save")
+                raise DatabaseUnavailableError("the database went away")
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(store, "save", fails_once)
+        left = s.tg_update(CHAT, "Please call me back about order KF-1003")
+        assert await accepted(lambda: s.tg_post(left)) == 1  # Telegram sends it again
+        replies = await s.tg_replies(CHAT, sent + 2)
+        assert replies[-1].startswith("Thank you, your message is with our team")
+
+        async def posted() -> bool:
+            record = await s.ticket_record(CONVERSATION)
+            return record.outbox == [] and lines(s, ts, "*Alice Smith:* (left a message)") > 0
+
+        await until(posted)
+        assert lines(s, ts, "*Alice Smith:* (left a message)") == 1
+        assert len(s.tg_sent(CHAT)) == sent + 2
+
+
 async def test_a_claim_drops_the_message_the_customer_was_asked_to_leave(
     tmp_path: Path,
     doubles: tuple[SlackApiDouble, TelegramBotApiDouble],
@@ -423,11 +462,12 @@ async def test_the_survey_follows_a_resolve_once_and_its_answers_reach_the_ticke
         assert replies[-1] == "Thanks for your feedback!"
         await thread_line(s, ts, "Survey comment from the customer: Quick and kind, thank you")
         await until(lambda: "4/5 ★★★★☆" in s.ticket_text(ts))
-        answers = [e for e in await s.events(CONVERSATION) if isinstance(e, CsatAnswered)]
-        assert [(a.score, a.comment) for a in answers] == [
-            (4, None),
-            (4, "Quick and kind, thank you"),
-        ]
+        # One answer, and its comment as an event of its own (not a second answer).
+        events = await s.events(CONVERSATION)
+        answers = [e for e in events if isinstance(e, CsatAnswered)]
+        assert [(a.score, a.comment) for a in answers] == [(4, None)]
+        comments = [e.comment for e in events if isinstance(e, CsatCommented)]
+        assert comments == ["Quick and kind, thank you"]
 
         # Reopened and resolved again: the same handoff is not surveyed twice.
         await s.press(ts, REOPEN)
@@ -479,8 +519,10 @@ async def test_a_chinese_survey_with_the_comment_skipped(
         replies = await s.tg_replies(CHAT, 7)
         assert replies[-1] == "感谢您的反馈！"
         await until(lambda: "5/5 ★★★★★" in s.ticket_text(ts))
-        answers = [e for e in await s.events(CONVERSATION) if isinstance(e, CsatAnswered)]
+        events = await s.events(CONVERSATION)
+        answers = [e for e in events if isinstance(e, CsatAnswered)]
         assert [(a.score, a.comment) for a in answers] == [(5, None)]
+        assert [e for e in events if isinstance(e, CsatCommented)] == []
         # A rating nobody offered any more counts for nothing.
         shown = [m for m in s.telegram.sent_messages if m["chat"]["id"] == CHAT][-1]
         forged = tg.callback(next(s.update_ids), "/SetSlots(handoff_rating=1)", shown)

@@ -26,6 +26,7 @@ from bot.events import (
     AgentJoined,
     BotMessage,
     CsatAnswered,
+    CsatCommented,
     Event,
     FlowCancelled,
     FlowCompleted,
@@ -266,7 +267,8 @@ async def test_sums_equal_the_rules_applied_by_hand(
 async def test_csat_distribution_and_response_rate(
     stores: tuple[SqlStore, Reporting, str],
 ) -> None:
-    """Survey answers as the desk saves them (CsatAnswered after a resolved handoff)."""
+    """Survey answers as the desk saves them (CsatAnswered after a resolved handoff, then
+    CsatCommented), and as it saved them before (a second CsatAnswered with the comment)."""
     store, reporting, _ = stores
     scores = {"rest:c1": 5, "rest:c2": 4, "telegram:c3": 5, "rest:c4": None, "rest:c5": 1}
     for i, (cid, score) in enumerate(scores.items()):
@@ -278,9 +280,11 @@ async def test_csat_distribution_and_response_rate(
             HandoffResolved(agent="U7", timestamp=t + 361),
         ]
         if score is not None:
-            # The survey saves the rating, then the rating with a comment: one answer.
             events.append(CsatAnswered(score=score, timestamp=t + 400))
-            events.append(CsatAnswered(score=score, comment="fine", timestamp=t + 420))
+            if i % 2:  # the survey saves the rating, then the comment: one answer
+                events.append(CsatCommented(comment="fine", timestamp=t + 420))
+            else:  # as kefu stored it before: the rating, then the rating with the comment
+                events.append(CsatAnswered(score=score, comment="fine", timestamp=t + 420))
         await save(store, cid, events)
     # A handoff not resolved yet: no survey, not in the response rate's denominator.
     await save(

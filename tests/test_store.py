@@ -37,6 +37,7 @@ from bot.events import (
     ConversationPaused,
     ConversationResumed,
     CsatAnswered,
+    CsatCommented,
     Event,
     FlowCancelled,
     FlowCompleted,
@@ -234,7 +235,9 @@ def every_event() -> list[Event]:
         AgentMessage(agent="U123", text="Hi, I am Lin."),
         AgentNote(agent="U123", text="VIP customer"),
         HandoffResolved(agent="U123"),
-        CsatAnswered(score=5, comment="很好"),
+        CsatAnswered(score=5),
+        CsatCommented(comment="很好"),
+        CsatAnswered(score=4, comment="stored before csat_comment"),
         UnknownEvent(
             data={"event": "user_featurization", "timestamp": 12.5, "x": [1]}, timestamp=12.5
         ),

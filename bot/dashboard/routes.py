@@ -420,6 +420,10 @@ def _line(event: dict[str, Any]) -> _Line | None:
     if kind in ("agent_joined", "handoff_resolved", "agent_note"):
         note = mask_personal_data(str(event.get("text") or ""))
         return _Line(ts, "", "", f"{kind} {event.get('agent') or ''} {note}".strip())
+    if kind == "csat_comment" or (kind == "csat_answer" and event.get("comment")):
+        # (A conversation stored before csat_comment has the comment as a second answer.)
+        comment = mask_personal_data(str(event.get("comment") or ""))
+        return _Line(ts, "", "", f"CSAT comment: {comment}")
     if kind == "csat_answer":
         return _Line(ts, "", "", f"CSAT {event.get('score')}")
     return None

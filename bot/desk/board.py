@@ -37,6 +37,11 @@ class DeskBoard(Protocol):
         """Post a new ticket; return its id (the Slack message ts), which names its thread."""
         ...
 
+    async def find_ticket(self, ticket: Ticket) -> str | None:
+        """The id of the ticket's message if it was posted already (a post whose answer was
+        never recorded: the database went away, the worker died), else None."""
+        ...
+
     async def update_ticket(self, ticket: Ticket) -> None:
         """Show the ticket's current status, agent and outcome."""
         ...

@@ -16,6 +16,9 @@ on two workers get one claim and one notice. With several workers (``shared``) o
 time posts a ticket's waiting messages: it claims them in the ticket (``poster``) for
 ``DESK_FLUSH_LEASE`` seconds, renewed at each post; another worker looks again once the claim
 lapses, so a worker that dies leaves nothing unposted and nothing is posted twice meanwhile.
+A ticket whose post was tried but never recorded (the worker died, or the database stayed
+away past the claim) is looked for on the board before it is posted again (Slack: by the
+message metadata naming it) and its thread kept.
 
 What happens to a ticket is told to its watchers (:meth:`Desk.watch`): scheduled work sets and
 cancels the handoff's timers there (waiting time, the agent's idle reminder, the survey).
@@ -73,10 +76,14 @@ NO_LLM = (
     "No LLM is configured for kefu (KEFU_LLM_MODEL), so the desk has no translations "
     "or drafted replies."
 )
+ALREADY_YOURS = "You already have this conversation."
 TRANSLATION_LABEL = ":globe_with_meridians: _translation:_"
 SENT_LABEL = ":globe_with_meridians: _sent to the customer:_"
 DRAFT_LABEL = "Suggested reply (edit it, then send it yourself):"
 _NOTE_PREFIX = "note:"
+_CLAIM_KEY = "claim-"
+"""``Ticket.joined_by`` of a ticket claimed with the button (or ``/kefu claim``): the claim's
+key in the conversation, under which its join is recorded once."""
 _FILE_KINDS = frozenset({"image", "document", "audio", "video"})
 _HIDDEN_SLOTS = frozenset({"continue_interrupted_flow_confirmation", "language"})
 Utter = tuple[str, Mapping[str, Any]]
@@ -128,6 +135,8 @@ class Desk:
         self._sweeper: asyncio.Task[None] | None = None
         """Tickets another worker posts for: looked at again when its claim lapses."""
         self._again: set[str] = set()
+        self._replying: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        """Agents' replies being handled, by (thread, Slack ts): whether each succeeded."""
         self._stopping = False
         self._watchers: list[TicketWatcher] = []
 
@@ -305,22 +314,25 @@ class Desk:
         return await self._line(conversation_id, number, text, mention="agent", waiting=False)
 
     async def record_survey(
-        self, conversation_id: str, *, score: int, comment: str | None = None
+        self, conversation_id: str, *, score: int | None = None, comment: str | None = None
     ) -> None:
-        """Show the customer's survey answer on their latest (resolved) ticket."""
+        """Show the customer's survey answer (the score, then the comment if any) on their
+        latest (resolved) ticket."""
+        if score is None and not comment:
+            return
         async with self._lock(conversation_id):
             ticket = await self._book.get(conversation_id)
             if ticket is None or ticket.is_open:
                 return
-            ticket.csat = score
+            said = []
+            if score is not None:
+                ticket.csat = score
+                said.append(f"Survey: the customer rated this handoff {score}/5.")
             if comment:
                 ticket.csat_comment = comment
-            said = (
-                f"Survey comment from the customer: {comment}"
-                if comment
-                else f"Survey: the customer rated this handoff {score}/5."
-            )
-            ticket.outbox += [{"kind": "line", "text": said}, {"kind": "show"}]
+                said.append(f"Survey comment from the customer: {comment}")
+            ticket.outbox += [{"kind": "line", "text": line} for line in said]
+            ticket.outbox.append({"kind": "show"})
             await self._book.put(ticket)
         self._kick(conversation_id)
 
@@ -354,8 +366,39 @@ class Desk:
 
         The Slack message is recorded in the conversation with what it did, once: a retried
         event does nothing the second time, or completes what failed the first (a claim
-        saved in the ticket whose join was not recorded in the conversation).
+        saved in the ticket whose join was not recorded in the conversation). Slack's retry
+        of a reply still being handled here (a translation takes longer than Slack waits)
+        waits for it, and does nothing when it succeeded (no second translation).
         """
+        key = (thread, message_id)
+        earlier = self._replying.get(key)
+        if earlier is not None and await asyncio.shield(earlier):
+            return None
+        handled = asyncio.get_running_loop().create_future()
+        self._replying[key] = handled
+        try:
+            notice = await self._on_reply(
+                thread=thread, user=user, text=text, message_id=message_id, files=files
+            )
+        except BaseException:
+            handled.set_result(False)
+            raise
+        else:
+            handled.set_result(True)
+        finally:
+            if self._replying.get(key) is handled:
+                del self._replying[key]
+        return notice
+
+    async def _on_reply(
+        self,
+        *,
+        thread: str,
+        user: str,
+        text: str,
+        message_id: str,
+        files: Sequence[FileRef],
+    ) -> str | None:
         found = await self._book.by_thread(thread)
         if found is None:
             return UNKNOWN_THREAD
@@ -407,8 +450,9 @@ class Desk:
                     events.append(
                         AgentMessage(agent=name, text=body, attachments=tuple(attachments))
                     )
-                    ticket.said("Agent", body)
-                    await self._book.put(ticket)
+                    if message_id not in ticket.said_ids:  # else Slack's retry of the reply
+                        ticket.said("Agent", body, message_id=message_id)
+                        await self._book.put(ticket)
                     if body and ticket.translate_replies and self._copilot is not None:
                         translate_to = ticket.language
         sent: list[str] = []
@@ -623,6 +667,7 @@ class Desk:
         target_name = await self._name(target) if target else None
         if target is not None and not await self._may_act(target):
             return f"{target_name} is not a member of the handoff channel."
+        key: tuple[str, str] | None = None
         async with self._lock(cid):
             ticket = await self._book.get(cid)
             if ticket is None or ticket.thread != thread:
@@ -633,9 +678,22 @@ class Desk:
             events, utter, pause = change
             if move == "resolve":
                 ticket.survey = survey
+            if move == "claim":
+                # The join is recorded in the conversation under the claim's own key: a
+                # press again (the first failed after the claim was saved) records it then.
+                assert ticket.joined_by is not None
+                key = (thread, ticket.joined_by)
             if await self._book.put(ticket) and move in {"resolve", "reopen"}:
                 await self._book.set_open(ticket)
-        await self._apply(cid, events=events, utter=utter, pause=pause)
+        if key is not None:
+            result = await self._record(cid, events=events, utter=utter, pause=pause, key=key)
+            if result is not None and result.duplicate:
+                return ALREADY_YOURS  # the join was recorded: a press again does nothing
+            if result is not None:
+                await self._after_delivery(cid, result)
+            await self._show(cid)
+        else:
+            await self._apply(cid, events=events, utter=utter, pause=pause)
         if target is not None and move == "transfer":
             await self._quietly(self._tell(target, f"You now have kefu ticket #{ticket.number}."))
         await self._tell_watchers(ticket, move)
@@ -665,17 +723,22 @@ class Desk:
         if ticket.status is Status.RESOLVED:
             return "This handoff is already resolved."
         if move == "claim":
-            if ticket.agent == user:
-                return "You already have this conversation."
-            if ticket.agent is not None:
+            if ticket.agent == user and not (ticket.joined_by or "").startswith(_CLAIM_KEY):
+                return ALREADY_YOURS  # claimed by a reply, a transfer or a reopen
+            if ticket.agent not in (None, user):
                 return (
                     f"{ticket.agent_name} has this conversation already; ask them to transfer it."
                 )
-            self._assign(ticket, user, name)
+            if ticket.agent is None:
+                self._assign(ticket, user, name)
+                ticket.joined_by = f"{_CLAIM_KEY}{uuid.uuid4().hex}"
+                ticket.join_pause = self._take_back(ticket)
+            # Else this agent claimed it before: its join is recorded again under the same
+            # key, which does nothing when the first press recorded it.
             return (
                 [AgentJoined(agent=name)],
                 [("utter_human_agent_joined", {"agent_name": _first(name)})],
-                self._take_back(ticket),
+                ticket.join_pause,
             )
         if ticket.agent not in (None, user):
             return f"{ticket.agent_name} has this conversation; only they can do that."
@@ -711,7 +774,9 @@ class Desk:
         return True
 
     def _assign(self, ticket: Ticket, user: str, name: str) -> None:
+        """Give the ticket to ``user``; the caller records how they joined (``joined_by``)."""
         ticket.agent = user
+        ticket.joined_by = ticket.join_pause = None
         ticket.agent_name = name
         ticket.status = Status.ACTIVE
         ticket.claimed_at = ticket.last_activity_at = self._clock()
@@ -838,19 +903,20 @@ class Desk:
         while True:
             self._again.discard(cid)
             try:
-                ticket = await self._next_post(cid)
+                next_post = await self._next_post(cid)
             except TransientError as err:
                 await self._wait_for_store(cid, err, store_failures)
                 store_failures += 1
                 continue
             store_failures = 0
-            if ticket is None:
+            if next_post is None:
                 return
+            ticket, look = next_post
             item = ticket.outbox[0] if ticket.thread is not None else {"kind": "ticket"}
             new_ticket = item["kind"] == "ticket"
             self._tickets_posting += new_ticket
             try:
-                posted = await self._post(ticket, item)
+                posted = await self._post(ticket, item, look=look)
             except TransientError as err:
                 self._tickets_posting -= new_ticket
                 delay = self._delays[min(failures, len(self._delays) - 1)]
@@ -873,14 +939,22 @@ class Desk:
             finally:
                 self._tickets_posting -= new_ticket
 
-    async def _next_post(self, cid: str) -> Ticket | None:
-        """The ticket, when something of it waits to be posted and this worker posts it."""
+    async def _next_post(self, cid: str) -> tuple[Ticket, bool] | None:
+        """The ticket, when something of it waits to be posted and this worker posts it;
+        with whether to look for its message first (the ticket may be posted already: a
+        post was tried, and its answer never recorded)."""
         async with self._lock(cid):
             ticket = await self._book.get(cid)
             if ticket is None:
                 return None
             if ticket.thread is None or ticket.outbox:
-                return ticket if await self._may_post(ticket) else None
+                if not await self._may_post(ticket):
+                    return None
+                look = ticket.thread is None and ticket.post_tried
+                if ticket.thread is None and not ticket.post_tried:
+                    ticket.post_tried = True  # before the post: whoever posts next looks
+                    await self._book.put(ticket)
+                return ticket, look
             await self._let_go(ticket)
             return None
 
@@ -903,7 +977,9 @@ class Desk:
                 return False
             if self._shared and ticket.poster != self._worker:
                 log.warning("ticket %s: another worker took over its posts", cid)
-                return False  # its claim lapsed: what was just posted may show twice
+                # Its claim lapsed: a ticket is found again by the worker that took over;
+                # a message just posted in its thread may show twice.
+                return False
             if new_ticket:
                 ticket.thread = posted
             elif ticket.outbox:
@@ -970,9 +1046,14 @@ class Desk:
             found = await self._book.by_thread(thread)
         return found
 
-    async def _post(self, ticket: Ticket, item: dict[str, Any]) -> str | None:
+    async def _post(self, ticket: Ticket, item: dict[str, Any], *, look: bool) -> str | None:
         assert self._board is not None
         if item["kind"] == "ticket":
+            if look:  # posted before (by a worker that died, or lost its claim meanwhile)?
+                found = await self._board.find_ticket(ticket)
+                if found is not None:
+                    log.warning("ticket #%s was posted already: its thread is kept", ticket.number)
+                    return found
             return await self._board.post_ticket(ticket)
         if item["kind"] == "line":
             mention = item.get("mention")

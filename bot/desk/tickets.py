@@ -52,14 +52,19 @@ class Ticket:
     agent_name: str | None = None
     claimed_at: float | None = None
     joined_by: str | None = None
-    """The id of the agent's Slack message that claimed the ticket by replying: Slack's retry
-    of that message (its join was not recorded in the conversation) joins again."""
+    """How the agent who has the ticket claimed it, when their join may be unrecorded: the id
+    of the Slack message that claimed it by replying (Slack's retry of that message joins
+    again), or ``claim-<key>`` for the Claim button (the same agent's press again records the
+    join when the first press failed to, once). None after a transfer or a reopen."""
     join_pause: bool | None = None
     """What that join does to the bot (True: pauses it, the customer had left a message)."""
     resolved_at: float | None = None
     resolved_by: str | None = None
     thread: str | None = None
     """The ticket message's id (Slack ts); None until it was posted."""
+    post_tried: bool = False
+    """A post of the ticket was tried: while ``thread`` is None, it may be in Slack all the
+    same (the post's answer was never recorded), so the next post looks for it first."""
     unreachable: bool = False
     """The customer's chat is gone (they blocked the bot)."""
     translate_replies: bool = False
@@ -67,6 +72,9 @@ class Ticket:
     window: list[tuple[str, str]] = field(default_factory=list)
     """What customer and agents said since the handoff, as ``(speaker, text)``, the latest
     :data:`~bot.constants.DESK_WINDOW_TURNS` (the copilot drafts from it)."""
+    said_ids: list[str] = field(default_factory=list)
+    """The Slack ts of the agents' latest replies in the window (Slack may deliver a reply
+    again: it is in the window once)."""
     with_bot: bool = False
     """The customer stopped waiting (to leave a message): the bot answers them meanwhile,
     and the agent who claims the ticket takes the conversation back."""
@@ -94,8 +102,12 @@ class Ticket:
     ``{"kind": "show"}`` (the ticket's message shows its new state); the ticket itself is
     posted first when ``thread`` is None."""
 
-    def said(self, speaker: str, text: str) -> None:
-        """Keep ``text`` in the window (bounded), for the copilot."""
+    def said(self, speaker: str, text: str, *, message_id: str | None = None) -> None:
+        """Keep ``text`` in the window (bounded), for the copilot; ``message_id``: the Slack
+        message it came from (kept in :attr:`said_ids`, so a retry of it is not added twice)."""
+        if message_id is not None:
+            self.said_ids.append(message_id)
+            del self.said_ids[: -constants.DESK_WINDOW_TURNS]
         if text:
             self.window.append((speaker, text[: constants.TRANSCRIPT_CHARS]))
             del self.window[: -constants.DESK_WINDOW_TURNS]

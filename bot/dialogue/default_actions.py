@@ -25,6 +25,7 @@ from bot.events import (
     Button,
     ConversationPaused,
     CsatAnswered,
+    CsatCommented,
     FlowCancelled,
     FlowCompleted,
     FlowResumed,
@@ -387,6 +388,9 @@ class DefaultActions:
         turn.set_slot("handoff_message", None)
         left = False
         if isinstance(text, str) and text.strip() and self.desk is not None:
+            # Its id comes from the turn's message: a turn run again (its save failed, the
+            # platform sent the message again) leaves it in the thread once.
+            journal = turn.journal
             left = await self.desk.forward(
                 UserMessage(
                     channel=state.channel,
@@ -394,6 +398,7 @@ class DefaultActions:
                     sender_id=state.sender_id,
                     text=text.strip(),
                     language=state.language,
+                    message_id=journal.derived_id("action_leave_message") if journal else None,
                     metadata={constants.LEFT_MESSAGE_KEY: True},
                 )
             )
@@ -413,8 +418,9 @@ class DefaultActions:
     async def action_record_handoff_comment(
         self, turn: Turn, frame: Frame, control: FlowControl
     ) -> StepOutcome:
-        """Record the survey's comment with its rating (unless skipped); thank; forget both,
-        so that the next survey asks again."""
+        """Record the survey's comment (unless skipped) as its own event, after the rating's
+        (which alone counts as the answer); thank; forget both, so that the next survey asks
+        again."""
         slots = turn.slots()
         score = survey_rating(slots.get("handoff_rating"))
         comment = slots.get("handoff_comment")
@@ -424,7 +430,7 @@ class DefaultActions:
             and comment.strip()
             and comment.strip().lower() != SKIP_COMMENT
         ):
-            turn.emit(CsatAnswered(score=score, comment=comment.strip()))
+            turn.emit(CsatCommented(comment=comment.strip()))
         control.utter(turn, "utter_handoff_survey_thanks", frame)
         turn.set_slot("handoff_rating", None)
         turn.set_slot("handoff_comment", None)

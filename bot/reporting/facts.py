@@ -3,8 +3,9 @@
 Works on the stored JSON dicts (Rasa's shapes), not on records: the rollup reads many
 conversations at once and needs only a few fields of each event. The event names are the
 records' own (``CsatAnswered.event``...), so the figures follow ``bot/events.py``. A
-conversation's CSAT is its last answer (a survey may save the rating, then the rating with a
-comment: one answer).
+conversation's CSAT is its last answer. A survey saves one ``csat_answer`` (its comment is a
+``csat_comment`` of its own, not an answer); a conversation stored before that has the comment
+as a second ``csat_answer`` with the same score, which changes nothing here.
 """
 
 from __future__ import annotations

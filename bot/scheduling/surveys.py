@@ -1,8 +1,9 @@
 """The satisfaction survey: ``KEFU_CSAT_DELAY`` after a handoff is resolved, rate it 1 to 5.
 
 The survey is the ``pattern_handoff_survey`` flow: a rating (buttons 1 to 5, offered by the
-bot, so the pressed payload counts), then an optional comment. Its actions record each answer
-as a ``CsatAnswered`` desk event; the survey shows them on the ticket in Slack.
+bot, so the pressed payload counts), then an optional comment. Its actions record the rating
+as a ``CsatAnswered`` desk event and the comment as a ``CsatCommented`` one; the survey shows
+them on the ticket in Slack.
 
 One survey per handoff: the job's id names the ticket, and the job applies once (the store's
 once-only key), so a reopen-and-resolve does not ask again; a reopen before it went cancels
@@ -17,7 +18,7 @@ from bot import constants
 from bot.desk.tickets import Ticket
 from bot.dialogue.executor import FlowExecutor
 from bot.dialogue.turn import Turn
-from bot.events import CsatAnswered, Event
+from bot.events import CsatAnswered, CsatCommented, Event
 from bot.ports import ScheduledJob
 from bot.scheduling.conversations import Conversations
 from bot.scheduling.scheduler import Scheduler
@@ -99,6 +100,6 @@ class Surveys:
         """Show the survey answers a customer turn recorded on the ticket."""
         for event in events:
             if isinstance(event, CsatAnswered):
-                await self.desk.record_survey(
-                    state.conversation_id, score=event.score, comment=event.comment
-                )
+                await self.desk.record_survey(state.conversation_id, score=event.score)
+            elif isinstance(event, CsatCommented):
+                await self.desk.record_survey(state.conversation_id, comment=event.comment)

@@ -34,9 +34,10 @@ class DeskTickets(Protocol):
         ...
 
     async def record_survey(
-        self, conversation_id: str, *, score: int, comment: str | None = None
+        self, conversation_id: str, *, score: int | None = None, comment: str | None = None
     ) -> None:
-        """Show a survey answer on the conversation's resolved ticket."""
+        """Show a survey answer (its ``score``, or then its ``comment``) on the
+        conversation's resolved ticket."""
         ...
 
 

@@ -7,8 +7,9 @@ Point slack-sdk (or kefu's ``SLACK_API_BASE_URL``) at ``api.base_url``::
         [call] = await api.wait_for("chat.postMessage")
         body, headers = signed(secret, slack_payloads.thread_reply(...))
 
-It serves ``auth.test``, ``chat.postMessage`` / ``update`` / ``postEphemeral``,
-``conversations.members``, ``users.info``, the external file upload
+It serves ``auth.test``, ``chat.postMessage`` (with message metadata) / ``update`` /
+``postEphemeral``, ``conversations.members``, ``conversations.history`` (paged, with the
+metadata under ``include_all_metadata``), ``users.info``, the external file upload
 (``files.getUploadURLExternal``, the upload URL, ``files.completeUploadExternal``), file
 downloads (``url_private``), ``response_url`` posts and Socket Mode (``apps.connections.open``
 and its WebSocket). It records every call and can answer 429 with ``Retry-After``
@@ -320,6 +321,15 @@ class SlackApiDouble:
             return {"error": "channel_not_found"}
         if not params.get("text") and not params.get("blocks"):
             return {"error": "no_text"}
+        metadata = params.get("metadata")
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        if metadata is not None and (
+            not isinstance(metadata, dict)
+            or not isinstance(metadata.get("event_type"), str)
+            or not isinstance(metadata.get("event_payload"), dict)
+        ):
+            return {"error": "invalid_metadata_format"}
         message = {
             "type": "message",
             "user": self.bot_user_id,
@@ -332,8 +342,54 @@ class SlackApiDouble:
             },
             "channel": channel,
         }
+        if metadata is not None:
+            message["metadata"] = {
+                "event_type": metadata["event_type"],
+                "event_payload": metadata["event_payload"],
+            }
         self.messages.append(message)
         return {"channel": channel, "ts": message["ts"], "message": message}
+
+    def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A channel's messages newest first, as Slack pages them: those in the channel
+        itself (a thread's parent, a reply also sent to the channel), not thread replies;
+        ``oldest``/``latest`` bound the ts (exclusive unless ``inclusive``); message metadata
+        only with ``include_all_metadata``."""
+        channel = params.get("channel")
+        if channel not in self.members and not any(m["channel"] == channel for m in self.messages):
+            return {"error": "channel_not_found"}
+        inclusive = _flag(params.get("inclusive"))
+        oldest = float(params.get("oldest") or 0)
+        latest = float(params["latest"]) if params.get("latest") else math.inf
+        with_metadata = _flag(params.get("include_all_metadata"))
+        limit = max(1, min(int(params.get("limit") or 100), 999))
+        start = int(params.get("cursor") or 0)
+        found = [
+            m
+            for m in reversed(self.messages)
+            if m["channel"] == channel
+            and (not m.get("thread_ts") or m.get("reply_broadcast"))
+            and (
+                oldest <= float(m["ts"]) <= latest
+                if inclusive
+                else oldest < float(m["ts"]) < latest
+            )
+        ]
+        page = found[start : start + limit]
+        more = start + limit < len(found)
+        return {
+            "messages": [
+                {
+                    k: v
+                    for k, v in m.items()
+                    if k != "channel" and (with_metadata or k != "metadata")
+                }
+                for m in page
+            ],
+            "has_more": more,
+            "pin_count": 0,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
 
     def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         for message in self.messages:
@@ -432,6 +488,11 @@ class SlackApiDouble:
             self._sockets.remove(connection)
             if not self._sockets:
                 self._socket_ready.clear()
+
+
+def _flag(value: Any) -> bool:
+    """A boolean Web API argument as slack-sdk sends it (``1``, ``true``) or JSON's."""
+    return value is True or str(value).lower() in {"1", "true"}
 
 
 async def _params(request: Request) -> dict[str, Any]:
