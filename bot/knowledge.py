@@ -66,13 +66,20 @@ _CJK_UNIGRAM_WEIGHT = 0.5
 """A Chinese character alone says less than a bigram; full weight would count words thrice."""
 _TITLE_REPEAT = 1
 """A section's own heading is the question it answers: its words count this many times more."""
-_VIEW_WEIGHTS = {"text": 1.0, "question": 2.0, "sentence": 0.5, "pieces": 1.0}
+_VIEW_WEIGHTS = {
+    "text": 1.0,
+    "question": 2.0,
+    "sentence": 0.5,
+    "pieces": 1.0,
+    "question_pieces": 0.5,
+}
 """How much each view of a section counts: its heading and opening text together, its closest
 question (its heading, or one of its author's other wordings: a customer's question is closest
 to another question), its closest sentence (a detail deep in a long answer) and, with an
 encoder that gives them, its word pieces in context: each of the question's content words
 finds its closest piece of the section, and the similarities are averaged (late interaction,
-where one vector per text blurs the word that matters)."""
+where one vector per text blurs the word that matters); and the same late interaction with its
+closest question ("question_pieces")."""
 _PASSAGE_CHARS = 400
 """A section's text is embedded up to here: its heading and first sentences carry its topic,
 and an encoder's cost grows faster than the length."""
@@ -82,7 +89,7 @@ _MIN_SENTENCE_CHARS = 8
 _BM25_WEIGHT = 0.6
 """Weight of BM25 relevance beside the similarities: both in standard deviations above the
 mean over the sections compared."""
-_VECTORS_FORMAT = "views-4"
+_VECTORS_FORMAT = "views-5"
 """Part of the cache key: what the cached matrices hold."""
 _OTHER_LANGUAGE_WEIGHT = 0.5
 """Score factor for passages not in the query's language: kept, but ranked below."""
@@ -116,8 +123,9 @@ _CJK_STOP_BIGRAMS = frozenset(_CJK_STOP_BIGRAM_LIST.split())
 _ANSWER_TYPE_WEIGHT = 0.5
 """Among the best ``_ANSWER_TYPE_RERANK`` sections, one whose heading (or one of its author's
 wordings) asks the same kind of question as the customer (see :func:`answer_type`) gains this
-many standard deviations of the combined score; one whose heading asks another kind loses as
-many. Chosen on the tuning questions (bench/knowledge.py)."""
+many standard deviations of the combined score; one whose heading asks another kind ("why",
+"how long") loses as many, whatever its author's wordings. Chosen on the tuning questions
+(bench/knowledge.py)."""
 _ANSWER_TYPE_RERANK = 3
 _WH_TYPES = frozenset({"time", "price", "party", "place", "remedy", "how"})
 _PROBLEM_WORDS_EN = (
@@ -143,7 +151,10 @@ _ANSWER_TYPES_EN = [
     ("yesno", r"^\s*(?:can|could|do|does|is|are|will|would|may|should|am)\b"),
 ]
 _ANSWER_TYPES_ZH = [
-    ("time", r"多久|多长|多少天|(?<![没才刚前好这那])几(?:天|个月|年|周|个工作日)|什么时候|何时|多快"),
+    (
+        "time",
+        r"多久|多长|多少天|(?<![没才刚前好这那])几(?:天|个月|年|周|个工作日)|什么时候|何时|多快",
+    ),
     ("price", r"多少钱|(?:费|钱|价).{0,3}多少|费用|收费|价格|要钱|手续费"),
     ("party", r"谁"),
     ("place", r"哪里|哪儿|在哪|到哪"),
@@ -392,10 +403,12 @@ class KnowledgeBase:
         best = np.flatnonzero(same)[np.argsort(-scores[same], kind="stable")]
         for index in best[:_ANSWER_TYPE_RERANK]:
             heading = self._heading_types[index]
-            if wanted in heading or wanted in self._wording_types[index]:
+            if wanted in heading:
                 adjusted[index] += step
             elif wanted != "yesno" and heading & _WH_TYPES:
-                adjusted[index] -= step
+                adjusted[index] -= step  # its heading asks another question
+            elif wanted in self._wording_types[index]:
+                adjusted[index] += step
         return adjusted
 
     def knows(
@@ -619,6 +632,9 @@ class SectionVectors:
             if pieces is not None and len(pieces) and len(views.piece_owners):
                 interaction = views.interaction(pieces, np.flatnonzero(direct))
                 partial += _VIEW_WEIGHTS["pieces"] * _standard(interaction, direct)
+                if len(views.question_piece_starts):
+                    closest = views.question_interaction(pieces)
+                    partial += _VIEW_WEIGHTS["question_pieces"] * _standard(closest, direct)
             total += partial
         return total
 
@@ -654,6 +670,9 @@ class SectionVectors:
                         data["owners"],
                         data["pieces"],
                         data["piece_owners"],
+                        data["question_pieces"],
+                        data["question_piece_starts"],
+                        data["question_piece_owners"],
                     )
             except (OSError, ValueError, KeyError) as exc:
                 logger.warning("recomputing knowledge vectors (cache unreadable: %s)", exc)
@@ -670,6 +689,9 @@ class SectionVectors:
                     owners=views.owners,
                     pieces=views.pieces,
                     piece_owners=views.piece_owners,
+                    question_pieces=views.question_pieces,
+                    question_piece_starts=views.question_piece_starts,
+                    question_piece_owners=views.question_piece_owners,
                 )
             except OSError as exc:
                 logger.warning("cannot cache knowledge vectors in %s: %s", cached.parent, exc)
@@ -684,6 +706,10 @@ class SectionVectors:
         owners: list[int] = []
         pieces: list[np.ndarray] = [np.zeros((0, dim), dtype=np.float32)]
         piece_owners: list[int] = []
+        question_pieces: list[np.ndarray] = [np.zeros((0, dim), dtype=np.float32)]
+        question_piece_starts: list[int] = []
+        question_piece_owners: list[int] = []
+        piece_count = 0
         for row, section in enumerate(self._sections):
             if not covered[row]:
                 continue
@@ -698,6 +724,14 @@ class SectionVectors:
             for question in (heading, *section.questions):
                 questions.append(embedder.passage(question))
                 question_owners.append(row)
+                if embedder.pieces is not None:
+                    _, vectors, words = embedder.pieces(question)
+                    content = _content_pieces(vectors, words)
+                    if len(content):
+                        question_pieces.append(content)
+                        question_piece_starts.append(piece_count)
+                        question_piece_owners.append(row)
+                        piece_count += len(content)
             for sentence in _sentences(body)[:_MAX_SENTENCES]:
                 sentences.append(embedder.passage(sentence))
                 owners.append(row)
@@ -710,6 +744,9 @@ class SectionVectors:
             np.array(owners, dtype=np.intp),
             np.concatenate(pieces).astype(np.float32),
             np.array(piece_owners, dtype=np.intp),
+            np.concatenate(question_pieces).astype(np.float32),
+            np.array(question_piece_starts, dtype=np.intp),
+            np.array(question_piece_owners, dtype=np.intp),
         )
 
 
@@ -730,6 +767,12 @@ class _Views:
     """Word-piece vectors of the sections' texts (none when the encoder has no pieces)."""
     piece_owners: np.ndarray
     """The section of each row of ``pieces``, in order."""
+    question_pieces: np.ndarray
+    """Content word-piece vectors of the sections' questions, one question after another."""
+    question_piece_starts: np.ndarray
+    """The first row of each question in ``question_pieces``."""
+    question_piece_owners: np.ndarray
+    """The section of each question in ``question_pieces``."""
 
     def scores(self, vector: np.ndarray) -> dict[str, np.ndarray]:
         """Cosine of the question's ``vector`` with each view, one per section (a section's
@@ -758,6 +801,28 @@ class _Views:
             for row, value in found:
                 result[row] = value
         return result
+
+    def question_interaction(self, pieces: np.ndarray) -> np.ndarray:
+        """Late interaction of the question's word ``pieces`` with each section's closest
+        question (its heading or an author's wording): per question, each piece's best cosine,
+        averaged; per section, its best question (0 for a section without pieces)."""
+        if not len(self.question_piece_starts):
+            return np.zeros(len(self.texts))
+        cosines = _cosines(self.question_pieces, pieces)
+        best = np.maximum.reduceat(cosines, self.question_piece_starts, axis=0).mean(axis=1)
+        return _closest(best, self.question_piece_owners, len(self.texts))
+
+
+def _cosines(many: np.ndarray, few: np.ndarray) -> np.ndarray:
+    """``many @ few.T`` (unit vectors: cosines) in blocks of ``_BLOCK_ROWS`` rows, ``few``
+    transposed into a contiguous array first: a transposed operand, or a product large enough
+    to wake BLAS's thread pool (whose threads spin on the other core), costs ten times as much."""
+    few_t = np.ascontiguousarray(few.T)
+    blocks = [many[i : i + _BLOCK_ROWS] @ few_t for i in range(0, len(many), _BLOCK_ROWS)]
+    return np.concatenate(blocks) if blocks else np.zeros((0, len(few)), dtype=many.dtype)
+
+
+_BLOCK_ROWS = 256
 
 
 def _closest(cosines: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
