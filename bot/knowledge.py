@@ -5,7 +5,8 @@ the question at all: it answers only when a section clearly shares the question'
 because a wrong policy quoted with confidence is worse than "I don't know". Which section
 answers is then ranked with kefu's sentence encoders as well (when given: ``SectionVectors``),
 since customers rarely use the words of the heading ("who covers the postage" for "Who pays for
-return shipping?"). Section vectors are computed once and cached on disk by content.
+return shipping?"), and the best few are re-ranked by the kind of answer the question asks for
+(:func:`answer_type`). Section vectors are computed once and cached on disk by content.
 
 A section's heading is the question it answers; its author can list other wordings of that
 question in an HTML comment, which is never quoted (no comment is)::
