@@ -136,10 +136,19 @@ _PROBLEM_WORDS_EN = (
     r"|\b(?:broke|broken|stopped|faulty|defective|damaged|failed|fails|declined|wrong|twice"
     r"|lost|missing|cracked|stuck|locked)\b"
 )
+_ELAPSED_EN = (
+    r"\b(?:\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten|few|several)"
+    r" (?:days?|weeks?|months?|years?)\b.*(?:\b(?:can|could|is|are|am|will|would|do)\s+"
+    r"(?:i|it|they|this|that|we|you|these|those)\s+still\b"
+    r"|\bstill\s+(?:under|within|covered|eligible|valid|possible|returnable))"
+)
+"""A time gone by and whether something is still allowed ("I bought it three weeks ago, can I
+still return it?"): a question about a time limit."""
 _ANSWER_TYPES_EN = [
     (
         "time",
-        r"\bhow (?:long|soon|quickly|fast)\b|\bhow many (?:minutes|hours|days|weeks|months|years)\b"
+        _ELAPSED_EN + r"|\bhow (?:long|soon|quickly|fast)\b"
+        r"|\bhow many (?:minutes|hours|days|weeks|months|years)\b"
         r"|^\s*when\b|\bwhen (?:will|does|do|did|is|are|can|should|would)\b|\bwhat time\b"
         r"|\buntil when\b",
     ),
@@ -154,7 +163,8 @@ _ANSWER_TYPES_EN = [
 _ANSWER_TYPES_ZH = [
     (
         "time",
-        r"多久|多长|多少天|(?<![没才刚前好这那])几(?:天|个月|年|周|个工作日)|什么时候|何时|多快",
+        r"(?:\d+|[一二两三四五六七八九十几半]+)个?(?:天|周|星期|个?月|年).*还(?:能|可以|在|算)"
+        r"|多久|多长|多少天|(?<![没才刚前好这那])几(?:天|个月|年|周|个工作日)|什么时候|何时|多快",
     ),
     ("price", r"多少钱|(?:费|钱|价).{0,3}多少|费用|收费|价格|要钱|手续费"),
     ("party", r"谁"),

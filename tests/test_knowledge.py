@@ -496,6 +496,8 @@ def test_addresses_and_links_are_no_search_words() -> None:
         ("I was charged twice. What now?", "remedy"),
         ("can I swap the jacket for a bigger size", "yesno"),
         ("which couriers do you use", None),
+        ("I bought this jacket three weeks ago, can I still return it?", "time"),  # a time limit
+        ("I got the refund email five days ago and still nothing on my card", None),
         ("退款几天能到账", "time"),
         ("耳机收到没几天就坏了怎么办", "remedy"),  # 没几天 tells, it does not ask
         ("多少钱包邮", "price"),
@@ -505,6 +507,8 @@ def test_addresses_and_links_are_no_search_words() -> None:
         ("充电宝坏了怎么申请维修", "how"),
         ("星期天会派送吗", "yesno"),
         ("我要注销账号", None),
+        ("用了半年了还在保修期吗", "time"),
+        ("退款三天了还没到账", "remedy"),
     ],
 )
 def test_the_kind_of_answer_a_question_asks_for(question: str, kind: str | None) -> None:
