@@ -5,7 +5,8 @@ the question at all: it answers only when a section clearly shares the question'
 because a wrong policy quoted with confidence is worse than "I don't know". Which section
 answers is then ranked with kefu's sentence encoders as well (when given: ``SectionVectors``),
 since customers rarely use the words of the heading ("who covers the postage" for "Who pays for
-return shipping?"). Section vectors are computed once and cached on disk by content.
+return shipping?"), and the best few are re-ranked by the kind of answer the question asks for
+(:func:`answer_type`). Section vectors are computed once and cached on disk by content.
 
 A section's heading is the question it answers; its author can list other wordings of that
 question in an HTML comment, which is never quoted (no comment is)::
@@ -48,6 +49,8 @@ __all__ = [
     "KnowledgeBase",
     "Passage",
     "SectionVectors",
+    "answer_type",
+    "answer_types",
     "default_embedders",
     "reflow",
     "tokenize",
@@ -66,13 +69,20 @@ _CJK_UNIGRAM_WEIGHT = 0.5
 """A Chinese character alone says less than a bigram; full weight would count words thrice."""
 _TITLE_REPEAT = 1
 """A section's own heading is the question it answers: its words count this many times more."""
-_VIEW_WEIGHTS = {"text": 1.0, "question": 2.0, "sentence": 0.5, "pieces": 1.0}
+_VIEW_WEIGHTS = {
+    "text": 1.0,
+    "question": 2.0,
+    "sentence": 0.5,
+    "pieces": 1.0,
+    "question_pieces": 0.5,
+}
 """How much each view of a section counts: its heading and opening text together, its closest
 question (its heading, or one of its author's other wordings: a customer's question is closest
 to another question), its closest sentence (a detail deep in a long answer) and, with an
 encoder that gives them, its word pieces in context: each of the question's content words
 finds its closest piece of the section, and the similarities are averaged (late interaction,
-where one vector per text blurs the word that matters)."""
+where one vector per text blurs the word that matters); and the same late interaction with its
+closest question ("question_pieces")."""
 _PASSAGE_CHARS = 400
 """A section's text is embedded up to here: its heading and first sentences carry its topic,
 and an encoder's cost grows faster than the length."""
@@ -82,7 +92,7 @@ _MIN_SENTENCE_CHARS = 8
 _BM25_WEIGHT = 0.6
 """Weight of BM25 relevance beside the similarities: both in standard deviations above the
 mean over the sections compared."""
-_VECTORS_FORMAT = "views-4"
+_VECTORS_FORMAT = "views-5"
 """Part of the cache key: what the cached matrices hold."""
 _OTHER_LANGUAGE_WEIGHT = 0.5
 """Score factor for passages not in the query's language: kept, but ranked below."""
@@ -116,6 +126,67 @@ _CJK_STOP_CHARS = frozenset(
 _CJK_STOP_BIGRAM_LIST = """什么 怎么 怎样 如何 可以 请问 我们 你们 他们 一个
     这个 那个 为什 是不 不是 我的 你的 有没 没有 你好 您好 谢谢 麻烦 在吗 给我 帮我"""
 _CJK_STOP_BIGRAMS = frozenset(_CJK_STOP_BIGRAM_LIST.split())
+
+_ANSWER_TYPE_WEIGHT = 0.5
+"""Among the best ``_ANSWER_TYPE_RERANK`` sections, one whose heading (or one of its author's
+wordings) asks the same kind of question as the customer (see :func:`answer_type`) gains this
+many standard deviations of the combined score; one whose heading asks another kind ("why",
+"how long") loses as many, whatever its author's wordings. Chosen on the tuning questions
+(bench/knowledge.py)."""
+_ANSWER_TYPE_RERANK = 3
+_WH_TYPES = frozenset({"time", "price", "party", "place", "remedy", "how"})
+_PROBLEM_WORDS_EN = (
+    r"(?:n't|\bnot|\bnever|\bno longer)\s+(?:\w+\s+){0,3}?"
+    r"(?:arrive|work|show|come|get|see|receive|accept|load)"
+    r"|\bi (?:can't|cannot|can not|am unable)\b"
+    r"|\b(?:broke|broken|stopped|faulty|defective|damaged|failed|fails|declined|wrong|twice"
+    r"|lost|missing|cracked|stuck|locked)\b"
+)
+_ELAPSED_EN = (
+    r"\b(?:\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten|few|several)"
+    r" (?:days?|weeks?|months?|years?)\b.*(?:\b(?:can|could|is|are|am|will|would|do)\s+"
+    r"(?:i|it|they|this|that|we|you|these|those)\s+still\b"
+    r"|\bstill\s+(?:under|within|covered|eligible|valid|possible|returnable))"
+)
+"""A time gone by and whether something is still allowed ("I bought it three weeks ago, can I
+still return it?"): a question about a time limit."""
+_ANSWER_TYPES_EN = [
+    (
+        "time",
+        _ELAPSED_EN + r"|\bhow (?:long|soon|quickly|fast)\b"
+        r"|\bhow many (?:minutes|hours|days|weeks|months|years)\b"
+        r"|^\s*when\b|\bwhen (?:will|does|do|did|is|are|can|should|would)\b|\bwhat time\b"
+        r"|\buntil when\b",
+    ),
+    ("price", r"\bhow much\b|\bcosts?\b|\bfees?\b|\bprices?\b"),
+    ("party", r"\bwho\b|\bwhom\b"),
+    ("place", r"\bwhere\b"),
+    ("remedy", r"\bwhat (?:should|can|do) i do\b|\bwhat now\b|\bwhy\b|\bwhat if\b"),
+    ("how", r"\bhow (?:do|can|should|would) (?:i|we|you)\b|\bhow to\b|\bsteps?\b"),
+    ("remedy", _PROBLEM_WORDS_EN),
+    ("yesno", r"^\s*(?:can|could|do|does|is|are|will|would|may|should|am)\b"),
+]
+_ANSWER_TYPES_ZH = [
+    (
+        "time",
+        r"(?:\d+|[一二两三四五六七八九十几半]+)个?(?:天|周|星期|个?月|年).*还(?:能|可以|在|算)"
+        r"|多久|多长|多少天|(?<![没才刚前好这那])几(?:天|个月|年|周|个工作日)|什么时候|何时|多快",
+    ),
+    ("price", r"多少钱|(?:费|钱|价).{0,3}多少|费用|收费|价格|要钱|手续费"),
+    ("party", r"谁"),
+    ("place", r"哪里|哪儿|在哪|到哪"),
+    ("remedy", r"怎么办|为什么|怎么回事"),
+    ("how", r"(?:怎么|如何|怎样)(?!办|回事)|步骤|流程"),
+    (
+        "remedy",
+        r"坏了|失败|不了|没收到|没到|还没|丢了|错了|不对|被拒|故障|有问题|不能用|重复|没看到|收不到",
+    ),
+    ("yesno", r"吗[？?]?$|能不能|可不可以|是否|有没有|会不会"),
+]
+_ANSWER_TYPE_RULES = {
+    "en": [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _ANSWER_TYPES_EN],
+    "zh": [(kind, re.compile(pattern)) for kind, pattern in _ANSWER_TYPES_ZH],
+}
 
 
 def tokenize(text: str) -> list[str]:
@@ -165,6 +236,27 @@ def _stem(word: str) -> str:
 
 def _last_heading(title: str) -> str:
     return title.split(TITLE_SEPARATOR)[-1]
+
+
+def answer_types(text: str) -> list[str]:
+    """The kinds of answer ``text`` asks for, most telling first: ``time`` (how long, when),
+    ``price`` (how much), ``party`` (who), ``place`` (where), ``remedy`` (what to do about a
+    problem: "why", "what should I do", or a problem told, "it never arrived", "坏了"),
+    ``how`` (the steps to do something), ``yesno`` ("can I ...", "...吗").
+
+    A question that asks a way ("how do I claim") is a ``how`` question even when it tells a
+    problem; one that asks how long or how much is that first. Chinese and English rules, by
+    the text's script.
+    """
+    rules = _ANSWER_TYPE_RULES["zh" if _CJK_CHAR.search(text) else "en"]
+    found = [kind for kind, pattern in rules if pattern.search(text)]
+    return list(dict.fromkeys(found))
+
+
+def answer_type(question: str) -> str | None:
+    """The kind of answer a customer's ``question`` asks for (see :func:`answer_types`)."""
+    found = answer_types(question)
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -242,6 +334,13 @@ class KnowledgeBase:
             for section in sections
             for text in (section.title, section.text, *section.questions)
         )
+        # What kind of question each section answers: its heading's kinds, and the first
+        # kind of each of its author's other wordings (weaker: they stray from the heading).
+        self._heading_types = [frozenset(answer_types(_last_heading(s.title))) for s in sections]
+        self._wording_types = [
+            frozenset(kind for q in s.questions if (kind := answer_type(q)) is not None)
+            for s in sections
+        ]
 
     def __len__(self) -> int:
         return len(self._sections)
@@ -302,6 +401,8 @@ class KnowledgeBase:
             similarity = self._vectors.similarity(query, wanted)
             words = _standard(relevance, same) if same.any() else relevance
             scores = np.where(same, similarity + _BM25_WEIGHT * words, relevance)
+            if same.any():
+                scores = self._by_answer_type(query, scores, same)
             order = np.lexsort((-scores, ~same))[:limit]
         return [
             Passage(
@@ -315,6 +416,26 @@ class KnowledgeBase:
             )
             for index in order
         ]
+
+    def _by_answer_type(self, query: str, scores: np.ndarray, same: np.ndarray) -> np.ndarray:
+        """``scores`` with the best few of the ``same`` sections re-ranked by the kind of
+        answer the question asks for (``_ANSWER_TYPE_WEIGHT``): "how long does a refund take"
+        and "why don't I see my refund yet" share their words, not their question."""
+        wanted = answer_type(query)
+        if wanted is None:
+            return scores
+        step = _ANSWER_TYPE_WEIGHT * (float(scores[same].std()) or 1.0)
+        adjusted = scores.copy()
+        best = np.flatnonzero(same)[np.argsort(-scores[same], kind="stable")]
+        for index in best[:_ANSWER_TYPE_RERANK]:
+            heading = self._heading_types[index]
+            if wanted in heading:
+                adjusted[index] += step
+            elif wanted != "yesno" and heading & _WH_TYPES:
+                adjusted[index] -= step  # its heading asks another question
+            elif wanted in self._wording_types[index]:
+                adjusted[index] += step
+        return adjusted
 
     def knows(
         self,
@@ -561,6 +682,9 @@ class SectionVectors:
             if pieces is not None and len(pieces) and len(views.piece_owners):
                 interaction = views.interaction(pieces, np.flatnonzero(direct))
                 partial += _VIEW_WEIGHTS["pieces"] * _standard(interaction, direct)
+                if len(views.question_piece_starts):
+                    closest = views.question_interaction(pieces)
+                    partial += _VIEW_WEIGHTS["question_pieces"] * _standard(closest, direct)
             total += partial
         return total
 
@@ -596,6 +720,9 @@ class SectionVectors:
                         data["owners"],
                         data["pieces"],
                         data["piece_owners"],
+                        data["question_pieces"],
+                        data["question_piece_starts"],
+                        data["question_piece_owners"],
                     )
             except (OSError, ValueError, KeyError) as exc:
                 logger.warning("recomputing knowledge vectors (cache unreadable: %s)", exc)
@@ -612,6 +739,9 @@ class SectionVectors:
                     owners=views.owners,
                     pieces=views.pieces,
                     piece_owners=views.piece_owners,
+                    question_pieces=views.question_pieces,
+                    question_piece_starts=views.question_piece_starts,
+                    question_piece_owners=views.question_piece_owners,
                 )
             except OSError as exc:
                 logger.warning("cannot cache knowledge vectors in %s: %s", cached.parent, exc)
@@ -626,6 +756,10 @@ class SectionVectors:
         owners: list[int] = []
         pieces: list[np.ndarray] = [np.zeros((0, dim), dtype=np.float32)]
         piece_owners: list[int] = []
+        question_pieces: list[np.ndarray] = [np.zeros((0, dim), dtype=np.float32)]
+        question_piece_starts: list[int] = []
+        question_piece_owners: list[int] = []
+        piece_count = 0
         for row, section in enumerate(self._sections):
             if not covered[row]:
                 continue
@@ -640,6 +774,14 @@ class SectionVectors:
             for question in (heading, *section.questions):
                 questions.append(embedder.passage(question))
                 question_owners.append(row)
+                if embedder.pieces is not None:
+                    _, vectors, words = embedder.pieces(question)
+                    content = _content_pieces(vectors, words)
+                    if len(content):
+                        question_pieces.append(content)
+                        question_piece_starts.append(piece_count)
+                        question_piece_owners.append(row)
+                        piece_count += len(content)
             for sentence in _sentences(body)[:_MAX_SENTENCES]:
                 sentences.append(embedder.passage(sentence))
                 owners.append(row)
@@ -652,6 +794,9 @@ class SectionVectors:
             np.array(owners, dtype=np.intp),
             np.concatenate(pieces).astype(np.float32),
             np.array(piece_owners, dtype=np.intp),
+            np.concatenate(question_pieces).astype(np.float32),
+            np.array(question_piece_starts, dtype=np.intp),
+            np.array(question_piece_owners, dtype=np.intp),
         )
 
 
@@ -672,6 +817,12 @@ class _Views:
     """Word-piece vectors of the sections' texts (none when the encoder has no pieces)."""
     piece_owners: np.ndarray
     """The section of each row of ``pieces``, in order."""
+    question_pieces: np.ndarray
+    """Content word-piece vectors of the sections' questions, one question after another."""
+    question_piece_starts: np.ndarray
+    """The first row of each question in ``question_pieces``."""
+    question_piece_owners: np.ndarray
+    """The section of each question in ``question_pieces``."""
 
     def scores(self, vector: np.ndarray) -> dict[str, np.ndarray]:
         """Cosine of the question's ``vector`` with each view, one per section (a section's
@@ -700,6 +851,28 @@ class _Views:
             for row, value in found:
                 result[row] = value
         return result
+
+    def question_interaction(self, pieces: np.ndarray) -> np.ndarray:
+        """Late interaction of the question's word ``pieces`` with each section's closest
+        question (its heading or an author's wording): per question, each piece's best cosine,
+        averaged; per section, its best question (0 for a section without pieces)."""
+        if not len(self.question_piece_starts):
+            return np.zeros(len(self.texts))
+        cosines = _cosines(self.question_pieces, pieces)
+        best = np.maximum.reduceat(cosines, self.question_piece_starts, axis=0).mean(axis=1)
+        return _closest(best, self.question_piece_owners, len(self.texts))
+
+
+def _cosines(many: np.ndarray, few: np.ndarray) -> np.ndarray:
+    """``many @ few.T`` (unit vectors: cosines) in blocks of ``_BLOCK_ROWS`` rows, ``few``
+    transposed into a contiguous array first: a transposed operand, or a product large enough
+    to wake BLAS's thread pool (whose threads spin on the other core), costs ten times as much."""
+    few_t = np.ascontiguousarray(few.T)
+    blocks = [many[i : i + _BLOCK_ROWS] @ few_t for i in range(0, len(many), _BLOCK_ROWS)]
+    return np.concatenate(blocks) if blocks else np.zeros((0, len(few)), dtype=many.dtype)
+
+
+_BLOCK_ROWS = 256
 
 
 def _closest(cosines: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
