@@ -5,8 +5,7 @@ the question at all: it answers only when a section clearly shares the question'
 because a wrong policy quoted with confidence is worse than "I don't know". Which section
 answers is then ranked with kefu's sentence encoders as well (when given: ``SectionVectors``),
 since customers rarely use the words of the heading ("who covers the postage" for "Who pays for
-return shipping?"), and the best few are re-ranked by the kind of answer the question asks for
-(:func:`answer_type`). Section vectors are computed once and cached on disk by content.
+return shipping?"). Section vectors are computed once and cached on disk by content.
 
 A section's heading is the question it answers; its author can list other wordings of that
 question in an HTML comment, which is never quoted (no comment is)::
@@ -49,8 +48,6 @@ __all__ = [
     "KnowledgeBase",
     "Passage",
     "SectionVectors",
-    "answer_type",
-    "answer_types",
     "default_embedders",
     "reflow",
     "tokenize",
@@ -127,67 +124,6 @@ _CJK_STOP_BIGRAM_LIST = """什么 怎么 怎样 如何 可以 请问 我们 你�
     这个 那个 为什 是不 不是 我的 你的 有没 没有 你好 您好 谢谢 麻烦 在吗 给我 帮我"""
 _CJK_STOP_BIGRAMS = frozenset(_CJK_STOP_BIGRAM_LIST.split())
 
-_ANSWER_TYPE_WEIGHT = 0.5
-"""Among the best ``_ANSWER_TYPE_RERANK`` sections, one whose heading (or one of its author's
-wordings) asks the same kind of question as the customer (see :func:`answer_type`) gains this
-many standard deviations of the combined score; one whose heading asks another kind ("why",
-"how long") loses as many, whatever its author's wordings. Chosen on the tuning questions
-(bench/knowledge.py)."""
-_ANSWER_TYPE_RERANK = 3
-_WH_TYPES = frozenset({"time", "price", "party", "place", "remedy", "how"})
-_PROBLEM_WORDS_EN = (
-    r"(?:n't|\bnot|\bnever|\bno longer)\s+(?:\w+\s+){0,3}?"
-    r"(?:arrive|work|show|come|get|see|receive|accept|load)"
-    r"|\bi (?:can't|cannot|can not|am unable)\b"
-    r"|\b(?:broke|broken|stopped|faulty|defective|damaged|failed|fails|declined|wrong|twice"
-    r"|lost|missing|cracked|stuck|locked)\b"
-)
-_ELAPSED_EN = (
-    r"\b(?:\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten|few|several)"
-    r" (?:days?|weeks?|months?|years?)\b.*(?:\b(?:can|could|is|are|am|will|would|do)\s+"
-    r"(?:i|it|they|this|that|we|you|these|those)\s+still\b"
-    r"|\bstill\s+(?:under|within|covered|eligible|valid|possible|returnable))"
-)
-"""A time gone by and whether something is still allowed ("I bought it three weeks ago, can I
-still return it?"): a question about a time limit."""
-_ANSWER_TYPES_EN = [
-    (
-        "time",
-        _ELAPSED_EN + r"|\bhow (?:long|soon|quickly|fast)\b"
-        r"|\bhow many (?:minutes|hours|days|weeks|months|years)\b"
-        r"|^\s*when\b|\bwhen (?:will|does|do|did|is|are|can|should|would)\b|\bwhat time\b"
-        r"|\buntil when\b",
-    ),
-    ("price", r"\bhow much\b|\bcosts?\b|\bfees?\b|\bprices?\b"),
-    ("party", r"\bwho\b|\bwhom\b"),
-    ("place", r"\bwhere\b"),
-    ("remedy", r"\bwhat (?:should|can|do) i do\b|\bwhat now\b|\bwhy\b|\bwhat if\b"),
-    ("how", r"\bhow (?:do|can|should|would) (?:i|we|you)\b|\bhow to\b|\bsteps?\b"),
-    ("remedy", _PROBLEM_WORDS_EN),
-    ("yesno", r"^\s*(?:can|could|do|does|is|are|will|would|may|should|am)\b"),
-]
-_ANSWER_TYPES_ZH = [
-    (
-        "time",
-        r"(?:\d+|[一二两三四五六七八九十几半]+)个?(?:天|周|星期|个?月|年).*还(?:能|可以|在|算)"
-        r"|多久|多长|多少天|(?<![没才刚前好这那])几(?:天|个月|年|周|个工作日)|什么时候|何时|多快",
-    ),
-    ("price", r"多少钱|(?:费|钱|价).{0,3}多少|费用|收费|价格|要钱|手续费"),
-    ("party", r"谁"),
-    ("place", r"哪里|哪儿|在哪|到哪"),
-    ("remedy", r"怎么办|为什么|怎么回事"),
-    ("how", r"(?:怎么|如何|怎样)(?!办|回事)|步骤|流程"),
-    (
-        "remedy",
-        r"坏了|失败|不了|没收到|没到|还没|丢了|错了|不对|被拒|故障|有问题|不能用|重复|没看到|收不到",
-    ),
-    ("yesno", r"吗[？?]?$|能不能|可不可以|是否|有没有|会不会"),
-]
-_ANSWER_TYPE_RULES = {
-    "en": [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _ANSWER_TYPES_EN],
-    "zh": [(kind, re.compile(pattern)) for kind, pattern in _ANSWER_TYPES_ZH],
-}
-
 
 def tokenize(text: str) -> list[str]:
     """Search terms of ``text``: stemmed Latin words, Chinese character unigrams and bigrams
@@ -236,27 +172,6 @@ def _stem(word: str) -> str:
 
 def _last_heading(title: str) -> str:
     return title.split(TITLE_SEPARATOR)[-1]
-
-
-def answer_types(text: str) -> list[str]:
-    """The kinds of answer ``text`` asks for, most telling first: ``time`` (how long, when),
-    ``price`` (how much), ``party`` (who), ``place`` (where), ``remedy`` (what to do about a
-    problem: "why", "what should I do", or a problem told, "it never arrived", "坏了"),
-    ``how`` (the steps to do something), ``yesno`` ("can I ...", "...吗").
-
-    A question that asks a way ("how do I claim") is a ``how`` question even when it tells a
-    problem; one that asks how long or how much is that first. Chinese and English rules, by
-    the text's script.
-    """
-    rules = _ANSWER_TYPE_RULES["zh" if _CJK_CHAR.search(text) else "en"]
-    found = [kind for kind, pattern in rules if pattern.search(text)]
-    return list(dict.fromkeys(found))
-
-
-def answer_type(question: str) -> str | None:
-    """The kind of answer a customer's ``question`` asks for (see :func:`answer_types`)."""
-    found = answer_types(question)
-    return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -334,13 +249,6 @@ class KnowledgeBase:
             for section in sections
             for text in (section.title, section.text, *section.questions)
         )
-        # What kind of question each section answers: its heading's kinds, and the first
-        # kind of each of its author's other wordings (weaker: they stray from the heading).
-        self._heading_types = [frozenset(answer_types(_last_heading(s.title))) for s in sections]
-        self._wording_types = [
-            frozenset(kind for q in s.questions if (kind := answer_type(q)) is not None)
-            for s in sections
-        ]
 
     def __len__(self) -> int:
         return len(self._sections)
@@ -401,8 +309,6 @@ class KnowledgeBase:
             similarity = self._vectors.similarity(query, wanted)
             words = _standard(relevance, same) if same.any() else relevance
             scores = np.where(same, similarity + _BM25_WEIGHT * words, relevance)
-            if same.any():
-                scores = self._by_answer_type(query, scores, same)
             order = np.lexsort((-scores, ~same))[:limit]
         return [
             Passage(
@@ -416,26 +322,6 @@ class KnowledgeBase:
             )
             for index in order
         ]
-
-    def _by_answer_type(self, query: str, scores: np.ndarray, same: np.ndarray) -> np.ndarray:
-        """``scores`` with the best few of the ``same`` sections re-ranked by the kind of
-        answer the question asks for (``_ANSWER_TYPE_WEIGHT``): "how long does a refund take"
-        and "why don't I see my refund yet" share their words, not their question."""
-        wanted = answer_type(query)
-        if wanted is None:
-            return scores
-        step = _ANSWER_TYPE_WEIGHT * (float(scores[same].std()) or 1.0)
-        adjusted = scores.copy()
-        best = np.flatnonzero(same)[np.argsort(-scores[same], kind="stable")]
-        for index in best[:_ANSWER_TYPE_RERANK]:
-            heading = self._heading_types[index]
-            if wanted in heading:
-                adjusted[index] += step
-            elif wanted != "yesno" and heading & _WH_TYPES:
-                adjusted[index] -= step  # its heading asks another question
-            elif wanted in self._wording_types[index]:
-                adjusted[index] += step
-        return adjusted
 
     def knows(
         self,

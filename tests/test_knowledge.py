@@ -12,7 +12,6 @@ from bot.knowledge import (
     Embedder,
     KnowledgeAnswerer,
     KnowledgeBase,
-    answer_type,
     default_embedders,
     excerpt,
     reflow,
@@ -564,75 +563,6 @@ def test_chat_words_do_not_make_an_unrelated_message_known(
     """Fillers, contractions, function characters and values (order and phone numbers) are no
     words of a question: an off-topic message or a value typed as an answer stays unknown."""
     assert not _knows(shop, message)
-
-
-@pytest.mark.parametrize(
-    ("question", "kind"),
-    [
-        ("how many days until I get my money back", "time"),
-        ("if I order at 5pm when does it leave the warehouse", "time"),
-        ("who covers the postage when I send something back", "party"),  # no "when" question
-        ("what's the delivery fee for a 50 yuan order", "price"),
-        ("where do I save a second address", "place"),
-        ("my power bank stopped working, how do I claim", "how"),  # asks a way: the steps
-        ("the earbuds arrived broken last week", "remedy"),  # tells a problem
-        ("the sign up code never arrives", "remedy"),
-        ("I was charged twice. What now?", "remedy"),
-        ("can I swap the jacket for a bigger size", "yesno"),
-        ("which couriers do you use", None),
-        ("I bought this jacket three weeks ago, can I still return it?", "time"),  # a time limit
-        ("I got the refund email five days ago and still nothing on my card", None),
-        ("退款几天能到账", "time"),
-        ("耳机收到没几天就坏了怎么办", "remedy"),  # 没几天 tells, it does not ask
-        ("多少钱包邮", "price"),
-        ("付完钱了订单还是待付款", None),  # a bare 钱 asks no price
-        ("退货的邮费谁出", "party"),
-        ("发票在哪里下载", "place"),
-        ("充电宝坏了怎么申请维修", "how"),
-        ("星期天会派送吗", "yesno"),
-        ("我要注销账号", None),
-        ("用了半年了还在保修期吗", "time"),
-        ("退款三天了还没到账", "remedy"),
-    ],
-)
-def test_the_kind_of_answer_a_question_asks_for(question: str, kind: str | None) -> None:
-    assert answer_type(question) == kind
-
-
-REFUNDS_EN = """# Refunds
-
-## How long does a refund take?
-Refunds reach your card within 5 working days.
-
-## Why don't I see my refund yet?
-<!-- questions: How long does my bank take to show a refund? -->
-Your bank can take a few days to show it.
-
-## Can I get a partial refund?
-<!-- questions: How long does a partial refund take? -->
-Yes, for the items you return.
-
-## Where does my refund go?
-To the card you paid with.
-"""
-
-
-def test_the_best_sections_are_reranked_by_the_kind_of_question(tmp_path: Path) -> None:
-    (tmp_path / "refunds.md").write_text(REFUNDS_EN)
-    base = KnowledgeBase.from_directory(tmp_path)
-    same = np.ones(4, dtype=bool)
-    scores = np.array([1.1, 1.2, 1.0, 0.0])
-
-    reranked = base._by_answer_type("how soon will my money come back", scores, same)
-    untyped = base._by_answer_type("refund please", scores, same)
-
-    # "How long" answers a "how soon" question: it rises; "why" asks another question: it
-    # falls, although its author's wording is a "how long" one; a yes/no heading with such a
-    # wording rises too; the fourth is not among the best three and keeps its score.
-    assert int(np.argmax(reranked)) == 0
-    assert reranked[1] < scores[1] and reranked[2] > scores[2]
-    assert reranked[3] == scores[3]
-    assert np.array_equal(untyped, scores)
 
 
 def test_a_closest_question_is_read_word_piece_by_word_piece(tmp_path: Path) -> None:
