@@ -5,7 +5,8 @@
 Each question in ``bench/knowledge_questions.yml`` names the section that answers it
 (``file#heading``). Prints, per language, top-1 and top-3 (the right section first / among
 the first three) and how often the answerer would actually answer with the right section
-(it also has to clear its thresholds), and how long one ranking takes (median and 95th
+(it also has to clear its thresholds), how often the right section is the answer or one of the
+close runners-up offered under it as buttons, and how long one ranking takes (median and 95th
 percentile, the encoders' inference included, the encoders loaded beforehand; and the median
 CPU time, which a busy machine distorts less); ``--misses``
 lists the questions ranked wrong.
@@ -85,12 +86,17 @@ def main() -> None:
             )
         )
         answered = [_section(s) for s in answer.sources]
+        offered = [b.title for b in answer.buttons]
         row = counts[language]
         row["questions"] += 1
         row["top1"] += found[:1] == [wanted]
         row["top3"] += wanted in found
         row["answered_right"] += answered == [wanted]
         row["answered_wrong"] += bool(answered) and answered != [wanted]
+        row["answered_or_offered"] += bool(answered) and (
+            answered == [wanted] or wanted.partition("#")[2] in offered
+        )
+        row["offered"] += len(offered)
         if args.misses and found[:1] != [wanted]:
             print(f"MISS [{language}] {question!r}\n  want {wanted}\n  got  {found}")
     elapsed = time.perf_counter() - started
@@ -125,6 +131,8 @@ def main() -> None:
             f"{language}: {n} questions  top-1 {figures['top1']:.0%}  top-3 {figures['top3']:.0%}"
             f"  answered right {figures['answered_right']:.0%}"
             f"  answered wrong {figures['answered_wrong']:.0%}"
+            f"  answered or offered right {figures['answered_or_offered']:.0%}"
+            f" ({row['offered'] / n:.2f} offered)"
             f"  one ranking {figures['search_ms_p50']} ms (95th pct {figures['search_ms_p95']},"
             f" CPU {figures['search_cpu_ms_p50']})"
         )

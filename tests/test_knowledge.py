@@ -585,3 +585,44 @@ def test_a_closest_question_is_read_word_piece_by_word_piece(tmp_path: Path) -> 
     assert int(np.argmax(closest)) == 0
     assert np.array_equal(cached.question_pieces, views.question_pieces)
     assert np.array_equal(cached.question_piece_starts, views.question_piece_starts)
+
+
+CLOSE_CALLS = """# Help
+
+## How long does a refund take?
+Refunds reach your card within 5 working days of the return arriving.
+
+## How long does an exchange take?
+The new size ships within 2 working days of the return arriving.
+
+## Do you sell gift cards?
+Yes, gift cards of 50, 100 and 200 yuan, in the shop's app.
+"""
+
+
+async def test_a_close_runner_up_is_offered_as_its_question(
+    knowledge_dir: Path, tmp_path: Path
+) -> None:
+    (knowledge_dir / "help.md").write_text(CLOSE_CALLS)
+    base = KnowledgeBase.from_directory(knowledge_dir)
+    words_only = KnowledgeAnswerer(KnowledgeBase.from_directory(knowledge_dir))
+    base.with_vectors(default_embedders(), cache_dir=tmp_path / "cache")
+    answerer = KnowledgeAnswerer(base)
+
+    question = "how long do refund or exchange take after the return"
+    unsure = await answerer.answer(_request(question))
+    sure = await answerer.answer(_request("can I buy a gift card for my sister"))
+
+    # The ranking can hardly tell the sections about time after a return apart: the close
+    # runners-up are buttons whose payload is their question, as the customer would type it; a
+    # clear answer offers nothing, and by words alone (another scale) nothing is offered either.
+    assert unsure.sources and unsure.buttons
+    offered = {b.title for b in unsure.buttons}
+    timing = {"How long does a refund take?", "How long does an exchange take?", "Refund timing"}
+    assert offered <= timing
+    assert not any(unsure.sources[0].endswith(title) for title in offered)
+    assert all(b.payload == b.title for b in unsure.buttons)
+    assert sure.sources == ("help.md#Help › Do you sell gift cards?",) and not sure.buttons
+    assert not (
+        await words_only.answer(_request("how long do refund or exchange take after the return"))
+    ).buttons
