@@ -23,6 +23,7 @@ from bot.understanding.code_switch import in_chinese
 from bot.understanding.encoder import cached_only
 from bot.understanding.entities import EntityExtractor
 from bot.understanding.flow_router import FlowRouter
+from bot.understanding.hallmarks import Hallmarks
 from bot.understanding.language import detect_language
 from bot.understanding.spelling import SpellingCorrector
 from bot.understanding.training_data import TrainingData
@@ -45,6 +46,9 @@ _CLAUSE_BREAK = re.compile(
 _WORDS = re.compile(r"[^\W\d_]{2,}|[\u4e00-\u9fff]")
 MAX_CLAUSES = 4
 """Messages of more clauses are read as a whole only (each clause costs a classification)."""
+_ASIDE = re.compile(r"[?？]|\b(?:also|btw|by the way)\b|另外|顺便|还有", re.IGNORECASE)
+"""A task's message with one of these may ask a question beside it ("… and also do you ship
+to Hong Kong?"): its clauses are read too."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ class Interpreter:
         sentiment: SentimentScorer | None = None,
         speller: SpellingCorrector | None = None,
         task_intents: frozenset[str] = frozenset(),
+        hallmarks: Hallmarks | None = None,
     ) -> None:
         self.classifier = classifier
         self.extractor = extractor
@@ -119,6 +124,8 @@ class Interpreter:
         self.sentiment = sentiment
         self.speller = speller
         self.task_intents = task_intents
+        self.hallmarks = hallmarks
+        """Decides between two close intents by the words their examples tell apart."""
         """Intents that start a flow: a message whose best intent is one is not split."""
 
     @classmethod
@@ -170,6 +177,7 @@ class Interpreter:
             task_intents=frozenset(
                 t.intent for f in flows if not f.is_pattern for t in f.nlu_triggers if t.intent
             ),
+            hallmarks=Hallmarks(examples) if examples else None,
         )
 
     def may_be_slow(self, text: str) -> bool:
@@ -212,15 +220,20 @@ class Interpreter:
         if self.router is not None and (prediction is None or prediction.intent is None):
             routed = self.router.route(read, language=lang)
             flows = () if routed.out_of_scope else routed.ranking
+        ranking = prediction.ranking if prediction else ()
+        if prediction is not None and prediction.intent is not None and self.hallmarks:
+            ranking = self.hallmarks.rerank(ranking, text, lang)
         clauses: tuple[tuple[str, str, float], ...] = ()
-        if prediction is not None and prediction.intent not in self.task_intents:
+        if prediction is not None and (
+            not ranking or ranking[0][0] not in self.task_intents or _ASIDE.search(text)
+        ):
             clauses = self._clauses(text)
         return Parse(
             text=text,
             language=lang,
-            intent=prediction.intent if prediction else None,
-            confidence=prediction.confidence if prediction and prediction.intent else 0.0,
-            ranking=prediction.ranking if prediction else (),
+            intent=ranking[0][0] if prediction and prediction.intent else None,
+            confidence=ranking[0][1] if prediction and prediction.intent else 0.0,
+            ranking=ranking,
             entities=entities,
             flows=flows,
             sentiment=self.sentiment.score(text, lang) if self.sentiment is not None else None,

@@ -334,6 +334,7 @@ def test_unusable_entity_falls_back_to_text() -> None:
         ("我的订单到哪了", "zh"),
         ("我要退货 iPhone 15 Pro", "zh"),
         ("I ordered the 龙井 tea, where is it?", "en"),
+        ("我想 return 这个 smart watch, order KF-10011", "zh"),  # borrowed shop words
         ("3.5元", "zh"),
         ("ORD-12345", "default"),
         ("12345", "default"),
@@ -374,3 +375,19 @@ def test_the_last_clause_that_answers_decides(
     text: str, language: str, expected: bool | None
 ) -> None:
     assert parse_bool(text, language) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("嗯，不要了，取消吧", True),  # repeats the question's verb last: yes
+        ("取消", True),
+        ("别取消", False),
+        ("不取消了", False),
+        ("no, don't cancel it", False),
+        ("ok cancel it", True),
+        ("算了，还是留着吧", False),
+    ],
+)
+def test_repeating_the_question_s_verb_answers_yes(text: str, expected: bool) -> None:
+    assert parse_bool(text, "zh", echo=("cancel", "取消")) is expected

@@ -218,3 +218,31 @@ def test_a_question_nothing_covers_during_a_question_goes_to_the_knowledge_base(
     turn = turn_for(project, asking="refund")
     warranty = parse("is there a warranty on kettles?", [("product_question", 0.7)])
     assert generate_commands(turn, warranty, synonyms={}) == [cmd.Search()]
+
+
+def test_a_question_asked_beside_a_task_is_answered(project: Project) -> None:
+    both = parse(
+        "track KF-10015 and also how long do refunds take?",
+        [("track", 0.8), ("refund_policy", 0.1)],
+        order="KF-10015",
+        clauses=(
+            ("track KF-10015", "track", 0.9),
+            ("how long do refunds take?", "refund_policy", 0.9),
+        ),
+    )
+    commands = generate_commands(turn_for(project), both, synonyms={})
+    assert started(commands) == ["track"]
+    assert commands[-1] == cmd.ChitChat(intent="refund_policy")
+
+
+def test_the_words_examples_tell_apart_decide_a_close_call() -> None:
+    from bot.understanding.hallmarks import Hallmarks
+
+    examples = [(f"where is my refund {i}", "refund") for i in range(9)]
+    examples += [(f"where is my parcel number {i}", "track") for i in range(9)]
+    marks = Hallmarks(examples)
+    close = (("track", 0.4), ("refund", 0.38))
+    assert marks.rerank(close, "where's the refund", "en")[0][0] == "refund"
+    assert marks.rerank(tuple(reversed(close)), "where is the parcel", "en")[0][0] == "track"
+    assert marks.rerank(close, "where is it", "en") == close  # neither named
+    assert marks.rerank((("track", 0.9), ("refund", 0.05)), "refund", "en")[0][0] == "track"

@@ -221,6 +221,8 @@ async def test_never_mind_phrasings_cancel_the_flow(agent: App, text: str) -> No
         "算了，已经解决了",
         "算了不用推荐了，我自己逛逛",
         "scrap that, I'll be home anyway",
+        "hold on, don't bother, I'll just keep it",
+        "哦等等，地址没错，不用改了",
     ],
 )
 async def test_stopping_for_now_cancels_the_flow(agent: App, text: str) -> None:

@@ -47,6 +47,7 @@ def test_typos_become_the_training_words(
         "Flat 3, 22 Huaihai Road",  # real English words the examples lack stay
         "a pizza place nearby",
         "pls ok lol",  # too short to tell a typo from a word
+        "my card was debited twice",  # an inflection the dictionary lacks is no typo
         "我的订单",
     ],
 )
@@ -63,6 +64,15 @@ def test_keyboard_mashing_is_not_corrected_into_words(
 
 def test_a_name_the_examples_lack_does_not_stop_a_correction(speller: SpellingCorrector) -> None:
     assert speller.correct("Xqorvan wnat a refnud") == "Xqorvan want a refund"
+
+
+def test_edited_texts_are_taken_as_written_from_one_use() -> None:
+    """Intent examples may keep a typo once on purpose; a knowledge base's texts do not."""
+    texts = ["We take UnionPay", "UnionPay debit cards", "Use your unionpayy card"]
+    assert SpellingCorrector.from_texts(texts).correct_word("unionpayy") == "unionpay"
+    assert (
+        SpellingCorrector.from_texts(texts, known_from=1).correct_word("unionpayy") == "unionpayy"
+    )
 
 
 def test_the_most_frequent_of_equally_close_words_wins() -> None:

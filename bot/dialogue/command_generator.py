@@ -12,6 +12,7 @@ finds it likely.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -54,8 +55,17 @@ _REQUEST = re.compile(
     re.IGNORECASE,
 )
 """Words that make a message a request ("I want to…", "我要…") rather than a question."""
+_POLITE_REQUEST = re.compile(
+    r"^\W*(?:\w+\W+){0,3}?(?:can|could|would|will) (?:you|u) (?:please |pls )?"
+    r"(?!tell\b|explain\b)\w+ me\b|"
+    r"(?:能|可以|可不可以|能不能|能否|麻烦)[^，,。？?]{0,10}(?:发我|发给我|给我|帮我|寄给我)",
+    re.IGNORECASE,
+)
+"""A request asked as a question ("could you send me the invoice?", "这个订单的发票能发我一下
+吗"): a request all the same."""
 _ASKING = re.compile(
-    r"\b(?:know|ask|find out|understand|learn)\b|想知道|想了解|想问|了解一下|问一下|问问",
+    r"\b(?:know|ask|find out|understand|learn|tell|explain)\b|"
+    r"想知道|想了解|想问|了解一下|问一下|问问|告诉我|介绍",
     re.IGNORECASE,
 )
 """A request to be told something ("I'd like to know…", "我想了解…") is a question."""
@@ -84,7 +94,8 @@ _CANCEL_FILLERS = {
     "ok", "okay", "oh", "ah", "hmm", "well", "actually", "please", "thanks", "no", "nah",
     "好", "好吧", "哦", "嗯", "那", "那就", "还是", "谢谢",
     "ugh", "meh", "oops", "hm", "erm", "um", "sorry", "just", "then",
-    "唉", "哎", "哎呀", "呃", "额", "啊", "哈", "呀",
+    "唉", "哎", "哎呀", "呃", "额", "啊", "哈", "呀", "wait", "hold on", "hang on",
+    "wait a sec", "等等", "等一下", "等下", "哦等等",
 }  # fmt: skip
 """Words that may stand beside a cancel phrase ("ok never mind", "嗯，算了，不改了")."""
 _LATER = re.compile(
@@ -97,7 +108,7 @@ _LATER = re.compile(
     r"随便看看|只是看看|我直接|解决了|搞定了|弄好了|找到了|"
     r"回头|以后|改天|晚点|再说|自己再?(?:看看|逛逛)|随便逛逛|自己来|自己处理|没必要|不值得|太麻烦|"
     r"就这样|先这样|"
-    r"挺好|不用改|保持原样|留着|不重要|无所谓",
+    r"挺好|不用改|保持原样|留着|不重要|无所谓|没错|没问题|是对的|我?(?:搞|弄|看)错了",
     re.IGNORECASE,
 )
 """A clause that puts the task off or says why it is not needed ("I'll sort it out later",
@@ -106,6 +117,9 @@ stops."""
 _CJK_PHRASES = sorted(
     (p for p in _CANCEL | _CANCEL_FILLERS if not p.isascii()), key=len, reverse=True
 )
+_REFUSALS = {"no", "nah", "nope", "no thanks", "不", "不了", "不要", "不用"}
+"""A refusal that, beside a reason to stop ("nah, it's fine"), stops too."""
+_CJK_FILLERS = sorted((p for p in _CANCEL_FILLERS if not p.isascii()), key=len, reverse=True)
 _CLAUSE = re.compile(r"[,，.。!！?？;；、\n]+|\s+(?:and|then)\s+")
 _HUMAN = {
     "human", "agent", "a human", "an agent", "real person", "a real person", "talk to a human",
@@ -133,19 +147,33 @@ def normalize_phrase(text: str) -> str:
 
 def is_cancel(text: str) -> bool:
     """Whether ``text`` only says to stop: every clause a stop phrase or a filler word."""
-    clauses = [_without_fillers(normalize_phrase(c)) for c in _CLAUSE.split(text.lower())]
-    clauses = [c for c in clauses if c]
+    said = [normalize_phrase(c) for c in _CLAUSE.split(text.lower())]
+    clauses = [c for c in map(_without_fillers, said) if c]
     stops = [c for c in clauses if _cancel_clause(c)]
-    return bool(stops) and all(c in stops or _LATER.search(c) for c in clauses)
+    if not stops and any(c in _REFUSALS for c in said):
+        stops = [c for c in clauses if _LATER.search(c)]  # "nah, it's fine, I'll keep it"
+    return bool(stops) and all(c in stops or c in _REFUSALS or _LATER.search(c) for c in clauses)
 
 
 def _without_fillers(clause: str) -> str:
+    """The clause without filler words at its ends ("ok", "hold on", "嗯"); empty when it is
+    nothing but fillers ("哦等等")."""
     words = clause.split()
-    while words and words[0] in _CANCEL_FILLERS:
-        words.pop(0)
-    while words and words[-1] in _CANCEL_FILLERS:
-        words.pop()
-    return " ".join(words)
+    changed = True
+    while words and changed:
+        changed = False
+        for size in (2, 1):  # "hold on": a filler of two words
+            if len(words) >= size and " ".join(words[:size]) in _CANCEL_FILLERS:
+                words, changed = words[size:], True
+            if len(words) >= size and " ".join(words[-size:]) in _CANCEL_FILLERS:
+                words, changed = words[:-size], True
+    rest = " ".join(words)
+    while rest and not rest.isascii():
+        filler = next((p for p in _CJK_FILLERS if rest.startswith(p)), None)
+        if filler is None:
+            break
+        rest = rest[len(filler) :].strip()
+    return rest if rest else ""
 
 
 def _cancel_clause(clause: str) -> bool:
@@ -180,9 +208,11 @@ def generate_commands(
             for name, value in parse.set_slots.items()
             if name in turn.domain.slots
         ]
+    classified = parse.intent
     if collecting(turn.state.stack) is None:
-        parse = _requested(turn, _entity_led(turn, parse))
+        parse = _asked(turn, _requested(turn, _entity_led(turn, parse)))
     message = _Reading(turn, parse, synonyms)
+    message.classified = classified
     for rule in _RULES:
         commands = rule(message)
         if commands is not None:
@@ -204,6 +234,8 @@ class _Reading:
         self.pending_slot = turn.domain.slots.get(str(collect)) if self.pending else None
         self.active = top_user_frame(stack)
         self.confident = parse.intent is not None and parse.confidence >= DIGRESSION_CONFIDENCE
+        self.classified = parse.intent
+        """The classifier's own intent, before the rules that read a request or an entity."""
 
     @cached_property
     def typed_answer(self) -> SlotValue | None:
@@ -212,6 +244,15 @@ class _Reading:
             return None
         question = str(self.pending.get("utter"))
         return _answer(self.turn, self.parse, self.pending_slot, self.synonyms, question=question)
+
+    @cached_property
+    def typed_title(self) -> bool:
+        """The message is the title of one of the pending question's buttons ("No, keep
+        it"): an answer, even in words that would otherwise stop the flow."""
+        if self.pending is None or self.pending_slot is None:
+            return False
+        question = str(self.pending.get("utter"))
+        return _typed_button(self.turn, self.pending_slot, self.parse.text, question) is not None
 
     @cached_property
     def answer(self) -> SlotValue | None:
@@ -272,6 +313,7 @@ def _human_or_cancel(m: _Reading) -> list[cmd.Command] | None:
         is_cancel(m.parse.text)
         and m.active is not None
         and not _is_bool_answer(m.pending_slot, m.typed_answer)
+        and not m.typed_title
     ):
         return [cmd.CancelFlow()]
     return None
@@ -331,6 +373,8 @@ def _task_in_clause(m: _Reading) -> list[cmd.Command] | None:
     first."""
     if m.pending_slot is not None or m.active is not None or not m.parse.clauses:
         return None
+    if _starts_a_flow(m.turn, m.classified):
+        return None  # the whole message asks for a task: _new_flow starts it
     tasks = [
         (confidence, flow)
         for clause, intent, confidence in m.parse.clauses
@@ -362,8 +406,45 @@ def _new_flow(m: _Reading) -> list[cmd.Command] | None:
     if m.pending_slot is not None and _about_the_question(m, m.pending_slot, flows[0]):
         return [cmd.RejectValue(m.pending_slot.name, m.parse.text)]
     if _needs_clarification(m.turn, m.parse, flows):
-        return [cmd.Clarify(tuple(f.id for f in flows[:3]))]
-    return [cmd.StartFlow(flows[0].id), *_prefill(m.turn, m.parse, flows[0], m.synonyms)]
+        named = [f for f in flows[:3] if _names_a_choice(m, f)]
+        if len(named) != 1:
+            return [cmd.Clarify(tuple(f.id for f in flows[:3]))]
+        flows = named  # "扣了我两次钱": the choice it names (charged twice) is that flow's
+    commands = [cmd.StartFlow(flows[0].id), *_prefill(m.turn, m.parse, flows[0], m.synonyms)]
+    aside = _aside_question(m, flows[0]) if m.pending_slot is None else None
+    return [*commands, cmd.ChitChat(intent=aside)] if aside is not None else commands
+
+
+def _aside_question(m: _Reading, flow: Flow) -> str | None:
+    """A question asked beside the task in a clause of its own ("change the address of
+    KF-10015, and also do you ship to Hong Kong?"): the intent that answers it, if sure."""
+    triggers = {t.intent for t in flow.nlu_triggers}
+    for clause, intent, confidence in m.parse.clauses:
+        if (
+            intent not in triggers
+            and confidence >= SURE_ANSWER_CONFIDENCE
+            and _answers(m.turn, intent)
+            and looks_like_question(clause)
+        ):
+            return intent
+    return None
+
+
+def _names_a_choice(m: _Reading, flow: Flow) -> bool:
+    """The message names one of the values of a choice ``flow`` will ask for."""
+    return any(
+        isinstance(c, cmd.SetSlot)
+        and (slot := m.turn.domain.slots.get(c.name)) is not None
+        and slot.type == "categorical"
+        for c in _prefill(m.turn, m.parse, flow, m.synonyms)
+    )
+
+
+def _starts_a_flow(turn: Turn, intent: str | None) -> bool:
+    """Whether ``intent`` is a trigger of one of the customer's flows."""
+    return intent is not None and any(
+        t.intent == intent for f in turn.flows.user_flows() for t in f.nlu_triggers
+    )
 
 
 def _about_the_question(m: _Reading, pending: SlotDefinition, flow: Flow) -> bool:
@@ -373,10 +454,34 @@ def _about_the_question(m: _Reading, pending: SlotDefinition, flow: Flow) -> boo
     collects = {s.collect for s in m.turn.flows.collect_steps_of(flow)}
     return (
         pending.name in collects
-        and m.question
+        and (m.question or _repeats_the_question(m))
         and not m.parse.entities
         and not _REQUEST.search(m.parse.text)
+        and not _CHANGE_OF_MIND.search(m.parse.text)
     )
+
+
+def _phrases(text: str) -> set[str]:
+    """English word pairs and Chinese three-character runs of a text."""
+    text = _TEMPLATE.sub(" ", text.lower())
+    words = re.findall(r"[a-z]+", text)
+    out = {f"{a} {b}" for a, b in itertools.pairwise(words)}
+    for run in re.findall(r"[\u4e00-\u9fff]{3,}", text):
+        out |= {run[i : i + 3] for i in range(len(run) - 2)}
+    return out
+
+
+def _repeats_the_question(m: _Reading) -> bool:
+    """The message repeats a phrase of the pending question ("订单号忘了" to "请提供您的订单号",
+    "no idea what my order number is"): it is about that question."""
+    said = _phrases(m.parse.text)
+    if not said or m.pending is None:
+        return False
+    for variation in m.turn.domain.responses.get(str(m.pending.get("utter")), ()):
+        for text in (variation.text or "", *variation.translation.values()):
+            if said & _phrases(text):
+                return True
+    return False
 
 
 def _running_task(m: _Reading) -> list[cmd.Command] | None:
@@ -393,7 +498,10 @@ def _running_task(m: _Reading) -> list[cmd.Command] | None:
 
 def _chitchat(m: _Reading) -> list[cmd.Command] | None:
     """Small talk the domain has a response for."""
-    return [cmd.ChitChat()] if m.small_talk else None
+    if not m.small_talk:
+        return None
+    # an intent the rules chose over the classifier's ("refund 要多久到账啊") is named
+    return [cmd.ChitChat(intent=m.parse.intent if m.parse.intent != m.classified else None)]
 
 
 def _unfit_answer(m: _Reading) -> list[cmd.Command] | None:
@@ -465,7 +573,12 @@ def _answer(
     if typed is not None:
         return typed
     answer = parse_slot_value(
-        slot, parse.text, list(parse.entities), language=parse.language, synonyms=synonyms
+        slot,
+        parse.text,
+        list(parse.entities),
+        language=parse.language,
+        synonyms=synonyms,
+        echo=_question_verbs(turn, question) if slot.type == "bool" else (),
     )
     if answer is not None and answer.source != "entity" and _needs_entity(slot):
         return None
@@ -485,6 +598,49 @@ def _typed_button(turn: Turn, slot: SlotDefinition, text: str, question: str) ->
             if values and slot.name in values:
                 return SlotValue(values[slot.name], "parsed")
     return None
+
+
+_ECHO_WORD = re.compile(r"[a-z]{3,}|[\u4e00-\u9fff]+")
+_TEMPLATE = re.compile(r"\{[^}]*\}")
+
+
+def _echo_words(text: str) -> set[str]:
+    """English words and Chinese character pairs of a text, for :func:`_question_verbs`."""
+    out: set[str] = set()
+    for run in _ECHO_WORD.findall(_TEMPLATE.sub(" ", text.lower())):
+        out |= {run} if run.isascii() else {run[i : i + 2] for i in range(len(run) - 1)}
+    return out
+
+
+def _question_verbs(turn: Turn, question: str) -> frozenset[str]:
+    """What a yes/no question asks to do, as a customer may repeat it to say yes ("cancel it"
+    to "Do you want me to cancel it?", "取消吧" to "确定要取消这个订单吗？"): the words its
+    yes button shares with its text and its no button does not ("cancel" of "Yes, cancel
+    it" / "No, keep it")."""
+    verbs: set[str] = set()
+    for variation in turn.domain.responses.get(question, ()):
+        texts = [variation.text or "", *variation.translation.values()]
+        titles = [[b.title for b in variation.buttons]]
+        titles += [list(t) for t in variation.button_translations.values()]
+        payloads = [b.payload for b in variation.buttons]
+        for text in texts:
+            asked = _echo_words(text)
+            for row in titles:
+                yes = [t for t, p in zip(row, payloads, strict=False) if _sets_true(p)]
+                no = [t for t, p in zip(row, payloads, strict=False) if _sets_false(p)]
+                for title in yes:
+                    verbs |= (_echo_words(title) & asked) - set().union(*map(_echo_words, no))
+    return frozenset(verbs)
+
+
+def _sets_true(payload: str) -> bool:
+    values = set_slots_of(payload) or {}
+    return list(values.values()) == [True]
+
+
+def _sets_false(payload: str) -> bool:
+    values = set_slots_of(payload) or {}
+    return list(values.values()) == [False]
 
 
 def _needs_entity(slot: SlotDefinition) -> bool:
@@ -644,12 +800,7 @@ def _entity_led(turn: Turn, parse: Parse) -> Parse:
             i for i, c in parse.ranking[:3] if c >= ENTITY_TASK_CONFIDENCE and i != parse.intent
         ]
         return _promoted(turn, parse, ranked, slots)
-    suggested = [
-        payload[1:]
-        for variation in turn.domain.responses.get(f"utter_{parse.intent}", ())
-        for payload in (b.payload for b in variation.buttons)
-        if payload.startswith("/") and not payload.startswith("/SetSlots")
-    ]
+    suggested = _suggested_intents(turn, parse.intent)
     ranked = [i for i, c in parse.ranking if c >= ENTITY_LED_CONFIDENCE and i != parse.intent]
     return _promoted(turn, parse, [*suggested, *ranked], slots)
 
@@ -673,22 +824,70 @@ def _with_intent(parse: Parse, intent: str) -> Parse:
 
 
 def _requested(turn: Turn, parse: Parse) -> Parse:
-    """A request ("I want to return something", "我要退货") whose words also resemble a
-    policy question is the task: when the first intent is answered by a response and the
-    second starts a flow, likely enough, the second wins, unless the message is a question."""
-    if parse.from_payload or len(parse.ranking) < 2 or looks_like_question(parse.text):
+    """A request ("I want to return something", "我要退货", "could you send me my invoice?")
+    whose words also resemble a policy question is the task: when the first intent is
+    answered by a response, the flow that response offers as a next step (its buttons:
+    "Send me my invoice" under the invoice policy) wins, else the second intent where it
+    starts a flow, likely enough. A question that is no request stays a question."""
+    if parse.from_payload or len(parse.ranking) < 2:
+        return parse
+    polite = _POLITE_REQUEST.search(parse.text) is not None
+    if looks_like_question(parse.text) and not polite:
         return parse
     (first, _), (second, confidence) = parse.ranking[0], parse.ranking[1]
     if (
         parse.intent != first
-        or confidence < REQUEST_TASK_CONFIDENCE
         or not _answers(turn, first)
-        or _flow_intent(turn, second) is None
-        or not _REQUEST.search(parse.text)
+        or not (polite or _REQUEST.search(parse.text))
         or _ASKING.search(parse.text)
     ):
         return parse
+    offered = [
+        intent
+        for intent in _suggested_intents(turn, first)
+        if intent != first and _flow_intent(turn, intent) is not None
+    ]
+    if len(offered) == 1:
+        return _with_intent(parse, offered[0])
+    if confidence < REQUEST_TASK_CONFIDENCE or _flow_intent(turn, second) is None:
+        return parse
     return _with_intent(parse, second)
+
+
+def _asked(turn: Turn, parse: Parse) -> Parse:
+    """A question that reads as a task and as a policy question alike ("refund 要多久到账啊":
+    checking one's refund, or how long refunds take): when the policy's answer offers that
+    task as its next step (a button), the answer comes first and the customer may press it."""
+    if (
+        parse.from_payload
+        or len(parse.ranking) < 2
+        or parse.entities
+        or not looks_like_question(parse.text)
+        or _REQUEST.search(parse.text)
+        or _POLITE_REQUEST.search(parse.text)
+    ):
+        return parse
+    (first, p_first), (second, p_second) = parse.ranking[0], parse.ranking[1]
+    if (
+        parse.intent != first
+        or p_first - p_second >= CLARIFY_MARGIN
+        or _flow_intent(turn, first) is None
+        or not _answers(turn, second)
+        or first not in _suggested_intents(turn, second)
+    ):
+        return parse
+    return _with_intent(parse, second)
+
+
+def _suggested_intents(turn: Turn, intent: str | None) -> list[str]:
+    """The intents of the buttons of the response that answers ``intent`` (``/track_order``
+    under the delivery times)."""
+    return [
+        payload[1:]
+        for variation in turn.domain.responses.get(f"utter_{intent}", ())
+        for payload in (b.payload for b in variation.buttons)
+        if payload.startswith("/") and not payload.startswith("/SetSlots")
+    ]
 
 
 def _answers(turn: Turn, intent: str) -> bool:

@@ -31,6 +31,11 @@ def _glossary() -> tuple[re.Pattern[str], dict[str, str]]:
     return pattern, terms
 
 
+def shop_terms() -> re.Pattern[str]:
+    """The glossary's English terms (with their endings), as one pattern."""
+    return _glossary()[0]
+
+
 def in_chinese(text: str) -> str:
     """``text`` with the glossary's English terms in Chinese, when it is a Chinese message."""
     if detect_language(text) != "zh":

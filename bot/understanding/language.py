@@ -42,10 +42,21 @@ def detect_language(text: str, *, default: str = "en") -> str:
     if kana:
         other += han + kana
         han = 0
+    if han and latin:
+        latin -= _borrowed_letters(window)
     zh = han * HAN_WEIGHT
     if zh == latin == other == 0 or other > max(zh, latin):
         return default
     return "zh" if zh >= latin else "en"
+
+
+def _borrowed_letters(text: str) -> int:
+    """Letters of the English shop words Chinese customers mix into Chinese sentences ("我想
+    return 这个", "我的 package 到哪了"; ``data/code_switch_zh.tsv``): they do not make a
+    message English."""
+    from bot.understanding.code_switch import shop_terms  # it reads this module
+
+    return sum(len(_LATIN.findall(m.group())) for m in shop_terms().finditer(text))
 
 
 SWITCH_MIN_HAN = 2

@@ -23,6 +23,8 @@ MIN_LENGTH = 4
 LONG_WORD = 7
 """Words this long may be two edits away from the word meant; shorter ones one."""
 
+_SUFFIXES = ("s", "es", "ed", "d", "ing", "er", "ers", "ly", "able")
+"""Endings of English words that the dictionary of whole words often lacks in one form."""
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _LATIN_TOKEN = re.compile(r"[A-Za-z0-9@._'-]+")
 
@@ -64,9 +66,12 @@ def edit_distance(a: str, b: str) -> int:
 class SpellingCorrector:
     """Corrects unknown words towards the words of a set of training texts."""
 
-    def __init__(self, frequencies: Counter[str], *, dictionary: frozenset[str]) -> None:
+    def __init__(
+        self, frequencies: Counter[str], *, dictionary: frozenset[str], known_from: int = 2
+    ) -> None:
         self._frequencies = frequencies
         self._dictionary = dictionary
+        self._known_from = known_from
         self._index: dict[str, set[str]] = {}
         for word in frequencies:
             if len(word) >= MIN_LENGTH - 1:
@@ -74,10 +79,12 @@ class SpellingCorrector:
                     self._index.setdefault(deleted, set()).add(word)
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> SpellingCorrector:
-        """A corrector towards the Latin words of ``texts`` (the intent examples)."""
+    def from_texts(cls, texts: Iterable[str], *, known_from: int = 2) -> SpellingCorrector:
+        """A corrector towards the Latin words of ``texts``: the intent examples, where a word
+        is taken as written from ``known_from`` uses on (one use may be a typo kept on
+        purpose), or edited texts such as the knowledge base's (``known_from=1``)."""
         frequencies = Counter(w.lower() for text in texts for w in _WORD.findall(text))
-        return cls(frequencies, dictionary=english_words())
+        return cls(frequencies, dictionary=english_words(), known_from=known_from)
 
     def correct_word(self, word: str) -> str:
         """The training word ``word`` was probably meant as, or ``word`` itself."""
@@ -89,12 +96,21 @@ class SpellingCorrector:
         or too short to tell; None when it is unknown and no training word is close."""
         lowered = word.lower()
         seen = self._frequencies[lowered]
-        if len(lowered) < MIN_LENGTH or seen > 1 or lowered in self._dictionary:
+        if (
+            len(lowered) < MIN_LENGTH
+            or seen >= self._known_from
+            or lowered in self._dictionary
+            or self._inflected(lowered)
+        ):
             return word
         limit = _allowed(len(lowered))
         best: tuple[int, int, str] | None = None
+        tried: set[str] = set()
         for deleted in _deletes(lowered, limit):
             for candidate in self._index.get(deleted, ()):
+                if candidate in tried or abs(len(candidate) - len(lowered)) > limit:
+                    continue  # the same word through another deletion, or too long or short
+                tried.add(candidate)
                 if self._frequencies[candidate] <= seen:
                     continue  # a typo kept once in the examples ("cancle") is no target
                 distance = edit_distance(lowered, candidate)
@@ -104,6 +120,20 @@ class SpellingCorrector:
                 if best is None or key < best:
                     best = key
         return best[2] if best is not None else None
+
+    def _inflected(self, word: str) -> bool:
+        """Whether ``word`` is a known word with an inflection the dictionary lacks ("debited",
+        "refundable"): no typo to correct into another word ("deleted")."""
+        for suffix in _SUFFIXES:
+            stem = word.removesuffix(suffix)
+            if suffix == "d" and not stem.endswith("e"):
+                continue  # "registerd" is a typo, "charged" a word
+            if stem != word and len(stem) >= MIN_LENGTH - 1:
+                if stem in self._dictionary or self._frequencies[stem] >= self._known_from:
+                    return True
+                if stem + "e" in self._dictionary:  # charged, charging
+                    return True
+        return False
 
     def correct(self, text: str) -> str:
         """``text`` with its unknown words corrected; codes, numbers and addresses (any token

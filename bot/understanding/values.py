@@ -8,6 +8,7 @@ guessing.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -83,13 +84,21 @@ def _normalize(text: str) -> str:
     return unicodedata.normalize("NFKC", text).replace("’", "'").lower().strip()
 
 
-def parse_bool(text: str, language: str) -> bool | None:
+def parse_bool(text: str, language: str, *, echo: Iterable[str] = ()) -> bool | None:
     """Read a yes/no answer; ``None`` when it is unclear ("maybe", "yes and no").
 
     The phrases of ``language`` are tried first, then the other languages' (a Chinese
-    customer may well type "ok").
+    customer may well type "ok"). ``echo``: the question's own verbs ("cancel" of "Do you
+    want me to cancel it?"): a clause that repeats one says yes ("取消吧"), one that negates
+    it says no ("别取消", "don't cancel").
     """
-    answers = [_clause_bool(clause, language) for clause in _BOOL_CLAUSE.split(_normalize(text))]
+    echoed = _echo_pattern(tuple(sorted(echo)))
+    answers = [
+        _echo_bool(clause, echoed)
+        if echoed is not None and echoed.search(clause)
+        else _clause_bool(clause, language)
+        for clause in _BOOL_CLAUSE.split(_normalize(text))
+    ]
     said = [answer for answer in answers if answer is not None]
     if not said:
         return None
@@ -98,6 +107,27 @@ def parse_bool(text: str, language: str) -> bool | None:
 
 
 _BOOL_CLAUSE = re.compile(r"[,，;；。!！\n]+|\s+(?:but|actually)\s+|但是|不过|还是")
+
+
+_NEGATOR = r"(?:不要|不用|不必|不|别|没|没有|don'?t|do not|not|no|never)\s*"
+
+
+@functools.lru_cache(maxsize=64)
+def _echo_pattern(echo: tuple[str, ...]) -> re.Pattern[str] | None:
+    """The question's verbs, each with an optional negator before it."""
+    if not echo:
+        return None
+    words = "|".join(
+        rf"(?<![a-z]){re.escape(w)}(?![a-z])" if w.isascii() else re.escape(w)
+        for w in sorted(echo, key=len, reverse=True)
+    )
+    return re.compile(rf"(?P<neg>{_NEGATOR})?(?:{words})")
+
+
+def _echo_bool(clause: str, echoed: re.Pattern[str]) -> bool:
+    """A clause that repeats the question's verb: yes, unless the verb is negated."""
+    match = echoed.search(clause)
+    return match is not None and not match.group("neg")
 
 
 def _clause_bool(clause: str, language: str) -> bool | str | None:
@@ -253,11 +283,13 @@ def parse_slot_value(
     *,
     language: str,
     synonyms: Mapping[str, str] | None = None,
+    echo: Iterable[str] = (),
 ) -> SlotValue | None:
     """The value ``text`` gives ``slot``, or ``None`` when it cannot be read with confidence.
 
     An entity matching one of the slot's ``from_entity`` mappings wins over the raw text;
-    ``synonyms`` (lower-cased variant -> canonical) help match categorical values.
+    ``synonyms`` (lower-cased variant -> canonical) help match categorical values; ``echo``:
+    the verbs of a yes/no question (see :func:`parse_bool`).
     """
     matched = [str(e["value"]) for e in entities if _maps_to(slot, e)]
     if slot.type == "list":
@@ -270,7 +302,7 @@ def parse_slot_value(
         if coerced is not None:
             return SlotValue(coerced.value, "entity")
     if slot.type in ("bool", "float", "categorical"):
-        return _coerce(slot, text, language, synonyms or {})
+        return _coerce(slot, text, language, synonyms or {}, echo)
     stripped = _without_lead_in(text.strip())
     return SlotValue(stripped, "text") if stripped else None
 
@@ -305,10 +337,14 @@ def _maps_to(slot: SlotDefinition, entity: Mapping[str, Any]) -> bool:
 
 
 def _coerce(
-    slot: SlotDefinition, text: str, language: str, synonyms: Mapping[str, str]
+    slot: SlotDefinition,
+    text: str,
+    language: str,
+    synonyms: Mapping[str, str],
+    echo: Iterable[str] = (),
 ) -> SlotValue | None:
     if slot.type == "bool":
-        answer = parse_bool(text, language)
+        answer = parse_bool(text, language, echo=echo)
         return None if answer is None else SlotValue(answer, "parsed")
     if slot.type == "float":
         number = parse_number(text)
