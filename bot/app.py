@@ -119,6 +119,7 @@ class App:
             entity_names=project.domain.entities,
             intents=project.domain.intents,
             cache_dir=cache,
+            cache_keep=settings.cache_keep,
             flows=project.flows.flows.values(),
             questions=knowledge.questions() if knowledge is not None else (),
             sentiment=analyzer(),

@@ -191,6 +191,8 @@ DEFAULT_DB_LOCK_TIMEOUT = 30.0
 """Seconds a turn waits for another worker's turn of the same conversation."""
 DEFAULT_LEADER_RETRY = 2.0
 """Seconds between a follower's attempts to become the leader (and the leader's checks)."""
+DEFAULT_CACHE_KEEP = 4
+"""How many trained classifiers a cache folder keeps (the most recently used)."""
 LEADER_LOCK_KEY = (0x6B656675, 1)
 """The session advisory lock (two-int key space, apart from conversation locks) of the leader."""
 DB_START_WAIT = 30.0

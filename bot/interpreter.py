@@ -136,20 +136,23 @@ class Interpreter:
         entity_names: tuple[str, ...],
         intents: tuple[str, ...],
         cache_dir: Path,
+        cache_keep: int = constants.DEFAULT_CACHE_KEEP,
         flows: Iterable[Flow] = (),
         questions: Iterable[tuple[str, str]] = (),
         sentiment: SentimentScorer | None = None,
     ) -> Interpreter:
         """Train (or load from ``cache_dir``, keyed by content hash) the project's models;
         ``flows`` that no trained intent starts get the description router, where the
-        knowledge base's ``(question, language)`` pairs compete with them. ``sentiment``
-        scores every message that has text. The classifier reads messages with typos
-        corrected towards the examples' words."""
+        knowledge base's ``(question, language)`` pairs compete with them; ``cache_dir`` keeps
+        the ``cache_keep`` classifiers used last. ``sentiment`` scores every message that has
+        text. The classifier reads messages with typos corrected towards the examples' words."""
         flows = list(flows)
         examples = [(e.text, e.intent) for e in nlu.examples]
         classifier = None
         if len({intent for _, intent in examples}) >= 1 and examples:
-            classifier = IntentClassifier.train_cached(examples, cache_dir=cache_dir)
+            classifier = IntentClassifier.train_cached(
+                examples, cache_dir=cache_dir, keep=cache_keep
+            )
             classifier.load_encoders()
         extractor = EntityExtractor.from_training_data(nlu, entity_names)
         by_intent: dict[str, list[str]] = {}

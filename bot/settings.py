@@ -79,6 +79,9 @@ class Settings:
     cache_dir: Path | None = field(default_factory=lambda: _cache_dir(os.environ))
     """Where trained models and knowledge vectors are kept (``KEFU_CACHE_DIR``, read from the
     environment for settings built in code too); None: the project's ``.kefu/models``."""
+    cache_keep: int = field(default_factory=lambda: _cache_keep(os.environ))
+    """How many trained classifiers the cache folder keeps, the most recently used
+    (``KEFU_CACHE_KEEP``, read from the environment for settings built in code too)."""
 
     @classmethod
     def from_env(
@@ -148,6 +151,7 @@ class Settings:
             ),
             leader_retry=reader.seconds("KEFU_LEADER_RETRY", constants.DEFAULT_LEADER_RETRY),
             cache_dir=_cache_dir(source) or _cache_dir(os.environ),
+            cache_keep=_cache_keep(source if "KEFU_CACHE_KEEP" in source else os.environ),
         )
 
     def require(self, name: str) -> str:
@@ -161,6 +165,10 @@ class Settings:
 def _cache_dir(source: Mapping[str, str]) -> Path | None:
     value = (source.get("KEFU_CACHE_DIR") or "").strip()
     return Path(value).expanduser() if value else None
+
+
+def _cache_keep(source: Mapping[str, str]) -> int:
+    return _Reader(source).positive("KEFU_CACHE_KEEP", constants.DEFAULT_CACHE_KEEP)
 
 
 class _Reader:

@@ -8,10 +8,13 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.privacy import install_log_redaction
 from bot.testing.private_postgres import PrivatePostgres
@@ -26,6 +29,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # Trained models and knowledge vectors go to one folder for the session, not to the
     # repository's .kefu/ (``KEFU_CACHE_DIR`` is read for settings built in code too).
     os.environ["KEFU_CACHE_DIR"] = _CACHE_DIR
+    # ... and keeps every classifier the session trains (in the test processes and in the
+    # `kefu run` workers they start): the many small test projects would otherwise push the
+    # reference shop's out of the `KEFU_CACHE_KEEP` used last, and each test after that would
+    # train it again (about a minute). The folder goes at the session's end.
+    os.environ["KEFU_CACHE_KEEP"] = "1000"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -54,6 +62,33 @@ def postgres_url() -> str:
     if not url:
         pytest.skip("KEFU_TEST_POSTGRES_URL is not set: PostgreSQL tests need a server")
     return url
+
+
+KEFU_TABLES = ("conversations", "events", "processed_messages", "outbox", "kv", "scheduled_jobs")
+"""The tables a kefu store and its scheduler make."""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The test runs twice: on a SQLite file of its own, then on the test PostgreSQL database
+    with kefu's tables dropped before and after (skipped when no server is configured)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    await _drop_kefu_tables(url)
+    yield url
+    await _drop_kefu_tables(url)
+
+
+async def _drop_kefu_tables(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for name in KEFU_TABLES:
+                await conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

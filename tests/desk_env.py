@@ -213,6 +213,16 @@ async def until(check: Callable[[], Any], limit: float = WAIT) -> None:
 
 
 @asynccontextmanager
+async def desk_doubles() -> AsyncIterator[tuple[SlackApiDouble, TelegramBotApiDouble]]:
+    """The Slack double (the desk channel, its two agents) and the Telegram double, running."""
+    async with (
+        SlackApiDouble(members={DESK: [AGENT, SECOND_AGENT]}, users=USERS) as slack,
+        TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME) as telegram,
+    ):
+        yield slack, telegram
+
+
+@asynccontextmanager
 async def desk_shop(
     tmp_path: Path,
     *,
@@ -240,14 +250,8 @@ async def desk_shop(
     db_path = tmp_path / "kefu.db"
     async with AsyncExitStack() as stack:
         if doubles is None:
-            slack = await stack.enter_async_context(
-                SlackApiDouble(members={DESK: [AGENT, SECOND_AGENT]}, users=USERS)
-            )
-            telegram = await stack.enter_async_context(
-                TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME)
-            )
-        else:
-            slack, telegram = doubles
+            doubles = await stack.enter_async_context(desk_doubles())
+        slack, telegram = doubles
         settings = Settings(
             database_url=database_url or f"sqlite+aiosqlite:///{db_path}",
             telegram_bot_token=tg.TOKEN,

@@ -318,8 +318,12 @@ def test_only_chinese_sentences_may_be_slow(classifier: IntentClassifier) -> Non
 def test_the_cache_keeps_the_classifiers_used_last(tmp_path: Path) -> None:
     keep = classifier_module.CACHE_KEEP
     sets = [EXAMPLES[: len(EXAMPLES) - i] for i in range(keep + 2)]
+    vectors = tmp_path / "knowledge-0123456789abcdef01234567.npz"  # not a classifier: kept
+    vectors.write_bytes(b"knowledge vectors")
     for examples in sets:
         IntentClassifier.train_cached(examples, cache_dir=tmp_path)
+    assert vectors.read_bytes() == b"knowledge vectors"
+    vectors.unlink()
     files = set(tmp_path.glob("*.npz"))
     assert len(files) == keep
     IntentClassifier.train_cached(sets[-keep], cache_dir=tmp_path)  # the oldest kept: a hit

@@ -16,11 +16,8 @@ from pathlib import Path
 from bot.desk import Status
 from bot.events import AgentJoined, AgentMessage
 from bot.testing import slack_double as sd
-from bot.testing.slack_double import SlackApiDouble
-from bot.testing.telegram_double import TelegramBotApiDouble
 from channels.slack_board import CLAIM
-from tests import telegram_updates as tg
-from tests.desk_env import AGENT, DESK, SECOND_AGENT, USERS, DeskShop, desk_shop, until
+from tests.desk_env import AGENT, SECOND_AGENT, USERS, DeskShop, desk_doubles, desk_shop, until
 
 CHAT = 5550123
 CONVERSATION = f"telegram:{CHAT}"
@@ -28,17 +25,16 @@ CONVERSATION = f"telegram:{CHAT}"
 
 @asynccontextmanager
 async def two_workers(tmp_path: Path, url: str) -> AsyncIterator[tuple[DeskShop, DeskShop]]:
-    """Two workers (each its own store, locks and desk) on the database at ``url``."""
+    """Two workers (each its own store, locks and desk, in ``tmp_path``'s folders a and b) on
+    the database at ``url``."""
+    (tmp_path / "a").mkdir(exist_ok=True)
+    (tmp_path / "b").mkdir(exist_ok=True)
     async with (
-        SlackApiDouble(members={DESK: [AGENT, SECOND_AGENT]}, users=USERS) as slack,
-        TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME) as telegram,
+        desk_doubles() as doubles,
+        desk_shop(tmp_path / "a", doubles=doubles, database_url=url, workers=True) as a,
+        desk_shop(tmp_path / "b", doubles=doubles, database_url=url, workers=True) as b,
     ):
-        doubles = (slack, telegram)
-        async with (
-            desk_shop(tmp_path / "a", doubles=doubles, database_url=url, workers=True) as a,
-            desk_shop(tmp_path / "b", doubles=doubles, database_url=url, workers=True) as b,
-        ):
-            yield a, b
+        yield a, b
 
 
 async def customer_hands_off(s: DeskShop, chat: int) -> None:
@@ -49,8 +45,6 @@ async def customer_hands_off(s: DeskShop, chat: int) -> None:
 async def test_a_ticket_posted_through_one_worker_is_worked_through_the_other(
     tmp_path: Path, fresh_postgres_url: str
 ) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     async with two_workers(tmp_path, fresh_postgres_url) as (a, b):
         await customer_hands_off(a, CHAT)
         ts = str((await a.ticket())["ts"])
@@ -84,8 +78,6 @@ async def test_a_ticket_posted_through_one_worker_is_worked_through_the_other(
 async def test_concurrent_handoffs_get_unique_numbers_and_concurrent_claims_one_winner(
     tmp_path: Path, fresh_postgres_url: str
 ) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     async with two_workers(tmp_path, fresh_postgres_url) as (a, b):
         chats = [CHAT + n for n in range(6)]
         await asyncio.gather(*(customer_hands_off((a, b)[n % 2], c) for n, c in enumerate(chats)))
@@ -131,8 +123,6 @@ async def test_concurrent_handoffs_get_unique_numbers_and_concurrent_claims_one_
 async def test_what_waited_for_slack_is_posted_once_by_one_worker(
     tmp_path: Path, fresh_postgres_url: str
 ) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     async with two_workers(tmp_path, fresh_postgres_url) as (a, b):
         a.slack.down = True
         await customer_hands_off(a, CHAT)
@@ -155,8 +145,6 @@ async def test_what_waited_for_slack_is_posted_once_by_one_worker(
 async def test_the_claim_of_a_worker_that_died_lapses_and_another_worker_posts(
     tmp_path: Path, fresh_postgres_url: str
 ) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     async with two_workers(tmp_path, fresh_postgres_url) as (a, b):
         a.slack.down = True
         await customer_hands_off(a, CHAT)
@@ -181,8 +169,6 @@ async def test_the_claim_of_a_worker_that_died_lapses_and_another_worker_posts(
 async def test_a_ticket_posted_by_a_worker_whose_claim_lapsed_is_not_posted_again(
     tmp_path: Path, fresh_postgres_url: str
 ) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     async with two_workers(tmp_path, fresh_postgres_url) as (a, b):
         a.slack.down = True
         await customer_hands_off(a, CHAT)

@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 import time_machine
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.desk import Status
 from bot.errors import DatabaseUnavailableError
@@ -34,11 +32,10 @@ from tests import telegram_updates as tg
 from tests.desk_env import (
     AGENT,
     DESK,
-    SECOND_AGENT,
     TELEGRAM_SECRET,
-    USERS,
     DeskShop,
     accepted,
+    desk_doubles,
     desk_shop,
     until,
 )
@@ -49,7 +46,6 @@ SLA, MAX_WAIT, CSAT_DELAY = 300.0, 1800.0, 60.0
 CHAT = 5550177
 CONVERSATION = f"telegram:{CHAT}"
 OTHER_CHAT = 5550178
-TABLES = ("conversations", "events", "processed_messages", "outbox", "kv", "scheduled_jobs")
 
 DELAYED = (
     "Sorry, it is taking longer than usual for a colleague to answer. You are still in the "
@@ -74,32 +70,8 @@ def clock() -> Iterator[time_machine.Coordinates]:
 @pytest.fixture
 async def doubles() -> AsyncIterator[tuple[SlackApiDouble, TelegramBotApiDouble]]:
     """Slack and Telegram doubles that outlive a restart of kefu."""
-    async with (
-        SlackApiDouble(members={DESK: [AGENT, SECOND_AGENT]}, users=USERS) as slack,
-        TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME) as telegram,
-    ):
-        yield slack, telegram
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}"
-        return
-    url: str = request.getfixturevalue("postgres_url")
-    await _drop_tables(url)
-    yield url
-    await _drop_tables(url)
-
-
-async def _drop_tables(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            for name in TABLES:
-                await conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
-    finally:
-        await engine.dispose()
+    async with desk_doubles() as running:
+        yield running
 
 
 @asynccontextmanager

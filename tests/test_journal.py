@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -29,6 +31,24 @@ from bot.testing.cluster import WorkerCluster
 
 PROJECT = Path(__file__).resolve().parent / "projects" / "journal"
 WAIT = 30.0
+_Store = TypeVar("_Store", bound=SqlStore)
+
+
+@asynccontextmanager
+async def _journal_app(
+    store_class: type[_Store], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[App, _Store, Path]]:
+    """The journal project on a SQLite file through ``store_class``; its action log."""
+    log = tmp_path / "actions.log"
+    monkeypatch.setenv("KEFU_TEST_ACTION_LOG", str(log))
+    url = f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}"
+    store = store_class(url)
+    await store.initialize()
+    app = await App.create(load_project(PROJECT), settings=Settings(database_url=url), store=store)
+    try:
+        yield app, store, log
+    finally:
+        await app.close()
 
 
 def _runs(log: Path) -> list[tuple[str, str, str, str]]:
@@ -53,18 +73,12 @@ class _DiesBeforeItsFirstSave(SqlStore):
 async def test_a_turn_run_again_replays_its_recorded_actions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = tmp_path / "actions.log"
-    monkeypatch.setenv("KEFU_TEST_ACTION_LOG", str(log))
-    store = _DiesBeforeItsFirstSave(f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
-    await store.initialize()
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
-    app = await App.create(load_project(PROJECT), settings=settings, store=store)
     message = UserMessage(
         channel="rest", conversation_id="rest:ann", sender_id="ann", text="pay 1", message_id="m1"
     )
     key = message_key(message)
     assert key is not None
-    try:
+    async with _journal_app(_DiesBeforeItsFirstSave, tmp_path, monkeypatch) as (app, store, log):
         with pytest.raises(DatabaseUnavailableError):
             await app.turns.process(message)
         assert [run[0] for run in _runs(log)] == ["action_charge", "action_receipt"]
@@ -89,8 +103,6 @@ async def test_a_turn_run_again_replays_its_recorded_actions(
         keys = [run[3] for run in _runs(log)]
         assert keys[:2] != ["None", "None"] and keys[0] != keys[1]
         assert keys[2:] == ["None", "None"]  # no message id: no journal, no key
-    finally:
-        await app.close()
 
 
 class _UnreachableForOneRecord(SqlStore):
@@ -108,19 +120,11 @@ class _UnreachableForOneRecord(SqlStore):
 async def test_a_record_the_database_refused_for_a_moment_is_written_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = tmp_path / "actions.log"
-    monkeypatch.setenv("KEFU_TEST_ACTION_LOG", str(log))
-    store = _UnreachableForOneRecord(f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
-    await store.initialize()
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
-    app = await App.create(load_project(PROJECT), settings=settings, store=store)
     message = UserMessage(
         channel="rest", conversation_id="rest:bo", sender_id="bo", text="pay 3", message_id="m3"
     )
-    try:
+    async with _journal_app(_UnreachableForOneRecord, tmp_path, monkeypatch) as (app, store, log):
         result = await app.turns.process(message)
-    finally:
-        await app.close()
     assert store.failed and [m.text for m in result.messages] == ["charged pay 3", "receipt pay 3"]
     assert [run[0] for run in _runs(log)] == ["action_charge", "action_receipt"]
 
@@ -140,19 +144,11 @@ class _LosesItsFirstRace(SqlStore):
 async def test_a_turn_run_again_on_the_fresh_state_replays_its_actions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = tmp_path / "actions.log"
-    monkeypatch.setenv("KEFU_TEST_ACTION_LOG", str(log))
-    store = _LosesItsFirstRace(f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
-    await store.initialize()
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}")
-    app = await App.create(load_project(PROJECT), settings=settings, store=store)
     message = UserMessage(
         channel="rest", conversation_id="rest:cy", sender_id="cy", text="pay 4", message_id="m4"
     )
-    try:
+    async with _journal_app(_LosesItsFirstRace, tmp_path, monkeypatch) as (app, store, log):
         result = await app.turns.process(message)
-    finally:
-        await app.close()
     assert store.lost and [m.text for m in result.messages] == ["charged pay 4", "receipt pay 4"]
     assert [run[0] for run in _runs(log)] == ["action_charge", "action_receipt"]
 

@@ -20,8 +20,6 @@ from typing import Any
 import httpx
 import pytest
 import time_machine
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import App, build, notify_api, scheduled_work
 from bot.events import AllSlotsReset, FlowCancelled, SessionStarted, UserMessage
@@ -38,7 +36,6 @@ T0 = START.timestamp()
 _MESSAGE_IDS = itertools.count(1)
 """Platform message ids (a random hex id sometimes holds a run of digits that reads as a card
 number, which the edge refuses)."""
-TABLES = ("conversations", "events", "processed_messages", "outbox", "kv", "scheduled_jobs")
 
 
 @pytest.fixture(scope="module")
@@ -49,30 +46,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}"
-        return
-    url: str = request.getfixturevalue("postgres_url")
-    await _drop_tables(url)
-    yield url
-    await _drop_tables(url)
-
-
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}"
-
-
-async def _drop_tables(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            for name in TABLES:
-                await conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

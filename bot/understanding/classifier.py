@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from collections import Counter
@@ -33,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.svm import LinearSVC
 
+from bot import constants
 from bot.understanding.encoder import ENCODER_DIM, ENCODER_MODEL, LANGUAGES, encoder
 from bot.understanding.features import (
     EMBEDDING_MODEL,
@@ -51,8 +53,10 @@ FORMAT_VERSION = 3
 3: a second (cascade) model over the n-grams, the static embedding and the encoder.
 """
 
-CACHE_KEEP = 4
-"""How many trained classifiers a cache folder keeps (the most recently used)."""
+CACHE_KEEP = constants.DEFAULT_CACHE_KEEP
+"""How many trained classifiers a cache folder keeps by default (the most recently used)."""
+_CACHED_NAME = re.compile(r"[0-9a-f]{64}")
+"""A cached classifier's file name (without .npz): the SHA-256 of what it was trained on."""
 
 RANKING_SIZE = 10
 """How many intents a prediction ranks."""
@@ -255,11 +259,12 @@ class IntentClassifier:
         *,
         out_of_scope_examples: Sequence[str] = (),
         cache_dir: Path,
+        keep: int = CACHE_KEEP,
     ) -> IntentClassifier:
         """Load from cache_dir/<content hash>.npz if present, else train and save there.
 
-        The folder keeps the `CACHE_KEEP` classifiers used last: editing examples back and
-        forth stays instant, and old files do not pile up."""
+        The folder keeps the ``keep`` classifiers used last: editing examples back and forth
+        stays instant, and old files do not pile up."""
         content = json.dumps(
             [
                 FORMAT_VERSION,
@@ -285,7 +290,7 @@ class IntentClassifier:
         log.info("trained in %.1f s", time.perf_counter() - started)
         try:
             classifier.save(path)
-            _prune(cache_dir, keep=CACHE_KEEP)
+            _prune(cache_dir, keep=keep)
         except OSError as exc:  # a read-only project still starts; it just trains every time
             log.warning("cannot cache the intent classifier in %s: %s", cache_dir, exc)
         return classifier
@@ -413,8 +418,13 @@ class IntentClassifier:
 
 
 def _prune(folder: Path, *, keep: int) -> None:
-    """Delete all but the `keep` most recently used classifiers in `folder`."""
-    saved = sorted(folder.glob("*.npz"), key=lambda path: path.stat().st_mtime, reverse=True)
+    """Delete all but the `keep` most recently used classifiers in `folder` (files named by
+    their content hash; what else is cached there, such as knowledge vectors, stays)."""
+    saved = sorted(
+        (path for path in folder.glob("*.npz") if _CACHED_NAME.fullmatch(path.stem)),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
     for path in saved[keep:]:
         path.unlink(missing_ok=True)
 
