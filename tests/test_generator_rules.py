@@ -34,11 +34,18 @@ slots:
     type: text
     mappings:
       - type: from_llm
+  reason:
+    type: categorical
+    values: [damaged, other]
+    mappings:
+      - type: from_llm
 responses:
   utter_ask_order_id:
     - text: "Order number?"
   utter_ask_details:
     - text: "What happened?"
+  utter_ask_reason:
+    - text: "Why?"
   utter_refund_policy:
     - text: "Refunds take 3-5 working days."
 """
@@ -57,6 +64,7 @@ flows:
       - intent: refund
     steps:
       - collect: order_id
+      - collect: reason
   complain:
     description: Record a complaint.
     nlu_trigger:
@@ -118,6 +126,32 @@ def test_a_named_order_picks_the_likely_task_that_needs_it(project: Project) -> 
     commands = generate_commands(turn_for(project), angry, synonyms={})
     assert started(commands) == ["refund"]
     assert cmd.SetSlot("order_id", "KF-10006") in commands
+
+
+def test_a_request_takes_its_choice_from_the_problem_told_just_before(project: Project) -> None:
+    synonyms = {"stopped working": "damaged"}
+    wish = parse("I just want my money back", [("refund", 0.9)])
+    turn = turn_for(project)
+    turn.state.transcript = [("user", "my watch stopped working"), ("bot", "Sorry about that.")]
+    assert cmd.SetSlot("reason", "damaged") in generate_commands(turn, wish, synonyms=synonyms)
+    # not when the bot has not answered it, nor from an older message than the one before
+    turn.state.transcript = [("user", "my watch stopped working")]
+    assert not [
+        c
+        for c in generate_commands(turn, wish, synonyms=synonyms)
+        if isinstance(c, cmd.SetSlot) and c.name == "reason"
+    ]
+    turn.state.transcript = [
+        ("user", "my watch stopped working"),
+        ("bot", "Sorry."),
+        ("user", "ok"),
+        ("bot", "..."),
+    ]
+    assert not [
+        c
+        for c in generate_commands(turn, wish, synonyms=synonyms)
+        if isinstance(c, cmd.SetSlot) and c.name == "reason"
+    ]
 
 
 def test_a_complaint_without_a_likely_task_stays_a_complaint(project: Project) -> None:

@@ -753,13 +753,16 @@ def _prefill(
     slot's type; a choice only when the message names exactly one of the slot's values."""
     wanted = {s.collect for s in turn.flows.collect_steps_of(flow)}
     out: list[cmd.Command] = []
+    before = _told_before(turn)
     for name in sorted(wanted):
         slot = turn.domain.slots.get(name)
         if slot is None or slot.type != "categorical" or turn.slots().get(name) is not None:
             continue
-        choice = parse_slot_value(slot, parse.text, [], language=parse.language, synonyms=synonyms)
-        if choice is not None:
-            out.append(cmd.SetSlot(name, choice.value))
+        for text in (parse.text, before):
+            choice = parse_slot_value(slot, text, [], language=parse.language, synonyms=synonyms)
+            if text and choice is not None:
+                out.append(cmd.SetSlot(name, choice.value))
+                break
     for entity in parse.entities:
         for name in _slots_for_entity(turn, str(entity.get("entity"))):
             if name not in wanted:
@@ -774,6 +777,19 @@ def _prefill(
             if value is not None:
                 out.append(cmd.SetSlot(name, value.value))
     return out
+
+
+def _told_before(turn: Turn) -> str:
+    """The customer's message before this one, when the bot answered it and no task is
+    running: what a request follows up on ("my watch stopped working" ... "I just want my
+    money back": the reason is the fault). Empty otherwise."""
+    if top_user_frame(turn.state.stack) is not None:
+        return ""
+    transcript = turn.state.transcript
+    if len(transcript) < 2 or transcript[-1][0] != "bot":
+        return ""
+    earlier = [text for speaker, text in transcript if speaker == "user"]
+    return earlier[-1] if earlier else ""
 
 
 ENTITY_LED_CONFIDENCE = 0.05
