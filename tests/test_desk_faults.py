@@ -64,29 +64,40 @@ async def thread_of(s: DeskShop) -> str | None:
         return None
 
 
+async def thread_is(s: DeskShop, ts: str) -> bool:
+    """Whether the ticket's recorded thread is ``ts``."""
+    return await thread_of(s) == ts
+
+
+async def hand_off_with_the_store_cut_once_posted(
+    s: DeskShop, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> tuple[str, dict[str, Any], asyncio.Task[Any]]:
+    """The customer asks for a human and the store goes away the moment Slack has the ticket,
+    before its thread is recorded: the ticket's ts, the Telegram update, and its webhook call
+    (still retried, for the caller to let finish or to cancel)."""
+
+    def cut_once_posted(method: str) -> None:
+        if method == "chat.postMessage" and not s.tickets():
+            proxy.cut()
+
+    s.slack.on_call = cut_once_posted
+    human = s.tg_update(CHAT, "human")
+    handing_off = asyncio.create_task(accepted(lambda: s.tg_post(human)))
+    ts = str((await s.ticket())["ts"])
+    await until(lambda: "the store is unavailable" in caplog.text)
+    s.slack.on_call = None
+    return ts, human, handing_off
+
+
 async def test_a_posted_tickets_thread_is_recorded_once_the_store_is_back(
     tmp_path: Path, fresh_postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="bot.desk.desk")
     async with proxied_shop(tmp_path, fresh_postgres_url) as (s, proxy):
-
-        def cut_once_posted(method: str) -> None:
-            if method == "chat.postMessage" and not s.tickets():
-                proxy.cut()  # Slack has the ticket; its thread is not recorded yet
-
-        s.slack.on_call = cut_once_posted
-        human = s.tg_update(CHAT, "human")
-        handed_off = asyncio.create_task(accepted(lambda: s.tg_post(human)))
-        ts = str((await s.ticket())["ts"])
-        await until(lambda: "the store is unavailable" in caplog.text)
-        s.slack.on_call = None
+        ts, _, handed_off = await hand_off_with_the_store_cut_once_posted(s, proxy, caplog)
         proxy.restore()
         await handed_off
-
-        async def recorded() -> bool:
-            return await thread_of(s) == ts
-
-        await until(recorded)
+        await until(lambda: thread_is(s, ts))
         later = s.tg_update(CHAT, "is anyone there?")
         await accepted(lambda: s.tg_post(later))
         assert await s.thread_has(ts, 1) == ["*Alice Smith:* is anyone there?"]
@@ -105,27 +116,14 @@ async def test_a_ticket_posted_just_before_kefu_died_keeps_its_thread_after_the_
         TelegramBotApiDouble(token=tg.TOKEN, username=tg.BOT_USERNAME) as telegram,
     ):
         async with proxied_shop(tmp_path, fresh_postgres_url, (slack, telegram)) as (s, proxy):
-
-            def cut_once_posted(method: str) -> None:
-                if method == "chat.postMessage" and not s.tickets():
-                    proxy.cut()  # Slack has the ticket; its thread is not recorded yet
-
-            s.slack.on_call = cut_once_posted
-            human = s.tg_update(CHAT, "human")
-            handing_off = asyncio.create_task(accepted(lambda: s.tg_post(human)))
-            ts = str((await s.ticket())["ts"])
-            await until(lambda: "the store is unavailable" in caplog.text)
-            s.slack.on_call = None
+            ts, human, handing_off = await hand_off_with_the_store_cut_once_posted(s, proxy, caplog)
             handing_off.cancel()  # kefu stops (dies) before the store is back
             with contextlib.suppress(asyncio.CancelledError):
                 await handing_off
         async with proxied_shop(tmp_path, fresh_postgres_url, (slack, telegram)) as (s, _):
             await accepted(lambda: s.tg_post(human))  # Telegram sends it again
-
-            async def recorded() -> bool:
-                return await thread_of(s) == ts
-
-            await until(recorded)  # found in the channel by its metadata, not posted again
+            # Found in the channel by its metadata, not posted again.
+            await until(lambda: thread_is(s, ts))
             assert len(s.tickets()) == 1
             assert [
                 c.params.get("include_all_metadata")
@@ -144,11 +142,7 @@ async def test_slacks_retry_of_a_claiming_reply_completes_the_join(
     async with proxied_shop(tmp_path, fresh_postgres_url) as (s, proxy):
         await accepted(lambda: s.tg_post(s.tg_update(CHAT, "human")))
         ts = str((await s.ticket())["ts"])
-
-        async def recorded() -> bool:
-            return await thread_of(s) == ts
-
-        await until(recorded)
+        await until(lambda: thread_is(s, ts))
 
         def cut_on_download(method: str) -> None:
             if method == "files.download":
