@@ -97,6 +97,11 @@ class ConversationBusyError(TransientError):
     """Another worker held the conversation longer than ``KEFU_DB_LOCK_TIMEOUT``: retry."""
 
 
+class ThreadNotRecordedError(TransientError):
+    """A press in the thread of a ticket this worker posted whose thread the store has not
+    recorded yet (it was away when the post came back): Slack hears an error, press again."""
+
+
 class DuplicateMessageError(StoreError):
     """This platform message id was already processed."""
 

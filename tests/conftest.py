@@ -3,6 +3,7 @@ full card number was stored or logged fails at its teardown, naming what was see
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -13,31 +14,62 @@ from pathlib import Path
 import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.privacy import install_log_redaction
 from bot.testing.private_postgres import PrivatePostgres
 from tests import card_watch
 
-_CACHE_DIR = tempfile.mkdtemp(prefix="kefu-test-cache-")
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+"""The pytest-xdist worker this process is (``gw0``, ``gw1``...), or None: the one process."""
+_WORKER_DATABASE: list[tuple[URL, str | None]] = []
+"""The worker's own database: the server's URL and the database's name."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
     install_log_redaction()  # as `kefu run`, `kefu shell` and the server do
     card_watch.start()
     # Trained models and knowledge vectors go to one folder for the session, not to the
-    # repository's .kefu/ (``KEFU_CACHE_DIR`` is read for settings built in code too).
-    os.environ["KEFU_CACHE_DIR"] = _CACHE_DIR
+    # repository's .kefu/ (``KEFU_CACHE_DIR`` is read for settings built in code too). The
+    # workers inherit the folder the main process made: what one trains, the others read.
+    if _WORKER is None:
+        os.environ["KEFU_CACHE_DIR"] = tempfile.mkdtemp(prefix="kefu-test-cache-")
     # ... and keeps every classifier the session trains (in the test processes and in the
     # `kefu run` workers they start): the many small test projects would otherwise push the
     # reference shop's out of the `KEFU_CACHE_KEEP` used last, and each test after that would
     # train it again (about a minute). The folder goes at the session's end.
     os.environ["KEFU_CACHE_KEEP"] = "1000"
+    # Under pytest-xdist each worker has a database of its own on the test server
+    # (``test_gw0``...), made here and dropped at its end: the tests that share one database
+    # never meet another worker's.
+    url = os.environ.get("KEFU_TEST_POSTGRES_URL")
+    if _WORKER is not None and url:
+        server = make_url(url)
+        mine = server.set(database=f"{server.database}_{_WORKER}")
+        asyncio.run(_recreate(server, mine.database, create=True))
+        os.environ["KEFU_TEST_POSTGRES_URL"] = mine.render_as_string(hide_password=False)
+        _WORKER_DATABASE.append((server, mine.database))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+    if _WORKER is None:
+        shutil.rmtree(os.environ["KEFU_CACHE_DIR"], ignore_errors=True)
+    for server, name in _WORKER_DATABASE:
+        asyncio.run(_recreate(server, name, create=False))
+
+
+async def _recreate(server: URL, name: str | None, *, create: bool) -> None:
+    """Drop database ``name`` (a worker's own) on ``server``; make it anew when ``create``."""
+    admin = await asyncpg.connect(
+        server.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if create:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +89,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture
 def postgres_url() -> str:
-    """The test PostgreSQL server's URL; the test is skipped when none is configured."""
+    """The test PostgreSQL database's URL; the test is skipped when none is configured."""
     url = os.environ.get("KEFU_TEST_POSTGRES_URL")
     if not url:
         pytest.skip("KEFU_TEST_POSTGRES_URL is not set: PostgreSQL tests need a server")

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
+from bot import constants
 from bot.desk.desk import ALREADY_YOURS
 from bot.errors import DatabaseUnavailableError
 from bot.events import AgentJoined, AgentMessage, UserMessage
@@ -105,6 +106,31 @@ async def test_a_posted_tickets_thread_is_recorded_once_the_store_is_back(
         assert "Dana from our team" in (await s.tg_replies(CHAT, 2))[-1]
         assert len(s.tickets()) == 1  # no second ticket, no "unknown thread"
         assert s.ephemerals_to(AGENT) == []
+
+
+async def test_a_press_before_the_tickets_thread_is_recorded_is_refused_for_now(
+    tmp_path: Path,
+    fresh_postgres_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The store was away twice when the desk tried to record the posted ticket's thread: the
+    # next try is a while off (shortened here), and a press comes before it.
+    monkeypatch.setattr(constants, "DESK_RECORD_DELAYS", (0.2, 3.0))
+    monkeypatch.setattr(constants, "DESK_NEW_TICKET_WAIT", 0.5)
+    caplog.set_level(logging.WARNING, logger="bot.desk.desk")
+    caplog.set_level(logging.WARNING, logger="channels.slack")
+    async with proxied_shop(tmp_path, fresh_postgres_url) as (s, proxy):
+        ts, _, handed_off = await hand_off_with_the_store_cut_once_posted(s, proxy, caplog)
+        await until(lambda: "again in 3.0 s" in caplog.text)
+        proxy.restore()
+        await handed_off
+        claim = sd.block_action(user=AGENT, channel=DESK, message_ts=ts, action_id=CLAIM)
+        assert (await s.slack_post(claim)).status_code == 503  # "not yet", never "no handoff"
+        assert f"thread {ts} may be a ticket not recorded yet" in caplog.text
+        await accepted(lambda: s.slack_post(claim))  # Dana presses again
+        assert "Dana from our team" in (await s.tg_replies(CHAT, 2))[-1]
+        assert s.ephemerals_to(AGENT) == [] and len(s.tickets()) == 1
 
 
 async def test_a_ticket_posted_just_before_kefu_died_keeps_its_thread_after_the_restart(

@@ -41,6 +41,17 @@ async def settled(s: DeskShop) -> list[str]:
     return s.tg_sent(CHAT)
 
 
+async def _why_no_join(s: DeskShop) -> str:
+    """What the customer, the agent and the store hold when the join never came."""
+    pending = await s.agent.store.pending_deliveries(now=float("inf"))
+    told = [str(c.params.get("text")) for c in s.slack.calls_to("chat.postEphemeral")]
+    return (
+        f"no join reached the customer: sent {s.tg_sent(CHAT)}; the agent was told {told}; "
+        f"ticket {await s.ticket_record(CONVERSATION)}; pending deliveries {pending}; "
+        f"events {[e.event for e in await s.events(CONVERSATION)][-6:]}"
+    )
+
+
 async def test_nothing_acknowledged_is_lost_and_nothing_is_answered_twice(
     tmp_path: Path, fresh_postgres_url: str
 ) -> None:
@@ -84,7 +95,10 @@ async def test_nothing_acknowledged_is_lost_and_nothing_is_answered_twice(
             def joins() -> list[str]:
                 return [m for m in s.tg_sent(CHAT) if "Dana from our team" in m]
 
-            await until(joins, limit=constants.DELIVERY_LEASE + WAIT)
+            try:
+                await until(joins, limit=constants.DELIVERY_LEASE + WAIT)
+            except TimeoutError:
+                raise AssertionError(await _why_no_join(s)) from None
             assert len(joins()) == 1 and "Dana from our team" in s.tg_sent(CHAT)[-1]
             event = sd.thread_reply(
                 channel=DESK, user=AGENT, text="Your parcel left today", thread_ts=ticket

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from bot import constants
 from bot.desk.board import DeskBoard, FileRef, FileSource
 from bot.desk.tickets import Status, Ticket, TicketBook
-from bot.errors import KefuError, PermanentError, TransientError
+from bot.errors import KefuError, PermanentError, ThreadNotRecordedError, TransientError
 from bot.events import (
     AgentJoined,
     AgentLeft,
@@ -1036,7 +1036,8 @@ class Desk:
 
     async def _ticket_of(self, thread: str) -> Ticket | None:
         """The ticket of ``thread``; Slack may deliver a press on a new ticket before its
-        post's answer (and so its thread) reached the desk: then wait for it, briefly."""
+        post's answer (and so its thread) reached the desk: then wait for it, briefly, and
+        raise :class:`ThreadNotRecordedError` if this worker still has a thread to record."""
         found = await self._book.by_thread(thread)
         deadline = time.monotonic() + constants.DESK_NEW_TICKET_WAIT
         # Several workers: the one posting it may be another, so any unknown thread waits.
@@ -1044,6 +1045,10 @@ class Desk:
         while found is None and posting and time.monotonic() < deadline:
             await asyncio.sleep(constants.DESK_NEW_TICKET_POLL)
             found = await self._book.by_thread(thread)
+        if found is None and self._tickets_posting:
+            # Still unknown, while a ticket this worker posted waits for the store to record
+            # its thread: not "no handoff" (that answer would be final), but "not yet".
+            raise ThreadNotRecordedError(f"thread {thread} may be a ticket not recorded yet")
         return found
 
     async def _post(self, ticket: Ticket, item: dict[str, Any], *, look: bool) -> str | None:
