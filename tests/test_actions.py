@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from bot.actions import InProcessActionRunner, RemoteActionRunner, create_action
 from bot.errors import ActionError, ProjectError
 from bot.ports import ActionResult, ActionRunner
 from bot.state import ConversationState
+from bot.testing.cluster import free_port
 from bot.tracker import tracker_for
 
 FIXTURES = Path(__file__).parent / "action_fixtures"
@@ -63,17 +63,10 @@ def _tracker(**slots: Any) -> dict[str, Any]:
     return tracker_for(_state(**slots), events=EVENTS, domain_slots=DOMAIN["slots"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def action_server() -> Iterator[str]:
     """A real rasa-sdk action server serving tests/action_fixtures/shop_actions."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(FIXTURES)}
     process = subprocess.Popen(
         [sys.executable, "-m", "rasa_sdk", "--actions", "shop_actions", "--port", str(port)],
@@ -254,7 +247,7 @@ async def test_an_action_server_gets_the_idempotency_key_as_a_header() -> None:
     app.router.add_get("/actions", listing)
     server = web.AppRunner(app)
     await server.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(server, "127.0.0.1", port).start()
     runner = RemoteActionRunner(f"http://127.0.0.1:{port}/webhook", timeout=2)
     try:
@@ -267,7 +260,7 @@ async def test_an_action_server_gets_the_idempotency_key_as_a_header() -> None:
 
 
 async def test_server_down() -> None:
-    runner = RemoteActionRunner(f"http://127.0.0.1:{_free_port()}/webhook", timeout=2)
+    runner = RemoteActionRunner(f"http://127.0.0.1:{free_port()}/webhook", timeout=2)
     try:
         assert await runner.load_action_names() is None
         assert runner.knows("action_echo")

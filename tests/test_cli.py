@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
+from bot.testing.cluster import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECTS = Path(__file__).resolve().parent / "projects"
@@ -29,12 +30,6 @@ def kefu(
         text=True,
         timeout=600,  # a hang guard: a cold model cache trains first, slow on a busy machine
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_validate_accepts_the_reference_shop(tmp_path: Path) -> None:

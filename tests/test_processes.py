@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -24,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from bot.events import UserMessage
 from bot.store import open_store
+from bot.testing.cluster import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = REPO / "tests" / "projects" / "minimal"
@@ -32,13 +32,6 @@ BURSTS = 6
 BURST_SIZE = 8
 STARTUP_SECONDS = 240.0
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -51,7 +44,7 @@ def _kefu_processes(database_url: str, logs: Path, count: int = 2) -> Iterator[l
     urls: list[str] = []
     try:
         for index in range(count):
-            port = _free_port()
+            port = free_port()
             log = (logs / f"kefu-{index}.log").open("wb")
             command = [sys.executable, "-m", "bot.cli", "run", "--project", str(PROJECT)]
             processes.append(
