@@ -12,7 +12,10 @@ CPU time, which a busy machine distorts less); ``--misses``
 lists the questions ranked wrong.
 ``--bm25`` ranks by words alone, without the sentence encoders. The ranking's settings are
 chosen on ``knowledge_questions.yml``; ``--questions bench/knowledge_questions_heldout.yml`` is
-a held-out set never used to choose them; ``bench/knowledge_questions_chat.yml`` holds questions
+a held-out set never used to choose them; ``knowledge_questions_blind.yml`` and
+``knowledge_questions_blind2.yml`` were written from the knowledge files alone, by someone who
+saw no code and no other set (measure on them, never tune on them);
+``bench/knowledge_questions_chat.yml`` holds questions
 as typed in a chat (typos, order numbers, mixed English/Chinese, greetings around them) and
 ``off_topic`` messages, which the answerer must leave unanswered (how many it answered is
 printed). Also printed: the CPU time of the answerer's words-only check (``knows``, on the event
