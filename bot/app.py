@@ -297,6 +297,7 @@ async def build_server(project_dir: Path, settings: Settings) -> Server:
     """What ``kefu run`` serves: :func:`build`'s app and channels, the scheduler, the notify
     API and the operations pages, with the hooks that start and stop them in order."""
     from bot.scaling import open_workers
+    from bot.server import freeze_startup_heap
 
     workers = open_workers(settings)  # PostgreSQL: one of several workers
     app, channels = await build(project_dir, settings, workers=workers)
@@ -312,7 +313,7 @@ async def build_server(project_dir: Path, settings: Settings) -> Server:
         channels=channels,
         work=work,
         routes=[*routes, *notify_api(app, work).routes()],
-        on_startup=[app.start, *on_startup, duties[0]],
+        on_startup=[app.start, *on_startup, duties[0], freeze_startup_heap],
         on_shutdown=[duties[1], *on_shutdown, app.close],
         health=workers.health if workers is not None else None,
     )

@@ -8,6 +8,7 @@ never have to parse an HTML error page. Bodies over ``MAX_REQUEST_BYTES`` are re
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import json
 import logging
@@ -27,7 +28,7 @@ from bot import constants
 from bot.channel import Channel
 from bot.privacy import install_log_redaction
 
-__all__ = ["Hook", "create_app", "running", "serve", "server_config"]
+__all__ = ["Hook", "create_app", "freeze_startup_heap", "running", "serve", "server_config"]
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,15 @@ def server_config(app: Starlette, *, host: str, port: int) -> uvicorn.Config:
         log_level="warning",
         server_header=False,
     )
+
+
+async def freeze_startup_heap() -> None:
+    """The last startup hook of ``kefu run``: collect start-up's garbage once, then leave what
+    start-up built (models, vocabularies, the knowledge base: hundreds of thousands of
+    objects that live as long as the process) out of every later collection. A full
+    collection over them takes about 150 ms on two cores and stalls every turn meanwhile."""
+    gc.collect()
+    gc.freeze()
 
 
 async def serve(app: Starlette, *, host: str, port: int) -> None:

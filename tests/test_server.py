@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
@@ -188,3 +190,19 @@ async def test_concurrent_requests(base_url: str) -> None:
     async with httpx.AsyncClient(base_url=base_url) as client:
         responses = await asyncio.gather(*(client.get("/health") for _ in range(50)))
     assert {r.status_code for r in responses} == {200}
+
+
+def test_what_startup_built_is_left_out_of_later_collections() -> None:
+    # In a process of its own: freezing this test process's heap would keep every later test's
+    # garbage alive.
+    code = (
+        "import asyncio, gc\n"
+        "from bot.server import freeze_startup_heap\n"
+        "models = [[n] for n in range(50_000)]\n"
+        "asyncio.run(freeze_startup_heap())\n"
+        "print(gc.get_freeze_count())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert int(result.stdout) >= 50_000
