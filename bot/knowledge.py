@@ -97,8 +97,9 @@ _OTHER_LANGUAGE_WEIGHT = 0.5
 _RELATED_MARGIN = 2.0
 """A runner-up section within this much of the best one's score (standard scores, ranked by
 meaning) is offered as a button under the answer: the ranking was unsure between them. Chosen
-on ``bench/knowledge_questions.yml``: the right section is answered or offered for 94%
-(English) and 93% (Chinese) of its questions, with 1.2 sections shown on average."""
+on ``bench/knowledge_questions.yml``; with the reference shop's wordings the right section is
+answered or offered for 93% (English) and 98% (Chinese) of the blind set 2's questions, with
+0.1 buttons per answer on average."""
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[a-z0-9]+(?:'[a-z]+)?|[{_CJK}]+")

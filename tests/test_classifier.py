@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot import constants
 from bot.understanding import classifier as classifier_module
 from bot.understanding.classifier import FORMAT_VERSION, IntentClassifier, IntentPrediction
 from bot.understanding.encoder import encoder
@@ -316,7 +317,7 @@ def test_only_chinese_sentences_may_be_slow(classifier: IntentClassifier) -> Non
 
 
 def test_the_cache_keeps_the_classifiers_used_last(tmp_path: Path) -> None:
-    keep = classifier_module.CACHE_KEEP
+    keep = constants.DEFAULT_CACHE_KEEP
     sets = [EXAMPLES[: len(EXAMPLES) - i] for i in range(keep + 2)]
     vectors = tmp_path / "knowledge-0123456789abcdef01234567.npz"  # not a classifier: kept
     vectors.write_bytes(b"knowledge vectors")

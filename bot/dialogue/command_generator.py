@@ -758,9 +758,9 @@ def _prefill(
         slot = turn.domain.slots.get(name)
         if slot is None or slot.type != "categorical" or turn.slots().get(name) is not None:
             continue
-        for text in (parse.text, before):
+        for text in filter(None, (parse.text, before)):
             choice = parse_slot_value(slot, text, [], language=parse.language, synonyms=synonyms)
-            if text and choice is not None:
+            if choice is not None:
                 out.append(cmd.SetSlot(name, choice.value))
                 break
     for entity in parse.entities:

@@ -53,8 +53,6 @@ FORMAT_VERSION = 3
 3: a second (cascade) model over the n-grams, the static embedding and the encoder.
 """
 
-CACHE_KEEP = constants.DEFAULT_CACHE_KEEP
-"""How many trained classifiers a cache folder keeps by default (the most recently used)."""
 _CACHED_NAME = re.compile(r"[0-9a-f]{64}")
 """A cached classifier's file name (without .npz): the SHA-256 of what it was trained on."""
 
@@ -259,7 +257,7 @@ class IntentClassifier:
         *,
         out_of_scope_examples: Sequence[str] = (),
         cache_dir: Path,
-        keep: int = CACHE_KEEP,
+        keep: int = constants.DEFAULT_CACHE_KEEP,
     ) -> IntentClassifier:
         """Load from cache_dir/<content hash>.npz if present, else train and save there.
 
